@@ -1,0 +1,26 @@
+package cloudsim
+
+// Cross-file contract of the emulator. Each function here is implemented in the
+// file named beside it; this file only documents the seams so the provider
+// files and the world can be written side by side.
+//
+// Operation names used for call counting and fault injection:
+//   Cloudflare: "cf.<resource>.<verb>", e.g. cf.tunnel.create, cf.tunnel.list,
+//               cf.tunnel.get, cf.tunnel.delete, cf.tunnel_config.get,
+//               cf.tunnel_config.put, cf.tunnel_token.get, cf.tunnel_connections.get,
+//               cf.tunnel_connections.delete, cf.dns.create, cf.dns.list, cf.dns.get,
+//               cf.dns.update, cf.dns.patch, cf.dns.delete
+//   EC2:        "ec2.<Action>", e.g. ec2.RunInstances, ec2.DescribeInstances
+//   SSM:        "ssm.<Operation>", e.g. ssm.PutParameter, ssm.GetParameter
+//
+// Every emulated request, before taking s.mu:
+//   f := s.injectFault(r.Context(), op)     // faults.go: latency, hangs, errors, rate limits
+//   if f.Kind != FaultNone { render provider-specific error; s.countCall(op, status); return }
+// and after answering: s.countCall(op, status)                       // calls.go
+//
+// World hooks (world.go), called with s.mu held:
+//   s.instanceRunning(inst)     // instance reached running: start simulated cloudflared
+//   s.instanceDown(inst)        // instance stopping/terminating: its connector drops
+//   s.runShellScript(inst, cmds) (stdout string, exitCode int32)
+//                               // AWS-RunShellScript on an instance; understands
+//                               // `systemctl restart cloudflared` and curl of /ready

@@ -1,0 +1,311 @@
+// Package cloudsim is a stateful HTTP emulator of the exact Cloudflare API v4,
+// EC2 query API and SSM JSON API surface tunnelward uses, plus a simulated
+// world (instances boot, cloudflared connects tunnels), fault injection and an
+// invariant checker. It imports nothing of tunnelward's, so it cannot bend to
+// what it tests.
+//
+// Files: sim.go (core: state, clock, scheduler, routing), cf*.go (Cloudflare),
+// ec2*.go (EC2), ssm*.go (SSM), world.go (connectors, user-data, /_sim/world),
+// faults.go, calls.go, invariants.go, simhttp.go (/_sim endpoints).
+package cloudsim
+
+import (
+	"math/rand"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sandbox identities: the defaults of both cmd/cloudsim and the reconciler's
+// sandbox mode (DESIGN.md section 4).
+const (
+	DefaultCFToken      = "sandbox-token"
+	DefaultAccountID    = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	DefaultZoneID       = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+	DefaultZoneName     = "sandbox.tunnelward.test"
+	DefaultAWSAccessKey = "AKIASANDBOXEXAMPLE"
+	DefaultAWSSecret    = "sandbox-secret"
+	DefaultRegion       = "us-east-1"
+)
+
+// Config shapes one emulated world. Zero durations mean "immediately".
+type Config struct {
+	CFToken      string
+	AccountID    string
+	ZoneID       string
+	ZoneName     string
+	AWSAccessKey string
+	AWSSecret    string
+	Region       string
+
+	BootDelay           time.Duration // pending -> running
+	ConnectDelay        time.Duration // running + token read -> tunnel connections up
+	ShutdownDelay       time.Duration // shutting-down -> terminated / stopping -> stopped
+	TerminatedRetention time.Duration // terminated instances stay visible this long (AWS: ~1h)
+	DNSQuota            int           // records per zone; 0 means 200
+	Seed                int64         // fault injection and id generation are deterministic under it
+
+	// Now is the clock; nil means time.Now. Tests may inject a fake clock.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the sandbox identities with short but real delays.
+func DefaultConfig() Config {
+	return Config{
+		CFToken: DefaultCFToken, AccountID: DefaultAccountID, ZoneID: DefaultZoneID,
+		ZoneName: DefaultZoneName, AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
+		Region: DefaultRegion, BootDelay: 2 * time.Second, ConnectDelay: time.Second,
+		ShutdownDelay: time.Second, TerminatedRetention: time.Hour, DNSQuota: 200, Seed: 1,
+	}
+}
+
+// Sim is one emulated world. All state is guarded by mu; handlers take mu,
+// call s.tick() to run due scheduled events, then act.
+type Sim struct {
+	cfg Config
+
+	mu  sync.Mutex
+	rnd *rand.Rand
+	seq uint64 // id counter
+
+	tunnels     map[string]*Tunnel      // by tunnel id
+	dnsRecords  map[string]*DNSRecord   // by record id
+	instances   map[string]*Instance    // by instance id
+	clientToks  map[string]*clientToken // RunInstances ClientToken -> reservation
+	params      map[string]*Parameter   // by name
+	commands    map[string]*Command     // by command id
+	connectors  map[string]*Connector   // by instance id: the simulated cloudflared
+	reservation map[string][]string     // reservation id -> instance ids
+
+	sched []scheduled // pending world events, sorted by at
+
+	calls  *callCounter // see calls.go
+	faults *faultSet    // see faults.go
+}
+
+// New builds an empty world.
+func New(cfg Config) *Sim {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DNSQuota == 0 {
+		cfg.DNSQuota = 200
+	}
+	s := &Sim{
+		cfg:         cfg,
+		rnd:         rand.New(rand.NewSource(cfg.Seed)),
+		tunnels:     map[string]*Tunnel{},
+		dnsRecords:  map[string]*DNSRecord{},
+		instances:   map[string]*Instance{},
+		clientToks:  map[string]*clientToken{},
+		params:      map[string]*Parameter{},
+		commands:    map[string]*Command{},
+		connectors:  map[string]*Connector{},
+		reservation: map[string][]string{},
+	}
+	s.calls = newCallCounter()
+	s.faults = newFaultSet(cfg.Seed)
+	return s
+}
+
+// Config returns the world's configuration.
+func (s *Sim) Config() Config { return s.cfg }
+
+// now is the world's clock.
+func (s *Sim) now() time.Time { return s.cfg.Now() }
+
+// scheduled is a world event that fires once its time has come.
+type scheduled struct {
+	at time.Time
+	fn func()
+}
+
+// schedule queues fn to run (under mu) at or after at. Caller holds mu.
+func (s *Sim) schedule(at time.Time, fn func()) {
+	i := sort.Search(len(s.sched), func(i int) bool { return s.sched[i].at.After(at) })
+	s.sched = append(s.sched, scheduled{})
+	copy(s.sched[i+1:], s.sched[i:])
+	s.sched[i] = scheduled{at: at, fn: fn}
+}
+
+// tick runs every scheduled event that is due, in time order. Time in the
+// world advances lazily: every request calls tick before it looks at state,
+// so the world is deterministic for a given sequence of requests and clock.
+// Caller holds mu.
+func (s *Sim) tick() {
+	now := s.now()
+	for len(s.sched) > 0 && !s.sched[0].at.After(now) {
+		ev := s.sched[0]
+		s.sched = s.sched[1:]
+		ev.fn()
+	}
+}
+
+// Tick lets a caller (a test, a poller) advance the world without a request.
+func (s *Sim) Tick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tick()
+}
+
+// Handler serves all emulated APIs on one address: Cloudflare under
+// /client/v4/, the emulator's own endpoints under /_sim/, and EC2 and SSM at
+// the root, told apart by protocol (SSM: JSON with X-Amz-Target AmazonSSM.*;
+// EC2: form-encoded query protocol with Action=).
+func (s *Sim) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/client/v4/"):
+			s.serveCloudflare(w, r) // cf.go
+		case strings.HasPrefix(r.URL.Path, "/_sim/"):
+			s.serveSim(w, r) // simhttp.go
+		case strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AmazonSSM."):
+			s.serveSSM(w, r) // ssm.go
+		case r.Method == http.MethodPost:
+			s.serveEC2(w, r) // ec2.go
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// newID returns a deterministic id of n hex characters. Caller holds mu.
+func (s *Sim) newHex(n int) string {
+	const hexd = "0123456789abcdef"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = hexd[s.rnd.Intn(16)]
+	}
+	return string(b)
+}
+
+// ---- Resource types shared by the provider files and the world ----
+
+// Tunnel is a Cloudflare Tunnel (cfd_tunnel).
+type Tunnel struct {
+	ID              string
+	AccountTag      string
+	Name            string
+	ConfigSrc       string // "cloudflare" (remotely managed) or "local"
+	Secret          string // base64 tunnel secret; part of the token
+	CreatedAt       time.Time
+	DeletedAt       *time.Time
+	Config          *TunnelConfig // remotely-managed configuration, nil until PUT
+	ConfigVersion   int
+	Connections     []TunnelConn // active connections (4 per healthy connector)
+	EverConnected   bool
+	ConnsActiveAt   *time.Time
+	ConnsInactiveAt *time.Time
+	Metadata        map[string]any
+}
+
+// TunnelConfig is the remotely-managed configuration (ingress rules).
+type TunnelConfig struct {
+	Ingress []IngressRule `json:"ingress"`
+	// Raw keeps any other fields the client sent, returned as-is.
+	Raw map[string]any `json:"-"`
+}
+
+// IngressRule is one ingress rule.
+type IngressRule struct {
+	Hostname string `json:"hostname,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Service  string `json:"service"`
+}
+
+// TunnelConn is one edge connection of a connector.
+type TunnelConn struct {
+	ID          string
+	ConnectorID string // the instance id of the simulated cloudflared
+	ColoName    string
+	OpenedAt    time.Time
+	OriginIP    string
+}
+
+// DNSRecord is a zone DNS record.
+type DNSRecord struct {
+	ID         string
+	ZoneID     string
+	Name       string // FQDN, lowercase
+	Type       string
+	Content    string
+	Proxied    bool
+	TTL        int
+	Comment    string
+	Tags       []string
+	CreatedOn  time.Time
+	ModifiedOn time.Time
+}
+
+// Instance is an EC2 instance.
+type Instance struct {
+	ID                 string
+	ReservationID      string
+	ImageID            string
+	InstanceType       string
+	State              string // pending, running, stopping, stopped, shutting-down, terminated
+	UserData           string // base64, as sent
+	Tags               map[string]string
+	IamInstanceProfile string // ARN or name
+	SubnetID           string
+	SecurityGroupIDs   []string
+	PrivateIP          string
+	LaunchTime         time.Time
+	StateChangedAt     time.Time
+	ClientToken        string
+}
+
+// clientToken remembers a RunInstances ClientToken: its parameter fingerprint
+// and the reservation it produced.
+type clientToken struct {
+	Fingerprint   string
+	ReservationID string
+	CreatedAt     time.Time
+}
+
+// Parameter is an SSM parameter.
+type Parameter struct {
+	Name             string
+	Type             string // String, StringList, SecureString
+	Value            string
+	Version          int64
+	Tags             map[string]string
+	KeyID            string
+	Description      string
+	LastModifiedDate time.Time
+	Tier             string
+	DataType         string
+}
+
+// Command is an SSM SendCommand invocation (one instance each, as we use it).
+type Command struct {
+	ID           string
+	DocumentName string
+	InstanceIDs  []string
+	Commands     []string
+	Comment      string
+	RequestedAt  time.Time
+	// Per instance: Status (Pending, InProgress, Success, Failed, ...), output.
+	Invocations map[string]*Invocation
+}
+
+// Invocation is one instance's view of a command.
+type Invocation struct {
+	InstanceID string
+	Status     string
+	StdOut     string
+	StdErr     string
+	ExitCode   int32
+	DoneAt     time.Time
+}
+
+// Connector is the simulated cloudflared on one instance.
+type Connector struct {
+	InstanceID string
+	TunnelID   string // the tunnel its token authenticated, "" when none
+	Running    bool   // process up (killed by /_sim/world, restarted by SendCommand)
+	Connected  bool
+	LastError  string // e.g. "parameter not found", "invalid token"
+}

@@ -1,0 +1,100 @@
+// Package state is tunnelward's durable desired and observed state, kept in
+// bbolt: one record per org, plus the schema version. Desired state changes
+// only through applied events (ingest, replay); observed resource ids,
+// conditions and remediation history are written by the reconcile engine.
+package state
+
+import "time"
+
+// Presence is whether an org should exist.
+type Presence string
+
+const (
+	Present Presence = "present"
+	Deleted Presence = "deleted" // tombstone: kept so older events stay ignored
+)
+
+// Desired is what the platform's events say should exist.
+type Desired struct {
+	Presence     Presence `json:"presence"`
+	Slug         string   `json:"slug,omitempty"`
+	InstanceType string   `json:"instance_type,omitempty"` // optional override from org.created
+	Region       string   `json:"region,omitempty"`        // optional override from org.created
+	// Generation starts at 1 with the first created and is bumped when a
+	// deleted org is created again; EC2 ClientTokens include it.
+	Generation int64 `json:"generation"`
+}
+
+// Observed holds the cloud resource ids the engine created or found. Never a
+// secret: the tunnel token lives only in SSM.
+type Observed struct {
+	TunnelID      string `json:"tunnel_id,omitempty"`
+	TunnelName    string `json:"tunnel_name,omitempty"`
+	DNSRecordID   string `json:"dns_record_id,omitempty"`
+	DNSName       string `json:"dns_name,omitempty"` // FQDN the record was created under (old name kept until moved)
+	ParameterName string `json:"parameter_name,omitempty"`
+	InstanceID    string `json:"instance_id,omitempty"`
+	// InstanceGeneration is the org generation the instance was launched for.
+	InstanceGeneration int64     `json:"instance_generation,omitempty"`
+	IngressHost        string    `json:"ingress_host,omitempty"` // hostname last written to the tunnel config
+	TunnelStatus       string    `json:"tunnel_status,omitempty"`
+	ObservedAt         time.Time `json:"observed_at,omitempty"`
+	// DeleteDone is set when every resource of a deleted org is gone.
+	DeleteDone bool `json:"delete_done,omitempty"`
+}
+
+// Condition types (DESIGN/issue 4 status model).
+const (
+	CondProvisioning = "Provisioning"
+	CondReady        = "Ready"
+	CondDegraded     = "Degraded"
+	CondConflict     = "Conflict"
+	CondDeleting     = "Deleting"
+	CondDeleted      = "Deleted"
+	CondFailed       = "Failed"
+)
+
+// Condition is one observed condition of an org.
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             bool      `json:"status"`
+	Reason             string    `json:"reason,omitempty"`
+	Message            string    `json:"message,omitempty"`
+	LastTransitionTime time.Time `json:"last_transition_time"`
+}
+
+// HealthReport is one org.health_failed event as applied.
+type HealthReport struct {
+	EventID  string    `json:"event_id"`
+	Seq      uint64    `json:"seq"`
+	Reason   string    `json:"reason"`
+	Observer string    `json:"observer,omitempty"`
+	At       time.Time `json:"at"` // event time
+	// Handled is set by the engine once it has diagnosed this report.
+	Handled bool `json:"handled,omitempty"`
+}
+
+// Remediation is one diagnosis or repair the engine did.
+type Remediation struct {
+	At      time.Time `json:"at"`
+	Action  string    `json:"action"`  // false_alarm, restart_cloudflared, replace_instance
+	Outcome string    `json:"outcome"` // ok, failed, pending
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// Org is the record of one org.
+type Org struct {
+	ID          string    `json:"id"`
+	Desired     Desired   `json:"desired"`
+	LastSeq     uint64    `json:"last_seq"`      // stream sequence of the last applied event
+	LastEventID string    `json:"last_event_id"` // id of that event
+	UpdatedAt   time.Time `json:"updated_at"`    // time of that event
+
+	HealthReports []HealthReport `json:"health_reports,omitempty"` // newest last, capped
+
+	Observed     Observed      `json:"observed"`
+	Conditions   []Condition   `json:"conditions,omitempty"`
+	LastError    string        `json:"last_error,omitempty"`
+	LastErrorAt  time.Time     `json:"last_error_at,omitempty"`
+	Remediations []Remediation `json:"remediations,omitempty"` // newest last, capped
+}
