@@ -24,3 +24,16 @@ package cloudsim
 //   s.runShellScript(inst, cmds) (stdout string, exitCode int32)
 //                               // AWS-RunShellScript on an instance; understands
 //                               // `systemctl restart cloudflared` and curl of /ready
+//
+// EC2 helpers (ec2.go), called with s.mu held, used by the world and /_sim/world:
+//   s.stopInstanceLocked(inst)       // running -> stopping -> stopped (calls instanceDown)
+//   s.terminateInstanceLocked(inst)  // -> shutting-down -> terminated (calls instanceDown)
+//
+// Ownership conventions the invariant checker relies on (tunnelward's, written
+// down here because the emulator may not import tunnelward's code):
+//   tunnel name        "tw-<org_id>"
+//   DNS record comment "tunnelward:org=<org_id>" (exact prefix; more may follow after a space)
+//   EC2 tags           ManagedBy=tunnelward, OrgID=<org_id>, TunnelID=<tunnel id>
+//   SSM parameter      tags ManagedBy=tunnelward, OrgID=<org_id>; name "<prefix>/<org_id>/tunnel-token"
+//   user-data          names the token parameter on a line  TUNNEL_TOKEN_PARAMETER='<name>'
+//   tunnel token       base64(JSON {"a":account_tag,"t":tunnel_id,"s":secret}), as Cloudflare's
