@@ -1,0 +1,342 @@
+// Package plan decides what should change for one org: a pure function of its
+// desired state and what was observed in the cloud, shared by the reconcile
+// engine (which applies the changes) and `reconciler plan` (which prints
+// them). No network, no storage: table-tested alone.
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Ownership markers. The emulator's invariant checker knows the same strings
+// (internal/cloudsim/hooks.go); they are part of what tunnelward leaves in
+// the cloud, so changing one strands every resource made under the old one.
+const (
+	TunnelNamePrefix = "tw-"
+	// DNSCommentPrefix starts the comment of every DNS record tunnelward owns.
+	DNSCommentPrefix = "tunnelward:org="
+	TagManagedBy     = "ManagedBy"
+	ManagedByValue   = "tunnelward"
+	TagOrgID         = "OrgID"
+	TagTunnelID      = "TunnelID"
+	TagGeneration    = "Generation"
+	// CatchAllService answers every hostname the ingress does not name.
+	CatchAllService = "http_status:404"
+)
+
+// TunnelName is the deterministic name of an org's tunnel; tunnel names are
+// unique per account among live tunnels, which makes creation idempotent.
+func TunnelName(orgID string) string { return TunnelNamePrefix + orgID }
+
+// OrgFromTunnelName returns the org a tunnel name belongs to, if it is ours.
+func OrgFromTunnelName(name string) (string, bool) {
+	if !strings.HasPrefix(name, TunnelNamePrefix) || len(name) == len(TunnelNamePrefix) {
+		return "", false
+	}
+	return name[len(TunnelNamePrefix):], true
+}
+
+// DNSComment is the ownership marker written on an org's DNS record.
+func DNSComment(orgID string) string { return DNSCommentPrefix + orgID }
+
+// OrgFromDNSComment returns the org a record comment marks as ours, if any.
+func OrgFromDNSComment(comment string) (string, bool) {
+	if !strings.HasPrefix(comment, DNSCommentPrefix) {
+		return "", false
+	}
+	org := comment[len(DNSCommentPrefix):]
+	if i := strings.IndexByte(org, ' '); i >= 0 {
+		org = org[:i]
+	}
+	return org, org != ""
+}
+
+// TunnelTarget is the CNAME target of a tunnel.
+func TunnelTarget(tunnelID string) string { return tunnelID + ".cfargotunnel.com" }
+
+// Desired is what should exist for one org, already resolved against config.
+type Desired struct {
+	OrgID      string
+	Present    bool   // false: the org is deleted and everything of it must go
+	Hostname   string // <slug>.<zone>, lowercase
+	Service    string // ingress service, e.g. http://localhost:8080
+	Generation int64
+}
+
+// Tunnel is an observed live (not deleted) tunnel named for the org.
+type Tunnel struct {
+	ID     string
+	Status string // inactive, healthy, degraded, down
+}
+
+// IngressRule is one rule of a tunnel's remotely-managed configuration.
+type IngressRule struct {
+	Hostname string `json:"hostname,omitempty"`
+	Service  string `json:"service"`
+}
+
+// Record is an observed DNS record that either has the org's hostname or
+// carries the org's ownership marker.
+type Record struct {
+	ID      string
+	Name    string
+	Type    string
+	Content string
+	Proxied bool
+	Comment string
+}
+
+// Param is the observed token parameter (metadata only; the value is never read
+// into a plan).
+type Param struct {
+	Name     string
+	TunnelID string // from the parameter's TunnelID tag or description: which tunnel the token is for
+}
+
+// Instance is an observed owned instance of the org that is not terminated.
+type Instance struct {
+	ID         string
+	State      string // pending, running, stopping, stopped, shutting-down
+	TunnelID   string // TunnelID tag
+	Generation int64  // Generation tag
+}
+
+// Observed is what reads found. A nil pointer or empty slice means "looked and
+// found nothing"; the *Known flags say whether that part was looked at, so a
+// plan never creates what it did not look for.
+type Observed struct {
+	Tunnel        *Tunnel
+	Ingress       []IngressRule
+	IngressKnown  bool
+	Records       []Record
+	RecordsKnown  bool
+	Param         *Param
+	ParamKnown    bool
+	Instances     []Instance
+	InstanceKnown bool
+}
+
+// Resource names a kind of cloud resource in a change.
+type Resource string
+
+const (
+	ResTunnel   Resource = "tunnel"
+	ResIngress  Resource = "ingress"
+	ResToken    Resource = "token"
+	ResDNS      Resource = "dns"
+	ResInstance Resource = "instance"
+)
+
+// Op is what a change does.
+type Op string
+
+const (
+	OpCreate  Op = "create"
+	OpUpdate  Op = "update"
+	OpDelete  Op = "delete"
+	OpRestart Op = "restart" // restart cloudflared on the instance (token changed under it)
+)
+
+// Change is one step a reconcile would take.
+type Change struct {
+	Resource Resource `json:"resource"`
+	Op       Op       `json:"op"`
+	Target   string   `json:"target,omitempty"` // id or name the change acts on
+	Reason   string   `json:"reason"`
+}
+
+func (c Change) String() string {
+	return fmt.Sprintf("%s %s %s: %s", c.Op, c.Resource, c.Target, c.Reason)
+}
+
+// Conflict is something tunnelward must not fix: a resource it does not own
+// stands where one of its own should be.
+type Conflict struct {
+	Resource Resource `json:"resource"`
+	Target   string   `json:"target"`
+	Reason   string   `json:"reason"`
+}
+
+// Result is the plan for one org.
+type Result struct {
+	Changes   []Change   `json:"changes"`
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// Ready is true when nothing needs to change and the tunnel is healthy.
+	Ready bool `json:"ready"`
+}
+
+// Empty reports whether the plan changes nothing.
+func (r Result) Empty() bool { return len(r.Changes) == 0 }
+
+// WantIngress is the ingress an org's tunnel should carry.
+func WantIngress(d Desired) []IngressRule {
+	return []IngressRule{{Hostname: d.Hostname, Service: d.Service}, {Service: CatchAllService}}
+}
+
+// IngressEqual compares two rule lists exactly (order matters: first match wins).
+func IngressEqual(a, b []IngressRule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !strings.EqualFold(a[i].Hostname, b[i].Hostname) || a[i].Service != b[i].Service {
+			return false
+		}
+	}
+	return true
+}
+
+// Compute returns the changes that take the org from o to d.
+func Compute(d Desired, o Observed) Result {
+	if !d.Present {
+		return computeDelete(d, o)
+	}
+	var r Result
+	add := func(res Resource, op Op, target, reason string) {
+		r.Changes = append(r.Changes, Change{Resource: res, Op: op, Target: target, Reason: reason})
+	}
+	tunnelID := ""
+	if o.Tunnel == nil {
+		add(ResTunnel, OpCreate, TunnelName(d.OrgID), "no live tunnel named "+TunnelName(d.OrgID))
+	} else {
+		tunnelID = o.Tunnel.ID
+	}
+
+	want := WantIngress(d)
+	switch {
+	case o.Tunnel == nil:
+		add(ResIngress, OpUpdate, d.Hostname, "new tunnel needs its ingress")
+	case o.IngressKnown && !IngressEqual(o.Ingress, want):
+		add(ResIngress, OpUpdate, d.Hostname, fmt.Sprintf("ingress is %s, want %s", describeIngress(o.Ingress), describeIngress(want)))
+	}
+
+	switch {
+	case o.Tunnel == nil:
+		add(ResToken, OpCreate, "", "new tunnel needs its token in SSM")
+	case o.ParamKnown && o.Param == nil:
+		add(ResToken, OpCreate, "", "token parameter missing")
+	case o.ParamKnown && o.Param.TunnelID != tunnelID:
+		add(ResToken, OpUpdate, o.Param.Name, fmt.Sprintf("parameter holds the token of tunnel %q, want %q", o.Param.TunnelID, tunnelID))
+	}
+
+	if o.RecordsKnown || o.Tunnel == nil {
+		dnsChanges(d, o, tunnelID, &r)
+	}
+
+	if o.InstanceKnown || o.Tunnel == nil {
+		instanceChanges(d, o, tunnelID, &r)
+	}
+
+	r.Ready = len(r.Changes) == 0 && len(r.Conflicts) == 0 && o.Tunnel != nil && o.Tunnel.Status == "healthy"
+	return r
+}
+
+func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
+	target := "" // unknown until the tunnel exists
+	if tunnelID != "" {
+		target = TunnelTarget(tunnelID)
+	}
+	var mine *Record
+	for i := range o.Records {
+		rec := o.Records[i]
+		owner, owned := OrgFromDNSComment(rec.Comment)
+		switch {
+		case strings.EqualFold(rec.Name, d.Hostname) && (!owned || owner != d.OrgID):
+			r.Conflicts = append(r.Conflicts, Conflict{Resource: ResDNS, Target: rec.Name,
+				Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", rec.Type, rec.Name, rec.ID, d.OrgID)})
+		case owned && owner == d.OrgID && strings.EqualFold(rec.Name, d.Hostname) && mine == nil:
+			mine = &o.Records[i]
+		case owned && owner == d.OrgID:
+			// Ours under an old slug, or a duplicate: never left behind.
+			r.Changes = append(r.Changes, Change{Resource: ResDNS, Op: OpDelete, Target: rec.ID,
+				Reason: fmt.Sprintf("owned record %s is not the org's hostname %s", rec.Name, d.Hostname)})
+		}
+	}
+	for _, c := range r.Conflicts {
+		if c.Resource == ResDNS {
+			return // leave the name alone; the Conflict condition tells why
+		}
+	}
+	switch {
+	case mine == nil:
+		r.Changes = append(r.Changes, Change{Resource: ResDNS, Op: OpCreate, Target: d.Hostname, Reason: "no CNAME for " + d.Hostname})
+	case target != "" && (mine.Type != "CNAME" || !strings.EqualFold(mine.Content, target) || !mine.Proxied):
+		r.Changes = append(r.Changes, Change{Resource: ResDNS, Op: OpUpdate, Target: mine.ID,
+			Reason: fmt.Sprintf("record is %s %s proxied=%t, want CNAME %s proxied=true", mine.Type, mine.Content, mine.Proxied, target)})
+	}
+}
+
+func instanceChanges(d Desired, o Observed, tunnelID string, r *Result) {
+	var live []Instance
+	for _, in := range o.Instances {
+		switch in.State {
+		case "pending", "running":
+			live = append(live, in)
+		case "stopping", "stopped":
+			r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: in.ID, Reason: "instance is " + in.State + "; it is replaced"})
+		}
+	}
+	// Keep the newest generation, then the lowest id: deterministic, so two
+	// reconciles never pick different survivors.
+	sort.Slice(live, func(i, j int) bool {
+		if live[i].Generation != live[j].Generation {
+			return live[i].Generation > live[j].Generation
+		}
+		return live[i].ID < live[j].ID
+	})
+	if len(live) == 0 {
+		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpCreate, Target: d.OrgID, Reason: "no live instance"})
+		return
+	}
+	for _, extra := range live[1:] {
+		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: extra.ID, Reason: "duplicate instance; keeping " + live[0].ID})
+	}
+	keep := live[0]
+	if tunnelID != "" && keep.TunnelID != tunnelID {
+		// The tunnel was replaced (deleted out of band): the parameter gets the
+		// new token, and cloudflared must re-read it.
+		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpRestart, Target: keep.ID,
+			Reason: fmt.Sprintf("instance runs tunnel %q, want %q", keep.TunnelID, tunnelID)})
+	}
+}
+
+func computeDelete(d Desired, o Observed) Result {
+	var r Result
+	add := func(res Resource, op Op, target, reason string) {
+		r.Changes = append(r.Changes, Change{Resource: res, Op: op, Target: target, Reason: reason})
+	}
+	for _, in := range o.Instances {
+		if in.State != "shutting-down" && in.State != "terminated" {
+			add(ResInstance, OpDelete, in.ID, "org deleted")
+		}
+	}
+	for _, rec := range o.Records {
+		if owner, ok := OrgFromDNSComment(rec.Comment); ok && owner == d.OrgID {
+			add(ResDNS, OpDelete, rec.ID, "org deleted")
+		}
+	}
+	if o.Param != nil {
+		add(ResToken, OpDelete, o.Param.Name, "org deleted")
+	}
+	if o.Tunnel != nil {
+		add(ResTunnel, OpDelete, o.Tunnel.ID, "org deleted")
+	}
+	return r
+}
+
+func describeIngress(rules []IngressRule) string {
+	if len(rules) == 0 {
+		return "empty"
+	}
+	parts := make([]string, len(rules))
+	for i, ru := range rules {
+		h := ru.Hostname
+		if h == "" {
+			h = "*"
+		}
+		parts[i] = h + "->" + ru.Service
+	}
+	return strings.Join(parts, ",")
+}

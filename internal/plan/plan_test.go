@@ -1,0 +1,276 @@
+package plan
+
+import (
+	"reflect"
+	"testing"
+)
+
+func desired() Desired {
+	return Desired{OrgID: "acme", Present: true, Hostname: "acme.example.test", Service: "http://localhost:8080", Generation: 1}
+}
+
+// converged is the observed world of a fully converged, healthy org.
+func converged() Observed {
+	return Observed{
+		Tunnel:       &Tunnel{ID: "t1", Status: "healthy"},
+		Ingress:      WantIngress(desired()),
+		IngressKnown: true,
+		Records: []Record{{ID: "r1", Name: "acme.example.test", Type: "CNAME", Content: "t1.cfargotunnel.com",
+			Proxied: true, Comment: DNSComment("acme")}},
+		RecordsKnown:  true,
+		Param:         &Param{Name: "/tw/acme/tunnel-token", TunnelID: "t1"},
+		ParamKnown:    true,
+		Instances:     []Instance{{ID: "i-1", State: "running", TunnelID: "t1", Generation: 1}},
+		InstanceKnown: true,
+	}
+}
+
+type key struct {
+	Res Resource
+	Op  Op
+	Tgt string
+}
+
+func keys(r Result) []key {
+	var out []key
+	for _, c := range r.Changes {
+		out = append(out, key{c.Resource, c.Op, c.Target})
+	}
+	return out
+}
+
+func TestCompute(t *testing.T) {
+	tests := []struct {
+		name      string
+		d         func() Desired
+		o         func() Observed
+		want      []key
+		conflicts int
+		ready     bool
+	}{
+		{
+			name:  "converged and healthy: nothing to do, ready",
+			d:     desired,
+			o:     converged,
+			want:  nil,
+			ready: true,
+		},
+		{
+			name: "converged but tunnel down: nothing to change, not ready",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Tunnel.Status = "down"
+				return o
+			},
+			want: nil,
+		},
+		{
+			name: "nothing exists: everything created",
+			d:    desired,
+			o:    func() Observed { return Observed{} },
+			want: []key{
+				{ResTunnel, OpCreate, "tw-acme"},
+				{ResIngress, OpUpdate, "acme.example.test"},
+				{ResToken, OpCreate, ""},
+				{ResDNS, OpCreate, "acme.example.test"},
+				{ResInstance, OpCreate, "acme"},
+			},
+		},
+		{
+			name: "ingress differs",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Ingress = []IngressRule{{Hostname: "old.example.test", Service: "http://localhost:8080"}, {Service: CatchAllService}}
+				return o
+			},
+			want: []key{{ResIngress, OpUpdate, "acme.example.test"}},
+		},
+		{
+			name: "ingress unknown is not rewritten",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Ingress, o.IngressKnown = nil, false
+				return o
+			},
+			want:  nil,
+			ready: true,
+		},
+		{
+			name: "token parameter missing",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Param = nil
+				return o
+			},
+			want: []key{{ResToken, OpCreate, ""}},
+		},
+		{
+			name: "tunnel replaced out of band: token rewritten, cloudflared restarted, DNS repointed",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Tunnel = &Tunnel{ID: "t2", Status: "inactive"}
+				return o
+			},
+			want: []key{
+				{ResToken, OpUpdate, "/tw/acme/tunnel-token"},
+				{ResDNS, OpUpdate, "r1"},
+				{ResInstance, OpRestart, "i-1"},
+			},
+		},
+		{
+			name: "owned record not proxied is fixed",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Records[0].Proxied = false
+				return o
+			},
+			want: []key{{ResDNS, OpUpdate, "r1"}},
+		},
+		{
+			name: "unowned record with our name: conflict, untouched",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Records[0].Comment = "hand-made"
+				return o
+			},
+			want:      nil,
+			conflicts: 1,
+		},
+		{
+			name: "record owned by another org with our name: conflict",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Records[0].Comment = DNSComment("other")
+				return o
+			},
+			want:      nil,
+			conflicts: 1,
+		},
+		{
+			name: "slug changed: new record created, old owned record deleted",
+			d: func() Desired {
+				d := desired()
+				d.Hostname = "acme2.example.test"
+				return d
+			},
+			o: converged,
+			want: []key{
+				{ResIngress, OpUpdate, "acme2.example.test"},
+				{ResDNS, OpDelete, "r1"},
+				{ResDNS, OpCreate, "acme2.example.test"},
+			},
+		},
+		{
+			name: "instance stopped: deleted and a new one created",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Instances[0].State = "stopped"
+				return o
+			},
+			want: []key{{ResInstance, OpDelete, "i-1"}, {ResInstance, OpCreate, "acme"}},
+		},
+		{
+			name: "two live instances: the older generation goes",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Instances = append(o.Instances, Instance{ID: "i-0", State: "running", TunnelID: "t1", Generation: 0})
+				return o
+			},
+			want: []key{{ResInstance, OpDelete, "i-0"}},
+		},
+		{
+			name: "instances shutting down do not count as live",
+			d:    desired,
+			o: func() Observed {
+				o := converged()
+				o.Instances[0].State = "shutting-down"
+				return o
+			},
+			want: []key{{ResInstance, OpCreate, "acme"}},
+		},
+		{
+			name: "deleted org: everything goes",
+			d: func() Desired {
+				d := desired()
+				d.Present = false
+				return d
+			},
+			o: converged,
+			want: []key{
+				{ResInstance, OpDelete, "i-1"},
+				{ResDNS, OpDelete, "r1"},
+				{ResToken, OpDelete, "/tw/acme/tunnel-token"},
+				{ResTunnel, OpDelete, "t1"},
+			},
+		},
+		{
+			name: "deleted org never deletes a record it does not own",
+			d: func() Desired {
+				d := desired()
+				d.Present = false
+				return d
+			},
+			o: func() Observed {
+				return Observed{Records: []Record{{ID: "r9", Name: "acme.example.test", Type: "CNAME", Comment: "hand-made"}}, RecordsKnown: true}
+			},
+			want: nil,
+		},
+		{
+			name: "deleted org with nothing left: empty plan",
+			d: func() Desired {
+				d := desired()
+				d.Present = false
+				return d
+			},
+			o:    func() Observed { return Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true} },
+			want: nil,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Compute(tc.d(), tc.o())
+			if got := keys(r); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("changes:\n got %v\nwant %v\n(%v)", got, tc.want, r.Changes)
+			}
+			if len(r.Conflicts) != tc.conflicts {
+				t.Errorf("conflicts = %v, want %d", r.Conflicts, tc.conflicts)
+			}
+			if r.Ready != tc.ready {
+				t.Errorf("ready = %v, want %v", r.Ready, tc.ready)
+			}
+			for _, c := range r.Changes {
+				if c.Reason == "" {
+					t.Errorf("change %v has no reason", c)
+				}
+			}
+		})
+	}
+}
+
+func TestOwnershipMarkers(t *testing.T) {
+	if org, ok := OrgFromTunnelName(TunnelName("acme")); !ok || org != "acme" {
+		t.Fatalf("tunnel name round trip: %q %v", org, ok)
+	}
+	if _, ok := OrgFromTunnelName("tw-"); ok {
+		t.Fatal("bare prefix is not an org")
+	}
+	if _, ok := OrgFromTunnelName("prod-acme"); ok {
+		t.Fatal("foreign tunnel name taken as ours")
+	}
+	if org, ok := OrgFromDNSComment(DNSComment("acme") + " generation=2"); !ok || org != "acme" {
+		t.Fatalf("comment with suffix: %q %v", org, ok)
+	}
+	if _, ok := OrgFromDNSComment("made by hand"); ok {
+		t.Fatal("foreign comment taken as ours")
+	}
+}
