@@ -1,0 +1,128 @@
+// Package ratelimit holds the client-side limiters tunnelward shares across
+// all workers, one set per provider, sized to the providers' published
+// limits (DESIGN.md section 7) so that the limits are met here rather than
+// discovered as throttling errors.
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limiter is what a caller waits on before each HTTP attempt.
+// *rate.Limiter satisfies it.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// WindowBudget describes a fixed "N requests per window" budget, like
+// Cloudflare's 1200 requests per 5 minutes.
+type WindowBudget struct {
+	Requests int           // budget per window; default 1200
+	Window   time.Duration // default 5m
+	Burst    int           // token bucket size; default 10
+}
+
+// DefaultCloudflare is Cloudflare's documented per-user budget.
+var DefaultCloudflare = WindowBudget{Requests: 1200, Window: 5 * time.Minute, Burst: 10}
+
+// NewWindowLimiter returns a token bucket that can never let more than
+// Requests through in any interval of length Window: a bucket of size B
+// refilled at rate r admits at most B + r·W requests in any window W, so
+// r = (Requests − B) / W. Going over Cloudflare's budget blocks every call for
+// the rest of the window, so the bound must hold exactly, not on average.
+func NewWindowLimiter(b WindowBudget) (*rate.Limiter, error) {
+	if b.Requests == 0 {
+		b.Requests = DefaultCloudflare.Requests
+	}
+	if b.Window == 0 {
+		b.Window = DefaultCloudflare.Window
+	}
+	if b.Burst == 0 {
+		b.Burst = min(DefaultCloudflare.Burst, b.Requests/2)
+	}
+	if b.Requests < 2 || b.Window < 0 || b.Burst < 1 || b.Burst >= b.Requests {
+		return nil, fmt.Errorf("rate budget %d per %v with burst %d: need 1 <= burst < requests and a positive window",
+			b.Requests, b.Window, b.Burst)
+	}
+	r := rate.Limit(float64(b.Requests-b.Burst) / b.Window.Seconds())
+	return rate.NewLimiter(r, b.Burst), nil
+}
+
+// Bucket is one token bucket's shape.
+type Bucket struct {
+	Burst int
+	Rate  float64 // tokens per second
+}
+
+func (b Bucket) limiter() *rate.Limiter { return rate.NewLimiter(rate.Limit(b.Rate), b.Burst) }
+
+// EC2Buckets are EC2's per-action throttling buckets. Actions not named in
+// PerAction fall into Mutating or NonMutating by their verb.
+type EC2Buckets struct {
+	PerAction   map[string]Bucket
+	Mutating    Bucket
+	NonMutating Bucket
+}
+
+// DefaultEC2 is EC2's documented default account throttling.
+func DefaultEC2() EC2Buckets {
+	return EC2Buckets{
+		PerAction: map[string]Bucket{
+			"RunInstances":       {Burst: 5, Rate: 2},
+			"TerminateInstances": {Burst: 100, Rate: 5},
+			"CreateTags":         {Burst: 100, Rate: 10},
+		},
+		Mutating:    Bucket{Burst: 50, Rate: 5},
+		NonMutating: Bucket{Burst: 100, Rate: 20},
+	}
+}
+
+// EC2 hands out the bucket for an action. All clients of one account share
+// one EC2 value.
+type EC2 struct {
+	perAction   map[string]*rate.Limiter
+	mutating    *rate.Limiter
+	nonMutating *rate.Limiter
+}
+
+// NewEC2 builds the limiters.
+func NewEC2(b EC2Buckets) *EC2 {
+	e := &EC2{perAction: map[string]*rate.Limiter{}, mutating: b.Mutating.limiter(), nonMutating: b.NonMutating.limiter()}
+	for a, bk := range b.PerAction {
+		e.perAction[a] = bk.limiter()
+	}
+	return e
+}
+
+// For returns the limiter an EC2 action draws from.
+func (e *EC2) For(action string) Limiter {
+	if l, ok := e.perAction[action]; ok {
+		return l
+	}
+	if IsNonMutating(action) {
+		return e.nonMutating
+	}
+	return e.mutating
+}
+
+// IsNonMutating reports whether an EC2 action only reads (EC2 puts
+// Describe*, Get* and List* in the non-mutating bucket).
+func IsNonMutating(action string) bool {
+	for _, p := range []string{"Describe", "Get", "List"} {
+		if strings.HasPrefix(action, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultSSM is Parameter Store's default throughput (40 TPS).
+var DefaultSSM = Bucket{Burst: 40, Rate: 40}
+
+// NewSSM returns the limiter shared by every SSM call.
+func NewSSM(b Bucket) *rate.Limiter { return b.limiter() }
