@@ -1,0 +1,278 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/tunnelward/tunnelward/schemas"
+)
+
+// MaxEventSize is the largest event payload accepted, in bytes. Events are a
+// few hundred bytes; anything near this is a bug or abuse.
+const MaxEventSize = 16 << 10
+
+// DefaultReservedSlugs are subdomains no org may take: they belong to the
+// platform itself or are easily abused for phishing.
+var DefaultReservedSlugs = []string{
+	"www", "api", "admin", "app", "mail", "smtp", "imap", "pop", "ftp", "ns", "ns1", "ns2",
+	"dns", "mx", "status", "support", "help", "docs", "blog", "cdn", "static", "assets",
+	"auth", "login", "sso", "id", "account", "accounts", "billing", "dashboard", "console",
+	"portal", "internal", "root", "localhost", "test", "dev", "staging", "prod", "vpn",
+	"webmail", "autodiscover", "autoconfig", "tunnelward",
+}
+
+// Reason codes of validation errors; the DLQ carries them in a header.
+const (
+	CodeTooLarge             = "too_large"
+	CodeInvalidUTF8          = "invalid_utf8"
+	CodeMalformedJSON        = "malformed_json"
+	CodeUnknownType          = "unknown_type"
+	CodeUnknownSchemaVersion = "unknown_schema_version"
+	CodeSchema               = "schema"
+	CodeSubjectMismatch      = "subject_mismatch"
+	CodeReservedSlug         = "reserved_slug"
+	CodePunycodeSlug         = "punycode_slug"
+	CodeBadSubject           = "bad_subject"
+)
+
+// ValidationError says why an event was rejected and which field is wrong.
+type ValidationError struct {
+	Code   string // one of the Code* constants
+	Field  string // JSON pointer into the event ("/data/slug"), or "" for the whole payload
+	Detail string
+}
+
+func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("invalid event (%s): %s", e.Code, e.Detail)
+	}
+	return fmt.Sprintf("invalid event (%s): %s: %s", e.Code, e.Field, e.Detail)
+}
+
+func invalid(code, field, format string, args ...any) *ValidationError {
+	return &ValidationError{Code: code, Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Validator checks payloads against the embedded schemas and the semantic
+// rules. It is safe for concurrent use.
+type Validator struct {
+	byType   map[string]map[string]*jsonschema.Schema // type -> schema $id -> schema
+	latest   map[string]*jsonschema.Schema            // type -> newest version
+	reserved map[string]bool
+	printer  *message.Printer
+}
+
+// Option configures a Validator.
+type Option func(*Validator)
+
+// WithReservedSlugs replaces the reserved slug list.
+func WithReservedSlugs(slugs []string) Option {
+	return func(v *Validator) {
+		v.reserved = map[string]bool{}
+		for _, s := range slugs {
+			if s = strings.TrimSpace(strings.ToLower(s)); s != "" {
+				v.reserved[s] = true
+			}
+		}
+	}
+}
+
+// NewValidator compiles the embedded schemas.
+func NewValidator(opts ...Option) (*Validator, error) {
+	all, err := schemas.All()
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	v := &Validator{
+		byType:  map[string]map[string]*jsonschema.Schema{},
+		latest:  map[string]*jsonschema.Schema{},
+		printer: message.NewPrinter(language.English),
+	}
+	latestVersion := map[string]int{}
+	for _, s := range all {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(s.Body))
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", s.File, err)
+		}
+		if err := c.AddResource(s.ID, doc); err != nil {
+			return nil, fmt.Errorf("schema %s: %w", s.File, err)
+		}
+		sch, err := c.Compile(s.ID)
+		if err != nil {
+			return nil, fmt.Errorf("compile schema %s: %w", s.File, err)
+		}
+		if v.byType[s.Type] == nil {
+			v.byType[s.Type] = map[string]*jsonschema.Schema{}
+		}
+		v.byType[s.Type][s.ID] = sch
+		if s.Version > latestVersion[s.Type] {
+			latestVersion[s.Type], v.latest[s.Type] = s.Version, sch
+		}
+	}
+	WithReservedSlugs(DefaultReservedSlugs)(v)
+	for _, o := range opts {
+		o(v)
+	}
+	return v, nil
+}
+
+// Types returns the known event types, sorted.
+func (v *Validator) Types() []string {
+	var out []string
+	for t := range v.byType {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Decode validates a payload received on (or about to be published to) a
+// NATS subject and returns the typed event. Any error is a *ValidationError.
+func (v *Validator) Decode(subject string, payload []byte) (Event, error) {
+	if len(payload) > MaxEventSize {
+		return Event{}, invalid(CodeTooLarge, "", "payload is %d bytes, the limit is %d", len(payload), MaxEventSize)
+	}
+	if !utf8.Valid(payload) {
+		return Event{}, invalid(CodeInvalidUTF8, "", "payload is not valid UTF-8")
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	if err != nil {
+		return Event{}, invalid(CodeMalformedJSON, "", "not a JSON document: %v", err)
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return Event{}, invalid(CodeMalformedJSON, "", "event must be a JSON object")
+	}
+	typ, _ := obj["type"].(string)
+	versions, ok := v.byType[typ]
+	if !ok {
+		return Event{}, invalid(CodeUnknownType, "/type", "unknown event type %q (known: %s)", typ, strings.Join(v.Types(), ", "))
+	}
+	sch := v.latest[typ]
+	if ds, present := obj["dataschema"]; present {
+		s, _ := ds.(string)
+		if sch, ok = versions[s]; !ok {
+			return Event{}, invalid(CodeUnknownSchemaVersion, "/dataschema", "unknown schema %q for %s", s, typ)
+		}
+	}
+	if err := sch.Validate(doc); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return Event{}, v.schemaError(ve)
+		}
+		return Event{}, invalid(CodeSchema, "", "%v", err)
+	}
+
+	var ev Event
+	var raw struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return Event{}, invalid(CodeMalformedJSON, "", "%v", err)
+	}
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return Event{}, invalid(CodeMalformedJSON, "/data", "%v", err)
+	}
+	var orgID string
+	switch typ {
+	case TypeCreated:
+		ev.Created = &Created{}
+		err = json.Unmarshal(raw.Data, ev.Created)
+		orgID = ev.Created.OrgID
+	case TypeDeleted:
+		ev.Deleted = &Deleted{}
+		err = json.Unmarshal(raw.Data, ev.Deleted)
+		orgID = ev.Deleted.OrgID
+	case TypeHealthFailed:
+		ev.HealthFailed = &HealthFailed{}
+		err = json.Unmarshal(raw.Data, ev.HealthFailed)
+		orgID = ev.HealthFailed.OrgID
+	default:
+		// A schema was added without its Go type: a programming error, but
+		// never a panic.
+		return Event{}, invalid(CodeUnknownType, "/type", "event type %q has a schema but no decoder", typ)
+	}
+	if err != nil {
+		return Event{}, invalid(CodeMalformedJSON, "/data", "%v", err)
+	}
+	if err := v.semantic(subject, ev, orgID); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+// Validate checks an event built in code, exactly as a receiver would.
+func (v *Validator) Validate(ev Event) ([]byte, error) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, invalid(CodeMalformedJSON, "", "%v", err)
+	}
+	if _, err := v.Decode(ev.NATSSubject(), b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (v *Validator) semantic(subject string, ev Event, orgID string) error {
+	if ev.Subject != orgID {
+		return invalid(CodeSubjectMismatch, "/data/org_id", "data.org_id %q differs from the envelope subject %q", orgID, ev.Subject)
+	}
+	if subject != "" {
+		want, _ := Subject(ev.Type, orgID)
+		if subject != want {
+			return invalid(CodeSubjectMismatch, "/data/org_id", "NATS subject %q does not match the event (want %q)", subject, want)
+		}
+	}
+	if ev.Created != nil {
+		slug := ev.Created.Slug
+		if v.reserved[slug] {
+			return invalid(CodeReservedSlug, "/data/slug", "slug %q is reserved", slug)
+		}
+		// Punycode labels render as other (often look-alike) names in browsers.
+		if strings.HasPrefix(slug, "xn--") {
+			return invalid(CodePunycodeSlug, "/data/slug", "slug %q is a punycode (xn--) label", slug)
+		}
+		if len(slug) > 63 || strings.Contains(slug, ".") {
+			return invalid(CodeSchema, "/data/slug", "slug %q is not one DNS label", slug)
+		}
+	}
+	return nil
+}
+
+// schemaError turns the validator's error tree into one error naming the
+// deepest failing field.
+func (v *Validator) schemaError(ve *jsonschema.ValidationError) *ValidationError {
+	leaf := ve
+	for len(leaf.Causes) > 0 {
+		leaf = leaf.Causes[0]
+	}
+	loc := append([]string(nil), leaf.InstanceLocation...)
+	switch k := leaf.ErrorKind.(type) {
+	case *kind.Required:
+		if len(k.Missing) > 0 {
+			loc = append(loc, k.Missing[0])
+		}
+	case *kind.AdditionalProperties:
+		if len(k.Properties) > 0 {
+			loc = append(loc, k.Properties[0])
+		}
+	}
+	field := ""
+	for _, p := range loc {
+		field += "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(p)
+	}
+	return invalid(CodeSchema, field, "%s", leaf.ErrorKind.LocalizedString(v.printer))
+}
