@@ -41,6 +41,12 @@ type Observed struct {
 	ObservedAt         time.Time `json:"observed_at,omitempty"`
 	// DeleteDone is set when every resource of a deleted org is gone.
 	DeleteDone bool `json:"delete_done,omitempty"`
+	// Launch bookkeeping (reconcile engine): the RunInstances ClientToken is
+	// derived from org id, LaunchGeneration and LaunchAttempt; LaunchInFlight
+	// is committed before the call so a crash mid-call reuses the same token.
+	LaunchGeneration int64 `json:"launch_generation,omitempty"`
+	LaunchAttempt    int   `json:"launch_attempt,omitempty"`
+	LaunchInFlight   bool  `json:"launch_in_flight,omitempty"`
 }
 
 // Condition types (DESIGN/issue 4 status model).
