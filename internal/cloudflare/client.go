@@ -1,0 +1,195 @@
+// Package cloudflare is tunnelward's thin client over cloudflare-go v7 for
+// the calls it needs: Cloudflare Tunnels (create, find, list, delete, clean
+// connections, ingress configuration, token) and the zone's DNS records.
+//
+// It imports only the SDK's zero_trust, dns, option, pagination and shared
+// packages, never the root package (which compiles ~150 services). SDK
+// retries are off; every HTTP attempt goes through an apicall.Caller that
+// holds the shared Cloudflare budget limiter and the one retry policy.
+package cloudflare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cloudflare/cloudflare-go/v7/dns"
+	"github.com/cloudflare/cloudflare-go/v7/option"
+	"github.com/cloudflare/cloudflare-go/v7/packages/pagination"
+	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+)
+
+// ProductionBaseURL is Cloudflare's API v4 base.
+const ProductionBaseURL = "https://api.cloudflare.com/client/v4/"
+
+// Error kinds, matched with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("name already taken") // tunnel create with a name in use
+	ErrExists   = errors.New("record already exists")
+)
+
+// Cloudflare error codes we act on.
+const (
+	codeRecordExists   = 81053 // an A, AAAA or CNAME record with that host already exists
+	codeRateLimited    = 10429
+	codeRateLimitedAlt = 971
+)
+
+// Config says which account and zone to manage and how.
+type Config struct {
+	BaseURL   string // default ProductionBaseURL; a sandbox: "http://127.0.0.1:8787/client/v4/"
+	APIToken  string
+	AccountID string
+	ZoneID    string
+	ZoneName  string
+	// HTTPClient is optional; its Transport is wrapped to observe attempts.
+	// Default: a client with a 60 s overall timeout.
+	HTTPClient *http.Client
+	PageSize   int // list page size; default 100
+
+	Budget  ratelimit.WindowBudget // default ratelimit.DefaultCloudflare
+	Policy  apicall.Policy
+	Observe apicall.Observer
+}
+
+// Client is safe for concurrent use; share one per process so the budget is
+// shared.
+type Client struct {
+	cfg     Config
+	call    *apicall.Caller
+	tunnels *zero_trust.TunnelCloudflaredService
+	records *dns.RecordService
+}
+
+// New checks cfg and builds the client.
+func New(cfg Config) (*Client, error) {
+	var missing []string
+	for name, v := range map[string]string{"API token": cfg.APIToken, "account id": cfg.AccountID, "zone id": cfg.ZoneID, "zone name": cfg.ZoneName} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("cloudflare config: missing %s", strings.Join(missing, ", "))
+	}
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = ProductionBaseURL
+	}
+	if !strings.HasSuffix(cfg.BaseURL, "/") {
+		cfg.BaseURL += "/"
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 100
+	}
+	cfg.ZoneName = strings.TrimSuffix(strings.ToLower(cfg.ZoneName), ".")
+	lim, err := ratelimit.NewWindowLimiter(cfg.Budget)
+	if err != nil {
+		return nil, fmt.Errorf("cloudflare config: %w", err)
+	}
+	hc := &http.Client{Timeout: 60 * time.Second}
+	if cfg.HTTPClient != nil {
+		c := *cfg.HTTPClient
+		hc = &c
+	}
+	hc.Transport = apicall.Transport(hc.Transport)
+	opts := []option.RequestOption{
+		option.WithBaseURL(cfg.BaseURL),
+		option.WithAPIToken(cfg.APIToken),
+		option.WithHTTPClient(hc),
+		option.WithMaxRetries(0), // apicall is the one retry layer
+	}
+	return &Client{
+		cfg: cfg,
+		call: apicall.New(apicall.Options{
+			Provider: "cloudflare", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
+			Limit: func(string) ratelimit.Limiter { return lim },
+		}),
+		tunnels: zero_trust.NewTunnelCloudflaredService(opts...),
+		records: dns.NewRecordService(opts...),
+	}, nil
+}
+
+// ZoneName is the managed zone, lowercase, without a trailing dot.
+func (c *Client) ZoneName() string { return c.cfg.ZoneName }
+
+// FQDN is label.zone.
+func (c *Client) FQDN(label string) string { return strings.ToLower(label) + "." + c.cfg.ZoneName }
+
+// Caller exposes the call policy (its Retry-After pause, for the engine).
+func (c *Client) Caller() *apicall.Caller { return c.call }
+
+// classify adds Cloudflare's rate-limit codes to the HTTP rule.
+func classify(err error, a apicall.Attempt) apicall.Class {
+	var ae *zero_trust.Error
+	if errors.As(err, &ae) {
+		for _, e := range ae.Errors {
+			if e.Code == codeRateLimited || e.Code == codeRateLimitedAlt {
+				return apicall.Throttled
+			}
+		}
+	}
+	return apicall.ClassifyHTTP(err, a)
+}
+
+// hasCode reports whether err is an API error carrying code.
+func hasCode(err error, code int64) bool {
+	var ae *zero_trust.Error
+	if errors.As(err, &ae) {
+		for _, e := range ae.Errors {
+			if e.Code == code {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// do runs one API attempt under the call policy.
+func (c *Client) do(ctx context.Context, op, resource string, fn func(ctx context.Context) error) error {
+	return c.call.Do(ctx, op, resource, fn)
+}
+
+// listAll fetches every page of a V4 page-numbered list. It stops on an empty
+// or short page (so a full listing costs ceil(n/pageSize) calls, plus one
+// only when n is an exact multiple) and refuses a server that ignores the
+// page parameter instead of looping forever.
+func listAll[T any](ctx context.Context, c *Client, op string, id func(T) string,
+	fetch func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[T], error)) ([]T, int, error) {
+	var all []T
+	prevFirst := ""
+	for page := 1; ; page++ {
+		var res *pagination.V4PagePaginationArray[T]
+		err := c.do(ctx, op, fmt.Sprintf("page %d", page), func(ctx context.Context) error {
+			var err error
+			res, err = fetch(ctx, page)
+			return err
+		})
+		if err != nil {
+			return nil, page - 1, err
+		}
+		n := len(res.Result)
+		if n == 0 {
+			return all, page, nil
+		}
+		if first := id(res.Result[0]); page > 1 && first != "" && first == prevFirst {
+			return nil, page, fmt.Errorf("cloudflare %s: page %d repeats page %d: server ignores paging", op, page, page-1)
+		} else {
+			prevFirst = first
+		}
+		all = append(all, res.Result...)
+		perPage := int(res.ResultInfo.PerPage)
+		if perPage <= 0 {
+			perPage = c.cfg.PageSize
+		}
+		if n < perPage {
+			return all, page, nil
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package cloudflare
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cloudflare/cloudflare-go/v7/packages/pagination"
+	"github.com/cloudflare/cloudflare-go/v7/shared"
+	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/secret"
+)
+
+// Tunnel statuses as Cloudflare reports them.
+const (
+	StatusInactive = "inactive"
+	StatusDegraded = "degraded"
+	StatusHealthy  = "healthy"
+	StatusDown     = "down"
+)
+
+// Tunnel is what tunnelward needs to know of a Cloudflare Tunnel.
+type Tunnel struct {
+	ID          string
+	Name        string
+	Status      string
+	ConfigSrc   string
+	Connections int      // active edge connections (4 per healthy connector)
+	Connectors  []string // distinct connector (client) ids
+	CreatedAt   time.Time
+	Deleted     bool
+}
+
+// Healthy reports whether the tunnel serves traffic.
+func (t Tunnel) Healthy() bool { return t.Status == StatusHealthy && t.Connections > 0 }
+
+func toTunnel(t *shared.CloudflareTunnel) Tunnel {
+	out := Tunnel{ID: t.ID, Name: t.Name, Status: string(t.Status), ConfigSrc: string(t.ConfigSrc),
+		Connections: len(t.Connections), CreatedAt: t.CreatedAt, Deleted: !t.DeletedAt.IsZero()}
+	seen := map[string]bool{}
+	for _, c := range t.Connections {
+		if c.ClientID != "" && !seen[c.ClientID] {
+			seen[c.ClientID] = true
+			out.Connectors = append(out.Connectors, c.ClientID)
+		}
+	}
+	return out
+}
+
+// IngressRule is one rule of a remotely-managed tunnel's configuration.
+type IngressRule struct {
+	Hostname string
+	Path     string
+	Service  string
+}
+
+// CreateTunnel creates a remotely-managed tunnel (config_src cloudflare).
+// A name already in use gives ErrConflict: the caller then finds it by name.
+func (c *Client) CreateTunnel(ctx context.Context, name string) (Tunnel, error) {
+	var p zero_trust.TunnelCloudflaredNewParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	setField(&p.Name.Value, &p.Name.Present, name)
+	setField(&p.ConfigSrc.Value, &p.ConfigSrc.Present, zero_trust.TunnelCloudflaredNewParamsConfigSrcCloudflare)
+	var out Tunnel
+	err := c.do(ctx, "tunnel.create", name, func(ctx context.Context) error {
+		t, err := c.tunnels.New(ctx, p)
+		if err == nil {
+			out = toTunnel(t)
+		}
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusConflict {
+		return Tunnel{}, apicall.WithKind(err, ErrConflict)
+	}
+	return out, err
+}
+
+// FindTunnel looks a live tunnel up by exact name; found is false when none.
+func (c *Client) FindTunnel(ctx context.Context, name string) (t Tunnel, found bool, err error) {
+	var p zero_trust.TunnelCloudflaredListParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	setField(&p.Name.Value, &p.Name.Present, name)
+	setField(&p.IsDeleted.Value, &p.IsDeleted.Present, false)
+	var res *pagination.V4PagePaginationArray[shared.CloudflareTunnel]
+	err = c.do(ctx, "tunnel.list", name, func(ctx context.Context) error {
+		var err error
+		res, err = c.tunnels.List(ctx, p)
+		return err
+	})
+	if err != nil {
+		return Tunnel{}, false, err
+	}
+	for i := range res.Result {
+		// Filter again: the name filter is exact, but never trust a filter
+		// with ownership decisions.
+		if r := &res.Result[i]; r.Name == name && r.DeletedAt.IsZero() {
+			return toTunnel(r), true, nil
+		}
+	}
+	return Tunnel{}, false, nil
+}
+
+// GetTunnel fetches a tunnel by id (ErrNotFound when it does not exist; a
+// deleted tunnel may still come back with Deleted set).
+func (c *Client) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
+	var p zero_trust.TunnelCloudflaredGetParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	var out Tunnel
+	err := c.do(ctx, "tunnel.get", id, func(ctx context.Context) error {
+		t, err := c.tunnels.Get(ctx, id, p)
+		if err == nil {
+			out = toTunnel(t)
+		}
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return Tunnel{}, apicall.WithKind(err, ErrNotFound)
+	}
+	return out, err
+}
+
+// ListTunnels lists every live (not deleted) tunnel of the account, all
+// pages, and says how many pages it fetched.
+func (c *Client) ListTunnels(ctx context.Context) ([]Tunnel, int, error) {
+	items, pages, err := listAll(ctx, c, "tunnel.list", func(t shared.CloudflareTunnel) string { return t.ID },
+		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[shared.CloudflareTunnel], error) {
+			var p zero_trust.TunnelCloudflaredListParams
+			setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+			setField(&p.IsDeleted.Value, &p.IsDeleted.Present, false)
+			setField(&p.Page.Value, &p.Page.Present, float64(page))
+			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.PageSize))
+			return c.tunnels.List(ctx, p)
+		})
+	if err != nil {
+		return nil, pages, err
+	}
+	out := make([]Tunnel, 0, len(items))
+	for i := range items {
+		if items[i].DeletedAt.IsZero() {
+			out = append(out, toTunnel(&items[i]))
+		}
+	}
+	return out, pages, nil
+}
+
+// DeleteTunnel deletes a tunnel. existed is false when it was already gone
+// (not an error: deleting is idempotent). A tunnel with active connections
+// cannot be deleted; call CleanConnections first.
+func (c *Client) DeleteTunnel(ctx context.Context, id string) (existed bool, err error) {
+	var p zero_trust.TunnelCloudflaredDeleteParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	err = c.do(ctx, "tunnel.delete", id, func(ctx context.Context) error {
+		_, err := c.tunnels.Delete(ctx, id, p)
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// CleanConnections drops every connection of a tunnel (stale or live), so
+// it can be deleted.
+func (c *Client) CleanConnections(ctx context.Context, id string) error {
+	var p zero_trust.TunnelCloudflaredConnectionDeleteParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	err := c.do(ctx, "tunnel_connections.delete", id, func(ctx context.Context) error {
+		_, err := c.tunnels.Connections.Delete(ctx, id, p)
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return apicall.WithKind(err, ErrNotFound)
+	}
+	return err
+}
+
+// GetConfig returns the tunnel's ingress rules and configuration version
+// (no rules and version 0 when never configured).
+func (c *Client) GetConfig(ctx context.Context, id string) ([]IngressRule, int64, error) {
+	var p zero_trust.TunnelCloudflaredConfigurationGetParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	var rules []IngressRule
+	var version int64
+	err := c.do(ctx, "tunnel_config.get", id, func(ctx context.Context) error {
+		res, err := c.tunnels.Configurations.Get(ctx, id, p)
+		if err != nil {
+			return err
+		}
+		rules = rules[:0]
+		for _, r := range res.Config.Ingress {
+			rules = append(rules, IngressRule{Hostname: r.Hostname, Path: r.Path, Service: r.Service})
+		}
+		version = res.Version
+		return nil
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return nil, 0, apicall.WithKind(err, ErrNotFound)
+	}
+	return rules, version, err
+}
+
+// PutConfig replaces the tunnel's ingress rules. The last rule must be a
+// catch-all (no hostname), as cloudflared requires.
+func (c *Client) PutConfig(ctx context.Context, id string, rules []IngressRule) error {
+	if len(rules) == 0 || rules[len(rules)-1].Hostname != "" || rules[len(rules)-1].Path != "" {
+		return fmt.Errorf("cloudflare tunnel_config.put %s: the last ingress rule must be a catch-all without hostname or path", id)
+	}
+	var p zero_trust.TunnelCloudflaredConfigurationUpdateParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	ing := make([]zero_trust.TunnelCloudflaredConfigurationUpdateParamsConfigIngress, len(rules))
+	for i, r := range rules {
+		if r.Service == "" {
+			return fmt.Errorf("cloudflare tunnel_config.put %s: ingress rule %d has no service", id, i)
+		}
+		if r.Hostname != "" {
+			setField(&ing[i].Hostname.Value, &ing[i].Hostname.Present, r.Hostname)
+		}
+		if r.Path != "" {
+			setField(&ing[i].Path.Value, &ing[i].Path.Present, r.Path)
+		}
+		setField(&ing[i].Service.Value, &ing[i].Service.Present, r.Service)
+	}
+	var cfg zero_trust.TunnelCloudflaredConfigurationUpdateParamsConfig
+	setField(&cfg.Ingress.Value, &cfg.Ingress.Present, ing)
+	setField(&p.Config.Value, &p.Config.Present, cfg)
+	err := c.do(ctx, "tunnel_config.put", id, func(ctx context.Context) error {
+		_, err := c.tunnels.Configurations.Update(ctx, id, p)
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return apicall.WithKind(err, ErrNotFound)
+	}
+	return err
+}
+
+// Token fetches the tunnel's connector token. It is a root credential for
+// the tunnel: it leaves this package only as a secret.Token.
+func (c *Client) Token(ctx context.Context, id string) (secret.Token, error) {
+	var p zero_trust.TunnelCloudflaredTokenGetParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	var tok secret.Token
+	err := c.do(ctx, "tunnel_token.get", id, func(ctx context.Context) error {
+		res, err := c.tunnels.Token.Get(ctx, id, p)
+		if err != nil {
+			return err
+		}
+		if res == nil || *res == "" {
+			return fmt.Errorf("empty token in response")
+		}
+		tok = secret.NewToken(*res)
+		return nil
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return secret.Token{}, apicall.WithKind(err, ErrNotFound)
+	}
+	return tok, err
+}
+
+// setField sets an SDK param.Field (its type lives in an internal package,
+// and cloudflare.F in the root package we do not import).
+func setField[T any](value *T, present *bool, v T) {
+	*value = v
+	*present = true
+}
