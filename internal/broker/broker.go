@@ -1,0 +1,259 @@
+// Package broker holds tunnelward's NATS plumbing: the connection, the
+// embedded nats-server, and the idempotent setup of the ORG_EVENTS and
+// ORG_EVENTS_DLQ streams.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelward/tunnelward/internal/events"
+)
+
+// DuplicateWindow is how long the stream remembers event ids. It covers a
+// publisher retrying for minutes through a broker restart, at the cost of
+// memory for ids seen in that window.
+const DuplicateWindow = 10 * time.Minute
+
+// EventsStreamConfig is the contract of ORG_EVENTS: limits retention (replay
+// needs the whole history), file storage, every subject under orgs. (invalid
+// subjects are still captured so ingest can dead-letter them visibly).
+func EventsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.Stream,
+		Description: "tunnelward org lifecycle events (orgs.<org_id>.<event>); the history replay rebuilds state from",
+		Subjects:    []string{events.SubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  DuplicateWindow,
+		DenyDelete:  true, // history is the source of truth for replay
+	}
+}
+
+// DLQStreamConfig is the contract of ORG_EVENTS_DLQ.
+func DLQStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.DLQStream,
+		Description: "tunnelward dead letters: rejected events with reason, original subject and sequence in headers",
+		Subjects:    []string{events.DLQPrefix + events.SubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  DuplicateWindow, // redelivered rejects are dead-lettered once
+	}
+}
+
+// ConflictError reports an existing stream whose configuration contradicts
+// the contract. It is never "fixed" by overwriting: an operator decides.
+type ConflictError struct {
+	Stream string
+	Diffs  []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("stream %s exists with a conflicting configuration: %s; fix or remove it (nats stream edit/rm %s) — tunnelward does not overwrite it",
+		e.Stream, strings.Join(e.Diffs, "; "), e.Stream)
+}
+
+// StreamResult says what EnsureStream did.
+type StreamResult struct {
+	Stream   string
+	Action   string   // created, unchanged, updated
+	Updated  []string // fields raised to the contract (updated)
+	Warnings []string // operator settings that weaken the contract
+}
+
+// EnsureStreams creates or updates ORG_EVENTS and ORG_EVENTS_DLQ. Whichever
+// process starts first creates them; the other finds them in place.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	for _, cfg := range []jetstream.StreamConfig{EventsStreamConfig(), DLQStreamConfig()} {
+		res, err := EnsureStream(ctx, js, cfg)
+		if err != nil {
+			return err
+		}
+		if log != nil {
+			log.Info("stream ready", "stream", res.Stream, "action", res.Action, "updated", res.Updated)
+			for _, w := range res.Warnings {
+				log.Warn("stream config weakens the contract", "stream", res.Stream, "warning", w)
+			}
+		}
+	}
+	return nil
+}
+
+// EnsureStream makes one stream match want: created if missing, the
+// duplicate window raised if shorter, a *ConflictError if subjects,
+// retention or storage differ. Transient errors (server still starting,
+// connection re-establishing) are retried until ctx ends.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (StreamResult, error) {
+	res := StreamResult{Stream: want.Name}
+	backoff := 100 * time.Millisecond
+	for {
+		s, err := js.Stream(ctx, want.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, want)
+			if err == nil {
+				res.Action = "created"
+				return res, nil
+			}
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				continue // the other side won the race; compare its config
+			}
+		}
+		if err == nil {
+			return reconcileStream(ctx, js, s.CachedInfo().Config, want)
+		}
+		if !transient(err) {
+			return res, fmt.Errorf("ensure stream %s: %w", want.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("ensure stream %s: %w (last error: %v)", want.Name, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code != 503 {
+		return false // the server answered with a definite refusal
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.As(err, &apiErr)
+}
+
+func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jetstream.StreamConfig) (StreamResult, error) {
+	res := StreamResult{Stream: want.Name, Action: "unchanged"}
+	var diffs []string
+	hs, ws := slices.Clone(have.Subjects), slices.Clone(want.Subjects)
+	slices.Sort(hs)
+	slices.Sort(ws)
+	if !slices.Equal(hs, ws) {
+		diffs = append(diffs, fmt.Sprintf("subjects are %v, want %v", have.Subjects, want.Subjects))
+	}
+	if have.Retention != want.Retention {
+		diffs = append(diffs, fmt.Sprintf("retention is %s, want %s (replay needs the history)", have.Retention, want.Retention))
+	}
+	if have.Storage != want.Storage {
+		diffs = append(diffs, fmt.Sprintf("storage is %s, want %s", have.Storage, want.Storage))
+	}
+	if len(diffs) > 0 {
+		return res, &ConflictError{Stream: want.Name, Diffs: diffs}
+	}
+	if have.MaxAge > 0 || have.MaxMsgs > 0 || have.MaxBytes > 0 || have.MaxMsgsPerSubject > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("limits set (max_age=%s max_msgs=%d max_bytes=%d max_msgs_per_subject=%d): old events will be dropped and replay cannot rebuild orgs whose events are gone",
+			have.MaxAge, have.MaxMsgs, have.MaxBytes, have.MaxMsgsPerSubject))
+	}
+	if have.Duplicates < want.Duplicates {
+		upd := have
+		upd.Duplicates = want.Duplicates
+		if _, err := js.UpdateStream(ctx, upd); err != nil {
+			return res, fmt.Errorf("update stream %s duplicate window %s -> %s: %w", want.Name, have.Duplicates, want.Duplicates, err)
+		}
+		res.Action = "updated"
+		res.Updated = append(res.Updated, fmt.Sprintf("duplicate_window %s -> %s", have.Duplicates, want.Duplicates))
+	}
+	return res, nil
+}
+
+// Connect dials NATS. It keeps retrying in the background when the server is
+// briefly unreachable (at start too), so callers bound their waits with ctx.
+func Connect(url, creds, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if log != nil && err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			if log != nil {
+				log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			}
+		}),
+	}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// Embedded is an in-process nats-server with JetStream.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts nats-server with JetStream on listen (host:port; port
+// 0 picks a free one) storing under storeDir, and waits until it accepts
+// clients.
+func StartEmbedded(listen, storeDir string) (*Embedded, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: bad listen address %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("embedded nats: bad port in %q", listen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	} else {
+		// Fail fast and clearly on a taken port; the server itself would only
+		// stay unready.
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s (another nats-server or reconciler running? use --nats-listen or --nats-url): %w", listen, err)
+		}
+		_ = l.Close()
+	}
+	opts := &server.Options{
+		ServerName: "tunnelward-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats on %s (store %s) did not become ready within 15s: is the port in use, or the store locked by another server?", listen, storeDir)
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// ClientURL is the nats:// URL clients connect to.
+func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+
+// Shutdown stops the server and waits for it, flushing JetStream to disk.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}

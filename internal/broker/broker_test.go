@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func startJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	e, err := StartEmbedded("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := Connect(e.ClientURL(), "", "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestEnsureStreamIdempotent(t *testing.T) {
+	js := startJS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r1, err := EnsureStream(ctx, js, EventsStreamConfig())
+	if err != nil || r1.Action != "created" {
+		t.Fatalf("first: %+v %v", r1, err)
+	}
+	r2, err := EnsureStream(ctx, js, EventsStreamConfig())
+	if err != nil || r2.Action != "unchanged" {
+		t.Fatalf("second: %+v %v", r2, err)
+	}
+	s, _ := js.Stream(ctx, "ORG_EVENTS")
+	cfg := s.CachedInfo().Config
+	if cfg.Retention != jetstream.LimitsPolicy || cfg.Storage != jetstream.FileStorage || cfg.Duplicates != DuplicateWindow {
+		t.Fatalf("config: %+v", cfg)
+	}
+	if err := EnsureStreams(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, "ORG_EVENTS_DLQ"); err != nil {
+		t.Fatalf("dlq stream: %v", err)
+	}
+}
+
+func TestEnsureStreamRaisesDuplicateWindowAndWarnsOnLimits(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	cfg := EventsStreamConfig()
+	cfg.Duplicates = 30 * time.Second
+	cfg.MaxAge = time.Hour
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := EnsureStream(ctx, js, EventsStreamConfig())
+	if err != nil || r.Action != "updated" || len(r.Warnings) != 1 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	s, _ := js.Stream(ctx, "ORG_EVENTS")
+	if got := s.CachedInfo().Config; got.Duplicates != DuplicateWindow || got.MaxAge != time.Hour {
+		t.Fatalf("dup window %s max age %s: operator's limit must stay, window must rise", got.Duplicates, got.MaxAge)
+	}
+}
+
+func TestEnsureStreamReportsConflict(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	cfg := EventsStreamConfig()
+	cfg.Retention = jetstream.WorkQueuePolicy
+	cfg.Storage = jetstream.MemoryStorage
+	cfg.Subjects = []string{"orgs.*.created"}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := EnsureStream(ctx, js, EventsStreamConfig())
+	var ce *ConflictError
+	if !errors.As(err, &ce) || len(ce.Diffs) != 3 {
+		t.Fatalf("want conflict with 3 diffs, got %v", err)
+	}
+	s, _ := js.Stream(ctx, "ORG_EVENTS")
+	if s.CachedInfo().Config.Retention != jetstream.WorkQueuePolicy {
+		t.Fatal("conflicting stream was overwritten")
+	}
+}
+
+func TestStartEmbeddedPortInUse(t *testing.T) {
+	e, err := StartEmbedded("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	addr := e.ClientURL()[len("nats://"):]
+	if _, err := StartEmbedded(addr, t.TempDir()); err == nil {
+		t.Fatal("second server on the same port started")
+	}
+}
