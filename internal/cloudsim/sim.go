@@ -47,6 +47,14 @@ type Config struct {
 	DNSQuota            int           // records per zone; 0 means 200
 	Seed                int64         // fault injection and id generation are deterministic under it
 
+	// RetryInterval is how often a simulated cloudflared that could not
+	// connect (no parameter, bad token) tries again; 0 means 5s.
+	RetryInterval time.Duration
+
+	// Limits are the provider-shaped rate limits (faults.go); the zero value
+	// means "off". DefaultConfig turns them on with the real figures.
+	Limits RateLimits
+
 	// Now is the clock; nil means time.Now. Tests may inject a fake clock.
 	Now func() time.Time
 }
@@ -58,6 +66,7 @@ func DefaultConfig() Config {
 		ZoneName: DefaultZoneName, AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
 		Region: DefaultRegion, BootDelay: 2 * time.Second, ConnectDelay: time.Second,
 		ShutdownDelay: time.Second, TerminatedRetention: time.Hour, DNSQuota: 200, Seed: 1,
+		RetryInterval: 5 * time.Second, Limits: DefaultRateLimits(),
 	}
 }
 
@@ -93,6 +102,9 @@ func New(cfg Config) *Sim {
 	if cfg.DNSQuota == 0 {
 		cfg.DNSQuota = 200
 	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
 	s := &Sim{
 		cfg:         cfg,
 		rnd:         rand.New(rand.NewSource(cfg.Seed)),
@@ -106,7 +118,7 @@ func New(cfg Config) *Sim {
 		reservation: map[string][]string{},
 	}
 	s.calls = newCallCounter()
-	s.faults = newFaultSet(cfg.Seed)
+	s.faults = newFaultSet(cfg.Seed, cfg.Limits)
 	return s
 }
 
@@ -218,7 +230,7 @@ type IngressRule struct {
 // TunnelConn is one edge connection of a connector.
 type TunnelConn struct {
 	ID          string
-	ConnectorID string // the instance id of the simulated cloudflared
+	ConnectorID string // the client id (uuid) of the simulated cloudflared that opened it
 	ColoName    string
 	OpenedAt    time.Time
 	OriginIP    string
@@ -308,4 +320,10 @@ type Connector struct {
 	Running    bool   // process up (killed by /_sim/world, restarted by SendCommand)
 	Connected  bool
 	LastError  string // e.g. "parameter not found", "invalid token"
+
+	ClientID    string    // uuid the connector registers with (connections' client_id)
+	RunAt       time.Time // when the process last started
+	Attempts    int       // connect attempts since the process started
+	ConnectedAt time.Time
+	gen         int // bumped on every start/stop so stale scheduled attempts do nothing
 }

@@ -1,19 +1,488 @@
 package cloudsim
 
-import "net/http"
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
 
-// instanceRunning starts the simulated cloudflared of inst. Caller holds s.mu.
-// TODO(cf/core owner)
-func (s *Sim) instanceRunning(inst *Instance) {}
+// The simulated world: every EC2 instance that reaches running runs a
+// simulated cloudflared ("connector"). Like the real systemd unit written by
+// the user-data, it reads the SSM parameter the user-data names, with the
+// instance role, and runs the tunnel whose token it finds; it keeps retrying
+// every RetryInterval while the parameter is missing or the token is bad, so
+// a token written late still works. Nothing here runs on a timer: events are
+// scheduled on the world's clock and fire on the next request (tick).
 
-// instanceDown drops the connector of inst. Caller holds s.mu.
-// TODO(cf/core owner)
-func (s *Sim) instanceDown(inst *Instance) {}
+const (
+	connsPerConnector  = 4 // a healthy cloudflared holds 4 edge connections
+	cloudflaredVersion = "2025.11.1"
+)
 
-// runShellScript runs AWS-RunShellScript commands on inst. Caller holds s.mu.
-// TODO(cf/core owner)
-func (s *Sim) runShellScript(inst *Instance, commands []string) (string, int32) {
-	return "", 0
+var (
+	tokenParamRe = regexp.MustCompile(`(?m)^\s*(?:export\s+)?TUNNEL_TOKEN_PARAMETER=["']?([^"'\s]+)["']?`)
+	colos        = []string{"iad08", "iad12", "ewr01", "ewr05"}
+)
+
+// decodeUserData returns the user-data script: the API carries it base64.
+func decodeUserData(ud string) string {
+	if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(ud)); err == nil {
+		return string(b)
+	}
+	return ud
 }
 
-var _ = http.StatusOK
+// TokenParameterOf returns the parameter name the user-data names, if any.
+func TokenParameterOf(userData string) string {
+	m := tokenParamRe.FindStringSubmatch(decodeUserData(userData))
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// connectorOf returns (creating it) the connector of inst. Caller holds mu.
+func (s *Sim) connectorOf(inst *Instance) *Connector {
+	c := s.connectors[inst.ID]
+	if c == nil {
+		c = &Connector{InstanceID: inst.ID, ClientID: s.newUUID()}
+		s.connectors[inst.ID] = c
+	}
+	return c
+}
+
+// instanceRunning starts the simulated cloudflared of inst. Caller holds s.mu.
+func (s *Sim) instanceRunning(inst *Instance) {
+	s.startConnector(s.connectorOf(inst))
+}
+
+// instanceDown drops the connector of inst. Caller holds s.mu.
+func (s *Sim) instanceDown(inst *Instance) {
+	if c := s.connectors[inst.ID]; c != nil {
+		s.stopConnector(c, "instance "+inst.State)
+	}
+}
+
+// startConnector (re)starts the process: drop what it held, then try to
+// connect now. Caller holds mu.
+func (s *Sim) startConnector(c *Connector) {
+	s.stopConnector(c, "")
+	c.Running = true
+	c.RunAt = s.now()
+	c.Attempts = 0
+	c.LastError = ""
+	gen := c.gen
+	s.schedule(s.now(), func() { s.connectAttempt(c, gen) })
+}
+
+// stopConnector stops the process and closes its connections. Caller holds mu.
+func (s *Sim) stopConnector(c *Connector, why string) {
+	c.gen++
+	if c.Running && why != "" {
+		c.LastError = why
+	}
+	c.Running = false
+	c.Connected = false
+	if c.TunnelID != "" {
+		if t := s.tunnels[c.TunnelID]; t != nil {
+			s.removeConns(t, c.ClientID)
+		}
+	}
+}
+
+// connectAttempt is one try of the connector: read the parameter, check the
+// token, then connect after ConnectDelay. Caller holds mu.
+func (s *Sim) connectAttempt(c *Connector, gen int) {
+	if c.gen != gen || !c.Running {
+		return
+	}
+	c.Attempts++
+	t, err := s.resolveToken(c)
+	if err != nil {
+		c.LastError = err.Error()
+		c.TunnelID = ""
+		s.schedule(s.now().Add(s.cfg.RetryInterval), func() { s.connectAttempt(c, gen) })
+		return
+	}
+	c.TunnelID = t.ID
+	s.schedule(s.now().Add(s.cfg.ConnectDelay), func() { s.connectOpen(c, gen) })
+}
+
+// resolveToken is what cloudflared does at start: fetch the token from SSM
+// (with the instance role) and authenticate it. Caller holds mu.
+func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
+	inst := s.instances[c.InstanceID]
+	if inst == nil {
+		return nil, fmt.Errorf("instance gone")
+	}
+	name := TokenParameterOf(inst.UserData)
+	if name == "" {
+		return nil, fmt.Errorf("user-data names no TUNNEL_TOKEN_PARAMETER")
+	}
+	if inst.IamInstanceProfile == "" {
+		return nil, fmt.Errorf("ssm GetParameter %s: no instance profile, so no credentials (AccessDenied)", name)
+	}
+	p := s.params[name]
+	if p == nil {
+		return nil, fmt.Errorf("ssm GetParameter %s: ParameterNotFound", name)
+	}
+	acct, id, secret, ok := parseTunnelToken(p.Value)
+	if !ok {
+		return nil, fmt.Errorf("parameter %s does not hold a tunnel token", name)
+	}
+	t := s.tunnels[id]
+	if t == nil || t.DeletedAt != nil || t.AccountTag != acct || t.Secret != secret {
+		return nil, fmt.Errorf("edge refused the tunnel token from %s: Unauthorized: Invalid tunnel secret", name)
+	}
+	return t, nil
+}
+
+// connectOpen registers the connector's 4 connections. Caller holds mu.
+func (s *Sim) connectOpen(c *Connector, gen int) {
+	if c.gen != gen || !c.Running {
+		return
+	}
+	t := s.tunnels[c.TunnelID]
+	if t == nil || t.DeletedAt != nil {
+		c.LastError = "tunnel deleted before the connector registered"
+		s.schedule(s.now().Add(s.cfg.RetryInterval), func() { s.connectAttempt(c, gen) })
+		return
+	}
+	s.removeConns(t, c.ClientID)
+	now := s.now()
+	origin := "198.51.100.10"
+	if inst := s.instances[c.InstanceID]; inst != nil && inst.PrivateIP != "" {
+		origin = inst.PrivateIP
+	}
+	if len(t.Connections) == 0 {
+		t.ConnsActiveAt = &now
+		t.ConnsInactiveAt = nil
+	}
+	for i := 0; i < connsPerConnector; i++ {
+		t.Connections = append(t.Connections, TunnelConn{
+			ID: s.newUUID(), ConnectorID: c.ClientID, ColoName: colos[i%len(colos)], OpenedAt: now, OriginIP: origin,
+		})
+	}
+	t.EverConnected = true
+	c.Connected = true
+	c.ConnectedAt = now
+	c.LastError = ""
+}
+
+// removeConns drops the connections of one connector (clientID) or of all
+// ("") from t, keeping conns_inactive_at right. Caller holds mu.
+func (s *Sim) removeConns(t *Tunnel, clientID string) int {
+	kept := t.Connections[:0]
+	n := 0
+	for _, cn := range t.Connections {
+		if clientID == "" || cn.ConnectorID == clientID {
+			n++
+			continue
+		}
+		kept = append(kept, cn)
+	}
+	t.Connections = kept
+	if n > 0 && len(t.Connections) == 0 {
+		now := s.now()
+		t.ConnsInactiveAt = &now
+	}
+	return n
+}
+
+// dropTunnelConns is DELETE .../connections: the edge closes the
+// connections. A cloudflared that is still running dials again, as the real
+// one does, after ConnectDelay. Caller holds mu.
+func (s *Sim) dropTunnelConns(t *Tunnel, clientID, why string) {
+	s.removeConns(t, clientID)
+	for _, c := range s.connectors {
+		if c.TunnelID != t.ID || (clientID != "" && c.ClientID != clientID) || !c.Running {
+			continue
+		}
+		c.Connected = false
+		c.LastError = why
+		c.gen++
+		gen := c.gen
+		s.schedule(s.now().Add(s.cfg.ConnectDelay), func() { s.connectAttempt(c, gen) })
+	}
+}
+
+// runShellScript runs AWS-RunShellScript commands on inst. Caller holds s.mu.
+// It understands what remediation sends: systemctl restart|start|stop|
+// is-active cloudflared and a curl of the ready endpoint on 127.0.0.1:20241;
+// anything else succeeds silently.
+func (s *Sim) runShellScript(inst *Instance, commands []string) (string, int32) {
+	var out strings.Builder
+	var code int32
+	for _, block := range commands {
+		for _, line := range splitShell(block) {
+			switch {
+			case strings.Contains(line, "systemctl") && strings.Contains(line, "cloudflared"):
+				code = s.systemctl(inst, line, &out)
+			case strings.Contains(line, "curl") && strings.Contains(line, ":20241/ready"):
+				code = s.curlReady(inst, line, &out)
+			default:
+				code = 0
+			}
+			if code != 0 && !strings.Contains(block, "||") {
+				return out.String(), code
+			}
+		}
+	}
+	return out.String(), code
+}
+
+// splitShell splits a script into simple commands on newlines, ; and &&.
+func splitShell(script string) []string {
+	var out []string
+	for _, l := range strings.Split(script, "\n") {
+		for _, a := range strings.Split(l, ";") {
+			for _, b := range strings.Split(a, "&&") {
+				if b = strings.TrimSpace(b); b != "" && !strings.HasPrefix(b, "#") {
+					out = append(out, b)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (s *Sim) systemctl(inst *Instance, line string, out *strings.Builder) int32 {
+	c := s.connectorOf(inst)
+	switch {
+	case strings.Contains(line, " restart "), strings.Contains(line, " start "):
+		s.startConnector(c)
+		return 0
+	case strings.Contains(line, " stop "):
+		s.stopConnector(c, "stopped by systemctl")
+		return 0
+	case strings.Contains(line, " is-active "):
+		if c.Running {
+			out.WriteString("active\n")
+			return 0
+		}
+		out.WriteString("inactive\n")
+		return 3
+	}
+	return 0
+}
+
+// curlReady answers like cloudflared's /ready: 200 with the number of ready
+// connections once one is registered, 503 before.
+func (s *Sim) curlReady(inst *Instance, line string, out *strings.Builder) int32 {
+	c := s.connectorOf(inst)
+	if !c.Running {
+		fmt.Fprintf(out, "curl: (7) Failed to connect to 127.0.0.1 port 20241: Connection refused\n")
+		return 7
+	}
+	ready := 0
+	if c.Connected {
+		if t := s.tunnels[c.TunnelID]; t != nil {
+			for _, cn := range t.Connections {
+				if cn.ConnectorID == c.ClientID {
+					ready++
+				}
+			}
+		}
+	}
+	status := 200
+	if ready == 0 {
+		status = 503
+	}
+	b, _ := json.Marshal(map[string]any{"status": status, "readyConnections": ready, "connectorId": c.ClientID})
+	out.Write(b)
+	out.WriteString("\n")
+	if status != 200 && (strings.Contains(line, " -f") || strings.Contains(line, "--fail")) {
+		return 22
+	}
+	return 0
+}
+
+// ---- out-of-band world actions (/_sim/world) ----
+
+// WorldAction is one out-of-band change. Target it by id (instance id,
+// tunnel id, record id or parameter name) or by org (resolved through the
+// ownership conventions in hooks.go).
+type WorldAction struct {
+	Action  string `json:"action"`         // kill_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
+	Kind    string `json:"kind,omitempty"` // for delete: tunnel, dns_record, instance, parameter
+	ID      string `json:"id,omitempty"`
+	Org     string `json:"org,omitempty"`
+	Content string `json:"content,omitempty"` // for alter_dns
+}
+
+// WorldResult says what an action touched.
+type WorldResult struct {
+	Action   string   `json:"action"`
+	Affected []string `json:"affected"`
+}
+
+// ApplyWorld performs one out-of-band action.
+func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tick()
+	res := WorldResult{Action: a.Action, Affected: []string{}}
+	if a.ID == "" && a.Org == "" {
+		return res, fmt.Errorf("world action %q: give id or org", a.Action)
+	}
+	switch a.Action {
+	case "kill_connector", "restart_connector", "stop_instance", "terminate_instance":
+		insts := s.targetInstances(a)
+		if len(insts) == 0 {
+			return res, fmt.Errorf("world action %s: no live instance matches id=%q org=%q", a.Action, a.ID, a.Org)
+		}
+		for _, inst := range insts {
+			switch a.Action {
+			case "kill_connector":
+				s.stopConnector(s.connectorOf(inst), "killed out of band")
+			case "restart_connector":
+				if inst.State != "running" {
+					return res, fmt.Errorf("world action restart_connector: instance %s is %s, not running", inst.ID, inst.State)
+				}
+				s.startConnector(s.connectorOf(inst))
+			case "stop_instance":
+				s.worldStop(inst)
+			case "terminate_instance":
+				s.worldTerminate(inst)
+			}
+			res.Affected = append(res.Affected, "instance:"+inst.ID)
+		}
+	case "delete":
+		return s.worldDelete(a, res)
+	case "alter_dns":
+		if a.Content == "" {
+			return res, fmt.Errorf("world action alter_dns: content is required")
+		}
+		recs := s.targetRecords(a)
+		if len(recs) == 0 {
+			return res, fmt.Errorf("world action alter_dns: no DNS record matches id=%q org=%q", a.ID, a.Org)
+		}
+		for _, r := range recs {
+			r.Content = strings.ToLower(a.Content)
+			r.ModifiedOn = s.now()
+			res.Affected = append(res.Affected, "dns_record:"+r.ID)
+		}
+	default:
+		return res, fmt.Errorf("world action %q: unknown; want kill_connector, restart_connector, stop_instance, terminate_instance, delete or alter_dns", a.Action)
+	}
+	return res, nil
+}
+
+func (s *Sim) worldDelete(a WorldAction, res WorldResult) (WorldResult, error) {
+	switch a.Kind {
+	case "tunnel":
+		for _, t := range s.targetTunnels(a) {
+			// Out of band means past the API's own checks: the tunnel is
+			// gone with its connections, as if deleted from the dashboard.
+			s.dropTunnelConns(t, "", "tunnel deleted out of band")
+			now := s.now()
+			t.DeletedAt = &now
+			res.Affected = append(res.Affected, "tunnel:"+t.ID)
+		}
+	case "dns_record":
+		for _, r := range s.targetRecords(a) {
+			delete(s.dnsRecords, r.ID)
+			res.Affected = append(res.Affected, "dns_record:"+r.ID)
+		}
+	case "instance":
+		for _, inst := range s.targetInstances(a) {
+			s.worldTerminate(inst)
+			res.Affected = append(res.Affected, "instance:"+inst.ID)
+		}
+	case "parameter":
+		for _, name := range sortedKeys(s.params) {
+			p := s.params[name]
+			if name == a.ID || (a.Org != "" && paramOrg(p) == a.Org) {
+				delete(s.params, name)
+				res.Affected = append(res.Affected, "parameter:"+name)
+			}
+		}
+	default:
+		return res, fmt.Errorf("world action delete: kind %q unknown; want tunnel, dns_record, instance or parameter", a.Kind)
+	}
+	if len(res.Affected) == 0 {
+		return res, fmt.Errorf("world action delete: no %s matches id=%q org=%q", a.Kind, a.ID, a.Org)
+	}
+	return res, nil
+}
+
+// worldStop and worldTerminate move instances through the EC2 file's
+// lifecycle (stopInstanceLocked / terminateInstanceLocked, hooks.go), so the
+// world and the API change instances the same way. The interface lookup
+// keeps this file compiling on its own while the EC2 file is written.
+func (s *Sim) worldStop(inst *Instance) {
+	if f, ok := any(s).(interface{ stopInstanceLocked(*Instance) }); ok {
+		f.stopInstanceLocked(inst)
+		return
+	}
+	inst.State, inst.StateChangedAt = "stopped", s.now()
+	s.instanceDown(inst)
+}
+
+func (s *Sim) worldTerminate(inst *Instance) {
+	if f, ok := any(s).(interface{ terminateInstanceLocked(*Instance) }); ok {
+		f.terminateInstanceLocked(inst)
+		return
+	}
+	inst.State, inst.StateChangedAt = "terminated", s.now()
+	s.instanceDown(inst)
+}
+
+func liveInstance(inst *Instance) bool {
+	return inst.State != "terminated" && inst.State != "shutting-down"
+}
+
+func (s *Sim) targetInstances(a WorldAction) []*Instance {
+	var out []*Instance
+	for _, id := range sortedKeys(s.instances) {
+		inst := s.instances[id]
+		if !liveInstance(inst) {
+			continue
+		}
+		if id == a.ID || (a.Org != "" && inst.Tags["ManagedBy"] == "tunnelward" && inst.Tags["OrgID"] == a.Org) {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+func (s *Sim) targetTunnels(a WorldAction) []*Tunnel {
+	var out []*Tunnel
+	for _, id := range sortedKeys(s.tunnels) {
+		t := s.tunnels[id]
+		if t.DeletedAt != nil {
+			continue
+		}
+		if id == a.ID || (a.Org != "" && t.Name == tunnelNamePrefix+a.Org) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (s *Sim) targetRecords(a WorldAction) []*DNSRecord {
+	var out []*DNSRecord
+	for _, id := range sortedKeys(s.dnsRecords) {
+		r := s.dnsRecords[id]
+		if id == a.ID || (a.Org != "" && recordOrg(r) == a.Org) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ConnectorState is a connector as /_sim/state shows it.
+type ConnectorState struct {
+	InstanceID  string     `json:"instance_id"`
+	ClientID    string     `json:"client_id"`
+	TunnelID    string     `json:"tunnel_id,omitempty"`
+	Running     bool       `json:"running"`
+	Connected   bool       `json:"connected"`
+	LastError   string     `json:"last_error,omitempty"`
+	Attempts    int        `json:"attempts"`
+	RunAt       *time.Time `json:"run_at,omitempty"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+}
