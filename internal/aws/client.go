@@ -1,0 +1,163 @@
+// Package aws is tunnelward's thin client over aws-sdk-go-v2 for the EC2 and
+// SSM calls it needs. SDK retries are off (NopRetryer); every HTTP attempt
+// goes through an apicall.Caller holding the shared per-action EC2 buckets or
+// the SSM limiter, and the one retry policy.
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+)
+
+// Error kinds, matched with errors.Is.
+var (
+	ErrNotFound                    = errors.New("not found")
+	ErrIdempotentParameterMismatch = errors.New("client token reused with different parameters")
+)
+
+// Config says where and as whom to call AWS.
+type Config struct {
+	// Endpoint is a sandbox URL (cloudsim); "" means real AWS, with the
+	// default credential chain (env, shared files, IMDS, ...).
+	Endpoint string
+	Region   string
+	// Static credentials, used (and required) when Endpoint is set.
+	AccessKeyID     string
+	SecretAccessKey string
+	// HTTPClient is optional; its Transport is wrapped to observe attempts.
+	HTTPClient *http.Client
+	PageSize   int // DescribeInstances/DescribeParameters page size; default: largest allowed
+
+	EC2Buckets ratelimit.EC2Buckets // default ratelimit.DefaultEC2()
+	SSMBucket  ratelimit.Bucket     // default ratelimit.DefaultSSM
+	Policy     apicall.Policy
+	Observe    apicall.Observer
+}
+
+// Client holds the EC2 and SSM service clients. Safe for concurrent use;
+// share one per process so the limiters are shared.
+type Client struct {
+	ec2      *ec2.Client
+	ssm      *ssm.Client
+	ec2Call  *apicall.Caller
+	ssmCall  *apicall.Caller
+	pageSize int
+}
+
+// New loads the SDK configuration and builds the clients. In sandbox mode
+// (Endpoint set) nothing may reach a real AWS endpoint: shared config and
+// credential files are ignored, IMDS is disabled and the credentials are
+// the static ones given.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Region == "" {
+		return nil, errors.New("aws config: missing region")
+	}
+	hc := &http.Client{Timeout: 60 * time.Second}
+	if cfg.HTTPClient != nil {
+		c := *cfg.HTTPClient
+		hc = &c
+	}
+	hc.Transport = apicall.Transport(hc.Transport)
+	opts := []func(*config.LoadOptions) error{
+		config.WithRegion(cfg.Region),
+		config.WithHTTPClient(hc),
+		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }), // apicall is the one retry layer
+	}
+	if cfg.Endpoint != "" {
+		if cfg.AccessKeyID == "" || cfg.SecretAccessKey == "" {
+			return nil, errors.New("aws config: an endpoint override needs static credentials (access key id and secret)")
+		}
+		opts = append(opts,
+			config.WithSharedConfigFiles([]string{}),
+			config.WithSharedCredentialsFiles([]string{}),
+			config.WithEC2IMDSClientEnableState(imds.ClientDisabled),
+			config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")),
+		)
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	if cfg.Endpoint != "" {
+		awsCfg.BaseEndpoint = aws.String(strings.TrimSuffix(cfg.Endpoint, "/"))
+	}
+	if cfg.EC2Buckets.PerAction == nil && cfg.EC2Buckets.Mutating.Rate == 0 {
+		cfg.EC2Buckets = ratelimit.DefaultEC2()
+	}
+	if cfg.SSMBucket.Rate == 0 {
+		cfg.SSMBucket = ratelimit.DefaultSSM
+	}
+	ec2Lim := ratelimit.NewEC2(cfg.EC2Buckets)
+	ssmLim := ratelimit.NewSSM(cfg.SSMBucket)
+	return &Client{
+		ec2: ec2.NewFromConfig(awsCfg),
+		ssm: ssm.NewFromConfig(awsCfg),
+		ec2Call: apicall.New(apicall.Options{Provider: "ec2", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
+			Limit: func(op string) ratelimit.Limiter { return ec2Lim.For(op) }}),
+		ssmCall: apicall.New(apicall.Options{Provider: "ssm", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
+			Limit: func(string) ratelimit.Limiter { return ssmLim }}),
+		pageSize: cfg.PageSize,
+	}, nil
+}
+
+// EC2Caller and SSMCaller expose the call policies (Retry-After pauses).
+func (c *Client) EC2Caller() *apicall.Caller { return c.ec2Call }
+func (c *Client) SSMCaller() *apicall.Caller { return c.ssmCall }
+
+// throttleCodes are AWS error codes meaning "slow down".
+var throttleCodes = map[string]bool{
+	"RequestLimitExceeded": true, "Throttling": true, "ThrottlingException": true,
+	"TooManyRequestsException": true, "RequestThrottled": true, "RequestThrottledException": true,
+}
+
+// retryCodes are server-side failures worth another attempt.
+var retryCodes = map[string]bool{
+	"InternalError": true, "InternalFailure": true, "InternalServerError": true,
+	"ServiceUnavailable": true, "Unavailable": true,
+}
+
+func classify(err error, a apicall.Attempt) apicall.Class {
+	if code := errorCode(err); code != "" {
+		switch {
+		case throttleCodes[code]:
+			return apicall.Throttled
+		case retryCodes[code]:
+			return apicall.Retryable
+		}
+	}
+	return apicall.ClassifyHTTP(err, a)
+}
+
+func errorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// hasCode reports whether err carries one of the AWS error codes.
+func hasCode(err error, codes ...string) bool {
+	code := errorCode(err)
+	for _, c := range codes {
+		if code == c {
+			return true
+		}
+	}
+	return false
+}

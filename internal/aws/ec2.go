@@ -1,0 +1,307 @@
+package aws
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+)
+
+// Ownership tags every instance tunnelward launches carries.
+const (
+	TagManagedBy = "ManagedBy"
+	TagOrgID     = "OrgID"
+	TagTunnelID  = "TunnelID"
+	TagName      = "Name"
+	ManagedBy    = "tunnelward"
+)
+
+// LiveStates are the instance states that count as "the org has an
+// instance" (shutting-down and terminated do not).
+var LiveStates = []string{"pending", "running", "stopping", "stopped"}
+
+// InstanceSpec is one org instance to launch.
+type InstanceSpec struct {
+	OrgID            string
+	TunnelID         string
+	Name             string // Name tag
+	ImageID          string
+	InstanceType     string
+	SubnetID         string
+	SecurityGroupIDs []string
+	InstanceProfile  string // ARN or name
+	UserData         string // the script as text; base64-encoded here
+	ClientToken      string // from ClientToken(org, generation, attempt)
+}
+
+// Instance is what tunnelward needs to know of an EC2 instance.
+type Instance struct {
+	ID           string
+	State        string
+	ImageID      string
+	InstanceType string
+	PrivateIP    string
+	LaunchTime   time.Time
+	ClientToken  string
+	Tags         map[string]string
+}
+
+// OrgID is the instance's OrgID tag.
+func (i Instance) OrgID() string { return i.Tags[TagOrgID] }
+
+// Live reports whether the instance is in one of LiveStates.
+func (i Instance) Live() bool {
+	for _, s := range LiveStates {
+		if i.State == s {
+			return true
+		}
+	}
+	return false
+}
+
+func toInstance(in types.Instance) Instance {
+	out := Instance{ID: aws.ToString(in.InstanceId), ImageID: aws.ToString(in.ImageId),
+		InstanceType: string(in.InstanceType), PrivateIP: aws.ToString(in.PrivateIpAddress),
+		ClientToken: aws.ToString(in.ClientToken), Tags: map[string]string{}}
+	if in.State != nil {
+		out.State = string(in.State.Name)
+	}
+	if in.LaunchTime != nil {
+		out.LaunchTime = *in.LaunchTime
+	}
+	for _, t := range in.Tags {
+		out.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return out
+}
+
+// maxClientToken is EC2's ClientToken length limit.
+const maxClientToken = 64
+
+// ClientToken derives the RunInstances idempotency token for one launch of
+// an org: the same org, generation and attempt always give the same token
+// (a retry after a crash returns the original reservation); a new generation
+// (org re-created) or a new attempt (instance replaced) gives a new one,
+// which matters because EC2 keeps tokens valid for at least 24 h after
+// termination. Readable when it fits in 64 characters, else a SHA-256 of
+// the readable form.
+func ClientToken(orgID string, generation, attempt int64) string {
+	tok := "tw-" + orgID + "-g" + strconv.FormatInt(generation, 10) + "-a" + strconv.FormatInt(attempt, 10)
+	if len(tok) <= maxClientToken {
+		return tok
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return "tw-" + hex.EncodeToString(sum[:])[:maxClientToken-3]
+}
+
+// RunInstance launches one instance for spec, tagged for ownership, with
+// IMDSv2 required and user-data base64-encoded. With the same ClientToken
+// and spec it returns the instance launched before instead of a second one;
+// ErrIdempotentParameterMismatch when the token was used with another spec.
+func (c *Client) RunInstance(ctx context.Context, spec InstanceSpec) (Instance, error) {
+	if spec.OrgID == "" || spec.ImageID == "" || spec.ClientToken == "" {
+		return Instance{}, fmt.Errorf("ec2 RunInstances for org %q: org id, image id and client token are required", spec.OrgID)
+	}
+	if len(spec.ClientToken) > maxClientToken {
+		return Instance{}, fmt.Errorf("ec2 RunInstances for org %s: client token longer than %d characters", spec.OrgID, maxClientToken)
+	}
+	tags := []types.Tag{
+		{Key: aws.String(TagManagedBy), Value: aws.String(ManagedBy)},
+		{Key: aws.String(TagOrgID), Value: aws.String(spec.OrgID)},
+	}
+	if spec.TunnelID != "" {
+		tags = append(tags, types.Tag{Key: aws.String(TagTunnelID), Value: aws.String(spec.TunnelID)})
+	}
+	if spec.Name != "" {
+		tags = append(tags, types.Tag{Key: aws.String(TagName), Value: aws.String(spec.Name)})
+	}
+	in := &ec2.RunInstancesInput{
+		ImageId:     aws.String(spec.ImageID),
+		MinCount:    aws.Int32(1),
+		MaxCount:    aws.Int32(1),
+		ClientToken: aws.String(spec.ClientToken),
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeInstance, Tags: tags},
+			{ResourceType: types.ResourceTypeVolume, Tags: tags},
+		},
+		// cloudflared only dials out; the instance needs no inbound path and
+		// its credentials come from IMDSv2 only.
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{HttpTokens: types.HttpTokensStateRequired},
+	}
+	if spec.InstanceType != "" {
+		in.InstanceType = types.InstanceType(spec.InstanceType)
+	}
+	if spec.SubnetID != "" {
+		in.SubnetId = aws.String(spec.SubnetID)
+	}
+	if len(spec.SecurityGroupIDs) > 0 {
+		in.SecurityGroupIds = spec.SecurityGroupIDs
+	}
+	if spec.InstanceProfile != "" {
+		if len(spec.InstanceProfile) > 4 && spec.InstanceProfile[:4] == "arn:" {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(spec.InstanceProfile)}
+		} else {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(spec.InstanceProfile)}
+		}
+	}
+	if spec.UserData != "" {
+		in.UserData = aws.String(base64.StdEncoding.EncodeToString([]byte(spec.UserData)))
+	}
+	var out Instance
+	err := c.ec2Call.Do(ctx, "RunInstances", "org "+spec.OrgID, func(ctx context.Context) error {
+		res, err := c.ec2.RunInstances(ctx, in)
+		if err != nil {
+			return err
+		}
+		if len(res.Instances) != 1 {
+			return fmt.Errorf("RunInstances returned %d instances, want 1", len(res.Instances))
+		}
+		out = toInstance(res.Instances[0])
+		return nil
+	})
+	if hasCode(err, "IdempotentParameterMismatch") {
+		return Instance{}, apicall.WithKind(err, ErrIdempotentParameterMismatch)
+	}
+	return out, err
+}
+
+// DescribeOrgInstances returns the org's live instances (found by tags).
+func (c *Client) DescribeOrgInstances(ctx context.Context, orgID string) ([]Instance, error) {
+	items, _, err := c.describe(ctx, "org "+orgID, []types.Filter{
+		{Name: aws.String("tag:" + TagManagedBy), Values: []string{ManagedBy}},
+		{Name: aws.String("tag:" + TagOrgID), Values: []string{orgID}},
+		{Name: aws.String("instance-state-name"), Values: LiveStates},
+	})
+	return items, err
+}
+
+// ListManagedInstances returns every live instance tagged
+// ManagedBy=tunnelward, all pages, and how many pages it fetched.
+func (c *Client) ListManagedInstances(ctx context.Context) ([]Instance, int, error) {
+	return c.describe(ctx, "managed", []types.Filter{
+		{Name: aws.String("tag:" + TagManagedBy), Values: []string{ManagedBy}},
+		{Name: aws.String("instance-state-name"), Values: LiveStates},
+	})
+}
+
+// GetInstance describes one instance by id, whatever its state
+// (ErrNotFound when EC2 no longer knows it).
+func (c *Client) GetInstance(ctx context.Context, id string) (Instance, error) {
+	var out []Instance
+	err := c.ec2Call.Do(ctx, "DescribeInstances", id, func(ctx context.Context) error {
+		res, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, r := range res.Reservations {
+			for _, in := range r.Instances {
+				out = append(out, toInstance(in))
+			}
+		}
+		return nil
+	})
+	if hasCode(err, "InvalidInstanceID.NotFound") {
+		return Instance{}, apicall.WithKind(err, ErrNotFound)
+	}
+	if err != nil {
+		return Instance{}, err
+	}
+	if len(out) == 0 {
+		return Instance{}, &apicall.Error{Provider: "ec2", Op: "DescribeInstances", Resource: id, Attempts: 1, Kind: ErrNotFound, Err: errors.New("no such instance")}
+	}
+	return out[0], nil
+}
+
+func (c *Client) describe(ctx context.Context, what string, filters []types.Filter) ([]Instance, int, error) {
+	in := &ec2.DescribeInstancesInput{Filters: filters}
+	if c.pageSize > 0 {
+		in.MaxResults = aws.Int32(int32(max(5, min(1000, c.pageSize))))
+	} else {
+		in.MaxResults = aws.Int32(1000)
+	}
+	p := ec2.NewDescribeInstancesPaginator(c.ec2, in)
+	var out []Instance
+	pages := 0
+	for p.HasMorePages() {
+		var res *ec2.DescribeInstancesOutput
+		err := c.ec2Call.Do(ctx, "DescribeInstances", what, func(ctx context.Context) error {
+			var err error
+			res, err = p.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, pages, err
+		}
+		pages++
+		for _, r := range res.Reservations {
+			for _, inst := range r.Instances {
+				out = append(out, toInstance(inst))
+			}
+		}
+	}
+	return out, pages, nil
+}
+
+// StateChange is one instance's state transition.
+type StateChange struct {
+	ID       string
+	Previous string
+	Current  string
+}
+
+// TerminateInstances terminates the instances; terminating an already
+// terminated instance is a no-op in EC2, so this is idempotent.
+func (c *Client) TerminateInstances(ctx context.Context, ids ...string) ([]StateChange, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var out []StateChange
+	err := c.ec2Call.Do(ctx, "TerminateInstances", fmt.Sprint(ids), func(ctx context.Context) error {
+		res, err := c.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, s := range res.TerminatingInstances {
+			sc := StateChange{ID: aws.ToString(s.InstanceId)}
+			if s.PreviousState != nil {
+				sc.Previous = string(s.PreviousState.Name)
+			}
+			if s.CurrentState != nil {
+				sc.Current = string(s.CurrentState.Name)
+			}
+			out = append(out, sc)
+		}
+		return nil
+	})
+	if hasCode(err, "InvalidInstanceID.NotFound") {
+		return nil, apicall.WithKind(err, ErrNotFound)
+	}
+	return out, err
+}
+
+// RebootInstances asks EC2 to reboot the instances.
+func (c *Client) RebootInstances(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := c.ec2Call.Do(ctx, "RebootInstances", fmt.Sprint(ids), func(ctx context.Context) error {
+		_, err := c.ec2.RebootInstances(ctx, &ec2.RebootInstancesInput{InstanceIds: ids})
+		return err
+	})
+	if hasCode(err, "InvalidInstanceID.NotFound") {
+		return apicall.WithKind(err, ErrNotFound)
+	}
+	return err
+}
