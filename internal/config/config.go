@@ -1,0 +1,391 @@
+// Package config is the reconciler's configuration: one typed struct, filled
+// from command-line flags, TUNNELWARD_* environment variables, an optional
+// YAML/JSON config file and defaults, in that order of precedence, and
+// validated as a whole so that an operator sees every wrong setting at once.
+//
+// Every setting is declared once (settings.go); flags, environment names,
+// config-file keys, --help text and the reference table in
+// docs/operations.md are all generated from that one list, so they cannot
+// drift apart.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/secret"
+)
+
+// EnvPrefix starts every environment variable the reconciler reads.
+const EnvPrefix = "TUNNELWARD_"
+
+// Environment variables that are not ordinary settings.
+const (
+	// EnvConfigFile names the config file when --config is not given.
+	EnvConfigFile = "TUNNELWARD_CONFIG"
+	// EnvCloudflareAPIToken holds the Cloudflare API token. It has no flag on
+	// purpose: a flag value is visible to every user through ps.
+	EnvCloudflareAPIToken = "TUNNELWARD_CLOUDFLARE_API_TOKEN"
+)
+
+// ErrHelp is returned by Parse when -h or --help was given; print Usage and
+// exit 0.
+var ErrHelp = flag.ErrHelp
+
+// Cloud modes.
+const (
+	ModeSandbox = "sandbox" // in-process emulator
+	ModeLive    = "live"    // real Cloudflare and AWS
+	ModeURL     = "url"     // a cloudsim process at CloudURL
+)
+
+// Sandbox identities (DESIGN.md §4): the defaults of cloudsim and of the
+// sandbox and URL modes, so any client can talk to a sandbox unconfigured.
+const (
+	SandboxCloudflareToken   = "sandbox-token"
+	SandboxAccountID         = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	SandboxZoneID            = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+	SandboxZoneName          = "sandbox.tunnelward.test"
+	SandboxAWSAccessKeyID    = "AKIASANDBOXEXAMPLE"
+	SandboxAWSSecretKey      = "sandbox-secret"
+	SandboxAWSRegion         = "us-east-1"
+	SandboxAMI               = "ami-0123456789abcdef0"
+	SandboxSubnet            = "subnet-0123456789abcdef0"
+	SandboxInstanceProfile   = "tunnelward-instance"
+	DefaultSSMPathPrefix     = "/tunnelward/tunnels"
+	DefaultIngressService    = "http://localhost:8080"
+	DefaultInstanceType      = "t3.micro"
+	DefaultDataDir           = "./data"
+	DefaultNATSListen        = "127.0.0.1:4222"
+	DefaultAdminListen       = "127.0.0.1:8081"
+	DefaultSandboxListen     = "127.0.0.1:8787"
+	DefaultWorkers           = 4
+	DefaultSweepInterval     = 5 * time.Minute
+	DefaultHealthGrace       = 5 * time.Minute
+	DefaultLogFormat         = "auto"
+	DefaultLogLevel          = "info"
+	cloudflareTokenFileFlag  = "cloudflare-api-token-file"
+	cloudflareTokenConfigKey = "cloudflare-api-token"
+)
+
+// Config is the reconciler's whole configuration.
+type Config struct {
+	// Cloud is ModeSandbox, ModeLive or ModeURL; CloudURL is set for ModeURL.
+	Cloud    string
+	CloudURL string
+
+	DataDir       string
+	AdminListen   string
+	SandboxListen string
+
+	NATS       NATS
+	Cloudflare Cloudflare
+	AWS        AWS
+	Instance   Instance
+
+	ReservedSlugs []string
+	Workers       int
+	SweepInterval time.Duration
+	GC            bool
+	HealthGrace   time.Duration
+
+	Log Log
+
+	// ConfigFile is the config file that was read, if any.
+	ConfigFile string
+	// Args are the positional arguments left after the flags.
+	Args []string
+
+	sources map[string]string
+}
+
+// NATS is how the reconciler reaches JetStream.
+type NATS struct {
+	// Listen is the embedded server's client address; used when URL is empty.
+	Listen string
+	// URL is an external server (comma-separated list allowed); empty means
+	// run the embedded server.
+	URL string
+	// Creds and NKey are files for authenticating to an external server.
+	Creds string
+	NKey  string
+	// TLS files for an external server.
+	TLSCA   string
+	TLSCert string
+	TLSKey  string
+}
+
+// Embedded reports whether the reconciler runs its own NATS server.
+func (n NATS) Embedded() bool { return n.URL == "" }
+
+// Cloudflare is the account and zone the reconciler manages.
+type Cloudflare struct {
+	AccountID string
+	ZoneID    string
+	ZoneName  string
+	// APIToken never prints: it is a secret.Token.
+	APIToken secret.Token
+	// APITokenFile is where the token was read from, if from a file.
+	APITokenFile string
+}
+
+// AWS is where instances and parameters live.
+type AWS struct {
+	Region string
+	// Static credentials are set only for the sandbox and URL modes; live mode
+	// leaves them empty and uses the SDK's default credential chain.
+	AccessKeyID     string
+	SecretAccessKey secret.Token
+}
+
+// Instance is how each org's EC2 instance is launched.
+type Instance struct {
+	AMI            string
+	Type           string
+	Subnet         string
+	SecurityGroups []string
+	Profile        string // instance profile name or ARN
+	SSMPathPrefix  string // parameters live under <prefix>/<org>
+	IngressService string // what cloudflared forwards to on the instance
+}
+
+// Log is the logging setup; see NewLogger.
+type Log struct {
+	Format string // auto, text or json
+	Level  string // debug, info, warn or error
+}
+
+// Sandboxed reports whether the clouds are emulated (sandbox or URL mode).
+func (c Config) Sandboxed() bool { return c.Cloud != ModeLive }
+
+// Source says where a setting's value came from: "flag", "env", "file" or
+// "default". name is the flag name (or the token's environment variable).
+func (c Config) Source(name string) string {
+	if s, ok := c.sources[name]; ok {
+		return s
+	}
+	return "default"
+}
+
+// Value is one setting's effective value, printable (secrets redacted).
+type Value struct {
+	Name   string // flag name
+	Value  string
+	Source string
+}
+
+// Values lists every setting's effective value, in declaration order, with
+// secrets redacted, for a startup log line or a `config` command.
+func (c Config) Values() []Value {
+	out := make([]Value, 0, len(settings)+1)
+	for _, s := range settings {
+		out = append(out, Value{Name: s.name, Value: s.get(&c), Source: c.Source(s.name)})
+	}
+	tok := "(not set)"
+	if !c.Cloudflare.APIToken.IsZero() {
+		tok = secret.Redacted
+	}
+	out = append(out, Value{Name: EnvCloudflareAPIToken, Value: tok, Source: c.Source(EnvCloudflareAPIToken)})
+	return out
+}
+
+// String prints every setting as name=value, secrets redacted.
+func (c Config) String() string {
+	var b strings.Builder
+	for i, v := range c.Values() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%q", v.Name, v.Value)
+	}
+	return b.String()
+}
+
+// LogValue implements slog.LogValuer: a group of every setting.
+func (c Config) LogValue() slog.Value {
+	vals := c.Values()
+	attrs := make([]slog.Attr, 0, len(vals))
+	for _, v := range vals {
+		attrs = append(attrs, slog.String(v.Name, v.Value))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Problem is one wrong or missing setting.
+type Problem struct {
+	Setting string // "--workers", or an environment variable for settings without a flag
+	Detail  string
+}
+
+func (p Problem) String() string { return p.Setting + ": " + p.Detail }
+
+// Error lists every problem found in one pass.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if len(e.Problems) == 1 {
+		b.WriteString("invalid configuration: ")
+		b.WriteString(e.Problems[0].String())
+		return b.String()
+	}
+	fmt.Fprintf(&b, "invalid configuration (%d problems):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Loader fills a Config from a FlagSet it registered its flags on, so a
+// subcommand can add flags of its own to the same set.
+type Loader struct {
+	fs     *flag.FlagSet
+	raw    map[string]*rawFlag
+	config *string
+}
+
+// Register declares every setting's flag (and --config) on fs.
+func Register(fs *flag.FlagSet) *Loader {
+	l := &Loader{fs: fs, raw: map[string]*rawFlag{}}
+	for _, s := range settings {
+		r := &rawFlag{boolean: s.kind == kindBool}
+		l.raw[s.name] = r
+		fs.Var(r, s.name, s.usageLine())
+	}
+	l.config = fs.String("config", "", "read settings from this YAML or JSON `FILE` (env "+EnvConfigFile+")")
+	return l
+}
+
+// Parse reads the reconciler's configuration from args (without the program
+// name) and env (os.Getenv when nil). -h/--help returns ErrHelp. Any wrong
+// setting returns an *Error naming all of them.
+func Parse(args []string, env func(string) string) (Config, error) {
+	fs := flag.NewFlagSet("reconciler", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	l := Register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, ErrHelp
+		}
+		return Config{}, fmt.Errorf("%w (see --help)", err)
+	}
+	return l.Load(env)
+}
+
+// Load resolves every setting after the FlagSet was parsed.
+func (l *Loader) Load(env func(string) string) (Config, error) {
+	if env == nil {
+		env = os.Getenv
+	}
+	var probs problems
+	c := Config{sources: map[string]string{}, Args: l.fs.Args()}
+
+	file := *l.config
+	if file == "" {
+		file = strings.TrimSpace(env(EnvConfigFile))
+	}
+	var fileVals map[string]string
+	if file != "" {
+		c.ConfigFile = file
+		fileVals = readConfigFile(file, &probs)
+	}
+
+	for _, s := range settings {
+		raw, src := "", ""
+		switch {
+		case l.raw[s.name].set:
+			raw, src = l.raw[s.name].v, "flag"
+		case env(s.env) != "":
+			raw, src = env(s.env), "env"
+		default:
+			if v, ok := fileVals[s.name]; ok {
+				raw, src = v, "file"
+			}
+		}
+		if src == "" {
+			raw = s.def
+		} else {
+			c.sources[s.name] = src
+		}
+		if err := s.set(&c, strings.TrimSpace(raw)); err != nil {
+			probs.add(s.flag(), "%s%s", describeSource(s, src, raw), err)
+			// Fall back to the default so the checks below do not report
+			// the same setting a second time.
+			_ = s.set(&c, s.def)
+		}
+	}
+	c.resolveToken(env, &probs)
+	c.applyModeDefaults(env)
+	c.validate(&probs)
+	if len(probs) > 0 {
+		return Config{}, &Error{Problems: probs}
+	}
+	return c, nil
+}
+
+// describeSource says where a bad value came from, for the error line.
+func describeSource(s *setting, src, raw string) string {
+	switch src {
+	case "flag":
+		return fmt.Sprintf("%q: ", raw)
+	case "env":
+		return fmt.Sprintf("%q (from %s): ", raw, s.env)
+	case "file":
+		return fmt.Sprintf("%q (from the config file): ", raw)
+	}
+	return fmt.Sprintf("default %q: ", raw)
+}
+
+// EnvVars lists every environment variable the reconciler's configuration
+// reads, sorted.
+func EnvVars() []string {
+	out := []string{EnvConfigFile, EnvCloudflareAPIToken, "AWS_REGION", "AWS_DEFAULT_REGION"}
+	for _, s := range settings {
+		out = append(out, s.env)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FlagNames lists every flag name (without dashes), including config.
+func FlagNames() []string {
+	out := []string{"config"}
+	for _, s := range settings {
+		out = append(out, s.name)
+	}
+	return out
+}
+
+type problems []Problem
+
+func (p *problems) add(setting, format string, args ...any) {
+	*p = append(*p, Problem{Setting: setting, Detail: fmt.Sprintf(format, args...)})
+}
+
+// rawFlag records a flag's text and whether it was given at all, so
+// precedence can tell "--workers 4" from the default 4.
+type rawFlag struct {
+	v       string
+	set     bool
+	boolean bool
+}
+
+func (r *rawFlag) String() string { return r.v }
+func (r *rawFlag) Set(v string) error {
+	r.v, r.set = v, true
+	return nil
+}
+
+// IsBoolFlag lets "--gc" stand for "--gc=true".
+func (r *rawFlag) IsBoolFlag() bool { return r.boolean }

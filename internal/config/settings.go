@@ -1,0 +1,265 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/events"
+)
+
+type kind int
+
+const (
+	kindString kind = iota
+	kindInt
+	kindDuration
+	kindBool
+	kindList
+)
+
+// setting is the one declaration of a configuration setting. The flag is
+// --name, the environment variable is env, the config-file key is name.
+type setting struct {
+	name    string
+	env     string
+	group   string
+	metavar string
+	kind    kind
+	def     string // default, as text
+	// sandboxDef documents the value the sandbox and URL modes use when the
+	// setting is not given (applyModeDefaults).
+	sandboxDef string
+	help       string
+	set        func(c *Config, v string) error
+	get        func(c *Config) string
+}
+
+func (s *setting) flag() string { return "--" + s.name }
+
+// usageLine is the flag's one-line help, with its env name and default.
+func (s *setting) usageLine() string {
+	var b strings.Builder
+	b.WriteString(s.help)
+	b.WriteString(" (env ")
+	b.WriteString(s.env)
+	if s.def != "" {
+		fmt.Fprintf(&b, "; default %s", s.def)
+	}
+	if s.sandboxDef != "" {
+		fmt.Fprintf(&b, "; sandbox %s", s.sandboxDef)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// Groups, in help order.
+const (
+	groupMode       = "Mode and addresses"
+	groupNATS       = "NATS"
+	groupCloudflare = "Cloudflare"
+	groupAWS        = "AWS and instances"
+	groupEngine     = "Reconciler"
+	groupLog        = "Logging"
+)
+
+var groups = []string{groupMode, groupNATS, groupCloudflare, groupAWS, groupEngine, groupLog}
+
+func str(p func(c *Config) *string) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error { *p(c) = v; return nil },
+		func(c *Config) string { return *p(c) }
+}
+
+func durationSetting(p func(c *Config) *time.Duration) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return errors.New("not a duration (use e.g. 30s, 5m, 1h30m)")
+			}
+			*p(c) = d
+			return nil
+		},
+		func(c *Config) string { return p(c).String() }
+}
+
+func listSetting(p func(c *Config) *[]string) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error { *p(c) = splitList(v); return nil },
+		func(c *Config) string { return strings.Join(*p(c), ",") }
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// settings is every setting, in help order within its group. The Cloudflare
+// API token is deliberately absent: it has no flag and no config-file key
+// (see resolveToken).
+var settings = func() []*setting {
+	s := []*setting{
+		{name: "cloud", env: "TUNNELWARD_CLOUD", group: groupMode, metavar: "MODE", def: ModeSandbox,
+			help: "clouds to converge: sandbox (in-process emulator), live (real Cloudflare and AWS) or the http(s) URL of a cloudsim"},
+		{name: "data-dir", env: "TUNNELWARD_DATA_DIR", group: groupMode, metavar: "DIR", def: DefaultDataDir,
+			help: "directory for state.db and the embedded NATS server's JetStream files"},
+		{name: "admin-listen", env: "TUNNELWARD_ADMIN_LISTEN", group: groupMode, metavar: "HOST:PORT", def: DefaultAdminListen,
+			help: "admin HTTP address (/metrics, /healthz, /readyz, /v1/orgs)"},
+		{name: "sandbox-listen", env: "TUNNELWARD_SANDBOX_LISTEN", group: groupMode, metavar: "HOST:PORT", def: DefaultSandboxListen,
+			help: "HTTP address of the in-process emulator (sandbox mode only)"},
+
+		{name: "nats-listen", env: "TUNNELWARD_NATS_LISTEN", group: groupNATS, metavar: "HOST:PORT", def: DefaultNATSListen,
+			help: "client address of the embedded NATS server (used when --nats-url is empty)"},
+		{name: "nats-url", env: "TUNNELWARD_NATS_URL", group: groupNATS, metavar: "URL",
+			help: "external NATS server(s), comma-separated, instead of the embedded one"},
+		{name: "creds", env: "TUNNELWARD_NATS_CREDS", group: groupNATS, metavar: "FILE",
+			help: "NATS user credentials (JWT + seed) file for --nats-url"},
+		{name: "nkey", env: "TUNNELWARD_NATS_NKEY", group: groupNATS, metavar: "FILE",
+			help: "NATS nkey seed file for --nats-url"},
+		{name: "tls-ca", env: "TUNNELWARD_NATS_TLS_CA", group: groupNATS, metavar: "FILE",
+			help: "CA bundle to verify the NATS server's certificate"},
+		{name: "tls-cert", env: "TUNNELWARD_NATS_TLS_CERT", group: groupNATS, metavar: "FILE",
+			help: "client certificate for NATS mutual TLS (with --tls-key)"},
+		{name: "tls-key", env: "TUNNELWARD_NATS_TLS_KEY", group: groupNATS, metavar: "FILE",
+			help: "client key for NATS mutual TLS (with --tls-cert)"},
+
+		{name: "cloudflare-account-id", env: "TUNNELWARD_CLOUDFLARE_ACCOUNT_ID", group: groupCloudflare, metavar: "ID",
+			sandboxDef: SandboxAccountID, help: "Cloudflare account that owns the tunnels (32 hex digits)"},
+		{name: "cloudflare-zone-id", env: "TUNNELWARD_CLOUDFLARE_ZONE_ID", group: groupCloudflare, metavar: "ID",
+			sandboxDef: SandboxZoneID, help: "Cloudflare zone that holds the org CNAMEs (32 hex digits)"},
+		{name: "cloudflare-zone-name", env: "TUNNELWARD_CLOUDFLARE_ZONE_NAME", group: groupCloudflare, metavar: "NAME",
+			sandboxDef: SandboxZoneName, help: "DNS name of that zone; orgs get <slug>.<zone name>"},
+		{name: cloudflareTokenFileFlag, env: "TUNNELWARD_CLOUDFLARE_API_TOKEN_FILE", group: groupCloudflare, metavar: "FILE",
+			help: "file holding the Cloudflare API token (or set " + EnvCloudflareAPIToken + "; never a flag value)"},
+
+		{name: "aws-region", env: "TUNNELWARD_AWS_REGION", group: groupAWS, metavar: "REGION",
+			sandboxDef: SandboxAWSRegion, help: "AWS region (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
+		{name: "instance-ami", env: "TUNNELWARD_INSTANCE_AMI", group: groupAWS, metavar: "AMI",
+			sandboxDef: SandboxAMI, help: "AMI of org instances (ami-...; ideally with cloudflared baked in)"},
+		{name: "instance-type", env: "TUNNELWARD_INSTANCE_TYPE", group: groupAWS, metavar: "TYPE", def: DefaultInstanceType,
+			help: "EC2 instance type when the org.created event names none"},
+		{name: "instance-subnet", env: "TUNNELWARD_INSTANCE_SUBNET", group: groupAWS, metavar: "SUBNET",
+			sandboxDef: SandboxSubnet, help: "subnet of org instances (subnet-...)"},
+		{name: "instance-security-groups", env: "TUNNELWARD_INSTANCE_SECURITY_GROUPS", group: groupAWS, metavar: "SG,...",
+			help: "security groups of org instances, comma-separated (sg-...); cloudflared needs egress only"},
+		{name: "instance-profile", env: "TUNNELWARD_INSTANCE_PROFILE", group: groupAWS, metavar: "NAME|ARN",
+			sandboxDef: SandboxInstanceProfile, help: "instance profile whose role may read only its own token parameter (deploy/iam/)"},
+		{name: "ssm-path-prefix", env: "TUNNELWARD_SSM_PATH_PREFIX", group: groupAWS, metavar: "PATH", def: DefaultSSMPathPrefix,
+			help: "SSM parameter path under which each org's tunnel token is stored"},
+		{name: "ingress-service", env: "TUNNELWARD_INGRESS_SERVICE", group: groupAWS, metavar: "URL", def: DefaultIngressService,
+			help: "service cloudflared forwards each org's hostname to, on the instance"},
+
+		{name: "reserved-slugs", env: "TUNNELWARD_RESERVED_SLUGS", group: groupEngine, metavar: "SLUG,...",
+			def: strings.Join(events.DefaultReservedSlugs, ", "), help: "slugs no org may take, comma-separated (replaces the default list)"},
+		{name: "workers", env: "TUNNELWARD_WORKERS", group: groupEngine, metavar: "N", kind: kindInt, def: strconv.Itoa(DefaultWorkers),
+			help: "orgs reconciled in parallel"},
+		{name: "sweep-interval", env: "TUNNELWARD_SWEEP_INTERVAL", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "5m",
+			help: "how often every org is resynced, drift found and orphans collected"},
+		{name: "gc", env: "TUNNELWARD_GC", group: groupEngine, metavar: "BOOL", kind: kindBool, def: "true",
+			help: "collect orphans (owned resources of no known org) during the sweep"},
+		{name: "health-grace", env: "TUNNELWARD_HEALTH_GRACE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "5m",
+			help: "how long a tunnel may stay unhealthy after a cloudflared restart before the instance is replaced"},
+
+		{name: "log-format", env: "TUNNELWARD_LOG_FORMAT", group: groupLog, metavar: "FORMAT", def: DefaultLogFormat,
+			help: "auto (text on a terminal, JSON otherwise), text or json"},
+		{name: "log-level", env: "TUNNELWARD_LOG_LEVEL", group: groupLog, metavar: "LEVEL", def: DefaultLogLevel,
+			help: "debug, info, warn or error"},
+	}
+	bind := map[string]func(s *setting){
+		"cloud": func(s *setting) {
+			s.set = func(c *Config, v string) error {
+				switch v {
+				case ModeSandbox, ModeLive:
+					c.Cloud = v
+				default:
+					c.Cloud, c.CloudURL = ModeURL, v
+				}
+				return nil
+			}
+			s.get = func(c *Config) string {
+				if c.Cloud == ModeURL {
+					return c.CloudURL
+				}
+				return c.Cloud
+			}
+		},
+		"data-dir":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.DataDir }) },
+		"admin-listen":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AdminListen }) },
+		"sandbox-listen":        func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.SandboxListen }) },
+		"nats-listen":           func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Listen }) },
+		"nats-url":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.URL }) },
+		"creds":                 func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Creds }) },
+		"nkey":                  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.NKey }) },
+		"tls-ca":                func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.TLSCA }) },
+		"tls-cert":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.TLSCert }) },
+		"tls-key":               func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.TLSKey }) },
+		"cloudflare-account-id": func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.AccountID }) },
+		"cloudflare-zone-id":    func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.ZoneID }) },
+		"cloudflare-zone-name":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.ZoneName }) },
+		cloudflareTokenFileFlag: func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.APITokenFile }) },
+		"aws-region":            func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AWS.Region }) },
+		"instance-ami":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.AMI }) },
+		"instance-type":         func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.Type }) },
+		"instance-subnet":       func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.Subnet }) },
+		"instance-security-groups": func(s *setting) {
+			s.set, s.get = listSetting(func(c *Config) *[]string { return &c.Instance.SecurityGroups })
+		},
+		"instance-profile": func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.Profile }) },
+		"ssm-path-prefix":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.SSMPathPrefix }) },
+		"ingress-service":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.IngressService }) },
+		"reserved-slugs":   func(s *setting) { s.set, s.get = listSetting(func(c *Config) *[]string { return &c.ReservedSlugs }) },
+		"workers": func(s *setting) {
+			s.set = func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return errors.New("not a whole number")
+				}
+				c.Workers = n
+				return nil
+			}
+			s.get = func(c *Config) string { return strconv.Itoa(c.Workers) }
+		},
+		"sweep-interval": func(s *setting) {
+			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.SweepInterval })
+		},
+		"health-grace": func(s *setting) {
+			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.HealthGrace })
+		},
+		"gc": func(s *setting) {
+			s.set = func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return errors.New("not a boolean (use true or false)")
+				}
+				c.GC = b
+				return nil
+			}
+			s.get = func(c *Config) string { return strconv.FormatBool(c.GC) }
+		},
+		"log-format": func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Log.Format }) },
+		"log-level":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Log.Level }) },
+	}
+	for _, x := range s {
+		b, ok := bind[x.name]
+		if !ok {
+			panic("config: setting " + x.name + " has no binding")
+		}
+		b(x)
+	}
+	return s
+}()
+
+func lookup(name string) *setting {
+	for _, s := range settings {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}

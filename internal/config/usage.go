@@ -1,0 +1,92 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Usage is the settings part of --help for a command named cmd, generated
+// from the same declarations Parse uses.
+func Usage(cmd string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: %s [flags]\n\n", cmd)
+	b.WriteString(wrap("Each setting is taken from its flag, else its TUNNELWARD_* environment variable, else the config file (--config FILE, YAML or JSON, keys are the flag names), else its default. In sandbox mode and with --cloud URL the Cloudflare and AWS identities default to the sandbox ones.", 0, 80))
+	b.WriteString("\n\n  --config FILE\n")
+	b.WriteString(wrap("read settings from this YAML or JSON file (env "+EnvConfigFile+")", 6, 80))
+	b.WriteString("\n")
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n%s:\n", g)
+		for _, s := range settings {
+			if s.group != g {
+				continue
+			}
+			fmt.Fprintf(&b, "  --%s %s\n", s.name, s.metavar)
+			b.WriteString(wrap(s.usageLine(), 6, 80))
+			b.WriteString("\n")
+		}
+		if g == groupCloudflare {
+			fmt.Fprintf(&b, "  %s (environment only)\n", EnvCloudflareAPIToken)
+			b.WriteString(wrap("the Cloudflare API token (Account: Cloudflare Tunnel Edit; Zone: DNS Edit on the one zone); required in live mode unless --"+cloudflareTokenFileFlag+" is set", 6, 80))
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// wrap breaks text into lines of at most width, each indented.
+func wrap(text string, indent, width int) string {
+	pad := strings.Repeat(" ", indent)
+	var b strings.Builder
+	line := pad
+	for _, w := range strings.Fields(text) {
+		if len(line) > indent && len(line)+1+len(w) > width {
+			b.WriteString(line)
+			b.WriteString("\n")
+			line = pad
+		}
+		if len(line) > indent {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line)
+	return b.String()
+}
+
+// MarkdownReference is the configuration reference table of
+// docs/operations.md; a test keeps the document equal to it.
+func MarkdownReference() string {
+	var b strings.Builder
+	b.WriteString("| Flag | Environment variable | Default | Description |\n")
+	b.WriteString("| --- | --- | --- | --- |\n")
+	row := func(flag, env, def, help string) {
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", flag, env, def, strings.ReplaceAll(help, "|", `\|`))
+	}
+	row("`--config FILE`", EnvConfigFile, "", "read settings from this YAML or JSON file; keys are the flag names")
+	for _, g := range groups {
+		for _, s := range settings {
+			if s.group != g {
+				continue
+			}
+			def := ""
+			if s.def != "" {
+				def = "`" + s.def + "`"
+			}
+			if s.sandboxDef != "" {
+				if def != "" {
+					def += "; "
+				}
+				def += "sandbox: `" + s.sandboxDef + "`"
+			}
+			if s.name == "reserved-slugs" {
+				def = "the built-in list (`www`, `api`, `admin`, ...)"
+			}
+			row("`--"+s.name+" "+s.metavar+"`", s.env, def, s.help)
+		}
+		if g == groupCloudflare {
+			row("(none)", EnvCloudflareAPIToken, "sandbox: `"+SandboxCloudflareToken+"`",
+				"the Cloudflare API token; required in live mode unless --"+cloudflareTokenFileFlag+" is set; never a flag, never in the config file")
+		}
+	}
+	return b.String()
+}
