@@ -13,8 +13,8 @@ import (
 
 // Violation kinds.
 const (
-	ViolationOrphan         = "orphan"            // an owned resource whose org should not exist
-	ViolationDupTunnel      = "duplicate_tunnel"  // more than one live tunnel for one org
+	ViolationOrphan         = "orphan"             // an owned resource whose org should not exist
+	ViolationDupTunnel      = "duplicate_tunnel"   // more than one live tunnel for one org
 	ViolationDupInstance    = "duplicate_instance" // more than one live instance for one org
 	ViolationDanglingDNS    = "dangling_dns"       // CNAME to a tunnel that is missing or deleted
 	ViolationTokenOutsideSM = "token_outside_ssm"  // a tunnel token (or its secret) outside an SSM SecureString
