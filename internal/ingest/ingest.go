@@ -1,0 +1,373 @@
+// Package ingest turns events in ORG_EVENTS into desired state: a durable
+// pull consumer fetches batches, each event is validated, the valid ones are
+// applied to bbolt in one transaction, and only after it commits are they
+// acked. Invalid events go to ORG_EVENTS_DLQ and are terminated; if the
+// dead-letter publish fails they are nak'ed, never dropped.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// ConsumerName is the durable consumer ingest reads through.
+const ConsumerName = "reconciler"
+
+// Dead-letter headers.
+const (
+	HeaderReason          = "Tw-Dlq-Reason"          // human-readable: what is wrong, naming the field
+	HeaderCode            = "Tw-Dlq-Code"            // machine-readable reason code (events.Code*)
+	HeaderField           = "Tw-Dlq-Field"           // JSON pointer of the offending field, if any
+	HeaderOriginalSubject = "Tw-Dlq-Original-Subject"
+	HeaderOriginalStream  = "Tw-Dlq-Original-Stream"
+	HeaderOriginalSeq     = "Tw-Dlq-Original-Seq"
+	HeaderOriginalMsgID   = "Tw-Dlq-Original-Msg-Id"
+)
+
+// Config configures an Ingester.
+type Config struct {
+	JS        jetstream.JetStream
+	Store     *state.Store
+	Validator *events.Validator
+	Log       *slog.Logger
+	// BatchSize is the most events fetched and committed in one bbolt
+	// transaction (default 256).
+	BatchSize int
+	// MaxWait is how long one fetch waits for the first event (default 1 s);
+	// it bounds how long shutdown waits for an idle fetch.
+	MaxWait time.Duration
+	// AckWait is the consumer's ack deadline (default 30 s).
+	AckWait time.Duration
+	// RetryDelay is the pause after a failed fetch or commit (default 1 s).
+	RetryDelay time.Duration
+	// OnApplied receives each org id whose record an event changed, after
+	// the commit. It must not block for long: ingest waits for it. nil: none.
+	OnApplied func(orgID string)
+}
+
+// Stats are counters since start.
+type Stats struct {
+	Batches      uint64 `json:"batches"`
+	Applied      uint64 `json:"applied"`
+	Stale        uint64 `json:"stale"`
+	Ignored      uint64 `json:"ignored"`
+	DeadLettered uint64 `json:"dead_lettered"`
+	Nacked       uint64 `json:"nacked"`
+}
+
+// Ingester runs the consume-validate-apply-ack loop.
+type Ingester struct {
+	cfg  Config
+	log  *slog.Logger
+	cons jetstream.Consumer
+
+	batches, applied, stale, ignored, dead, nacked atomic.Uint64
+
+	mu      sync.Mutex
+	running bool
+	lastErr error
+}
+
+// ConsumerConfig is the durable consumer's configuration.
+func ConsumerConfig(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "tunnelward ingest: events -> bbolt desired state",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		// Unlimited: an event that cannot be dead-lettered is retried, never dropped.
+		MaxDeliver:    -1,
+		MaxAckPending: 4096,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
+
+// New creates or updates the durable consumer and returns an Ingester.
+func New(ctx context.Context, cfg Config) (*Ingester, error) {
+	if cfg.JS == nil || cfg.Store == nil || cfg.Validator == nil {
+		return nil, errors.New("ingest: JS, Store and Validator are required")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = time.Second
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig(cfg.AckWait))
+	if err != nil {
+		return nil, fmt.Errorf("ingest: create or update durable consumer %s on %s (an existing consumer with another deliver/ack policy must be removed by an operator: nats consumer rm %s %s): %w",
+			ConsumerName, events.Stream, events.Stream, ConsumerName, err)
+	}
+	return &Ingester{cfg: cfg, log: log.With("component", "ingest"), cons: cons}, nil
+}
+
+// Stats returns the counters.
+func (in *Ingester) Stats() Stats {
+	return Stats{
+		Batches: in.batches.Load(), Applied: in.applied.Load(), Stale: in.stale.Load(),
+		Ignored: in.ignored.Load(), DeadLettered: in.dead.Load(), Nacked: in.nacked.Load(),
+	}
+}
+
+// Check is a readiness check: ingest is running and its last fetch and
+// commit succeeded.
+func (in *Ingester) Check(context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if !in.running {
+		return errors.New("ingest loop is not running")
+	}
+	return in.lastErr
+}
+
+func (in *Ingester) setErr(err error) {
+	in.mu.Lock()
+	in.lastErr = err
+	in.mu.Unlock()
+}
+
+// Run consumes until ctx is cancelled. The batch in hand when ctx ends is
+// still committed and acked (that is what a graceful stop means); then Run
+// flushes the acks and returns nil.
+func (in *Ingester) Run(ctx context.Context) error {
+	in.mu.Lock()
+	in.running = true
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		in.running = false
+		in.mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		msgs, err := in.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			in.setErr(fmt.Errorf("fetch from %s/%s: %w", events.Stream, ConsumerName, err))
+			in.log.Warn("fetch failed; retrying", "err", err)
+			sleep(ctx, in.cfg.RetryDelay)
+			continue
+		}
+		if len(msgs) == 0 {
+			in.setErr(nil)
+			continue
+		}
+		// The batch is finished even if ctx ends meanwhile.
+		if err := in.Process(context.WithoutCancel(ctx), msgs); err != nil {
+			in.setErr(err)
+			in.log.Error("batch not committed; events nak'ed for redelivery", "err", err, "events", len(msgs))
+			sleep(ctx, in.cfg.RetryDelay)
+			continue
+		}
+		in.setErr(nil)
+	}
+	if err := in.cfg.JS.Conn().FlushTimeout(5 * time.Second); err != nil {
+		in.log.Warn("flushing acks at shutdown", "err", err)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// fetch returns what is available now, or waits up to MaxWait for the first
+// event and then takes whatever else is available: low latency when idle,
+// full batches under load.
+func (in *Ingester) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	msgs, err := collect(in.cons.FetchNoWait(in.cfg.BatchSize))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, in.cfg.MaxWait)
+	defer cancel()
+	first, err := collect(in.cons.Fetch(1, jetstream.FetchContext(wctx)))
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, nats.ErrTimeout) {
+		return first, err
+	}
+	if len(first) == 0 || in.cfg.BatchSize == 1 {
+		return first, nil
+	}
+	rest, err := collect(in.cons.FetchNoWait(in.cfg.BatchSize - 1))
+	return append(first, rest...), err
+}
+
+func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range b.Messages() {
+		out = append(out, m)
+	}
+	return out, b.Error()
+}
+
+type item struct {
+	msg  jetstream.Msg
+	seq  uint64
+	ev   events.Event
+	verr *events.ValidationError
+}
+
+// Process validates, applies, acks and dead-letters one batch. It returns an
+// error only if the bbolt transaction failed; then every valid event of the
+// batch has been nak'ed.
+func (in *Ingester) Process(ctx context.Context, msgs []jetstream.Msg) error {
+	in.batches.Add(1)
+	items := make([]item, 0, len(msgs))
+	facts := make([]state.Fact, 0, len(msgs))
+	var valid []int
+	for _, m := range msgs {
+		it := item{msg: m}
+		md, err := m.Metadata()
+		if err != nil {
+			// Not a JetStream message: cannot happen on a pull consumer.
+			in.log.Error("message without JetStream metadata; nak", "subject", m.Subject(), "err", err)
+			in.nak(m)
+			continue
+		}
+		it.seq = md.Sequence.Stream
+		ev, err := in.cfg.Validator.Decode(m.Subject(), m.Data())
+		if err != nil {
+			if !errors.As(err, &it.verr) {
+				it.verr = &events.ValidationError{Code: events.CodeSchema, Detail: err.Error()}
+			}
+		} else {
+			it.ev = ev
+			facts = append(facts, ToFact(ev, it.seq))
+			valid = append(valid, len(items))
+		}
+		items = append(items, it)
+	}
+
+	var commitErr error
+	if len(facts) > 0 {
+		outcomes, err := in.cfg.Store.Apply(facts)
+		if err != nil {
+			commitErr = err
+			for _, i := range valid {
+				in.nak(items[i].msg)
+			}
+		} else {
+			notified := map[string]bool{}
+			for k, i := range valid {
+				it, oc := items[i], outcomes[k]
+				// Ack after commit. A lost ack means a redelivery, which
+				// the seq check turns into a no-op.
+				if err := it.msg.Ack(); err != nil {
+					in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
+				}
+				switch oc.Result {
+				case state.ResultApplied:
+					in.applied.Add(1)
+				case state.ResultStale:
+					in.stale.Add(1)
+				default:
+					in.ignored.Add(1)
+				}
+				in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
+				if oc.Result == state.ResultIgnoredUnknown || oc.Result == state.ResultIgnoredDeleted {
+					in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
+				}
+				if oc.Changed() && !notified[oc.OrgID] && in.cfg.OnApplied != nil {
+					notified[oc.OrgID] = true
+					in.cfg.OnApplied(oc.OrgID)
+				}
+			}
+		}
+	}
+	for _, it := range items {
+		if it.verr != nil {
+			in.deadLetter(ctx, it)
+		}
+	}
+	return commitErr
+}
+
+func (in *Ingester) nak(m jetstream.Msg) {
+	in.nacked.Add(1)
+	if err := m.Nak(); err != nil {
+		in.log.Warn("nak failed; the event will be redelivered after the ack wait", "subject", m.Subject(), "err", err)
+	}
+}
+
+// deadLetter publishes the original payload to ORG_EVENTS_DLQ and terms the
+// message; if the publish fails the message is nak'ed (with a delay, so a
+// down DLQ does not spin) and stays in the stream.
+func (in *Ingester) deadLetter(ctx context.Context, it item) {
+	subj := it.msg.Subject()
+	h := nats.Header{}
+	h.Set(HeaderReason, it.verr.Error())
+	h.Set(HeaderCode, it.verr.Code)
+	if it.verr.Field != "" {
+		h.Set(HeaderField, it.verr.Field)
+	}
+	h.Set(HeaderOriginalSubject, subj)
+	h.Set(HeaderOriginalStream, events.Stream)
+	h.Set(HeaderOriginalSeq, strconv.FormatUint(it.seq, 10))
+	if id := it.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		h.Set(HeaderOriginalMsgID, id)
+	}
+	dlq := &nats.Msg{Subject: events.DLQPrefix + subj, Header: h, Data: it.msg.Data()}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The msg id makes a redelivered reject land in the DLQ once.
+	_, err := in.cfg.JS.PublishMsg(pctx, dlq, jetstream.WithMsgID(fmt.Sprintf("dlq-%s-%d", events.Stream, it.seq)), jetstream.WithExpectStream(events.DLQStream))
+	if err != nil {
+		in.nacked.Add(1)
+		in.log.Error("dead-letter publish failed; nak so the event is retried, not dropped", "subject", subj, "seq", it.seq, "reason", it.verr.Error(), "err", err)
+		if err := it.msg.NakWithDelay(in.cfg.RetryDelay); err != nil {
+			in.log.Warn("nak failed", "subject", subj, "seq", it.seq, "err", err)
+		}
+		return
+	}
+	in.dead.Add(1)
+	in.log.Warn("event dead-lettered", "subject", subj, "seq", it.seq, "code", it.verr.Code, "field", it.verr.Field, "reason", it.verr.Error())
+	if err := it.msg.Term(); err != nil {
+		in.log.Warn("term failed; the event will be redelivered and dead-lettered again (deduplicated)", "subject", subj, "seq", it.seq, "err", err)
+	}
+}
+
+// ToFact converts a validated event at a stream sequence into a state fact.
+func ToFact(ev events.Event, seq uint64) state.Fact {
+	f := state.Fact{Seq: seq, EventID: ev.ID, OrgID: ev.OrgID(), Time: ev.Time}
+	switch {
+	case ev.Created != nil:
+		f.Type, f.Slug, f.InstanceType, f.Region = state.FactCreated, ev.Created.Slug, ev.Created.InstanceType, ev.Created.Region
+	case ev.Deleted != nil:
+		f.Type = state.FactDeleted
+	case ev.HealthFailed != nil:
+		f.Type, f.Reason, f.Observer = state.FactHealthFailed, ev.HealthFailed.Reason, ev.HealthFailed.Observer
+	}
+	return f
+}
