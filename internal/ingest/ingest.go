@@ -27,9 +27,9 @@ const ConsumerName = "reconciler"
 
 // Dead-letter headers.
 const (
-	HeaderReason          = "Tw-Dlq-Reason"          // human-readable: what is wrong, naming the field
-	HeaderCode            = "Tw-Dlq-Code"            // machine-readable reason code (events.Code*)
-	HeaderField           = "Tw-Dlq-Field"           // JSON pointer of the offending field, if any
+	HeaderReason          = "Tw-Dlq-Reason" // human-readable: what is wrong, naming the field
+	HeaderCode            = "Tw-Dlq-Code"   // machine-readable reason code (events.Code*)
+	HeaderField           = "Tw-Dlq-Field"  // JSON pointer of the offending field, if any
 	HeaderOriginalSubject = "Tw-Dlq-Original-Subject"
 	HeaderOriginalStream  = "Tw-Dlq-Original-Stream"
 	HeaderOriginalSeq     = "Tw-Dlq-Original-Seq"
