@@ -55,8 +55,15 @@ func (s *Sim) connectorOf(inst *Instance) *Connector {
 }
 
 // instanceRunning starts the simulated cloudflared of inst. Caller holds s.mu.
+// The connector starts at the instance's own state-change time, not at the
+// (possibly later) tick that noticed it, so the world does not depend on
+// when someone happened to look.
 func (s *Sim) instanceRunning(inst *Instance) {
-	s.startConnector(s.connectorOf(inst))
+	at := inst.StateChangedAt
+	if at.IsZero() || at.After(s.now()) {
+		at = s.now()
+	}
+	s.startConnectorAt(s.connectorOf(inst), at)
 }
 
 // instanceDown drops the connector of inst. Caller holds s.mu.
@@ -66,16 +73,19 @@ func (s *Sim) instanceDown(inst *Instance) {
 	}
 }
 
-// startConnector (re)starts the process: drop what it held, then try to
-// connect now. Caller holds mu.
-func (s *Sim) startConnector(c *Connector) {
+// startConnector (re)starts the process now. Caller holds mu.
+func (s *Sim) startConnector(c *Connector) { s.startConnectorAt(c, s.now()) }
+
+// startConnectorAt (re)starts the process at at: drop what it held, then
+// try to connect. Caller holds mu.
+func (s *Sim) startConnectorAt(c *Connector, at time.Time) {
 	s.stopConnector(c, "")
 	c.Running = true
-	c.RunAt = s.now()
+	c.RunAt = at
 	c.Attempts = 0
 	c.LastError = ""
 	gen := c.gen
-	s.schedule(s.now(), func() { s.connectAttempt(c, gen) })
+	s.schedule(at, func() { s.connectAttempt(c, gen, at) })
 }
 
 // stopConnector stops the process and closes its connections. Caller holds mu.
@@ -95,7 +105,7 @@ func (s *Sim) stopConnector(c *Connector, why string) {
 
 // connectAttempt is one try of the connector: read the parameter, check the
 // token, then connect after ConnectDelay. Caller holds mu.
-func (s *Sim) connectAttempt(c *Connector, gen int) {
+func (s *Sim) connectAttempt(c *Connector, gen int, at time.Time) {
 	if c.gen != gen || !c.Running {
 		return
 	}
@@ -104,11 +114,13 @@ func (s *Sim) connectAttempt(c *Connector, gen int) {
 	if err != nil {
 		c.LastError = err.Error()
 		c.TunnelID = ""
-		s.schedule(s.now().Add(s.cfg.RetryInterval), func() { s.connectAttempt(c, gen) })
+		next := at.Add(s.cfg.RetryInterval)
+		s.schedule(next, func() { s.connectAttempt(c, gen, next) })
 		return
 	}
 	c.TunnelID = t.ID
-	s.schedule(s.now().Add(s.cfg.ConnectDelay), func() { s.connectOpen(c, gen) })
+	open := at.Add(s.cfg.ConnectDelay)
+	s.schedule(open, func() { s.connectOpen(c, gen, open) })
 }
 
 // resolveToken is what cloudflared does at start: fetch the token from SSM
@@ -141,18 +153,18 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 }
 
 // connectOpen registers the connector's 4 connections. Caller holds mu.
-func (s *Sim) connectOpen(c *Connector, gen int) {
+func (s *Sim) connectOpen(c *Connector, gen int, now time.Time) {
 	if c.gen != gen || !c.Running {
 		return
 	}
 	t := s.tunnels[c.TunnelID]
 	if t == nil || t.DeletedAt != nil {
 		c.LastError = "tunnel deleted before the connector registered"
-		s.schedule(s.now().Add(s.cfg.RetryInterval), func() { s.connectAttempt(c, gen) })
+		next := now.Add(s.cfg.RetryInterval)
+		s.schedule(next, func() { s.connectAttempt(c, gen, next) })
 		return
 	}
 	s.removeConns(t, c.ClientID)
-	now := s.now()
 	origin := "198.51.100.10"
 	if inst := s.instances[c.InstanceID]; inst != nil && inst.PrivateIP != "" {
 		origin = inst.PrivateIP
@@ -193,8 +205,8 @@ func (s *Sim) removeConns(t *Tunnel, clientID string) int {
 }
 
 // dropTunnelConns is DELETE .../connections: the edge closes the
-// connections. A cloudflared that is still running dials again, as the real
-// one does, after ConnectDelay. Caller holds mu.
+// connections. A cloudflared that is still running dials again at once, as
+// the real one does, and is registered after ConnectDelay. Caller holds mu.
 func (s *Sim) dropTunnelConns(t *Tunnel, clientID, why string) {
 	s.removeConns(t, clientID)
 	for _, c := range s.connectors {
@@ -205,7 +217,8 @@ func (s *Sim) dropTunnelConns(t *Tunnel, clientID, why string) {
 		c.LastError = why
 		c.gen++
 		gen := c.gen
-		s.schedule(s.now().Add(s.cfg.ConnectDelay), func() { s.connectAttempt(c, gen) })
+		at := s.now() // dial again at once; registered after ConnectDelay
+		s.schedule(at, func() { s.connectAttempt(c, gen, at) })
 	}
 }
 
