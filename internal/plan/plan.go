@@ -273,6 +273,13 @@ func instanceChanges(d Desired, o Observed, tunnelID string, r *Result) {
 	for _, in := range o.Instances {
 		switch in.State {
 		case "pending", "running":
+			if in.Generation > 0 && in.Generation < d.Generation {
+				// Left from before the org was deleted and created again: the new
+				// generation starts clean.
+				r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: in.ID,
+					Reason: fmt.Sprintf("instance is from generation %d, org is at %d", in.Generation, d.Generation)})
+				continue
+			}
 			live = append(live, in)
 		case "stopping", "stopped":
 			r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: in.ID, Reason: "instance is " + in.State + "; it is replaced"})

@@ -78,6 +78,19 @@ func TestCompute(t *testing.T) {
 			},
 		},
 		{
+			name: "instance from an older generation is replaced",
+			d: func() Desired {
+				d := desired()
+				d.Generation = 2
+				return d
+			},
+			o: converged,
+			want: []key{
+				{ResInstance, OpDelete, "i-1"},
+				{ResInstance, OpCreate, "acme"},
+			},
+		},
+		{
 			name: "ingress differs",
 			d:    desired,
 			o: func() Observed {

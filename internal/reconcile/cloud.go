@@ -1,0 +1,220 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/secret"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// The engine's view of the clouds: narrow interfaces, defined here by their
+// consumer, so the provider packages stay free to shape their own clients.
+// adapters.go binds them to internal/cloudflare and internal/aws.
+
+// Errors the adapters translate provider errors into.
+var (
+	// ErrNotFound: the resource does not exist (or is a deleted tunnel).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a create hit a resource of the same name (tunnel 409, DNS
+	// 81053, SSM ParameterAlreadyExists).
+	ErrExists = errors.New("already exists")
+	// ErrActiveConnections: a tunnel delete refused because connectors are
+	// still connected.
+	ErrActiveConnections = errors.New("tunnel has active connections")
+	// ErrTokenMismatch: RunInstances refused a ClientToken reused with other
+	// parameters (IdempotentParameterMismatch).
+	ErrTokenMismatch = errors.New("client token reused with different parameters")
+)
+
+// Tunnel is a Cloudflare tunnel as the engine sees it.
+type Tunnel struct {
+	ID      string
+	Name    string
+	Status  string // inactive, healthy, degraded, down
+	Deleted bool
+}
+
+// TunnelAPI is the Cloudflare tunnel surface the engine uses.
+type TunnelAPI interface {
+	// CreateTunnel creates a remotely managed tunnel; ErrExists when a live
+	// tunnel already has the name.
+	CreateTunnel(ctx context.Context, name string) (Tunnel, error)
+	// FindTunnel returns the live tunnel with exactly this name, nil if none.
+	FindTunnel(ctx context.Context, name string) (*Tunnel, error)
+	// GetTunnel reads one tunnel; ErrNotFound when unknown.
+	GetTunnel(ctx context.Context, id string) (Tunnel, error)
+	// ListTunnels returns every live tunnel of the account (all pages).
+	ListTunnels(ctx context.Context) ([]Tunnel, error)
+	// DeleteTunnel deletes; ErrActiveConnections while connected, ErrNotFound when gone.
+	DeleteTunnel(ctx context.Context, id string) error
+	// CleanConnections drops the tunnel's stale connections.
+	CleanConnections(ctx context.Context, id string) error
+	GetIngress(ctx context.Context, id string) ([]plan.IngressRule, error)
+	PutIngress(ctx context.Context, id string, rules []plan.IngressRule) error
+	Token(ctx context.Context, id string) (secret.Token, error)
+}
+
+// DNSAPI is the Cloudflare DNS surface the engine uses (one zone).
+type DNSAPI interface {
+	// CreateCNAME creates a proxied CNAME; ErrExists when the name is taken.
+	CreateCNAME(ctx context.Context, name, target, comment string) (plan.Record, error)
+	// FindRecords returns the records named exactly name.
+	FindRecords(ctx context.Context, name string) ([]plan.Record, error)
+	// GetRecord reads one record; ErrNotFound when gone.
+	GetRecord(ctx context.Context, id string) (plan.Record, error)
+	// UpdateCNAME rewrites a record as a proxied CNAME.
+	UpdateCNAME(ctx context.Context, id, name, target, comment string) (plan.Record, error)
+	// DeleteRecord deletes; ErrNotFound when gone.
+	DeleteRecord(ctx context.Context, id string) error
+	// ListRecords returns every record of the zone (all pages).
+	ListRecords(ctx context.Context) ([]plan.Record, error)
+}
+
+// Instance is an EC2 instance as the engine sees it.
+type Instance struct {
+	ID         string
+	State      string
+	OrgID      string // OrgID tag
+	TunnelID   string // TunnelID tag
+	Generation int64  // Generation tag
+	LaunchTime time.Time
+}
+
+// RunSpec is one RunInstances call.
+type RunSpec struct {
+	ClientToken      string
+	ImageID          string
+	InstanceType     string
+	SubnetID         string
+	SecurityGroupIDs []string
+	InstanceProfile  string
+	UserData         string // plain text; the adapter base64-encodes it
+	Tags             map[string]string
+}
+
+// InstanceAPI is the EC2 surface the engine uses.
+type InstanceAPI interface {
+	// RunInstance launches one instance; ErrTokenMismatch on
+	// IdempotentParameterMismatch.
+	RunInstance(ctx context.Context, spec RunSpec) (Instance, error)
+	// OrgInstances lists the org's managed instances that are not terminated.
+	OrgInstances(ctx context.Context, orgID string) ([]Instance, error)
+	// ManagedInstances lists every managed instance that is not terminated (all pages).
+	ManagedInstances(ctx context.Context) ([]Instance, error)
+	TerminateInstances(ctx context.Context, ids []string) error
+	TagInstance(ctx context.Context, id string, tags map[string]string) error
+}
+
+// Param is an SSM parameter's metadata; the value is never read back.
+type Param struct {
+	Name        string
+	Description string
+}
+
+// ParamAPI is the SSM Parameter Store surface the engine uses.
+type ParamAPI interface {
+	// PutToken writes a SecureString. Without overwrite it carries tags and
+	// fails with ErrExists when the parameter exists; with overwrite it
+	// carries no tags (SSM refuses the combination).
+	PutToken(ctx context.Context, name string, tok secret.Token, description string, tags map[string]string, overwrite bool) error
+	// DescribeParam returns the parameter's metadata, nil when absent.
+	DescribeParam(ctx context.Context, name string) (*Param, error)
+	// ListParams lists the parameters under a path prefix (all pages).
+	ListParams(ctx context.Context, prefix string) ([]Param, error)
+	// DeleteParam deletes; ErrNotFound when absent.
+	DeleteParam(ctx context.Context, name string) error
+}
+
+// CommandAPI runs the remediation command on an instance through SSM.
+type CommandAPI interface {
+	// RestartCloudflared sends `systemctl restart cloudflared` and returns the command id.
+	RestartCloudflared(ctx context.Context, instanceID string) (string, error)
+}
+
+// UserDataFunc renders an instance's user-data; it names the token
+// parameter and never contains the token.
+type UserDataFunc func(orgID, paramName string) (string, error)
+
+// Clouds bundles the provider surfaces.
+type Clouds struct {
+	Tunnels   TunnelAPI
+	DNS       DNSAPI
+	Instances InstanceAPI
+	Params    ParamAPI
+	Commands  CommandAPI
+	UserData  UserDataFunc
+}
+
+func (c Clouds) validate() error {
+	var missing []string
+	if c.Tunnels == nil {
+		missing = append(missing, "Tunnels")
+	}
+	if c.DNS == nil {
+		missing = append(missing, "DNS")
+	}
+	if c.Instances == nil {
+		missing = append(missing, "Instances")
+	}
+	if c.Params == nil {
+		missing = append(missing, "Params")
+	}
+	if c.Commands == nil {
+		missing = append(missing, "Commands")
+	}
+	if c.UserData == nil {
+		missing = append(missing, "UserData")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("reconcile: clouds missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Store is the part of internal/state the engine uses.
+type Store interface {
+	Get(orgID string) (state.Org, bool, error)
+	List() ([]state.Org, error)
+	Update(orgID string, fn func(*state.Org) error) error
+}
+
+// ParamDescription is written on the token parameter: it says which tunnel
+// the token belongs to, so a plan can tell a stale token from the right one
+// without reading the secret.
+func ParamDescription(orgID, tunnelID string) string {
+	return "tunnelward token org=" + orgID + " tunnel=" + tunnelID
+}
+
+// TunnelFromParamDescription reads the tunnel id back from a description.
+func TunnelFromParamDescription(desc string) string {
+	for _, f := range strings.Fields(desc) {
+		if v, ok := strings.CutPrefix(f, "tunnel="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// ParamName is the token parameter of an org: <prefix>/<org>/tunnel-token.
+func ParamName(prefix, orgID string) string {
+	return strings.TrimRight(prefix, "/") + "/" + orgID + "/tunnel-token"
+}
+
+// OrgFromParamName returns the org a parameter under prefix belongs to.
+func OrgFromParamName(prefix, name string) (string, bool) {
+	p := strings.TrimRight(prefix, "/") + "/"
+	rest, ok := strings.CutPrefix(name, p)
+	if !ok {
+		return "", false
+	}
+	org, ok := strings.CutSuffix(rest, "/tunnel-token")
+	if !ok || org == "" || strings.Contains(org, "/") {
+		return "", false
+	}
+	return org, true
+}

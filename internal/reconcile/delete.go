@@ -1,0 +1,208 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// deleteOrg runs the cascade of a tombstone: instances, DNS, parameter,
+// then the tunnel (whose connections drop with the instances), then marks
+// the tombstone done. Every step tolerates "already gone".
+func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org) (Result, error) {
+	now := e.cfg.Now()
+	e.clearPoll(org.ID)
+	if !IsTrue(org, state.CondDeleting) {
+		if err := e.store.Update(org.ID, func(o *state.Org) error {
+			setCondition(o, state.CondDeleting, true, "OrgDeleted", "removing every resource of the org", now)
+			setCondition(o, state.CondReady, false, "Deleting", "", now)
+			setCondition(o, state.CondProvisioning, false, "Deleting", "", now)
+			setCondition(o, state.CondDegraded, false, "Deleting", "", now)
+			return nil
+		}); err != nil {
+			return Result{}, fmt.Errorf("org %s: record deleting: %w", org.ID, err)
+		}
+	}
+	d := e.Desired(org)
+	ob, err := e.observeDeleted(ctx, org, d)
+	if err != nil {
+		return Result{}, err
+	}
+	p := plan.Compute(d, ob)
+	for _, c := range p.Changes {
+		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
+	}
+
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	run := func(fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	var tunnelID string
+	var kill []string
+	for _, c := range p.Changes {
+		switch c.Resource {
+		case plan.ResInstance:
+			kill = append(kill, c.Target)
+		case plan.ResDNS:
+			run(func() error {
+				err := mutate(ctx, log, "cf.dns.delete", c.Target, func(ctx context.Context) error {
+					return e.clouds.DNS.DeleteRecord(ctx, c.Target)
+				})
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("delete dns record %s: %w", c.Target, err)
+				}
+				return e.store.Update(org.ID, func(o *state.Org) error {
+					if o.Observed.DNSRecordID == c.Target {
+						o.Observed.DNSRecordID = ""
+					}
+					return nil
+				})
+			})
+		case plan.ResToken:
+			run(func() error {
+				err := mutate(ctx, log, "ssm.DeleteParameter", c.Target, func(ctx context.Context) error {
+					return e.clouds.Params.DeleteParam(ctx, c.Target)
+				})
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("delete parameter %s: %w", c.Target, err)
+				}
+				return e.store.Update(org.ID, func(o *state.Org) error { o.Observed.ParameterName = ""; return nil })
+			})
+		case plan.ResTunnel:
+			tunnelID = c.Target
+		}
+	}
+	if len(kill) > 0 {
+		run(func() error {
+			err := mutate(ctx, log, "ec2.TerminateInstances", strings.Join(kill, ","), func(ctx context.Context) error {
+				return e.clouds.Instances.TerminateInstances(ctx, kill)
+			})
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("terminate instances %v: %w", kill, err)
+			}
+			return e.store.Update(org.ID, func(o *state.Org) error { o.Observed.InstanceID = ""; return nil })
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return Result{}, fmt.Errorf("delete org %s: %w", org.ID, errors.Join(errs...))
+	}
+	if tunnelID != "" {
+		if err := e.deleteTunnel(ctx, log, tunnelID); err != nil {
+			return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
+		}
+	}
+	err = e.store.Update(org.ID, func(o *state.Org) error {
+		if o.Desired.Presence != state.Deleted {
+			return nil // re-created meanwhile: the next reconcile builds it again
+		}
+		launch := o.Observed
+		o.Observed = state.Observed{DeleteDone: true, ObservedAt: now, LaunchGeneration: launch.LaunchGeneration,
+			LaunchAttempt: launch.LaunchAttempt}
+		setCondition(o, state.CondDeleted, true, "CascadeDone", "every resource of the org is gone", now)
+		setCondition(o, state.CondDeleting, false, "CascadeDone", "", now)
+		setCondition(o, state.CondReady, false, "Deleted", "", now)
+		setCondition(o, state.CondConflict, false, "Deleted", "", now)
+		o.LastError, o.LastErrorAt = "", time.Time{}
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("org %s: record delete done: %w", org.ID, err)
+	}
+	log.Info("org deleted; every resource removed")
+	return Result{}, nil
+}
+
+// deleteTunnel deletes a tunnel, cleaning its connections first when the
+// API refuses because some are still active.
+func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) error {
+	del := func() error {
+		return mutate(ctx, log, "cf.tunnel.delete", id, func(ctx context.Context) error {
+			return e.clouds.Tunnels.DeleteTunnel(ctx, id)
+		})
+	}
+	err := del()
+	if errors.Is(err, ErrActiveConnections) {
+		if cerr := mutate(ctx, log, "cf.tunnel_connections.delete", id, func(ctx context.Context) error {
+			return e.clouds.Tunnels.CleanConnections(ctx, id)
+		}); cerr != nil && !errors.Is(cerr, ErrNotFound) {
+			return fmt.Errorf("clean connections of tunnel %s: %w", id, cerr)
+		}
+		err = del()
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete tunnel %s: %w", id, err)
+	}
+	return nil
+}
+
+// observeDeleted finds what a tombstone may still own: by recorded id where
+// one is recorded (acted on directly; "not found" is success), by name or
+// tag where a crash may have left a resource unrecorded.
+func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desired) (plan.Observed, error) {
+	var ob plan.Observed
+	rec := org.Observed
+	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
+	ob.Param = &plan.Param{Name: ParamName(e.cfg.ParamPrefix, org.ID)}
+	if rec.ParameterName != "" {
+		ob.Param.Name = rec.ParameterName
+	}
+
+	if rec.TunnelID != "" {
+		ob.Tunnel = &plan.Tunnel{ID: rec.TunnelID}
+	} else {
+		t, err := e.clouds.Tunnels.FindTunnel(ctx, plan.TunnelName(org.ID))
+		if err != nil {
+			return ob, fmt.Errorf("org %s: find tunnel: %w", org.ID, err)
+		}
+		if t != nil {
+			ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+		}
+	}
+
+	if rec.DNSRecordID != "" {
+		ob.Records = []plan.Record{{ID: rec.DNSRecordID, Name: rec.DNSName, Comment: plan.DNSComment(org.ID)}}
+	} else {
+		seen := map[string]bool{}
+		for _, name := range []string{rec.DNSName, d.Hostname} {
+			name = strings.ToLower(name)
+			if name == "" || seen[name] {
+				continue
+			}
+			seen[name] = true
+			found, err := e.clouds.DNS.FindRecords(ctx, name)
+			if err != nil {
+				return ob, fmt.Errorf("org %s: find dns records named %s: %w", org.ID, name, err)
+			}
+			ob.Records = append(ob.Records, found...) // plan deletes only the ones marked ours
+		}
+	}
+
+	ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+	if err != nil {
+		return ob, fmt.Errorf("org %s: describe instances: %w", org.ID, err)
+	}
+	for _, in := range ins {
+		ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
+	}
+	return ob, nil
+}

@@ -1,0 +1,426 @@
+// Package reconcile is tunnelward's engine: per org it compares the desired
+// state kept in bbolt with what the clouds show, decides through
+// internal/plan what must change, and applies it with idempotent,
+// crash-safe steps. Workers pull org ids from a keyed work queue, so one org
+// is never worked on by two workers at once; a periodic sweep lists every
+// owned resource with paginated calls, requeues drifted orgs and collects
+// orphans.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/workqueue"
+)
+
+// InstanceSpec is how org instances are launched.
+type InstanceSpec struct {
+	ImageID          string
+	InstanceType     string
+	SubnetID         string
+	SecurityGroupIDs []string
+	InstanceProfile  string // name or ARN
+}
+
+// Config shapes the engine. Zero values take the defaults named beside them.
+type Config struct {
+	ZoneName    string // e.g. sandbox.tunnelward.test (required)
+	Service     string // ingress service; default http://localhost:8080
+	ParamPrefix string // SSM path prefix; default /tunnelward/tunnels
+	Instance    InstanceSpec
+
+	Workers          int           // default 4
+	ReconcileTimeout time.Duration // one Reconcile call; default 2m
+
+	// BootConnect is the expected time from RunInstances to a connected
+	// tunnel: the first readiness poll waits this long. Default 90s.
+	BootConnect time.Duration
+	// PollInterval spaces later readiness polls. Default 10s.
+	PollInterval time.Duration
+	// HealthGrace is how long a restarted cloudflared gets before the
+	// instance is replaced. Default 60s.
+	HealthGrace time.Duration
+	// RemediationLimit restarts/replacements are allowed per
+	// RemediationWindow per org (no flapping). Defaults 3 per 30m.
+	RemediationLimit  int
+	RemediationWindow time.Duration
+
+	SweepInterval time.Duration // default 5m; <0 disables the periodic sweep
+	GC            bool          // collect orphans (false: only report them)
+	OrphanGrace   time.Duration // default 10m
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (c *Config) defaults() error {
+	if c.ZoneName == "" {
+		return errors.New("reconcile: config: zone name is required")
+	}
+	if c.Instance.ImageID == "" {
+		return errors.New("reconcile: config: instance AMI (image id) is required")
+	}
+	if c.Instance.InstanceType == "" {
+		c.Instance.InstanceType = "t3.micro"
+	}
+	if c.Service == "" {
+		c.Service = "http://localhost:8080"
+	}
+	if c.ParamPrefix == "" {
+		c.ParamPrefix = "/tunnelward/tunnels"
+	}
+	if !strings.HasPrefix(c.ParamPrefix, "/") {
+		return fmt.Errorf("reconcile: config: SSM path prefix %q must start with /", c.ParamPrefix)
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.ReconcileTimeout <= 0 {
+		c.ReconcileTimeout = 2 * time.Minute
+	}
+	if c.BootConnect <= 0 {
+		c.BootConnect = 90 * time.Second
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 10 * time.Second
+	}
+	if c.HealthGrace <= 0 {
+		c.HealthGrace = 60 * time.Second
+	}
+	if c.RemediationLimit <= 0 {
+		c.RemediationLimit = 3
+	}
+	if c.RemediationWindow <= 0 {
+		c.RemediationWindow = 30 * time.Minute
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 5 * time.Minute
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Result says when an org wants another look (controller-runtime style).
+type Result struct {
+	RequeueAfter time.Duration
+}
+
+// TerminalError wraps what retrying cannot fix (bad configuration, an org
+// record that cannot be read); the org gets a Failed condition and is not
+// retried until something changes it.
+type TerminalError struct{ Err error }
+
+func (e *TerminalError) Error() string { return e.Err.Error() }
+func (e *TerminalError) Unwrap() error { return e.Err }
+
+// Terminal marks err as not worth retrying.
+func Terminal(err error) error { return &TerminalError{Err: err} }
+
+// Engine reconciles orgs.
+type Engine struct {
+	cfg    Config
+	clouds Clouds
+	store  Store
+	queue  *workqueue.Queue
+	log    *slog.Logger
+
+	// polls remembers orgs whose last reconcile applied everything and only
+	// wait for the tunnel to connect: their next look is a single tunnel
+	// GET instead of a full observation (Cloudflare budget).
+	pollMu sync.Mutex
+	polls  map[string]pollState
+
+	// inflight guards the "never two workers on one org" promise and counts
+	// violations, which tests assert to be zero.
+	inflight   sync.Map
+	overlaps   atomic.Int64
+	reconciles atomic.Int64
+
+	orphanMu   sync.Mutex
+	orphanSeen map[string]time.Time // resource key -> first seen as orphan
+
+	sweepMu   sync.Mutex
+	lastSweep SweepReport
+}
+
+type pollState struct {
+	lastSeq   uint64
+	reports   int
+	tunnelID  string
+	converged time.Time
+}
+
+// New builds an engine. queue may be nil (a fresh one is made).
+func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engine, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := clouds.validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("reconcile: store is required")
+	}
+	if queue == nil {
+		queue = workqueue.New(workqueue.Config{})
+	}
+	return &Engine{
+		cfg: cfg, clouds: clouds, store: store, queue: queue, log: cfg.Logger,
+		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{},
+	}, nil
+}
+
+// Config returns the effective configuration.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Queue is the engine's work queue.
+func (e *Engine) Queue() *workqueue.Queue { return e.queue }
+
+// OnApplied is ingest's hook: an event for orgID was committed to bbolt.
+func (e *Engine) OnApplied(orgID string) { e.queue.Add(orgID) }
+
+// Enqueue asks for a reconcile of orgID.
+func (e *Engine) Enqueue(orgID string) { e.queue.Add(orgID) }
+
+// Overlaps is how many times a reconcile started for an org another worker
+// was still reconciling. Always zero unless the queue is broken.
+func (e *Engine) Overlaps() int64 { return e.overlaps.Load() }
+
+// Reconciles counts Reconcile calls.
+func (e *Engine) Reconciles() int64 { return e.reconciles.Load() }
+
+// EnqueueAll queues every org that may need work: all present orgs and the
+// tombstones whose cascade is not done.
+func (e *Engine) EnqueueAll() (int, error) {
+	orgs, err := e.store.List()
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: list orgs: %w", err)
+	}
+	n := 0
+	for _, o := range orgs {
+		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
+			continue
+		}
+		e.queue.Add(o.ID)
+		n++
+	}
+	return n, nil
+}
+
+// Run starts the workers and the sweep and blocks until ctx ends, then
+// drains: keys already handed out finish (bounded by their timeout).
+func (e *Engine) Run(ctx context.Context) error {
+	n, err := e.EnqueueAll()
+	if err != nil {
+		return err
+	}
+	e.log.Info("reconcile engine started", "workers", e.cfg.Workers, "orgs_queued", n,
+		"sweep_interval", e.cfg.SweepInterval, "gc", e.cfg.GC)
+	var wg sync.WaitGroup
+	for i := 0; i < e.cfg.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.worker(ctx)
+		}()
+	}
+	if e.cfg.SweepInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.sweepLoop(ctx)
+		}()
+	}
+	<-ctx.Done()
+	e.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (e *Engine) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("sweep failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) worker(ctx context.Context) {
+	for {
+		key, shutdown := e.queue.Get()
+		if shutdown {
+			return
+		}
+		e.process(ctx, key)
+		e.queue.Done(key)
+	}
+}
+
+func (e *Engine) process(parent context.Context, orgID string) {
+	if _, busy := e.inflight.LoadOrStore(orgID, struct{}{}); busy {
+		e.overlaps.Add(1)
+		e.log.Error("org reconciled by two workers at once", "org_id", orgID)
+	} else {
+		defer e.inflight.Delete(orgID)
+	}
+	ctx, cancel := context.WithTimeout(parent, e.cfg.ReconcileTimeout)
+	defer cancel()
+	res, err := e.Reconcile(ctx, orgID)
+	log := e.log.With("org_id", orgID)
+	var term *TerminalError
+	switch {
+	case err != nil && errors.As(err, &term):
+		log.Error("reconcile failed; not retried until the org changes", "err", err)
+		e.queue.Forget(orgID)
+	case err != nil:
+		if parent.Err() != nil {
+			return
+		}
+		log.Warn("reconcile failed; retrying with backoff", "err", err, "retries", e.queue.NumRequeues(orgID))
+		e.queue.AddRateLimited(orgID)
+	default:
+		e.queue.Forget(orgID)
+		if res.RequeueAfter > 0 {
+			e.queue.AddAfter(orgID, res.RequeueAfter)
+		}
+	}
+}
+
+// Reconcile converges one org and records the outcome in its status.
+func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
+	e.reconciles.Add(1)
+	org, ok, err := e.store.Get(orgID)
+	if err != nil {
+		return Result{}, fmt.Errorf("reconcile org %s: read state: %w", orgID, err)
+	}
+	if !ok {
+		return Result{}, nil // never created: nothing of it can exist
+	}
+	log := e.log.With("org_id", orgID)
+	var res Result
+	if org.Desired.Presence == state.Deleted {
+		if org.Observed.DeleteDone {
+			return Result{}, nil
+		}
+		res, err = e.converge(ctx, log, org, e.deleteOrg)
+	} else {
+		res, err = e.converge(ctx, log, org, e.presentOrg)
+	}
+	return res, err
+}
+
+// converge runs one step function and records its error on the org.
+func (e *Engine) converge(ctx context.Context, log *slog.Logger, org state.Org,
+	step func(context.Context, *slog.Logger, state.Org) (Result, error)) (Result, error) {
+	res, err := step(ctx, log, org)
+	if err == nil {
+		return res, nil
+	}
+	now := e.cfg.Now()
+	var term *TerminalError
+	uerr := e.store.Update(org.ID, func(o *state.Org) error {
+		o.LastError = err.Error()
+		o.LastErrorAt = now
+		if errors.As(err, &term) {
+			setCondition(o, state.CondFailed, true, "TerminalError", err.Error(), now)
+			setCondition(o, state.CondReady, false, "Failed", "", now)
+		}
+		return nil
+	})
+	if uerr != nil {
+		log.Warn("record reconcile error", "err", uerr)
+	}
+	return res, err
+}
+
+// setCondition sets one condition, keeping its transition time when the
+// status does not change.
+func setCondition(o *state.Org, typ string, status bool, reason, msg string, now time.Time) {
+	for i := range o.Conditions {
+		c := &o.Conditions[i]
+		if c.Type != typ {
+			continue
+		}
+		if c.Status != status {
+			c.LastTransitionTime = now
+		}
+		c.Status, c.Reason, c.Message = status, reason, msg
+		return
+	}
+	o.Conditions = append(o.Conditions, state.Condition{Type: typ, Status: status, Reason: reason,
+		Message: msg, LastTransitionTime: now})
+}
+
+// Condition returns the org's condition of a type, if set.
+func Condition(o state.Org, typ string) (state.Condition, bool) {
+	for _, c := range o.Conditions {
+		if c.Type == typ {
+			return c, true
+		}
+	}
+	return state.Condition{}, false
+}
+
+// IsTrue reports whether the org has condition typ with status true.
+func IsTrue(o state.Org, typ string) bool {
+	c, ok := Condition(o, typ)
+	return ok && c.Status
+}
+
+const maxRemediations = 50
+
+func addRemediation(o *state.Org, r state.Remediation) {
+	o.Remediations = append(o.Remediations, r)
+	if n := len(o.Remediations); n > maxRemediations {
+		o.Remediations = append([]state.Remediation(nil), o.Remediations[n-maxRemediations:]...)
+	}
+}
+
+// mutate runs one cloud mutation and logs it with its outcome: one line per
+// mutation, the operator's audit trail.
+func mutate(ctx context.Context, log *slog.Logger, op, target string, fn func(context.Context) error) error {
+	start := time.Now()
+	err := fn(ctx)
+	outcome := "ok"
+	lvl := slog.LevelInfo
+	if err != nil {
+		outcome = "error"
+		lvl = slog.LevelWarn
+		if errors.Is(err, ErrExists) {
+			outcome = "exists"
+			lvl = slog.LevelInfo
+		} else if errors.Is(err, ErrNotFound) {
+			outcome = "not_found"
+			lvl = slog.LevelInfo
+		}
+	}
+	attrs := []any{"op", op, "target", target, "outcome", outcome, "took", time.Since(start).Round(time.Millisecond)}
+	if err != nil && lvl == slog.LevelWarn {
+		attrs = append(attrs, "err", err)
+	}
+	log.Log(ctx, lvl, "cloud mutation", attrs...)
+	return err
+}

@@ -1,0 +1,401 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// Remediation actions and outcomes as recorded in an org's history.
+const (
+	ActFalseAlarm = "false_alarm"
+	ActRestart    = "restart_cloudflared"
+	ActReplace    = "replace_instance"
+
+	OutcomeOK      = "ok"
+	OutcomeFailed  = "failed"
+	OutcomePending = "pending"
+)
+
+// verdict is what the health diagnosis decided for one reconcile.
+type verdict struct {
+	restart          *Instance // restart cloudflared on it
+	replace          *Instance // terminate it and launch a new one
+	resumeReplace    bool      // replace continues a pending replacement (no new record)
+	replaceStopped   string    // the plan replaces a stopped instance: record it (detail)
+	suppressInstance bool      // rate limit reached: leave the stopped instance be
+	falseAlarm       bool
+	handleReports    bool
+	resolvePending   string // outcome for the pending remediation
+	degraded         string // reason for a Degraded condition, "" for none
+	detail           string
+	wait             time.Duration
+}
+
+func pendingRemediation(o state.Org) *state.Remediation {
+	for i := len(o.Remediations) - 1; i >= 0; i-- {
+		if o.Remediations[i].Outcome == OutcomePending {
+			return &o.Remediations[i]
+		}
+	}
+	return nil
+}
+
+func unhandledReports(o state.Org) int {
+	n := 0
+	for _, r := range o.HealthReports {
+		if !r.Handled {
+			n++
+		}
+	}
+	return n
+}
+
+// rateLimited reports whether the org used up its repairs for the window,
+// and when the oldest of them leaves it.
+func (e *Engine) rateLimited(o state.Org, now time.Time) (bool, time.Duration) {
+	var inWindow []time.Time
+	for _, r := range o.Remediations {
+		if (r.Action == ActRestart || r.Action == ActReplace) && now.Sub(r.At) < e.cfg.RemediationWindow {
+			inWindow = append(inWindow, r.At)
+		}
+	}
+	if len(inWindow) < e.cfg.RemediationLimit {
+		return false, 0
+	}
+	return true, inWindow[0].Add(e.cfg.RemediationWindow).Sub(now) + time.Second
+}
+
+// diagnose looks at the tunnel's status and the org's instance and decides
+// whether to wait, call a report a false alarm, restart cloudflared or
+// replace the instance.
+func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time.Time) verdict {
+	var v verdict
+	unhandled := unhandledReports(org)
+	pending := pendingRemediation(org)
+	limited, until := e.rateLimited(org, now)
+
+	var deletes, creates int
+	for _, c := range p.Changes {
+		if c.Resource == plan.ResInstance && c.Op == plan.OpDelete {
+			deletes++
+		}
+		if c.Resource == plan.ResInstance && c.Op == plan.OpCreate {
+			creates++
+		}
+	}
+	if deletes > 0 && creates > 0 {
+		// The plan replaces a stopped (or gone-wrong) instance: a remediation.
+		if limited {
+			v.suppressInstance = true
+			v.degraded, v.detail, v.wait = "RemediationRateLimited", "instance needs replacing; remediation limit reached", until
+			return v
+		}
+		v.replaceStopped = "instance stopped or from an older generation; replaced"
+		v.handleReports = unhandled > 0
+		if pending != nil {
+			v.resolvePending = OutcomeFailed
+		}
+		return v
+	}
+	if ob.tunnel == nil || creates > 0 {
+		return v // provisioning: nothing to diagnose yet
+	}
+	var live *Instance
+	for i := range ob.instances {
+		in := &ob.instances[i]
+		if in.State != "running" && in.State != "pending" {
+			continue
+		}
+		if live == nil || in.Generation > live.Generation || (in.Generation == live.Generation && in.ID < live.ID) {
+			live = in
+		}
+	}
+	if live == nil {
+		return v
+	}
+	status := ob.tunnel.Status
+	if status == "healthy" {
+		if pending != nil {
+			v.resolvePending = OutcomeOK
+		} else if unhandled > 0 {
+			v.falseAlarm = true
+		}
+		v.handleReports = unhandled > 0
+		return v
+	}
+	if live.State != "running" {
+		v.wait = e.cfg.PollInterval // still booting
+		return v
+	}
+	sinceLaunch := now.Sub(live.LaunchTime)
+	if live.LaunchTime.IsZero() {
+		sinceLaunch = e.cfg.BootConnect + e.cfg.HealthGrace + time.Second
+	}
+	connecting := status == "inactive" && sinceLaunch < e.cfg.BootConnect+e.cfg.HealthGrace
+	if connecting && pending == nil {
+		v.wait = e.cfg.PollInterval
+		return v
+	}
+	v.handleReports = unhandled > 0
+	v.degraded, v.detail = "TunnelNotHealthy", fmt.Sprintf("tunnel status %s with instance %s running", status, live.ID)
+	doRestart := func() {
+		if limited {
+			v.degraded, v.detail, v.wait = "RemediationRateLimited", v.detail+"; remediation limit reached", until
+			return
+		}
+		v.restart = live
+		v.wait = e.cfg.HealthGrace
+	}
+	if pending == nil {
+		doRestart()
+		return v
+	}
+	age := now.Sub(pending.At)
+	switch pending.Action {
+	case ActRestart:
+		if age < e.cfg.HealthGrace {
+			v.wait = e.cfg.HealthGrace - age
+			return v
+		}
+		v.resolvePending = OutcomeFailed
+		if limited {
+			v.degraded, v.detail, v.wait = "RemediationRateLimited", v.detail+"; restart did not help and the remediation limit is reached", until
+			return v
+		}
+		v.replace = live
+		v.wait = e.cfg.BootConnect
+	case ActReplace:
+		if live.LaunchTime.Before(pending.At) {
+			// The replacement was recorded but its launch never happened (crash): resume it.
+			v.replace, v.resumeReplace, v.wait = live, true, e.cfg.BootConnect
+			return v
+		}
+		if age < e.cfg.BootConnect+e.cfg.HealthGrace {
+			v.wait = e.cfg.BootConnect + e.cfg.HealthGrace - age
+			return v
+		}
+		v.resolvePending = OutcomeFailed
+		doRestart()
+	default:
+		v.resolvePending = OutcomeFailed
+		doRestart()
+	}
+	return v
+}
+
+// recordRemediationStart persists what diagnose decided before acting, so a
+// crash mid-remediation resumes instead of forgetting it.
+func (e *Engine) recordRemediationStart(orgID string, v verdict, now time.Time) error {
+	if v.restart == nil && v.replace == nil && v.replaceStopped == "" && !v.falseAlarm &&
+		!v.handleReports && v.resolvePending == "" && v.degraded == "" {
+		return nil
+	}
+	err := e.store.Update(orgID, func(o *state.Org) error {
+		if v.resolvePending != "" {
+			for i := len(o.Remediations) - 1; i >= 0; i-- {
+				if o.Remediations[i].Outcome == OutcomePending {
+					o.Remediations[i].Outcome = v.resolvePending
+					break
+				}
+			}
+		}
+		switch {
+		case v.falseAlarm:
+			addRemediation(o, state.Remediation{At: now, Action: ActFalseAlarm, Outcome: OutcomeOK, Detail: "tunnel healthy when checked"})
+		case v.restart != nil:
+			addRemediation(o, state.Remediation{At: now, Action: ActRestart, Outcome: OutcomePending,
+				Detail: "tunnel not healthy; restarting cloudflared on " + v.restart.ID})
+		case v.replace != nil && !v.resumeReplace:
+			addRemediation(o, state.Remediation{At: now, Action: ActReplace, Outcome: OutcomePending,
+				Detail: "tunnel still down after restart; replacing " + v.replace.ID})
+		case v.replaceStopped != "":
+			addRemediation(o, state.Remediation{At: now, Action: ActReplace, Outcome: OutcomePending, Detail: v.replaceStopped})
+		}
+		if v.handleReports {
+			for i := range o.HealthReports {
+				o.HealthReports[i].Handled = true
+			}
+		}
+		if v.degraded != "" {
+			setCondition(o, state.CondDegraded, true, v.degraded, v.detail, now)
+			setCondition(o, state.CondReady, false, v.degraded, v.detail, now)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record remediation: %w", orgID, err)
+	}
+	return nil
+}
+
+// finishRemediation sets the outcome of the newest pending remediation of action.
+func (e *Engine) finishRemediation(orgID, action, outcome, detail string, now time.Time) error {
+	return e.store.Update(orgID, func(o *state.Org) error {
+		for i := len(o.Remediations) - 1; i >= 0; i-- {
+			r := &o.Remediations[i]
+			if r.Action == action && r.Outcome == OutcomePending {
+				r.Outcome = outcome
+				if detail != "" {
+					r.Detail += "; " + detail
+				}
+				break
+			}
+		}
+		return nil
+	})
+}
+
+// recordOutcome writes the org's status after a reconcile and decides
+// when to look again.
+func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation,
+	p plan.Result, ap applied, v verdict, applyErr error, now time.Time) (Result, error) {
+	if applyErr != nil {
+		return Result{}, applyErr
+	}
+	status := ""
+	if ob.tunnel != nil && !ap.tunnelCreated {
+		status = ob.tunnel.Status
+	} else if ap.tunnelCreated {
+		status = "inactive"
+	}
+	conflicts := ap.conflicts
+	ready := len(conflicts) == 0 && status == "healthy" && !ap.tunnelCreated && !ap.instanceChange &&
+		v.restart == nil && v.replace == nil && !v.suppressInstance
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.TunnelStatus = status
+		o.Observed.ObservedAt = now
+		if len(conflicts) > 0 {
+			setCondition(o, state.CondConflict, true, "DNSRecordNotOwned", conflicts[0].Reason, now)
+		} else {
+			setCondition(o, state.CondConflict, false, "NoConflict", "", now)
+		}
+		if ready {
+			markReady(o, status, now)
+			return nil
+		}
+		reason, msg := "Provisioning", "waiting for the tunnel to connect"
+		switch {
+		case len(conflicts) > 0:
+			reason, msg = "Conflict", conflicts[0].Reason
+		case v.degraded != "":
+			reason, msg = v.degraded, v.detail
+		case ap.tunnelCreated || ap.launched:
+			msg = "resources created; waiting for the instance to boot and connect"
+		}
+		setCondition(o, state.CondReady, false, reason, msg, now)
+		if v.degraded == "" && len(conflicts) == 0 {
+			setCondition(o, state.CondProvisioning, true, reason, msg, now)
+		}
+		o.LastError, o.LastErrorAt = "", time.Time{}
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("org %s: record status: %w", org.ID, err)
+	}
+	switch {
+	case ready:
+		log.Info("org ready", "tunnel_status", status)
+		e.clearPoll(org.ID)
+		return Result{}, nil
+	case len(conflicts) > 0:
+		// Nothing to retry until someone removes the record; the sweep looks again.
+		e.clearPoll(org.ID)
+		return Result{}, nil
+	}
+	tunnelID := ap.tunnelID
+	awaiting := v.restart == nil && v.replace == nil && v.degraded == "" && pendingRemediation(org) == nil &&
+		tunnelID != "" && v.wait == 0
+	if awaiting {
+		e.setPoll(org, tunnelID, now)
+	} else {
+		e.clearPoll(org.ID)
+	}
+	switch {
+	case ap.launched:
+		return Result{RequeueAfter: e.cfg.BootConnect}, nil
+	case v.wait > 0:
+		return Result{RequeueAfter: v.wait}, nil
+	}
+	return Result{RequeueAfter: e.cfg.PollInterval}, nil
+}
+
+// markReady sets the conditions of a converged, connected org.
+func markReady(o *state.Org, status string, now time.Time) {
+	o.Observed.TunnelStatus = status
+	o.Observed.ObservedAt = now
+	setCondition(o, state.CondReady, true, "TunnelHealthy", "tunnel connected and every resource in place", now)
+	setCondition(o, state.CondProvisioning, false, "Provisioned", "", now)
+	setCondition(o, state.CondDegraded, false, "TunnelHealthy", "", now)
+	setCondition(o, state.CondConflict, false, "NoConflict", "", now)
+	o.LastError, o.LastErrorAt = "", time.Time{}
+	for i := len(o.Remediations) - 1; i >= 0; i-- {
+		if o.Remediations[i].Outcome == OutcomePending {
+			o.Remediations[i].Outcome = OutcomeOK
+			o.Remediations[i].Detail += "; tunnel healthy at " + now.UTC().Format(time.RFC3339)
+		}
+	}
+	for i := range o.HealthReports {
+		o.HealthReports[i].Handled = true
+	}
+}
+
+func (e *Engine) setPoll(org state.Org, tunnelID string, now time.Time) {
+	e.pollMu.Lock()
+	defer e.pollMu.Unlock()
+	if old, ok := e.polls[org.ID]; ok && old.tunnelID == tunnelID && old.lastSeq == org.LastSeq {
+		return // keep the first converge time: the grace runs from there
+	}
+	e.polls[org.ID] = pollState{lastSeq: org.LastSeq, reports: len(org.HealthReports), tunnelID: tunnelID, converged: now}
+}
+
+func (e *Engine) clearPoll(orgID string) {
+	e.pollMu.Lock()
+	defer e.pollMu.Unlock()
+	delete(e.polls, orgID)
+}
+
+// readinessPoll is the cheap look at an org that only waits for its tunnel
+// to connect: one tunnel GET. done=false means a full reconcile is needed.
+func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.Org) (Result, bool, error) {
+	e.pollMu.Lock()
+	ps, ok := e.polls[org.ID]
+	e.pollMu.Unlock()
+	if !ok {
+		return Result{}, false, nil
+	}
+	now := e.cfg.Now()
+	if ps.lastSeq != org.LastSeq || ps.reports != len(org.HealthReports) || unhandledReports(org) > 0 ||
+		org.Observed.TunnelID != ps.tunnelID || now.Sub(ps.converged) > e.cfg.BootConnect+e.cfg.HealthGrace {
+		e.clearPoll(org.ID)
+		return Result{}, false, nil
+	}
+	t, err := e.clouds.Tunnels.GetTunnel(ctx, ps.tunnelID)
+	if errors.Is(err, ErrNotFound) || (err == nil && t.Deleted) {
+		e.clearPoll(org.ID)
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, true, fmt.Errorf("org %s: poll tunnel %s: %w", org.ID, ps.tunnelID, err)
+	}
+	if t.Status == "healthy" {
+		e.clearPoll(org.ID)
+		if err := e.store.Update(org.ID, func(o *state.Org) error { markReady(o, t.Status, now); return nil }); err != nil {
+			return Result{}, true, fmt.Errorf("org %s: record ready: %w", org.ID, err)
+		}
+		log.Info("org ready", "tunnel_status", t.Status)
+		return Result{}, true, nil
+	}
+	if err := e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.TunnelStatus, o.Observed.ObservedAt = t.Status, now
+		return nil
+	}); err != nil {
+		return Result{}, true, fmt.Errorf("org %s: record tunnel status: %w", org.ID, err)
+	}
+	return Result{RequeueAfter: e.cfg.PollInterval}, true, nil
+}

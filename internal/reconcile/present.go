@@ -1,0 +1,653 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// Desired resolves an org's record against the engine's configuration.
+func (e *Engine) Desired(org state.Org) plan.Desired {
+	gen := org.Desired.Generation
+	if gen <= 0 {
+		gen = 1
+	}
+	host := ""
+	if org.Desired.Slug != "" {
+		host = strings.ToLower(org.Desired.Slug + "." + e.cfg.ZoneName)
+	}
+	return plan.Desired{OrgID: org.ID, Present: org.Desired.Presence != state.Deleted,
+		Hostname: host, Service: e.cfg.Service, Generation: gen}
+}
+
+// ClientToken is the RunInstances idempotency token of one launch attempt.
+// EC2 keeps tokens at least 24 h after termination, so a re-created org
+// (new generation) and a replacement (new attempt) each get their own.
+func ClientToken(orgID string, generation int64, attempt int) string {
+	t := fmt.Sprintf("tw-%s-g%d-a%d", orgID, generation, attempt)
+	if len(t) <= 64 {
+		return t
+	}
+	sum := sha256.Sum256([]byte(t))
+	return "tw-" + hex.EncodeToString(sum[:])[:61]
+}
+
+// observation is what the reads of one reconcile found.
+type observation struct {
+	plan      plan.Observed
+	tunnel    *Tunnel    // nil: none recorded or it is gone
+	instances []Instance // live-ish (not terminated) owned instances
+}
+
+// observePresent reads what is recorded, by id, plus the instances by tag.
+// What is not recorded is not searched for: creation goes first and adopts
+// on "already exists" (docs/decisions.md), which saves a list call per
+// resource on the common path.
+func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desired) (observation, error) {
+	var (
+		ob   observation
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
+	fail := func(what string, err error) {
+		mu.Lock()
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		mu.Unlock()
+	}
+	rec := org.Observed
+	ob.plan.RecordsKnown, ob.plan.ParamKnown, ob.plan.InstanceKnown = true, true, true
+
+	if rec.TunnelID != "" {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			t, err := e.clouds.Tunnels.GetTunnel(ctx, rec.TunnelID)
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				fail("get tunnel "+rec.TunnelID, err)
+			case !t.Deleted:
+				mu.Lock()
+				ob.tunnel = &t
+				mu.Unlock()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			rules, err := e.clouds.Tunnels.GetIngress(ctx, rec.TunnelID)
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				fail("get ingress of tunnel "+rec.TunnelID, err)
+			default:
+				mu.Lock()
+				ob.plan.Ingress, ob.plan.IngressKnown = rules, true
+				mu.Unlock()
+			}
+		}()
+	}
+
+	findFirst := IsTrue(org, state.CondConflict) && d.Hostname != ""
+	if rec.DNSRecordID != "" || findFirst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var recs []plan.Record
+			if rec.DNSRecordID != "" {
+				r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID)
+				switch {
+				case errors.Is(err, ErrNotFound):
+				case err != nil:
+					fail("get dns record "+rec.DNSRecordID, err)
+					return
+				default:
+					recs = append(recs, r)
+				}
+			}
+			if findFirst {
+				found, err := e.clouds.DNS.FindRecords(ctx, d.Hostname)
+				if err != nil {
+					fail("find dns records named "+d.Hostname, err)
+					return
+				}
+				for _, f := range found {
+					if len(recs) == 0 || f.ID != recs[0].ID {
+						recs = append(recs, f)
+					}
+				}
+			}
+			mu.Lock()
+			ob.plan.Records = recs
+			mu.Unlock()
+		}()
+	}
+
+	if rec.ParameterName != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := e.clouds.Params.DescribeParam(ctx, rec.ParameterName)
+			if err != nil {
+				fail("describe parameter "+rec.ParameterName, err)
+				return
+			}
+			if p != nil {
+				mu.Lock()
+				ob.plan.Param = &plan.Param{Name: p.Name, TunnelID: TunnelFromParamDescription(p.Description)}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+		if err != nil {
+			fail("describe instances", err)
+			return
+		}
+		mu.Lock()
+		ob.instances = ins
+		mu.Unlock()
+	}()
+	wg.Wait()
+	if len(errs) > 0 {
+		return ob, fmt.Errorf("observe org %s: %w", org.ID, errors.Join(errs...))
+	}
+	if ob.tunnel != nil {
+		ob.plan.Tunnel = &plan.Tunnel{ID: ob.tunnel.ID, Status: ob.tunnel.Status}
+	} else {
+		ob.plan.Ingress, ob.plan.IngressKnown = nil, false
+	}
+	for _, in := range ob.instances {
+		ob.plan.Instances = append(ob.plan.Instances, plan.Instance{ID: in.ID, State: in.State,
+			TunnelID: in.TunnelID, Generation: in.Generation})
+	}
+	return ob, nil
+}
+
+// presentOrg converges an org that should exist.
+func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org) (Result, error) {
+	d := e.Desired(org)
+	if d.Hostname == "" {
+		return Result{}, Terminal(fmt.Errorf("org %s: no slug in desired state", org.ID))
+	}
+	now := e.cfg.Now()
+	if org.Observed.DeleteDone || IsTrue(org, state.CondDeleted) || IsTrue(org, state.CondFailed) {
+		// Re-created after a finished delete (new generation), or retried
+		// after a terminal failure: start from clean ids; launch
+		// bookkeeping stays so ClientTokens never repeat.
+		err := e.store.Update(org.ID, func(o *state.Org) error {
+			if o.Observed.DeleteDone {
+				o.Observed = state.Observed{LaunchGeneration: o.Observed.LaunchGeneration,
+					LaunchAttempt: o.Observed.LaunchAttempt}
+			}
+			setCondition(o, state.CondDeleted, false, "Recreated", "", now)
+			setCondition(o, state.CondDeleting, false, "Recreated", "", now)
+			setCondition(o, state.CondFailed, false, "Retrying", "", now)
+			return nil
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("org %s: reset observed state: %w", org.ID, err)
+		}
+		if org, _, err = e.store.Get(org.ID); err != nil {
+			return Result{}, fmt.Errorf("org %s: reread state: %w", org.ID, err)
+		}
+	}
+
+	if res, done, err := e.readinessPoll(ctx, log, org); done || err != nil {
+		return res, err
+	}
+
+	ob, err := e.observePresent(ctx, org, d)
+	if err != nil {
+		return Result{}, err
+	}
+	if ob.tunnel == nil && org.Observed.TunnelID != "" {
+		log.Info("recorded tunnel is gone; it is recreated", "tunnel_id", org.Observed.TunnelID)
+	}
+	p := plan.Compute(d, ob.plan)
+
+	// The tunnel first: every other resource names it. Then plan again with
+	// it in place, so ingress, token, DNS and instance are decided in this
+	// same pass instead of the next one.
+	tunnelCreated := false
+	for _, c := range p.Changes {
+		if c.Resource == plan.ResTunnel && c.Op == plan.OpCreate {
+			t, err := e.ensureTunnel(ctx, log, org.ID)
+			if err != nil {
+				return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
+			}
+			tunnelCreated = true
+			ob.tunnel = &t
+			ob.plan.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+			ob.plan.Ingress, ob.plan.IngressKnown = nil, true // a new (or adopted) tunnel's ingress is written once
+			p = plan.Compute(d, ob.plan)
+			break
+		}
+	}
+
+	// Health first: it may turn into a replacement, which joins the plan.
+	hv := verdict{}
+	if !tunnelCreated {
+		hv = e.diagnose(org, ob, p, now)
+	}
+	if hv.replace != nil {
+		p.Changes = append(p.Changes,
+			plan.Change{Resource: plan.ResInstance, Op: plan.OpDelete, Target: hv.replace.ID, Reason: "tunnel still down after restart"},
+			plan.Change{Resource: plan.ResInstance, Op: plan.OpCreate, Target: org.ID, Reason: "replacing unhealthy instance"})
+	}
+	if hv.suppressInstance {
+		p.Changes = dropInstanceReplacement(p.Changes)
+	}
+	for _, c := range p.Changes {
+		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
+	}
+	if err := e.recordRemediationStart(org.ID, hv, now); err != nil {
+		return Result{}, err
+	}
+
+	ap, applyErr := e.apply(ctx, log, org, d, ob, p)
+	ap.tunnelCreated = tunnelCreated
+
+	if hv.restart != nil && applyErr == nil {
+		err := mutate(ctx, log, "ssm.SendCommand restart cloudflared", hv.restart.ID, func(ctx context.Context) error {
+			_, err := e.clouds.Commands.RestartCloudflared(ctx, hv.restart.ID)
+			return err
+		})
+		if err != nil {
+			applyErr = errors.Join(applyErr, fmt.Errorf("restart cloudflared on %s: %w", hv.restart.ID, err))
+			_ = e.finishRemediation(org.ID, "restart_cloudflared", "failed", err.Error(), now)
+		}
+	}
+
+	return e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
+}
+
+// applied is what apply changed.
+type applied struct {
+	tunnelID       string
+	tunnelCreated  bool
+	launched       bool
+	conflicts      []plan.Conflict
+	instanceChange bool
+}
+
+// apply carries out a plan: the tunnel first (everything names it), then
+// every independent step at once.
+func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation, p plan.Result) (applied, error) {
+	ap := applied{conflicts: p.Conflicts}
+	if ob.tunnel != nil {
+		ap.tunnelID = ob.tunnel.ID
+	}
+	by := map[plan.Resource][]plan.Change{}
+	for _, c := range p.Changes {
+		by[c.Resource] = append(by[c.Resource], c)
+	}
+	if ap.tunnelID == "" {
+		return ap, nil // nothing else can be done without a tunnel
+	}
+
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	run := func(fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	if len(by[plan.ResIngress]) > 0 {
+		run(func() error { return e.putIngress(ctx, log, org.ID, ap.tunnelID, d) })
+	}
+	var restarts []plan.Change
+	for _, c := range by[plan.ResInstance] {
+		if c.Op == plan.OpRestart {
+			restarts = append(restarts, c)
+		}
+	}
+	if len(by[plan.ResToken]) > 0 || len(restarts) > 0 {
+		run(func() error {
+			if len(by[plan.ResToken]) > 0 {
+				if err := e.putToken(ctx, log, org.ID, ap.tunnelID); err != nil {
+					return err
+				}
+			}
+			// cloudflared re-reads the parameter on restart; only after the put.
+			for _, c := range restarts {
+				if err := e.restartForNewTunnel(ctx, log, org.ID, c.Target, ap.tunnelID); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if len(by[plan.ResDNS]) > 0 {
+		run(func() error {
+			cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS])
+			mu.Lock()
+			ap.conflicts = append(ap.conflicts, cs...)
+			mu.Unlock()
+			return err
+		})
+	}
+	var kill []string
+	create := false
+	for _, c := range by[plan.ResInstance] {
+		switch c.Op {
+		case plan.OpDelete:
+			kill = append(kill, c.Target)
+		case plan.OpCreate:
+			create = true
+		}
+	}
+	if len(kill) > 0 || create {
+		ap.instanceChange = true
+		ap.launched = create
+		run(func() error {
+			var err error
+			if len(kill) > 0 {
+				err = mutate(ctx, log, "ec2.TerminateInstances", strings.Join(kill, ","), func(ctx context.Context) error {
+					return e.clouds.Instances.TerminateInstances(ctx, kill)
+				})
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					err = fmt.Errorf("terminate instances %v: %w", kill, err)
+				} else {
+					err = nil
+				}
+			}
+			if create {
+				if lerr := e.launch(ctx, log, org.ID, d, org.Desired.InstanceType, ap.tunnelID); lerr != nil {
+					err = errors.Join(err, lerr)
+				}
+			}
+			return err
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return ap, fmt.Errorf("org %s: %w", org.ID, errors.Join(errs...))
+	}
+	return ap, nil
+}
+
+// ensureTunnel creates the org's tunnel, adopting a live one of the same
+// name (ours by its name) when the create says it exists, and records the id.
+func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID string) (Tunnel, error) {
+	name := plan.TunnelName(orgID)
+	var t Tunnel
+	err := mutate(ctx, log, "cf.tunnel.create", name, func(ctx context.Context) error {
+		var err error
+		t, err = e.clouds.Tunnels.CreateTunnel(ctx, name)
+		return err
+	})
+	if errors.Is(err, ErrExists) {
+		found, ferr := e.clouds.Tunnels.FindTunnel(ctx, name)
+		if ferr != nil {
+			return t, fmt.Errorf("find tunnel %s after conflict: %w", name, ferr)
+		}
+		if found == nil {
+			return t, fmt.Errorf("tunnel %s: create says it exists but no live tunnel has the name", name)
+		}
+		log.Info("adopted existing tunnel", "tunnel_id", found.ID, "tunnel_name", name)
+		t, err = *found, nil
+	}
+	if err != nil {
+		return t, fmt.Errorf("create tunnel %s: %w", name, err)
+	}
+	if err := e.store.Update(orgID, func(o *state.Org) error {
+		o.Observed.TunnelID, o.Observed.TunnelName = t.ID, name
+		o.Observed.TunnelStatus = t.Status
+		o.Observed.IngressHost = ""
+		return nil
+	}); err != nil {
+		return t, fmt.Errorf("record tunnel %s: %w", t.ID, err)
+	}
+	return t, nil
+}
+
+func (e *Engine) putIngress(ctx context.Context, log *slog.Logger, orgID, tunnelID string, d plan.Desired) error {
+	err := mutate(ctx, log, "cf.tunnel_config.put", tunnelID, func(ctx context.Context) error {
+		return e.clouds.Tunnels.PutIngress(ctx, tunnelID, plan.WantIngress(d))
+	})
+	if err != nil {
+		return fmt.Errorf("put ingress of tunnel %s: %w", tunnelID, err)
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		o.Observed.IngressHost = d.Hostname
+		return nil
+	})
+}
+
+// putToken moves the tunnel token from Cloudflare into SSM. The token lives
+// only in this function's stack.
+func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string) error {
+	tok, err := e.clouds.Tunnels.Token(ctx, tunnelID)
+	if err != nil {
+		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
+	}
+	name := ParamName(e.cfg.ParamPrefix, orgID)
+	desc := ParamDescription(orgID, tunnelID)
+	tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID, plan.TagTunnelID: tunnelID}
+	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
+		return e.clouds.Params.PutToken(ctx, name, tok, desc, tags, false)
+	})
+	if errors.Is(err, ErrExists) {
+		// Under our prefix and named for the org: ours; overwrite keeps its tags.
+		err = mutate(ctx, log, "ssm.PutParameter overwrite", name, func(ctx context.Context) error {
+			return e.clouds.Params.PutToken(ctx, name, tok, desc, nil, true)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("put token parameter %s: %w", name, err)
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		o.Observed.ParameterName = name
+		return nil
+	})
+}
+
+// restartForNewTunnel makes an instance pick up a replaced tunnel's token.
+func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string) error {
+	err := mutate(ctx, log, "ssm.SendCommand restart cloudflared", instanceID, func(ctx context.Context) error {
+		_, err := e.clouds.Commands.RestartCloudflared(ctx, instanceID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("restart cloudflared on %s for new tunnel: %w", instanceID, err)
+	}
+	err = mutate(ctx, log, "ec2.CreateTags", instanceID, func(ctx context.Context) error {
+		return e.clouds.Instances.TagInstance(ctx, instanceID, map[string]string{plan.TagTunnelID: tunnelID})
+	})
+	if err != nil {
+		return fmt.Errorf("tag instance %s with tunnel %s: %w", instanceID, tunnelID, err)
+	}
+	return nil
+}
+
+// applyDNS deletes owned records that are not the org's hostname first
+// (so a crash never strands one under an old slug), then creates or fixes
+// the org's CNAME. It returns conflicts found on the way.
+func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, tunnelID string, changes []plan.Change) ([]plan.Conflict, error) {
+	target := plan.TunnelTarget(tunnelID)
+	comment := plan.DNSComment(org.ID)
+	for _, c := range changes {
+		if c.Op != plan.OpDelete {
+			continue
+		}
+		err := mutate(ctx, log, "cf.dns.delete", c.Target, func(ctx context.Context) error {
+			return e.clouds.DNS.DeleteRecord(ctx, c.Target)
+		})
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("delete dns record %s: %w", c.Target, err)
+		}
+		if err := e.store.Update(org.ID, func(o *state.Org) error {
+			if o.Observed.DNSRecordID == c.Target {
+				o.Observed.DNSRecordID, o.Observed.DNSName = "", ""
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("record deletion of dns record %s: %w", c.Target, err)
+		}
+	}
+	for _, c := range changes {
+		var rec plan.Record
+		var err error
+		switch c.Op {
+		case plan.OpUpdate:
+			err = mutate(ctx, log, "cf.dns.update", c.Target, func(ctx context.Context) error {
+				rec, err = e.clouds.DNS.UpdateCNAME(ctx, c.Target, d.Hostname, target, comment)
+				return err
+			})
+			if err != nil {
+				return nil, fmt.Errorf("update dns record %s: %w", c.Target, err)
+			}
+		case plan.OpCreate:
+			err = mutate(ctx, log, "cf.dns.create", d.Hostname, func(ctx context.Context) error {
+				rec, err = e.clouds.DNS.CreateCNAME(ctx, d.Hostname, target, comment)
+				return err
+			})
+			if errors.Is(err, ErrExists) {
+				found, ferr := e.clouds.DNS.FindRecords(ctx, d.Hostname)
+				if ferr != nil {
+					return nil, fmt.Errorf("find dns records named %s after conflict: %w", d.Hostname, ferr)
+				}
+				var mine *plan.Record
+				var conflicts []plan.Conflict
+				for i, f := range found {
+					if owner, ok := plan.OrgFromDNSComment(f.Comment); ok && owner == org.ID {
+						if mine == nil {
+							mine = &found[i]
+						}
+						continue
+					}
+					conflicts = append(conflicts, plan.Conflict{Resource: plan.ResDNS, Target: f.Name,
+						Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", f.Type, f.Name, f.ID, org.ID)})
+				}
+				if len(conflicts) > 0 || mine == nil {
+					if len(conflicts) == 0 {
+						return nil, fmt.Errorf("dns create of %s says it exists but no record has the name", d.Hostname)
+					}
+					log.Warn("dns record not owned by tunnelward; left untouched", "name", d.Hostname, "detail", conflicts[0].Reason)
+					return conflicts, nil
+				}
+				rec, err = *mine, nil
+				log.Info("adopted owned dns record", "record_id", rec.ID, "name", rec.Name)
+				if rec.Type != "CNAME" || !strings.EqualFold(rec.Content, target) || !rec.Proxied {
+					err = mutate(ctx, log, "cf.dns.update", rec.ID, func(ctx context.Context) error {
+						rec, err = e.clouds.DNS.UpdateCNAME(ctx, rec.ID, d.Hostname, target, comment)
+						return err
+					})
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create dns record %s: %w", d.Hostname, err)
+			}
+		default:
+			continue
+		}
+		if err := e.store.Update(org.ID, func(o *state.Org) error {
+			o.Observed.DNSRecordID, o.Observed.DNSName = rec.ID, d.Hostname
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("record dns record %s: %w", rec.ID, err)
+		}
+	}
+	return nil, nil
+}
+
+// launch runs the org's instance. The attempt number is committed before
+// the call: a crash mid-call retries with the same ClientToken and gets the
+// same reservation back instead of a second instance.
+func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string) error {
+	var gen int64
+	var attempt int
+	err := e.store.Update(orgID, func(o *state.Org) error {
+		ob := &o.Observed
+		switch {
+		case ob.LaunchGeneration != d.Generation:
+			ob.LaunchGeneration, ob.LaunchAttempt = d.Generation, 1
+		case !ob.LaunchInFlight:
+			ob.LaunchAttempt++
+		}
+		ob.LaunchInFlight = true
+		gen, attempt = ob.LaunchGeneration, ob.LaunchAttempt
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record launch attempt: %w", err)
+	}
+	param := ParamName(e.cfg.ParamPrefix, orgID)
+	ud, err := e.clouds.UserData(orgID, param)
+	if err != nil {
+		return Terminal(fmt.Errorf("render user-data: %w", err))
+	}
+	spec := RunSpec{
+		ClientToken: ClientToken(orgID, gen, attempt), ImageID: e.cfg.Instance.ImageID,
+		InstanceType: e.cfg.Instance.InstanceType, SubnetID: e.cfg.Instance.SubnetID,
+		SecurityGroupIDs: e.cfg.Instance.SecurityGroupIDs, InstanceProfile: e.cfg.Instance.InstanceProfile,
+		UserData: ud,
+		Tags: map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID,
+			plan.TagTunnelID: tunnelID, plan.TagGeneration: fmt.Sprint(gen), "Name": "tunnelward-" + orgID},
+	}
+	if typeOverride != "" {
+		spec.InstanceType = typeOverride
+	}
+	var inst Instance
+	err = mutate(ctx, log, "ec2.RunInstances", spec.ClientToken, func(ctx context.Context) error {
+		var err error
+		inst, err = e.clouds.Instances.RunInstance(ctx, spec)
+		return err
+	})
+	if errors.Is(err, ErrTokenMismatch) {
+		// The spec changed under a reused token; the next try takes a new attempt.
+		_ = e.store.Update(orgID, func(o *state.Org) error { o.Observed.LaunchInFlight = false; return nil })
+	}
+	if err != nil {
+		return fmt.Errorf("run instance (client token %s): %w", spec.ClientToken, err)
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		o.Observed.InstanceID, o.Observed.InstanceGeneration = inst.ID, gen
+		o.Observed.LaunchInFlight = false
+		return nil
+	})
+}
+
+// dropInstanceReplacement removes instance deletes/creates from a plan
+// (remediation rate limit reached) but keeps a first launch.
+func dropInstanceReplacement(cs []plan.Change) []plan.Change {
+	replacing := false
+	for _, c := range cs {
+		if c.Resource == plan.ResInstance && c.Op == plan.OpDelete {
+			replacing = true
+		}
+	}
+	if !replacing {
+		return cs
+	}
+	out := cs[:0:0]
+	for _, c := range cs {
+		if c.Resource == plan.ResInstance && (c.Op == plan.OpDelete || c.Op == plan.OpCreate) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}

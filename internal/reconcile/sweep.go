@@ -1,0 +1,290 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// Orphan is an owned resource whose org is absent or a finished tombstone.
+type Orphan struct {
+	Kind      string    `json:"kind"` // tunnel, dns_record, instance, parameter
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	OrgID     string    `json:"org_id"`
+	FirstSeen time.Time `json:"first_seen"`
+	Collected bool      `json:"collected"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// SweepReport is what one sweep found and did.
+type SweepReport struct {
+	At        time.Time     `json:"at"`
+	Took      time.Duration `json:"took"`
+	Tunnels   int           `json:"tunnels"`
+	Records   int           `json:"dns_records"`
+	Instances int           `json:"instances"`
+	Params    int           `json:"parameters"`
+	Requeued  []string      `json:"requeued"`
+	Drift     []string      `json:"drift,omitempty"` // "org: change" lines
+	Orphans   []Orphan      `json:"orphans"`
+}
+
+// LastSweep returns the report of the newest finished sweep.
+func (e *Engine) LastSweep() SweepReport {
+	e.sweepMu.Lock()
+	defer e.sweepMu.Unlock()
+	return e.lastSweep
+}
+
+// Inventory is every owned resource, listed with paginated calls.
+type Inventory struct {
+	Tunnels   []Tunnel
+	Records   []plan.Record
+	Instances []Instance
+	Params    []Param
+}
+
+// List reads the inventory: four listings, cost in pages, not orgs.
+func (e *Engine) List(ctx context.Context) (Inventory, error) {
+	var (
+		inv  Inventory
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	do := func(what string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("list %s: %w", what, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	do("tunnels", func() (err error) { inv.Tunnels, err = e.clouds.Tunnels.ListTunnels(ctx); return })
+	do("dns records", func() (err error) { inv.Records, err = e.clouds.DNS.ListRecords(ctx); return })
+	do("instances", func() (err error) { inv.Instances, err = e.clouds.Instances.ManagedInstances(ctx); return })
+	do("parameters", func() (err error) { inv.Params, err = e.clouds.Params.ListParams(ctx, e.cfg.ParamPrefix); return })
+	wg.Wait()
+	return inv, errors.Join(errs...)
+}
+
+// ObservedFrom builds an org's plan input from an inventory. Ingress is not
+// listed (one GET per tunnel), so it is left unknown.
+func (e *Engine) ObservedFrom(inv Inventory, org state.Org) plan.Observed {
+	d := e.Desired(org)
+	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
+	name := plan.TunnelName(org.ID)
+	for _, t := range inv.Tunnels {
+		if t.Name == name && !t.Deleted {
+			ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+			break
+		}
+	}
+	for _, r := range inv.Records {
+		owner, ok := plan.OrgFromDNSComment(r.Comment)
+		if (ok && owner == org.ID) || (d.Hostname != "" && strings.EqualFold(r.Name, d.Hostname)) {
+			ob.Records = append(ob.Records, r)
+		}
+	}
+	pname := ParamName(e.cfg.ParamPrefix, org.ID)
+	for _, p := range inv.Params {
+		if p.Name == pname {
+			ob.Param = &plan.Param{Name: p.Name, TunnelID: TunnelFromParamDescription(p.Description)}
+		}
+	}
+	for _, in := range inv.Instances {
+		if in.OrgID == org.ID {
+			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
+		}
+	}
+	return ob
+}
+
+// Sweep lists every owned resource, compares each org with bbolt through
+// plan.Compute, requeues the orgs that drifted or are not ready, records
+// tunnel status without per-org calls, and collects orphans after their
+// grace period (only reports them when GC is off).
+func (e *Engine) Sweep(ctx context.Context) (SweepReport, error) {
+	start := time.Now()
+	now := e.cfg.Now()
+	rep := SweepReport{At: now, Requeued: []string{}, Orphans: []Orphan{}}
+	inv, err := e.List(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("sweep: %w", err)
+	}
+	rep.Tunnels, rep.Records, rep.Instances, rep.Params = len(inv.Tunnels), len(inv.Records), len(inv.Instances), len(inv.Params)
+	// Read bbolt after listing: anything listed was made for an org that
+	// was already recorded, so a fresh org is never mistaken for an orphan.
+	orgs, err := e.store.List()
+	if err != nil {
+		return rep, fmt.Errorf("sweep: list orgs: %w", err)
+	}
+	live := map[string]bool{} // orgs that may own resources
+	for _, org := range orgs {
+		if org.Desired.Presence == state.Deleted {
+			if !org.Observed.DeleteDone {
+				live[org.ID] = true
+				e.queue.Add(org.ID)
+				rep.Requeued = append(rep.Requeued, org.ID)
+			}
+			continue
+		}
+		live[org.ID] = true
+		if e.Desired(org).Hostname == "" {
+			continue
+		}
+		ob := e.ObservedFrom(inv, org)
+		p := plan.Compute(e.Desired(org), ob)
+		for _, c := range p.Changes {
+			rep.Drift = append(rep.Drift, org.ID+": "+c.String())
+		}
+		status := ""
+		if ob.Tunnel != nil {
+			status = ob.Tunnel.Status
+		}
+		if status != org.Observed.TunnelStatus {
+			if err := e.store.Update(org.ID, func(o *state.Org) error {
+				o.Observed.TunnelStatus, o.Observed.ObservedAt = status, now
+				if status != "healthy" && IsTrue(*o, state.CondReady) {
+					setCondition(o, state.CondReady, false, "TunnelNotHealthy", "sweep saw tunnel status "+status, now)
+				}
+				return nil
+			}); err != nil {
+				e.log.Warn("sweep: record tunnel status", "org_id", org.ID, "err", err)
+			}
+		}
+		switch {
+		case !p.Empty():
+			e.clearPoll(org.ID) // drift: the next look must be a full one
+		case p.Ready && IsTrue(org, state.CondReady) && len(p.Conflicts) == 0:
+			continue
+		case e.polling(org.ID):
+			continue // its readiness poll is already scheduled
+		}
+		e.log.Info("sweep requeues org", "org_id", org.ID, "changes", len(p.Changes), "conflicts", len(p.Conflicts), "tunnel_status", status)
+		e.queue.Add(org.ID)
+		rep.Requeued = append(rep.Requeued, org.ID)
+	}
+
+	e.orphans(ctx, inv, live, now, &rep)
+	rep.Took = time.Since(start)
+	e.sweepMu.Lock()
+	e.lastSweep = rep
+	e.sweepMu.Unlock()
+	e.log.Info("sweep done", "tunnels", rep.Tunnels, "dns_records", rep.Records, "instances", rep.Instances,
+		"parameters", rep.Params, "requeued", len(rep.Requeued), "orphans", len(rep.Orphans), "took", rep.Took.Round(time.Millisecond))
+	return rep, nil
+}
+
+func (e *Engine) polling(orgID string) bool {
+	e.pollMu.Lock()
+	defer e.pollMu.Unlock()
+	_, ok := e.polls[orgID]
+	return ok
+}
+
+// orphans finds owned resources of orgs that may not own any, ages them and
+// collects the ones past the grace period.
+func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]bool, now time.Time, rep *SweepReport) {
+	var found []Orphan
+	for _, t := range inv.Tunnels {
+		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org] {
+			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
+		}
+	}
+	for _, r := range inv.Records {
+		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !live[org] {
+			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
+		}
+	}
+	for _, in := range inv.Instances {
+		if in.OrgID != "" && !live[in.OrgID] && in.State != "terminated" && in.State != "shutting-down" {
+			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID})
+		}
+	}
+	for _, p := range inv.Params {
+		if org, ok := OrgFromParamName(e.cfg.ParamPrefix, p.Name); ok && !live[org] {
+			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org})
+		}
+	}
+	e.orphanMu.Lock()
+	seen := map[string]time.Time{}
+	for i := range found {
+		k := found[i].Kind + "/" + found[i].ID
+		first, ok := e.orphanSeen[k]
+		if !ok {
+			first = now
+		}
+		seen[k] = first
+		found[i].FirstSeen = first
+	}
+	e.orphanSeen = seen // forget what is gone
+	e.orphanMu.Unlock()
+	sort.Slice(found, func(i, j int) bool { return found[i].Kind+found[i].ID < found[j].Kind+found[j].ID })
+
+	for i := range found {
+		o := &found[i]
+		log := e.log.With("org_id", o.OrgID, "kind", o.Kind, "resource", o.ID)
+		if now.Sub(o.FirstSeen) < e.cfg.OrphanGrace {
+			log.Info("orphan found; within grace period", "first_seen", o.FirstSeen)
+			continue
+		}
+		if !e.cfg.GC {
+			log.Warn("orphan found; gc disabled, only reported", "first_seen", o.FirstSeen)
+			continue
+		}
+		// Re-check the org right before deleting: it may have been created since the listing.
+		org, ok, err := e.store.Get(o.OrgID)
+		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone)) {
+			continue
+		}
+		if err := e.collect(ctx, log, *o); err != nil {
+			o.Error = err.Error()
+			continue
+		}
+		o.Collected = true
+		e.orphanMu.Lock()
+		delete(e.orphanSeen, o.Kind+"/"+o.ID)
+		e.orphanMu.Unlock()
+	}
+	rep.Orphans = found
+}
+
+// collect deletes one orphan (owned by construction: it carries our marker).
+func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error {
+	var err error
+	switch o.Kind {
+	case "tunnel":
+		err = e.deleteTunnel(ctx, log, o.ID)
+	case "dns_record":
+		err = mutate(ctx, log, "cf.dns.delete orphan", o.ID, func(ctx context.Context) error {
+			return e.clouds.DNS.DeleteRecord(ctx, o.ID)
+		})
+	case "instance":
+		err = mutate(ctx, log, "ec2.TerminateInstances orphan", o.ID, func(ctx context.Context) error {
+			return e.clouds.Instances.TerminateInstances(ctx, []string{o.ID})
+		})
+	case "parameter":
+		err = mutate(ctx, log, "ssm.DeleteParameter orphan", o.ID, func(ctx context.Context) error {
+			return e.clouds.Params.DeleteParam(ctx, o.ID)
+		})
+	default:
+		return fmt.Errorf("unknown orphan kind %q", o.Kind)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("collect orphan %s %s of org %s: %w", o.Kind, o.ID, o.OrgID, err)
+	}
+	return nil
+}
