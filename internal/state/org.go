@@ -47,6 +47,12 @@ type Observed struct {
 	LaunchGeneration int64 `json:"launch_generation,omitempty"`
 	LaunchAttempt    int   `json:"launch_attempt,omitempty"`
 	LaunchInFlight   bool  `json:"launch_in_flight,omitempty"`
+	// ParamTunnelID is the tunnel whose token was last written to the
+	// parameter (SSM metadata does not say). InstanceTunnelID is the tunnel
+	// InstanceID's cloudflared was restarted for when that differs from the
+	// instance's TunnelID tag (the tunnel was replaced under it).
+	ParamTunnelID    string `json:"param_tunnel_id,omitempty"`
+	InstanceTunnelID string `json:"instance_tunnel_id,omitempty"`
 }
 
 // Condition types (DESIGN/issue 4 status model).
