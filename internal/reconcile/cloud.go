@@ -107,7 +107,6 @@ type InstanceAPI interface {
 	// ManagedInstances lists every managed instance that is not terminated (all pages).
 	ManagedInstances(ctx context.Context) ([]Instance, error)
 	TerminateInstances(ctx context.Context, ids []string) error
-	TagInstance(ctx context.Context, id string, tags map[string]string) error
 }
 
 // Param is an SSM parameter's metadata; the value is never read back.
@@ -118,10 +117,9 @@ type Param struct {
 
 // ParamAPI is the SSM Parameter Store surface the engine uses.
 type ParamAPI interface {
-	// PutToken writes a SecureString. Without overwrite it carries tags and
-	// fails with ErrExists when the parameter exists; with overwrite it
-	// carries no tags (SSM refuses the combination).
-	PutToken(ctx context.Context, name string, tok secret.Token, description string, tags map[string]string, overwrite bool) error
+	// PutToken writes the token as a tagged SecureString, overwriting an
+	// existing parameter of that name (ours: it is under our prefix).
+	PutToken(ctx context.Context, name string, tok secret.Token, tags map[string]string) error
 	// DescribeParam returns the parameter's metadata, nil when absent.
 	DescribeParam(ctx context.Context, name string) (*Param, error)
 	// ListParams lists the parameters under a path prefix (all pages).
@@ -181,23 +179,6 @@ type Store interface {
 	Get(orgID string) (state.Org, bool, error)
 	List() ([]state.Org, error)
 	Update(orgID string, fn func(*state.Org) error) error
-}
-
-// ParamDescription is written on the token parameter: it says which tunnel
-// the token belongs to, so a plan can tell a stale token from the right one
-// without reading the secret.
-func ParamDescription(orgID, tunnelID string) string {
-	return "tunnelward token org=" + orgID + " tunnel=" + tunnelID
-}
-
-// TunnelFromParamDescription reads the tunnel id back from a description.
-func TunnelFromParamDescription(desc string) string {
-	for _, f := range strings.Fields(desc) {
-		if v, ok := strings.CutPrefix(f, "tunnel="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // ParamName is the token parameter of an org: <prefix>/<org>/tunnel-token.

@@ -142,7 +142,7 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 			}
 			if p != nil {
 				mu.Lock()
-				ob.plan.Param = &plan.Param{Name: p.Name, TunnelID: TunnelFromParamDescription(p.Description)}
+				ob.plan.Param = &plan.Param{Name: p.Name, TunnelID: rec.ParamTunnelID}
 				mu.Unlock()
 			}
 		}()
@@ -171,7 +171,7 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 	}
 	for _, in := range ob.instances {
 		ob.plan.Instances = append(ob.plan.Instances, plan.Instance{ID: in.ID, State: in.State,
-			TunnelID: in.TunnelID, Generation: in.Generation})
+			TunnelID: effectiveTunnel(org.Observed, in), Generation: in.Generation})
 	}
 	return ob, nil
 }
@@ -444,22 +444,15 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
 	}
 	name := ParamName(e.cfg.ParamPrefix, orgID)
-	desc := ParamDescription(orgID, tunnelID)
 	tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID, plan.TagTunnelID: tunnelID}
 	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
-		return e.clouds.Params.PutToken(ctx, name, tok, desc, tags, false)
+		return e.clouds.Params.PutToken(ctx, name, tok, tags)
 	})
-	if errors.Is(err, ErrExists) {
-		// Under our prefix and named for the org: ours; overwrite keeps its tags.
-		err = mutate(ctx, log, "ssm.PutParameter overwrite", name, func(ctx context.Context) error {
-			return e.clouds.Params.PutToken(ctx, name, tok, desc, nil, true)
-		})
-	}
 	if err != nil {
 		return fmt.Errorf("put token parameter %s: %w", name, err)
 	}
 	return e.store.Update(orgID, func(o *state.Org) error {
-		o.Observed.ParameterName = name
+		o.Observed.ParameterName, o.Observed.ParamTunnelID = name, tunnelID
 		return nil
 	})
 }
@@ -473,13 +466,26 @@ func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgI
 	if err != nil {
 		return fmt.Errorf("restart cloudflared on %s for new tunnel: %w", instanceID, err)
 	}
-	err = mutate(ctx, log, "ec2.CreateTags", instanceID, func(ctx context.Context) error {
-		return e.clouds.Instances.TagInstance(ctx, instanceID, map[string]string{plan.TagTunnelID: tunnelID})
-	})
-	if err != nil {
-		return fmt.Errorf("tag instance %s with tunnel %s: %w", instanceID, tunnelID, err)
+	// The TunnelID tag stays as launched; bbolt remembers what the instance
+	// now runs (see effectiveTunnel).
+	if err := e.store.Update(orgID, func(o *state.Org) error {
+		if o.Observed.InstanceID == instanceID {
+			o.Observed.InstanceTunnelID = tunnelID
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record tunnel %s of instance %s: %w", tunnelID, instanceID, err)
 	}
 	return nil
+}
+
+// effectiveTunnel is the tunnel an instance's cloudflared runs: its tag,
+// unless bbolt records a restart for a newer tunnel.
+func effectiveTunnel(rec state.Observed, in Instance) string {
+	if rec.InstanceTunnelID != "" && in.ID == rec.InstanceID {
+		return rec.InstanceTunnelID
+	}
+	return in.TunnelID
 }
 
 // applyDNS deletes owned records that are not the org's hostname first
@@ -625,6 +631,7 @@ func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d p
 	}
 	return e.store.Update(orgID, func(o *state.Org) error {
 		o.Observed.InstanceID, o.Observed.InstanceGeneration = inst.ID, gen
+		o.Observed.InstanceTunnelID = ""
 		o.Observed.LaunchInFlight = false
 		return nil
 	})

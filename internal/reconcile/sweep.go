@@ -101,12 +101,13 @@ func (e *Engine) ObservedFrom(inv Inventory, org state.Org) plan.Observed {
 	pname := ParamName(e.cfg.ParamPrefix, org.ID)
 	for _, p := range inv.Params {
 		if p.Name == pname {
-			ob.Param = &plan.Param{Name: p.Name, TunnelID: TunnelFromParamDescription(p.Description)}
+			ob.Param = &plan.Param{Name: p.Name, TunnelID: org.Observed.ParamTunnelID}
 		}
 	}
 	for _, in := range inv.Instances {
 		if in.OrgID == org.ID {
-			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
+			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
+				TunnelID: effectiveTunnel(org.Observed, in), Generation: in.Generation})
 		}
 	}
 	return ob
