@@ -768,10 +768,6 @@ func (s *Sim) ssmRemoveTagsFromResource(body []byte) (any, *ssmError) {
 
 // ---- Run Command ----
 
-func newUUID(hex32 string) string {
-	return hex32[0:8] + "-" + hex32[8:12] + "-4" + hex32[13:16] + "-a" + hex32[17:20] + "-" + hex32[20:32]
-}
-
 func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	var in struct {
 		DocumentName   string
@@ -826,7 +822,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	}
 	now := s.now()
 	cmd := &Command{
-		ID:           newUUID(s.newHex(32)),
+		ID:           s.newUUID(),
 		DocumentName: in.DocumentName,
 		InstanceIDs:  append([]string(nil), in.InstanceIds...),
 		Commands:     append([]string(nil), cmds...),
