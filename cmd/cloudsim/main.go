@@ -1,0 +1,125 @@
+// Command cloudsim serves the cloud emulator (Cloudflare API v4 under
+// /client/v4/, EC2 and SSM at the root, its own endpoints under /_sim/) as
+// its own process, for compose and for process-level tests.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "cloudsim:", err)
+		os.Exit(2)
+	}
+}
+
+func run(args []string) error {
+	d := cloudsim.DefaultConfig()
+	fs := flag.NewFlagSet("cloudsim", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: cloudsim [flags]\n\n"+
+			"Serves an emulated Cloudflare API v4 (/client/v4/), EC2 and SSM (/) and the\n"+
+			"emulator's own endpoints (/_sim/state, /_sim/invariants, /_sim/calls,\n"+
+			"/_sim/faults, /_sim/world) on one address. See docs/cloudsim.md.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	listen := fs.String("listen", "127.0.0.1:8787", "HTTP listen address (loopback unless you mean otherwise)")
+	cfg := d
+	fs.StringVar(&cfg.CFToken, "cf-token", d.CFToken, "Cloudflare API token clients must send as Bearer")
+	fs.StringVar(&cfg.AccountID, "account-id", d.AccountID, "Cloudflare account id")
+	fs.StringVar(&cfg.ZoneID, "zone-id", d.ZoneID, "Cloudflare zone id")
+	fs.StringVar(&cfg.ZoneName, "zone-name", d.ZoneName, "Cloudflare zone name")
+	fs.StringVar(&cfg.AWSAccessKey, "aws-access-key", d.AWSAccessKey, "AWS access key id clients sign with")
+	fs.StringVar(&cfg.AWSSecret, "aws-secret", d.AWSSecret, "AWS secret access key clients sign with")
+	fs.StringVar(&cfg.Region, "region", d.Region, "AWS region")
+	fs.DurationVar(&cfg.BootDelay, "boot-delay", d.BootDelay, "EC2 pending -> running")
+	fs.DurationVar(&cfg.ConnectDelay, "connect-delay", d.ConnectDelay, "cloudflared token read -> tunnel connections up")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", d.ShutdownDelay, "EC2 stopping/shutting-down -> stopped/terminated")
+	fs.DurationVar(&cfg.TerminatedRetention, "terminated-retention", d.TerminatedRetention, "how long terminated instances stay visible")
+	fs.DurationVar(&cfg.RetryInterval, "retry-interval", d.RetryInterval, "how often a cloudflared without a valid token retries")
+	fs.IntVar(&cfg.DNSQuota, "dns-quota", d.DNSQuota, "DNS records per zone (200: a new free zone)")
+	fs.Int64Var(&cfg.Seed, "seed", d.Seed, "seed for fault injection and ids")
+	noLimits := fs.Bool("no-rate-limits", false, "turn every provider rate limit off")
+	cfBudget := fs.Int("cf-budget", d.Limits.CFBudget, "Cloudflare requests per window before 429")
+	cfWindow := fs.Duration("cf-window", time.Duration(d.Limits.CFWindow), "Cloudflare rate-limit window")
+	ec2Scale := fs.Float64("ec2-scale", d.Limits.EC2Scale, "multiplier on EC2 bucket sizes and refill rates")
+	ssmTPS := fs.Float64("ssm-read-tps", d.Limits.SSMReadTPS, "SSM parameter reads per second")
+	faults := fs.String("faults", "", `fault rules as JSON, or @FILE: [{"op":"cf.*","error_rate":0.05,"latency_min":"20ms","latency_max":"80ms"}]`)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+
+	cfg.Limits = cloudsim.RateLimits{
+		CFEnabled: !*noLimits, CFBudget: *cfBudget, CFWindow: cloudsim.Duration(*cfWindow),
+		EC2Enabled: !*noLimits, EC2Scale: *ec2Scale,
+		SSMEnabled: !*noLimits, SSMReadTPS: *ssmTPS,
+	}
+	settings := cloudsim.FaultSettings{Limits: cfg.Limits}
+	if *faults != "" {
+		raw := []byte(*faults)
+		if name, ok := strings.CutPrefix(*faults, "@"); ok {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				return fmt.Errorf("--faults: %w", err)
+			}
+			raw = b
+		}
+		if err := json.Unmarshal(raw, &settings.Rules); err != nil {
+			return fmt.Errorf("--faults: want a JSON list of rules: %w", err)
+		}
+	}
+	if err := settings.Validate(); err != nil {
+		return fmt.Errorf("--faults / rate-limit flags: %w", err)
+	}
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	sim := cloudsim.New(cfg)
+	if err := sim.SetFaultSettings(settings); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		log.Warn("cloudsim listens beyond loopback; it has no real security", "addr", ln.Addr().String())
+	}
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2 and SSM at /, emulator at /_sim/",
+		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
+		"zone_name", cfg.ZoneName, "region", cfg.Region, "rate_limits", !*noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("cloudsim shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
