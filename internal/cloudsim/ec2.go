@@ -148,6 +148,8 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 			fail(ec2Err(http.StatusUnauthorized, "AuthFailure", "AWS was not able to validate the provided access credentials"))
 		case ae.BadKey:
 			fail(ec2Err(http.StatusUnauthorized, "AuthFailure", "AWS was not able to validate the provided access credentials"))
+		case ae.Expired:
+			fail(ec2Err(http.StatusBadRequest, "RequestExpired", "Request has expired. %s", ae.Message))
 		default:
 			fail(ec2Err(http.StatusForbidden, "SignatureDoesNotMatch", "%s", ae.Message))
 		}
@@ -639,21 +641,36 @@ func copyTags(m map[string]string) map[string]string {
 
 // runFingerprint hashes every RunInstances parameter but the token itself, so
 // a retry with the same token is recognised and a changed request is not.
+// Lists whose order means nothing (tags, security groups) are compared as
+// sets, so a client that builds them from a map still matches itself.
 func runFingerprint(form url.Values) string {
-	keys := make([]string, 0, len(form))
-	for k := range form {
+	var items []string
+	for k, vs := range form {
 		switch k {
 		case "ClientToken", "Action", "Version", "DryRun":
 			continue
 		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		for _, v := range form[k] {
-			fmt.Fprintf(h, "%q=%q\n", k, v)
+		parts := strings.Split(k, ".")
+		switch {
+		case len(parts) == 5 && parts[0] == "TagSpecification" && parts[2] == "Tag" && parts[4] == "Key":
+			spec := strings.Join(parts[:2], ".")
+			tag := strings.Join(parts[:4], ".")
+			items = append(items, fmt.Sprintf("tag %q %q=%q", form.Get(spec+".ResourceType"), form.Get(k), form.Get(tag+".Value")))
+		case len(parts) == 5 && parts[0] == "TagSpecification" && parts[2] == "Tag" && parts[4] == "Value",
+			len(parts) == 3 && parts[0] == "TagSpecification" && parts[2] == "ResourceType":
+			// folded into the tag item above
+		case len(parts) == 2 && parts[0] == "SecurityGroupId":
+			items = append(items, fmt.Sprintf("sg %q", form.Get(k)))
+		default:
+			for _, v := range vs {
+				items = append(items, fmt.Sprintf("%q=%q", k, v))
+			}
 		}
+	}
+	sort.Strings(items)
+	h := sha256.New()
+	for _, it := range items {
+		fmt.Fprintln(h, it)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -14,7 +14,11 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 )
+
+// sigV4MaxSkew is how far a request's X-Amz-Date may be from now.
+const sigV4MaxSkew = 15 * time.Minute
 
 // awsAuthError is why a request's signature was refused.
 type awsAuthError struct {
@@ -23,6 +27,7 @@ type awsAuthError struct {
 	// wrong (EC2 SignatureDoesNotMatch, SSM InvalidSignatureException).
 	BadKey  bool
 	Missing bool // no Authorization header at all
+	Expired bool // X-Amz-Date more than 15 minutes from now (EC2 RequestExpired)
 	Message string
 }
 
@@ -72,6 +77,17 @@ func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) *awsAuth
 	amzDate := r.Header.Get("X-Amz-Date")
 	if len(amzDate) != len("20060102T150405Z") || !strings.HasPrefix(amzDate, date) {
 		return &awsAuthError{Message: "X-Amz-Date is missing or does not match the credential scope date"}
+	}
+	// AWS refuses signatures more than 15 minutes off its own time. The SDK
+	// signs with the wall clock, so that is the clock to compare with, not
+	// the world's (possibly fake) clock.
+	signedAt, err := time.Parse("20060102T150405Z", amzDate)
+	if err != nil {
+		return &awsAuthError{Message: fmt.Sprintf("X-Amz-Date %q is not of the form yyyymmddThhmmssZ", amzDate)}
+	}
+	if skew := time.Since(signedAt); skew > sigV4MaxSkew || skew < -sigV4MaxSkew {
+		return &awsAuthError{Expired: true, Message: fmt.Sprintf("Signature expired: %s is now earlier or later than %s (15 min. skew allowed)",
+			amzDate, time.Now().UTC().Format("20060102T150405Z"))}
 	}
 
 	// Canonical request.

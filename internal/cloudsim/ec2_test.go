@@ -2,8 +2,11 @@ package cloudsim
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
@@ -513,17 +517,91 @@ func TestEC2Auth(t *testing.T) {
 		t.Fatalf("ec2.DescribeInstances/401 counted %d, want 1", got)
 	}
 
-	// A request whose body was altered after signing is refused.
-	req, _ := http.NewRequest(http.MethodPost, w.srv.URL+"/", strings.NewReader("Action=DescribeInstances&Version=2016-11-15"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Amz-Date", "20261126T100000Z")
-	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+DefaultAWSAccessKey+"/20261126/us-east-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// Hand-signed requests: a good signature passes, a signature from an
+	// hour ago is expired, and a body altered after signing is refused.
+	sign := func(body string, at time.Time) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, w.srv.URL+"/", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		sum := sha256.Sum256([]byte(body))
+		err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: DefaultAWSAccessKey, SecretAccessKey: DefaultAWSSecret},
+			req, hex.EncodeToString(sum[:]), "ec2", DefaultRegion, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("forged signature: HTTP %d, want 403", resp.StatusCode)
+	do := func(req *http.Request) (int, string) {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const describe = "Action=DescribeInstances&Version=2016-11-15"
+	if st, body := do(sign(describe, time.Now())); st != http.StatusOK || !strings.Contains(body, "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">") {
+		t.Fatalf("hand-signed request: HTTP %d %s", st, body)
+	}
+	if st, body := do(sign(describe, time.Now().Add(-time.Hour))); st != http.StatusBadRequest || !strings.Contains(body, "<Code>RequestExpired</Code>") {
+		t.Fatalf("hour-old signature: HTTP %d %s", st, body)
+	}
+	req := sign(describe, time.Now())
+	req.Body = io.NopCloser(strings.NewReader("Action=DescribeInstances&Version=2016-11-15&MaxResults=5"))
+	req.ContentLength = int64(len("Action=DescribeInstances&Version=2016-11-15&MaxResults=5"))
+	req.Header.Del("Content-Length")
+	if st, body := do(req); st != http.StatusForbidden || !strings.Contains(body, "<Code>SignatureDoesNotMatch</Code>") {
+		t.Fatalf("altered body: HTTP %d %s", st, body)
+	}
+	noAuth, _ := http.NewRequest(http.MethodPost, w.srv.URL+"/", strings.NewReader(describe))
+	noAuth.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if st, body := do(noAuth); st != http.StatusUnauthorized || !strings.Contains(body, "<Code>AuthFailure</Code>") || !strings.Contains(body, "<RequestID>") {
+		t.Fatalf("unsigned request: HTTP %d %s", st, body)
+	}
+}
+
+// Racing retries with one token launch one instance, and the order of tags
+// or security groups is not a "different parameter".
+func TestEC2ClientTokenConcurrentAndOrder(t *testing.T) {
+	w := newAWSTestWorld(t, Config{BootDelay: time.Second})
+	ctx := context.Background()
+	tags := map[string]string{"ManagedBy": "tunnelward", "OrgID": "acme", "TunnelID": "c0ffee", "Name": "tw-acme"}
+	const racers = 8
+	res := make(chan string, racers)
+	errs := make(chan error, racers)
+	for i := 0; i < racers; i++ {
+		go func() {
+			out, err := w.ec2.RunInstances(ctx, runInput("acme-1", tags)) // map order differs per call
+			if err != nil {
+				errs <- err
+				return
+			}
+			res <- aws.ToString(out.Instances[0].InstanceId)
+		}()
+	}
+	var first string
+	for i := 0; i < racers; i++ {
+		select {
+		case err := <-errs:
+			t.Fatalf("racing RunInstances: %v", err)
+		case id := <-res:
+			if first == "" {
+				first = id
+			} else if id != first {
+				t.Fatalf("racing RunInstances with one token gave %s and %s", first, id)
+			}
+		}
+	}
+	in := runInput("acme-1", tags)
+	in.SecurityGroupIds = []string{"sg-1a2b3c4d", "sg-0a1b2c3d"}
+	out, err := w.ec2.RunInstances(ctx, in)
+	if err != nil || aws.ToString(out.Instances[0].InstanceId) != first {
+		t.Fatalf("reordered security groups: %v", err)
+	}
+	w.sim.mu.Lock()
+	n := len(w.sim.instances)
+	w.sim.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d instances for one token, want 1", n)
 	}
 }
