@@ -33,11 +33,16 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("name already taken") // tunnel create with a name in use
 	ErrExists   = errors.New("record already exists")
+	// ErrActiveConnections: a tunnel with live connections cannot be
+	// deleted; CleanConnections first.
+	ErrActiveConnections = errors.New("tunnel has active connections")
 )
 
 // Cloudflare error codes we act on.
 const (
 	codeRecordExists   = 81053 // an A, AAAA or CNAME record with that host already exists
+	codeIdentical      = 81058 // an identical record already exists
+	codeTunnelActive   = 1022  // cannot delete tunnel because it has active connections
 	codeRateLimited    = 10429
 	codeRateLimitedAlt = 971
 )

@@ -61,7 +61,7 @@ func (c *Client) CreateRecord(ctx context.Context, s RecordSpec) (Record, error)
 		}
 		return err
 	})
-	if hasCode(err, codeRecordExists) {
+	if hasCode(err, codeRecordExists) || hasCode(err, codeIdentical) {
 		return Record{}, apicall.WithKind(err, ErrExists)
 	}
 	return out, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cloudflare/cloudflare-go/v7/packages/pagination"
@@ -122,9 +123,11 @@ func (c *Client) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
 	return out, err
 }
 
-// ListTunnels lists every live (not deleted) tunnel of the account, all
-// pages, and says how many pages it fetched.
-func (c *Client) ListTunnels(ctx context.Context) ([]Tunnel, int, error) {
+// ListTunnels lists every live (not deleted) tunnel of the account whose
+// name starts with namePrefix ("" for all), all pages, and says how many
+// pages it fetched. The prefix is sent as include_prefix and checked again
+// here.
+func (c *Client) ListTunnels(ctx context.Context, namePrefix string) ([]Tunnel, int, error) {
 	items, pages, err := listAll(ctx, c, "tunnel.list", func(t shared.CloudflareTunnel) string { return t.ID },
 		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[shared.CloudflareTunnel], error) {
 			var p zero_trust.TunnelCloudflaredListParams
@@ -132,6 +135,9 @@ func (c *Client) ListTunnels(ctx context.Context) ([]Tunnel, int, error) {
 			setField(&p.IsDeleted.Value, &p.IsDeleted.Present, false)
 			setField(&p.Page.Value, &p.Page.Present, float64(page))
 			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.PageSize))
+			if namePrefix != "" {
+				setField(&p.IncludePrefix.Value, &p.IncludePrefix.Present, namePrefix)
+			}
 			return c.tunnels.List(ctx, p)
 		})
 	if err != nil {
@@ -139,7 +145,7 @@ func (c *Client) ListTunnels(ctx context.Context) ([]Tunnel, int, error) {
 	}
 	out := make([]Tunnel, 0, len(items))
 	for i := range items {
-		if items[i].DeletedAt.IsZero() {
+		if items[i].DeletedAt.IsZero() && strings.HasPrefix(items[i].Name, namePrefix) {
 			out = append(out, toTunnel(&items[i]))
 		}
 	}
@@ -158,6 +164,9 @@ func (c *Client) DeleteTunnel(ctx context.Context, id string) (existed bool, err
 	})
 	if apicall.StatusOf(err) == http.StatusNotFound {
 		return false, nil
+	}
+	if hasCode(err, codeTunnelActive) {
+		return false, apicall.WithKind(err, ErrActiveConnections)
 	}
 	return err == nil, err
 }
