@@ -1,0 +1,524 @@
+package deploy
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v4"
+
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/metrics"
+)
+
+// repoRoot is the module root, two levels up from nothing: deploy/ sits
+// directly under it.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("no go.mod at %s", root)
+	}
+	return root
+}
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	root := repoRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := loader.LoadWithContext(ctx, types.ConfigDetails{
+		WorkingDir:  root,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, "compose.yaml")}},
+		Environment: types.Mapping{}, // nothing from the test's environment leaks in
+	}, func(o *loader.Options) { o.SetProjectName("tunnelward", true) })
+	if err != nil {
+		t.Fatalf("compose.yaml does not load: %v", err)
+	}
+	return p
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	return s
+}
+
+// flagValue returns the value after a flag in a command line (-f v or -f=v).
+func flagValue(cmd []string, names ...string) (string, bool) {
+	for i, a := range cmd {
+		for _, n := range names {
+			if a == n && i+1 < len(cmd) {
+				return cmd[i+1], true
+			}
+			if v, ok := strings.CutPrefix(a, n+"="); ok {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// publishes reports whether the service publishes container port target.
+func publishes(s types.ServiceConfig, target int) bool {
+	for _, p := range s.Ports {
+		if int(p.Target) == target && p.Published != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func hasVolumeAt(s types.ServiceConfig, target string) bool {
+	for _, v := range s.Volumes {
+		if v.Target == target && v.Type == types.VolumeTypeVolume {
+			return true
+		}
+	}
+	return false
+}
+
+func port(t *testing.T, hostport string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Fatalf("%q: %v", hostport, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("%q: %v", hostport, err)
+	}
+	return n
+}
+
+// goModVersion returns the version go.mod requires of a module, or the go
+// directive for "go".
+func goModVersion(t *testing.T, module string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(module) + `\s+v?([0-9][^\s]*)`)
+	if module == "go" {
+		re = regexp.MustCompile(`(?m)^go\s+([0-9.]+)`)
+	}
+	m := re.FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("go.mod has no %s", module)
+	}
+	return string(m[1])
+}
+
+func TestComposeServices(t *testing.T) {
+	p := loadCompose(t)
+	for _, name := range []string{"nats", "cloudsim", "reconciler", "prometheus"} {
+		service(t, p, name)
+	}
+}
+
+func TestComposeNATS(t *testing.T) {
+	p := loadCompose(t)
+	nats := service(t, p, "nats")
+	img, tag, ok := strings.Cut(nats.Image, ":")
+	if !ok || img != "nats" || tag == "latest" {
+		t.Fatalf("nats image %q: want the official image at a pinned tag", nats.Image)
+	}
+	// The server in compose is the one the reconciler embeds and is tested with.
+	want := goModVersion(t, "github.com/nats-io/nats-server/v2")
+	if strings.TrimSuffix(tag, "-alpine") != want {
+		t.Errorf("nats image tag %q, want %s (go.mod's nats-server)", tag, want)
+	}
+	cmd := []string(nats.Command)
+	if !slices.Contains(cmd, "-js") && !slices.Contains(cmd, "--jetstream") {
+		t.Errorf("nats command %v does not enable JetStream", cmd)
+	}
+	sd, ok := flagValue(cmd, "-sd", "--store_dir")
+	if !ok {
+		t.Fatalf("nats command %v sets no JetStream store dir", cmd)
+	}
+	if !hasVolumeAt(nats, sd) {
+		t.Errorf("JetStream store %s is not on a named volume; streams would not survive a restart", sd)
+	}
+	mon, ok := flagValue(cmd, "-m", "--http_port")
+	if !ok {
+		t.Fatalf("nats command %v enables no monitoring port", cmd)
+	}
+	monPort, _ := strconv.Atoi(mon)
+	for _, pt := range []int{4222, monPort} {
+		if !publishes(nats, pt) {
+			t.Errorf("nats does not publish port %d", pt)
+		}
+	}
+	if nats.HealthCheck == nil || !strings.Contains(strings.Join(nats.HealthCheck.Test, " "), ":"+mon+"/healthz") {
+		t.Errorf("nats healthcheck should ask the monitoring port's /healthz")
+	}
+}
+
+func TestComposeBuilds(t *testing.T) {
+	p := loadCompose(t)
+	stages := dockerfileStages(t)
+	for _, name := range []string{"cloudsim", "reconciler"} {
+		s := service(t, p, name)
+		if s.Build == nil {
+			t.Fatalf("%s is not built from the repo", name)
+		}
+		if st, err := os.Stat(s.Build.Context); err != nil || !st.IsDir() {
+			t.Errorf("%s build context %s: not a directory", name, s.Build.Context)
+		}
+		df := s.Build.Dockerfile
+		if !filepath.IsAbs(df) {
+			df = filepath.Join(s.Build.Context, df)
+		}
+		if _, err := os.Stat(df); err != nil {
+			t.Errorf("%s Dockerfile: %v", name, err)
+		}
+		if !slices.Contains(stages, s.Build.Target) {
+			t.Errorf("%s builds target %q; the Dockerfile has stages %v", name, s.Build.Target, stages)
+		}
+	}
+}
+
+func TestComposeReconciler(t *testing.T) {
+	p := loadCompose(t)
+	rec := service(t, p, "reconciler")
+	known := config.EnvVars()
+	env := map[string]string{}
+	for k, v := range rec.Environment {
+		if !slices.Contains(known, k) {
+			t.Errorf("reconciler sets %s, which the reconciler does not read", k)
+		}
+		if v == nil {
+			t.Errorf("reconciler passes %s through from the host; set it explicitly", k)
+			continue
+		}
+		env[k] = *v
+	}
+	if env[config.EnvCloudflareAPIToken] != "" {
+		t.Errorf("compose.yaml must not carry a Cloudflare API token")
+	}
+	// The environment must be a configuration the reconciler accepts.
+	cfg, err := config.Parse(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("reconciler's compose environment is rejected: %v", err)
+	}
+
+	// --cloud points at the cloudsim service, on the port cloudsim listens on.
+	if cfg.Cloud != config.ModeURL {
+		t.Fatalf("reconciler runs with --cloud %s, want the cloudsim service's URL", cfg.Cloud)
+	}
+	cu, _ := url.Parse(cfg.CloudURL)
+	cloudsim := service(t, p, "cloudsim")
+	listen, ok := flagValue([]string(cloudsim.Command), "--listen", "-listen")
+	if !ok {
+		t.Fatal("cloudsim command sets no --listen")
+	}
+	if h, _, _ := net.SplitHostPort(listen); h != "0.0.0.0" && h != "" {
+		t.Errorf("cloudsim listens on %s: unreachable from other containers", listen)
+	}
+	if cu.Hostname() != "cloudsim" || cu.Port() != strconv.Itoa(port(t, listen)) {
+		t.Errorf("--cloud %s does not reach cloudsim listening on %s", cfg.CloudURL, listen)
+	}
+	if !publishes(cloudsim, port(t, listen)) {
+		t.Errorf("cloudsim's port %d is not published (operators read /_sim/ there)", port(t, listen))
+	}
+
+	// NATS: the external server, on the port the nats service publishes.
+	if cfg.NATS.Embedded() {
+		t.Fatal("reconciler would run an embedded NATS server beside the nats service")
+	}
+	nu, _ := url.Parse(cfg.NATS.URL)
+	if nu.Hostname() != "nats" {
+		t.Errorf("--nats-url %s does not name the nats service", cfg.NATS.URL)
+	}
+	np, _ := strconv.Atoi(nu.Port())
+	if np == 0 {
+		np = 4222
+	}
+	if !publishes(service(t, p, "nats"), np) {
+		t.Errorf("--nats-url port %d is not a port of the nats service", np)
+	}
+
+	// Admin: listening on all interfaces inside the container, and published.
+	if h, _, _ := net.SplitHostPort(cfg.AdminListen); h != "0.0.0.0" && h != "" {
+		t.Errorf("--admin-listen %s is unreachable from outside the container", cfg.AdminListen)
+	}
+	if !publishes(rec, port(t, cfg.AdminListen)) {
+		t.Errorf("admin port %d is not published", port(t, cfg.AdminListen))
+	}
+	// State survives a container restart.
+	if !hasVolumeAt(rec, cfg.DataDir) {
+		t.Errorf("--data-dir %s is not on a named volume", cfg.DataDir)
+	}
+	for _, dep := range []string{"nats", "cloudsim"} {
+		if _, ok := rec.DependsOn[dep]; !ok {
+			t.Errorf("reconciler does not depend on %s", dep)
+		}
+	}
+}
+
+func TestComposePrometheus(t *testing.T) {
+	p := loadCompose(t)
+	prom := service(t, p, "prometheus")
+	if strings.HasSuffix(prom.Image, ":latest") || !strings.Contains(prom.Image, ":") {
+		t.Errorf("prometheus image %q is not pinned", prom.Image)
+	}
+	cfgFile, _ := flagValue([]string(prom.Command), "--config.file")
+	// Map the container path back to the repo through the bind mount.
+	var hostFile string
+	for _, v := range prom.Volumes {
+		if v.Type == types.VolumeTypeBind && strings.HasPrefix(cfgFile, v.Target+"/") {
+			hostFile = filepath.Join(v.Source, strings.TrimPrefix(cfgFile, v.Target+"/"))
+		}
+	}
+	if hostFile == "" {
+		t.Fatalf("prometheus config %q is not mounted from the repo", cfgFile)
+	}
+	var pc struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, hostFile, &pc)
+	env := map[string]string{}
+	for k, v := range service(t, p, "reconciler").Environment {
+		if v != nil {
+			env[k] = *v
+		}
+	}
+	cfg, err := config.Parse(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "reconciler:" + strconv.Itoa(port(t, cfg.AdminListen))
+	found := false
+	for _, sc := range pc.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			if slices.Contains(st.Targets, want) && (sc.MetricsPath == "" || sc.MetricsPath == "/metrics") {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("prometheus does not scrape %s/metrics", want)
+	}
+	// Every rule file exists in the mounted directory and names only metrics
+	// tunnelward exports.
+	exported := exportedMetricNames(t)
+	re := regexp.MustCompile(`\btunnelward_[a-z_]+`)
+	for _, rf := range pc.RuleFiles {
+		host := filepath.Join(filepath.Dir(hostFile), filepath.Base(rf))
+		var rules struct {
+			Groups []struct {
+				Rules []struct {
+					Alert string `yaml:"alert"`
+					Expr  string `yaml:"expr"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		readYAML(t, host, &rules)
+		n := 0
+		for _, g := range rules.Groups {
+			for _, r := range g.Rules {
+				n++
+				for _, name := range re.FindAllString(r.Expr, -1) {
+					if !exported[name] {
+						t.Errorf("alert %s uses %s, which tunnelward does not export", r.Alert, name)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s holds no rules", host)
+		}
+	}
+}
+
+// exportedMetricNames is every series name the metrics package exposes,
+// with histogram suffixes.
+func exportedMetricNames(t *testing.T) map[string]bool {
+	t.Helper()
+	m := metrics.New()
+	// Touch every vector so its family is gathered.
+	m.IngestedEvent("org.created", "applied")
+	m.DeadLetter("schema")
+	m.ObserveReconcile("converged", time.Second)
+	m.APICall("aws", "ec2.RunInstances", 200, time.Millisecond, true)
+	m.SetOrgsByCondition(map[string]int{"ready": 1})
+	m.Remediation("restart_cloudflared", "success")
+	m.DriftFound("instance")
+	m.OrphanCollected("tunnel")
+	m.SweepDone(time.Second, nil)
+	m.SetConsumerStatsFunc(func(context.Context) (metrics.ConsumerStats, error) { return metrics.ConsumerStats{}, nil })
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = true
+		if mf.GetType().String() == "HISTOGRAM" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				out[mf.GetName()+s] = true
+			}
+		}
+	}
+	return out
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// dockerfile returns the Dockerfile's instructions, continuation lines
+// joined and comments dropped.
+func dockerfile(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot(t), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	var cur strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if s, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(s + " ")
+			continue
+		}
+		cur.WriteString(line)
+		out = append(out, cur.String())
+		cur.Reset()
+	}
+	return out
+}
+
+func dockerfileStages(t *testing.T) []string {
+	var stages []string
+	for _, ins := range dockerfile(t) {
+		f := strings.Fields(ins)
+		if strings.EqualFold(f[0], "FROM") && len(f) >= 4 && strings.EqualFold(f[2], "AS") {
+			stages = append(stages, f[3])
+		}
+	}
+	return stages
+}
+
+func TestDockerfile(t *testing.T) {
+	ins := dockerfile(t)
+	all := strings.Join(ins, "\n")
+	// Go version follows go.mod.
+	if want := "ARG GO_VERSION=" + goModVersion(t, "go"); !slices.Contains(ins, want) {
+		t.Errorf("Dockerfile lacks %q", want)
+	}
+	// Static, reproducible binaries for every command, with build caches.
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "--mount=type=cache,target=/go/pkg/mod", "--mount=type=cache,target=/root/.cache/go-build"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("Dockerfile lacks %s", want)
+		}
+	}
+	for _, cmd := range []string{"reconciler", "publisher", "cloudsim"} {
+		if !strings.Contains(all, "./cmd/"+cmd) {
+			t.Errorf("Dockerfile does not build ./cmd/%s", cmd)
+		}
+		if st, err := os.Stat(filepath.Join(repoRoot(t), "cmd", cmd)); err != nil || !st.IsDir() {
+			t.Errorf("Dockerfile builds ./cmd/%s, which does not exist", cmd)
+		}
+	}
+	// Multi-stage; the runtime stages are distroless or scratch and never root.
+	var stage, base string
+	users := map[string]string{}
+	bases := map[string]string{}
+	var order []string
+	for _, i := range ins {
+		f := strings.Fields(i)
+		switch strings.ToUpper(f[0]) {
+		case "FROM":
+			base, stage = f[1], ""
+			if len(f) >= 4 {
+				stage = f[3]
+			}
+			bases[stage] = base
+			if u, ok := users[base]; ok { // FROM an earlier stage inherits its USER
+				users[stage] = u
+			}
+			order = append(order, stage)
+		case "USER":
+			users[stage] = f[1]
+		case "ENV":
+			for _, kv := range f[1:] {
+				k, _, _ := strings.Cut(kv, "=")
+				if strings.HasPrefix(k, config.EnvPrefix) && !slices.Contains(config.EnvVars(), k) {
+					t.Errorf("Dockerfile sets %s, which the reconciler does not read", k)
+				}
+			}
+		}
+	}
+	if len(order) < 2 {
+		t.Fatalf("Dockerfile has %d stages; want a build stage and runtime stages", len(order))
+	}
+	if last := order[len(order)-1]; last != "reconciler" {
+		t.Errorf("the default (last) target is %q, want reconciler", last)
+	}
+	for _, target := range []string{"reconciler", "cloudsim"} {
+		u, ok := users[target]
+		if !ok {
+			t.Errorf("target %s sets no USER", target)
+			continue
+		}
+		uid, _, _ := strings.Cut(u, ":")
+		if uid == "0" || uid == "root" {
+			t.Errorf("target %s runs as root", target)
+		}
+		b := bases[target]
+		for bases[b] != "" { // follow FROM <stage> to the image
+			b = bases[b]
+		}
+		if !strings.HasPrefix(b, "gcr.io/distroless/static") && b != "scratch" {
+			t.Errorf("target %s is based on %s, want distroless/static or scratch", target, b)
+		}
+	}
+	// The context excludes what must never reach an image.
+	ig, err := os.ReadFile(filepath.Join(repoRoot(t), ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".git", "data", "**/*.db"} {
+		if !slices.Contains(strings.Fields(string(ig)), want) {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+}
