@@ -30,6 +30,11 @@ const (
 	// ssmCommandRunDelay is how long a Run Command invocation stays
 	// Pending/InProgress before its script runs.
 	ssmCommandRunDelay = 200 * time.Millisecond
+	// ssmInvocationVisibleDelay: as on AWS, GetCommandInvocation answers
+	// InvocationDoesNotExist for a moment after SendCommand (the CLI's
+	// command-executed waiter retries on exactly that), so clients must
+	// treat it as "not yet".
+	ssmInvocationVisibleDelay = 100 * time.Millisecond
 )
 
 var reSSMSegment = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
@@ -798,6 +803,13 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	if len(in.Comment) > 100 {
 		return nil, ssmValidation("1 validation error detected: Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100")
 	}
+	timeout := int32(3600)
+	if in.TimeoutSeconds != nil {
+		timeout = *in.TimeoutSeconds
+		if timeout < 30 || timeout > 2592000 {
+			return nil, ssmValidation("1 validation error detected: Value '%d' at 'timeoutSeconds' failed to satisfy constraint: Member must have value between 30 and 2592000", timeout)
+		}
+	}
 	for k := range in.Parameters {
 		if k != "commands" && k != "workingDirectory" && k != "executionTimeout" {
 			return nil, ssmErr("InvalidParameters", "Parameter %q is not a parameter of document AWS-RunShellScript.", k)
@@ -834,7 +846,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	for _, inst := range insts {
 		inv := &Invocation{InstanceID: inst.ID, Status: "Pending", ExitCode: -1}
 		cmd.Invocations[inst.ID] = inv
-		s.schedule(now, func() {
+		s.schedule(now.Add(ssmInvocationVisibleDelay), func() {
 			if inv.Status == "Pending" {
 				inv.Status = "InProgress"
 			}
@@ -858,10 +870,6 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 				inv.StdErr = fmt.Sprintf("failed to run commands: exit status %d", code)
 			}
 		})
-	}
-	timeout := int32(3600)
-	if in.TimeoutSeconds != nil {
-		timeout = *in.TimeoutSeconds
 	}
 	return map[string]any{"Command": map[string]any{
 		"CommandId":              cmd.ID,
@@ -902,7 +910,7 @@ func (s *Sim) ssmGetCommandInvocation(body []byte) (any, *ssmError) {
 	if ok {
 		inv = cmd.Invocations[in.InstanceId]
 	}
-	if inv == nil {
+	if inv == nil || s.now().Before(cmd.RequestedAt.Add(ssmInvocationVisibleDelay)) {
 		return nil, ssmErr("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation")
 	}
 	if in.PluginName != "" && in.PluginName != "aws:runShellScript" && in.PluginName != "runShellScript" {

@@ -346,6 +346,10 @@ func TestSSMSendCommand(t *testing.T) {
 		c.RequestedDateTime == nil || !c.RequestedDateTime.Equal(w.clock.Now()) || c.TargetCount != 1 {
 		t.Fatalf("SendCommand result: %+v", c)
 	}
+	// Right after SendCommand the invocation does not exist yet, as on AWS.
+	_, err = w.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: aws.String(cmdID), InstanceId: aws.String(id)})
+	requireAPIError(t, err, "InvocationDoesNotExist", http.StatusBadRequest)
+	w.clock.Advance(ssmInvocationVisibleDelay)
 	inv, err := w.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: aws.String(cmdID), InstanceId: aws.String(id)})
 	if err != nil {
 		t.Fatalf("GetCommandInvocation: %v", err)
@@ -388,6 +392,9 @@ func TestSSMSendCommand(t *testing.T) {
 	requireAPIError(t, err, "InvalidDocument", http.StatusBadRequest)
 	_, err = w.ssm.SendCommand(ctx, &ssm.SendCommandInput{DocumentName: aws.String("AWS-RunShellScript"), InstanceIds: []string{id}})
 	requireAPIError(t, err, "InvalidParameters", http.StatusBadRequest)
+	_, err = w.ssm.SendCommand(ctx, &ssm.SendCommandInput{DocumentName: aws.String("AWS-RunShellScript"), InstanceIds: []string{id},
+		Parameters: map[string][]string{"commands": {"true"}}, TimeoutSeconds: aws.Int32(5)})
+	requireAPIError(t, err, "ValidationException", http.StatusBadRequest)
 	_, err = w.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: aws.String("00000000-0000-4000-a000-000000000000"), InstanceId: aws.String(id)})
 	var dne *ssmtypes.InvocationDoesNotExist
 	if !errors.As(err, &dne) {
