@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -52,26 +51,9 @@ func newRequestID() string {
 	return fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", uint32(time.Now().Unix()), uint16(n>>32), n>>20&0xfff, n>>8&0xfff, n)
 }
 
-// ec2Retired keeps instances that have dropped out of view after their
-// terminated retention, per world, so a repeated RunInstances ClientToken can
-// still answer with its original reservation (AWS honours tokens for at
-// least 24 h after termination). Guarded by each Sim's mu; the outer map by
-// ec2RetiredMu.
-var (
-	ec2RetiredMu sync.Mutex
-	ec2Retired   = map[*Sim]map[string]*Instance{}
-)
-
-func (s *Sim) retiredInstances() map[string]*Instance {
-	ec2RetiredMu.Lock()
-	defer ec2RetiredMu.Unlock()
-	m := ec2Retired[s]
-	if m == nil {
-		m = map[string]*Instance{}
-		ec2Retired[s] = m
-	}
-	return m
-}
+// ec2TokenLife is how long a RunInstances ClientToken is honoured after its
+// last instance terminated (AWS: at least 24 hours).
+const ec2TokenLife = 24 * time.Hour
 
 // ec2Error is an EC2 API error answer.
 type ec2Error struct {
@@ -488,7 +470,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 					"Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
 			}
 			return ec2RunInstancesResponse{Xmlns: ec2Namespace, RequestID: newRequestID(),
-				ec2ReservationXML: s.reservationXML(ct.ReservationID, s.reservationInstances(ct.ReservationID))}, nil
+				ec2ReservationXML: s.reservationXML(ct.ReservationID, ct.Instances)}, nil
 		}
 	}
 
@@ -625,7 +607,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 		})
 	}
 	if token != "" {
-		s.clientToks[token] = &clientToken{Fingerprint: fp, ReservationID: resID, CreatedAt: now}
+		s.clientToks[token] = &clientToken{Fingerprint: fp, ReservationID: resID, CreatedAt: now, Instances: insts}
 	}
 	return ec2RunInstancesResponse{Xmlns: ec2Namespace, RequestID: newRequestID(),
 		ec2ReservationXML: s.reservationXML(resID, insts)}, nil
@@ -675,20 +657,6 @@ func runFingerprint(form url.Values) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// reservationInstances finds a reservation's instances, visible or retired.
-func (s *Sim) reservationInstances(resID string) []*Instance {
-	var out []*Instance
-	retired := s.retiredInstances()
-	for _, id := range s.reservation[resID] {
-		if inst, ok := s.instances[id]; ok {
-			out = append(out, inst)
-		} else if inst, ok := retired[id]; ok {
-			out = append(out, inst)
-		}
-	}
-	return out
-}
-
 // ---- lifecycle ----
 
 // terminateInstanceLocked moves inst to shutting-down and, after
@@ -717,9 +685,34 @@ func (s *Sim) terminateInstanceLocked(inst *Instance) {
 				return
 			}
 			delete(s.instances, inst.ID)
-			s.retiredInstances()[inst.ID] = inst
 		})
+		if inst.ClientToken != "" {
+			s.schedule(doneAt.Add(max(ec2TokenLife, s.cfg.TerminatedRetention)), func() { s.expireToken(inst.ClientToken) })
+		}
 	})
+}
+
+// expireToken forgets a ClientToken once every instance it launched has
+// been terminated for ec2TokenLife; the same token then launches anew.
+// Caller holds s.mu.
+func (s *Sim) expireToken(token string) {
+	ct := s.clientToks[token]
+	if ct == nil {
+		return
+	}
+	now := s.now()
+	for _, inst := range ct.Instances {
+		if inst.State != "terminated" || now.Before(inst.StateChangedAt.Add(ec2TokenLife)) {
+			return
+		}
+	}
+	delete(s.clientToks, token)
+	for _, inst := range ct.Instances {
+		if s.instances[inst.ID] == inst { // retention longer than the token's life
+			return
+		}
+	}
+	delete(s.reservation, ct.ReservationID)
 }
 
 // stopInstanceLocked moves a pending or running inst to stopping and, after

@@ -262,6 +262,15 @@ func TestEC2ClientTokenIdempotency(t *testing.T) {
 		late.Instances[0].State.Name != types.InstanceStateNameTerminated {
 		t.Fatalf("token after termination: reservation %s instances %+v", aws.ToString(late.ReservationId), late.Instances)
 	}
+	// Once the token has been terminated for 24 h, it launches anew.
+	w.clock.Advance(time.Second)
+	fresh, err := w.ec2.RunInstances(ctx, runInput("acme-gen-1", tags))
+	if err != nil {
+		t.Fatalf("token after expiry: %v", err)
+	}
+	if aws.ToString(fresh.ReservationId) == aws.ToString(first.ReservationId) || fresh.Instances[0].State.Name != types.InstanceStateNamePending {
+		t.Fatalf("expired token reused reservation %s", aws.ToString(fresh.ReservationId))
+	}
 
 	// Token shape.
 	_, err = w.ec2.RunInstances(ctx, runInput(strings.Repeat("x", 65), tags))

@@ -275,6 +275,9 @@ type clientToken struct {
 	Fingerprint   string
 	ReservationID string
 	CreatedAt     time.Time
+	// Instances of the reservation, kept here after they drop out of
+	// s.instances: AWS honours a token for at least 24 h after termination.
+	Instances []*Instance
 }
 
 // Parameter is an SSM parameter.
