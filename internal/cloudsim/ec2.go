@@ -1010,12 +1010,16 @@ func (s *Sim) ec2DescribeInstances(form url.Values) (any, *ec2Error) {
 			cands = append(cands, inst)
 		}
 	}
-	sort.Slice(cands, func(i, j int) bool { return instanceKey(cands[i]) < instanceKey(cands[j]) })
+	keys := make(map[*Instance]string, len(cands))
+	for _, inst := range cands {
+		keys[inst] = instanceKey(inst)
+	}
+	sort.Slice(cands, func(i, j int) bool { return keys[cands[i]] < keys[cands[j]] })
 	var page []*Instance
 	next := ""
 	seen := map[string]bool{}
 	for _, inst := range cands {
-		if seen[inst.ID] || (after != "" && instanceKey(inst) <= after) {
+		if seen[inst.ID] || (after != "" && keys[inst] <= after) {
 			continue
 		}
 		seen[inst.ID] = true
