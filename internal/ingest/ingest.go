@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,8 @@ type Config struct {
 	Validator *events.Validator
 	Log       *slog.Logger
 	// BatchSize is the most events fetched and committed in one bbolt
-	// transaction (default 256).
+	// transaction (default 1024). Big batches amortise bbolt's page
+	// rewrites and fsync; when idle a batch is whatever has arrived.
 	BatchSize int
 	// MaxWait is how long one fetch waits for the first event (default 1 s);
 	// it bounds how long shutdown waits for an idle fetch.
@@ -75,9 +77,10 @@ type Ingester struct {
 
 	batches, applied, stale, ignored, dead, nacked atomic.Uint64
 
-	mu      sync.Mutex
-	running bool
-	lastErr error
+	mu        sync.Mutex
+	running   bool
+	fetchErr  error
+	commitErr error
 }
 
 // ConsumerConfig is the durable consumer's configuration.
@@ -90,7 +93,7 @@ func ConsumerConfig(ackWait time.Duration) jetstream.ConsumerConfig {
 		AckWait:       ackWait,
 		// Unlimited: an event that cannot be dead-lettered is retried, never dropped.
 		MaxDeliver:    -1,
-		MaxAckPending: 4096,
+		MaxAckPending: 8192, // room for the batch being fetched beside the one being committed
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
 }
@@ -101,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 		return nil, errors.New("ingest: JS, Store and Validator are required")
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 256
+		cfg.BatchSize = 1024
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = time.Second
@@ -140,18 +143,23 @@ func (in *Ingester) Check(context.Context) error {
 	if !in.running {
 		return errors.New("ingest loop is not running")
 	}
-	return in.lastErr
+	if in.commitErr != nil {
+		return in.commitErr
+	}
+	return in.fetchErr
 }
 
-func (in *Ingester) setErr(err error) {
+func (in *Ingester) setErr(field *error, err error) {
 	in.mu.Lock()
-	in.lastErr = err
+	*field = err
 	in.mu.Unlock()
 }
 
-// Run consumes until ctx is cancelled. The batch in hand when ctx ends is
-// still committed and acked (that is what a graceful stop means); then Run
-// flushes the acks and returns nil.
+// Run consumes until ctx is cancelled. A fetcher goroutine keeps the next
+// batch in flight while the current one is validated and committed, so
+// network round trips overlap with the work. When ctx ends, fetching stops;
+// batches already fetched are still committed and acked (that is what a
+// graceful stop means); then Run flushes the acks and returns nil.
 func (in *Ingester) Run(ctx context.Context) error {
 	in.mu.Lock()
 	in.running = true
@@ -161,34 +169,61 @@ func (in *Ingester) Run(ctx context.Context) error {
 		in.running = false
 		in.mu.Unlock()
 	}()
-	for ctx.Err() == nil {
-		msgs, err := in.fetch(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
+	batches := make(chan *batch, 1)
+	go func() {
+		defer close(batches)
+		for ctx.Err() == nil {
+			msgs, err := in.fetch(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				in.setErr(&in.fetchErr, fmt.Errorf("fetch from %s/%s: %w", events.Stream, ConsumerName, err))
+				in.log.Warn("fetch failed; retrying", "err", err)
+				sleep(ctx, in.cfg.RetryDelay)
+				continue
 			}
-			in.setErr(fmt.Errorf("fetch from %s/%s: %w", events.Stream, ConsumerName, err))
-			in.log.Warn("fetch failed; retrying", "err", err)
-			sleep(ctx, in.cfg.RetryDelay)
-			continue
+			in.setErr(&in.fetchErr, nil)
+			if len(msgs) > 0 {
+				// Decoding here overlaps with the previous batch's commit.
+				batches <- in.prepare(msgs) // the committer drains until close, so this never blocks forever
+			}
 		}
-		if len(msgs) == 0 {
-			in.setErr(nil)
-			continue
-		}
-		// The batch is finished even if ctx ends meanwhile.
-		if err := in.Process(context.WithoutCancel(ctx), msgs); err != nil {
-			in.setErr(err)
-			in.log.Error("batch not committed; events nak'ed for redelivery", "err", err, "events", len(msgs))
-			sleep(ctx, in.cfg.RetryDelay)
-			continue
-		}
-		in.setErr(nil)
+	}()
+	for b := range batches {
+		in.commitUntilDone(ctx, b)
 	}
 	if err := in.cfg.JS.Conn().FlushTimeout(5 * time.Second); err != nil {
 		in.log.Warn("flushing acks at shutdown", "err", err)
 	}
 	return nil
+}
+
+// commitUntilDone retries a batch whose transaction failed (disk
+// full, I/O error) instead of nak'ing it, so later events never overtake
+// it; the ack deadline is extended meanwhile. Only at shutdown are the
+// events nak'ed, for redelivery after the restart.
+func (in *Ingester) commitUntilDone(ctx context.Context, b *batch) {
+	delay := in.cfg.RetryDelay
+	for {
+		err := in.commit(context.WithoutCancel(ctx), b)
+		in.setErr(&in.commitErr, err)
+		if err == nil {
+			return
+		}
+		in.log.Error("batch not committed; retrying", "err", err, "events", len(b.items), "retry_in", delay)
+		for _, it := range b.items {
+			_ = it.msg.InProgress()
+		}
+		sleep(ctx, delay)
+		if ctx.Err() != nil {
+			for _, it := range b.items {
+				in.nak(it.msg)
+			}
+			return
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -204,20 +239,24 @@ func sleep(ctx context.Context, d time.Duration) {
 // event and then takes whatever else is available: low latency when idle,
 // full batches under load.
 func (in *Ingester) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	msgs, err := collect(in.cons.FetchNoWait(in.cfg.BatchSize))
+	return fetchBatch(ctx, in.cons, in.cfg.BatchSize, in.cfg.MaxWait)
+}
+
+func fetchBatch(ctx context.Context, cons jetstream.Consumer, size int, maxWait time.Duration) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(size))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, in.cfg.MaxWait)
+	wctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
-	first, err := collect(in.cons.Fetch(1, jetstream.FetchContext(wctx)))
+	first, err := collect(cons.Fetch(1, jetstream.FetchContext(wctx)))
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, nats.ErrTimeout) {
 		return first, err
 	}
-	if len(first) == 0 || in.cfg.BatchSize == 1 {
+	if len(first) == 0 || size == 1 {
 		return first, nil
 	}
-	rest, err := collect(in.cons.FetchNoWait(in.cfg.BatchSize - 1))
+	rest, err := collect(cons.FetchNoWait(size - 1))
 	return append(first, rest...), err
 }
 
@@ -239,79 +278,117 @@ type item struct {
 	verr *events.ValidationError
 }
 
-// Process validates, applies, acks and dead-letters one batch. It returns an
-// error only if the bbolt transaction failed; then every valid event of the
-// batch has been nak'ed.
-func (in *Ingester) Process(ctx context.Context, msgs []jetstream.Msg) error {
-	in.batches.Add(1)
-	items := make([]item, 0, len(msgs))
-	facts := make([]state.Fact, 0, len(msgs))
-	var valid []int
-	for _, m := range msgs {
-		it := item{msg: m}
-		md, err := m.Metadata()
-		if err != nil {
-			// Not a JetStream message: cannot happen on a pull consumer.
-			in.log.Error("message without JetStream metadata; nak", "subject", m.Subject(), "err", err)
-			in.nak(m)
-			continue
-		}
-		it.seq = md.Sequence.Stream
-		ev, err := in.cfg.Validator.Decode(m.Subject(), m.Data())
-		if err != nil {
-			if !errors.As(err, &it.verr) {
-				it.verr = &events.ValidationError{Code: events.CodeSchema, Detail: err.Error()}
-			}
-		} else {
-			it.ev = ev
-			facts = append(facts, ToFact(ev, it.seq))
-			valid = append(valid, len(items))
-		}
-		items = append(items, it)
-	}
+// batch is a fetched batch, decoded and validated, ready to commit.
+type batch struct {
+	items []item
+	facts []state.Fact
+	valid []int // indexes into items of the events behind facts
+}
 
-	var commitErr error
-	if len(facts) > 0 {
-		outcomes, err := in.cfg.Store.Apply(facts)
-		if err != nil {
-			commitErr = err
-			for _, i := range valid {
-				in.nak(items[i].msg)
+// Process validates, applies, acks and dead-letters one batch. It returns an
+// error only if the bbolt transaction failed; then nothing of the batch was
+// acked, termed or dead-lettered, and the caller retries it.
+func (in *Ingester) Process(ctx context.Context, msgs []jetstream.Msg) error {
+	return in.commit(ctx, in.prepare(msgs))
+}
+
+// prepare decodes and validates a batch (no I/O). Validation is the CPU
+// cost of ingest, so a big batch is validated on all cores.
+func (in *Ingester) prepare(msgs []jetstream.Msg) *batch {
+	items := make([]item, len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), len(msgs)/64+1)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for i := w; i < len(msgs); i += workers {
+				items[i] = in.decode(msgs[i])
 			}
-		} else {
-			notified := map[string]bool{}
-			for k, i := range valid {
-				it, oc := items[i], outcomes[k]
-				// Ack after commit. A lost ack means a redelivery, which
-				// the seq check turns into a no-op.
-				if err := it.msg.Ack(); err != nil {
-					in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
-				}
-				switch oc.Result {
-				case state.ResultApplied:
-					in.applied.Add(1)
-				case state.ResultStale:
-					in.stale.Add(1)
-				default:
-					in.ignored.Add(1)
-				}
-				in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
-				if oc.Result == state.ResultIgnoredUnknown || oc.Result == state.ResultIgnoredDeleted {
-					in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
-				}
-				if oc.Changed() && !notified[oc.OrgID] && in.cfg.OnApplied != nil {
-					notified[oc.OrgID] = true
-					in.cfg.OnApplied(oc.OrgID)
-				}
-			}
-		}
+		})
 	}
+	wg.Wait()
+	b := &batch{items: make([]item, 0, len(msgs)), facts: make([]state.Fact, 0, len(msgs))}
 	for _, it := range items {
+		if it.msg == nil {
+			continue // no metadata: nak'ed
+		}
+		if it.verr == nil {
+			b.facts = append(b.facts, ToFact(it.ev, it.seq))
+			b.valid = append(b.valid, len(b.items))
+		}
+		b.items = append(b.items, it)
+	}
+	return b
+}
+
+func (in *Ingester) decode(m jetstream.Msg) item {
+	md, err := m.Metadata()
+	if err != nil {
+		// Not a JetStream message: cannot happen on a pull consumer.
+		in.log.Error("message without JetStream metadata; nak", "subject", m.Subject(), "err", err)
+		in.nak(m)
+		return item{}
+	}
+	it := item{msg: m, seq: md.Sequence.Stream}
+	ev, err := in.cfg.Validator.Decode(m.Subject(), m.Data())
+	if err != nil {
+		if !errors.As(err, &it.verr) {
+			it.verr = &events.ValidationError{Code: events.CodeSchema, Detail: err.Error()}
+		}
+		return it
+	}
+	it.ev = ev
+	return it
+}
+
+// commit applies the batch's facts in one transaction, then acks them and
+// dead-letters the invalid events.
+func (in *Ingester) commit(ctx context.Context, b *batch) error {
+	in.batches.Add(1)
+	if len(b.facts) > 0 {
+		outcomes, err := in.cfg.Store.Apply(b.facts)
+		if err != nil {
+			// Nothing acked, nothing dead-lettered: the caller retries the
+			// whole batch.
+			return err
+		}
+		in.settle(b.items, b.valid, outcomes)
+	}
+	for _, it := range b.items {
 		if it.verr != nil {
 			in.deadLetter(ctx, it)
 		}
 	}
-	return commitErr
+	return nil
+}
+
+// settle acks the committed events, counts and logs their outcomes and
+// tells the engine which orgs changed.
+func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) {
+	notified := map[string]bool{}
+	for k, i := range valid {
+		it, oc := items[i], outcomes[k]
+		// Ack after commit. A lost ack means a redelivery, which
+		// the seq check turns into a no-op.
+		if err := it.msg.Ack(); err != nil {
+			in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
+		}
+		switch oc.Result {
+		case state.ResultApplied:
+			in.applied.Add(1)
+		case state.ResultStale:
+			in.stale.Add(1)
+		default:
+			in.ignored.Add(1)
+		}
+		in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
+		if oc.Result == state.ResultIgnoredUnknown || oc.Result == state.ResultIgnoredDeleted {
+			in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
+		}
+		if oc.Changed() && !notified[oc.OrgID] && in.cfg.OnApplied != nil {
+			notified[oc.OrgID] = true
+			in.cfg.OnApplied(oc.OrgID)
+		}
+	}
 }
 
 func (in *Ingester) nak(m jetstream.Msg) {

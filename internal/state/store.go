@@ -83,7 +83,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 			return nil, fmt.Errorf("open state file %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		switch {
 		case errors.Is(err, bolterrors.ErrTimeout):
@@ -125,6 +125,11 @@ func corruptErr(path string, cause error) error {
 func (s *Store) migrate() (err error) {
 	version := 0
 	check := func(tx *bolt.Tx) error {
+		// A truncated file may still open; its pages past the end would
+		// fault later. The meta page knows how big the file must be.
+		if fi, err := os.Stat(s.path); err == nil && tx.Size() > fi.Size() {
+			return corruptErr(s.path, fmt.Errorf("file is %d bytes but its pages need %d: truncated", fi.Size(), tx.Size()))
+		}
 		if m := tx.Bucket(bucketMeta); m != nil {
 			if v := m.Get(keyVersion); v != nil {
 				if len(v) != 8 {
