@@ -131,6 +131,31 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// Doer is an HTTP client as the AWS SDK takes it (aws.HTTPClient).
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// WrapDoer records each attempt's status and Retry-After like Transport,
+// for SDKs whose HTTP client must stay theirs (the AWS SDK's buildable
+// client honours AWS_CA_BUNDLE and its transport settings).
+func WrapDoer(d Doer) Doer { return doer{d} }
+
+type doer struct{ d Doer }
+
+func (w doer) Do(r *http.Request) (*http.Response, error) {
+	a, _ := r.Context().Value(attemptKey{}).(*Attempt)
+	if a != nil {
+		a.Sent = true
+	}
+	resp, err := w.d.Do(r)
+	if a != nil && resp != nil {
+		a.Status = resp.StatusCode
+		a.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return resp, err
+}
+
 // Do runs fn (one HTTP attempt per call) until it succeeds, fails for good,
 // runs out of attempts, or ctx ends. op names the operation (e.g.
 // "tunnel.create"), resource what it acted on (e.g. "tw-acme"); both go into

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -39,7 +38,7 @@ type Config struct {
 	// Static credentials, used (and required) when Endpoint is set.
 	AccessKeyID     string
 	SecretAccessKey string
-	// HTTPClient is optional; its Transport is wrapped to observe attempts.
+	// HTTPClient is optional (default: the SDK's buildable client).
 	HTTPClient *http.Client
 	PageSize   int // DescribeInstances/DescribeParameters page size; default: largest allowed
 
@@ -67,15 +66,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("aws config: missing region")
 	}
-	hc := &http.Client{Timeout: 60 * time.Second}
-	if cfg.HTTPClient != nil {
-		c := *cfg.HTTPClient
-		hc = &c
-	}
-	hc.Transport = apicall.Transport(hc.Transport)
 	opts := []func(*config.LoadOptions) error{
 		config.WithRegion(cfg.Region),
-		config.WithHTTPClient(hc),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }), // apicall is the one retry layer
 	}
 	if cfg.Endpoint != "" {
@@ -93,8 +85,20 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
+	if cfg.HTTPClient != nil {
+		awsCfg.HTTPClient = cfg.HTTPClient
+	}
+	// Each attempt's status reaches apicall through this wrapper; the SDK's
+	// own client (built above, honouring AWS_CA_BUNDLE) stays underneath.
+	awsCfg.HTTPClient = apicall.WrapDoer(awsCfg.HTTPClient)
+	// The endpoint is set per service, after the SDK resolved its own
+	// (AWS_ENDPOINT_URL_* env), so a sandbox can never be redirected.
+	var ec2Opts []func(*ec2.Options)
+	var ssmOpts []func(*ssm.Options)
 	if cfg.Endpoint != "" {
-		awsCfg.BaseEndpoint = aws.String(strings.TrimSuffix(cfg.Endpoint, "/"))
+		ep := aws.String(strings.TrimSuffix(cfg.Endpoint, "/"))
+		ec2Opts = append(ec2Opts, func(o *ec2.Options) { o.BaseEndpoint = ep })
+		ssmOpts = append(ssmOpts, func(o *ssm.Options) { o.BaseEndpoint = ep })
 	}
 	if cfg.EC2Buckets.PerAction == nil && cfg.EC2Buckets.Mutating.Rate == 0 {
 		cfg.EC2Buckets = ratelimit.DefaultEC2()
@@ -105,8 +109,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	ec2Lim := ratelimit.NewEC2(cfg.EC2Buckets)
 	ssmLim := ratelimit.NewSSM(cfg.SSMBucket)
 	return &Client{
-		ec2: ec2.NewFromConfig(awsCfg),
-		ssm: ssm.NewFromConfig(awsCfg),
+		ec2: ec2.NewFromConfig(awsCfg, ec2Opts...),
+		ssm: ssm.NewFromConfig(awsCfg, ssmOpts...),
 		ec2Call: apicall.New(apicall.Options{Provider: "ec2", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
 			Limit: func(op string) ratelimit.Limiter { return ec2Lim.For(op) }}),
 		ssmCall: apicall.New(apicall.Options{Provider: "ssm", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,

@@ -136,6 +136,28 @@ func (c *Client) GetParameterMeta(ctx context.Context, name string) (ParamMeta, 
 		Kind: ErrNotFound, Err: errors.New("no such parameter")}
 }
 
+// ParameterTags returns a parameter's tags (ErrNotFound when none), so an
+// owner check can precede an overwrite or a delete.
+func (c *Client) ParameterTags(ctx context.Context, name string) (map[string]string, error) {
+	out := map[string]string{}
+	err := c.ssmCall.Do(ctx, "ListTagsForResource", name, func(ctx context.Context) error {
+		res, err := c.ssm.ListTagsForResource(ctx, &ssm.ListTagsForResourceInput{
+			ResourceType: types.ResourceTypeForTaggingParameter, ResourceId: aws.String(name)})
+		if err != nil {
+			return err
+		}
+		clear(out)
+		for _, t := range res.TagList {
+			out[aws.ToString(t.Key)] = aws.ToString(t.Value)
+		}
+		return nil
+	})
+	if hasCode(err, "InvalidResourceId", "ParameterNotFound") {
+		return nil, apicall.WithKind(err, ErrNotFound)
+	}
+	return out, err
+}
+
 func (c *Client) describeParams(ctx context.Context, what string, f types.ParameterStringFilter) ([]ParamMeta, int, error) {
 	in := &ssm.DescribeParametersInput{ParameterFilters: []types.ParameterStringFilter{f}, MaxResults: aws.Int32(50)}
 	if c.pageSize > 0 {
