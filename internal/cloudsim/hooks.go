@@ -17,6 +17,11 @@ package cloudsim
 //   f := s.injectFault(r.Context(), op)     // faults.go: latency, hangs, errors, rate limits
 //   if f.Kind != FaultNone { render provider-specific error; s.countCall(op, status); return }
 // and after answering: s.countCall(op, status)                       // calls.go
+// f.Status is already the provider's status: FaultError 5xx (rule's, default 500);
+// FaultThrottle 429 for cf.* (with f.RetryAfter), 503 for ec2.* (RequestLimitExceeded),
+// 400 for ssm.* (ThrottlingException). FaultHang: the client is gone, write nothing,
+// count status 0. Provider rate limits (RateLimits in Config / /_sim/faults) come out
+// of injectFault as FaultThrottle too.
 //
 // World hooks (world.go), called with s.mu held:
 //   s.instanceRunning(inst)     // instance reached running: start simulated cloudflared
@@ -37,3 +42,10 @@ package cloudsim
 //   SSM parameter      tags ManagedBy=tunnelward, OrgID=<org_id>; name "<prefix>/<org_id>/tunnel-token"
 //   user-data          names the token parameter on a line  TUNNEL_TOKEN_PARAMETER='<name>'
 //   tunnel token       base64(JSON {"a":account_tag,"t":tunnel_id,"s":secret}), as Cloudflare's
+//
+// Public Go API beside Handler() (tests and the reconciler's sandbox use these):
+//   Calls(), CallCount(op), ResetCalls()            // calls.go
+//   FaultSettings(), SetFaultSettings(fs)           // faults.go
+//   ApplyWorld(WorldAction), State(), Tick()        // world.go, simhttp.go, sim.go
+//   CheckInvariants(orgs)                           // invariants.go (nil orgs: structural only)
+//   TunnelToken(t), TokenParameterOf(userData)      // cf.go, world.go
