@@ -1,6 +1,7 @@
 package cloudsim
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -218,7 +219,12 @@ func (s *Sim) checkTokensLocked(add func(kind, org, res, format string, args ...
 		}
 	}
 	for _, id := range sortedKeys(s.tunnels) {
-		scan("tunnel:"+id, tunnelOrg(s.tunnels[id]), "the tunnel name", s.tunnels[id].Name)
+		t := s.tunnels[id]
+		scan("tunnel:"+id, tunnelOrg(t), "the tunnel name", t.Name)
+		if t.Config != nil {
+			cfg, _ := json.Marshal(s.tunnelConfigJSON(t))
+			scan("tunnel:"+id, tunnelOrg(t), "the tunnel configuration", string(cfg))
+		}
 	}
 	for _, id := range sortedKeys(s.dnsRecords) {
 		r := s.dnsRecords[id]

@@ -313,13 +313,35 @@ func (s *Sim) curlReady(inst *Instance, line string, out *strings.Builder) int32
 	return 0
 }
 
+// degradeConnector closes half of a connected connector's connections and
+// keeps them closed (tunnel degraded) until the connector restarts.
+// Caller holds mu.
+func (s *Sim) degradeConnector(c *Connector) error {
+	t := s.tunnels[c.TunnelID]
+	if !c.Connected || t == nil {
+		return fmt.Errorf("its cloudflared is not connected")
+	}
+	kept := t.Connections[:0]
+	dropped := 0
+	for _, cn := range t.Connections {
+		if cn.ConnectorID == c.ClientID && dropped < connsPerConnector/2 {
+			dropped++
+			continue
+		}
+		kept = append(kept, cn)
+	}
+	t.Connections = kept
+	c.LastError = "edge connections lost"
+	return nil
+}
+
 // ---- out-of-band world actions (/_sim/world) ----
 
 // WorldAction is one out-of-band change. Target it by id (instance id,
 // tunnel id, record id or parameter name) or by org (resolved through the
 // ownership conventions in hooks.go).
 type WorldAction struct {
-	Action  string `json:"action"`         // kill_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
+	Action  string `json:"action"`         // kill_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
 	Kind    string `json:"kind,omitempty"` // for delete: tunnel, dns_record, instance, parameter
 	ID      string `json:"id,omitempty"`
 	Org     string `json:"org,omitempty"`
@@ -342,7 +364,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 		return res, fmt.Errorf("world action %q: give id or org", a.Action)
 	}
 	switch a.Action {
-	case "kill_connector", "restart_connector", "stop_instance", "terminate_instance":
+	case "kill_connector", "degrade_connector", "restart_connector", "stop_instance", "terminate_instance":
 		insts := s.targetInstances(a)
 		if len(insts) == 0 {
 			return res, fmt.Errorf("world action %s: no live instance matches id=%q org=%q", a.Action, a.ID, a.Org)
@@ -351,6 +373,10 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 			switch a.Action {
 			case "kill_connector":
 				s.stopConnector(s.connectorOf(inst), "killed out of band")
+			case "degrade_connector":
+				if err := s.degradeConnector(s.connectorOf(inst)); err != nil {
+					return res, fmt.Errorf("world action degrade_connector: instance %s: %w", inst.ID, err)
+				}
 			case "restart_connector":
 				if inst.State != "running" {
 					return res, fmt.Errorf("world action restart_connector: instance %s is %s, not running", inst.ID, inst.State)
@@ -379,7 +405,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 			res.Affected = append(res.Affected, "dns_record:"+r.ID)
 		}
 	default:
-		return res, fmt.Errorf("world action %q: unknown; want kill_connector, restart_connector, stop_instance, terminate_instance, delete or alter_dns", a.Action)
+		return res, fmt.Errorf("world action %q: unknown; want kill_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete or alter_dns", a.Action)
 	}
 	return res, nil
 }

@@ -254,6 +254,17 @@ func TestWorldLateTokenAndBadToken(t *testing.T) {
 		t.Fatalf("cloudflared did not reconnect: %s", st)
 	}
 
+	// Half the edge connections lost: degraded, until cloudflared restarts.
+	e.world(WorldAction{Action: "degrade_connector", ID: iid})
+	if st := e.status(tid); st != "degraded" {
+		t.Fatalf("after degrade_connector: %s", st)
+	}
+	e.world(WorldAction{Action: "restart_connector", Org: "late"})
+	e.clock.Advance(time.Second)
+	if st := e.status(tid); st != "healthy" {
+		t.Fatalf("after restart_connector: %s", st)
+	}
+
 	// Terminate the instance, clean the connections: now the tunnel can go.
 	e.world(WorldAction{Action: "terminate_instance", Org: "late"})
 	if st := e.status(tid); st != "down" {
