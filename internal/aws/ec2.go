@@ -142,9 +142,17 @@ func (c *Client) RunInstance(ctx context.Context, spec InstanceSpec) (Instance, 
 		in.InstanceType = types.InstanceType(spec.InstanceType)
 	}
 	if spec.SubnetID != "" {
-		in.SubnetId = aws.String(spec.SubnetID)
-	}
-	if len(spec.SecurityGroupIDs) > 0 {
+		// The primary interface is spelled out so that no public IP is
+		// attached whatever the subnet's MapPublicIpOnLaunch says; EC2 then
+		// wants subnet and groups on the interface, not at the top level.
+		in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{
+			DeviceIndex:              aws.Int32(0),
+			SubnetId:                 aws.String(spec.SubnetID),
+			Groups:                   spec.SecurityGroupIDs,
+			AssociatePublicIpAddress: aws.Bool(false),
+			DeleteOnTermination:      aws.Bool(true),
+		}}
+	} else if len(spec.SecurityGroupIDs) > 0 {
 		in.SecurityGroupIds = spec.SecurityGroupIDs
 	}
 	if spec.InstanceProfile != "" {

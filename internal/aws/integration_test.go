@@ -1,11 +1,15 @@
 package aws_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -119,19 +123,57 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// formRecorder keeps the form body of every EC2 request.
+type formRecorder struct {
+	mu    sync.Mutex
+	forms []url.Values
+}
+
+func (f *formRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil && r.Header.Get("X-Amz-Target") == "" {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if v, err := url.ParseQuery(string(b)); err == nil {
+			f.mu.Lock()
+			f.forms = append(f.forms, v)
+			f.mu.Unlock()
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
 func TestRunInstanceIdempotentAndTagged(t *testing.T) {
 	w := newWorld(t, nil)
-	c := w.client(t, nil)
+	fr := &formRecorder{}
+	c := w.client(t, func(cfg *aws.Config) { cfg.HTTPClient = &http.Client{Transport: fr} })
 	s := spec("acme", 1)
 	in, err := c.RunInstance(ctx, s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No public IP whatever the subnet's default: the interface says so.
+	f := fr.forms[0]
+	for k, want := range map[string]string{
+		"Action": "RunInstances", "NetworkInterface.1.AssociatePublicIpAddress": "false",
+		"NetworkInterface.1.SubnetId": "subnet-0abc", "NetworkInterface.1.SecurityGroupId.1": "sg-0abc",
+		"NetworkInterface.1.DeviceIndex": "0", "MetadataOptions.HttpTokens": "required",
+		"IamInstanceProfile.Name": "tunnelward-instance", "ClientToken": s.ClientToken,
+	} {
+		if f.Get(k) != want {
+			t.Errorf("RunInstances %s = %q, want %q", k, f.Get(k), want)
+		}
+	}
+	if f.Has("SubnetId") || f.Has("SecurityGroupId.1") {
+		t.Errorf("top-level subnet/groups sent beside the interface: %v", f)
+	}
 	if in.ID == "" || in.OrgID() != "acme" || in.Tags[aws.TagManagedBy] != "tunnelward" || in.Tags[aws.TagTunnelID] != "tun-acme" || in.Tags[aws.TagName] != "tw-acme" {
 		t.Fatalf("launched %+v", in)
 	}
 	st := instanceState(w, in.ID)
-	if st["UserDataScript"] != s.UserData || st["ClientToken"] != s.ClientToken || st["SubnetId"] != "subnet-0abc" {
+	if st["UserDataScript"] != s.UserData || st["ClientToken"] != s.ClientToken {
 		t.Fatalf("emulator holds %v", st)
 	}
 	if raw, _ := base64.StdEncoding.DecodeString(st["UserData"].(string)); string(raw) != s.UserData {
