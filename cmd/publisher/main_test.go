@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelward/tunnelward/internal/broker"
+	"github.com/tunnelward/tunnelward/internal/events"
+)
+
+func server(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	e, err := broker.StartEmbedded("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := broker.Connect(e.ClientURL(), "", "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	return e.ClientURL(), js
+}
+
+func runCLI(stdin string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), events.Stream)
+	if err != nil {
+		return 0
+	}
+	info, _ := s.Info(context.Background())
+	return info.State.Msgs
+}
+
+func TestPublishAndDuplicate(t *testing.T) {
+	url, js := server(t)
+	code, out, errs := runCLI("", "created", "--org", "acme", "--slug", "acme", "--region", "eu-west-1", "--id", "evt-1", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.created org=acme id=evt-1 stream=ORG_EVENTS seq=1") {
+		t.Fatalf("%d %q %q", code, out, errs)
+	}
+	code, out, _ = runCLI("", "created", "--org", "acme", "--slug", "acme", "--region", "eu-west-1", "--id", "evt-1", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "duplicate") || !strings.Contains(out, "seq 1") {
+		t.Fatalf("%d %q", code, out)
+	}
+	code, out, _ = runCLI("", "health-failed", "--org", "acme", "--reason", "530", "--observer", "probe", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "seq=2") {
+		t.Fatalf("%d %q", code, out)
+	}
+	code, _, _ = runCLI("", "deleted", "--org", "acme", "--nats-url", url)
+	if code != 0 || streamMsgs(t, js) != 3 {
+		t.Fatalf("code %d, %d messages", code, streamMsgs(t, js))
+	}
+	// The message carries the event id as Nats-Msg-Id and validates.
+	s, _ := js.Stream(context.Background(), events.Stream)
+	m, err := s.GetMsg(context.Background(), 1)
+	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != "evt-1" || m.Subject != "orgs.acme.created" {
+		t.Fatalf("%v %+v", err, m)
+	}
+	v, _ := events.NewValidator()
+	if _, err := v.Decode(m.Subject, m.Data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInvalidInputPublishesNothing(t *testing.T) {
+	url, js := server(t)
+	cases := [][]string{
+		{"created", "--org", "acme", "--slug", "www"},
+		{"created", "--org", "acme", "--slug", "a.b"},
+		{"created", "--org", "Acme", "--slug", "acme"},
+		{"created", "--org", "acme"},
+		{"health-failed", "--org", "acme", "--reason", "x"},
+		{"renamed", "--org", "acme"},
+	}
+	wantField := []string{"--slug", "--slug", "--org", "--slug", "--observer", "unknown command"}
+	for i, args := range cases {
+		code, out, errs := runCLI("", append(args, "--nats-url", url)...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, wantField[i]) {
+			t.Fatalf("%v: code %d out %q err %q", args, code, out, errs)
+		}
+	}
+	batch := `{"type":"org.created","data":{"org_id":"a","slug":"a"}}
+{"type":"org.created","data":{"org_id":"b","slug":"admin"}}
+
+{"type":"org.deleted","data":{"org_id":"c"}}
+{"type":"org.created","data":{"org_id":"d"}}
+not json
+`
+	code, out, errs := runCLI(batch, "batch", "--nats-url", url)
+	if code != exitInvalid || out != "" {
+		t.Fatalf("batch: %d %q", code, out)
+	}
+	for _, want := range []string{"line 2:", "/data/slug", "line 5:", "line 6:", "nothing published"} {
+		if !strings.Contains(errs, want) {
+			t.Fatalf("batch errors %q lack %q", errs, want)
+		}
+	}
+	if n := streamMsgs(t, js); n != 0 {
+		t.Fatalf("%d messages published from invalid input", n)
+	}
+}
+
+func TestBatchPublishesInOrder(t *testing.T) {
+	url, js := server(t)
+	batch := `{"id":"b-1","type":"org.created","data":{"org_id":"a","slug":"a"}}
+{"id":"b-2","type":"org.deleted","data":{"org_id":"a"}}
+{"id":"b-3","type":"org.created","data":{"org_id":"a","slug":"a2"}}
+`
+	code, out, errs := runCLI(batch, "batch", "--nats-url", url)
+	if code != 0 || strings.Count(out, "published") != 3 || streamMsgs(t, js) != 3 {
+		t.Fatalf("%d %q %q", code, out, errs)
+	}
+	code, out, _ = runCLI(batch, "batch", "--nats-url", url) // re-run: all duplicates
+	if code != 0 || strings.Count(out, "duplicate") != 3 || streamMsgs(t, js) != 3 {
+		t.Fatalf("rerun: %d %q", code, out)
+	}
+}
+
+func TestUnreachableServerTimesOut(t *testing.T) {
+	code, _, errs := runCLI("", "deleted", "--org", "acme", "--nats-url", "nats://127.0.0.1:1", "--timeout", "700ms")
+	if code != exitFailed || errs == "" {
+		t.Fatalf("%d %q", code, errs)
+	}
+}
