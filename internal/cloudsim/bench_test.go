@@ -22,9 +22,7 @@ import (
 //
 //	go test -run '^$' -bench EmulatorCapacity -benchtime 3s ./internal/cloudsim/
 func BenchmarkEmulatorCapacity(b *testing.B) {
-	t := &testing.T{}
-	e := newEnv(t, func(c *Config) { c.Now = time.Now; c.DNSQuota = 1000 })
-	b.Cleanup(e.srv.Close)
+	e := newEnv(b, func(c *Config) { c.Now = time.Now; c.DNSQuota = 1000 })
 	ctx := context.Background()
 	tid := e.createTunnel("tw-bench")
 	for i := 0; i < 50; i++ {

@@ -38,7 +38,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // env is one emulator on loopback with real cloudflare-go services on it.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	sim    *Sim
 	srv    *httptest.Server
 	clock  *fakeClock
@@ -51,7 +51,7 @@ type env struct {
 
 // newEnv starts a world on a fake clock, rate limits off unless mutate
 // turns them on; the SDK does not retry unless a test asks it to.
-func newEnv(t *testing.T, mutate func(*Config)) *env {
+func newEnv(t testing.TB, mutate func(*Config)) *env {
 	t.Helper()
 	clock := newFakeClock()
 	cfg := DefaultConfig()
