@@ -180,7 +180,7 @@ func (c *Caller) Do(ctx context.Context, op, resource string, fn func(ctx contex
 			return nil
 		}
 		class := c.classify(err, *a)
-		if timedOut && a.Status == 0 {
+		if timedOut {
 			class = Retryable // our per-attempt timeout, not the caller's
 		}
 		if ctx.Err() != nil {
