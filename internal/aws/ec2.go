@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -42,6 +43,10 @@ type InstanceSpec struct {
 	InstanceProfile  string // ARN or name
 	UserData         string // the script as text; base64-encoded here
 	ClientToken      string // from ClientToken(org, generation, attempt)
+	// Tags are extra instance tags (e.g. Generation). The ownership tags
+	// ManagedBy, OrgID, TunnelID and Name come from the fields above and
+	// cannot be overridden here.
+	Tags map[string]string
 }
 
 // Instance is what tunnelward needs to know of an EC2 instance.
@@ -124,6 +129,18 @@ func (c *Client) RunInstance(ctx context.Context, spec InstanceSpec) (Instance, 
 	}
 	if spec.Name != "" {
 		tags = append(tags, types.Tag{Key: aws.String(TagName), Value: aws.String(spec.Name)})
+	}
+	extra := make([]string, 0, len(spec.Tags))
+	for k := range spec.Tags {
+		switch k {
+		case TagManagedBy, TagOrgID, TagTunnelID, TagName:
+			continue
+		}
+		extra = append(extra, k)
+	}
+	sort.Strings(extra) // a stable order keeps retries' parameters identical for the ClientToken
+	for _, k := range extra {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(spec.Tags[k])})
 	}
 	in := &ec2.RunInstancesInput{
 		ImageId:     aws.String(spec.ImageID),

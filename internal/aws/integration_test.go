@@ -102,6 +102,7 @@ func spec(org string, gen int64) aws.InstanceSpec {
 		InstanceProfile: "tunnelward-instance",
 		UserData:        "#!/bin/bash\nTUNNEL_TOKEN_PARAMETER='/tunnelward/" + org + "/tunnel-token'\n",
 		ClientToken:     aws.ClientToken(org, gen, 0),
+		Tags:            map[string]string{"Generation": fmt.Sprint(gen), "OrgID": "spoofed", "Team": "platform"},
 	}
 }
 
@@ -168,6 +169,9 @@ func TestRunInstanceIdempotentAndTagged(t *testing.T) {
 	}
 	if f.Has("SubnetId") || f.Has("SecurityGroupId.1") {
 		t.Errorf("top-level subnet/groups sent beside the interface: %v", f)
+	}
+	if in.Tags["Generation"] != "1" || in.Tags["Team"] != "platform" {
+		t.Fatalf("extra tags missing: %v", in.Tags)
 	}
 	if in.ID == "" || in.OrgID() != "acme" || in.Tags[aws.TagManagedBy] != "tunnelward" || in.Tags[aws.TagTunnelID] != "tun-acme" || in.Tags[aws.TagName] != "tw-acme" {
 		t.Fatalf("launched %+v", in)
