@@ -59,8 +59,10 @@ func MarkdownReference() string {
 	var b strings.Builder
 	b.WriteString("| Flag | Environment variable | Default | Description |\n")
 	b.WriteString("| --- | --- | --- | --- |\n")
+	// Pipes would end a table cell and <...> would read as HTML.
+	esc := strings.NewReplacer("|", `\|`, "<", `\<`, ">", `\>`)
 	row := func(flag, env, def, help string) {
-		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", flag, env, def, strings.ReplaceAll(help, "|", `\|`))
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", strings.ReplaceAll(flag, "|", `\|`), env, def, esc.Replace(help))
 	}
 	row("`--config FILE`", EnvConfigFile, "", "read settings from this YAML or JSON file; keys are the flag names")
 	for _, g := range groups {
