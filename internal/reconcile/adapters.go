@@ -1,0 +1,293 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strconv"
+
+	"github.com/cloudflare/cloudflare-go/v7/dns"
+	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
+
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/secret"
+	"github.com/tunnelward/tunnelward/internal/userdata"
+)
+
+// NewClouds binds the engine's interfaces to tunnelward's provider clients.
+func NewClouds(cf *cloudflare.Client, aw *aws.Client, ud userdata.Params) Clouds {
+	c := cfAdapter{c: cf}
+	a := awsAdapter{c: aw}
+	return Clouds{
+		Tunnels: c, DNS: c, Instances: a, Params: a, Commands: a,
+		UserData: func(orgID, paramName string) (string, error) {
+			p := ud
+			p.OrgID, p.ParameterName = orgID, paramName
+			return userdata.Render(p)
+		},
+	}
+}
+
+type cfAdapter struct{ c *cloudflare.Client }
+
+// codeTunnelActive is Cloudflare's "Cannot delete tunnel because it has
+// active connections".
+const codeTunnelActive = 1022
+
+func cfKind(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cloudflare.ErrNotFound):
+		return errors.Join(ErrNotFound, err)
+	case errors.Is(err, cloudflare.ErrConflict), errors.Is(err, cloudflare.ErrExists):
+		return errors.Join(ErrExists, err)
+	}
+	for _, code := range cfCodes(err) {
+		if code == codeTunnelActive {
+			return errors.Join(ErrActiveConnections, err)
+		}
+	}
+	return err
+}
+
+func cfCodes(err error) []int64 {
+	var out []int64
+	var ze *zero_trust.Error
+	if errors.As(err, &ze) {
+		for _, e := range ze.Errors {
+			out = append(out, e.Code)
+		}
+	}
+	var de *dns.Error
+	if errors.As(err, &de) {
+		for _, e := range de.Errors {
+			out = append(out, e.Code)
+		}
+	}
+	return out
+}
+
+func fromCFTunnel(t cloudflare.Tunnel) Tunnel {
+	return Tunnel{ID: t.ID, Name: t.Name, Status: t.Status, Deleted: t.Deleted}
+}
+
+func (a cfAdapter) CreateTunnel(ctx context.Context, name string) (Tunnel, error) {
+	t, err := a.c.CreateTunnel(ctx, name)
+	return fromCFTunnel(t), cfKind(err)
+}
+
+func (a cfAdapter) FindTunnel(ctx context.Context, name string) (*Tunnel, error) {
+	t, found, err := a.c.FindTunnel(ctx, name)
+	if err != nil || !found {
+		return nil, cfKind(err)
+	}
+	out := fromCFTunnel(t)
+	return &out, nil
+}
+
+func (a cfAdapter) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
+	t, err := a.c.GetTunnel(ctx, id)
+	return fromCFTunnel(t), cfKind(err)
+}
+
+func (a cfAdapter) ListTunnels(ctx context.Context) ([]Tunnel, error) {
+	ts, _, err := a.c.ListTunnels(ctx, plan.TunnelNamePrefix)
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	out := make([]Tunnel, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, fromCFTunnel(t))
+	}
+	return out, nil
+}
+
+func (a cfAdapter) DeleteTunnel(ctx context.Context, id string) error {
+	existed, err := a.c.DeleteTunnel(ctx, id)
+	if err == nil && !existed {
+		return ErrNotFound
+	}
+	return cfKind(err)
+}
+
+func (a cfAdapter) CleanConnections(ctx context.Context, id string) error {
+	return cfKind(a.c.CleanConnections(ctx, id))
+}
+
+func (a cfAdapter) GetIngress(ctx context.Context, id string) ([]plan.IngressRule, error) {
+	rules, _, err := a.c.GetConfig(ctx, id)
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	out := make([]plan.IngressRule, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, plan.IngressRule{Hostname: r.Hostname, Service: r.Service})
+	}
+	return out, nil
+}
+
+func (a cfAdapter) PutIngress(ctx context.Context, id string, rules []plan.IngressRule) error {
+	in := make([]cloudflare.IngressRule, 0, len(rules))
+	for _, r := range rules {
+		in = append(in, cloudflare.IngressRule{Hostname: r.Hostname, Service: r.Service})
+	}
+	return cfKind(a.c.PutConfig(ctx, id, in))
+}
+
+func (a cfAdapter) Token(ctx context.Context, id string) (secret.Token, error) {
+	t, err := a.c.Token(ctx, id)
+	return t, cfKind(err)
+}
+
+func fromCFRecord(r cloudflare.Record) plan.Record {
+	return plan.Record{ID: r.ID, Name: r.Name, Type: r.Type, Content: r.Content, Proxied: r.Proxied, Comment: r.Comment}
+}
+
+func fromCFRecords(rs []cloudflare.Record) []plan.Record {
+	out := make([]plan.Record, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, fromCFRecord(r))
+	}
+	return out
+}
+
+func (a cfAdapter) CreateCNAME(ctx context.Context, name, target, comment string) (plan.Record, error) {
+	r, err := a.c.CreateRecord(ctx, cloudflare.RecordSpec{Name: name, Content: target, Comment: comment})
+	return fromCFRecord(r), cfKind(err)
+}
+
+func (a cfAdapter) FindRecords(ctx context.Context, name string) ([]plan.Record, error) {
+	rs, err := a.c.FindRecords(ctx, name)
+	return fromCFRecords(rs), cfKind(err)
+}
+
+func (a cfAdapter) GetRecord(ctx context.Context, id string) (plan.Record, error) {
+	r, err := a.c.GetRecord(ctx, id)
+	return fromCFRecord(r), cfKind(err)
+}
+
+func (a cfAdapter) UpdateCNAME(ctx context.Context, id, name, target, comment string) (plan.Record, error) {
+	r, err := a.c.UpdateRecord(ctx, id, cloudflare.RecordSpec{Name: name, Content: target, Comment: comment})
+	return fromCFRecord(r), cfKind(err)
+}
+
+func (a cfAdapter) DeleteRecord(ctx context.Context, id string) error {
+	existed, err := a.c.DeleteRecord(ctx, id)
+	if err == nil && !existed {
+		return ErrNotFound
+	}
+	return cfKind(err)
+}
+
+// ListRecords lists only records carrying our ownership marker: the sweep
+// needs no others (a conflicting record shows up as a missing one, and the
+// org's next reconcile finds it by name).
+func (a cfAdapter) ListRecords(ctx context.Context) ([]plan.Record, error) {
+	rs, _, err := a.c.ListRecords(ctx, plan.DNSCommentPrefix)
+	return fromCFRecords(rs), cfKind(err)
+}
+
+type awsAdapter struct{ c *aws.Client }
+
+func awsKind(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, aws.ErrNotFound):
+		return errors.Join(ErrNotFound, err)
+	case errors.Is(err, aws.ErrIdempotentParameterMismatch):
+		return errors.Join(ErrTokenMismatch, err)
+	}
+	return err
+}
+
+// tokenGen reads the generation back from a readable ClientToken
+// ("tw-<org>-g<gen>-a<attempt>"); 0 when it cannot tell.
+var tokenGen = regexp.MustCompile(`-g([0-9]+)-a[0-9]+$`)
+
+func fromAWSInstance(in aws.Instance) Instance {
+	out := Instance{ID: in.ID, State: in.State, OrgID: in.OrgID(), TunnelID: in.Tags[aws.TagTunnelID], LaunchTime: in.LaunchTime}
+	if g, err := strconv.ParseInt(in.Tags[plan.TagGeneration], 10, 64); err == nil {
+		out.Generation = g
+	} else if m := tokenGen.FindStringSubmatch(in.ClientToken); m != nil {
+		out.Generation, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	return out
+}
+
+func fromAWSInstances(ins []aws.Instance) []Instance {
+	out := make([]Instance, 0, len(ins))
+	for _, in := range ins {
+		out = append(out, fromAWSInstance(in))
+	}
+	return out
+}
+
+func (a awsAdapter) RunInstance(ctx context.Context, s RunSpec) (Instance, error) {
+	in, err := a.c.RunInstance(ctx, aws.InstanceSpec{
+		OrgID: s.Tags[plan.TagOrgID], TunnelID: s.Tags[plan.TagTunnelID], Name: s.Tags["Name"],
+		ImageID: s.ImageID, InstanceType: s.InstanceType, SubnetID: s.SubnetID,
+		SecurityGroupIDs: s.SecurityGroupIDs, InstanceProfile: s.InstanceProfile,
+		UserData: s.UserData, ClientToken: s.ClientToken,
+	})
+	return fromAWSInstance(in), awsKind(err)
+}
+
+func (a awsAdapter) OrgInstances(ctx context.Context, orgID string) ([]Instance, error) {
+	ins, err := a.c.DescribeOrgInstances(ctx, orgID)
+	return fromAWSInstances(ins), awsKind(err)
+}
+
+func (a awsAdapter) ManagedInstances(ctx context.Context) ([]Instance, error) {
+	ins, _, err := a.c.ListManagedInstances(ctx)
+	return fromAWSInstances(ins), awsKind(err)
+}
+
+func (a awsAdapter) TerminateInstances(ctx context.Context, ids []string) error {
+	_, err := a.c.TerminateInstances(ctx, ids...)
+	return awsKind(err)
+}
+
+func (a awsAdapter) PutToken(ctx context.Context, name string, tok secret.Token, tags map[string]string) error {
+	_, err := a.c.PutToken(ctx, name, tok, tags)
+	return awsKind(err)
+}
+
+func (a awsAdapter) DescribeParam(ctx context.Context, name string) (*Param, error) {
+	m, err := a.c.GetParameterMeta(ctx, name)
+	if errors.Is(err, aws.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, awsKind(err)
+	}
+	return &Param{Name: m.Name, Description: m.Description}, nil
+}
+
+func (a awsAdapter) ListParams(ctx context.Context, prefix string) ([]Param, error) {
+	ms, _, err := a.c.ListParameters(ctx, prefix)
+	if err != nil {
+		return nil, awsKind(err)
+	}
+	out := make([]Param, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Param{Name: m.Name, Description: m.Description})
+	}
+	return out, nil
+}
+
+func (a awsAdapter) DeleteParam(ctx context.Context, name string) error {
+	existed, err := a.c.DeleteParameter(ctx, name)
+	if err == nil && !existed {
+		return ErrNotFound
+	}
+	return awsKind(err)
+}
+
+func (a awsAdapter) RestartCloudflared(ctx context.Context, instanceID string) (string, error) {
+	id, err := a.c.SendCommand(ctx, instanceID, userdata.RestartCommands(""), "tunnelward remediation: restart cloudflared")
+	return id, awsKind(err)
+}

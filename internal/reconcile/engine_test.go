@@ -1,0 +1,657 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// mutations counts the emulator's mutating requests that changed something
+// (2xx; a delete answered "not found" changed nothing).
+func mutations(calls map[string]map[int]int) int {
+	n := 0
+	for op, st := range calls {
+		if isRead(op) {
+			continue
+		}
+		for code, c := range st {
+			if code >= 200 && code < 300 {
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+func isRead(op string) bool {
+	for _, s := range []string{".get", ".list", "Describe", "GetParameter", "GetCommandInvocation"} {
+		if strings.Contains(op, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func tagOf(in map[string]any, key string) string {
+	tags, _ := in["Tags"].([]map[string]string)
+	for _, t := range tags {
+		if t["Key"] == key {
+			return t["Value"]
+		}
+	}
+	return ""
+}
+
+// convergedErr says how the world differs from "exactly one of each, as
+// recorded, and Ready" for one org (the only org in the world).
+func (h *harness) convergedErr(org string) error {
+	w := h.world()
+	if len(w.tunnels) != 1 || len(w.records) != 1 || len(w.instances) != 1 || len(w.params) != 1 {
+		return fmt.Errorf("org %s: want exactly one tunnel, record, instance, parameter; got %d %d %d %d", org,
+			len(w.tunnels), len(w.records), len(w.instances), len(w.params))
+	}
+	o := h.org(org)
+	if !IsTrue(o, state.CondReady) {
+		return fmt.Errorf("org %s not Ready: %+v", org, o.Conditions)
+	}
+	if w.tunnels[0]["id"] != o.Observed.TunnelID || w.tunnels[0]["name"] != plan.TunnelName(org) {
+		return fmt.Errorf("tunnel %v is not the recorded %s", w.tunnels[0]["id"], o.Observed.TunnelID)
+	}
+	rec := w.records[0]
+	if rec["id"] != o.Observed.DNSRecordID || rec["type"] != "CNAME" || rec["proxied"] != true ||
+		rec["content"] != plan.TunnelTarget(o.Observed.TunnelID) || rec["comment"] != plan.DNSComment(org) {
+		return fmt.Errorf("dns record %+v does not match org %s (recorded %s)", rec, org, o.Observed.DNSRecordID)
+	}
+	if w.instances[0]["InstanceId"] != o.Observed.InstanceID || tagOf(w.instances[0], plan.TagOrgID) != org ||
+		tagOf(w.instances[0], plan.TagManagedBy) != plan.ManagedByValue || instState(w.instances[0]) != "running" {
+		return fmt.Errorf("instance %+v does not match org %s", w.instances[0], org)
+	}
+	if w.params[0]["Name"] != o.Observed.ParameterName || w.params[0]["Type"] != "SecureString" {
+		return fmt.Errorf("parameter %+v does not match org %s", w.params[0], org)
+	}
+	if v := h.invariants(org); len(v) > 0 {
+		return fmt.Errorf("invariant violations: %+v", v)
+	}
+	return nil
+}
+
+func (h *harness) requireOneEach(org string) {
+	h.t.Helper()
+	if err := h.convergedErr(org); err != nil {
+		h.t.Fatalf("%v\n%s", err, h.describe())
+	}
+}
+
+func TestCreateReadyDelete(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.requireOneEach("acme")
+
+	o := h.org("acme")
+	ud, _ := h.world().instances[0]["UserDataScript"].(string)
+	if !strings.Contains(ud, "TUNNEL_TOKEN_PARAMETER='"+o.Observed.ParameterName+"'") {
+		t.Fatalf("user-data does not name the parameter %s:\n%s", o.Observed.ParameterName, ud)
+	}
+	if c, _ := Condition(o, state.CondProvisioning); c.Status {
+		t.Fatalf("Provisioning still true on a Ready org: %+v", o.Conditions)
+	}
+
+	h.apply(deleted("acme"))
+	h.waitDeleted("acme")
+	h.waitFor("nothing left", 5*time.Second, func() bool { return len(h.invariants()) == 0 && len(h.world().instances) == 0 })
+	w := h.world()
+	if len(w.tunnels)+len(w.records)+len(w.params) != 0 {
+		t.Fatalf("left behind: %s", h.describe())
+	}
+	o = h.org("acme")
+	if !IsTrue(o, state.CondDeleted) || IsTrue(o, state.CondDeleting) || o.Observed.TunnelID != "" {
+		t.Fatalf("tombstone status wrong: %+v %+v", o.Conditions, o.Observed)
+	}
+}
+
+func TestCreateDeleteCreateNewGeneration(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	first := h.world().instances[0]["ClientToken"]
+	h.apply(deleted("acme"))
+	h.waitDeleted("acme")
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.waitFor("old instance gone", 5*time.Second, func() bool { return len(h.world().instances) == 1 })
+	h.requireOneEach("acme")
+	second := h.world().instances[0]["ClientToken"]
+	if first == second || !strings.Contains(fmt.Sprint(second), "-g2-") {
+		t.Fatalf("re-created org reused client token %v (first %v)", second, first)
+	}
+	if g := h.org("acme").Desired.Generation; g != 2 {
+		t.Fatalf("generation %d, want 2", g)
+	}
+}
+
+// All three events land before the engine looks: it sees only the newest
+// desired state (present, generation 2) and builds it once.
+func TestCreateDeleteCreateCoalesced(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.apply(created("acme", "acme"), deleted("acme"), created("acme", "acme"))
+	h.start()
+	h.waitReady("acme")
+	h.requireOneEach("acme")
+	if tok := fmt.Sprint(h.world().instances[0]["ClientToken"]); !strings.Contains(tok, "-g2-") {
+		t.Fatalf("client token %s, want generation 2", tok)
+	}
+}
+
+func TestDeletedBeforeCreated(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(state.Fact{Seq: 10, Type: state.FactDeleted, OrgID: "ghost"})
+	h.apply(state.Fact{Seq: 5, Type: state.FactCreated, OrgID: "ghost", Slug: "ghost"}) // older: stale
+	h.waitFor("ghost tombstone done", 5*time.Second, func() bool {
+		o, ok, _ := h.store.Get("ghost")
+		return ok && o.Observed.DeleteDone
+	})
+	if m := mutations(h.sim.Calls()); m != 0 {
+		t.Fatalf("deleted-before-created made %d mutating calls: %v", m, h.sim.Calls())
+	}
+	h.requireClean()
+}
+
+// Replayed and duplicate events change nothing, and a reconcile of a
+// converged org sends no write at all.
+func TestReplayAndDuplicatesChangeNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	facts := []state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme"}}
+	h.apply(facts...)
+	h.waitReady("acme")
+	before := h.org("acme")
+	h.sim.ResetCalls()
+
+	h.apply(facts...) // redelivery
+	h.apply(facts...) // replay
+	h.eng.Enqueue("acme")
+	h.eng.Enqueue("acme") // as startup and a sweep would
+	start := h.eng.Reconciles()
+	h.waitFor("a reconcile of the converged org", 5*time.Second, func() bool { return h.eng.Reconciles() > start })
+	h.eng.Queue().ShutDownWithDrain(context.Background())
+	if m := mutations(h.sim.Calls()); m != 0 {
+		t.Fatalf("converged org got %d writes: %v", m, h.sim.Calls())
+	}
+	after := h.org("acme")
+	if after.LastSeq != before.LastSeq || after.Observed.TunnelID != before.Observed.TunnelID ||
+		after.Observed.InstanceID != before.Observed.InstanceID || !IsTrue(after, state.CondReady) {
+		t.Fatalf("replay changed the org: before %+v after %+v", before, after)
+	}
+	h.requireOneEach("acme")
+}
+
+func TestSlugChangeMovesIngressAndDNS(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	oldRecord := h.org("acme").Observed.DNSRecordID
+	h.apply(created("acme", "acme-corp"))
+	h.waitFor("record moved", 10*time.Second, func() bool {
+		o := h.org("acme")
+		return IsTrue(o, state.CondReady) && o.Observed.DNSName == "acme-corp.sandbox.tunnelward.test"
+	})
+	w := h.world()
+	if len(w.records) != 1 || w.records[0]["name"] != "acme-corp.sandbox.tunnelward.test" || w.records[0]["id"] == oldRecord {
+		t.Fatalf("want only the new record, got %+v", w.records)
+	}
+	rules, _, err := h.cf.GetConfig(context.Background(), h.org("acme").Observed.TunnelID)
+	if err != nil || len(rules) != 2 || rules[0].Hostname != "acme-corp.sandbox.tunnelward.test" {
+		t.Fatalf("ingress not moved: %+v %v", rules, err)
+	}
+	h.requireOneEach("acme")
+}
+
+func remediations(o state.Org, action string) []state.Remediation {
+	var out []state.Remediation
+	for _, r := range o.Remediations {
+		if r.Action == action {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestHealthKilledConnectorRestarted(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	inst := h.org("acme").Observed.InstanceID
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.apply(healthFailed("acme"))
+	h.waitFor("restart recorded ok and Ready", 10*time.Second, func() bool {
+		o := h.org("acme")
+		rs := remediations(o, ActRestart)
+		return IsTrue(o, state.CondReady) && len(rs) == 1 && rs[0].Outcome == OutcomeOK
+	})
+	o := h.org("acme")
+	if o.Observed.InstanceID != inst || len(remediations(o, ActReplace)) != 0 {
+		t.Fatalf("a restart should have been enough; instance %s -> %s, remediations %+v", inst, o.Observed.InstanceID, o.Remediations)
+	}
+	if h.sim.CallCount("ssm.SendCommand") != 1 {
+		t.Fatalf("SendCommand calls %d, want 1", h.sim.CallCount("ssm.SendCommand"))
+	}
+	for _, r := range o.HealthReports {
+		if !r.Handled {
+			t.Fatalf("health report not handled: %+v", r)
+		}
+	}
+	h.requireOneEach("acme")
+}
+
+func TestHealthStoppedInstanceReplaced(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	old := h.org("acme").Observed.InstanceID
+	h.worldAction(cloudsim.WorldAction{Action: "stop_instance", ID: old})
+	h.apply(healthFailed("acme"))
+	h.waitFor("replacement Ready", 10*time.Second, func() bool {
+		o := h.org("acme")
+		return IsTrue(o, state.CondReady) && o.Observed.InstanceID != old
+	})
+	o := h.org("acme")
+	rs := remediations(o, ActReplace)
+	if len(rs) != 1 || rs[0].Outcome != OutcomeOK {
+		t.Fatalf("want one replace_instance ok, got %+v", o.Remediations)
+	}
+	h.waitFor("stopped instance terminated", 5*time.Second, func() bool { return len(h.world().instances) == 1 })
+	if tok := fmt.Sprint(h.world().instances[0]["ClientToken"]); !strings.HasSuffix(tok, "-a2") {
+		t.Fatalf("replacement client token %s, want attempt 2", tok)
+	}
+	h.requireOneEach("acme")
+}
+
+// A connector that does not come back after a restart (its instance keeps
+// failing) gets the instance replaced after the grace period.
+func TestHealthRestartFailsThenReplace(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	old := h.org("acme").Observed.InstanceID
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.apply(healthFailed("acme"))
+	h.waitFor("restart pending", 5*time.Second, func() bool { return len(remediations(h.org("acme"), ActRestart)) == 1 })
+	// The restarted cloudflared connects, then dies again within the grace period.
+	h.waitFor("connector back", 5*time.Second, func() bool {
+		for _, c := range h.sim.State().Connectors {
+			if c.InstanceID == old && c.Connected {
+				return true
+			}
+		}
+		return false
+	})
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.waitFor("replaced and Ready", 15*time.Second, func() bool {
+		o := h.org("acme")
+		return IsTrue(o, state.CondReady) && o.Observed.InstanceID != old
+	})
+	o := h.org("acme")
+	if rs := remediations(o, ActRestart); rs[0].Outcome != OutcomeFailed {
+		t.Fatalf("restart outcome %q, want failed: %+v", rs[0].Outcome, o.Remediations)
+	}
+	h.waitFor("one instance", 5*time.Second, func() bool { return len(h.world().instances) == 1 })
+	h.requireOneEach("acme")
+}
+
+func TestHealthFalseAlarm(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.sim.ResetCalls()
+	h.apply(healthFailed("acme"))
+	h.waitFor("false alarm recorded", 5*time.Second, func() bool {
+		return len(remediations(h.org("acme"), ActFalseAlarm)) == 1
+	})
+	if m := mutations(h.sim.Calls()); m != 0 {
+		t.Fatalf("false alarm caused %d writes: %v", m, h.sim.Calls())
+	}
+	if o := h.org("acme"); !IsTrue(o, state.CondReady) || len(o.Remediations) != 1 {
+		t.Fatalf("want Ready and only the false alarm: %+v", o.Remediations)
+	}
+}
+
+func TestRemediationRateLimited(t *testing.T) {
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.RemediationLimit = 1; c.RemediationWindow = time.Hour }})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.apply(healthFailed("acme"))
+	h.waitFor("first restart ok", 10*time.Second, func() bool {
+		rs := remediations(h.org("acme"), ActRestart)
+		return len(rs) == 1 && rs[0].Outcome == OutcomeOK
+	})
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.apply(healthFailed("acme"))
+	h.waitFor("Degraded by the rate limit", 5*time.Second, func() bool {
+		c, ok := Condition(h.org("acme"), state.CondDegraded)
+		return ok && c.Status && c.Reason == "RemediationRateLimited"
+	})
+	if n := h.sim.CallCount("ssm.SendCommand"); n != 1 {
+		t.Fatalf("SendCommand %d times, want 1 (limit)", n)
+	}
+}
+
+func TestUnownedRecordConflict(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ctx := context.Background()
+	theirs, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "acme.sandbox.tunnelward.test",
+		Content: "legacy.example.net", Comment: "hand-made by ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitFor("Conflict", 10*time.Second, func() bool { return IsTrue(h.org("acme"), state.CondConflict) })
+	h.waitFor("instance launched", 10*time.Second, func() bool { return len(h.world().instances) == 1 })
+	got, err := h.cf.GetRecord(ctx, theirs.ID)
+	if err != nil || got.Content != "legacy.example.net" || got.Comment != "hand-made by ops" {
+		t.Fatalf("unowned record touched: %+v %v", got, err)
+	}
+	o := h.org("acme")
+	if IsTrue(o, state.CondReady) || o.Observed.DNSRecordID != "" {
+		t.Fatalf("conflicting org must not be Ready nor record the record: %+v", o)
+	}
+	if c, _ := Condition(o, state.CondConflict); !strings.Contains(c.Message, theirs.ID) {
+		t.Fatalf("conflict message does not name the record: %q", c.Message)
+	}
+	// Ops removes it; the next sweep requeues and the org converges.
+	if _, err := h.cf.DeleteRecord(ctx, theirs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.eng.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReady("acme")
+	h.requireOneEach("acme")
+}
+
+func TestSweepRestoresDrift(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		act  cloudsim.WorldAction
+	}{
+		{"record deleted", cloudsim.WorldAction{Action: "delete", Kind: "dns_record", Org: "acme"}},
+		{"tunnel deleted", cloudsim.WorldAction{Action: "delete", Kind: "tunnel", Org: "acme"}},
+		{"instance terminated", cloudsim.WorldAction{Action: "terminate_instance", Org: "acme"}},
+		{"parameter deleted", cloudsim.WorldAction{Action: "delete", Kind: "parameter", Org: "acme"}},
+		{"record altered", cloudsim.WorldAction{Action: "alter_dns", Org: "acme", Content: "elsewhere.example.net"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{})
+			h.start()
+			h.apply(created("acme", "acme"))
+			h.waitReady("acme")
+			h.worldAction(tc.act)
+			h.waitFor("drift visible", 5*time.Second, func() bool { return true })
+			rep, err := h.eng.Sweep(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Drift) == 0 || len(rep.Requeued) != 1 {
+				t.Fatalf("sweep did not see the drift: %+v", rep)
+			}
+			h.waitFor("restored", 15*time.Second, func() bool { return h.convergedErr("acme") == nil })
+			h.requireOneEach("acme")
+			rep, err = h.eng.Sweep(context.Background())
+			if err != nil || len(rep.Drift) != 0 || len(rep.Requeued) != 0 {
+				t.Fatalf("second sweep still finds work: %+v %v", rep, err)
+			}
+		})
+	}
+}
+
+func TestSweepCollectsOrphans(t *testing.T) {
+	for _, gc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("gc=%v", gc), func(t *testing.T) {
+			h := newHarness(t, harnessOpts{engine: func(c *Config) { c.GC = gc }})
+			ctx := context.Background()
+			// Left by an org tunnelward no longer knows (lost bbolt, a bug):
+			tun, err := h.cf.CreateTunnel(ctx, plan.TunnelName("gone"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "gone.sandbox.tunnelward.test",
+				Content: plan.TunnelTarget(tun.ID), Comment: plan.DNSComment("gone")}); err != nil {
+				t.Fatal(err)
+			}
+			// ...and resources it does not own, which must never be touched.
+			if _, err := h.cf.CreateTunnel(ctx, "someone-elses"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "www.sandbox.tunnelward.test",
+				Content: "origin.example.net", Comment: "ops"}); err != nil {
+				t.Fatal(err)
+			}
+			h.start()
+			h.apply(created("acme", "acme"))
+			h.waitReady("acme")
+			if _, err := h.eng.Sweep(ctx); err != nil { // first sighting starts the grace period
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			rep, err := h.eng.Sweep(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Orphans) != 2 {
+				t.Fatalf("want 2 orphans, got %+v", rep.Orphans)
+			}
+			for _, o := range rep.Orphans {
+				if o.OrgID != "gone" || o.Collected != gc {
+					t.Fatalf("orphan %+v: want org gone, collected=%v", o, gc)
+				}
+			}
+			st := h.sim.State()
+			names := map[string]bool{}
+			for _, tt := range st.Tunnels {
+				if tt["deleted_at"] == nil {
+					names[fmt.Sprint(tt["name"])] = true
+				}
+			}
+			for _, r := range st.DNSRecords {
+				names[fmt.Sprint(r["name"])] = true
+			}
+			if !names["someone-elses"] || !names["www.sandbox.tunnelward.test"] || !names["tw-acme"] {
+				t.Fatalf("a resource that is not an orphan was touched: %v", names)
+			}
+			if gc == names["tw-gone"] || gc == names["gone.sandbox.tunnelward.test"] {
+				t.Fatalf("gc=%v but orphans present=%v/%v", gc, names["tw-gone"], names["gone.sandbox.tunnelward.test"])
+			}
+			if gc {
+				h.requireClean("acme")
+			}
+		})
+	}
+}
+
+// Throttling and server errors on every API: the engine still converges,
+// and the throttles were really served (and waited out).
+func TestFaultsStillConverge(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
+		{Op: "cf.*", ThrottleRate: 0.2, RetryAfter: cloudsim.Duration(50 * time.Millisecond), ErrorRate: 0.15, ErrorStatus: 502},
+		{Op: "ec2.*", ThrottleRate: 0.2, ErrorRate: 0.1, ErrorStatus: 503},
+		{Op: "ssm.*", ThrottleRate: 0.2, ErrorRate: 0.1, ErrorStatus: 500},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	orgs := []string{"a1", "a2", "a3", "a4", "a5"}
+	for _, o := range orgs {
+		h.apply(created(o, o))
+	}
+	h.waitReady(orgs...)
+	throttled, failed := 0, 0
+	for _, st := range h.sim.Calls() {
+		for code, n := range st {
+			switch {
+			case code == 429:
+				throttled += n
+			case code >= 500:
+				failed += n
+			}
+		}
+	}
+	if throttled == 0 || failed == 0 {
+		t.Fatalf("faults not exercised: throttled=%d failed=%d", throttled, failed)
+	}
+	h.requireClean(orgs...)
+	if w := h.world(); len(w.tunnels) != 5 || len(w.instances) != 5 || len(w.records) != 5 || len(w.params) != 5 {
+		t.Fatalf("want 5 of each: %s", h.describe())
+	}
+	for _, o := range orgs {
+		h.apply(deleted(o))
+	}
+	h.waitDeleted(orgs...)
+	h.waitFor("clean", 10*time.Second, func() bool { return len(h.invariants()) == 0 })
+}
+
+func TestManyOrgsInParallel(t *testing.T) {
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Workers = 8 }})
+	h.start()
+	var orgs []string
+	for i := range 24 {
+		orgs = append(orgs, fmt.Sprintf("org-%02d", i))
+	}
+	for _, o := range orgs {
+		h.apply(created(o, o), healthFailed(o)) // two events per org: two queue adds
+	}
+	h.waitReady(orgs...)
+	h.requireClean(orgs...)
+	if n := h.eng.Overlaps(); n != 0 {
+		t.Fatalf("%d reconciles overlapped on one org", n)
+	}
+	if w := h.world(); len(w.tunnels) != 24 || len(w.instances) != 24 {
+		t.Fatalf("want 24 tunnels and instances: %d %d", len(w.tunnels), len(w.instances))
+	}
+	for _, o := range orgs {
+		h.apply(deleted(o))
+	}
+	h.waitDeleted(orgs...)
+	h.waitFor("clean", 10*time.Second, func() bool { return len(h.invariants()) == 0 })
+	if n := h.eng.Overlaps(); n != 0 {
+		t.Fatalf("%d reconciles overlapped on one org", n)
+	}
+}
+
+// A crash right after a create, before its id reached bbolt: the next
+// reconcile's create meets "already exists" and adopts what is ours.
+func TestAdoptsUnrecordedResources(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ctx := context.Background()
+	tun, err := h.cf.CreateTunnel(ctx, plan.TunnelName("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "acme.sandbox.tunnelward.test",
+		Content: plan.TunnelTarget(tun.ID), Comment: plan.DNSComment("acme")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	o := h.org("acme")
+	if o.Observed.TunnelID != tun.ID || o.Observed.DNSRecordID != rec.ID {
+		t.Fatalf("did not adopt: tunnel %s (want %s), record %s (want %s)", o.Observed.TunnelID, tun.ID, o.Observed.DNSRecordID, rec.ID)
+	}
+	h.requireOneEach("acme")
+}
+
+// A crash after the launch attempt was committed but before the instance id
+// was: the retry uses the same ClientToken and gets the same instance.
+func TestLaunchInFlightReusesClientToken(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	o := h.org("acme")
+	d := h.eng.Desired(o)
+	// Pretend the launch record says "in flight" for the live instance's attempt.
+	if err := h.store.Update("acme", func(x *state.Org) error {
+		x.Observed.LaunchInFlight = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	log := h.eng.log.With("org_id", "acme")
+	if err := h.eng.launch(context.Background(), log, "acme", d, "", o.Observed.TunnelID); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.org("acme").Observed.InstanceID; got != o.Observed.InstanceID {
+		t.Fatalf("retried launch made instance %s, want the original %s", got, o.Observed.InstanceID)
+	}
+	if w := h.world(); len(w.instances) != 1 {
+		t.Fatalf("want one instance, got %d", len(w.instances))
+	}
+}
+
+// The token must never leave Cloudflare and SSM: not in logs, bbolt,
+// user-data or the emulator's view of anything but the parameter.
+func TestTokenNeverLeaks(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	orgs := []string{"acme", "beta"}
+	for _, o := range orgs {
+		h.apply(created(o, o))
+	}
+	h.waitReady(orgs...)
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.apply(healthFailed("acme"))
+	h.waitFor("restart done", 10*time.Second, func() bool {
+		rs := remediations(h.org("acme"), ActRestart)
+		return len(rs) == 1 && rs[0].Outcome == OutcomeOK
+	})
+	var secrets []string
+	for _, o := range orgs {
+		tok, err := h.cf.Token(context.Background(), h.org(o).Observed.TunnelID)
+		if err != nil || tok.IsZero() {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, tok.Reveal())
+	}
+	h.stop()
+	db, err := os.ReadFile(h.store.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := h.sim.State()
+	var ud strings.Builder
+	for _, in := range st.Instances {
+		fmt.Fprint(&ud, in["UserData"], in["UserDataScript"])
+	}
+	for _, s := range secrets {
+		for where, text := range map[string]string{"logs": h.logs.String(), "bbolt": string(db), "user-data": ud.String(), "status": h.describe()} {
+			if strings.Contains(text, s) {
+				t.Fatalf("token found in %s", where)
+			}
+		}
+	}
+	if len(h.logs.String()) == 0 {
+		t.Fatal("no logs captured")
+	}
+	h.requireClean(orgs...)
+}

@@ -1,0 +1,330 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/userdata"
+	"github.com/tunnelward/tunnelward/internal/workqueue"
+)
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// harness is one emulated cloud on loopback, the real provider clients on
+// it, a bbolt file and an engine.
+type harness struct {
+	t      testing.TB
+	sim    *cloudsim.Sim
+	srv    *httptest.Server
+	store  *state.Store
+	eng    *Engine
+	logs   *syncBuffer
+	seq    atomic.Uint64
+	cancel context.CancelFunc
+	done   chan struct{}
+	cf     *cloudflare.Client
+	aw     *aws.Client
+}
+
+type harnessOpts struct {
+	sim    func(*cloudsim.Config)
+	engine func(*Config)
+	policy apicall.Policy
+}
+
+// Emulated delays used by every test: short but real.
+const (
+	testBoot     = 150 * time.Millisecond
+	testConnect  = 100 * time.Millisecond
+	testShutdown = 50 * time.Millisecond
+)
+
+// Tests run many short polls; the real budgets (1200 Cloudflare requests
+// per 5 minutes, RunInstances 2/s) would only make them slow. The limiters
+// themselves are internal/ratelimit's and tested there.
+var (
+	testCFBudget   = ratelimit.WindowBudget{Requests: 100000, Window: time.Minute, Burst: 500}
+	testEC2Buckets = ratelimit.EC2Buckets{Mutating: ratelimit.Bucket{Burst: 500, Rate: 500}, NonMutating: ratelimit.Bucket{Burst: 500, Rate: 500}}
+)
+
+func newHarness(t testing.TB, o harnessOpts) *harness {
+	t.Helper()
+	scfg := cloudsim.DefaultConfig()
+	scfg.BootDelay, scfg.ConnectDelay, scfg.ShutdownDelay = testBoot, testConnect, testShutdown
+	scfg.RetryInterval = 100 * time.Millisecond
+	scfg.Limits = cloudsim.RateLimits{}
+	if o.sim != nil {
+		o.sim(&scfg)
+	}
+	sim := cloudsim.New(scfg)
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+
+	pol := o.policy
+	if pol.BaseDelay == 0 {
+		pol = apicall.Policy{MaxAttempts: 6, BaseDelay: 5 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+			MaxRetryAfter: 3 * time.Second, CallTimeout: 5 * time.Second}
+	}
+	cf, err := cloudflare.New(cloudflare.Config{BaseURL: srv.URL + "/client/v4/", APIToken: scfg.CFToken,
+		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: srv.Client(),
+		Policy: pol, PageSize: 20, Budget: testCFBudget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw, err := aws.New(context.Background(), aws.Config{Endpoint: srv.URL, Region: scfg.Region,
+		AccessKeyID: scfg.AWSAccessKey, SecretAccessKey: scfg.AWSSecret, Policy: pol, PageSize: 20,
+		EC2Buckets: testEC2Buckets, SSMBucket: ratelimit.Bucket{Burst: 400, Rate: 400}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+
+	logs := &syncBuffer{}
+	ecfg := Config{
+		ZoneName: scfg.ZoneName, Instance: InstanceSpec{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro",
+			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"}, InstanceProfile: "tunnelward-instance"},
+		Workers: 4, BootConnect: testBoot + testConnect + 50*time.Millisecond, PollInterval: 50 * time.Millisecond,
+		HealthGrace: 400 * time.Millisecond, SweepInterval: -1, OrphanGrace: time.Millisecond, GC: true,
+		ReconcileTimeout: 20 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if o.engine != nil {
+		o.engine(&ecfg)
+	}
+	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
+	eng, err := New(ecfg, NewClouds(cf, aw, userdata.Params{}), st, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw}
+	return h
+}
+
+// testWriter sends engine logs to t.Log only with -v.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// start runs the engine until the test ends.
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() {
+		defer close(h.done)
+		if err := h.eng.Run(ctx); err != nil {
+			h.t.Errorf("engine run: %v", err)
+		}
+	}()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	<-h.done
+	h.cancel = nil
+}
+
+// apply commits events to bbolt the way ingest does, then tells the engine.
+func (h *harness) apply(facts ...state.Fact) {
+	h.t.Helper()
+	for i := range facts {
+		if facts[i].Seq == 0 {
+			facts[i].Seq = h.seq.Add(1)
+		}
+		if facts[i].EventID == "" {
+			facts[i].EventID = fmt.Sprintf("ev-%d", facts[i].Seq)
+		}
+		if facts[i].Time.IsZero() {
+			facts[i].Time = time.Now()
+		}
+	}
+	out, err := h.store.Apply(facts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, oc := range out {
+		if oc.Changed() {
+			h.eng.OnApplied(oc.OrgID)
+		}
+	}
+}
+
+func created(org, slug string) state.Fact {
+	return state.Fact{Type: state.FactCreated, OrgID: org, Slug: slug}
+}
+
+func deleted(org string) state.Fact { return state.Fact{Type: state.FactDeleted, OrgID: org} }
+
+func healthFailed(org string) state.Fact {
+	return state.Fact{Type: state.FactHealthFailed, OrgID: org, Reason: "probe failed", Observer: "test"}
+}
+
+func (h *harness) org(id string) state.Org {
+	h.t.Helper()
+	o, ok, err := h.store.Get(id)
+	if err != nil || !ok {
+		h.t.Fatalf("org %s: ok=%v err=%v", id, ok, err)
+	}
+	return o
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		h.sim.Tick()
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %v waiting for %s\n%s", timeout, what, h.describe())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitReady(orgs ...string) {
+	h.t.Helper()
+	for _, id := range orgs {
+		h.waitFor("org "+id+" Ready", 15*time.Second, func() bool {
+			o, ok, _ := h.store.Get(id)
+			return ok && IsTrue(o, state.CondReady)
+		})
+	}
+}
+
+func (h *harness) waitDeleted(orgs ...string) {
+	h.t.Helper()
+	for _, id := range orgs {
+		h.waitFor("org "+id+" deleted", 15*time.Second, func() bool {
+			o, ok, _ := h.store.Get(id)
+			return ok && o.Observed.DeleteDone
+		})
+	}
+}
+
+func (h *harness) describe() string {
+	var b strings.Builder
+	orgs, _ := h.store.List()
+	for _, o := range orgs {
+		j, _ := json.Marshal(o)
+		fmt.Fprintf(&b, "org %s\n", j)
+	}
+	st := h.sim.State()
+	j, _ := json.Marshal(map[string]any{"tunnels": st.Tunnels, "dns": st.DNSRecords, "instances": st.Instances, "params": st.Parameters})
+	fmt.Fprintf(&b, "sim %s\n", j)
+	return b.String()
+}
+
+// world is the emulator's state reduced to what tests count.
+type world struct {
+	tunnels   []map[string]any // live
+	records   []map[string]any
+	instances []map[string]any // not terminated
+	params    []map[string]any
+}
+
+func (h *harness) world() world {
+	st := h.sim.State()
+	var w world
+	for _, t := range st.Tunnels {
+		if t["deleted_at"] == nil {
+			w.tunnels = append(w.tunnels, t)
+		}
+	}
+	w.records = st.DNSRecords
+	for _, in := range st.Instances {
+		if s := instState(in); s != "terminated" && s != "shutting-down" {
+			w.instances = append(w.instances, in)
+		}
+	}
+	w.params = st.Parameters
+	return w
+}
+
+func instState(in map[string]any) string {
+	st, _ := in["State"].(map[string]any)
+	n, _ := st["Name"].(string)
+	return n
+}
+
+// invariants asks the emulator's checker, naming the orgs that should exist.
+// With no orgs named, every owned resource left is an orphan.
+func (h *harness) invariants(orgs ...string) []cloudsim.Violation {
+	if orgs == nil {
+		orgs = []string{}
+	}
+	return h.sim.CheckInvariants(orgs)
+}
+
+func (h *harness) requireClean(orgs ...string) {
+	h.t.Helper()
+	if v := h.invariants(orgs...); len(v) > 0 {
+		h.t.Fatalf("invariant violations: %+v\n%s", v, h.describe())
+	}
+}
+
+func (h *harness) simGet(path string) []byte {
+	h.t.Helper()
+	res, err := http.Get(h.srv.URL + path)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return b
+}
+
+func (h *harness) worldAction(a cloudsim.WorldAction) {
+	h.t.Helper()
+	if _, err := h.sim.ApplyWorld(a); err != nil {
+		h.t.Fatal(err)
+	}
+}
