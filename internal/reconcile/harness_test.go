@@ -124,7 +124,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		Workers: 4, BootConnect: testBoot + testConnect + 50*time.Millisecond, PollInterval: 50 * time.Millisecond,
 		HealthGrace: 400 * time.Millisecond, SweepInterval: -1, OrphanGrace: time.Millisecond, GC: true,
 		ReconcileTimeout: 20 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:           slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if o.engine != nil {
 		o.engine(&ecfg)

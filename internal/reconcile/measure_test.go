@@ -89,4 +89,3 @@ func BenchmarkHappyPath(b *testing.B) {
 		b.ReportMetric(float64(took.Milliseconds()), "ms-to-ready")
 	}
 }
-
