@@ -9,8 +9,12 @@ import (
 // on a synthetic clock (AllowN with explicit times, no sleeping) and checks
 // every sliding window of length Window: none may hold more than the budget.
 func TestWindowLimiterNeverExceedsBudget(t *testing.T) {
+	if DefaultCloudflare.Requests > CloudflareLimit {
+		t.Fatalf("default budget %d over Cloudflare's %d", DefaultCloudflare.Requests, CloudflareLimit)
+	}
 	for _, b := range []WindowBudget{
 		DefaultCloudflare,
+		{Requests: CloudflareLimit, Window: 5 * time.Minute, Burst: 10},
 		{Requests: 100, Window: 10 * time.Second, Burst: 1},
 		{Requests: 100, Window: 10 * time.Second, Burst: 50},
 		{Requests: 1200, Window: 5 * time.Minute, Burst: 200},
