@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -345,7 +346,9 @@ func (in *Ingester) decode(m jetstream.Msg) item {
 func (in *Ingester) commit(ctx context.Context, b *batch) error {
 	in.batches.Add(1)
 	if len(b.facts) > 0 {
+		crashpoint.Hit("ingest.commit.before")
 		outcomes, err := in.cfg.Store.Apply(b.facts)
+		crashpoint.Hit("ingest.commit.after")
 		if err != nil {
 			// Nothing acked, nothing dead-lettered: the caller retries the
 			// whole batch.
@@ -369,7 +372,10 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 		it, oc := items[i], outcomes[k]
 		// Ack after commit. A lost ack means a redelivery, which
 		// the seq check turns into a no-op.
-		if err := it.msg.Ack(); err != nil {
+		crashpoint.Hit("ingest.ack.before")
+		err := it.msg.Ack()
+		crashpoint.Hit("ingest.ack.after")
+		if err != nil {
 			in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
 		}
 		switch oc.Result {
@@ -419,6 +425,7 @@ func (in *Ingester) deadLetter(ctx context.Context, it item) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// The msg id makes a redelivered reject land in the DLQ once.
+	crashpoint.Hit("ingest.dlq.before")
 	_, err := in.cfg.JS.PublishMsg(pctx, dlq, jetstream.WithMsgID(fmt.Sprintf("dlq-%s-%d", events.Stream, it.seq)), jetstream.WithExpectStream(events.DLQStream))
 	if err != nil {
 		in.nacked.Add(1)
@@ -430,6 +437,7 @@ func (in *Ingester) deadLetter(ctx context.Context, it item) {
 	}
 	in.dead.Add(1)
 	in.log.Warn("event dead-lettered", "subject", subj, "seq", it.seq, "code", it.verr.Code, "field", it.verr.Field, "reason", it.verr.Error())
+	crashpoint.Hit("ingest.term.before")
 	if err := it.msg.Term(); err != nil {
 		in.log.Warn("term failed; the event will be redelivered and dead-lettered again (deduplicated)", "subject", subj, "seq", it.seq, "err", err)
 	}
