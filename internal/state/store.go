@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/tunnelward/tunnelward/internal/crashpoint"
 )
 
 // SchemaVersion is the layout version this build writes. Bump it and add a
@@ -269,6 +271,8 @@ func (s *Store) List() ([]Org, error) {
 // said. An unknown org is an error wrapping ErrNotFound; an error from fn
 // writes nothing.
 func (s *Store) Update(orgID string, fn func(*Org) error) error {
+	crashpoint.Hit("state.update.before")
+	defer crashpoint.Hit("state.update.after")
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOrgs)
 		o, ok, err := getOrg(b, orgID)
