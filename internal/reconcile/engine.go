@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
 )
@@ -403,7 +404,9 @@ func addRemediation(o *state.Org, r state.Remediation) {
 // mutation, the operator's audit trail.
 func mutate(ctx context.Context, log *slog.Logger, op, target string, fn func(context.Context) error) error {
 	start := time.Now()
+	crashpoint.Hit("cloud.before." + op)
 	err := fn(ctx)
+	crashpoint.Hit("cloud.after." + op)
 	outcome := "ok"
 	lvl := slog.LevelInfo
 	if err != nil {
