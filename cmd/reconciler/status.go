@@ -1,0 +1,144 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// status prints org records from the state file. While the daemon runs it
+// holds the file, so status then asks the daemon's admin API instead.
+func status(o options, org string, stdout, stderr io.Writer) int {
+	if o.output != "table" && o.output != "json" {
+		fmt.Fprintf(stderr, "reconciler status: -o %q: want table or json\n", o.output)
+		return 2
+	}
+	orgs, err := readOrgs(o, org)
+	if errors.Is(err, state.ErrLocked) {
+		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", o.statePath(), o.adminListen)
+		orgs, err = fetchOrgs(o.adminListen, org)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "reconciler status:", err)
+		return 1
+	}
+	if o.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if org != "" {
+			_ = enc.Encode(orgs[0])
+		} else {
+			_ = enc.Encode(map[string]any{"orgs": orgs})
+		}
+		return 0
+	}
+	printTable(stdout, orgs)
+	return 0
+}
+
+var errNotFound = errors.New("org not found")
+
+func readOrgs(o options, org string) ([]state.Org, error) {
+	if _, err := os.Stat(o.statePath()); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no state file at %s: has the reconciler run with this --data-dir?", o.statePath())
+	}
+	s, err := state.Open(o.statePath(), state.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if org == "" {
+		l, err := s.List()
+		if l == nil {
+			l = []state.Org{}
+		}
+		return l, err
+	}
+	x, ok, err := s.Get(org)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not in %s", errNotFound, org, o.statePath())
+	}
+	return []state.Org{x}, nil
+}
+
+func fetchOrgs(adminAddr, org string) ([]state.Org, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	u := "http://" + adminAddr + "/v1/orgs"
+	if org != "" {
+		u += "/" + org
+	}
+	resp, err := c.Get(u)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: %q", errNotFound, org)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("admin API %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if org != "" {
+		var x state.Org
+		if err := json.NewDecoder(resp.Body).Decode(&x); err != nil {
+			return nil, fmt.Errorf("admin API %s: %w", u, err)
+		}
+		return []state.Org{x}, nil
+	}
+	var l struct{ Orgs []state.Org }
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		return nil, fmt.Errorf("admin API %s: %w", u, err)
+	}
+	return l.Orgs, nil
+}
+
+func printTable(w io.Writer, orgs []state.Org) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tCONDITIONS\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
+	for _, o := range orgs {
+		var conds []string
+		for _, c := range o.Conditions {
+			if c.Status {
+				conds = append(conds, c.Type)
+			}
+		}
+		unhandled := 0
+		for _, r := range o.HealthReports {
+			if !r.Handled {
+				unhandled++
+			}
+		}
+		updated := "-"
+		if !o.UpdatedAt.IsZero() {
+			updated = o.UpdatedAt.UTC().Format(time.RFC3339)
+		}
+		lastErr := o.LastError
+		if len(lastErr) > 60 {
+			lastErr = lastErr[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
+			o.ID, o.Desired.Presence, dash(o.Desired.Slug), o.Desired.Generation, o.LastSeq,
+			dash(o.Observed.TunnelID), dash(o.Observed.InstanceID), dash(strings.Join(conds, ",")),
+			len(o.HealthReports), unhandled, dash(lastErr), updated)
+	}
+	_ = tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
