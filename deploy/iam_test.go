@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -128,17 +129,62 @@ func statementsFor(p policy, action string) []statement {
 	return out
 }
 
+// awsCalls lists the EC2 and SSM API operations internal/aws calls (direct
+// calls and paginators), as IAM action names, so the policy cannot fall
+// behind the code.
+func awsCalls(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(repoRoot(t), "internal", "aws", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := regexp.MustCompile(`\.(ec2|ssm)\.([A-Z][A-Za-z]+)\(`)
+	pager := regexp.MustCompile(`\b(ec2|ssm)\.New([A-Z][A-Za-z]+)Paginator\(`)
+	var out []string
+	add := func(svc, op string) {
+		if a := svc + ":" + op; !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range call.FindAllSubmatch(b, -1) {
+			add(string(m[1]), string(m[2]))
+		}
+		for _, m := range pager.FindAllSubmatch(b, -1) {
+			add(string(m[1]), string(m[2]))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("found no EC2 or SSM calls in internal/aws")
+	}
+	return out
+}
+
 func TestReconcilerPolicy(t *testing.T) {
 	const name = "reconciler-policy.json"
 	p := loadPolicy(t, name)
 	checkResources(t, name, p)
-	for _, a := range []string{
-		"ec2:RunInstances", "ec2:DescribeInstances", "ec2:TerminateInstances", "ec2:RebootInstances", "ec2:CreateTags",
-		"iam:PassRole", "ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter", "ssm:DescribeParameters",
-		"ssm:AddTagsToResource", "ssm:SendCommand", "ssm:GetCommandInvocation",
-	} {
+	// Everything the AWS client calls, plus what those calls imply: tags in
+	// RunInstances and PutParameter need CreateTags and AddTagsToResource,
+	// an instance profile needs PassRole.
+	need := append(awsCalls(t), "ec2:CreateTags", "ssm:AddTagsToResource", "iam:PassRole")
+	for _, a := range need {
 		if len(statementsFor(p, a)) == 0 {
-			t.Errorf("%s does not allow %s", name, a)
+			t.Errorf("%s does not allow %s, which the reconciler needs", name, a)
+		}
+	}
+	for _, s := range p.Statement {
+		for _, a := range s.Action {
+			if !slices.Contains(need, a) && a != "kms:Encrypt" {
+				t.Errorf("%s/%s: %s is allowed but the reconciler never calls it", name, s.Sid, a)
+			}
 		}
 	}
 	for _, s := range p.Statement {
@@ -146,7 +192,7 @@ func TestReconcilerPolicy(t *testing.T) {
 			if strings.HasPrefix(a, "iam:") && a != "iam:PassRole" {
 				t.Errorf("%s/%s: %s; the reconciler needs no IAM action but PassRole", name, s.Sid, a)
 			}
-			if strings.HasSuffix(a, "Decrypt") || a == "ssm:GetParameters" {
+			if strings.HasSuffix(a, "Decrypt") || strings.HasPrefix(a, "ssm:GetParameter") {
 				t.Errorf("%s/%s: %s; the reconciler never reads a token back", name, s.Sid, a)
 			}
 		}
