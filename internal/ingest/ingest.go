@@ -330,7 +330,7 @@ func (in *Ingester) decode(m jetstream.Msg) item {
 		return item{}
 	}
 	it := item{msg: m, seq: md.Sequence.Stream}
-	ev, err := in.cfg.Validator.Decode(m.Subject(), m.Data())
+	ev, err := decodeMsg(in.cfg.Validator, m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		if !errors.As(err, &it.verr) {
 			it.verr = &events.ValidationError{Code: events.CodeSchema, Detail: err.Error()}

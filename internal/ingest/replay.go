@@ -144,7 +144,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 					break // published after the replay started: the live consumer applies it
 				}
 				res.Events++
-				ev, err := cfg.Validator.Decode(m.Subject(), m.Data())
+				ev, err := decodeMsg(cfg.Validator, m.Subject(), m.Headers(), m.Data())
 				if err != nil {
 					res.Invalid++
 					continue
