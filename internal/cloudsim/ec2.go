@@ -303,6 +303,7 @@ type ec2InstanceXML struct {
 	SubnetID           string         `xml:"subnetId,omitempty"`
 	VpcID              string         `xml:"vpcId,omitempty"`
 	PrivateIPAddress   string         `xml:"privateIpAddress,omitempty"`
+	IPAddress          string         `xml:"ipAddress,omitempty"`
 	GroupSet           []ec2GroupXML  `xml:"groupSet>item"`
 	StateReason        *ec2Reason     `xml:"stateReason,omitempty"`
 	Architecture       string         `xml:"architecture"`
@@ -384,6 +385,7 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 		Placement:          ec2Placement{AvailabilityZone: s.region() + "a", Tenancy: "default"},
 		SubnetID:           inst.SubnetID,
 		PrivateIPAddress:   inst.PrivateIP,
+		IPAddress:          inst.PublicIP,
 		Architecture:       "x86_64",
 		RootDeviceType:     "ebs",
 		RootDeviceName:     "/dev/xvda",
@@ -560,10 +562,28 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 		return nil, ec2BadParam("Value (%s) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN", profile)
 	}
 	subnet := form.Get("SubnetId")
+	publicIP := false
 	if subnet != "" && !strings.HasPrefix(subnet, "subnet-") {
 		return nil, ec2Err(http.StatusBadRequest, "InvalidSubnetID.Malformed", "The subnet ID '%s' is malformed", subnet)
 	}
 	groups := formList(form, "SecurityGroupId")
+	// A launch may place the instance through its primary network interface
+	// instead (how a caller says "no public IP"); AWS refuses both at once.
+	if nis := formIndexes(form, "NetworkInterface"); len(nis) > 0 {
+		if subnet != "" || len(groups) > 0 {
+			return nil, ec2Err(http.StatusBadRequest, "InvalidParameterCombination", "Network interfaces and an instance-level subnet ID or security groups may not be specified on the same request")
+		}
+		ni := "NetworkInterface." + strconv.Itoa(nis[0]) + "."
+		if idx := form.Get(ni + "DeviceIndex"); idx != "0" {
+			return nil, ec2BadParam("Value (%s) for parameter networkInterface.deviceIndex is invalid; the primary network interface has DeviceIndex 0", idx)
+		}
+		subnet = form.Get(ni + "SubnetId")
+		groups = formList(form, ni+"SecurityGroupId")
+		publicIP = form.Get(ni+"AssociatePublicIpAddress") == "true"
+	}
+	if subnet != "" && !strings.HasPrefix(subnet, "subnet-") {
+		return nil, ec2Err(http.StatusBadRequest, "InvalidSubnetID.Malformed", "The subnet ID '%s' is malformed", subnet)
+	}
 	for _, g := range groups {
 		if !strings.HasPrefix(g, "sg-") {
 			return nil, ec2Err(http.StatusBadRequest, "InvalidGroupId.Malformed", "Invalid id: \"%s\" (expecting \"sg-...\")", g)
@@ -587,6 +607,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 			SubnetID:           subnet,
 			SecurityGroupIDs:   append([]string(nil), groups...),
 			PrivateIP:          fmt.Sprintf("10.0.%d.%d", (s.seq/250)%250, s.seq%250+2),
+			PublicIP:           publicIPFor(publicIP, s.seq),
 			LaunchTime:         now,
 			StateChangedAt:     now,
 			ClientToken:        token,
@@ -1058,4 +1079,13 @@ func (s *Sim) ec2DescribeInstances(form url.Values) (any, *ec2Error) {
 		resp.Reservations[i].Instances = append(resp.Reservations[i].Instances, x)
 	}
 	return resp, nil
+}
+
+// publicIPFor gives an instance a documentation-range public address only
+// when its launch asked for one.
+func publicIPFor(want bool, seq uint64) string {
+	if !want {
+		return ""
+	}
+	return fmt.Sprintf("198.51.100.%d", seq%250+2)
 }

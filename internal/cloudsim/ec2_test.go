@@ -301,6 +301,17 @@ func TestEC2RunInstancesValidation(t *testing.T) {
 		}, "InvalidParameterValue"},
 		{"bad subnet", func(in *ec2.RunInstancesInput) { in.SubnetId = aws.String("net-1") }, "InvalidSubnetID.Malformed"},
 		{"bad group", func(in *ec2.RunInstancesInput) { in.SecurityGroupIds = []string{"web"} }, "InvalidGroupId.Malformed"},
+		{"subnet both on instance and interface", func(in *ec2.RunInstancesInput) {
+			in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{DeviceIndex: aws.Int32(0), SubnetId: aws.String("subnet-0a1b2c3d")}}
+		}, "InvalidParameterCombination"},
+		{"interface not primary", func(in *ec2.RunInstancesInput) {
+			in.SubnetId, in.SecurityGroupIds = nil, nil
+			in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{DeviceIndex: aws.Int32(1), SubnetId: aws.String("subnet-0a1b2c3d")}}
+		}, "InvalidParameterValue"},
+		{"bad subnet on interface", func(in *ec2.RunInstancesInput) {
+			in.SubnetId, in.SecurityGroupIds = nil, nil
+			in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{DeviceIndex: aws.Int32(0), SubnetId: aws.String("net-1")}}
+		}, "InvalidSubnetID.Malformed"},
 		{"profile name and arn", func(in *ec2.RunInstancesInput) {
 			in.IamInstanceProfile.Arn = aws.String("arn:aws:iam::123456789012:instance-profile/x")
 		}, "InvalidParameterCombination"},
@@ -612,5 +623,31 @@ func TestEC2ClientTokenConcurrentAndOrder(t *testing.T) {
 	w.sim.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("%d instances for one token, want 1", n)
+	}
+}
+
+// A launch placed through its primary network interface keeps that interface's
+// subnet and groups, and gets a public address only when it asked for one.
+func TestEC2RunInstancesNetworkInterface(t *testing.T) {
+	w := newAWSTestWorld(t, Config{})
+	ctx := context.Background()
+	for _, public := range []bool{false, true} {
+		in := runInput("", nil)
+		in.SubnetId, in.SecurityGroupIds = nil, nil
+		in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{
+			DeviceIndex: aws.Int32(0), SubnetId: aws.String("subnet-0feed"),
+			Groups: []string{"sg-0beef"}, AssociatePublicIpAddress: aws.Bool(public),
+		}}
+		out, err := w.ec2.RunInstances(ctx, in)
+		if err != nil {
+			t.Fatalf("RunInstances public=%v: %v", public, err)
+		}
+		got := describeOne(t, w, aws.ToString(out.Instances[0].InstanceId))
+		if aws.ToString(got.SubnetId) != "subnet-0feed" || len(got.SecurityGroups) != 1 || aws.ToString(got.SecurityGroups[0].GroupId) != "sg-0beef" {
+			t.Errorf("public=%v: subnet %q groups %+v, want subnet-0feed and sg-0beef", public, aws.ToString(got.SubnetId), got.SecurityGroups)
+		}
+		if hasIP := aws.ToString(got.PublicIpAddress) != ""; hasIP != public {
+			t.Errorf("public=%v: public address %q", public, aws.ToString(got.PublicIpAddress))
+		}
 	}
 }

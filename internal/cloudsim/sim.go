@@ -264,6 +264,7 @@ type Instance struct {
 	SubnetID           string
 	SecurityGroupIDs   []string
 	PrivateIP          string
+	PublicIP           string // only when the launch associated one
 	LaunchTime         time.Time
 	StateChangedAt     time.Time
 	ClientToken        string
