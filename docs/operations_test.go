@@ -90,6 +90,7 @@ func TestOperationsMetrics(t *testing.T) {
 	m.OrphanCollected("tunnel")
 	m.SweepDone(time.Second, nil)
 	m.SetConsumerStatsFunc(func(context.Context) (metrics.ConsumerStats, error) { return metrics.ConsumerStats{}, nil })
+	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

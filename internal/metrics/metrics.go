@@ -50,7 +50,7 @@ type Metrics struct {
 	eventsIngested   *prometheus.CounterVec
 	deadLetters      *prometheus.CounterVec
 	reconcileSeconds *prometheus.HistogramVec
-	queueDepth       prometheus.Gauge
+	queue            *queueCollector
 	queueRetries     prometheus.Counter
 	apiRequests      *prometheus.CounterVec
 	apiSeconds       *prometheus.HistogramVec
@@ -94,10 +94,12 @@ func New() *Metrics {
 		Help:    "Time one reconcile of one org took, by result (converged, requeued, error, terminal).",
 		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
 	}, []string{"result"})
-	m.queueDepth = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "workqueue_depth",
-		Help: "Orgs waiting in the work queue.",
-	})
+	m.queue = &queueCollector{
+		depth: prometheus.NewDesc(namespace+"_workqueue_depth",
+			"Orgs ready to be reconciled and waiting for a worker.", nil, nil),
+		delayed: prometheus.NewDesc(namespace+"_workqueue_delayed",
+			"Orgs waiting out a backoff or a requeue delay before they are ready.", nil, nil),
+	}
 	m.queueRetries = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "workqueue_retries_total",
 		Help: "Orgs put back on the work queue with backoff after a failed reconcile.",
@@ -151,7 +153,7 @@ func New() *Metrics {
 		nil, nil)}
 
 	for _, c := range []prometheus.Collector{
-		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queueDepth, m.queueRetries,
+		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
 		collectors.NewGoCollector(),
@@ -236,12 +238,24 @@ func (m *Metrics) ObserveReconcile(result string, d time.Duration) {
 	m.reconcileSeconds.WithLabelValues(m.bound("reconcile/result", result)).Observe(d.Seconds())
 }
 
-// SetQueueDepth sets the number of orgs waiting in the work queue.
+// SetQueueDepth sets the number of orgs ready in the work queue, for a
+// caller that pushes the value; SetQueueFuncs makes it pulled instead.
 func (m *Metrics) SetQueueDepth(n int) {
 	if m == nil {
 		return
 	}
-	m.queueDepth.Set(float64(n))
+	m.queue.depthVal.Store(int64(n))
+}
+
+// SetQueueFuncs makes the queue gauges read at scrape time: depth is the
+// number of ready keys and delayed the number scheduled for later
+// (workqueue.Queue's Len and Waiting). Either may be nil.
+func (m *Metrics) SetQueueFuncs(depth, delayed func() int) {
+	if m == nil {
+		return
+	}
+	m.queue.depthFn.Store(&depth)
+	m.queue.delayedFn.Store(&delayed)
 }
 
 // QueueRetry counts one org requeued with backoff.
@@ -427,4 +441,28 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
 	ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(st.AckPending))
 	ch <- prometheus.MustNewConstMetric(c.redelivered, prometheus.GaugeValue, float64(st.Redelivered))
+}
+
+// queueCollector reports the work queue's gauges, from functions read at
+// scrape time when set (no polling loop needed) or from the last pushed value.
+type queueCollector struct {
+	depth, delayed     *prometheus.Desc
+	depthVal           atomic.Int64
+	depthFn, delayedFn atomic.Pointer[func() int]
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.depth
+	ch <- c.delayed
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	depth := float64(c.depthVal.Load())
+	if f := c.depthFn.Load(); f != nil && *f != nil {
+		depth = float64((*f)())
+	}
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, depth)
+	if f := c.delayedFn.Load(); f != nil && *f != nil {
+		ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64((*f)()))
+	}
 }

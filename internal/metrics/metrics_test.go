@@ -99,7 +99,7 @@ func TestCountersMove(t *testing.T) {
 		{"ingested deleted/duplicate", toFloat64(t, m.eventsIngested.WithLabelValues("org.deleted", "duplicate")), 1},
 		{"dead letters", toFloat64(t, m.deadLetters.WithLabelValues("schema")), 1},
 		{"retries", toFloat64(t, m.queueRetries), 1},
-		{"depth", toFloat64(t, m.queueDepth), 7},
+		{"depth", gauge(t, m, "tunnelward_workqueue_depth"), 7},
 		{"remediations", toFloat64(t, m.remediations.WithLabelValues("restart_cloudflared", "success")), 1},
 		{"drift", toFloat64(t, m.drift.WithLabelValues("dns_record")), 2},
 		{"orphans", toFloat64(t, m.orphans.WithLabelValues("tunnel")), 1},
@@ -108,6 +108,31 @@ func TestCountersMove(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+func gauge(t *testing.T, m *Metrics, name string) float64 {
+	t.Helper()
+	mf, ok := gather(t, m)[name]
+	if !ok {
+		t.Fatalf("%s not exposed", name)
+	}
+	return mf.GetMetric()[0].GetGauge().GetValue()
+}
+
+func TestQueueFuncs(t *testing.T) {
+	m := New()
+	if _, ok := gather(t, m)["tunnelward_workqueue_delayed"]; ok {
+		t.Fatal("delayed reported before a func is set")
+	}
+	ready, later := 3, 5
+	m.SetQueueFuncs(func() int { return ready }, func() int { return later })
+	if d, l := gauge(t, m, "tunnelward_workqueue_depth"), gauge(t, m, "tunnelward_workqueue_delayed"); d != 3 || l != 5 {
+		t.Fatalf("depth %v delayed %v, want 3 5", d, l)
+	}
+	ready, later = 0, 1 // read at scrape time, no push needed
+	if d, l := gauge(t, m, "tunnelward_workqueue_depth"), gauge(t, m, "tunnelward_workqueue_delayed"); d != 0 || l != 1 {
+		t.Fatalf("depth %v delayed %v after the queue changed, want 0 1", d, l)
 	}
 }
 
@@ -301,6 +326,7 @@ func TestNamingAndLabels(t *testing.T) {
 	m.OrphanCollected("parameter")
 	m.SweepDone(time.Second, nil)
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
+	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 
 	mfs, err := m.Registry().Gather()
 	if err != nil {
@@ -318,7 +344,7 @@ func TestNamingAndLabels(t *testing.T) {
 	want := []string{
 		"tunnelward_events_ingested_total", "tunnelward_dead_letters_total",
 		"tunnelward_consumer_pending_messages", "tunnelward_consumer_redelivered_messages",
-		"tunnelward_reconcile_duration_seconds", "tunnelward_workqueue_depth", "tunnelward_workqueue_retries_total",
+		"tunnelward_reconcile_duration_seconds", "tunnelward_workqueue_depth", "tunnelward_workqueue_delayed", "tunnelward_workqueue_retries_total",
 		"tunnelward_cloud_api_requests_total", "tunnelward_cloud_api_throttles_total",
 		"tunnelward_cloud_api_request_duration_seconds", "tunnelward_orgs", "tunnelward_remediations_total",
 		"tunnelward_drift_detected_total", "tunnelward_orphans_collected_total", "tunnelward_sweep_duration_seconds",
@@ -372,6 +398,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.OrphanCollected("x")
 	m.SweepDone(0, nil)
 	m.SetConsumerStatsFunc(nil)
+	m.SetQueueFuncs(nil, nil)
 	if !m.LastSweepSuccess().IsZero() {
 		t.Fatal("nil metrics has a last sweep")
 	}
