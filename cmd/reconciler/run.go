@@ -195,7 +195,7 @@ func (a *app) start(ctx context.Context) error {
 			log.Error("admin server", "err", err)
 		}
 	})
-	return nil
+	return a.startEngine(ctx) // engine.go
 }
 
 func checkCloud(mode string) error {
