@@ -359,7 +359,8 @@ func TestValidLiveVariants(t *testing.T) {
 	args := []string{
 		"--cloudflare-api-token-file", tok, "--creds", creds, "--nats-url", "tls://a:4222,tls://b:4222",
 		"--instance-profile", "arn:aws:iam::123456789012:instance-profile/tunnelward/tunnelward-instance",
-		"--instance-security-groups", "sg-0123456789abcdef0", "--admin-listen", "0.0.0.0:8081", "org-a",
+		"--instance-security-groups", "sg-0123456789abcdef0", "--admin-listen", "0.0.0.0:8081",
+		"--cloudflare-zone-name", "example.com.", "org-a",
 	}
 	c, err := Parse(args, envMap(env))
 	if err != nil {
@@ -370,6 +371,9 @@ func TestValidLiveVariants(t *testing.T) {
 	}
 	if c.AWS.Region != "ap-southeast-2" {
 		t.Fatalf("region fallback to AWS_REGION: %q", c.AWS.Region)
+	}
+	if c.Cloudflare.ZoneName != "example.com" {
+		t.Fatalf("zone name %q", c.Cloudflare.ZoneName)
 	}
 	if !slices.Equal(c.Args, []string{"org-a"}) {
 		t.Fatalf("positional args: %v", c.Args)

@@ -200,6 +200,9 @@ func (c *Config) validate(probs *problems) {
 	if v := c.Cloudflare.ZoneID; v != "" && !reHexID.MatchString(v) {
 		probs.add(f("cloudflare-zone-id"), "%q is not a Cloudflare zone id (32 lowercase hex digits)", v)
 	}
+	// A fully qualified "example.com." names the same zone; hostnames are
+	// built as <slug>.<zone>, so keep the form without the root dot.
+	c.Cloudflare.ZoneName = strings.TrimSuffix(c.Cloudflare.ZoneName, ".")
 	if v := c.Cloudflare.ZoneName; v != "" {
 		if err := checkZoneName(v); err != nil {
 			probs.add(f("cloudflare-zone-name"), "%q: %v", v, err)
@@ -365,9 +368,6 @@ func checkFile(p string) error {
 }
 
 func checkZoneName(v string) error {
-	if strings.HasSuffix(v, ".") {
-		v = strings.TrimSuffix(v, ".")
-	}
 	labels := strings.Split(v, ".")
 	if len(labels) < 2 {
 		return errors.New("a zone name has at least two labels (like example.com)")
