@@ -492,7 +492,7 @@ func TestSweepCollectsOrphans(t *testing.T) {
 func TestFaultsStillConverge(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
-		{Op: "cf.*", ThrottleRate: 0.2, RetryAfter: cloudsim.Duration(50 * time.Millisecond), ErrorRate: 0.15, ErrorStatus: 502},
+		{Op: "cf.*", ThrottleRate: 0.1, RetryAfter: cloudsim.Duration(50 * time.Millisecond), ErrorRate: 0.15, ErrorStatus: 502},
 		{Op: "ec2.*", ThrottleRate: 0.2, ErrorRate: 0.1, ErrorStatus: 503},
 		{Op: "ssm.*", ThrottleRate: 0.2, ErrorRate: 0.1, ErrorStatus: 500},
 	}}); err != nil {
