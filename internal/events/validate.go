@@ -260,9 +260,24 @@ func (v *Validator) semantic(subject string, ev Event, orgID string) error {
 // schemaError turns the validator's error tree into one error naming the
 // deepest failing field.
 func (v *Validator) schemaError(ve *jsonschema.ValidationError) *ValidationError {
+	// The validator collects sibling causes in map order; taking the
+	// shallowest location (then the smallest) names the same field every
+	// time, the envelope's before the data's.
+	before := func(a, b *jsonschema.ValidationError) bool {
+		if len(a.InstanceLocation) != len(b.InstanceLocation) {
+			return len(a.InstanceLocation) < len(b.InstanceLocation)
+		}
+		return strings.Join(a.InstanceLocation, "/") < strings.Join(b.InstanceLocation, "/")
+	}
 	leaf := ve
 	for len(leaf.Causes) > 0 {
-		leaf = leaf.Causes[0]
+		next := leaf.Causes[0]
+		for _, c := range leaf.Causes[1:] {
+			if before(c, next) {
+				next = c
+			}
+		}
+		leaf = next
 	}
 	loc := append([]string(nil), leaf.InstanceLocation...)
 	switch k := leaf.ErrorKind.(type) {
