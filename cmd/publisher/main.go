@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -213,9 +214,19 @@ func readBatch(r io.Reader, v *events.Validator, source string) ([]events.Event,
 		if text == "" {
 			continue
 		}
+		// encoding/json would silently turn invalid UTF-8 into U+FFFD and
+		// publish the mangled text: refuse it as ingest would.
+		if !utf8.ValidString(text) {
+			errs = append(errs, fmt.Sprintf("line %d: %v", line, &events.ValidationError{Code: events.CodeInvalidUTF8, Detail: "payload is not valid UTF-8"}))
+			continue
+		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(text), &m); err != nil {
 			errs = append(errs, fmt.Sprintf("line %d: not a JSON object: %v", line, err))
+			continue
+		}
+		if m == nil { // the line is `null`
+			errs = append(errs, fmt.Sprintf("line %d: not a JSON object: null", line))
 			continue
 		}
 		setDefault(m, "specversion", events.SpecVersion)
