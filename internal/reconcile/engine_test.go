@@ -547,6 +547,28 @@ func TestManyOrgsInParallel(t *testing.T) {
 	if w := h.world(); len(w.tunnels) != 24 || len(w.instances) != 24 {
 		t.Fatalf("want 24 tunnels and instances: %d %d", len(w.tunnels), len(w.instances))
 	}
+	// A sweep of 24 converged orgs costs list pages (page size 20: 2 per
+	// listing), not calls per org, and requeues nobody.
+	h.waitFor("readiness polls over", 5*time.Second, func() bool { return h.eng.Queue().Waiting() == 0 && h.eng.Queue().Len() == 0 })
+	h.sim.ResetCalls()
+	rep, err := h.eng.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := h.sim.Calls()
+	total := 0
+	for op, st := range calls {
+		for _, n := range st {
+			total += n
+		}
+		if !strings.Contains(op, "list") && !strings.Contains(op, "Describe") {
+			t.Fatalf("sweep made a per-org call %s: %v", op, calls)
+		}
+	}
+	if total != 8 || len(rep.Requeued) != 0 || len(rep.Drift) != 0 || rep.Tunnels != 24 || rep.Instances != 24 {
+		t.Fatalf("sweep of 24 orgs: %d calls (want 8 = 4 listings x 2 pages), report %+v, calls %v", total, rep, calls)
+	}
+
 	for _, o := range orgs {
 		h.apply(deleted(o))
 	}
@@ -654,4 +676,28 @@ func TestTokenNeverLeaks(t *testing.T) {
 		t.Fatal("no logs captured")
 	}
 	h.requireClean(orgs...)
+}
+
+// No health event at all: the sweep sees the tunnel down, the org is
+// requeued, and the engine restarts cloudflared on its own.
+func TestSweepFindsDownTunnel(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
+	h.waitFor("tunnel down", 5*time.Second, func() bool {
+		t, err := h.cf.GetTunnel(context.Background(), h.org("acme").Observed.TunnelID)
+		return err == nil && t.Status != "healthy"
+	})
+	rep, err := h.eng.Sweep(context.Background())
+	if err != nil || len(rep.Requeued) != 1 {
+		t.Fatalf("sweep did not requeue the down org: %+v %v", rep, err)
+	}
+	h.waitFor("restarted and Ready", 10*time.Second, func() bool {
+		o := h.org("acme")
+		rs := remediations(o, ActRestart)
+		return IsTrue(o, state.CondReady) && len(rs) == 1 && rs[0].Outcome == OutcomeOK
+	})
+	h.requireOneEach("acme")
 }
