@@ -60,11 +60,12 @@ func (o Outcome) Changed() bool { return o.Result == ResultApplied }
 // changes nothing.
 func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 	out := make([]Outcome, 0, len(facts))
+	var t *txOrgs
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out = out[:0]
-		b := tx.Bucket(bucketOrgs)
+		t = s.txOrgs(tx)
 		for _, f := range facts {
-			oc, err := s.applyOne(b, f)
+			oc, err := s.applyOne(t, f)
 			if err != nil {
 				return err
 			}
@@ -75,15 +76,16 @@ func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply %d facts to %s: %w", len(facts), s.path, err)
 	}
+	t.committed()
 	return out, nil
 }
 
-func (s *Store) applyOne(b *bolt.Bucket, f Fact) (Outcome, error) {
+func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 	oc := Outcome{Seq: f.Seq, OrgID: f.OrgID}
 	if f.OrgID == "" {
 		return oc, fmt.Errorf("fact seq %d: empty org id", f.Seq)
 	}
-	o, exists, err := getOrg(b, f.OrgID)
+	o, exists, err := t.get(f.OrgID)
 	if err != nil {
 		return oc, err
 	}
@@ -133,7 +135,7 @@ func (s *Store) applyOne(b *bolt.Bucket, f Fact) (Outcome, error) {
 			EventID: f.EventID, Seq: f.Seq, Reason: f.Reason, Observer: f.Observer, At: f.Time,
 		})
 		if n := len(o.HealthReports) - s.opts.MaxHealthReports; n > 0 {
-			o.HealthReports = append([]HealthReport(nil), o.HealthReports[n:]...)
+			o.HealthReports = o.HealthReports[n:]
 		}
 		oc.Detail = "health report recorded"
 	default:
@@ -141,5 +143,5 @@ func (s *Store) applyOne(b *bolt.Bucket, f Fact) (Outcome, error) {
 	}
 	o.LastSeq, o.LastEventID, o.UpdatedAt = f.Seq, f.EventID, f.Time
 	oc.Result = ResultApplied
-	return oc, putOrg(b, o)
+	return oc, t.put(o)
 }

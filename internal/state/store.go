@@ -56,9 +56,10 @@ type Options struct {
 
 // Store is the bbolt file holding every org's record.
 type Store struct {
-	db   *bolt.DB
-	path string
-	opts Options
+	db    *bolt.DB
+	path  string
+	opts  Options
+	cache orgCache
 }
 
 // Open opens or creates the state file at path and migrates it to
@@ -273,17 +274,17 @@ func (s *Store) List() ([]Org, error) {
 func (s *Store) Update(orgID string, fn func(*Org) error) error {
 	crashpoint.Hit("state.update.before")
 	defer crashpoint.Hit("state.update.after")
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOrgs)
-		o, ok, err := getOrg(b, orgID)
+	var t *txOrgs
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t = s.txOrgs(tx)
+		o, ok, err := t.get(orgID)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("update org %s: %w", orgID, ErrNotFound)
 		}
-		orig := o
-		orig.HealthReports = append([]HealthReport(nil), o.HealthReports...)
+		orig := o.clone()
 		if err := fn(&o); err != nil {
 			return fmt.Errorf("update org %s: %w", orgID, err)
 		}
@@ -300,6 +301,10 @@ func (s *Store) Update(orgID string, fn func(*Org) error) error {
 				o.HealthReports[i].Handled = true
 			}
 		}
-		return putOrg(b, o)
+		return t.put(o)
 	})
+	if err == nil {
+		t.committed()
+	}
+	return err
 }
