@@ -1,0 +1,281 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/userdata"
+	"github.com/tunnelward/tunnelward/internal/workqueue"
+)
+
+// world is one emulated cloud on loopback, tunnelward's real provider
+// clients pointed at it, a bbolt file and a reconcile engine: the same
+// wiring as the reconciler's sandbox mode, with every knob a figure needs.
+type world struct {
+	sim   *cloudsim.Sim
+	srv   *httptest.Server
+	cf    *cloudflare.Client
+	aw    *aws.Client
+	store *state.Store
+	eng   *reconcile.Engine
+	dir   string
+	seq   atomic.Uint64
+
+	// requests counts every request the emulator answered (all providers),
+	// for the emulator-headroom comparison.
+	requests atomic.Int64
+	firstCF  atomic.Int64 // unix nanos of the first Cloudflare request, 0 before
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type worldOpts struct {
+	sim      func(*cloudsim.Config)
+	engine   func(*reconcile.Config)
+	cfBudget ratelimit.WindowBudget
+	ec2      ratelimit.EC2Buckets
+	ssm      ratelimit.Bucket
+	cfPage   int // 0: the client's default (what the reconciler runs with)
+	policy   apicall.Policy
+}
+
+// generous limits for figures that do not measure rate limiting: the
+// limiters exist but never bind.
+var (
+	freeCF  = ratelimit.WindowBudget{Requests: 10_000_000, Window: time.Minute, Burst: 10_000}
+	freeEC2 = ratelimit.EC2Buckets{Mutating: ratelimit.Bucket{Burst: 10_000, Rate: 10_000}, NonMutating: ratelimit.Bucket{Burst: 10_000, Rate: 10_000}}
+	freeSSM = ratelimit.Bucket{Burst: 10_000, Rate: 10_000}
+)
+
+func newWorld(o worldOpts) (*world, error) {
+	dir, err := os.MkdirTemp("", "tunnelward-bench-")
+	if err != nil {
+		return nil, err
+	}
+	scfg := cloudsim.DefaultConfig()
+	scfg.Limits = cloudsim.RateLimits{}
+	scfg.BootDelay, scfg.ConnectDelay, scfg.ShutdownDelay = 150*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	scfg.RetryInterval = 100 * time.Millisecond
+	scfg.DNSQuota = 1_000_000
+	if o.sim != nil {
+		o.sim(&scfg)
+	}
+	w := &world{sim: cloudsim.New(scfg), dir: dir}
+	h := w.sim.Handler()
+	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/_sim/") {
+			w.requests.Add(1)
+			if strings.HasPrefix(r.URL.Path, "/client/v4/") {
+				w.firstCF.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}
+		h.ServeHTTP(rw, r)
+	}))
+	// Many workers and the sweep's parallel listings share one loopback
+	// server: keep enough idle connections that none is re-dialled.
+	tr := w.srv.Client().Transport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+
+	pol := o.policy
+	if pol.BaseDelay == 0 {
+		pol = apicall.Policy{MaxAttempts: 6, BaseDelay: 20 * time.Millisecond, MaxDelay: time.Second,
+			MaxRetryAfter: time.Minute, CallTimeout: 30 * time.Second}
+	}
+	if o.cfBudget.Requests == 0 {
+		o.cfBudget = freeCF
+	}
+	if o.ec2.Mutating.Rate == 0 {
+		o.ec2 = freeEC2
+	}
+	if o.ssm.Rate == 0 {
+		o.ssm = freeSSM
+	}
+	w.cf, err = cloudflare.New(cloudflare.Config{BaseURL: w.srv.URL + "/client/v4/", APIToken: scfg.CFToken,
+		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: hc,
+		Policy: pol, PageSize: o.cfPage, Budget: o.cfBudget})
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	w.aw, err = aws.New(context.Background(), aws.Config{Endpoint: w.srv.URL, Region: scfg.Region,
+		AccessKeyID: scfg.AWSAccessKey, SecretAccessKey: scfg.AWSSecret, HTTPClient: hc, Policy: pol,
+		EC2Buckets: o.ec2, SSMBucket: o.ssm})
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	if w.store, err = state.Open(filepath.Join(dir, "state.db"), state.Options{}); err != nil {
+		w.close()
+		return nil, err
+	}
+	ecfg := reconcile.Config{
+		ZoneName: scfg.ZoneName,
+		Instance: reconcile.InstanceSpec{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro",
+			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
+			InstanceProfile: "tunnelward-instance"},
+		Workers: 4, BootConnect: scfg.BootDelay + scfg.ConnectDelay, PollInterval: 50 * time.Millisecond,
+		SweepInterval: -1, ReconcileTimeout: time.Minute,
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	if o.engine != nil {
+		o.engine(&ecfg)
+	}
+	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: time.Second})
+	w.eng, err = reconcile.New(ecfg, reconcile.NewClouds(w.cf, w.aw, userdata.Params{}), w.store, q)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// start runs the engine's workers until stop.
+func (w *world) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		_ = w.eng.Run(ctx)
+	}()
+}
+
+func (w *world) stop() {
+	if w.cancel == nil {
+		return
+	}
+	w.cancel()
+	<-w.done
+	w.cancel = nil
+}
+
+func (w *world) close() {
+	w.stop()
+	if w.store != nil {
+		_ = w.store.Close()
+	}
+	if w.srv != nil {
+		w.srv.Close()
+	}
+	_ = os.RemoveAll(w.dir)
+}
+
+// apply commits facts the way ingest does (one transaction, sequence
+// numbers in order) and hands the changed orgs to the engine.
+func (w *world) apply(facts ...state.Fact) error {
+	now := time.Now()
+	for i := range facts {
+		facts[i].Seq = w.seq.Add(1)
+		facts[i].EventID = fmt.Sprintf("bench-%d", facts[i].Seq)
+		facts[i].Time = now
+	}
+	out, err := w.store.Apply(facts)
+	if err != nil {
+		return err
+	}
+	for _, oc := range out {
+		if oc.Changed() {
+			w.eng.OnApplied(oc.OrgID)
+		}
+	}
+	return nil
+}
+
+func created(org string) state.Fact {
+	return state.Fact{Type: state.FactCreated, OrgID: org, Slug: org}
+}
+
+func deleted(org string) state.Fact { return state.Fact{Type: state.FactDeleted, OrgID: org} }
+
+// waitOrgs polls bbolt until cond holds for every org, ticking the
+// emulator's world meanwhile. It returns when each org first satisfied cond.
+func (w *world) waitOrgs(ctx context.Context, orgs []string, every time.Duration, cond func(state.Org) bool) (map[string]time.Time, error) {
+	at := make(map[string]time.Time, len(orgs))
+	for {
+		w.sim.Tick()
+		for _, id := range orgs {
+			if _, ok := at[id]; ok {
+				continue
+			}
+			o, ok, err := w.store.Get(id)
+			if err != nil {
+				return at, err
+			}
+			if ok && cond(o) {
+				at[id] = time.Now()
+			}
+		}
+		if len(at) == len(orgs) {
+			return at, nil
+		}
+		select {
+		case <-ctx.Done():
+			return at, fmt.Errorf("%d of %d orgs reached the state: %w", len(at), len(orgs), ctx.Err())
+		case <-time.After(every):
+		}
+	}
+}
+
+func ready(o state.Org) bool { return reconcile.IsTrue(o, state.CondReady) }
+
+func deleteDone(o state.Org) bool { return o.Observed.DeleteDone }
+
+// callsByProvider sums emulator call counts per provider, keeping the
+// per-operation detail and the throttled answers.
+type providerCalls struct {
+	cf, ec2, ssm int
+	cf429        int
+	throttled    int // any provider's throttling answer
+	ops          map[string]int
+}
+
+func sumCalls(calls map[string]map[int]int) providerCalls {
+	pc := providerCalls{ops: map[string]int{}}
+	for op, st := range calls {
+		for status, n := range st {
+			pc.ops[op] += n
+			switch {
+			case strings.HasPrefix(op, "cf."):
+				pc.cf += n
+				if status == http.StatusTooManyRequests {
+					pc.cf429 += n
+					pc.throttled += n
+				}
+			case strings.HasPrefix(op, "ec2."):
+				pc.ec2 += n
+				if status == http.StatusServiceUnavailable {
+					pc.throttled += n
+				}
+			case strings.HasPrefix(op, "ssm."):
+				pc.ssm += n
+			}
+		}
+	}
+	return pc
+}
+
+func (pc providerCalls) detail() string {
+	var parts []string
+	for op, n := range pc.ops {
+		parts = append(parts, fmt.Sprintf("%s=%d", op, n))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
