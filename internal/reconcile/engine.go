@@ -207,8 +207,10 @@ func (e *Engine) Overlaps() int64 { return e.overlaps.Load() }
 func (e *Engine) Reconciles() int64 { return e.reconciles.Load() }
 
 // EnqueueAll queues every org that may need work: all present orgs and the
-// tombstones whose cascade is not done.
-func (e *Engine) EnqueueAll() (int, error) {
+// tombstones whose cascade is not done. With skipReady, orgs recorded Ready
+// with nothing unhandled are left to the sweep, which compares them all for
+// the cost of a few list pages instead of three Cloudflare reads each.
+func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	orgs, err := e.store.List()
 	if err != nil {
 		return 0, fmt.Errorf("reconcile: list orgs: %w", err)
@@ -216,6 +218,10 @@ func (e *Engine) EnqueueAll() (int, error) {
 	n := 0
 	for _, o := range orgs {
 		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
+			continue
+		}
+		if skipReady && o.Desired.Presence != state.Deleted && IsTrue(o, state.CondReady) &&
+			unhandledReports(o) == 0 && pendingRemediation(o) == nil {
 			continue
 		}
 		e.queue.Add(o.ID)
@@ -227,7 +233,8 @@ func (e *Engine) EnqueueAll() (int, error) {
 // Run starts the workers and the sweep and blocks until ctx ends, then
 // drains: keys already handed out finish (bounded by their timeout).
 func (e *Engine) Run(ctx context.Context) error {
-	n, err := e.EnqueueAll()
+	// The sweep runs at start too; it requeues Ready orgs that drifted.
+	n, err := e.EnqueueAll(e.cfg.SweepInterval > 0)
 	if err != nil {
 		return err
 	}

@@ -701,3 +701,35 @@ func TestSweepFindsDownTunnel(t *testing.T) {
 	})
 	h.requireOneEach("acme")
 }
+
+// A restart on the same bbolt file: Ready orgs are left to the startup
+// sweep (no per-org reads), a drifted one is found by it and repaired.
+func TestRestartLeavesReadyOrgsToTheSweep(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"), created("beta", "beta"))
+	h.waitReady("acme", "beta")
+	h.stop()
+	h.worldAction(cloudsim.WorldAction{Action: "delete", Kind: "dns_record", Org: "beta"})
+	h.sim.ResetCalls()
+
+	cfg := h.eng.Config()
+	cfg.SweepInterval = time.Hour // sweeps at start
+	eng, err := New(cfg, h.eng.clouds, h.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eng = eng
+	h.start()
+	h.waitFor("beta's record back", 10*time.Second, func() bool {
+		o := h.org("beta")
+		return o.Observed.DNSRecordID != "" && len(h.world().records) == 2 && IsTrue(o, state.CondReady)
+	})
+	h.requireClean("acme", "beta")
+	if n := h.sim.CallCount("cf.tunnel.get"); n != 1 {
+		t.Fatalf("tunnel GETs after restart: %d, want 1 (beta only): %v", n, h.sim.Calls())
+	}
+	if n := h.sim.CallCount("cf.dns.create"); n != 1 {
+		t.Fatalf("dns creates %d, want 1", n)
+	}
+}
