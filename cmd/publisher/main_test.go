@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -132,5 +134,39 @@ func TestUnreachableServerTimesOut(t *testing.T) {
 	code, _, errs := runCLI("", "deleted", "--org", "acme", "--nats-url", "nats://127.0.0.1:1", "--timeout", "700ms")
 	if code != exitFailed || errs == "" {
 		t.Fatalf("%d %q", code, errs)
+	}
+}
+
+// The broker is briefly down when the publisher starts: it retries until
+// the server is up, then publishes.
+func TestRetriesUntilServerUp(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errs := runCLI("", "created", "--org", "late", "--slug", "late", "--nats-url", "nats://"+addr, "--timeout", "20s")
+		done <- result{code, out, errs}
+	}()
+	time.Sleep(700 * time.Millisecond) // the publisher is retrying meanwhile
+	e, err := broker.StartEmbedded(addr, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	select {
+	case r := <-done:
+		if r.code != 0 || !strings.Contains(r.out, "published org.created org=late") {
+			t.Fatalf("%d %q %q", r.code, r.out, r.err)
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("publisher did not finish")
 	}
 }
