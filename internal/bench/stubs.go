@@ -5,12 +5,6 @@ import (
 	"errors"
 )
 
-func benchConvergence(ctx context.Context, o Options, rep *Report) ([]Row, error) {
-	return nil, errors.New("todo")
-}
-func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
-	return nil, errors.New("todo")
-}
 func benchScale(ctx context.Context, o Options) ([]Row, error) { return nil, errors.New("todo") }
 func benchHeadroom(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	return nil, errors.New("todo")

@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// benchBudget creates a burst of orgs under Cloudflare's budget with time
+// compressed by a factor f: the emulator allows 1200 requests per (5 min /
+// f) and blocks every call for the rest of a window once it is spent, as
+// Cloudflare does; the client limiter is configured with the same scaled
+// budget (and its default burst of 10); EC2 and SSM limits, boot and
+// connect delays and the engine's poll timings are compressed by the same
+// f, so the proportions of the real deployment hold. The achieved number
+// of Cloudflare requests served in two windows is compared with what the
+// budget allows in two windows.
+func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
+	f := pick(o, 100.0, 20.0, 10.0)
+	orgs := pick(o, 60, 700, 700)
+	const windows = 2
+	window := time.Duration(float64(5*time.Minute) / f)
+	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) / f) }
+	// The client runs with tunnelward's default budget (1200 minus a 50
+	// request margin kept for the dashboard and arrival-time jitter), its
+	// window scaled; the emulator enforces Cloudflare's full 1200.
+	budget := ratelimit.DefaultCloudflare
+	budget.Window = window
+	cfLimit := ratelimit.CloudflareLimit
+
+	ec2 := ratelimit.DefaultEC2()
+	for k, b := range ec2.PerAction {
+		b.Burst, b.Rate = int(float64(b.Burst)*f), b.Rate*f
+		ec2.PerAction[k] = b
+	}
+	ec2.Mutating.Burst, ec2.Mutating.Rate = int(float64(ec2.Mutating.Burst)*f), ec2.Mutating.Rate*f
+	ec2.NonMutating.Burst, ec2.NonMutating.Rate = int(float64(ec2.NonMutating.Burst)*f), ec2.NonMutating.Rate*f
+	ssm := ratelimit.DefaultSSM
+	ssm.Burst, ssm.Rate = int(float64(ssm.Burst)*f), ssm.Rate*f
+
+	w, err := newWorld(worldOpts{
+		sim: func(c *cloudsim.Config) {
+			c.BootDelay, c.ConnectDelay = scaled(30*time.Second), scaled(5*time.Second)
+			c.Limits = cloudsim.RateLimits{CFEnabled: true, CFBudget: cfLimit, CFWindow: cloudsim.Duration(window),
+				EC2Enabled: true, EC2Scale: f, SSMEnabled: true, SSMReadTPS: 40 * f}
+		},
+		engine: func(c *reconcile.Config) {
+			c.Workers = 0 // the engine's default
+			c.BootConnect = scaled(35 * time.Second)
+			c.PollInterval = scaled(10 * time.Second)
+		},
+		cfBudget: budget, ec2: ec2, ssm: ssm,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	w.start()
+	facts := make([]state.Fact, 0, orgs)
+	for i := 0; i < orgs; i++ {
+		facts = append(facts, created(fmt.Sprintf("burst-%04d", i)))
+	}
+	if err := w.apply(facts...); err != nil {
+		return nil, err
+	}
+	// Two windows from the first Cloudflare request: the emulator's first
+	// window starts with it.
+	for w.firstCF.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	first := time.Unix(0, w.firstCF.Load())
+	end := first.Add(windows * window)
+	reqStart := w.requests.Load()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Until(end)):
+	}
+	pc := sumCalls(w.sim.Calls())
+	reqs := w.requests.Load() - reqStart
+	readyN := 0
+	orgList, err := w.store.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, org := range orgList {
+		if ready(org) {
+			readyN++
+		}
+	}
+	w.stop()
+	rep.sawRate(float64(reqs)/(windows*window).Seconds(), "budget")
+
+	served := pc.cf - pc.cf429
+	ideal := windows * cfLimit
+	ratio := float64(served) / float64(ideal)
+	idealRate := float64(cfLimit) / window.Seconds()
+	return []Row{{
+		Figure: "5 budget use: burst of " + fmt.Sprint(orgs) + " orgs",
+		Measured: fmt.Sprintf("%.1f CF req/s = %.1f%% of ideal, %d x 429",
+			float64(served)/(windows*window).Seconds(), 100*ratio, pc.cf429),
+		Bound: fmt.Sprintf("budget %.1f req/s (%d per %s)", idealRate, cfLimit, secs(window)),
+		Goal:  ">= 95%, zero 429",
+		Met:   met(ratio >= 0.95 && pc.cf429 == 0),
+		Note: fmt.Sprintf("time compressed %gx (Cloudflare 1200 per 5 min -> %d per %s, EC2 buckets and SSM TPS x%g, boot 30 s and connect 5 s /%g); client limiter = tunnelward's default (%d of the 1200, burst %d) over the same scaled window; over %d windows from the first CF request: %d CF requests served, %d throttled, %d orgs Ready, %d EC2 and %d SSM calls (%d EC2 throttled)",
+			f, cfLimit, secs(window), f, f, budget.Requests, budget.Burst, windows, served, pc.cf429, readyN, pc.ec2, pc.ssm, pc.throttled-pc.cf429),
+	}}, nil
+}
