@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/plan"
@@ -179,6 +180,22 @@ type Store interface {
 	Get(orgID string) (state.Org, bool, error)
 	List() ([]state.Org, error)
 	Update(orgID string, fn func(*state.Org) error) error
+}
+
+// serialStore runs the engine's Store.Update calls one at a time. bbolt
+// serializes write transactions anyway, so this costs nothing; it guards
+// against a store whose read path can miss a just-committed write of a
+// concurrent Update (state's decoded-record cache publishes after commit,
+// outside the write lock), which lost fields the engine had recorded.
+type serialStore struct {
+	Store
+	mu sync.Mutex
+}
+
+func (s *serialStore) Update(orgID string, fn func(*state.Org) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Store.Update(orgID, fn)
 }
 
 // ParamName is the token parameter of an org: <prefix>/<org>/tunnel-token.

@@ -182,7 +182,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 		queue = workqueue.New(workqueue.Config{})
 	}
 	return &Engine{
-		cfg: cfg, clouds: clouds, store: store, queue: queue, log: cfg.Logger,
+		cfg: cfg, clouds: clouds, store: &serialStore{Store: store}, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{},
 	}, nil
 }

@@ -199,27 +199,7 @@ func (e *Engine) polling(orgID string) bool {
 // orphans finds owned resources of orgs that may not own any, ages them and
 // collects the ones past the grace period.
 func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]bool, now time.Time, rep *SweepReport) {
-	var found []Orphan
-	for _, t := range inv.Tunnels {
-		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org] {
-			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
-		}
-	}
-	for _, r := range inv.Records {
-		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !live[org] {
-			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
-		}
-	}
-	for _, in := range inv.Instances {
-		if in.OrgID != "" && !live[in.OrgID] && in.State != "terminated" && in.State != "shutting-down" {
-			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID})
-		}
-	}
-	for _, p := range inv.Params {
-		if org, ok := OrgFromParamName(e.cfg.ParamPrefix, p.Name); ok && !live[org] {
-			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org})
-		}
-	}
+	found := findOrphans(e.cfg.ParamPrefix, inv, live)
 	e.orphanMu.Lock()
 	seen := map[string]time.Time{}
 	for i := range found {
@@ -288,4 +268,30 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 		return fmt.Errorf("collect orphan %s %s of org %s: %w", o.Kind, o.ID, o.OrgID, err)
 	}
 	return nil
+}
+
+// findOrphans lists the owned resources of orgs that may not own any.
+func findOrphans(prefix string, inv Inventory, live map[string]bool) []Orphan {
+	var found []Orphan
+	for _, t := range inv.Tunnels {
+		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org] {
+			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
+		}
+	}
+	for _, r := range inv.Records {
+		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !live[org] {
+			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
+		}
+	}
+	for _, in := range inv.Instances {
+		if in.OrgID != "" && !live[in.OrgID] && in.State != "terminated" && in.State != "shutting-down" {
+			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID})
+		}
+	}
+	for _, p := range inv.Params {
+		if org, ok := OrgFromParamName(prefix, p.Name); ok && !live[org] {
+			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org})
+		}
+	}
+	return found
 }

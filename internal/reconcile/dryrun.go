@@ -1,0 +1,135 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// OrgPlan is what a reconcile of one org would change (`reconciler plan`).
+type OrgPlan struct {
+	OrgID   string       `json:"org_id"`
+	Desired plan.Desired `json:"desired"`
+	Plan    plan.Result  `json:"plan"`
+}
+
+// PlanOrg reads the clouds for one org and returns what a reconcile would
+// change. It only reads: where the engine would create first and adopt, a
+// dry run has to look up by name instead.
+func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
+	org, ok, err := e.store.Get(orgID)
+	if err != nil {
+		return OrgPlan{}, fmt.Errorf("plan org %s: read state: %w", orgID, err)
+	}
+	if !ok {
+		return OrgPlan{}, fmt.Errorf("plan org %s: no such org in state", orgID)
+	}
+	d := e.Desired(org)
+	if !d.Present {
+		ob, err := e.observeDeleted(ctx, org, d)
+		if err != nil {
+			return OrgPlan{}, err
+		}
+		if org.Observed.DeleteDone {
+			ob.Param = nil // a finished tombstone: the sweep's orphan check owns leftovers
+		}
+		return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
+	}
+	ob, err := e.observeReadOnly(ctx, org, d)
+	if err != nil {
+		return OrgPlan{}, err
+	}
+	return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
+}
+
+func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired) (plan.Observed, error) {
+	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
+	rec := org.Observed
+	var t *Tunnel
+	if rec.TunnelID != "" {
+		got, err := e.clouds.Tunnels.GetTunnel(ctx, rec.TunnelID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return ob, fmt.Errorf("plan org %s: get tunnel: %w", org.ID, err)
+		case !got.Deleted:
+			t = &got
+		}
+	}
+	if t == nil {
+		found, err := e.clouds.Tunnels.FindTunnel(ctx, plan.TunnelName(org.ID))
+		if err != nil {
+			return ob, fmt.Errorf("plan org %s: find tunnel: %w", org.ID, err)
+		}
+		t = found
+	}
+	if t != nil {
+		ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+		rules, err := e.clouds.Tunnels.GetIngress(ctx, t.ID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return ob, fmt.Errorf("plan org %s: get ingress: %w", org.ID, err)
+		}
+		ob.Ingress, ob.IngressKnown = rules, err == nil
+	}
+	recs, err := e.clouds.DNS.FindRecords(ctx, d.Hostname)
+	if err != nil {
+		return ob, fmt.Errorf("plan org %s: find dns records: %w", org.ID, err)
+	}
+	ob.Records = recs
+	if rec.DNSRecordID != "" && rec.DNSName != d.Hostname {
+		if r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID); err == nil {
+			ob.Records = append(ob.Records, r) // ours under an old slug
+		} else if !errors.Is(err, ErrNotFound) {
+			return ob, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
+		}
+	}
+	p, err := e.clouds.Params.DescribeParam(ctx, ParamName(e.cfg.ParamPrefix, org.ID))
+	if err != nil {
+		return ob, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
+	}
+	if p != nil {
+		ob.Param = &plan.Param{Name: p.Name, TunnelID: rec.ParamTunnelID}
+	}
+	ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+	if err != nil {
+		return ob, fmt.Errorf("plan org %s: describe instances: %w", org.ID, err)
+	}
+	for _, in := range ins {
+		ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
+			TunnelID: effectiveTunnel(rec, in), Generation: in.Generation})
+	}
+	return ob, nil
+}
+
+// PlanAll is the dry run over every org from one inventory listing (cost:
+// list pages). Ingress is not listed, so ingress drift shows only in PlanOrg.
+// Orphans are owned resources whose org is absent or a finished tombstone.
+func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
+	inv, err := e.List(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan: %w", err)
+	}
+	orgs, err := e.store.List()
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan: list orgs: %w", err)
+	}
+	var out []OrgPlan
+	live := map[string]bool{}
+	for _, org := range orgs {
+		if org.Desired.Presence == state.Deleted && org.Observed.DeleteDone {
+			continue
+		}
+		live[org.ID] = true
+		d := e.Desired(org)
+		if d.Present && d.Hostname == "" {
+			continue
+		}
+		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, e.ObservedFrom(inv, org))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].OrgID < out[j].OrgID })
+	return out, findOrphans(e.cfg.ParamPrefix, inv, live), nil
+}
