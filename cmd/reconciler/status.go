@@ -41,6 +41,9 @@ func status(o options, org string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printTable(stdout, orgs)
+	if org != "" {
+		printDetail(stdout, orgs[0]) // status_detail.go
+	}
 	return 0
 }
 

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// printDetail follows the one-line table for `reconciler status ORG`:
+// conditions with reasons, the observed resources, the remediation history
+// and the last error.
+func printDetail(w io.Writer, o state.Org) {
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nCONDITION\tSTATUS\tREASON\tSINCE\tMESSAGE")
+	for _, c := range o.Conditions {
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\n", c.Type, c.Status, dash(c.Reason), ts(c.LastTransitionTime), dash(c.Message))
+	}
+	ob := o.Observed
+	fmt.Fprintln(tw, "\nOBSERVED\tVALUE")
+	for _, kv := range [][2]string{
+		{"tunnel", ob.TunnelName + " " + ob.TunnelID}, {"tunnel status", ob.TunnelStatus},
+		{"ingress host", ob.IngressHost}, {"dns record", ob.DNSName + " " + ob.DNSRecordID},
+		{"token parameter", ob.ParameterName}, {"instance", ob.InstanceID},
+		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
+		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", kv[0], dash(strings.TrimSpace(kv[1])))
+	}
+	fmt.Fprintln(tw, "\nREMEDIATION AT\tACTION\tOUTCOME\tDETAIL")
+	if len(o.Remediations) == 0 {
+		fmt.Fprintln(tw, "-\t-\t-\t-")
+	}
+	for _, r := range o.Remediations {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ts(r.At), r.Action, r.Outcome, dash(r.Detail))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nlast error: %s (at %s)\n", dash(o.LastError), ts(o.LastErrorAt))
+}
