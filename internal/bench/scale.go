@@ -1,0 +1,420 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/ingest"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/userdata"
+)
+
+// The scale figure runs the reconciler's startup path in a child process
+// (this same binary, told by environment), so its memory is its own:
+// RSS is read from /proc/self/status, the Go heap from the runtime.
+const (
+	childEnv   = "TUNNELWARD_BENCH_CHILD"
+	childDB    = "TUNNELWARD_BENCH_DB"
+	childSim   = "TUNNELWARD_BENCH_SIM"
+	childTouch = "TUNNELWARD_BENCH_TOUCH"
+)
+
+// IsChild reports whether this process is the scale figure's child.
+func IsChild() bool { return os.Getenv(childEnv) == "scale" }
+
+// childResult is what the child prints, one JSON line.
+type childResult struct {
+	Orgs       int    `json:"orgs"`
+	StartupNS  int64  `json:"startup_ns"`
+	RSS        uint64 `json:"rss"`      // after startup, bytes
+	TouchedRSS uint64 `json:"rss_touched"`
+	HWM        uint64 `json:"hwm"` // peak RSS of the process, bytes
+	Anon       uint64 `json:"rss_anon"`
+	File       uint64 `json:"rss_file"`
+	HeapSys    uint64 `json:"heap_sys"`
+	HeapInuse  uint64 `json:"heap_inuse"`
+	HeapTouch  uint64 `json:"heap_touched"`
+	TouchNS    int64  `json:"touch_ns"`
+	Err        string `json:"err,omitempty"`
+}
+
+// RunChild is the child's main: start the engine the way the reconciler
+// does (open bbolt, which checks every record; build the provider clients
+// and the engine; queue every org), then report memory; then, when asked,
+// apply one event to every org in batches as ingest would (which fills the
+// state package's record cache) and report memory again.
+func RunChild() int {
+	res := runChild()
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	if res.Err != "" {
+		return 1
+	}
+	return 0
+}
+
+func runChild() (res childResult) {
+	fail := func(err error) childResult { res.Err = err.Error(); return res }
+	t0 := time.Now()
+	st, err := state.Open(os.Getenv(childDB), state.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		return fail(err)
+	}
+	defer st.Close()
+	simURL := os.Getenv(childSim)
+	sc := cloudsim.DefaultConfig()
+	cf, err := cloudflare.New(cloudflare.Config{BaseURL: simURL + "/client/v4/", APIToken: sc.CFToken, AccountID: sc.AccountID,
+		ZoneID: sc.ZoneID, ZoneName: sc.ZoneName})
+	if err != nil {
+		return fail(err)
+	}
+	aw, err := aws.New(context.Background(), aws.Config{Endpoint: simURL, Region: sc.Region, AccessKeyID: sc.AWSAccessKey,
+		SecretAccessKey: sc.AWSSecret, Policy: apicall.Policy{}})
+	if err != nil {
+		return fail(err)
+	}
+	eng, err := reconcile.New(reconcile.Config{ZoneName: sc.ZoneName, Instance: reconcile.InstanceSpec{ImageID: "ami-0123456789abcdef0"},
+		Logger: slog.New(slog.DiscardHandler)}, reconcile.NewClouds(cf, aw, userdata.Params{}), st, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if res.Orgs, err = eng.EnqueueAll(true); err != nil { // as Run does with the sweep on
+		return fail(err)
+	}
+	res.StartupNS = int64(time.Since(t0))
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapInuse = ms.HeapInuse
+	if res.RSS, _, err = procMem(); err != nil {
+		return fail(err)
+	}
+	if os.Getenv(childTouch) != "" {
+		t1 := time.Now()
+		var facts []state.Fact
+		seq := uint64(1 << 40) // newer than anything preloaded
+		err := st.ForEach(func(o state.Org) error {
+			seq++
+			facts = append(facts, state.Fact{Seq: seq, EventID: fmt.Sprintf("touch-%d", seq), Type: state.FactHealthFailed,
+				OrgID: o.ID, Time: time.Now(), Reason: "bench: touch", Observer: "bench"})
+			return nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+		for i := 0; i < len(facts); i += 1024 {
+			if _, err := st.Apply(facts[i:min(i+1024, len(facts))]); err != nil {
+				return fail(err)
+			}
+		}
+		facts = nil
+		res.TouchNS = int64(time.Since(t1))
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		res.HeapTouch = ms.HeapInuse
+		if res.TouchedRSS, _, err = procMem(); err != nil {
+			return fail(err)
+		}
+	}
+	_, res.HWM, err = procMem()
+	if err != nil {
+		return fail(err)
+	}
+	res.Anon, res.File = procField("RssAnon:"), procField("RssFile:")
+	runtime.ReadMemStats(&ms)
+	res.HeapSys = ms.HeapSys
+	runtime.KeepAlive(eng)
+	return res
+}
+
+// procMem reads VmRSS and VmHWM from /proc/self/status.
+func procMem() (rss, hwm uint64, err error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0, fmt.Errorf("read /proc/self/status: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 {
+		return 0, 0, errors.New("no VmRSS in /proc/self/status")
+	}
+	return rss, hwm, nil
+}
+
+// procField reads one kB field of /proc/self/status, in bytes (0 if absent).
+func procField(name string) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == name {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// preloadStore writes n orgs as ingest would (created events, batched),
+// and with observed, the ids and conditions the engine records for a Ready
+// org (one transaction each, through the engine's own Update).
+func preloadStore(path string, n int, observed bool) error {
+	st, err := state.Open(path, state.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now()
+	facts := make([]state.Fact, 0, 1000)
+	for i := 0; i < n; i++ {
+		org := fmt.Sprintf("org-%06d", i)
+		facts = append(facts, state.Fact{Seq: uint64(i + 1), EventID: events.NewID(), Type: state.FactCreated, OrgID: org,
+			Slug: org, Time: now})
+		if len(facts) == cap(facts) || i == n-1 {
+			if _, err := st.Apply(facts); err != nil {
+				return err
+			}
+			facts = facts[:0]
+		}
+	}
+	if !observed {
+		return nil
+	}
+	for i := 0; i < n; i++ {
+		org := fmt.Sprintf("org-%06d", i)
+		tid := fmt.Sprintf("%08x-0000-4000-a000-%012x", i, i)
+		err := st.Update(org, func(o *state.Org) error {
+			host := org + "." + cloudsim.DefaultZoneName
+			o.Observed = state.Observed{TunnelID: tid, TunnelName: plan.TunnelName(org), DNSRecordID: fmt.Sprintf("%032x", i),
+				DNSName: host, ParameterName: reconcile.ParamName("/tunnelward/tunnels", org), InstanceID: fmt.Sprintf("i-%017x", i),
+				InstanceGeneration: 1, IngressHost: host, TunnelStatus: "healthy", ObservedAt: now, LaunchGeneration: 1,
+				LaunchAttempt: 1, ParamTunnelID: tid}
+			o.Conditions = []state.Condition{
+				{Type: state.CondReady, Status: true, Reason: "TunnelHealthy", LastTransitionTime: now},
+				{Type: state.CondProvisioning, Status: false, Reason: "Ready", LastTransitionTime: now},
+				{Type: state.CondConflict, Status: false, Reason: "NoConflict", LastTransitionTime: now},
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runScaleChild(ctx context.Context, exe, db, simURL string, touch bool) (childResult, time.Duration, error) {
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), childEnv+"=scale", childDB+"="+db, childSim+"="+simURL)
+	if touch {
+		cmd.Env = append(cmd.Env, childTouch+"=1")
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return childResult{}, 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return childResult{}, 0, fmt.Errorf("start %s: %w", exe, err)
+	}
+	var res childResult
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var line string
+	for sc.Scan() {
+		line = sc.Text()
+	}
+	wall := time.Since(start)
+	werr := cmd.Wait()
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		return res, wall, fmt.Errorf("scale child printed %q (stderr %q, exit %v)", line, stderr.String(), werr)
+	}
+	if res.Err != "" {
+		return res, wall, fmt.Errorf("scale child: %s", res.Err)
+	}
+	return res, wall, werr
+}
+
+func benchScale(ctx context.Context, o Options) ([]Row, error) {
+	if o.Exe == "" {
+		return nil, errors.New("scale: no child binary (Options.Exe)")
+	}
+	n := pick(o, 2_000, 100_000, 100_000)
+	observed := !o.Quick && !o.Tiny
+	replayN := pick(o, 5_000, 200_000, 1_000_000)
+	var rows []Row
+
+	dir, err := os.MkdirTemp("", "tunnelward-bench-scale-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	// An emulator for the child's clients to point at; startup calls nothing.
+	w, err := newWorld(worldOpts{})
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+
+	empty, full := filepath.Join(dir, "empty.db"), filepath.Join(dir, "full.db")
+	if err := preloadStore(empty, 0, false); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if err := preloadStore(full, n, observed); err != nil {
+		return nil, fmt.Errorf("preload %d orgs: %w", n, err)
+	}
+	loadTook := time.Since(t0)
+	fi, err := os.Stat(full)
+	if err != nil {
+		return nil, err
+	}
+	base, baseWall, err := runScaleChild(ctx, o.Exe, empty, w.srv.URL, false)
+	if err != nil {
+		return nil, err
+	}
+	big, bigWall, err := runScaleChild(ctx, o.Exe, full, w.srv.URL, true)
+	if err != nil {
+		return nil, err
+	}
+	peak := max(big.RSS, big.TouchedRSS, big.HWM)
+	records := "records with observed ids and conditions, as the engine leaves Ready orgs"
+	if !observed {
+		records = "records with desired state only (quick mode: writing observed ids costs one bbolt transaction per org)"
+	}
+	rows = append(rows, Row{
+		Figure:   fmt.Sprintf("6 scale: memory with %s orgs in bbolt", thousands(float64(n))),
+		Measured: fmt.Sprintf("peak RSS %s (heap %s)", mb(peak), mb(max(big.HeapInuse, big.HeapTouch))),
+		Bound:    fmt.Sprintf("empty store: RSS %s (heap %s)", mb(base.RSS), mb(base.HeapInuse)),
+		Goal:     "<= 200 MB RSS",
+		Met:      met(peak <= 200<<20),
+		Note: fmt.Sprintf("child process = the engine's startup path (state.Open checks every record, provider clients, reconcile.New, EnqueueAll(skipReady) queued %d orgs), RSS from /proc/self/status: %s after startup (heap %s), %s after one event applied to every org as ingest would (fills the state record cache; heap %s, took %s); peak VmHWM %s (at the end: RssAnon %s, RssFile %s = bbolt's mmap, Go HeapSys %s); %s; bbolt file %s, preloaded in %s",
+			big.Orgs, mb(big.RSS), mb(big.HeapInuse), mb(big.TouchedRSS), mb(big.HeapTouch), secs(time.Duration(big.TouchNS)), mb(big.HWM), mb(big.Anon), mb(big.File), mb(big.HeapSys), records, mb(uint64(fi.Size())), secs(loadTook)),
+	})
+	rows = append(rows, Row{
+		Figure:   fmt.Sprintf("6 scale: startup with %s orgs", thousands(float64(n))),
+		Measured: secs(time.Duration(big.StartupNS)),
+		Bound:    "empty store " + secs(time.Duration(base.StartupNS)),
+		Note: fmt.Sprintf("startup = open bbolt (every record decoded as a corruption check) + clients + engine + every org queued, inside the child; process wall time to its report incl. the touch pass: %s (empty %s)",
+			secs(bigWall), secs(baseWall)),
+	})
+
+	rrow, err := benchReplay(ctx, replayN, o)
+	if err != nil {
+		return rows, fmt.Errorf("replay: %w", err)
+	}
+	return append(rows, rrow), nil
+}
+
+// benchReplay rebuilds a fresh store from n events with ingest.Replay, beside
+// a raw ordered read of the same stream.
+func benchReplay(ctx context.Context, n int, o Options) (Row, error) {
+	e, err := newNATS(ctx)
+	if err != nil {
+		return Row{}, err
+	}
+	defer e.close()
+	orgs := n/10 + 1 // not a multiple of 10, so every org sees every event type
+	t0 := time.Now()
+	if err := e.publish(ctx, n, orgs, false); err != nil {
+		return Row{}, err
+	}
+	pubTook := time.Since(t0)
+
+	// Bound: read every message of the stream in order, no work.
+	stream, err := e.js.Stream(ctx, events.Stream)
+	if err != nil {
+		return Row{}, err
+	}
+	t0 = time.Now()
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return Row{}, err
+	}
+	for got := 0; got < n; {
+		b, err := cons.FetchNoWait(1024)
+		if err != nil {
+			return Row{}, err
+		}
+		k := 0
+		for range b.Messages() {
+			k++
+		}
+		if k == 0 {
+			b, err = cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				return Row{}, err
+			}
+			for range b.Messages() {
+				k++
+			}
+			if k == 0 {
+				return Row{}, fmt.Errorf("raw read stalled at %d of %d", got, n)
+			}
+		}
+		got += k
+	}
+	raw := time.Since(t0)
+
+	path := filepath.Join(e.dir, "replayed.db")
+	t0 = time.Now()
+	res, err := ingest.Replay(ctx, ingest.ReplayConfig{JS: e.js, Validator: e.v, Path: path})
+	if err != nil {
+		return Row{}, err
+	}
+	took := time.Since(t0)
+	if res.Events != uint64(n) || res.Invalid != 0 || res.Orgs == 0 || res.Orgs > orgs {
+		return Row{}, fmt.Errorf("replay read %d events (%d invalid) into %d orgs; want %d events into at most %d orgs", res.Events, res.Invalid, res.Orgs, n, orgs)
+	}
+	fi, _ := os.Stat(path)
+	var size int64
+	if fi != nil {
+		size = fi.Size()
+	}
+	shrunk := ""
+	if n < 1_000_000 {
+		shrunk = fmt.Sprintf(" (SHRUNK: %s of the goal's 1M events in this mode)", thousands(float64(n)))
+	}
+	return Row{
+		Figure:   fmt.Sprintf("6 scale: replay %s events into a fresh store", thousands(float64(n))),
+		Measured: fmt.Sprintf("%s (%s ev/s)", secs(took), thousands(float64(n)/took.Seconds())),
+		Bound:    fmt.Sprintf("raw ordered read %s", secs(raw)),
+		Goal:     "<= 60 s for 1M",
+		Met:      met(took <= time.Duration(float64(60*time.Second)*float64(n)/1e6)),
+		Note: fmt.Sprintf("ingest.Replay (ordered consumer, decode+validate, batched bbolt tx, atomic swap) of %d events into %d orgs%s; goal scaled linearly when shrunk; publishing them took %s; rebuilt file %s",
+			n, res.Orgs, shrunk, secs(pubTook), mb(uint64(size))),
+	}, nil
+}
