@@ -59,9 +59,9 @@ type worldOpts struct {
 // generous limits for figures that do not measure rate limiting: the
 // limiters exist but never bind.
 var (
-	freeCF  = ratelimit.WindowBudget{Requests: 10_000_000, Window: time.Minute, Burst: 10_000}
-	freeEC2 = ratelimit.EC2Buckets{Mutating: ratelimit.Bucket{Burst: 10_000, Rate: 10_000}, NonMutating: ratelimit.Bucket{Burst: 10_000, Rate: 10_000}}
-	freeSSM = ratelimit.Bucket{Burst: 10_000, Rate: 10_000}
+	freeCF  = ratelimit.WindowBudget{Requests: 1e9, Window: time.Second, Burst: 1e6}
+	freeEC2 = ratelimit.EC2Buckets{Mutating: ratelimit.Bucket{Burst: 1e6, Rate: 1e9}, NonMutating: ratelimit.Bucket{Burst: 1e6, Rate: 1e9}}
+	freeSSM = ratelimit.Bucket{Burst: 1e6, Rate: 1e9}
 )
 
 func newWorld(o worldOpts) (*world, error) {
