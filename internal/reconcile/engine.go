@@ -60,7 +60,31 @@ type Config struct {
 
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Metrics receives the engine's figures; nil records nothing.
+	// *metrics.Metrics satisfies it.
+	Metrics Observer
 }
+
+// Observer is what the engine reports for metrics.
+type Observer interface {
+	ObserveReconcile(result string, d time.Duration)
+	QueueRetry()
+	Remediation(action, outcome string)
+	DriftFound(resource string)
+	OrphanCollected(resource string)
+	SweepDone(d time.Duration, err error)
+	SetOrgsByCondition(counts map[string]int)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) ObserveReconcile(string, time.Duration) {}
+func (noMetrics) QueueRetry()                            {}
+func (noMetrics) Remediation(string, string)             {}
+func (noMetrics) DriftFound(string)                      {}
+func (noMetrics) OrphanCollected(string)                 {}
+func (noMetrics) SweepDone(time.Duration, error)         {}
+func (noMetrics) SetOrgsByCondition(map[string]int)      {}
 
 func (c *Config) defaults() error {
 	if c.ZoneName == "" {
@@ -113,6 +137,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
 	}
 	return nil
 }
@@ -296,25 +323,32 @@ func (e *Engine) process(parent context.Context, orgID string) {
 	}
 	ctx, cancel := context.WithTimeout(parent, e.cfg.ReconcileTimeout)
 	defer cancel()
+	start := time.Now()
 	res, err := e.Reconcile(ctx, orgID)
 	log := e.log.With("org_id", orgID)
 	var term *TerminalError
+	result := "ok"
 	switch {
 	case err != nil && errors.As(err, &term):
+		result = "terminal"
 		log.Error("reconcile failed; not retried until the org changes", "err", err)
 		e.queue.Forget(orgID)
 	case err != nil:
 		if parent.Err() != nil {
 			return
 		}
+		result = "error"
 		log.Warn("reconcile failed; retrying with backoff", "err", err, "retries", e.queue.NumRequeues(orgID))
+		e.cfg.Metrics.QueueRetry()
 		e.queue.AddRateLimited(orgID)
 	default:
 		e.queue.Forget(orgID)
 		if res.RequeueAfter > 0 {
+			result = "requeue"
 			e.queue.AddAfter(orgID, res.RequeueAfter)
 		}
 	}
+	e.cfg.Metrics.ObserveReconcile(result, time.Since(start))
 }
 
 // Reconcile converges one org and records the outcome in its status.

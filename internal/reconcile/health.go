@@ -196,11 +196,14 @@ func (e *Engine) recordRemediationStart(orgID string, v verdict, now time.Time) 
 		!v.handleReports && v.resolvePending == "" && v.degraded == "" {
 		return nil
 	}
+	var counted [][2]string
 	err := e.store.Update(orgID, func(o *state.Org) error {
+		counted = counted[:0]
 		if v.resolvePending != "" {
 			for i := len(o.Remediations) - 1; i >= 0; i-- {
 				if o.Remediations[i].Outcome == OutcomePending {
 					o.Remediations[i].Outcome = v.resolvePending
+					counted = append(counted, [2]string{o.Remediations[i].Action, v.resolvePending})
 					break
 				}
 			}
@@ -231,11 +234,23 @@ func (e *Engine) recordRemediationStart(orgID string, v verdict, now time.Time) 
 	if err != nil {
 		return fmt.Errorf("org %s: record remediation: %w", orgID, err)
 	}
+	for _, c := range counted {
+		e.cfg.Metrics.Remediation(c[0], c[1])
+	}
+	switch {
+	case v.falseAlarm:
+		e.cfg.Metrics.Remediation(ActFalseAlarm, OutcomeOK)
+	case v.restart != nil:
+		e.cfg.Metrics.Remediation(ActRestart, "started")
+	case v.replace != nil && !v.resumeReplace, v.replaceStopped != "":
+		e.cfg.Metrics.Remediation(ActReplace, "started")
+	}
 	return nil
 }
 
 // finishRemediation sets the outcome of the newest pending remediation of action.
 func (e *Engine) finishRemediation(orgID, action, outcome, detail string, now time.Time) error {
+	e.cfg.Metrics.Remediation(action, outcome)
 	return e.store.Update(orgID, func(o *state.Org) error {
 		for i := len(o.Remediations) - 1; i >= 0; i-- {
 			r := &o.Remediations[i]
@@ -265,6 +280,8 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 		status = "inactive"
 	}
 	conflicts := ap.conflicts
+	var resolved []string
+	defer func() { e.countRemediations(resolved, OutcomeOK) }()
 	ready := len(conflicts) == 0 && status == "healthy" && !ap.tunnelCreated && !ap.instanceChange &&
 		v.restart == nil && v.replace == nil && !v.suppressInstance
 	err := e.store.Update(org.ID, func(o *state.Org) error {
@@ -276,7 +293,7 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 			setCondition(o, state.CondConflict, false, "NoConflict", "", now)
 		}
 		if ready {
-			markReady(o, status, now)
+			resolved = markReady(o, status, now)
 			return nil
 		}
 		reason, msg := "Provisioning", "waiting for the tunnel to connect"
@@ -325,8 +342,10 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	return Result{RequeueAfter: e.cfg.PollInterval}, nil
 }
 
-// markReady sets the conditions of a converged, connected org.
-func markReady(o *state.Org, status string, now time.Time) {
+// markReady sets the conditions of a converged, connected org and returns
+// the remediations it marked successful.
+func markReady(o *state.Org, status string, now time.Time) []string {
+	var resolved []string
 	o.Observed.TunnelStatus = status
 	o.Observed.ObservedAt = now
 	setCondition(o, state.CondReady, true, "TunnelHealthy", "tunnel connected and every resource in place", now)
@@ -338,10 +357,18 @@ func markReady(o *state.Org, status string, now time.Time) {
 		if o.Remediations[i].Outcome == OutcomePending {
 			o.Remediations[i].Outcome = OutcomeOK
 			o.Remediations[i].Detail += "; tunnel healthy at " + now.UTC().Format(time.RFC3339)
+			resolved = append(resolved, o.Remediations[i].Action)
 		}
 	}
 	for i := range o.HealthReports {
 		o.HealthReports[i].Handled = true
+	}
+	return resolved
+}
+
+func (e *Engine) countRemediations(actions []string, outcome string) {
+	for _, a := range actions {
+		e.cfg.Metrics.Remediation(a, outcome)
 	}
 }
 
@@ -385,9 +412,11 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 	}
 	if t.Status == "healthy" {
 		e.clearPoll(org.ID)
-		if err := e.store.Update(org.ID, func(o *state.Org) error { markReady(o, t.Status, now); return nil }); err != nil {
+		var resolved []string
+		if err := e.store.Update(org.ID, func(o *state.Org) error { resolved = markReady(o, t.Status, now); return nil }); err != nil {
 			return Result{}, true, fmt.Errorf("org %s: record ready: %w", org.ID, err)
 		}
+		e.countRemediations(resolved, OutcomeOK)
 		log.Info("org ready", "tunnel_status", t.Status)
 		return Result{}, true, nil
 	}

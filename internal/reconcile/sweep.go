@@ -117,10 +117,11 @@ func (e *Engine) ObservedFrom(inv Inventory, org state.Org) plan.Observed {
 // plan.Compute, requeues the orgs that drifted or are not ready, records
 // tunnel status without per-org calls, and collects orphans after their
 // grace period (only reports them when GC is off).
-func (e *Engine) Sweep(ctx context.Context) (SweepReport, error) {
+func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	start := time.Now()
+	defer func() { e.cfg.Metrics.SweepDone(time.Since(start), err) }()
 	now := e.cfg.Now()
-	rep := SweepReport{At: now, Requeued: []string{}, Orphans: []Orphan{}}
+	rep = SweepReport{At: now, Requeued: []string{}, Orphans: []Orphan{}}
 	inv, err := e.List(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("sweep: %w", err)
@@ -133,7 +134,13 @@ func (e *Engine) Sweep(ctx context.Context) (SweepReport, error) {
 		return rep, fmt.Errorf("sweep: list orgs: %w", err)
 	}
 	live := map[string]bool{} // orgs that may own resources
+	byCondition := map[string]int{}
 	for _, org := range orgs {
+		for _, c := range org.Conditions {
+			if c.Status {
+				byCondition[c.Type]++
+			}
+		}
 		if org.Desired.Presence == state.Deleted {
 			if !org.Observed.DeleteDone {
 				live[org.ID] = true
@@ -150,6 +157,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepReport, error) {
 		p := plan.Compute(e.Desired(org), ob)
 		for _, c := range p.Changes {
 			rep.Drift = append(rep.Drift, org.ID+": "+c.String())
+			e.cfg.Metrics.DriftFound(string(c.Resource))
 		}
 		status := ""
 		if ob.Tunnel != nil {
@@ -179,6 +187,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepReport, error) {
 		rep.Requeued = append(rep.Requeued, org.ID)
 	}
 
+	e.cfg.Metrics.SetOrgsByCondition(byCondition)
 	e.orphans(ctx, inv, live, now, &rep)
 	rep.Took = time.Since(start)
 	e.sweepMu.Lock()
@@ -236,6 +245,7 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]boo
 			continue
 		}
 		o.Collected = true
+		e.cfg.Metrics.OrphanCollected(o.Kind)
 		e.orphanMu.Lock()
 		delete(e.orphanSeen, o.Kind+"/"+o.ID)
 		e.orphanMu.Unlock()
