@@ -13,6 +13,10 @@
 // Before dying it appends the point's name to the file named by
 // TUNNELWARD_CRASH_LOG, if set, so a harness knows the kill was the
 // crash point and not something else. A disarmed Hit costs one atomic load.
+//
+// TUNNELWARD_CRASH_TRACE=FILE (without TUNNELWARD_CRASH_AT) kills nothing and
+// appends every point hit to FILE: a harness runs a scenario once traced to
+// learn which points it passes, then kills at each in turn.
 package crashpoint
 
 import (
@@ -29,8 +33,9 @@ import (
 // Env is the variable that arms a crash point; LogEnv names the file hits are
 // recorded in before the kill.
 const (
-	Env    = "TUNNELWARD_CRASH_AT"
-	LogEnv = "TUNNELWARD_CRASH_LOG"
+	Env      = "TUNNELWARD_CRASH_AT"
+	LogEnv   = "TUNNELWARD_CRASH_LOG"
+	TraceEnv = "TUNNELWARD_CRASH_TRACE"
 )
 
 type plan struct {
@@ -38,6 +43,7 @@ type plan struct {
 	nth     int64  // die at this matching hit (1-based)
 	hits    atomic.Int64
 	logFile string
+	trace   *os.File // trace mode: record every hit, kill nothing
 }
 
 // armed is nil unless TUNNELWARD_CRASH_AT is set: the whole cost of a
@@ -59,7 +65,22 @@ func init() {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", Env, err)
 			os.Exit(2)
 		}
+	} else if file := os.Getenv(TraceEnv); file != "" {
+		if err := Trace(file); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", TraceEnv, err)
+			os.Exit(2)
+		}
 	}
+}
+
+// Trace records every point hit to file (appending), killing nothing.
+func Trace(file string) error {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("crash point trace: %w", err)
+	}
+	armed.Store(&plan{trace: f})
+	return nil
 }
 
 // Arm arms the point(s) matching spec ("name" or "name:nth"; name may be a
@@ -98,6 +119,12 @@ func Hit(name string) {
 }
 
 func hit(p *plan, name string) {
+	if p.trace != nil {
+		mu.Lock()
+		_, _ = fmt.Fprintln(p.trace, name) // unbuffered: survives a kill
+		mu.Unlock()
+		return
+	}
 	if ok, _ := path.Match(p.pattern, name); !ok {
 		return
 	}

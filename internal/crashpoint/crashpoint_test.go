@@ -66,6 +66,23 @@ func TestArmAndFire(t *testing.T) {
 	}
 }
 
+func TestTrace(t *testing.T) {
+	fake(t)
+	file := filepath.Join(t.TempDir(), "trace")
+	if err := Trace(file); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "a"} {
+		if fires(n) {
+			t.Fatal("trace mode killed")
+		}
+	}
+	b, _ := os.ReadFile(file)
+	if string(b) != "a\nb\na\n" {
+		t.Fatalf("trace = %q", b)
+	}
+}
+
 func TestArmRejectsBadSpecs(t *testing.T) {
 	for _, spec := range []string{"x:0", "x:-1", "x:two", ":3", "[a:1"} {
 		if err := Arm(spec, ""); err == nil {
