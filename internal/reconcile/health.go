@@ -142,6 +142,13 @@ func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time
 		v.wait = e.cfg.PollInterval
 		return v
 	}
+	if status == "degraded" && unhandled == 0 && pending == nil {
+		// Some connections are up and traffic flows: a restart would drop
+		// them all. Watch it; a health report or "down" triggers repair.
+		v.degraded, v.detail = "TunnelDegraded", "tunnel has fewer connections than a healthy connector"
+		v.wait = e.cfg.HealthGrace
+		return v
+	}
 	v.handleReports = unhandled > 0
 	v.degraded, v.detail = "TunnelNotHealthy", fmt.Sprintf("tunnel status %s with instance %s running", status, live.ID)
 	doRestart := func() {
