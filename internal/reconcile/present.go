@@ -261,7 +261,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	ap.tunnelCreated = tunnelCreated
 
 	if hv.restart != nil && applyErr == nil {
-		err := mutate(ctx, log, "ssm.SendCommand restart cloudflared", hv.restart.ID, func(ctx context.Context) error {
+		err := mutate(ctx, log, "ssm.SendCommand", hv.restart.ID, func(ctx context.Context) error {
 			_, err := e.clouds.Commands.RestartCloudflared(ctx, hv.restart.ID)
 			return err
 		})
@@ -459,7 +459,7 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 
 // restartForNewTunnel makes an instance pick up a replaced tunnel's token.
 func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string) error {
-	err := mutate(ctx, log, "ssm.SendCommand restart cloudflared", instanceID, func(ctx context.Context) error {
+	err := mutate(ctx, log, "ssm.SendCommand", instanceID, func(ctx context.Context) error {
 		_, err := e.clouds.Commands.RestartCloudflared(ctx, instanceID)
 		return err
 	})

@@ -226,7 +226,7 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]boo
 
 	for i := range found {
 		o := &found[i]
-		log := e.log.With("org_id", o.OrgID, "kind", o.Kind, "resource", o.ID)
+		log := e.log.With("org_id", o.OrgID, "orphan", true, "kind", o.Kind, "resource", o.ID)
 		if now.Sub(o.FirstSeen) < e.cfg.OrphanGrace {
 			log.Info("orphan found; within grace period", "first_seen", o.FirstSeen)
 			continue
@@ -260,15 +260,15 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 	case "tunnel":
 		err = e.deleteTunnel(ctx, log, o.ID)
 	case "dns_record":
-		err = mutate(ctx, log, "cf.dns.delete orphan", o.ID, func(ctx context.Context) error {
+		err = mutate(ctx, log, "cf.dns.delete", o.ID, func(ctx context.Context) error {
 			return e.clouds.DNS.DeleteRecord(ctx, o.ID)
 		})
 	case "instance":
-		err = mutate(ctx, log, "ec2.TerminateInstances orphan", o.ID, func(ctx context.Context) error {
+		err = mutate(ctx, log, "ec2.TerminateInstances", o.ID, func(ctx context.Context) error {
 			return e.clouds.Instances.TerminateInstances(ctx, []string{o.ID})
 		})
 	case "parameter":
-		err = mutate(ctx, log, "ssm.DeleteParameter orphan", o.ID, func(ctx context.Context) error {
+		err = mutate(ctx, log, "ssm.DeleteParameter", o.ID, func(ctx context.Context) error {
 			return e.clouds.Params.DeleteParam(ctx, o.ID)
 		})
 	default:
