@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -731,5 +732,26 @@ func TestRestartLeavesReadyOrgsToTheSweep(t *testing.T) {
 	}
 	if n := h.sim.CallCount("cf.dns.create"); n != 1 {
 		t.Fatalf("dns creates %d, want 1", n)
+	}
+}
+
+// Cloudflare refuses to delete a tunnel with active connections; the
+// engine cleans them and deletes again.
+func TestDeleteTunnelWithActiveConnections(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.stop()
+	id := h.org("acme").Observed.TunnelID
+	err := h.eng.clouds.Tunnels.DeleteTunnel(context.Background(), id)
+	if !errors.Is(err, ErrActiveConnections) {
+		t.Fatalf("delete of a connected tunnel: %v, want ErrActiveConnections", err)
+	}
+	if err := h.eng.deleteTunnel(context.Background(), h.eng.log, id); err != nil {
+		t.Fatal(err)
+	}
+	if tun, err := h.cf.GetTunnel(context.Background(), id); err == nil && !tun.Deleted {
+		t.Fatalf("tunnel %s still live: %+v", id, tun)
 	}
 }
