@@ -46,7 +46,7 @@ func IsChild() bool { return os.Getenv(childEnv) == "scale" }
 type childResult struct {
 	Orgs       int    `json:"orgs"`
 	StartupNS  int64  `json:"startup_ns"`
-	RSS        uint64 `json:"rss"`      // after startup, bytes
+	RSS        uint64 `json:"rss"` // after startup, bytes
 	TouchedRSS uint64 `json:"rss_touched"`
 	HWM        uint64 `json:"hwm"` // peak RSS of the process, bytes
 	Anon       uint64 `json:"rss_anon"`
