@@ -40,6 +40,7 @@ type Config struct {
 
 	Workers          int           // default 4
 	ReconcileTimeout time.Duration // one Reconcile call; default 2m
+	ShutdownGrace    time.Duration // in-flight reconciles at shutdown; default 10s
 
 	// BootConnect is the expected time from RunInstances to a connected
 	// tunnel: the first readiness poll waits this long. Default 90s.
@@ -110,6 +111,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ReconcileTimeout <= 0 {
 		c.ReconcileTimeout = 2 * time.Minute
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 10 * time.Second
 	}
 	if c.BootConnect <= 0 {
 		c.BootConnect = 90 * time.Second
@@ -257,8 +261,9 @@ func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	return n, nil
 }
 
-// Run starts the workers and the sweep and blocks until ctx ends, then
-// drains: keys already handed out finish (bounded by their timeout).
+// Run starts the workers and the sweep and blocks until ctx ends; then
+// reconciles in flight get ShutdownGrace to finish and queued keys are left
+// for the next start (which enqueues every org that is not Ready).
 func (e *Engine) Run(ctx context.Context) error {
 	// The sweep runs at start too; it requeues Ready orgs that drifted.
 	n, err := e.EnqueueAll(e.cfg.SweepInterval > 0)
@@ -309,7 +314,9 @@ func (e *Engine) worker(ctx context.Context) {
 		if shutdown {
 			return
 		}
-		e.process(ctx, key)
+		if ctx.Err() == nil { // shutting down: what is still queued waits for the next start
+			e.process(ctx, key)
+		}
 		e.queue.Done(key)
 	}
 }
@@ -321,8 +328,13 @@ func (e *Engine) process(parent context.Context, orgID string) {
 	} else {
 		defer e.inflight.Delete(orgID)
 	}
-	ctx, cancel := context.WithTimeout(parent, e.cfg.ReconcileTimeout)
+	// A reconcile in flight at shutdown gets ShutdownGrace to finish its
+	// step, so it rarely stops between a create and recording its id (which
+	// is safe anyway, only slower to resume).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), e.cfg.ReconcileTimeout)
 	defer cancel()
+	stopGrace := context.AfterFunc(parent, func() { time.AfterFunc(e.cfg.ShutdownGrace, cancel) })
+	defer stopGrace()
 	start := time.Now()
 	res, err := e.Reconcile(ctx, orgID)
 	log := e.log.With("org_id", orgID)
