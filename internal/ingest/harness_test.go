@@ -73,7 +73,7 @@ func (e *env) startNATS(t testing.TB) {
 
 func (e *env) ingester(t testing.TB, mod func(*Config)) *Ingester {
 	t.Helper()
-	cfg := Config{JS: e.js, Store: e.store, Validator: e.v, MaxWait: 200 * time.Millisecond, RetryDelay: 100 * time.Millisecond,
+	cfg := Config{JS: e.js, Store: e.store, Validator: e.v, MaxWait: 200 * time.Millisecond, RetryDelay: 100 * time.Millisecond, DeferDelay: 50 * time.Millisecond,
 		OnApplied: func(id string) { e.mu.Lock(); e.notified = append(e.notified, id); e.mu.Unlock() }}
 	if mod != nil {
 		mod(&cfg)

@@ -55,6 +55,11 @@ type Config struct {
 	AckWait time.Duration
 	// RetryDelay is the pause after a failed fetch or commit (default 1 s).
 	RetryDelay time.Duration
+	// DeferAttempts and DeferDelay: a health_failed for an org not known
+	// (yet) is asked for again after DeferDelay until it was delivered
+	// DeferAttempts times (defaults 5 and 2 s), then acked as ignored.
+	DeferAttempts int
+	DeferDelay    time.Duration
 	// OnApplied receives each org id whose record an event changed, after
 	// the commit. It must not block for long: ingest waits for it. nil: none.
 	OnApplied func(orgID string)
@@ -67,6 +72,7 @@ type Stats struct {
 	Stale        uint64 `json:"stale"`
 	Ignored      uint64 `json:"ignored"`
 	DeadLettered uint64 `json:"dead_lettered"`
+	Deferred     uint64 `json:"deferred"`
 	Nacked       uint64 `json:"nacked"`
 }
 
@@ -76,7 +82,7 @@ type Ingester struct {
 	log  *slog.Logger
 	cons jetstream.Consumer
 
-	batches, applied, stale, ignored, dead, nacked atomic.Uint64
+	batches, applied, stale, ignored, dead, nacked, deferred atomic.Uint64
 
 	mu        sync.Mutex
 	running   bool
@@ -116,6 +122,12 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = time.Second
 	}
+	if cfg.DeferAttempts <= 0 {
+		cfg.DeferAttempts = 5
+	}
+	if cfg.DeferDelay <= 0 {
+		cfg.DeferDelay = 2 * time.Second
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -132,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 func (in *Ingester) Stats() Stats {
 	return Stats{
 		Batches: in.batches.Load(), Applied: in.applied.Load(), Stale: in.stale.Load(),
-		Ignored: in.ignored.Load(), DeadLettered: in.dead.Load(), Nacked: in.nacked.Load(),
+		Ignored: in.ignored.Load(), DeadLettered: in.dead.Load(), Nacked: in.nacked.Load(), Deferred: in.deferred.Load(),
 	}
 }
 
@@ -191,8 +203,17 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	aborted := false
 	for b := range batches {
-		in.commitUntilDone(ctx, b)
+		if aborted {
+			// An earlier batch was given back uncommitted; committing a
+			// later one would let it overtake the earlier events.
+			for _, it := range b.items {
+				in.nak(it.msg)
+			}
+			continue
+		}
+		aborted = !in.commitUntilDone(ctx, b)
 	}
 	if err := in.cfg.JS.Conn().FlushTimeout(5 * time.Second); err != nil {
 		in.log.Warn("flushing acks at shutdown", "err", err)
@@ -203,14 +224,14 @@ func (in *Ingester) Run(ctx context.Context) error {
 // commitUntilDone retries a batch whose transaction failed (disk
 // full, I/O error) instead of nak'ing it, so later events never overtake
 // it; the ack deadline is extended meanwhile. Only at shutdown are the
-// events nak'ed, for redelivery after the restart.
-func (in *Ingester) commitUntilDone(ctx context.Context, b *batch) {
+// events nak'ed, for redelivery after the restart; then it returns false.
+func (in *Ingester) commitUntilDone(ctx context.Context, b *batch) (committed bool) {
 	delay := in.cfg.RetryDelay
 	for {
 		err := in.commit(context.WithoutCancel(ctx), b)
 		in.setErr(&in.commitErr, err)
 		if err == nil {
-			return
+			return true
 		}
 		in.log.Error("batch not committed; retrying", "err", err, "events", len(b.items), "retry_in", delay)
 		for _, it := range b.items {
@@ -221,7 +242,7 @@ func (in *Ingester) commitUntilDone(ctx context.Context, b *batch) {
 			for _, it := range b.items {
 				in.nak(it.msg)
 			}
-			return
+			return false
 		}
 		delay = min(delay*2, 30*time.Second)
 	}
@@ -273,10 +294,11 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 }
 
 type item struct {
-	msg  jetstream.Msg
-	seq  uint64
-	ev   events.Event
-	verr *events.ValidationError
+	msg       jetstream.Msg
+	seq       uint64
+	delivered uint64 // deliveries of this message so far, this one included
+	ev        events.Event
+	verr      *events.ValidationError
 }
 
 // batch is a fetched batch, decoded and validated, ready to commit.
@@ -329,7 +351,7 @@ func (in *Ingester) decode(m jetstream.Msg) item {
 		in.nak(m)
 		return item{}
 	}
-	it := item{msg: m, seq: md.Sequence.Stream}
+	it := item{msg: m, seq: md.Sequence.Stream, delivered: md.NumDelivered}
 	ev, err := decodeMsg(in.cfg.Validator, m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		if !errors.As(err, &it.verr) {
@@ -370,6 +392,17 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 	notified := map[string]bool{}
 	for k, i := range valid {
 		it, oc := items[i], outcomes[k]
+		if oc.Result == state.ResultIgnoredUnknown && it.delivered < uint64(in.cfg.DeferAttempts) {
+			// A redelivered created may still be on its way behind this
+			// report (JetStream redelivers after newer messages): ask for
+			// this one again later instead of dropping it.
+			in.deferred.Add(1)
+			in.log.Debug("event deferred: org not known yet", "org_id", oc.OrgID, "seq", it.seq, "delivered", it.delivered)
+			if err := it.msg.NakWithDelay(in.cfg.DeferDelay); err != nil {
+				in.log.Warn("nak failed; the event will be redelivered after the ack wait", "org_id", oc.OrgID, "seq", it.seq, "err", err)
+			}
+			continue
+		}
 		// Ack after commit. A lost ack means a redelivery, which
 		// the seq check turns into a no-op.
 		crashpoint.Hit("ingest.ack.before")
@@ -397,9 +430,13 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 	}
 }
 
+// nak gives an uncommitted event back. The delay outlives the pull
+// request a stopping fetcher may leave on the server (it expires after
+// MaxWait), so the event is not delivered into it and stranded until the
+// ack wait ends while newer events overtake it.
 func (in *Ingester) nak(m jetstream.Msg) {
 	in.nacked.Add(1)
-	if err := m.Nak(); err != nil {
+	if err := m.NakWithDelay(in.cfg.MaxWait + 250*time.Millisecond); err != nil {
 		in.log.Warn("nak failed; the event will be redelivered after the ack wait", "subject", m.Subject(), "err", err)
 	}
 }

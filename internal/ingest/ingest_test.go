@@ -27,18 +27,22 @@ func TestAllEventTypesReachState(t *testing.T) {
 	waitFor(t, "acme present", func() bool { o, ok := e.org(t, "acme"); return ok && o.Desired.Presence == state.Present })
 	hf, _ := e.publish(t, events.HealthFailed{OrgID: "acme", Reason: "530 from edge", Observer: "probe-1"})
 	waitFor(t, "health report", func() bool { o, _ := e.org(t, "acme"); return len(o.HealthReports) == 1 })
+	o, _ := e.org(t, "acme")
+	if r := o.HealthReports[0]; r.EventID != hf.ID || r.Reason != "530 from edge" || r.Observer != "probe-1" || r.Seq != 2 {
+		t.Fatalf("report: %+v", r)
+	}
 	del, ack := e.publish(t, events.Deleted{OrgID: "acme"})
 	waitFor(t, "acme deleted", func() bool { o, _ := e.org(t, "acme"); return o.Desired.Presence == state.Deleted })
 
-	o, _ := e.org(t, "acme")
+	o, _ = e.org(t, "acme")
 	if o.Desired.Slug != "acme" || o.Desired.InstanceType != "t4g.small" || o.Desired.Region != "eu-west-1" || o.Desired.Generation != 1 {
 		t.Fatalf("desired: %+v", o.Desired)
 	}
 	if o.LastSeq != ack.Sequence || o.LastEventID != del.ID {
 		t.Fatalf("last seq/id %d/%s, want %d/%s", o.LastSeq, o.LastEventID, ack.Sequence, del.ID)
 	}
-	if r := o.HealthReports[0]; r.EventID != hf.ID || r.Reason != "530 from edge" || r.Observer != "probe-1" || r.Seq != 2 {
-		t.Fatalf("report: %+v", r)
+	if len(o.HealthReports) != 0 {
+		t.Fatalf("reports kept after delete: %+v", o.HealthReports)
 	}
 	waitFor(t, "all acked", func() bool { return e.consumerSettled(t) })
 	e.mu.Lock()

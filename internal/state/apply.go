@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -39,7 +40,7 @@ type Result string
 
 const (
 	ResultApplied        Result = "applied"
-	ResultStale          Result = "stale"           // seq not newer than the org's LastSeq: a redelivery, a replay or an overtaken event
+	ResultStale          Result = "stale"           // already applied or overtaken: a redelivery, a replay, an older event arriving late
 	ResultIgnoredUnknown Result = "ignored_unknown" // health_failed for an org never created
 	ResultIgnoredDeleted Result = "ignored_deleted" // health_failed for a deleted org
 )
@@ -56,8 +57,12 @@ type Outcome struct {
 func (o Outcome) Changed() bool { return o.Result == ResultApplied }
 
 // Apply applies facts in order, in ONE transaction: all of them are
-// committed or none. A fact whose Seq is not newer than its org's LastSeq
-// changes nothing.
+// committed or none. Applying is idempotent and tolerates the reordering
+// JetStream redelivery causes: a created or deleted whose Seq is not newer
+// than the org's last created/deleted (DesiredSeq) changes nothing; a
+// health report is kept once per Seq, ordered by Seq, and only for the
+// current generation. So a redelivered or replayed event never changes
+// anything twice, and a late one never undoes a newer one.
 func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 	out := make([]Outcome, 0, len(facts))
 	var t *txOrgs
@@ -89,21 +94,32 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 	if err != nil {
 		return oc, err
 	}
-	if exists && f.Seq <= o.LastSeq {
-		oc.Result, oc.Detail = ResultStale, fmt.Sprintf("seq %d is not newer than last applied seq %d", f.Seq, o.LastSeq)
+	stale := func(format string, args ...any) (Outcome, error) {
+		oc.Result, oc.Detail = ResultStale, fmt.Sprintf(format, args...)
 		return oc, nil
+	}
+	switch f.Type {
+	case FactCreated, FactDeleted:
+		// Last writer (by stream sequence) wins among created and deleted;
+		// health reports do not take part, so a late created is not lost
+		// behind a newer report.
+		if exists && f.Seq <= o.DesiredSeq {
+			return stale("seq %d is not newer than the last created/deleted (seq %d)", f.Seq, o.DesiredSeq)
+		}
 	}
 	switch f.Type {
 	case FactCreated:
 		switch {
 		case !exists:
 			o = Org{ID: f.OrgID, Desired: Desired{Generation: 1}}
+			o.GenerationSeq = f.Seq
 			oc.Detail = "created, generation 1"
 		case o.Desired.Presence == Deleted:
 			// Re-created: a new generation. Observed is kept on purpose: the
 			// old generation's resources are found through it (and by name
 			// and tags) and reconciled into the new generation or cleaned.
 			o.Desired.Generation++
+			o.GenerationSeq = f.Seq
 			o.Observed.DeleteDone = false
 			o.HealthReports = nil
 			oc.Detail = fmt.Sprintf("re-created, generation %d", o.Desired.Generation)
@@ -112,6 +128,7 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 		}
 		o.Desired.Presence = Present
 		o.Desired.Slug, o.Desired.InstanceType, o.Desired.Region = f.Slug, f.InstanceType, f.Region
+		o.DesiredSeq = f.Seq
 	case FactDeleted:
 		if !exists {
 			// A tombstone, so an older created arriving later stays ignored.
@@ -120,8 +137,14 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 		} else {
 			oc.Detail = "deleted"
 		}
-		// Slug and options stay: the engine needs them to find what to clean.
+		if o.Desired.Presence != Deleted {
+			o.GenerationSeq = f.Seq
+		}
+		// Slug and options stay: the engine needs them to find what to
+		// clean. Health reports go: nothing is remediated on a deleted org.
 		o.Desired.Presence = Deleted
+		o.HealthReports = nil
+		o.DesiredSeq = f.Seq
 	case FactHealthFailed:
 		if !exists {
 			oc.Result, oc.Detail = ResultIgnoredUnknown, "health_failed for an org that was never created"
@@ -131,7 +154,22 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 			oc.Result, oc.Detail = ResultIgnoredDeleted, "health_failed for a deleted org"
 			return oc, nil
 		}
-		o.HealthReports = append(o.HealthReports, HealthReport{
+		if f.Seq < o.GenerationSeq {
+			return stale("seq %d is older than the current generation (began at seq %d)", f.Seq, o.GenerationSeq)
+		}
+		pos := len(o.HealthReports) // keep reports ordered by seq, whatever the arrival order
+		for i, r := range o.HealthReports {
+			if r.Seq == f.Seq {
+				return stale("health report seq %d is already recorded", f.Seq)
+			}
+			if r.Seq > f.Seq && pos == len(o.HealthReports) {
+				pos = i
+			}
+		}
+		if len(o.HealthReports) >= s.opts.MaxHealthReports && pos == 0 {
+			return stale("health report seq %d is older than the %d kept", f.Seq, s.opts.MaxHealthReports)
+		}
+		o.HealthReports = slices.Insert(o.HealthReports, pos, HealthReport{
 			EventID: f.EventID, Seq: f.Seq, Reason: f.Reason, Observer: f.Observer, At: f.Time,
 		})
 		if n := len(o.HealthReports) - s.opts.MaxHealthReports; n > 0 {
@@ -141,7 +179,9 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 	default:
 		return oc, fmt.Errorf("fact seq %d for org %s: unknown type %q", f.Seq, f.OrgID, f.Type)
 	}
-	o.LastSeq, o.LastEventID, o.UpdatedAt = f.Seq, f.EventID, f.Time
+	if f.Seq > o.LastSeq {
+		o.LastSeq, o.LastEventID, o.UpdatedAt = f.Seq, f.EventID, f.Time
+	}
 	oc.Result = ResultApplied
 	return oc, t.put(o)
 }

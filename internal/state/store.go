@@ -295,6 +295,7 @@ func (s *Store) Update(orgID string, fn func(*Org) error) error {
 			}
 		}
 		o.ID, o.Desired, o.LastSeq, o.LastEventID, o.UpdatedAt = orig.ID, orig.Desired, orig.LastSeq, orig.LastEventID, orig.UpdatedAt
+		o.DesiredSeq, o.GenerationSeq = orig.DesiredSeq, orig.GenerationSeq
 		o.HealthReports = orig.HealthReports
 		for i := range o.HealthReports {
 			if handled[o.HealthReports[i].EventID] {

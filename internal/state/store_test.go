@@ -237,3 +237,53 @@ func TestMigrateFromVersion0(t *testing.T) {
 		return nil
 	})
 }
+
+// Redelivery can hand events over out of stream order; the result must be
+// what in-order application gives.
+func TestApplyOutOfOrderMatchesInOrder(t *testing.T) {
+	seqs := []Fact{
+		created(1, "acme", "acme"),
+		health(2, "acme"),
+		created(3, "acme", "acme-2"),
+		health(4, "acme"),
+		health(5, "acme"),
+	}
+	inOrder := openTemp(t)
+	if _, err := inOrder.Apply(seqs); err != nil {
+		t.Fatal(err)
+	}
+	want := mustGet(t, inOrder, "acme")
+	for _, order := range [][]int{{0, 3, 2, 1, 4}, {0, 4, 3, 1, 2}, {0, 1, 3, 4, 2}} {
+		s := openTemp(t)
+		for _, i := range order { // one at a time, as separate batches
+			if _, err := s.Apply([]Fact{seqs[i]}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, i := range order { // and every one redelivered once more
+			if out, _ := s.Apply([]Fact{seqs[i]}); out[0].Result != ResultStale {
+				t.Fatalf("order %v: redelivery of seq %d: %+v", order, seqs[i].Seq, out[0])
+			}
+		}
+		got := mustGet(t, s, "acme")
+		if got.Desired != want.Desired || got.LastSeq != want.LastSeq || got.DesiredSeq != 3 || len(got.HealthReports) != 3 {
+			t.Fatalf("order %v:\ngot  %+v\nwant %+v", order, got, want)
+		}
+		for i := range want.HealthReports {
+			if got.HealthReports[i] != want.HealthReports[i] {
+				t.Fatalf("order %v: report %d: %+v, want %+v", order, i, got.HealthReports[i], want.HealthReports[i])
+			}
+		}
+	}
+	// A report of an older generation arriving after the re-create is dropped,
+	// and a delete clears the reports.
+	s := openTemp(t)
+	s.Apply([]Fact{created(1, "acme", "acme"), health(2, "acme"), deleted(4, "acme")})
+	if a := mustGet(t, s, "acme"); len(a.HealthReports) != 0 {
+		t.Fatalf("reports kept on a tombstone: %+v", a.HealthReports)
+	}
+	s.Apply([]Fact{created(5, "acme", "acme")})
+	if out, _ := s.Apply([]Fact{health(3, "acme")}); out[0].Result != ResultStale {
+		t.Fatalf("report of generation 1 applied to generation 2: %+v", out[0])
+	}
+}
