@@ -100,6 +100,7 @@ type Org struct {
 	Desired     Desired   `json:"desired"`
 	LastSeq     uint64    `json:"last_seq"`      // stream sequence of the last applied event
 	LastEventID string    `json:"last_event_id"` // id of that event
+	UpdatedAt   time.Time `json:"updated_at"`    // time of that event
 	// DesiredSeq is the sequence of the last created/deleted applied and
 	// GenerationSeq that of the event that began the current generation (or
 	// tombstone). A redelivered event can arrive after newer ones; these let
@@ -107,7 +108,6 @@ type Org struct {
 	// newer created or deleted (apply.go).
 	DesiredSeq    uint64 `json:"desired_seq,omitempty"`
 	GenerationSeq uint64 `json:"generation_seq,omitempty"`
-	UpdatedAt   time.Time `json:"updated_at"`    // time of that event
 
 	HealthReports []HealthReport `json:"health_reports,omitempty"` // newest last, capped
 
