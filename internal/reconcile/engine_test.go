@@ -12,6 +12,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -754,4 +755,45 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 	if tun, err := h.cf.GetTunnel(context.Background(), id); err == nil && !tun.Deleted {
 		t.Fatalf("tunnel %s still live: %+v", id, tun)
 	}
+}
+
+// With the emulator enforcing a Cloudflare-shaped budget (going over blocks
+// every call for the rest of the window) and the client limiter sized to
+// the same budget, a burst of orgs converges without a single 429: the
+// budget is kept by tunnelward, not discovered.
+func TestCloudflareBudgetNeverExceeded(t *testing.T) {
+	budget := 40
+	window := 2 * time.Second
+	h := newHarness(t, harnessOpts{
+		sim: func(c *cloudsim.Config) {
+			c.Limits = cloudsim.RateLimits{CFEnabled: true, CFBudget: budget, CFWindow: cloudsim.Duration(window)}
+		},
+		cfBudget: &ratelimit.WindowBudget{Requests: budget, Window: window, Burst: 5},
+	})
+	h.start()
+	orgs := []string{"b1", "b2", "b3", "b4", "b5", "b6"}
+	for _, o := range orgs {
+		h.apply(created(o, o))
+	}
+	h.waitReady(orgs...)
+	for _, o := range orgs {
+		h.apply(deleted(o))
+	}
+	h.waitDeleted(orgs...)
+	cf := 0
+	for op, st := range h.sim.Calls() {
+		if !strings.HasPrefix(op, "cf.") {
+			continue
+		}
+		for code, n := range st {
+			cf += n
+			if code == 429 {
+				t.Fatalf("%s answered 429 %d times: the budget was exceeded (%v)", op, n, h.sim.Calls())
+			}
+		}
+	}
+	if cf <= budget {
+		t.Fatalf("only %d Cloudflare calls: the budget (%d per %v) was never under pressure", cf, budget, window)
+	}
+	h.requireClean()
 }

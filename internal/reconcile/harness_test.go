@@ -61,9 +61,10 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	sim    func(*cloudsim.Config)
-	engine func(*Config)
-	policy apicall.Policy
+	sim      func(*cloudsim.Config)
+	engine   func(*Config)
+	policy   apicall.Policy
+	cfBudget *ratelimit.WindowBudget // default testCFBudget
 }
 
 // Emulated delays used by every test: short but real.
@@ -99,9 +100,13 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		pol = apicall.Policy{MaxAttempts: 6, BaseDelay: 5 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
 			MaxRetryAfter: 3 * time.Second, CallTimeout: 5 * time.Second}
 	}
+	budget := testCFBudget
+	if o.cfBudget != nil {
+		budget = *o.cfBudget
+	}
 	cf, err := cloudflare.New(cloudflare.Config{BaseURL: srv.URL + "/client/v4/", APIToken: scfg.CFToken,
 		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: srv.Client(),
-		Policy: pol, PageSize: 20, Budget: testCFBudget})
+		Policy: pol, PageSize: 20, Budget: budget})
 	if err != nil {
 		t.Fatal(err)
 	}
