@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -519,6 +521,26 @@ func TestFaultsStillConverge(t *testing.T) {
 	}
 	if throttled == 0 || failed == 0 {
 		t.Fatalf("faults not exercised: throttled=%d failed=%d", throttled, failed)
+	}
+	// Retry-After honoured: after a 429 asking for N seconds, no Cloudflare
+	// request arrives until N seconds later (requests already on the wire when
+	// the 429 was written get 50 ms).
+	reqs := h.requests.all()
+	for i, r := range reqs {
+		if r.status != http.StatusTooManyRequests {
+			continue
+		}
+		secs, err := strconv.Atoi(r.retryAfter)
+		if err != nil || secs < 1 {
+			t.Fatalf("429 without a usable Retry-After: %+v", r)
+		}
+		quiet := r.at.Add(50 * time.Millisecond)
+		until := r.at.Add(time.Duration(secs) * time.Second)
+		for _, next := range reqs[i+1:] {
+			if next.at.After(quiet) && next.at.Before(until) {
+				t.Fatalf("request %s %s at +%v after a 429 with Retry-After %ds", next.method, next.path, next.at.Sub(r.at), secs)
+			}
+		}
 	}
 	h.requireClean(orgs...)
 	if w := h.world(); len(w.tunnels) != 5 || len(w.instances) != 5 || len(w.records) != 5 || len(w.params) != 5 {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,53 @@ type harness struct {
 	done   chan struct{}
 	cf     *cloudflare.Client
 	aw     *aws.Client
+	// requests are the Cloudflare requests the emulator answered, in order.
+	requests *requestLog
+}
+
+// requestLog records when each Cloudflare request reached the emulator and
+// how it was answered.
+type requestLog struct {
+	mu  sync.Mutex
+	log []cfRequest
+}
+
+type cfRequest struct {
+	at         time.Time
+	method     string
+	path       string
+	status     int
+	retryAfter string
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+func (l *requestLog) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/client/v4/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		at := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		l.mu.Lock()
+		l.log = append(l.log, cfRequest{at: at, method: r.Method, path: r.URL.Path, status: sw.status, retryAfter: w.Header().Get("Retry-After")})
+		l.mu.Unlock()
+	})
+}
+
+func (l *requestLog) all() []cfRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([]cfRequest(nil), l.log...)
+	sort.Slice(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
+	return out
 }
 
 type harnessOpts struct {
@@ -92,7 +140,8 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		o.sim(&scfg)
 	}
 	sim := cloudsim.New(scfg)
-	srv := httptest.NewServer(sim.Handler())
+	rec := &requestLog{}
+	srv := httptest.NewServer(rec.wrap(sim.Handler()))
 	t.Cleanup(srv.Close)
 
 	pol := o.policy
@@ -139,7 +188,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw}
+	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw, requests: rec}
 	return h
 }
 
