@@ -819,3 +819,30 @@ func TestCloudflareBudgetNeverExceeded(t *testing.T) {
 	}
 	h.requireClean()
 }
+
+// A created that arrives while the delete cascade is stuck (tunnel delete
+// failing) turns the org around: generation 2 converges, the Deleting
+// condition is cleared, nothing is duplicated.
+func TestRecreatedDuringDelete(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{{Op: "cf.tunnel.delete", ErrorRate: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.apply(deleted("acme"))
+	h.waitFor("cascade stuck on the tunnel", 10*time.Second, func() bool {
+		o := h.org("acme")
+		return IsTrue(o, state.CondDeleting) && o.LastError != "" && len(h.world().instances) == 0
+	})
+	h.apply(created("acme", "acme"))
+	h.waitFor("generation 2 Ready", 10*time.Second, func() bool { return h.convergedErr("acme") == nil })
+	o := h.org("acme")
+	if IsTrue(o, state.CondDeleting) || o.Desired.Generation != 2 || o.Observed.DeleteDone {
+		t.Fatalf("status after re-create: %+v %+v", o.Conditions, o.Observed)
+	}
+	if tok := fmt.Sprint(h.world().instances[0]["ClientToken"]); !strings.Contains(tok, "-g2-") {
+		t.Fatalf("client token %s, want generation 2", tok)
+	}
+}

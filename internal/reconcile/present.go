@@ -183,8 +183,8 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		return Result{}, Terminal(fmt.Errorf("org %s: no slug in desired state", org.ID))
 	}
 	now := e.cfg.Now()
-	if org.Observed.DeleteDone || IsTrue(org, state.CondDeleted) || IsTrue(org, state.CondFailed) {
-		// Re-created after a finished delete (new generation), or retried
+	if org.Observed.DeleteDone || IsTrue(org, state.CondDeleted) || IsTrue(org, state.CondDeleting) || IsTrue(org, state.CondFailed) {
+		// Re-created after (or during) a delete, or retried
 		// after a terminal failure: start from clean ids; launch
 		// bookkeeping stays so ClientTokens never repeat.
 		err := e.store.Update(org.ID, func(o *state.Org) error {
