@@ -1,0 +1,193 @@
+package reliability
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/crashpoint"
+)
+
+// crashScenario is one piece of work the reconciler is killed in the middle
+// of. setup runs first under an unarmed reconciler (which converges and is
+// stopped); act then starts the work the armed reconciler must survive.
+type crashScenario struct {
+	name    string
+	setup   func(w *world)
+	act     func(w *world)
+	timeout time.Duration // convergence after the restart
+}
+
+const crashOrg = "crashorg"
+
+var crashScenarios = []crashScenario{
+	{name: "create", act: func(w *world) { w.create(crashOrg) }, timeout: 45 * time.Second},
+	{name: "delete", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) { w.delete(crashOrg) }, timeout: 45 * time.Second},
+	{name: "replace-stopped-instance", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) {
+		if err := w.simWorld(map[string]string{"action": "stop_instance", "org": crashOrg}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.healthFailed(crashOrg)
+	}, timeout: 45 * time.Second},
+	{name: "restart-cloudflared", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) {
+		if err := w.simWorld(map[string]string{"action": "kill_connector", "org": crashOrg}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.healthFailed(crashOrg)
+	}, timeout: 150 * time.Second}, // the engine's 60 s health grace, twice at worst
+	{name: "recreate", setup: func(w *world) {
+		w.create(crashOrg)
+		if p := w.waitConverged(45 * time.Second); p != "" {
+			w.t.Fatalf("setup: %s", p)
+		}
+		w.delete(crashOrg)
+	}, act: func(w *world) { w.create(crashOrg) }, timeout: 45 * time.Second},
+}
+
+type crashResult struct {
+	scenario, point string
+	reached         bool
+	problem         string // "" converged after the restart
+	took            time.Duration
+}
+
+// crashRun runs one scenario with the reconciler armed at point
+// (name:nth); "" traces instead and returns the points hit during act.
+func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []string) {
+	t.Helper()
+	res := crashResult{scenario: sc.name, point: point}
+	start := time.Now()
+	w := newWorld(t, worldOpts{simArgs: fastWorld})
+	if sc.setup != nil {
+		w.startReconciler()
+		w.waitReady()
+		sc.setup(w)
+		if p := w.waitConverged(60 * time.Second); p != "" {
+			t.Fatalf("%s setup: %s", sc.name, p)
+		}
+		if code := w.rec.term(); code != 0 {
+			t.Fatalf("%s setup: reconciler exit %d", sc.name, code)
+		}
+	}
+	file := filepath.Join(w.dir, "crash.log")
+	env := []string{crashpoint.Env + "=" + point, crashpoint.LogEnv + "=" + file}
+	if point == "" {
+		env = []string{crashpoint.TraceEnv + "=" + file}
+	}
+	rec := w.startReconciler(env...)
+	sc.act(w)
+	if point == "" {
+		if p := w.waitConverged(sc.timeout); p != "" {
+			t.Fatalf("%s traced run did not converge: %s", sc.name, p)
+		}
+		rec.term()
+		b, _ := os.ReadFile(file)
+		return res, strings.Fields(string(b))
+	}
+	// Wait for the kill, or for convergence without reaching the point.
+	deadline := time.Now().Add(sc.timeout)
+	for rec.running() && time.Now().Before(deadline) {
+		if w.convergence() == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rec.running() {
+		rec.term()
+		res.problem = w.waitConverged(time.Second)
+		res.took = time.Since(start)
+		return res, nil
+	}
+	b, _ := os.ReadFile(file)
+	if name, _, _ := strings.Cut(point, ":"); !rec.killedBySignal() || strings.TrimSpace(string(b)) != name {
+		t.Fatalf("%s at %s: reconciler died without its crash point (err %v, crash log %q):\n%s", sc.name, point, rec.err, b, tail(rec.log(), 30))
+	}
+	res.reached = true
+	w.startReconciler()
+	res.problem = w.waitConverged(sc.timeout)
+	res.took = time.Since(start)
+	return res, nil
+}
+
+// points turns a trace into name:nth specs, one per hit.
+func points(trace []string) []string {
+	seen := map[string]int{}
+	var out []string
+	for _, name := range trace {
+		seen[name]++
+		out = append(out, fmt.Sprintf("%s:%d", name, seen[name]))
+	}
+	return out
+}
+
+// crashPointsQuick are the default run's points: the windows where a
+// crash most plausibly leaks or duplicates (created, not yet recorded;
+// committed, not yet acked).
+var crashPointsQuick = map[string][]string{
+	"create": {"ingest.commit.after:1", "cloud.after.cf.tunnel.create:1", "cloud.after.ec2.RunInstances:1", "cloud.after.cf.dns.create:1"},
+	"delete": {"cloud.after.ec2.TerminateInstances:1", "cloud.after.cf.tunnel.delete:1"},
+	// the replacement launched, the stopped instance not yet terminated
+	"replace-stopped-instance": {"cloud.after.ec2.RunInstances:1"},
+}
+
+// TestCrashPoints kills the reconciler binary with SIGKILL at crash points
+// while it creates, deletes and remediates an org, restarts it, and checks
+// convergence, the invariant checker and that no event was lost. The
+// default run covers the quick points; TUNNELWARD_RELIABILITY=1 traces
+// each scenario and kills at every point it passes, in turn.
+func TestCrashPoints(t *testing.T) {
+	var results []crashResult
+	for _, sc := range crashScenarios {
+		var pts []string
+		if Heavy() {
+			_, trace := crashRun(t, sc, "")
+			pts = points(trace)
+			t.Logf("%s: %d crash points traced", sc.name, len(pts))
+		} else {
+			pts = crashPointsQuick[sc.name]
+		}
+		for _, pt := range pts {
+			res, _ := crashRun(t, sc, pt)
+			results = append(results, res)
+			switch {
+			case res.reached && res.problem != "":
+				t.Errorf("%s killed at %s: not converged after restart: %s", sc.name, pt, res.problem)
+			case !res.reached && res.problem != "":
+				t.Errorf("%s at %s (not reached): not converged: %s", sc.name, pt, res.problem)
+			}
+			t.Logf("%-26s %-45s reached=%-5v converged=%-5v %s", sc.name, pt, res.reached, res.problem == "", res.took.Round(100*time.Millisecond))
+		}
+	}
+	reached, survived, notReached := 0, 0, 0
+	byScenario := map[string][2]int{}
+	for _, r := range results {
+		if !r.reached {
+			notReached++
+			continue
+		}
+		reached++
+		c := byScenario[r.scenario]
+		c[1]++
+		if r.problem == "" {
+			survived++
+			c[0]++
+		}
+		byScenario[r.scenario] = c
+	}
+	var names []string
+	for n := range byScenario {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t.Logf("FIGURE crash %s: %d of %d kills survived", n, byScenario[n][0], byScenario[n][1])
+	}
+	t.Logf("FIGURE crash points: %d of %d kills survived (converged, no leak, no duplicate, no event lost); %d planned points not reached in their run", survived, reached, notReached)
+	if !Heavy() && notReached > 0 {
+		t.Errorf("%d quick crash points were not reached: the points moved or were renamed", notReached)
+	}
+}
