@@ -66,6 +66,8 @@ func (o Outcome) Changed() bool { return o.Result == ResultApplied }
 func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 	out := make([]Outcome, 0, len(facts))
 	var t *txOrgs
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out = out[:0]
 		t = s.txOrgs(tx)

@@ -47,3 +47,42 @@ var errBoom = errorString("boom")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// Concurrent writers (the engine's Updates beside ingest's Applies) never
+// lose each other's writes through the cache.
+func TestConcurrentWritersLoseNothing(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Apply([]Fact{created(1, "acme", "acme")}); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 50
+	done := make(chan error, writers+1)
+	for i := 0; i < writers; i++ {
+		go func() {
+			done <- s.Update("acme", func(o *Org) error {
+				o.Remediations = append(o.Remediations, Remediation{Action: "probe"})
+				return nil
+			})
+		}()
+	}
+	go func() {
+		_, err := s.Apply([]Fact{created(2, "acme", "acme2")})
+		done <- err
+	}()
+	for i := 0; i < writers+1; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := mustGet(t, s, "acme")
+	if len(o.Remediations) != writers {
+		t.Errorf("remediations = %d, want %d: concurrent updates were lost", len(o.Remediations), writers)
+	}
+	if o.Desired.Slug != "acme2" {
+		t.Errorf("slug = %q, want acme2: the applied event was lost behind an update", o.Desired.Slug)
+	}
+}

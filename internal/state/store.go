@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,6 +61,11 @@ type Store struct {
 	path  string
 	opts  Options
 	cache orgCache
+	// wmu spans a write transaction and the cache publish after it: without
+	// it a second writer could read the cache between the first one's
+	// commit and publish, and write a stale record back (lost update).
+	// bbolt serializes writers anyway, so holding it costs no concurrency.
+	wmu sync.Mutex
 }
 
 // Open opens or creates the state file at path and migrates it to
@@ -275,6 +281,8 @@ func (s *Store) Update(orgID string, fn func(*Org) error) error {
 	crashpoint.Hit("state.update.before")
 	defer crashpoint.Hit("state.update.after")
 	var t *txOrgs
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t = s.txOrgs(tx)
 		o, ok, err := t.get(orgID)
