@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"net/http"
 	"strings"
 
@@ -87,6 +88,12 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.HTTPClient != nil {
 		awsCfg.HTTPClient = cfg.HTTPClient
+	}
+	if awsCfg.HTTPClient == nil {
+		// The SDK only fills this in when it had to build its own (e.g. for
+		// AWS_CA_BUNDLE); otherwise each service would build a default one,
+		// which the wrapper below must not receive as nil.
+		awsCfg.HTTPClient = awshttp.NewBuildableClient()
 	}
 	// Each attempt's status reaches apicall through this wrapper; the SDK's
 	// own client (built above, honouring AWS_CA_BUNDLE) stays underneath.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -520,5 +521,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Without AWS_CA_BUNDLE (production, most machines) the SDK leaves its HTTP
+// client unset; the client must still work, not dereference nil.
+func TestWorksWithoutCABundle(t *testing.T) {
+	t.Setenv("AWS_CA_BUNDLE", "")
+	os.Unsetenv("AWS_CA_BUNDLE")
+	w := newWorld(t, nil)
+	c := w.client(t, nil)
+	if _, err := c.RunInstance(ctx, spec("nobundle", 1)); err != nil {
+		t.Fatalf("RunInstance without AWS_CA_BUNDLE: %v", err)
+	}
+	if n := len(w.sim.State().Instances); n != 1 {
+		t.Fatalf("instances in the emulator = %d, want 1", n)
 	}
 }
