@@ -52,7 +52,7 @@ type childResult struct {
 	StartupNS  int64  `json:"startup_ns"`
 	RSS        uint64 `json:"rss"` // after startup, bytes
 	TouchedRSS uint64 `json:"rss_touched"`
-	HWM        uint64 `json:"hwm"` // peak RSS of the process, bytes
+	HWM        uint64 `json:"hwm"`      // peak RSS of the process, bytes
 	OpenHWM    uint64 `json:"hwm_open"` // peak RSS right after state.Open
 	OpenNS     int64  `json:"open_ns"`
 	Anon       uint64 `json:"rss_anon"`
