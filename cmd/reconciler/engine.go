@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -11,6 +11,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/metrics"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/userdata"
 )
@@ -19,7 +20,7 @@ import (
 // reconcile engine (workers and sweep) and connects it to ingest. It stops
 // before bbolt closes (closers run in reverse).
 func (a *app) startEngine(ctx context.Context) error {
-	cfg, clouds, err := a.engineConfig(ctx)
+	cfg, clouds, err := engineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics)
 	if err != nil {
 		return err
 	}
@@ -27,7 +28,11 @@ func (a *app) startEngine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.engine = eng
 	a.onApplied = eng.OnApplied
+	a.metrics.SetQueueFuncs(eng.Queue().Len, eng.Queue().Waiting)
+	a.admin.Handle("GET /v1/plan", planHandler(eng, a.store, ""))
+	a.admin.Handle("GET /v1/plan/{id}", planHandler(eng, a.store, "id"))
 
 	ectx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -64,51 +69,42 @@ func (a *app) startEngine(ctx context.Context) error {
 	return nil
 }
 
-// engineConfig is the engine's configuration and clients: the sandbox
-// identities against the emulator, or the live settings (TUNNELWARD_*
-// environment and config file, see internal/config) against the real APIs.
-func (a *app) engineConfig(ctx context.Context) (reconcile.Config, reconcile.Clouds, error) {
-	cfg := reconcile.Config{Logger: a.log, GC: true}
-	if a.cloudURL != "" {
+// engineConfig is the engine's configuration and provider clients, all
+// from the one resolved configuration: the emulator at cloudURL in sandbox
+// and URL mode (with the sandbox identities config filled in), the real
+// APIs in live mode (cloudURL ""). Every HTTP attempt is observed by m.
+func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics) (reconcile.Config, reconcile.Clouds, error) {
+	cfg := reconcile.Config{
+		Logger:      log,
+		Metrics:     m,
+		ZoneName:    c.Cloudflare.ZoneName,
+		Service:     c.Instance.IngressService,
+		ParamPrefix: c.Instance.SSMPathPrefix,
+		Instance: reconcile.InstanceSpec{ImageID: c.Instance.AMI, InstanceType: c.Instance.Type,
+			SubnetID: c.Instance.Subnet, SecurityGroupIDs: c.Instance.SecurityGroups, InstanceProfile: c.Instance.Profile},
+		Workers:       c.Workers,
+		SweepInterval: c.SweepInterval,
+		GC:            c.GC,
+		HealthGrace:   c.HealthGrace,
+	}
+	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
+		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, Observe: m.APICall}
+	awc := aws.Config{Region: c.AWS.Region, Observe: m.APICall}
+	if cloudURL != "" {
+		cfc.BaseURL = cloudURL + "/client/v4/"
+		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()
+		// The emulator boots in seconds, not minutes: poll soon after.
 		sc := cloudsim.DefaultConfig()
-		cf, err := cloudflare.New(cloudflare.Config{BaseURL: a.cloudURL + "/client/v4/", APIToken: sc.CFToken,
-			AccountID: sc.AccountID, ZoneID: sc.ZoneID, ZoneName: sc.ZoneName})
-		if err != nil {
-			return cfg, reconcile.Clouds{}, err
-		}
-		aw, err := aws.New(ctx, aws.Config{Endpoint: a.cloudURL, Region: sc.Region,
-			AccessKeyID: sc.AWSAccessKey, SecretAccessKey: sc.AWSSecret})
-		if err != nil {
-			return cfg, reconcile.Clouds{}, err
-		}
-		cfg.ZoneName = sc.ZoneName
-		cfg.Instance = reconcile.InstanceSpec{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro",
-			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
-			InstanceProfile: "tunnelward-instance"}
-		// The emulator boots in 2 s and connects in 1 s: poll soon after.
 		cfg.BootConnect, cfg.PollInterval = sc.BootDelay+sc.ConnectDelay+500*time.Millisecond, time.Second
 		cfg.OrphanGrace = time.Minute
-		return cfg, reconcile.NewClouds(cf, aw, userdata.Params{}), nil
 	}
-
-	lc, err := config.Parse(nil, os.Getenv)
+	cf, err := cloudflare.New(cfc)
 	if err != nil {
-		return cfg, reconcile.Clouds{}, fmt.Errorf("live mode configuration: %w", err)
+		return cfg, reconcile.Clouds{}, fmt.Errorf("cloudflare client: %w", err)
 	}
-	cf, err := cloudflare.New(cloudflare.Config{APIToken: lc.Cloudflare.APIToken.Reveal(),
-		AccountID: lc.Cloudflare.AccountID, ZoneID: lc.Cloudflare.ZoneID, ZoneName: lc.Cloudflare.ZoneName})
+	aw, err := aws.New(ctx, awc)
 	if err != nil {
-		return cfg, reconcile.Clouds{}, err
+		return cfg, reconcile.Clouds{}, fmt.Errorf("aws client: %w", err)
 	}
-	aw, err := aws.New(ctx, aws.Config{Region: lc.AWS.Region})
-	if err != nil {
-		return cfg, reconcile.Clouds{}, err
-	}
-	cfg.ZoneName = lc.Cloudflare.ZoneName
-	cfg.Service = lc.Instance.IngressService
-	cfg.ParamPrefix = lc.Instance.SSMPathPrefix
-	cfg.Instance = reconcile.InstanceSpec{ImageID: lc.Instance.AMI, InstanceType: lc.Instance.Type,
-		SubnetID: lc.Instance.Subnet, SecurityGroupIDs: lc.Instance.SecurityGroups, InstanceProfile: lc.Instance.Profile}
-	cfg.Workers, cfg.SweepInterval, cfg.GC, cfg.HealthGrace = lc.Workers, lc.SweepInterval, lc.GC, lc.HealthGrace
 	return cfg, reconcile.NewClouds(cf, aw, userdata.Params{}), nil
 }

@@ -1,10 +1,13 @@
 // Command reconciler is tunnelward's daemon: it ingests org lifecycle
-// events from NATS JetStream into bbolt and (once the engine is wired)
-// converges the cloud to them.
+// events from NATS JetStream into bbolt and converges the cloud to them.
 //
 //	reconciler                 run (embedded NATS, sandbox cloud, ./data)
-//	reconciler replay          rebuild ./data/state.db from the stream
 //	reconciler status [ORG]    show org records (-o json)
+//	reconciler plan [ORG]      dry run: what a reconcile would change (-o json)
+//	reconciler replay          rebuild ./data/state.db from the stream
+//
+// Every setting comes from internal/config (flags > TUNNELWARD_* env >
+// config file > defaults); run `reconciler --help` for the list.
 package main
 
 import (
@@ -20,149 +23,262 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tunnelward/tunnelward/internal/config"
 )
 
-const usage = `usage: reconciler [command] [flags]
-
-commands:
-  (none)          run: ingest events into bbolt, serve the admin API
-  replay          rebuild the state file from the whole ORG_EVENTS stream (stop the daemon first)
-  status [ORG]    show org records from the state file (-o json for JSON)
-
-flags (every command):
-  --data-dir DIR            state and embedded NATS store (default ./data)
-  --nats-listen HOST:PORT   embedded NATS server address (default 127.0.0.1:4222)
-  --nats-url URL            use this external NATS server instead of the embedded one
-  --creds FILE              NATS credentials file for --nats-url
-  --admin-listen HOST:PORT  admin HTTP server (default 127.0.0.1:8081)
-  --sandbox-listen HOST:PORT  in-process cloud emulator address (default 127.0.0.1:8787)
-  --cloud MODE              sandbox (default) | live | http://HOST:PORT of a cloudsim
-  --reserved-slugs LIST     comma-separated reserved slugs (default: built-in list)
-  --log-level LEVEL         debug|info|warn|error (default info)`
-
-// options are the flags shared by every command.
-type options struct {
-	dataDir       string
-	natsListen    string
-	natsURL       string
-	creds         string
-	adminListen   string
-	sandboxListen string
-	cloud         string
-	reservedSlugs string
-	logLevel      string
-	output        string // status only
+// command is one subcommand: its synopsis and help, generated into --help.
+type command struct {
+	name    string
+	args    string // positional synopsis, e.g. "[ORG]"
+	maxArgs int
+	summary string
+	detail  string
+	output  bool // takes -o table|json
 }
 
-func (o *options) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.dataDir, "data-dir", "./data", "data directory")
-	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "embedded NATS listen address")
-	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS server URL (disables the embedded server)")
-	fs.StringVar(&o.creds, "creds", "", "NATS credentials file")
-	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "admin HTTP listen address")
-	fs.StringVar(&o.sandboxListen, "sandbox-listen", "127.0.0.1:8787", "sandbox cloud emulator listen address")
-	fs.StringVar(&o.cloud, "cloud", "sandbox", "sandbox | live | URL of a cloudsim")
-	fs.StringVar(&o.reservedSlugs, "reserved-slugs", "", "comma-separated reserved slugs (replaces the built-in list)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level")
+var commands = []command{
+	{name: "run", summary: "ingest events into bbolt, reconcile the clouds, serve the admin API (the default)",
+		detail: "Runs until SIGINT or SIGTERM, then finishes the open batch and in-flight reconciles and exits 0. " +
+			"Without flags it runs against the sandbox: an embedded NATS server, the in-process cloud emulator and ./data."},
+	{name: "status", args: "[ORG]", maxArgs: 1, output: true,
+		summary: "show org records: desired, observed, conditions, last error",
+		detail: "Reads the state file read-only; while the daemon holds it, asks the daemon's admin API (--admin-listen) instead. " +
+			"With ORG, a detail view follows the table."},
+	{name: "plan", args: "[ORG]", maxArgs: 1, output: true,
+		summary: "dry run: the changes a reconcile would make, per org and resource, with reasons; writes nothing",
+		detail: "Reads the state file read-only (or the running daemon's admin API) and the clouds, and only reads. " +
+			"Without ORG, every org is planned from one inventory listing and orphans are listed too. " +
+			"Exit status (as terraform plan -detailed-exitcode): 0 no changes, 2 changes (or conflicts/orphans), 1 error, bad flags included."},
+	{name: "replay", summary: "rebuild the state file from the whole ORG_EVENTS stream (stop the daemon first)",
+		detail: "Reads the stream from sequence 1 into a fresh state file and swaps it in; the previous file is kept beside it. " +
+			"Observed resource ids are carried over. Shows progress on a terminal."},
 }
 
-func (o *options) statePath() string { return filepath.Join(o.dataDir, "state.db") }
-func (o *options) natsDir() string   { return filepath.Join(o.dataDir, "nats") }
+func findCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// getenv is the environment the configuration reads; tests replace it.
+var getenv = os.Getenv
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// cmdContext is what a subcommand gets: the resolved configuration, its
+// positional arguments and local flags, and where to write.
+type cmdContext struct {
+	cfg            config.Config
+	args           []string
+	output         string
+	log            *slog.Logger
+	stdout, stderr io.Writer
+}
+
+func statePath(c config.Config) string { return filepath.Join(c.DataDir, "state.db") }
+func natsDir(c config.Config) string   { return filepath.Join(c.DataDir, "nats") }
+
 func realMain(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
+	name := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	fs := flag.NewFlagSet("reconciler "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, usage) }
-	var o options
-	o.register(fs)
-	if cmd == "status" {
-		fs.StringVar(&o.output, "o", "table", "output: table | json")
+	if name == "help" {
+		fmt.Fprint(stdout, topUsage())
+		return 0
 	}
-	// Flags may come before or after the status ORG argument.
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	log, err := newLogger(stderr, o.logLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "reconciler:", err)
+	cmd, ok := findCommand(name)
+	if !ok {
+		fmt.Fprintf(stderr, "reconciler: unknown command %q\n\n%s", name, commandList())
 		return 2
 	}
+	// plan's exit 2 means "changes": its usage errors exit 1, as terraform's.
+	usageErr := 2
+	if cmd.name == "plan" {
+		usageErr = 1
+	}
 
-	switch cmd {
-	case "run":
-		if len(positional) > 0 {
-			fmt.Fprintf(stderr, "reconciler: unknown command %q\n\n%s\n", positional[0], usage)
-			return 2
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		go func() {
-			<-ctx.Done()
-			stop() // a second signal kills at once
-			// Shutdown must finish within 30 s; past that, exit anyway.
-			time.Sleep(30 * time.Second)
-			log.Error("shutdown took longer than 30s; exiting")
-			os.Exit(1)
-		}()
-		if err := run(ctx, o, log); err != nil {
-			log.Error("reconciler failed", "err", err)
-			return 1
-		}
+	fs := flag.NewFlagSet("reconciler "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are printed once, below
+	loader := config.Register(fs)
+	var output string
+	if cmd.output {
+		fs.StringVar(&output, "o", "table", "output `FORMAT`: table or json")
+	}
+	positional, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, commandUsage(cmd, fs))
 		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "reconciler %s: %v (see reconciler %s --help)\n", cmd.name, err, cmd.name)
+		return usageErr
+	}
+	if len(positional) > cmd.maxArgs {
+		fmt.Fprintf(stderr, "reconciler %s: unexpected arguments %q (usage: reconciler %s %s[flags])\n", cmd.name, positional, cmd.name, argsSynopsis(cmd))
+		return usageErr
+	}
+	if cmd.output && output != "table" && output != "json" {
+		fmt.Fprintf(stderr, "reconciler %s: -o %q: want table or json\n", cmd.name, output)
+		return usageErr
+	}
+	cfg, err := loader.Load(getenv)
+	if err != nil {
+		// Every wrong setting at once, before anything starts.
+		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, err)
+		return usageErr
+	}
+	cx := &cmdContext{cfg: cfg, args: positional, output: output, stdout: stdout, stderr: stderr,
+		log: slog.New(cfg.Log.Handler(stderr, isTerminal(stderr)))}
+
+	switch cmd.name {
+	case "run":
+		return runCommand(cx)
 	case "replay":
-		if len(positional) > 0 {
-			fmt.Fprintf(stderr, "reconciler replay: unexpected arguments %q\n", positional)
-			return 2
-		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := replay(ctx, o, log, stdout, stderr); err != nil {
+		if err := replay(ctx, cx); err != nil {
 			fmt.Fprintln(stderr, "reconciler replay:", err)
 			return 1
 		}
 		return 0
 	case "status":
-		if len(positional) > 1 {
-			fmt.Fprintf(stderr, "reconciler status: at most one ORG, got %q\n", positional)
-			return 2
+		return status(cx)
+	case "plan":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return planCommand(ctx, cx)
+	}
+	return 2
+}
+
+func runCommand(cx *cmdContext) int {
+	log := cx.log
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills at once
+		// Shutdown must finish within 30 s; past that, exit anyway.
+		time.Sleep(30 * time.Second)
+		log.Error("shutdown took longer than 30s; exiting")
+		os.Exit(1)
+	}()
+	log.Info("configuration", "config", cx.cfg)
+	if err := run(ctx, cx.cfg, log); err != nil {
+		log.Error("reconciler failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (reconciler status acme -o json).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
 		}
-		org := ""
-		if len(positional) == 1 {
-			org = positional[0]
+		if fs.NArg() == 0 {
+			return positional, nil
 		}
-		return status(o, org, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "reconciler: unknown command %q\n\n%s\n", cmd, usage)
-		return 2
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && config.IsTerminal(f)
+}
+
+func argsSynopsis(c command) string {
+	if c.args == "" {
+		return ""
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return c.args + " "
+}
+
+func commandList() string {
+	var b strings.Builder
+	b.WriteString("Commands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-14s %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+	}
+	b.WriteString("  help           this text\n\nRun \"reconciler COMMAND --help\" for a command's flags.\n")
+	return b.String()
+}
+
+// topUsage is `reconciler help`: the commands, then the settings every
+// command accepts.
+func topUsage() string {
+	var b strings.Builder
+	b.WriteString("Usage: reconciler [COMMAND] [ARGS] [flags]\n\n")
+	b.WriteString("tunnelward's reconciler: org lifecycle events from NATS JetStream -> desired state in bbolt ->\n" +
+		"Cloudflare Tunnel + DNS, SSM token parameter and EC2 instance per org.\n\n")
+	b.WriteString(commandList())
+	b.WriteString("\n")
+	_, rest, _ := strings.Cut(config.Usage("reconciler"), "\n")
+	b.WriteString("Settings (every command):\n")
+	b.WriteString(rest)
+	return b.String()
+}
+
+// commandUsage is `reconciler COMMAND --help`, generated from the command's
+// FlagSet: its own flags, then every setting.
+func commandUsage(c command, fs *flag.FlagSet) string {
+	var b strings.Builder
+	if c.name == "run" {
+		b.WriteString(topUsage())
+		return b.String()
+	}
+	fmt.Fprintf(&b, "Usage: reconciler %s %s[flags]\n\n", c.name, argsSynopsis(c))
+	b.WriteString(wrapText(strings.ToUpper(c.summary[:1])+c.summary[1:]+". "+c.detail, 80))
+	b.WriteString("\n")
+	settings := map[string]bool{}
+	for _, n := range config.FlagNames() {
+		settings[n] = true
+	}
+	var local []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if settings[f.Name] {
+			return
+		}
+		metavar, usage := flag.UnquoteUsage(f)
+		local = append(local, fmt.Sprintf("  -%s %s\n      %s (default %s)\n", f.Name, metavar, usage, f.DefValue))
+	})
+	if len(local) > 0 {
+		b.WriteString("\nCommand flags:\n")
+		b.WriteString(strings.Join(local, ""))
+	}
+	_, rest, _ := strings.Cut(config.Usage("reconciler "+c.name), "\n")
+	b.WriteString("\nSettings:\n")
+	b.WriteString(rest)
+	return b.String()
+}
+
+func wrapText(text string, width int) string {
+	var b strings.Builder
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	if line != "" {
+		b.WriteString(line + "\n")
+	}
+	return b.String()
 }

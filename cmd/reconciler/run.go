@@ -18,16 +18,20 @@ import (
 	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
+	"github.com/tunnelward/tunnelward/internal/metrics"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // app holds the running parts, so later wiring (the reconcile engine,
 // metrics) has one place to reach them.
 type app struct {
-	opts      options
+	cfg       config.Config
 	log       *slog.Logger
+	metrics   *metrics.Metrics
 	store     *state.Store
 	nats      *broker.Embedded // nil with --nats-url
 	nc        *nats.Conn
@@ -35,6 +39,8 @@ type app struct {
 	validator *events.Validator
 	admin     *admin.Server
 	ingest    *ingest.Ingester
+	consumer  jetstream.Consumer
+	engine    *reconcile.Engine
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
@@ -49,8 +55,8 @@ type app struct {
 // run starts everything, serves until ctx ends, then shuts down in order:
 // stop fetching, commit and ack the batch in hand, stop the admin server,
 // close bbolt, drain NATS, stop the embedded server.
-func run(ctx context.Context, o options, log *slog.Logger) error {
-	a := &app{opts: o, log: log}
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	a := &app{cfg: cfg, log: log, metrics: metrics.New()}
 	defer a.close()
 	if err := a.start(ctx); err != nil {
 		return err
@@ -58,7 +64,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	ictx, stopIngest := context.WithCancel(context.Background())
 	ingestDone := make(chan error, 1)
 	go func() { ingestDone <- a.ingest.Run(ictx) }()
-	log.Info("reconciler ready", "admin", "http://"+o.adminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	log.Info("reconciler ready", "admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
 
 	var err error
 	select {
@@ -83,17 +89,14 @@ func (a *app) close() {
 }
 
 func (a *app) start(ctx context.Context) error {
-	o, log := a.opts, a.log
-	if err := checkCloud(o.cloud); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w", o.dataDir, err)
+	c, log := a.cfg, a.log
+	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir %s: %w", c.DataDir, err)
 	}
 
 	// The state file first: a second reconciler on this data dir stops
 	// here with a clear message, before touching NATS.
-	store, err := state.Open(o.statePath(), state.Options{Timeout: 2 * time.Second})
+	store, err := state.Open(statePath(c), state.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -104,17 +107,13 @@ func (a *app) start(ctx context.Context) error {
 		}
 	})
 
-	var opts []events.Option
-	if o.reservedSlugs != "" {
-		opts = append(opts, events.WithReservedSlugs(strings.Split(o.reservedSlugs, ",")))
-	}
-	if a.validator, err = events.NewValidator(opts...); err != nil {
+	if a.validator, err = newValidator(c); err != nil {
 		return err
 	}
 
-	natsURL := o.natsURL
+	natsURL := c.NATS.URL
 	if natsURL == "" {
-		a.nats, err = broker.StartEmbedded(o.natsListen, o.natsDir())
+		a.nats, err = broker.StartEmbedded(c.NATS.Listen, natsDir(c))
 		if err != nil {
 			return err
 		}
@@ -123,11 +122,11 @@ func (a *app) start(ctx context.Context) error {
 			log.Info("embedded nats stopped")
 		})
 		natsURL = a.nats.ClientURL()
-		log.Info("embedded nats-server with JetStream", "listen", o.natsListen, "store", o.natsDir())
-	} else if o.creds == "" {
+		log.Info("embedded nats-server with JetStream", "listen", c.NATS.Listen, "store", natsDir(c))
+	} else {
 		log.Info("external nats", "url", redactURL(natsURL))
 	}
-	if a.nc, err = broker.Connect(natsURL, o.creds, "tunnelward-reconciler", log); err != nil {
+	if a.nc, err = connectNATS(natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
 		return err
 	}
 	a.closers = append(a.closers, func() {
@@ -151,13 +150,8 @@ func (a *app) start(ctx context.Context) error {
 		return err
 	}
 
-	// The reconcile engine is wired here: build it from a.store and
-	// a.cloudURL (or live clients), set a.onApplied to its queue's Add,
-	// start its workers with a.closers for shutdown, and add its checks
-	// (e.g. "sweep not stale") with a.admin.AddCheck below.
-
 	a.ingest, err = ingest.New(ctx, ingest.Config{
-		JS: a.js, Store: a.store, Validator: a.validator, Log: log,
+		JS: a.js, Store: a.store, Validator: a.validator, Log: log, Metrics: a.metrics,
 		OnApplied: func(orgID string) {
 			if a.onApplied != nil {
 				a.onApplied(orgID)
@@ -167,8 +161,13 @@ func (a *app) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.consumer, err = a.js.Consumer(sctx, events.Stream, ingest.ConsumerName); err != nil {
+		return fmt.Errorf("bind consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
+	}
+	a.metrics.SetConsumerStatsFunc(a.consumerStats)
 
 	a.admin = admin.New(a.store, log)
+	a.admin.Handle("GET /metrics", a.metrics.Handler())
 	a.admin.AddLivenessCheck("ingest", func(context.Context) error {
 		if err := a.ingest.Check(context.Background()); err != nil && strings.Contains(err.Error(), "not running") {
 			return err
@@ -181,10 +180,14 @@ func (a *app) start(ctx context.Context) error {
 		}
 		return nil
 	})
+	a.admin.AddCheck("consumer", func(ctx context.Context) error {
+		_, err := a.consumerStats(ctx)
+		return err
+	})
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
 	actx, stopAdmin := context.WithCancel(context.Background())
-	wait, err := a.admin.Serve(actx, o.adminListen)
+	wait, err := a.admin.Serve(actx, c.AdminListen)
 	if err != nil {
 		stopAdmin()
 		return err
@@ -198,29 +201,41 @@ func (a *app) start(ctx context.Context) error {
 	return a.startEngine(ctx) // engine.go
 }
 
-func checkCloud(mode string) error {
-	switch {
-	case mode == "sandbox", mode == "live":
-		return nil
-	case strings.HasPrefix(mode, "http://"), strings.HasPrefix(mode, "https://"):
-		if u, err := url.Parse(mode); err == nil && u.Host != "" {
-			return nil
-		}
+// consumerStats reads the durable consumer's state: the "consumer bound"
+// readiness check and the pending/redelivered gauges.
+func (a *app) consumerStats(ctx context.Context) (metrics.ConsumerStats, error) {
+	info, err := a.consumer.Info(ctx)
+	if err != nil {
+		return metrics.ConsumerStats{}, fmt.Errorf("consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
 	}
-	return fmt.Errorf("--cloud %q: want sandbox, live, or the http(s) URL of a cloudsim", mode)
+	return metrics.ConsumerStats{Pending: info.NumPending, AckPending: uint64(info.NumAckPending),
+		Redelivered: uint64(info.NumRedelivered)}, nil
+}
+
+func newValidator(c config.Config) (*events.Validator, error) {
+	var opts []events.Option
+	if c.Source("reserved-slugs") != "default" {
+		opts = append(opts, events.WithReservedSlugs(c.ReservedSlugs))
+	}
+	return events.NewValidator(opts...)
 }
 
 // startCloud serves the in-process emulator in sandbox mode and says loudly
 // that nothing real is touched.
 func (a *app) startCloud(context.Context) error {
-	o, log := a.opts, a.log
-	switch {
-	case o.cloud == "sandbox":
-		l, err := net.Listen("tcp", o.sandboxListen)
+	c, log := a.cfg, a.log
+	switch c.Cloud {
+	case config.ModeSandbox:
+		l, err := net.Listen("tcp", c.SandboxListen)
 		if err != nil {
-			return fmt.Errorf("sandbox cloud emulator: listen on %s (use --sandbox-listen): %w", o.sandboxListen, err)
+			return fmt.Errorf("sandbox cloud emulator: listen on %s (use --sandbox-listen): %w", c.SandboxListen, err)
 		}
-		srv := &http.Server{Handler: cloudsim.New(cloudsim.DefaultConfig()).Handler(), ReadHeaderTimeout: 5 * time.Second}
+		// The emulator accepts the identities the engine is configured with
+		// (the sandbox ones unless overridden).
+		sc := cloudsim.DefaultConfig()
+		sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
+		sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
+		srv := &http.Server{Handler: cloudsim.New(sc).Handler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("sandbox server", "err", err)
@@ -237,10 +252,10 @@ func (a *app) startCloud(context.Context) error {
 			"sandbox", a.cloudURL, "state", a.cloudURL+"/_sim/state")
 		log.Warn("live mode is explicit: --cloud live (or --cloud URL of a cloudsim)")
 		log.Warn("**************************************************************************")
-	case o.cloud == "live":
+	case config.ModeLive:
 		log.Warn("LIVE MODE: real Cloudflare and AWS APIs")
 	default:
-		a.cloudURL = strings.TrimRight(o.cloud, "/")
+		a.cloudURL = strings.TrimRight(c.CloudURL, "/")
 		log.Warn("cloud emulator at a URL: not real Cloudflare/AWS", "cloudsim", a.cloudURL)
 	}
 	return nil

@@ -8,24 +8,34 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
-func testOptions(t *testing.T, dataDir string) options {
-	return options{dataDir: dataDir, natsListen: freeAddr(t), adminListen: freeAddr(t), sandboxListen: freeAddr(t), cloud: "sandbox"}
+// testConfig is a sandbox configuration on free ports, resolved by
+// internal/config as the command line would be (extra flags appended).
+func testConfig(t *testing.T, dataDir string, extra ...string) config.Config {
+	t.Helper()
+	args := append([]string{"--data-dir", dataDir, "--nats-listen", freeAddr(t), "--admin-listen", freeAddr(t),
+		"--sandbox-listen", freeAddr(t)}, extra...)
+	c, err := config.Parse(args, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestRunServesAndStopsOnCancel(t *testing.T) {
 	dir := t.TempDir()
-	o := testOptions(t, dir)
+	o := testConfig(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler)) }()
-	waitHTTP(t, "http://"+o.adminListen+"/readyz", 200)
-	waitHTTP(t, "http://"+o.sandboxListen+"/_sim/state", 200)
+	waitHTTP(t, "http://"+o.AdminListen+"/readyz", 200)
+	waitHTTP(t, "http://"+o.SandboxListen+"/_sim/state", 200)
 
 	// A second reconciler on the same data dir refuses clearly.
-	o2 := testOptions(t, dir)
+	o2 := testConfig(t, dir)
 	err := run(context.Background(), o2, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, state.ErrLocked) || !strings.Contains(err.Error(), "state.db") {
 		t.Fatalf("second instance: %v", err)
@@ -41,7 +51,7 @@ func TestRunServesAndStopsOnCancel(t *testing.T) {
 		t.Fatal("run did not stop within 30s")
 	}
 	// Everything was released: bbolt can be opened again.
-	s, err := state.Open(o.statePath(), state.Options{})
+	s, err := state.Open(statePath(o), state.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,10 +59,10 @@ func TestRunServesAndStopsOnCancel(t *testing.T) {
 }
 
 func TestRunRejectsBadCloud(t *testing.T) {
-	o := testOptions(t, t.TempDir())
-	o.cloud = "aws"
-	if err := run(context.Background(), o, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "--cloud") {
-		t.Fatalf("%v", err)
+	var out, errb strings.Builder
+	code := realMain([]string{"--cloud", "aws", "--data-dir", t.TempDir()}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "--cloud") {
+		t.Fatalf("%d %q", code, errb.String())
 	}
 }
 

@@ -11,26 +11,28 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // status prints org records from the state file. While the daemon runs it
 // holds the file, so status then asks the daemon's admin API instead.
-func status(o options, org string, stdout, stderr io.Writer) int {
-	if o.output != "table" && o.output != "json" {
-		fmt.Fprintf(stderr, "reconciler status: -o %q: want table or json\n", o.output)
-		return 2
+func status(cx *cmdContext) int {
+	c, stdout, stderr := cx.cfg, cx.stdout, cx.stderr
+	org := ""
+	if len(cx.args) == 1 {
+		org = cx.args[0]
 	}
-	orgs, err := readOrgs(o, org)
+	orgs, err := readOrgs(c, org)
 	if errors.Is(err, state.ErrLocked) {
-		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", o.statePath(), o.adminListen)
-		orgs, err = fetchOrgs(o.adminListen, org)
+		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
+		orgs, err = fetchOrgs(c.AdminListen, org)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reconciler status:", err)
 		return 1
 	}
-	if o.output == "json" {
+	if cx.output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if org != "" {
@@ -49,11 +51,17 @@ func status(o options, org string, stdout, stderr io.Writer) int {
 
 var errNotFound = errors.New("org not found")
 
-func readOrgs(o options, org string) ([]state.Org, error) {
-	if _, err := os.Stat(o.statePath()); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no state file at %s: has the reconciler run with this --data-dir?", o.statePath())
+// openReadOnly opens the state file read-only; state.ErrLocked means the
+// daemon holds it.
+func openReadOnly(c config.Config) (*state.Store, error) {
+	if _, err := os.Stat(statePath(c)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no state file at %s: has the reconciler run with this --data-dir?", statePath(c))
 	}
-	s, err := state.Open(o.statePath(), state.Options{ReadOnly: true, Timeout: time.Second})
+	return state.Open(statePath(c), state.Options{ReadOnly: true, Timeout: time.Second})
+}
+
+func readOrgs(c config.Config, org string) ([]state.Org, error) {
+	s, err := openReadOnly(c)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +78,7 @@ func readOrgs(o options, org string) ([]state.Org, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: %q is not in %s", errNotFound, org, o.statePath())
+		return nil, fmt.Errorf("%w: %q is not in %s", errNotFound, org, statePath(c))
 	}
 	return []state.Org{x}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +64,28 @@ type Config struct {
 	// OnApplied receives each org id whose record an event changed, after
 	// the commit. It must not block for long: ingest waits for it. nil: none.
 	OnApplied func(orgID string)
+	// Metrics counts events by type and result and dead letters by reason
+	// (*metrics.Metrics satisfies it); nil counts nothing.
+	Metrics Metrics
 }
+
+// Metrics is what ingest reports for metrics.
+type Metrics interface {
+	IngestedEvent(typ, result string)
+	DeadLetter(reason string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) IngestedEvent(string, string) {}
+func (noMetrics) DeadLetter(string)            {}
+
+// Ingest results beside state's (applied, stale, ignored_unknown,
+// ignored_deleted), for the events_ingested metric.
+const (
+	resultDeferred = "deferred" // health report for an org not known yet, asked for again later
+	resultInvalid  = "invalid"  // dead-lettered
+)
 
 // Stats are counters since start.
 type Stats struct {
@@ -131,6 +153,9 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig(cfg.AckWait))
 	if err != nil {
@@ -397,6 +422,7 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 			// report (JetStream redelivers after newer messages): ask for
 			// this one again later instead of dropping it.
 			in.deferred.Add(1)
+			in.cfg.Metrics.IngestedEvent(it.ev.Type, resultDeferred)
 			in.log.Debug("event deferred: org not known yet", "org_id", oc.OrgID, "seq", it.seq, "delivered", it.delivered)
 			if err := it.msg.NakWithDelay(in.cfg.DeferDelay); err != nil {
 				in.log.Warn("nak failed; the event will be redelivered after the ack wait", "org_id", oc.OrgID, "seq", it.seq, "err", err)
@@ -411,6 +437,7 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 		if err != nil {
 			in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
 		}
+		in.cfg.Metrics.IngestedEvent(it.ev.Type, string(oc.Result))
 		switch oc.Result {
 		case state.ResultApplied:
 			in.applied.Add(1)
@@ -473,11 +500,27 @@ func (in *Ingester) deadLetter(ctx context.Context, it item) {
 		return
 	}
 	in.dead.Add(1)
+	in.cfg.Metrics.IngestedEvent(eventType(subj), resultInvalid)
+	in.cfg.Metrics.DeadLetter(it.verr.Code)
 	in.log.Warn("event dead-lettered", "subject", subj, "seq", it.seq, "code", it.verr.Code, "field", it.verr.Field, "reason", it.verr.Error())
 	crashpoint.Hit("ingest.term.before")
 	if err := it.msg.Term(); err != nil {
 		in.log.Warn("term failed; the event will be redelivered and dead-lettered again (deduplicated)", "subject", subj, "seq", it.seq, "err", err)
 	}
+}
+
+// eventType names an invalid event's type for the metric from its subject
+// (orgs.<org>.<event>), the one part that is bounded: anything else is
+// "unknown" (the metric caps label values too).
+func eventType(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) == 3 && parts[0] == "orgs" {
+		switch parts[2] {
+		case "created", "deleted", "health_failed":
+			return "org." + parts[2]
+		}
+	}
+	return "unknown"
 }
 
 // ToFact converts a validated event at a stream sequence into a state fact.

@@ -24,8 +24,11 @@ type ReplayConfig struct {
 	Log       *slog.Logger
 	// Progress, when set, receives a progress line about twice a second
 	// (a terminal: the line is redrawn in place).
-	Progress  io.Writer
-	BatchSize int // events per transaction (default 1024)
+	Progress io.Writer
+	// OnProgress, when set, is told the events read so far and the total
+	// after every committed batch (for a rate/ETA display).
+	OnProgress func(done, total uint64)
+	BatchSize  int // events per transaction (default 1024)
 }
 
 // ReplayResult summarises a replay.
@@ -153,6 +156,9 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 			}
 			if err := flush(); err != nil {
 				return res, err
+			}
+			if cfg.OnProgress != nil {
+				cfg.OnProgress(res.Events, total)
 			}
 			if cfg.Progress != nil && time.Since(lastDraw) > 500*time.Millisecond {
 				lastDraw = time.Now()

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/progress"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// Exit codes of `reconciler plan`, as terraform plan -detailed-exitcode.
+const (
+	planNoChanges = 0
+	planError     = 1
+	planChanges   = 2
+)
+
+// planReport is `reconciler plan -o json` and the admin API's /v1/plan.
+type planReport struct {
+	Orgs    []orgPlan          `json:"orgs"`
+	Orphans []reconcile.Orphan `json:"orphans"`
+	Summary planSummary        `json:"summary"`
+}
+
+type orgPlan struct {
+	OrgID      string          `json:"org_id"`
+	Present    bool            `json:"present"`
+	Hostname   string          `json:"hostname,omitempty"`
+	Generation int64           `json:"generation"`
+	Changes    []plan.Change   `json:"changes"`
+	Conflicts  []plan.Conflict `json:"conflicts"`
+	Ready      bool            `json:"ready"`
+}
+
+type planSummary struct {
+	Orgs            int `json:"orgs"`
+	OrgsWithChanges int `json:"orgs_with_changes"`
+	Create          int `json:"create"`
+	Update          int `json:"update"`
+	Delete          int `json:"delete"`
+	Restart         int `json:"restart"`
+	Conflicts       int `json:"conflicts"`
+	Orphans         int `json:"orphans"`
+}
+
+// Changed reports whether applying the plan would change anything or an
+// operator has something to look at (conflicts, orphans).
+func (r planReport) Changed() bool {
+	s := r.Summary
+	return s.Create+s.Update+s.Delete+s.Restart+s.Conflicts+s.Orphans > 0
+}
+
+func newPlanReport(plans []reconcile.OrgPlan, orphans []reconcile.Orphan) planReport {
+	r := planReport{Orgs: make([]orgPlan, 0, len(plans)), Orphans: orphans}
+	if r.Orphans == nil {
+		r.Orphans = []reconcile.Orphan{}
+	}
+	for _, p := range plans {
+		op := orgPlan{OrgID: p.OrgID, Present: p.Desired.Present, Hostname: p.Desired.Hostname, Generation: p.Desired.Generation,
+			Changes: p.Plan.Changes, Conflicts: p.Plan.Conflicts, Ready: p.Plan.Ready}
+		if op.Changes == nil {
+			op.Changes = []plan.Change{}
+		}
+		if op.Conflicts == nil {
+			op.Conflicts = []plan.Conflict{}
+		}
+		r.Orgs = append(r.Orgs, op)
+		r.Summary.Orgs++
+		if len(op.Changes) > 0 {
+			r.Summary.OrgsWithChanges++
+		}
+		for _, c := range op.Changes {
+			switch c.Op {
+			case plan.OpCreate:
+				r.Summary.Create++
+			case plan.OpUpdate:
+				r.Summary.Update++
+			case plan.OpDelete:
+				r.Summary.Delete++
+			case plan.OpRestart:
+				r.Summary.Restart++
+			}
+		}
+		r.Summary.Conflicts += len(op.Conflicts)
+	}
+	r.Summary.Orphans = len(r.Orphans)
+	return r
+}
+
+// planWith runs the dry run on an engine: one org, or every org from one
+// inventory listing (which also finds orphans).
+func planWith(ctx context.Context, eng *reconcile.Engine, org string) (planReport, error) {
+	if org != "" {
+		p, err := eng.PlanOrg(ctx, org)
+		if err != nil {
+			return planReport{}, err
+		}
+		return newPlanReport([]reconcile.OrgPlan{p}, nil), nil
+	}
+	plans, orphans, err := eng.PlanAll(ctx)
+	if err != nil {
+		return planReport{}, err
+	}
+	return newPlanReport(plans, orphans), nil
+}
+
+// planHandler serves the daemon's dry run: GET /v1/plan and
+// /v1/plan/{id}, so `reconciler plan` works while the daemon holds the
+// state file. It only reads, like the command.
+func planHandler(eng *reconcile.Engine, orgs interface {
+	Get(string) (state.Org, bool, error)
+}, param string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		org := ""
+		if param != "" {
+			org = r.PathValue(param)
+			if _, ok, err := orgs.Get(org); err == nil && !ok {
+				writePlanError(w, http.StatusNotFound, fmt.Sprintf("org %q not found", org))
+				return
+			}
+		}
+		rep, err := planWith(r.Context(), eng, org)
+		if err != nil {
+			writePlanError(w, http.StatusBadGateway, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep)
+	})
+}
+
+func writePlanError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// planCommand is `reconciler plan [ORG]`.
+func planCommand(ctx context.Context, cx *cmdContext) int {
+	c, stderr := cx.cfg, cx.stderr
+	org := ""
+	if len(cx.args) == 1 {
+		org = cx.args[0]
+	}
+	// Planning every org waits on paginated listings: show it on a terminal.
+	var bar *progress.Reporter
+	if org == "" {
+		bar = progress.ForTerminal(stderr, "plan: listing the clouds' inventory", progress.Options{Unit: "s"})
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					bar.Add(1)
+				}
+			}
+		}()
+	}
+	rep, err := planLocal(ctx, cx, org)
+	if errors.Is(err, state.ErrLocked) {
+		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; planning through its admin API at %s\n", statePath(c), c.AdminListen)
+		rep, err = fetchPlan(ctx, c.AdminListen, org)
+	}
+	bar.Clear()
+	if err != nil {
+		fmt.Fprintln(stderr, "reconciler plan:", err)
+		return planError
+	}
+	if cx.output == "json" {
+		enc := json.NewEncoder(cx.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printPlan(cx.stdout, rep)
+	}
+	if rep.Changed() {
+		return planChanges
+	}
+	return planNoChanges
+}
+
+// planLocal plans from the state file opened read-only and the clouds.
+func planLocal(ctx context.Context, cx *cmdContext, org string) (planReport, error) {
+	c := cx.cfg
+	store, err := openReadOnly(c)
+	if err != nil {
+		return planReport{}, err
+	}
+	defer store.Close()
+	cloudURL := ""
+	switch c.Cloud {
+	case config.ModeSandbox:
+		return planReport{}, fmt.Errorf("the sandbox cloud lives inside the running reconciler, which is not running on %s; "+
+			"start it, or plan against a cloudsim with --cloud http://HOST:PORT", c.DataDir)
+	case config.ModeURL:
+		cloudURL = strings.TrimRight(c.CloudURL, "/")
+	}
+	ecfg, clouds, err := engineConfig(ctx, c, cloudURL, cx.log, nil)
+	if err != nil {
+		return planReport{}, err
+	}
+	ecfg.SweepInterval = -1 // never runs: only the dry-run methods are called
+	eng, err := reconcile.New(ecfg, clouds, store, nil)
+	if err != nil {
+		return planReport{}, err
+	}
+	if org != "" {
+		if _, ok, err := store.Get(org); err == nil && !ok {
+			return planReport{}, fmt.Errorf("%w: %q is not in %s", errNotFound, org, statePath(c))
+		}
+	}
+	return planWith(ctx, eng, org)
+}
+
+func fetchPlan(ctx context.Context, adminAddr, org string) (planReport, error) {
+	u := "http://" + adminAddr + "/v1/plan"
+	if org != "" {
+		u += "/" + org
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return planReport{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return planReport{}, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return planReport{}, fmt.Errorf("admin API %s: %s", u, e.Error)
+		}
+		return planReport{}, fmt.Errorf("admin API %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var rep planReport
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		return planReport{}, fmt.Errorf("admin API %s: %w", u, err)
+	}
+	return rep, nil
+}
+
+func printPlan(w io.Writer, r planReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ORG\tRESOURCE\tACTION\tTARGET\tREASON")
+	for _, o := range r.Orgs {
+		if len(o.Changes) == 0 {
+			what := "no changes"
+			if o.Ready {
+				what = "no changes (ready)"
+			}
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\n", o.OrgID, what)
+		}
+		for _, c := range o.Changes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.OrgID, c.Resource, c.Op, dash(c.Target), c.Reason)
+		}
+	}
+	_ = tw.Flush()
+	if r.Summary.Conflicts > 0 {
+		fmt.Fprintln(w, "\nConflicts (not owned by tunnelward; reported, never overwritten):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ORG\tRESOURCE\tTARGET\tREASON")
+		for _, o := range r.Orgs {
+			for _, c := range o.Conflicts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.OrgID, c.Resource, dash(c.Target), c.Reason)
+			}
+		}
+		_ = tw.Flush()
+	}
+	if len(r.Orphans) > 0 {
+		fmt.Fprintln(w, "\nOrphans (owned resources of no known org; the sweep collects them when --gc is on):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tID\tNAME\tORG")
+		for _, o := range r.Orphans {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Kind, o.ID, dash(o.Name), dash(o.OrgID))
+		}
+		_ = tw.Flush()
+	}
+	s := r.Summary
+	fmt.Fprintf(w, "\nPlan: %d to create, %d to update, %d to delete, %d to restart; %d conflicts; %d orphans; %d of %d orgs change.\n",
+		s.Create, s.Update, s.Delete, s.Restart, s.Conflicts, s.Orphans, s.OrgsWithChanges, s.Orgs)
+}
