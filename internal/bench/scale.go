@@ -6,13 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -364,6 +368,18 @@ func benchScale(ctx context.Context, o Options) ([]Row, error) {
 			secs(bigWall), secs(baseWall)),
 	})
 
+	// The real reconciler process on the same file: external NATS, the
+	// (empty) emulator as its cloud.
+	if bin, why := reconcilerBinary(ctx, dir); bin == "" {
+		rows = append(rows, Row{Figure: "6 scale: real reconciler process", Measured: "skipped", Note: why})
+	} else {
+		row, err := realProcessRow(ctx, o, bin, dir, full, n, w.srv.URL, observed)
+		if err != nil {
+			return rows, fmt.Errorf("real reconciler process: %w", err)
+		}
+		rows = append(rows, row)
+	}
+
 	rrow, err := benchReplay(ctx, replayN, o)
 	if err != nil {
 		return rows, fmt.Errorf("replay: %w", err)
@@ -448,5 +464,149 @@ func benchReplay(ctx context.Context, n int, o Options) (Row, error) {
 		Met:      met(took <= time.Duration(float64(60*time.Second)*float64(n)/1e6)),
 		Note: fmt.Sprintf("ingest.Replay (ordered consumer, decode+validate, batched bbolt tx, atomic swap) of %d events into %d orgs%s; goal scaled linearly when shrunk; publishing them took %s; rebuilt file %s",
 			n, res.Orgs, shrunk, secs(pubTook), mb(uint64(size))),
+	}, nil
+}
+
+// reconcilerBinary builds cmd/reconciler into dir when the module's source
+// is at hand (go run ./cmd/bench from the repository), so the real process
+// can be measured; "" and a reason when it is not.
+func reconcilerBinary(ctx context.Context, dir string) (string, string) {
+	if _, err := os.Stat(filepath.Join("cmd", "reconciler")); err != nil {
+		// Tests run in the package directory; the module root is two up.
+		if _, err := os.Stat(filepath.Join("..", "..", "cmd", "reconciler")); err != nil {
+			return "", "cmd/reconciler not found from the working directory"
+		}
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", "no go tool to build cmd/reconciler"
+	}
+	out := filepath.Join(dir, "reconciler")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/tunnelward/tunnelward/cmd/reconciler")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Sprintf("go build ./cmd/reconciler: %v: %s", err, strings.TrimSpace(string(b)))
+	}
+	return out, ""
+}
+
+// procRSS reads VmRSS and VmHWM of another process.
+func procRSS(pid int) (rss, hwm uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm, nil
+}
+
+// realProcess runs the reconciler binary on dataDir (state.db inside) with
+// an external NATS server and the emulator at simURL, measures the time to
+// /readyz 200, then samples its RSS for window and returns the peak.
+func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, window time.Duration) (ready time.Duration, rssReady, peak uint64, err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	admin := l.Addr().String()
+	l.Close()
+	cmd := exec.CommandContext(ctx, bin, "run", "--data-dir", dataDir, "--nats-url", natsURL, "--cloud", simURL,
+		"--admin-listen", admin, "--log-level", "warn", "--log-format", "json")
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		res, err := hc.Get("http://" + admin + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Since(start) > 2*time.Minute {
+			return 0, 0, 0, fmt.Errorf("reconciler not ready after 2 minutes; stderr: %s", tail(stderr.String(), 600))
+		}
+		if cmd.ProcessState != nil {
+			return 0, 0, 0, fmt.Errorf("reconciler exited: %s", tail(stderr.String(), 600))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ready = time.Since(start)
+	if rssReady, _, err = procRSS(cmd.Process.Pid); err != nil {
+		return 0, 0, 0, err
+	}
+	end := time.Now().Add(window)
+	for time.Now().Before(end) {
+		r, h, err := procRSS(cmd.Process.Pid)
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("reconciler died while measured: %v; stderr: %s", err, tail(stderr.String(), 600))
+		}
+		peak = max(peak, r, h)
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ready, rssReady, peak, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func realProcessRow(ctx context.Context, o Options, bin, dir, db string, n int, simURL string, observed bool) (Row, error) {
+	e, err := newNATS(ctx)
+	if err != nil {
+		return Row{}, err
+	}
+	defer e.close()
+	dataDir := filepath.Join(dir, "reconciler-data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return Row{}, err
+	}
+	if err := os.Rename(db, filepath.Join(dataDir, "state.db")); err != nil {
+		return Row{}, err
+	}
+	window := pick(o, 2*time.Second, 10*time.Second, 20*time.Second)
+	ready, rssReady, peak, err := realProcess(ctx, bin, dataDir, e.srv.ClientURL(), simURL, window)
+	if err != nil {
+		return Row{}, err
+	}
+	what := "desired-only records: no org is Ready, so every org is queued at start"
+	if observed {
+		what = "records of Ready orgs: none queued at start; the emulator is empty, so the first sweep finds every org drifted and requeues it (the worst case: the cloud lost everything)"
+	}
+	return Row{
+		Figure:   fmt.Sprintf("6 scale: real reconciler, %s orgs", thousands(float64(n))),
+		Measured: fmt.Sprintf("ready in %s, RSS %s; peak %s", secs(ready), mb(rssReady), mb(peak)),
+		Bound:    "same file as the row above",
+		Note: fmt.Sprintf("the built cmd/reconciler (run --nats-url <embedded server in the bench> --cloud <emulator URL>): process start to /readyz 200, RSS from /proc/<pid>/status then sampled every 100 ms for %s (workers and the first sweep running, Cloudflare limiter at its default); %s",
+			secs(window), what),
 	}, nil
 }
