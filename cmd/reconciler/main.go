@@ -85,58 +85,10 @@ func statePath(c config.Config) string { return filepath.Join(c.DataDir, "state.
 func natsDir(c config.Config) string   { return filepath.Join(c.DataDir, "nats") }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	name := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
+	cmd, cx, code := parseCommand(args, stdout, stderr)
+	if cx == nil {
+		return code
 	}
-	if name == "help" {
-		fmt.Fprint(stdout, topUsage())
-		return 0
-	}
-	cmd, ok := findCommand(name)
-	if !ok {
-		fmt.Fprintf(stderr, "reconciler: unknown command %q\n\n%s", name, commandList())
-		return 2
-	}
-	// plan's exit 2 means "changes": its usage errors exit 1, as terraform's.
-	usageErr := 2
-	if cmd.name == "plan" {
-		usageErr = 1
-	}
-
-	fs := flag.NewFlagSet("reconciler "+cmd.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are printed once, below
-	loader := config.Register(fs)
-	var output string
-	if cmd.output {
-		fs.StringVar(&output, "o", "table", "output `FORMAT`: table or json")
-	}
-	positional, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, commandUsage(cmd, fs))
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "reconciler %s: %v (see reconciler %s --help)\n", cmd.name, err, cmd.name)
-		return usageErr
-	}
-	if len(positional) > cmd.maxArgs {
-		fmt.Fprintf(stderr, "reconciler %s: unexpected arguments %q (usage: reconciler %s %s[flags])\n", cmd.name, positional, cmd.name, argsSynopsis(cmd))
-		return usageErr
-	}
-	if cmd.output && output != "table" && output != "json" {
-		fmt.Fprintf(stderr, "reconciler %s: -o %q: want table or json\n", cmd.name, output)
-		return usageErr
-	}
-	cfg, err := loader.Load(getenv)
-	if err != nil {
-		// Every wrong setting at once, before anything starts.
-		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, err)
-		return usageErr
-	}
-	cx := &cmdContext{cfg: cfg, args: positional, output: output, stdout: stdout, stderr: stderr,
-		log: slog.New(cfg.Log.Handler(stderr, isTerminal(stderr)))}
-
 	switch cmd.name {
 	case "run":
 		return runCommand(cx)
@@ -156,6 +108,63 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return planCommand(ctx, cx)
 	}
 	return 2
+}
+
+// parseCommand resolves the command, its flags and the configuration. A nil
+// cmdContext means "exit with code now" (help printed, or a usage or
+// configuration error reported on stderr).
+func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext, int) {
+	name := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" {
+		fmt.Fprint(stdout, topUsage())
+		return command{}, nil, 0
+	}
+	cmd, ok := findCommand(name)
+	if !ok {
+		fmt.Fprintf(stderr, "reconciler: unknown command %q\n\n%s", name, commandList())
+		return cmd, nil, 2
+	}
+	// plan's exit 2 means "changes": its usage errors exit 1, as terraform's.
+	usageErr := 2
+	if cmd.name == "plan" {
+		usageErr = 1
+	}
+
+	fs := flag.NewFlagSet("reconciler "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are printed once, below
+	loader := config.Register(fs)
+	var output string
+	if cmd.output {
+		fs.StringVar(&output, "o", "table", "output `FORMAT`: table or json")
+	}
+	positional, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, commandUsage(cmd, fs))
+		return cmd, nil, 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "reconciler %s: %v (see reconciler %s --help)\n", cmd.name, err, cmd.name)
+		return cmd, nil, usageErr
+	}
+	if len(positional) > cmd.maxArgs {
+		fmt.Fprintf(stderr, "reconciler %s: unexpected arguments %q (usage: reconciler %s %s[flags])\n", cmd.name, positional, cmd.name, argsSynopsis(cmd))
+		return cmd, nil, usageErr
+	}
+	if cmd.output && output != "table" && output != "json" {
+		fmt.Fprintf(stderr, "reconciler %s: -o %q: want table or json\n", cmd.name, output)
+		return cmd, nil, usageErr
+	}
+	cfg, err := loader.Load(getenv)
+	if err != nil {
+		// Every wrong setting at once, before anything starts.
+		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, err)
+		return cmd, nil, usageErr
+	}
+	return cmd, &cmdContext{cfg: cfg, args: positional, output: output, stdout: stdout, stderr: stderr,
+		log: slog.New(cfg.Log.Handler(stderr, isTerminal(stderr)))}, 0
 }
 
 func runCommand(cx *cmdContext) int {
