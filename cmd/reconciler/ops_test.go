@@ -273,6 +273,28 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	if t.Failed() {
 		t.Logf("operations seen: %v", opsOf(got))
 	}
+
+	// Logs: one line per cloud mutation with its outcome, each naming the
+	// org; event lines name the org and the event id.
+	mutations := map[string]bool{}
+	for _, line := range strings.Split(d.log(), "\n") {
+		switch {
+		case strings.Contains(line, "msg=\"cloud mutation\""):
+			if !strings.Contains(line, "org_id=acme-corp") || !strings.Contains(line, "outcome=") {
+				t.Errorf("mutation line without org_id or outcome: %s", line)
+			}
+			if m := regexp.MustCompile(` op=(\S+)`).FindStringSubmatch(line); m != nil {
+				mutations[m[1]] = true
+			}
+		case strings.Contains(line, "msg=event "), strings.Contains(line, "msg=\"event dead-lettered\""):
+			if !strings.Contains(line, "org_id=") || !strings.Contains(line, "event_id=") {
+				t.Errorf("event line without org_id or event_id: %s", line)
+			}
+		}
+	}
+	if len(mutations) < 5 {
+		t.Errorf("want a logged line for each mutation of a create and a delete, saw ops %v", mutations)
+	}
 }
 
 func opsOf(samples []sample) []string {

@@ -423,7 +423,7 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 			// this one again later instead of dropping it.
 			in.deferred.Add(1)
 			in.cfg.Metrics.IngestedEvent(it.ev.Type, resultDeferred)
-			in.log.Debug("event deferred: org not known yet", "org_id", oc.OrgID, "seq", it.seq, "delivered", it.delivered)
+			in.log.Debug("event deferred: org not known yet", "org_id", oc.OrgID, "event_id", it.ev.ID, "seq", it.seq, "delivered", it.delivered)
 			if err := it.msg.NakWithDelay(in.cfg.DeferDelay); err != nil {
 				in.log.Warn("nak failed; the event will be redelivered after the ack wait", "org_id", oc.OrgID, "seq", it.seq, "err", err)
 			}
@@ -446,9 +446,9 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 		default:
 			in.ignored.Add(1)
 		}
-		in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
+		in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
 		if oc.Result == state.ResultIgnoredUnknown || oc.Result == state.ResultIgnoredDeleted {
-			in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
+			in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
 		}
 		if oc.Changed() && !notified[oc.OrgID] && in.cfg.OnApplied != nil {
 			notified[oc.OrgID] = true
@@ -502,11 +502,22 @@ func (in *Ingester) deadLetter(ctx context.Context, it item) {
 	in.dead.Add(1)
 	in.cfg.Metrics.IngestedEvent(eventType(subj), resultInvalid)
 	in.cfg.Metrics.DeadLetter(it.verr.Code)
-	in.log.Warn("event dead-lettered", "subject", subj, "seq", it.seq, "code", it.verr.Code, "field", it.verr.Field, "reason", it.verr.Error())
+	in.log.Warn("event dead-lettered", "org_id", subjectOrg(subj), "event_id", it.msg.Headers().Get(jetstream.MsgIDHeader),
+		"subject", subj, "seq", it.seq, "code", it.verr.Code, "field", it.verr.Field, "reason", it.verr.Error())
 	crashpoint.Hit("ingest.term.before")
 	if err := it.msg.Term(); err != nil {
 		in.log.Warn("term failed; the event will be redelivered and dead-lettered again (deduplicated)", "subject", subj, "seq", it.seq, "err", err)
 	}
+}
+
+// subjectOrg is the org token of an event subject (orgs.<org>.<event>),
+// for log lines about an event that failed validation; "" if none.
+func subjectOrg(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) == 3 && parts[0] == "orgs" {
+		return parts[1]
+	}
+	return ""
 }
 
 // eventType names an invalid event's type for the metric from its subject
