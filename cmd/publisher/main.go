@@ -5,6 +5,8 @@
 //	publisher deleted --org acme [--reason "contract ended"]
 //	publisher health-failed --org acme --reason "530 from edge" --observer probe-eu-1
 //	publisher batch [--file events.jsonl]     (JSON lines; stdin by default)
+//
+// `publisher COMMAND --help` lists a command's flags.
 package main
 
 import (
@@ -25,26 +27,8 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/progress"
 )
-
-const usage = `usage: publisher <command> [flags]
-
-commands:
-  created        --org ID --slug SLUG [--instance-type T] [--region R]
-  deleted        --org ID [--reason TEXT]
-  health-failed  --org ID --reason TEXT --observer NAME
-  batch          [--file FILE]   JSON-lines events (stdin if no file); all lines are
-                 validated before anything is published
-
-common flags:
-  --nats-url URL     NATS server (default $NATS_URL or nats://127.0.0.1:4222)
-  --creds FILE       NATS credentials file
-  --timeout D        give up after D, retrying while NATS is unreachable (default 30s)
-  --id ID            event id for created/deleted/health-failed (default: a new ULID);
-                     re-publishing with the same id is dropped by the stream as a duplicate
-  --source NAME      CloudEvents source (default "platform")
-
-exit status: 0 published (or duplicate), 1 publishing failed, 2 invalid input`
 
 // Exit codes.
 const (
@@ -53,21 +37,89 @@ const (
 	exitInvalid = 2
 )
 
+const exitStatus = "Exit status: 0 published (or a duplicate the stream dropped), 1 publishing failed, 2 invalid input (nothing published)."
+
+// command is one publisher subcommand; --help is generated from it and its
+// FlagSet.
+type command struct {
+	name     string
+	synopsis string
+	summary  string
+	detail   string
+}
+
+var commands = []command{
+	{"created", "--org ID --slug SLUG", "publish org.created: the org should exist at <slug>.<zone>", ""},
+	{"deleted", "--org ID", "publish org.deleted: everything of the org should go", ""},
+	{"health-failed", "--org ID --reason TEXT --observer NAME", "publish org.health_failed: an observer saw the org's tunnel fail", ""},
+	{"batch", "[--file FILE | FILE]", "publish JSON-lines events from a file or stdin, in order",
+		"Every line is validated before anything is published. Lines may carry only type and data; id, time, specversion, " +
+			"source and subject are filled in (lines that name their id are idempotent across re-runs). " +
+			"Progress (count, rate, ETA) is shown on stderr when it is a terminal."},
+}
+
+func topUsage() string {
+	var b strings.Builder
+	b.WriteString("Usage: publisher COMMAND [flags]\n\nValidates org lifecycle events against the schemas and publishes them to the ORG_EVENTS stream with Nats-Msg-Id = event id.\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-14s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun \"publisher COMMAND --help\" for a command's flags.\n" + exitStatus + "\n")
+	return b.String()
+}
+
+func commandUsage(c command, fs *flag.FlagSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: publisher %s [flags]\n\n%s%s.\n", c.name+" "+c.synopsis, strings.ToUpper(c.summary[:1]), c.summary[1:])
+	if c.detail != "" {
+		b.WriteString(wrap(c.detail, 80))
+	}
+	b.WriteString("\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		metavar, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(&b, "  --%s %s\n      %s", f.Name, metavar, usage)
+		if f.DefValue != "" {
+			fmt.Fprintf(&b, " (default %s)", f.DefValue)
+		}
+		b.WriteString("\n")
+	})
+	b.WriteString("\n" + exitStatus + "\n")
+	return b.String()
+}
+
+func wrap(text string, width int) string {
+	var b strings.Builder
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return b.String() + line + "\n"
+}
+
 type common struct {
 	natsURL, creds, id, source string
 	timeout                    time.Duration
 }
 
-func (c *common) register(fs *flag.FlagSet) {
+func (c *common) register(fs *flag.FlagSet, single bool) {
 	def := os.Getenv("NATS_URL")
 	if def == "" {
 		def = "nats://127.0.0.1:4222"
 	}
-	fs.StringVar(&c.natsURL, "nats-url", def, "NATS server URL")
-	fs.StringVar(&c.creds, "creds", "", "NATS credentials file")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "overall timeout")
-	fs.StringVar(&c.id, "id", "", "event id (default: new ULID)")
-	fs.StringVar(&c.source, "source", "platform", "event source")
+	fs.StringVar(&c.natsURL, "nats-url", def, "NATS server `URL` ($NATS_URL when set)")
+	fs.StringVar(&c.creds, "creds", "", "NATS user credentials `FILE`")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after `DURATION`, retrying while NATS is unreachable")
+	if single {
+		fs.StringVar(&c.id, "id", "", "event `ID` (default: a new ULID); re-publishing an id is dropped by the stream as a duplicate")
+	}
+	fs.StringVar(&c.source, "source", "platform", "CloudEvents source `NAME`")
 }
 
 func main() {
@@ -75,49 +127,72 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, usage)
-		if len(args) == 0 {
-			return exitInvalid
-		}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage())
+		return exitInvalid
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+		fmt.Fprint(stdout, topUsage())
 		return exitOK
+	}
+	var cmd command
+	for _, c := range commands {
+		if c.name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd.name == "" {
+		fmt.Fprintf(stderr, "publisher: unknown command %q\n\n%s", args[0], topUsage())
+		return exitInvalid
 	}
 	v, err := events.NewValidator()
 	if err != nil {
 		fmt.Fprintln(stderr, "publisher:", err)
 		return exitFailed
 	}
-	cmd := args[0]
-	fs := flag.NewFlagSet("publisher "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("publisher "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	var c common
-	c.register(fs)
+	parse := func() int {
+		err := fs.Parse(args[1:])
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, commandUsage(cmd, fs))
+			return exitOK
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "publisher %s: %v (see publisher %s --help)\n", cmd.name, err, cmd.name)
+			return exitInvalid
+		}
+		return -1
+	}
 
 	var evs []events.Event
 	var payloads [][]byte
-	switch cmd {
+	batch := false
+	switch cmd.name {
 	case "created", "deleted", "health-failed":
 		var org, slug, itype, region, reason, observer string
-		fs.StringVar(&org, "org", "", "org id")
-		if cmd == "created" {
-			fs.StringVar(&slug, "slug", "", "subdomain label")
-			fs.StringVar(&itype, "instance-type", "", "EC2 instance type override")
-			fs.StringVar(&region, "region", "", "AWS region override")
+		fs.StringVar(&org, "org", "", "org `ID` (lowercase [a-z0-9-], 1..63)")
+		if cmd.name == "created" {
+			fs.StringVar(&slug, "slug", "", "subdomain `LABEL` (one DNS label, not a reserved name)")
+			fs.StringVar(&itype, "instance-type", "", "EC2 instance `TYPE` for this org (default: the reconciler's)")
+			fs.StringVar(&region, "region", "", "AWS `REGION` for this org (default: the reconciler's)")
 		} else {
-			fs.StringVar(&reason, "reason", "", "why")
+			fs.StringVar(&reason, "reason", "", "why, as `TEXT`")
 		}
-		if cmd == "health-failed" {
-			fs.StringVar(&observer, "observer", "", "who observed the failure")
+		if cmd.name == "health-failed" {
+			fs.StringVar(&observer, "observer", "", "`NAME` of who observed the failure")
 		}
-		if err := fs.Parse(args[1:]); err != nil {
-			return exitInvalid
+		c.register(fs, true)
+		if code := parse(); code >= 0 {
+			return code
 		}
 		if fs.NArg() > 0 {
-			fmt.Fprintf(stderr, "publisher %s: unexpected arguments %q\n", cmd, fs.Args())
+			fmt.Fprintf(stderr, "publisher %s: unexpected arguments %q\n", cmd.name, fs.Args())
 			return exitInvalid
 		}
 		var data any
-		switch cmd {
+		switch cmd.name {
 		case "created":
 			data = events.Created{OrgID: org, Slug: slug, InstanceType: itype, Region: region}
 		case "deleted":
@@ -136,19 +211,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ev.Source = c.source
 		b, err := v.Validate(ev)
 		if err != nil {
-			fmt.Fprintf(stderr, "publisher %s: %s\nnothing published\n", cmd, flagHint(err))
+			fmt.Fprintf(stderr, "publisher %s: %s\nnothing published\n", cmd.name, flagHint(err))
 			return exitInvalid
 		}
 		evs, payloads = append(evs, ev), append(payloads, b)
 	case "batch":
+		batch = true
 		var file string
-		fs.StringVar(&file, "file", "", "JSON-lines file (default stdin)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return exitInvalid
+		fs.StringVar(&file, "file", "", "JSON-lines `FILE` (default: stdin; - is stdin)")
+		c.register(fs, false)
+		if code := parse(); code >= 0 {
+			return code
 		}
 		in := stdin
 		if file == "" && fs.NArg() == 1 {
 			file = fs.Arg(0)
+		} else if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "publisher batch: unexpected arguments %q\n", fs.Args())
+			return exitInvalid
 		}
 		if file != "" && file != "-" {
 			f, err := os.Open(file)
@@ -172,11 +252,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "publisher batch: no events in input; nothing published")
 			return exitInvalid
 		}
-	default:
-		fmt.Fprintf(stderr, "publisher: unknown command %q\n\n%s\n", cmd, usage)
-		return exitInvalid
 	}
-	return publish(c, evs, payloads, stdout, stderr)
+	var bar *progress.Reporter
+	if batch {
+		bar = progress.ForTerminal(stderr, "publish", progress.Options{Unit: "events", Total: int64(len(evs))})
+	}
+	return publish(c, evs, payloads, stdout, stderr, bar)
 }
 
 // flagHint names the command-line flag behind a field error.
@@ -262,7 +343,7 @@ func setDefault(m map[string]any, k string, v any) {
 	}
 }
 
-func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.Writer) int {
+func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.Writer, bar *progress.Reporter) int {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -288,18 +369,23 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 	}
 	for i, ev := range evs {
 		ack, err := broker.PublishPayload(ctx, js, ev.NATSSubject(), ev.ID, payloads[i])
+		bar.Add(1)
 		if err != nil {
+			bar.Clear()
 			fmt.Fprintf(stderr, "publisher: %v\n", err)
 			if i > 0 {
 				fmt.Fprintf(stderr, "publisher: %d of %d events were published before the failure; re-running the same input is safe within the %s duplicate window when the lines carry ids\n", i, len(evs), broker.DuplicateWindow)
 			}
 			return exitFailed
 		}
-		if ack.Duplicate {
-			fmt.Fprintf(stdout, "duplicate %s org=%s id=%s: already in stream %s at seq %d; the stream dropped this copy\n", ev.Type, ev.OrgID(), ev.ID, ack.Stream, ack.Sequence)
-			continue
-		}
-		fmt.Fprintf(stdout, "published %s org=%s id=%s stream=%s seq=%d\n", ev.Type, ev.OrgID(), ev.ID, ack.Stream, ack.Sequence)
+		bar.Above(func() {
+			if ack.Duplicate {
+				fmt.Fprintf(stdout, "duplicate %s org=%s id=%s: already in stream %s at seq %d; the stream dropped this copy\n", ev.Type, ev.OrgID(), ev.ID, ack.Stream, ack.Sequence)
+				return
+			}
+			fmt.Fprintf(stdout, "published %s org=%s id=%s stream=%s seq=%d\n", ev.Type, ev.OrgID(), ev.ID, ack.Stream, ack.Sequence)
+		})
 	}
+	bar.Finish()
 	return exitOK
 }

@@ -170,3 +170,49 @@ func TestRetriesUntilServerUp(t *testing.T) {
 		t.Fatal("publisher did not finish")
 	}
 }
+
+// --help of the publisher and of each command is generated from its flags,
+// exits 0 and names every flag the command takes.
+func TestHelp(t *testing.T) {
+	code, out, _ := runCLI("", "--help")
+	if code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, c := range commands {
+		if !strings.Contains(out, c.name) {
+			t.Errorf("--help lacks %s:\n%s", c.name, out)
+		}
+	}
+	want := map[string][]string{
+		"created":       {"--org", "--slug", "--instance-type", "--region", "--id", "--nats-url", "--creds", "--timeout", "--source"},
+		"deleted":       {"--org", "--reason", "--id", "--nats-url"},
+		"health-failed": {"--org", "--reason", "--observer", "--id"},
+		"batch":         {"--file", "--nats-url", "--creds", "--timeout", "--source"},
+	}
+	for cmd, flags := range want {
+		code, out, _ := runCLI("", cmd, "--help")
+		if code != 0 || !strings.HasPrefix(out, "Usage: publisher "+cmd) {
+			t.Fatalf("%s --help: exit %d\n%s", cmd, code, out)
+		}
+		for _, f := range flags {
+			if !strings.Contains(out, "  "+f+" ") {
+				t.Errorf("%s --help lacks %s:\n%s", cmd, f, out)
+			}
+		}
+		if cmd == "batch" && strings.Contains(out, "--id") {
+			t.Errorf("batch --help offers --id, which batch does not take")
+		}
+	}
+}
+
+// A batch into a pipe shows no progress: stderr stays empty.
+func TestBatchQuietInPipe(t *testing.T) {
+	url, _ := server(t)
+	lines := `{"type":"org.created","data":{"org_id":"a1","slug":"a1"}}
+{"type":"org.created","data":{"org_id":"a2","slug":"a2"}}
+`
+	code, out, errs := runCLI(lines, "batch", "--nats-url", url)
+	if code != 0 || strings.Count(out, "published") != 2 || errs != "" {
+		t.Fatalf("%d %q %q", code, out, errs)
+	}
+}

@@ -137,6 +137,24 @@ func (r *Reporter) Clear() {
 	}
 }
 
+// Above runs fn (which prints a line of its own, e.g. on stdout to the
+// same terminal) with the progress line cleared, then draws it again below.
+func (r *Reporter) Above(fn func()) {
+	if r == nil {
+		fn()
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.drawn {
+		fmt.Fprint(r.w, "\r\x1b[K")
+	}
+	fn()
+	if r.drawn {
+		fmt.Fprintf(r.w, "\r%s\x1b[K", r.line(r.now()))
+	}
+}
+
 // Line is the current progress text, without terminal control codes.
 func (r *Reporter) Line() string {
 	if r == nil {

@@ -73,3 +73,24 @@ func TestQuietOffTerminal(t *testing.T) {
 		t.Fatalf("wrote %d bytes to a file", st.Size())
 	}
 }
+
+// Lines printed through Above land on a clean line, and the progress line
+// is drawn again after them.
+func TestAbove(t *testing.T) {
+	var buf bytes.Buffer
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	r := New(&buf, "publish", Options{Unit: "events", Total: 2, Now: clk.now})
+	clk.t = clk.t.Add(time.Second)
+	r.Add(1)
+	r.Above(func() { buf.WriteString("published one\n") })
+	want := "\rpublish: 1/2 events (50%), 1.0/s, ETA 1s\x1b[K\r\x1b[Kpublished one\n\rpublish: 1/2 events (50%), 1.0/s, ETA 1s\x1b[K"
+	if buf.String() != want {
+		t.Fatalf("got %q\nwant %q", buf.String(), want)
+	}
+	var nilR *Reporter
+	called := false
+	nilR.Above(func() { called = true })
+	if !called {
+		t.Fatal("a nil Reporter must still run fn")
+	}
+}
