@@ -155,7 +155,7 @@ func planCommand(ctx context.Context, cx *cmdContext) int {
 	// Planning every org waits on paginated listings: show it on a terminal.
 	var bar *progress.Reporter
 	if org == "" {
-		bar = progress.ForTerminal(stderr, "plan: listing the clouds' inventory", progress.Options{Unit: "s"})
+		bar = progress.ForTerminal(stderr, "plan: listing every org's resources", progress.Options{ElapsedOnly: true})
 		stop := make(chan struct{})
 		defer close(stop)
 		go func() {

@@ -21,6 +21,7 @@ type Reporter struct {
 	w        io.Writer
 	label    string
 	unit     string
+	elapsed  bool
 	interval time.Duration
 	now      func() time.Time
 
@@ -38,6 +39,9 @@ type Options struct {
 	Total    int64         // 0 when unknown: no percentage and no ETA
 	Interval time.Duration // default DefaultInterval
 	Now      func() time.Time
+	// ElapsedOnly shows only the time spent: for waits that cannot be
+	// counted (one paginated listing), redrawn on each Add.
+	ElapsedOnly bool
 }
 
 // IsTerminal reports whether w is a terminal (a character device).
@@ -70,7 +74,7 @@ func New(w io.Writer, label string, o Options) *Reporter {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Reporter{w: w, label: label, unit: o.Unit, interval: o.Interval, now: o.Now, start: o.Now(), total: o.Total}
+	return &Reporter{w: w, label: label, unit: o.Unit, elapsed: o.ElapsedOnly, interval: o.Interval, now: o.Now, start: o.Now(), total: o.Total}
 }
 
 // SetTotal sets (or corrects) the total once it is known.
@@ -167,6 +171,9 @@ func (r *Reporter) Line() string {
 
 func (r *Reporter) line(now time.Time) string {
 	elapsed := now.Sub(r.start)
+	if r.elapsed {
+		return fmt.Sprintf("%s, %s elapsed", r.label, elapsed.Round(time.Second))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d", r.label, r.done)
 	if r.total > 0 {

@@ -48,6 +48,17 @@ func TestUnknownTotal(t *testing.T) {
 	}
 }
 
+func TestElapsedOnly(t *testing.T) {
+	var buf bytes.Buffer
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	r := New(&buf, "plan: listing", Options{ElapsedOnly: true, Now: clk.now})
+	clk.t = clk.t.Add(3 * time.Second)
+	r.Add(1)
+	if got := r.Line(); got != "plan: listing, 3s elapsed" {
+		t.Fatalf("line %q", got)
+	}
+}
+
 // Not a terminal (a pipe, a file, a buffer): nothing is ever written, and a
 // nil Reporter is safe to use.
 func TestQuietOffTerminal(t *testing.T) {
