@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,62 @@ func TestUsageErrors(t *testing.T) {
 	errb.Reset()
 	if code := realMain([]string{"status", "--data-dir", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no state file") {
 		t.Fatalf("%d %q", code, errb.String())
+	}
+}
+
+// --help of the reconciler and of every command is generated from the
+// definitions: every setting, each command's own flags, every command.
+func TestHelpEveryCommand(t *testing.T) {
+	var out, errb strings.Builder
+	if code := realMain([]string{"--help"}, &out, &errb); code != 0 {
+		t.Fatalf("--help: exit %d %s", code, errb.String())
+	}
+	for _, c := range commands {
+		if !strings.Contains(out.String(), "  "+c.name) {
+			t.Errorf("--help lacks command %s", c.name)
+		}
+	}
+	for _, c := range commands {
+		out.Reset()
+		if code := realMain([]string{c.name, "--help"}, &out, &errb); code != 0 {
+			t.Fatalf("%s --help: exit %d", c.name, code)
+		}
+		h := out.String()
+		if c.name != "run" && !strings.HasPrefix(h, "Usage: reconciler "+c.name) {
+			t.Errorf("%s --help starts %q", c.name, h[:min(60, len(h))])
+		}
+		for _, f := range config.FlagNames() {
+			if !strings.Contains(h, "--"+f+" ") {
+				t.Errorf("%s --help lacks --%s", c.name, f)
+			}
+		}
+		if c.output != strings.Contains(h, "  -o FORMAT") {
+			t.Errorf("%s --help: -o shown %v, command takes it %v", c.name, !c.output, c.output)
+		}
+	}
+}
+
+// Every wrong setting is named at once, from flags and environment alike,
+// and nothing starts (exit 2; plan's errors exit 1 since its 2 means changes).
+func TestConfigErrorsNamedBeforeStart(t *testing.T) {
+	getenv = func(k string) string {
+		return map[string]string{"TUNNELWARD_SWEEP_INTERVAL": "often", "TUNNELWARD_ADMIN_LISTEN": "nowhere"}[k]
+	}
+	defer func() { getenv = os.Getenv }()
+	dir := t.TempDir()
+	for cmd, want := range map[string]int{"run": 2, "status": 2, "replay": 2, "plan": 1} {
+		var out, errb strings.Builder
+		code := realMain([]string{cmd, "--data-dir", dir, "--workers", "0", "--log-format", "xml"}, &out, &errb)
+		if code != want {
+			t.Errorf("%s: exit %d, want %d", cmd, code, want)
+		}
+		for _, s := range []string{"--workers", "--log-format", "--sweep-interval", "TUNNELWARD_SWEEP_INTERVAL", "--admin-listen"} {
+			if !strings.Contains(errb.String(), s) {
+				t.Errorf("%s: error does not name %s:\n%s", cmd, s, errb.String())
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("something started: %v", entries)
 	}
 }
