@@ -92,6 +92,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 			return nil, fmt.Errorf("open state file %s: %w", path, err)
 		}
 	}
+	if err := checkFileSize(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		switch {
