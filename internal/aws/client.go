@@ -57,6 +57,7 @@ type Client struct {
 	ec2Call  *apicall.Caller
 	ssmCall  *apicall.Caller
 	pageSize int
+	region   string // for instance ARNs
 }
 
 // New loads the SDK configuration and builds the clients. In sandbox mode
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		ssmCall: apicall.New(apicall.Options{Provider: "ssm", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
 			Limit: func(string) ratelimit.Limiter { return ssmLim }}),
 		pageSize: cfg.PageSize,
+		region:   cfg.Region,
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -59,6 +60,12 @@ type Instance struct {
 	LaunchTime   time.Time
 	ClientToken  string
 	Tags         map[string]string
+	// OwnerID is the account that owns the instance (the reservation's
+	// ownerId); ARN is arn:<partition>:ec2:<region>:<owner>:instance/<id>,
+	// what ${ec2:SourceInstanceARN} holds in the instance's own requests.
+	// Both are empty when the response carried no owner.
+	OwnerID string
+	ARN     string
 }
 
 // OrgID is the instance's OrgID tag.
@@ -88,6 +95,27 @@ func toInstance(in types.Instance) Instance {
 		out.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
 	return out
+}
+
+// owned sets the owner and ARN of an instance from its reservation.
+func (c *Client) owned(i Instance, ownerID *string) Instance {
+	i.OwnerID = aws.ToString(ownerID)
+	if i.OwnerID != "" && i.ID != "" {
+		i.ARN = InstanceARN(c.region, i.OwnerID, i.ID)
+	}
+	return i
+}
+
+// InstanceARN is an EC2 instance's ARN in the partition of its region.
+func InstanceARN(region, accountID, instanceID string) string {
+	partition := "aws"
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		partition = "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		partition = "aws-us-gov"
+	}
+	return "arn:" + partition + ":ec2:" + region + ":" + accountID + ":instance/" + instanceID
 }
 
 // maxClientToken is EC2's ClientToken length limit.
@@ -191,7 +219,7 @@ func (c *Client) RunInstance(ctx context.Context, spec InstanceSpec) (Instance, 
 		if len(res.Instances) != 1 {
 			return fmt.Errorf("RunInstances returned %d instances, want 1", len(res.Instances))
 		}
-		out = toInstance(res.Instances[0])
+		out = c.owned(toInstance(res.Instances[0]), res.OwnerId)
 		return nil
 	})
 	if hasCode(err, "IdempotentParameterMismatch") {
@@ -231,7 +259,7 @@ func (c *Client) GetInstance(ctx context.Context, id string) (Instance, error) {
 		out = out[:0]
 		for _, r := range res.Reservations {
 			for _, in := range r.Instances {
-				out = append(out, toInstance(in))
+				out = append(out, c.owned(toInstance(in), r.OwnerId))
 			}
 		}
 		return nil
@@ -271,7 +299,7 @@ func (c *Client) describe(ctx context.Context, what string, filters []types.Filt
 		pages++
 		for _, r := range res.Reservations {
 			for _, inst := range r.Instances {
-				out = append(out, toInstance(inst))
+				out = append(out, c.owned(toInstance(inst), r.OwnerId))
 			}
 		}
 	}

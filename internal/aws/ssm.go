@@ -136,6 +136,30 @@ func (c *Client) GetParameterMeta(ctx context.Context, name string) (ParamMeta, 
 		Kind: ErrNotFound, Err: errors.New("no such parameter")}
 }
 
+// TagParameter adds tags to a parameter, overwriting the values of keys it
+// already has (AddTagsToResource), so repeating it is harmless.
+// ErrNotFound when the parameter does not exist.
+func (c *Client) TagParameter(ctx context.Context, name string, tags map[string]string) error {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tagList := make([]types.Tag, 0, len(keys))
+	for _, k := range keys {
+		tagList = append(tagList, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+	}
+	err := c.ssmCall.Do(ctx, "AddTagsToResource", name, func(ctx context.Context) error {
+		_, err := c.ssm.AddTagsToResource(ctx, &ssm.AddTagsToResourceInput{
+			ResourceType: types.ResourceTypeForTaggingParameter, ResourceId: aws.String(name), Tags: tagList})
+		return err
+	})
+	if hasCode(err, "InvalidResourceId", "ParameterNotFound") {
+		return apicall.WithKind(err, ErrNotFound)
+	}
+	return err
+}
+
 // ParameterTags returns a parameter's tags (ErrNotFound when none), so an
 // owner check can precede an overwrite or a delete.
 func (c *Client) ParameterTags(ctx context.Context, name string) (map[string]string, error) {

@@ -15,13 +15,15 @@ import (
 //	        one tunnel read that sees it healthy (Ready needs an observation);
 //	        EC2 DescribeInstances by OrgID tag (EC2 has no unique names: the
 //	        only way to know no instance of the org exists) and RunInstances;
-//	        SSM PutParameter.
+//	        SSM PutParameter and AddTagsToResource (InstanceArn=<the
+//	        instance's ARN>: the instance role may read only the parameter
+//	        tagged with its own ARN, and the ARN exists only after launch).
 //	delete: CF DNS delete and tunnel delete (connections clean only when the
 //	        delete is refused); EC2 DescribeInstances by tag (an instance
 //	        whose launch crashed before its id was recorded must still be
 //	        found) and TerminateInstances; SSM DeleteParameter.
 var minCalls = map[string][3]int{
-	"create": {5, 2, 1},
+	"create": {5, 2, 2},
 	"delete": {2, 2, 1},
 }
 

@@ -209,7 +209,7 @@ func awsKind(err error) error {
 var tokenGen = regexp.MustCompile(`-g([0-9]+)-a[0-9]+$`)
 
 func fromAWSInstance(in aws.Instance) Instance {
-	out := Instance{ID: in.ID, State: in.State, OrgID: in.OrgID(), TunnelID: in.Tags[aws.TagTunnelID], LaunchTime: in.LaunchTime}
+	out := Instance{ID: in.ID, State: in.State, OrgID: in.OrgID(), TunnelID: in.Tags[aws.TagTunnelID], LaunchTime: in.LaunchTime, ARN: in.ARN}
 	if g, err := strconv.ParseInt(in.Tags[plan.TagGeneration], 10, 64); err == nil {
 		out.Generation = g
 	} else if m := tokenGen.FindStringSubmatch(in.ClientToken); m != nil {
@@ -285,6 +285,15 @@ func (a awsAdapter) DeleteParam(ctx context.Context, name string) error {
 		return ErrNotFound
 	}
 	return awsKind(err)
+}
+
+func (a awsAdapter) TagParam(ctx context.Context, name string, tags map[string]string) error {
+	return awsKind(a.c.TagParameter(ctx, name, tags))
+}
+
+func (a awsAdapter) ParamTags(ctx context.Context, name string) (map[string]string, error) {
+	tags, err := a.c.ParameterTags(ctx, name)
+	return tags, awsKind(err)
 }
 
 func (a awsAdapter) RestartCloudflared(ctx context.Context, instanceID string) (string, error) {

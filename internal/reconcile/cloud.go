@@ -84,6 +84,9 @@ type Instance struct {
 	TunnelID   string // TunnelID tag
 	Generation int64  // Generation tag
 	LaunchTime time.Time
+	// ARN is the instance's ARN ("" when the provider did not say its
+	// owner): the value of the token parameter's InstanceArn tag.
+	ARN string
 }
 
 // RunSpec is one RunInstances call.
@@ -127,6 +130,11 @@ type ParamAPI interface {
 	ListParams(ctx context.Context, prefix string) ([]Param, error)
 	// DeleteParam deletes; ErrNotFound when absent.
 	DeleteParam(ctx context.Context, name string) error
+	// TagParam adds tags to a parameter, overwriting values of keys it has;
+	// ErrNotFound when absent.
+	TagParam(ctx context.Context, name string, tags map[string]string) error
+	// ParamTags reads a parameter's tags; ErrNotFound when absent.
+	ParamTags(ctx context.Context, name string) (map[string]string, error)
 }
 
 // CommandAPI runs the remediation command on an instance through SSM.

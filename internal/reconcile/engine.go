@@ -189,6 +189,11 @@ type Engine struct {
 
 	sweepMu   sync.Mutex
 	lastSweep SweepReport
+
+	// tagged maps an org id to the instance id this process last tagged
+	// (or saw tagged) on the org's token parameter, so the tag is read back
+	// only after a restart (present.go, tagTokenForInstance).
+	tagged sync.Map
 }
 
 type pollState struct {

@@ -14,7 +14,7 @@ import (
 // The fewest calls the design needs for one org on the happy path
 // (PERFORMANCE.md explains each).
 var minimumCalls = map[string]map[string]int{
-	"create": {"cloudflare": 5, "ec2": 2, "ssm": 1},
+	"create": {"cloudflare": 5, "ec2": 2, "ssm": 2}, // ssm: PutParameter + AddTagsToResource (InstanceArn)
 	"delete": {"cloudflare": 2, "ec2": 2, "ssm": 1},
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,7 +46,18 @@ type observation struct {
 	plan      plan.Observed
 	tunnel    *Tunnel    // nil: none recorded or it is gone
 	instances []Instance // live-ish (not terminated) owned instances
+	// paramTags are the token parameter's tags, read only while an org with
+	// an instance is not Ready (paramTagsKnown): a crash between launch and
+	// tagging leaves the InstanceArn tag stale, and the instance cannot
+	// read its token until it is fixed.
+	paramTags      map[string]string
+	paramTagsKnown bool
 }
+
+// TagInstanceArn is the token parameter's tag naming the one instance
+// allowed to read it: the instance role's policy matches it against
+// ${ec2:SourceInstanceARN} (deploy/iam/instance-role-policy.json).
+const TagInstanceArn = "InstanceArn"
 
 // observePresent reads what is recorded, by id, plus the instances by tag.
 // What is not recorded is not searched for: creation goes first and adopts
@@ -131,6 +143,23 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 		}()
 	}
 
+	if rec.ParameterName != "" && (rec.InstanceID != "" || rec.LaunchInFlight) && !IsTrue(org, state.CondReady) &&
+		!e.taggedFor(org.ID, rec.InstanceID) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tags, err := e.clouds.Params.ParamTags(ctx, rec.ParameterName)
+			switch {
+			case errors.Is(err, ErrNotFound): // the token step re-creates it, then it is tagged
+			case err != nil:
+				fail("read tags of parameter "+rec.ParameterName, err)
+			default:
+				mu.Lock()
+				ob.paramTags, ob.paramTagsKnown = tags, true
+				mu.Unlock()
+			}
+		}()
+	}
 	if rec.ParameterName != "" {
 		wg.Add(1)
 		go func() {
@@ -358,6 +387,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 			create = true
 		}
 	}
+	var launchedInst Instance
 	if len(kill) > 0 || create {
 		ap.instanceChange = true
 		ap.launched = create
@@ -374,9 +404,11 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 				}
 			}
 			if create {
-				if lerr := e.launch(ctx, log, org.ID, d, org.Desired.InstanceType, ap.tunnelID); lerr != nil {
+				inst, lerr := e.launchInstance(ctx, log, org.ID, d, org.Desired.InstanceType, ap.tunnelID)
+				if lerr != nil {
 					err = errors.Join(err, lerr)
 				}
+				launchedInst = inst
 			}
 			return err
 		})
@@ -385,7 +417,66 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	if len(errs) > 0 {
 		return ap, fmt.Errorf("org %s: %w", org.ID, errors.Join(errs...))
 	}
+	// Only after both the token and the instance are in place: the tag
+	// names the instance on the parameter.
+	if err := e.tagTokenForInstance(ctx, log, org, ob, launchedInst, len(by[plan.ResToken]) > 0, kill); err != nil {
+		return ap, fmt.Errorf("org %s: %w", org.ID, err)
+	}
 	return ap, nil
+}
+
+// tagTokenForInstance tags the token parameter InstanceArn=<the org's
+// instance ARN> after a launch, after the token was (re)written, or when a
+// non-Ready org's parameter names another instance (a crash between launch
+// and tag). The instance role may read only the parameter tagged with its
+// own ARN; until then its boot script retries.
+func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org state.Org, ob observation,
+	launched Instance, tokenPut bool, killed []string) error {
+	inst := launched
+	if inst.ID == "" {
+		for _, in := range ob.instances {
+			if slices.Contains(killed, in.ID) {
+				continue
+			}
+			// The recorded instance, or (a crash before it was recorded)
+			// the one launched for this generation.
+			if in.ID == org.Observed.InstanceID ||
+				(org.Observed.InstanceID == "" && in.Generation == org.Desired.Generation) {
+				inst = in
+			}
+		}
+	}
+	if inst.ID == "" {
+		return nil // no instance yet: tagged when it is launched
+	}
+	stale := ob.paramTagsKnown && ob.paramTags[TagInstanceArn] != inst.ARN
+	if launched.ID == "" && !tokenPut && !stale {
+		if ob.paramTagsKnown {
+			e.tagged.Store(org.ID, inst.ID)
+		}
+		return nil
+	}
+	if inst.ARN == "" {
+		log.Warn("instance ARN unknown (no owner in the EC2 response); token parameter not tagged", "instance_id", inst.ID)
+		return nil
+	}
+	name := ParamName(e.cfg.ParamPrefix, org.ID)
+	err := mutate(ctx, log, "ssm.AddTagsToResource", name, func(ctx context.Context) error {
+		return e.clouds.Params.TagParam(ctx, name, map[string]string{TagInstanceArn: inst.ARN})
+	})
+	if err != nil {
+		e.tagged.Delete(org.ID)
+		return fmt.Errorf("tag parameter %s with %s=%s: %w", name, TagInstanceArn, inst.ARN, err)
+	}
+	e.tagged.Store(org.ID, inst.ID)
+	return nil
+}
+
+// taggedFor reports whether this process tagged (or read back) the org's
+// token parameter for instanceID.
+func (e *Engine) taggedFor(orgID, instanceID string) bool {
+	v, ok := e.tagged.Load(orgID)
+	return ok && instanceID != "" && v.(string) == instanceID
 }
 
 // ensureTunnel creates the org's tunnel, adopting a live one of the same
@@ -583,6 +674,12 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 // the call: a crash mid-call retries with the same ClientToken and gets the
 // same reservation back instead of a second instance.
 func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string) error {
+	_, err := e.launchInstance(ctx, log, orgID, d, typeOverride, tunnelID)
+	return err
+}
+
+// launchInstance is launch, returning the instance (its ARN tags the token).
+func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string) (Instance, error) {
 	var gen int64
 	var attempt int
 	err := e.store.Update(orgID, func(o *state.Org) error {
@@ -598,12 +695,12 @@ func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d p
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record launch attempt: %w", err)
+		return Instance{}, fmt.Errorf("record launch attempt: %w", err)
 	}
 	param := ParamName(e.cfg.ParamPrefix, orgID)
 	ud, err := e.clouds.UserData(orgID, param)
 	if err != nil {
-		return Terminal(fmt.Errorf("render user-data: %w", err))
+		return Instance{}, Terminal(fmt.Errorf("render user-data: %w", err))
 	}
 	spec := RunSpec{
 		ClientToken: ClientToken(orgID, gen, attempt), ImageID: e.cfg.Instance.ImageID,
@@ -627,9 +724,9 @@ func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d p
 		_ = e.store.Update(orgID, func(o *state.Org) error { o.Observed.LaunchInFlight = false; return nil })
 	}
 	if err != nil {
-		return fmt.Errorf("run instance (client token %s): %w", spec.ClientToken, err)
+		return Instance{}, fmt.Errorf("run instance (client token %s): %w", spec.ClientToken, err)
 	}
-	return e.store.Update(orgID, func(o *state.Org) error {
+	return inst, e.store.Update(orgID, func(o *state.Org) error {
 		o.Observed.InstanceID, o.Observed.InstanceGeneration = inst.ID, gen
 		o.Observed.InstanceTunnelID = ""
 		o.Observed.LaunchInFlight = false
