@@ -31,6 +31,7 @@ var happyLatency = map[string]time.Duration{
 	"ec2.DescribeInstances":   180 * time.Millisecond,
 	"ec2.RunInstances":        300 * time.Millisecond,
 	"ssm.PutParameter":        100 * time.Millisecond,
+	"ssm.AddTagsToResource":   100 * time.Millisecond,
 	"ssm.DescribeParameters":  150 * time.Millisecond,
 	"ssm.GetParameter":        100 * time.Millisecond,
 	"ssm.DeleteParameter":     100 * time.Millisecond,
