@@ -378,7 +378,11 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 			}
 			return exitFailed
 		}
-		bar.Above(func() {
+		above := func(fn func()) { fn() }
+		if progress.IsTerminal(stdout) {
+			above = bar.Above // stdout shares the terminal with the progress line
+		}
+		above(func() {
 			if ack.Duplicate {
 				fmt.Fprintf(stdout, "duplicate %s org=%s id=%s: already in stream %s at seq %d; the stream dropped this copy\n", ev.Type, ev.OrgID(), ev.ID, ack.Stream, ack.Sequence)
 				return
