@@ -367,6 +367,10 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 		// A publish-only account may not manage streams; publishing tells.
 		fmt.Fprintf(stderr, "publisher: warning: could not check streams: %v\n", err)
 	}
+	above := func(fn func()) { fn() }
+	if progress.IsTerminal(stdout) {
+		above = bar.Above // stdout shares the terminal with the progress line
+	}
 	for i, ev := range evs {
 		ack, err := broker.PublishPayload(ctx, js, ev.NATSSubject(), ev.ID, payloads[i])
 		bar.Add(1)
@@ -377,10 +381,6 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 				fmt.Fprintf(stderr, "publisher: %d of %d events were published before the failure; re-running the same input is safe within the %s duplicate window when the lines carry ids\n", i, len(evs), broker.DuplicateWindow)
 			}
 			return exitFailed
-		}
-		above := func(fn func()) { fn() }
-		if progress.IsTerminal(stdout) {
-			above = bar.Above // stdout shares the terminal with the progress line
 		}
 		above(func() {
 			if ack.Duplicate {
