@@ -83,7 +83,7 @@ func New() *Metrics {
 
 	m.eventsIngested = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "events_ingested_total",
-		Help: "Events read from ORG_EVENTS, by event type and result (applied, duplicate, stale, invalid, error).",
+		Help: "Events read from ORG_EVENTS, by event type and result (applied, stale, ignored_unknown, ignored_deleted, deferred, invalid).",
 	}, []string{"type", "result"})
 	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "dead_letters_total",
