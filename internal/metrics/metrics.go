@@ -91,7 +91,7 @@ func New() *Metrics {
 	}, []string{"reason"})
 	m.reconcileSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "reconcile_duration_seconds",
-		Help:    "Time one reconcile of one org took, by result (converged, requeued, error, terminal).",
+		Help:    "Time one reconcile of one org took, by result (ok, requeue, error, terminal).",
 		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
 	}, []string{"result"})
 	m.queue = &queueCollector{
