@@ -157,6 +157,9 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
+	if _, err := rewindIfStoreEmpty(ctx, cfg.JS, cfg.Store, log); err != nil {
+		return nil, err
+	}
 	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig(cfg.AckWait))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: create or update durable consumer %s on %s (an existing consumer with another deliver/ack policy must be removed by an operator: nats consumer rm %s %s): %w",
