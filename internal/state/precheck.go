@@ -2,10 +2,15 @@ package state
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // checkFileSize reads bbolt's two meta pages itself, before bbolt maps the
@@ -60,6 +65,54 @@ func checkFileSize(path string) error {
 	check(int64(ps))
 	if best.ok && uint64(fi.Size()) < best.need {
 		return corruptErr(path, fmt.Errorf("file is %d bytes but its pages need %d: truncated", fi.Size(), best.need))
+	}
+	return nil
+}
+
+// scanFile reads every page of an existing file once, read-only, in the
+// caller's goroutine, before the real open. A damaged page then faults or
+// panics here, where Open turns it into a corrupt-file error; bbolt.Open
+// with NoFreelistSync would otherwise walk the pages in a goroutine of its
+// own and a bad page pointer would kill the process (SIGSEGV). A held lock
+// is reported as ErrLocked; other open errors are left to the real open.
+func scanFile(path string, timeout time.Duration) error {
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return fmt.Errorf("open state file %s: %w (waited %s; is a reconciler or replay already running on this data dir? stop it or use another --data-dir): %v",
+				path, ErrLocked, timeout, err)
+		}
+		return nil
+	}
+	defer db.Close()
+	var sink byte
+	var walk func(b *bolt.Bucket) error
+	walk = func(b *bolt.Bucket) error {
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					if err := walk(nb); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			for i := 0; i < len(v); i += 1024 { // touches every page of an overflowing value
+				sink ^= v[i]
+			}
+		}
+		return nil
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+	})
+	_ = sink
+	if err != nil {
+		return corruptErr(path, err)
 	}
 	return nil
 }

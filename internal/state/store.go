@@ -95,6 +95,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err := checkFileSize(path); err != nil {
 		return nil, err
 	}
+	if err := scanFile(path, opts.Timeout); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		switch {
