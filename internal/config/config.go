@@ -69,6 +69,7 @@ const (
 	DefaultWorkers           = 4
 	DefaultSweepInterval     = 5 * time.Minute
 	DefaultHealthGrace       = 5 * time.Minute
+	SandboxHealthGrace       = time.Minute // the emulator reconnects a restarted connector in seconds
 	DefaultLogFormat         = "auto"
 	DefaultLogLevel          = "info"
 	cloudflareTokenFileFlag  = "cloudflare-api-token-file"

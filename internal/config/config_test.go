@@ -62,7 +62,7 @@ func TestDefaults(t *testing.T) {
 		"NATS.URL":      "",
 		"Workers":       DefaultWorkers,
 		"SweepInterval": DefaultSweepInterval,
-		"HealthGrace":   DefaultHealthGrace,
+		"HealthGrace":   SandboxHealthGrace, // DefaultHealthGrace in live mode
 		"GC":            true,
 		"AccountID":     SandboxAccountID,
 		"ZoneID":        SandboxZoneID,
@@ -116,6 +116,13 @@ func TestLiveModeLeavesCredentialsToTheChain(t *testing.T) {
 	}
 	if c.Source(EnvCloudflareAPIToken) != "env" {
 		t.Fatalf("token source = %q", c.Source(EnvCloudflareAPIToken))
+	}
+	if c.HealthGrace != DefaultHealthGrace {
+		t.Fatalf("live health grace = %v, want %v (the sandbox's shorter one only applies to emulated clouds)", c.HealthGrace, DefaultHealthGrace)
+	}
+	// An explicit value wins in the sandbox too.
+	if s, err := Parse([]string{"--health-grace", "7m"}, envMap(nil)); err != nil || s.HealthGrace != 7*time.Minute {
+		t.Fatalf("sandbox --health-grace 7m: %v %v", s.HealthGrace, err)
 	}
 }
 
