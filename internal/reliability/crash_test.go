@@ -38,7 +38,7 @@ var crashScenarios = []crashScenario{
 			w.t.Fatal(err)
 		}
 		w.healthFailed(crashOrg)
-	}, timeout: 150 * time.Second}, // the engine's 60 s health grace, twice at worst
+	}, timeout: 45 * time.Second},
 	{name: "recreate", setup: func(w *world) {
 		w.create(crashOrg)
 		if p := w.waitConverged(45 * time.Second); p != "" {
@@ -132,6 +132,8 @@ var crashPointsQuick = map[string][]string{
 	"delete": {"cloud.after.ec2.TerminateInstances:1", "cloud.after.cf.tunnel.delete:1"},
 	// the replacement launched, the stopped instance not yet terminated
 	"replace-stopped-instance": {"cloud.after.ec2.RunInstances:1"},
+	// the restart sent, its outcome not yet recorded
+	"restart-cloudflared": {"cloud.after.ssm.SendCommand:1"},
 }
 
 // TestCrashPoints kills the reconciler binary with SIGKILL at crash points

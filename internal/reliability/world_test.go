@@ -218,7 +218,9 @@ func (w *world) startNATS() {
 func (w *world) startReconciler(env ...string) *proc {
 	w.t.Helper()
 	args := append([]string{"--data-dir", w.dataDir, "--nats-url", w.natsURL(), "--admin-listen", w.adminAddr,
-		"--sandbox-listen", freeAddr(w.t), "--cloud", w.simURL(), "--log-level", "debug"}, w.recArgs...)
+		"--sandbox-listen", freeAddr(w.t), "--cloud", w.simURL(), "--log-level", "debug",
+		// The emulated cloudflared reconnects in 200 ms: no need to wait a minute.
+		"--health-grace", "3s"}, w.recArgs...)
 	w.rec = startProc(w.t, "reconciler", w.recBin, env, args...)
 	w.recLogs = append(w.recLogs, w.rec.logPath)
 	return w.rec
@@ -289,6 +291,8 @@ func (w *world) expected() (present, deleted []string) {
 	sort.Strings(deleted)
 	return present, deleted
 }
+
+func (w *world) expectedPresent() []string { p, _ := w.expected(); return p }
 
 // orgs reads /v1/orgs from the running reconciler.
 func (w *world) orgs() (map[string]state.Org, error) {
@@ -458,6 +462,24 @@ func (w *world) waitConverged(timeout time.Duration) string {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// simCalls reads /_sim/calls: per operation, per status, counts.
+func (w *world) simCalls() (total int, byStatus map[string]int, err error) {
+	var body struct {
+		Total int                       `json:"total"`
+		Ops   map[string]map[string]int `json:"ops"`
+	}
+	if err = getJSON(w.simURL()+"/_sim/calls", &body); err != nil {
+		return 0, nil, err
+	}
+	byStatus = map[string]int{}
+	for _, st := range body.Ops {
+		for code, n := range st {
+			byStatus[code] += n
+		}
+	}
+	return body.Total, byStatus, nil
 }
 
 // simWorld posts a /_sim/world action.
