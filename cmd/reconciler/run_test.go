@@ -134,3 +134,44 @@ func TestConfigErrorsNamedBeforeStart(t *testing.T) {
 		t.Fatalf("something started: %v", entries)
 	}
 }
+
+// --cloud live on the command line with every other setting in the
+// environment reaches the engine as live settings (no sandbox identities):
+// the engine is built from the one resolved configuration.
+func TestLiveFlagWithEnvironmentReachesTheEngine(t *testing.T) {
+	env := map[string]string{
+		"TUNNELWARD_NATS_URL":              "nats://nats.internal:4222",
+		"TUNNELWARD_CLOUDFLARE_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
+		"TUNNELWARD_CLOUDFLARE_ZONE_ID":    "fedcba9876543210fedcba9876543210",
+		"TUNNELWARD_CLOUDFLARE_ZONE_NAME":  "example.com",
+		"TUNNELWARD_CLOUDFLARE_API_TOKEN":  "cfTok_LiveSecretValue_0123456789abcdefghij",
+		"TUNNELWARD_AWS_REGION":            "eu-west-1",
+		"TUNNELWARD_INSTANCE_AMI":          "ami-0abcdef1234567890",
+		"TUNNELWARD_INSTANCE_SUBNET":       "subnet-0abcdef1234567890",
+		"TUNNELWARD_INSTANCE_PROFILE":      "tunnelward-instance",
+		"TUNNELWARD_WORKERS":               "9",
+		// Nothing may reach a real AWS endpoint or credential source.
+		"AWS_EC2_METADATA_DISABLED": "true",
+	}
+	getenv = func(k string) string { return env[k] }
+	defer func() { getenv = os.Getenv }()
+	var errb strings.Builder
+	_, cx, code := parseCommand([]string{"--cloud", "live", "--data-dir", t.TempDir()}, &errb, &errb)
+	if cx == nil {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if cx.cfg.Cloud != config.ModeLive || cx.cfg.Source("cloud") != "flag" || cx.cfg.Source("cloudflare-zone-name") != "env" {
+		t.Fatalf("config: cloud %q (from %s), zone name from %s", cx.cfg.Cloud, cx.cfg.Source("cloud"), cx.cfg.Source("cloudflare-zone-name"))
+	}
+	ecfg, _, err := engineConfig(context.Background(), cx.cfg, "", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ecfg.ZoneName != "example.com" || ecfg.Instance.ImageID != "ami-0abcdef1234567890" ||
+		ecfg.Instance.SubnetID != "subnet-0abcdef1234567890" || ecfg.Workers != 9 || ecfg.HealthGrace != config.DefaultHealthGrace {
+		t.Fatalf("engine config is not the live one: %+v", ecfg)
+	}
+	if cx.cfg.AWS.AccessKeyID != "" {
+		t.Fatalf("live mode carries the sandbox AWS key %q", cx.cfg.AWS.AccessKeyID)
+	}
+}
