@@ -26,8 +26,8 @@ import (
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
-// app holds the running parts, so later wiring (the reconcile engine,
-// metrics) has one place to reach them.
+// app holds the running parts of the daemon: NATS, bbolt, ingest, the
+// engine, the admin server and the metrics they all report to.
 type app struct {
 	cfg       config.Config
 	log       *slog.Logger
