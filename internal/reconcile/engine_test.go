@@ -269,9 +269,12 @@ func TestHealthStoppedInstanceReplaced(t *testing.T) {
 	old := h.org("acme").Observed.InstanceID
 	h.worldAction(cloudsim.WorldAction{Action: "stop_instance", ID: old})
 	h.apply(healthFailed("acme"))
+	// The new instance id is recorded at launch, while Ready still shows the
+	// old instance's status; the remediation's outcome marks the end.
 	h.waitFor("replacement Ready", 10*time.Second, func() bool {
 		o := h.org("acme")
-		return IsTrue(o, state.CondReady) && o.Observed.InstanceID != old
+		rs := remediations(o, ActReplace)
+		return IsTrue(o, state.CondReady) && o.Observed.InstanceID != old && len(rs) > 0 && rs[len(rs)-1].Outcome != OutcomePending
 	})
 	o := h.org("acme")
 	rs := remediations(o, ActReplace)
