@@ -50,14 +50,14 @@ func TestTokenTaggedWithInstanceArn(t *testing.T) {
 	if _, err := h.eng.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("replacement ready", 30*time.Second, func() bool {
+	// The new id is recorded at launch and tagged right after; Ready may
+	// still show the old instance's status in between, so wait for the tag.
+	var second string
+	h.waitFor("replacement tagged and ready", 30*time.Second, func() bool {
 		o := h.org("acme")
-		return o.Observed.InstanceID != first && IsTrue(o, state.CondReady)
+		second = o.Observed.InstanceID
+		return second != first && IsTrue(o, state.CondReady) && tagged() == arnOf(second)
 	})
-	second := h.org("acme").Observed.InstanceID
-	if got := tagged(); got != arnOf(second) {
-		t.Fatalf("after replacement: %s=%q, want %q", TagInstanceArn, got, arnOf(second))
-	}
 
 	// A crash between launch and tag: the tag names another instance and
 	// the org is not Ready yet. The next reconcile reads the tag and fixes it.
