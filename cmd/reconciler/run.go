@@ -143,7 +143,7 @@ func (a *app) start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := broker.EnsureStreams(sctx, a.js, log); err != nil {
-		return err
+		return withNATSCause(a.nc, err)
 	}
 
 	if err := a.startCloud(ctx); err != nil {
