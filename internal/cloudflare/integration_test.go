@@ -212,14 +212,15 @@ func TestListTunnelsAllPages(t *testing.T) {
 	if err != nil || len(all) != 8 || pages != 3 { // 8 live: 3+3+2
 		t.Fatalf("all: %d tunnels, %d pages, %v", len(all), pages, err)
 	}
-	// An exact multiple of the page size costs one empty page more.
+	// An exact multiple of the page size costs no empty page more: the
+	// answer's total_pages says the last page was the last.
 	if _, err := c.DeleteTunnel(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.DeleteTunnel(ctx, ids[2]); err != nil {
 		t.Fatal(err)
 	}
-	if got, pages, err := c.ListTunnels(ctx, ""); err != nil || len(got) != 6 || pages != 3 {
+	if got, pages, err := c.ListTunnels(ctx, ""); err != nil || len(got) != 6 || pages != 2 {
 		t.Fatalf("6 tunnels: %d in %d pages, %v", len(got), pages, err)
 	}
 }
@@ -271,8 +272,8 @@ func TestDNSRecords(t *testing.T) {
 	if err != nil || len(owned) != 6 {
 		t.Fatalf("ListRecords: %d records, %v", len(owned), err)
 	}
-	if pages != 4 { // 6 = 2+2+2, then an empty page
-		t.Fatalf("ListRecords took %d pages, want 4", pages)
+	if pages != 3 { // 6 = 2+2+2; total_pages spares the empty fourth
+		t.Fatalf("ListRecords took %d pages, want 3", pages)
 	}
 	for _, r := range owned {
 		if !strings.HasPrefix(r.Comment, "tunnelward:") {
@@ -459,5 +460,30 @@ func TestServerErrorsRetried(t *testing.T) {
 	}
 	if n := len(w.sim.State().DNSRecords); n != 10 {
 		t.Fatalf("%d records in the emulator, want 10", n)
+	}
+}
+
+// The default page sizes are the largest the API takes for tunnels (1000)
+// and the client's choice for DNS records (5000): 2,500 owned tunnels and
+// records list in 3 and 1 pages, counted by the emulator.
+func TestListDefaultPageSizes(t *testing.T) {
+	w, c := newWorld(t, cloudsim.RateLimits{}, nil)
+	const n = 2500
+	for i := range n {
+		tun := w.sim.LoadTunnel(fmt.Sprintf("tw-org%04d", i))
+		w.sim.LoadDNSRecord(cloudsim.DNSRecord{Name: fmt.Sprintf("org%04d.%s", i, cloudsim.DefaultZoneName), Type: "CNAME",
+			Content: tun.ID + ".cfargotunnel.com", Proxied: true, Comment: fmt.Sprintf("tunnelward:org=org%04d", i)})
+	}
+	w.sim.ResetCalls()
+	tuns, tp, err := c.ListTunnels(ctx, "tw-")
+	if err != nil || len(tuns) != n || tp != 3 {
+		t.Fatalf("ListTunnels: %d tunnels in %d pages, %v; want %d in 3", len(tuns), tp, err, n)
+	}
+	recs, rp, err := c.ListRecords(ctx, "tunnelward:")
+	if err != nil || len(recs) != n || rp != 1 {
+		t.Fatalf("ListRecords: %d records in %d pages, %v; want %d in 1", len(recs), rp, err, n)
+	}
+	if tl, dl := w.sim.CallCount("cf.tunnel.list"), w.sim.CallCount("cf.dns.list"); tl != 3 || dl != 1 {
+		t.Fatalf("emulator counted cf.tunnel.list %d, cf.dns.list %d; want 3 and 1", tl, dl)
 	}
 }

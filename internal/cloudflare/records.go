@@ -164,12 +164,12 @@ func (c *Client) ListRecords(ctx context.Context, commentPrefix string) ([]Recor
 }
 
 func (c *Client) listRecords(ctx context.Context, op string, filter func(*dns.RecordListParams)) ([]Record, int, error) {
-	items, pages, err := listAll(ctx, c, op, func(r dns.RecordResponse) string { return r.ID },
+	items, pages, err := listAll(ctx, c, op, c.cfg.DNSPageSize, func(r dns.RecordResponse) string { return r.ID },
 		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[dns.RecordResponse], error) {
 			var p dns.RecordListParams
 			setField(&p.ZoneID.Value, &p.ZoneID.Present, c.cfg.ZoneID)
 			setField(&p.Page.Value, &p.Page.Present, float64(page))
-			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.PageSize))
+			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.DNSPageSize))
 			filter(&p)
 			return c.records.List(ctx, p)
 		})

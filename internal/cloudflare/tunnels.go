@@ -128,13 +128,13 @@ func (c *Client) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
 // pages it fetched. The prefix is sent as include_prefix and checked again
 // here.
 func (c *Client) ListTunnels(ctx context.Context, namePrefix string) ([]Tunnel, int, error) {
-	items, pages, err := listAll(ctx, c, "tunnel.list", func(t shared.CloudflareTunnel) string { return t.ID },
+	items, pages, err := listAll(ctx, c, "tunnel.list", c.cfg.TunnelPageSize, func(t shared.CloudflareTunnel) string { return t.ID },
 		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[shared.CloudflareTunnel], error) {
 			var p zero_trust.TunnelCloudflaredListParams
 			setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
 			setField(&p.IsDeleted.Value, &p.IsDeleted.Present, false)
 			setField(&p.Page.Value, &p.Page.Present, float64(page))
-			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.PageSize))
+			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.TunnelPageSize))
 			if namePrefix != "" {
 				setField(&p.IncludePrefix.Value, &p.IncludePrefix.Present, namePrefix)
 			}
