@@ -259,7 +259,7 @@ func (s *Sim) SetFaultSettings(fs FaultSettings) error {
 // Must be called without s.mu held (it may sleep or block until ctx is done).
 func (s *Sim) injectFault(ctx context.Context, op string) Fault {
 	f := s.faults
-	now := s.now()
+	now := s.cfg.Now() // without s.mu: the wall (or test) clock, never an event's time
 
 	f.mu.Lock()
 	var latency time.Duration

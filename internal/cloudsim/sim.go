@@ -88,7 +88,8 @@ type Sim struct {
 	connectors  map[string]*Connector   // by instance id: the simulated cloudflared
 	reservation map[string][]string     // reservation id -> instance ids
 
-	sched []scheduled // pending world events, sorted by at
+	sched   []scheduled // pending world events, sorted by at
+	eventAt time.Time   // due time of the event running now (zero outside events)
 
 	calls  *callCounter // see calls.go
 	faults *faultSet    // see faults.go
@@ -126,7 +127,17 @@ func New(cfg Config) *Sim {
 func (s *Sim) Config() Config { return s.cfg }
 
 // now is the world's clock.
-func (s *Sim) now() time.Time { return s.cfg.Now() }
+// While a scheduled event runs, now is the event's own due time, so whatever
+// the event schedules in turn (a restarted cloudflared's connect, a boot) is
+// timed from when it was due, not from when a request happened to tick the
+// world: the lazy world then matches one that advanced by itself. Caller
+// holds mu (code outside mu reads s.cfg.Now()).
+func (s *Sim) now() time.Time {
+	if !s.eventAt.IsZero() {
+		return s.eventAt
+	}
+	return s.cfg.Now()
+}
 
 // scheduled is a world event that fires once its time has come.
 type scheduled struct {
@@ -151,7 +162,9 @@ func (s *Sim) tick() {
 	for len(s.sched) > 0 && !s.sched[0].at.After(now) {
 		ev := s.sched[0]
 		s.sched = s.sched[1:]
+		s.eventAt = ev.at
 		ev.fn()
+		s.eventAt = time.Time{}
 	}
 }
 

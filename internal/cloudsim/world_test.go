@@ -296,3 +296,36 @@ func TestShellScriptUnderstoodCommands(t *testing.T) {
 		t.Fatalf("ready right after restart (no token): %q %d", out, code)
 	}
 }
+
+// Time in the world advances lazily, but the world must not depend on when
+// someone looks: a restart that nobody observes for a minute connected
+// ConnectDelay after the command ran, not ConnectDelay after the next request.
+func TestWorldLazyTimeIsEventTime(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.BootDelay, c.ConnectDelay = 0, 3*time.Second })
+	ec, sc := AWSTestClients(t, e.srv.URL)
+	ctx := context.Background()
+	tid := e.createTunnel("tw-acme")
+	e.putToken(sc, acmeParam, tid)
+	iid := e.runInstance(ec, "acme", tid, acmeParam)
+	e.clock.Advance(3 * time.Second)
+	if st := e.status(tid); st != "healthy" {
+		t.Fatalf("after boot + connect: %s", st)
+	}
+	e.world(WorldAction{Action: "kill_connector", Org: "acme"})
+	sent := e.clock.Now()
+	if _, err := sc.SendCommand(ctx, &ssm.SendCommandInput{
+		DocumentName: aws.String("AWS-RunShellScript"), InstanceIds: []string{iid},
+		Parameters: map[string][]string{"commands": {"systemctl restart cloudflared"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute) // nobody looks meanwhile
+	c := e.connector(iid)
+	if !c.Connected {
+		t.Fatalf("a minute after the restart the connector is not connected: %+v", c)
+	}
+	want := sent.Add(ssmCommandRunDelay + 3*time.Second)
+	if c.ConnectedAt == nil || !c.ConnectedAt.Equal(want) {
+		t.Fatalf("connected at %v, want %v (command time + run delay + ConnectDelay)", c.ConnectedAt, want)
+	}
+}
