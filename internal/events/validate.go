@@ -71,6 +71,8 @@ type Validator struct {
 	latest   map[string]*jsonschema.Schema            // type -> newest version
 	reserved map[string]bool
 	printer  *message.Printer
+	// fast maps each type with a fast path (fastpath.go) to its schema $id.
+	fast map[string]string
 }
 
 // Option configures a Validator.
@@ -123,6 +125,12 @@ func NewValidator(opts ...Option) (*Validator, error) {
 			latestVersion[s.Type], v.latest[s.Type] = s.Version, sch
 		}
 	}
+	v.fast = map[string]string{}
+	for _, s := range all {
+		if v.latest[s.Type] == v.byType[s.Type][s.ID] && fastSchemas[s.ID] == schemaSum(s.Body) {
+			v.fast[s.Type] = s.ID
+		}
+	}
 	WithReservedSlugs(DefaultReservedSlugs)(v)
 	for _, o := range opts {
 		o(v)
@@ -143,12 +151,44 @@ func (v *Validator) Types() []string {
 // Decode validates a payload received on (or about to be published to) a
 // NATS subject and returns the typed event. Any error is a *ValidationError.
 func (v *Validator) Decode(subject string, payload []byte) (Event, error) {
+	if err := precheck(payload); err != nil {
+		return Event{}, err
+	}
+	// A valid event is taken by the fast path; anything else, including
+	// an event the fast path would have to reject, gets the library's
+	// verdict and error.
+	if ev, ok := v.decodeFast(payload); ok && v.semantic(subject, ev, ev.OrgID()) == nil {
+		return ev, nil
+	}
+	return v.decodeLibrary(subject, payload)
+}
+
+func precheck(payload []byte) error {
 	if len(payload) > MaxEventSize {
-		return Event{}, invalid(CodeTooLarge, "", "payload is %d bytes, the limit is %d", len(payload), MaxEventSize)
+		return invalid(CodeTooLarge, "", "payload is %d bytes, the limit is %d", len(payload), MaxEventSize)
 	}
 	if !utf8.Valid(payload) {
-		return Event{}, invalid(CodeInvalidUTF8, "", "payload is not valid UTF-8")
+		return invalid(CodeInvalidUTF8, "", "payload is not valid UTF-8")
 	}
+	return nil
+}
+
+// decodeLibrary is Decode through the JSON Schema library alone, after
+// precheck.
+func (v *Validator) decodeLibrary(subject string, payload []byte) (Event, error) {
+	ev, err := v.decodeSchema(payload)
+	if err != nil {
+		return Event{}, err
+	}
+	if err := v.semantic(subject, ev, ev.OrgID()); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+// decodeSchema parses and validates payload with the JSON Schema library
+// and builds the typed event; semantic rules are the caller's.
+func (v *Validator) decodeSchema(payload []byte) (Event, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
 	if err != nil {
 		return Event{}, invalid(CodeMalformedJSON, "", "not a JSON document: %v", err)
@@ -192,24 +232,17 @@ func (v *Validator) Decode(subject string, payload []byte) (Event, error) {
 		return Event{}, invalid(CodeSchema, "/time", "not an RFC 3339 time: %v", err)
 	}
 	data, _ := obj["data"].(map[string]any)
-	var orgID string
 	switch typ {
 	case TypeCreated:
 		ev.Created = &Created{OrgID: str(data, "org_id"), Slug: str(data, "slug"), InstanceType: str(data, "instance_type"), Region: str(data, "region")}
-		orgID = ev.Created.OrgID
 	case TypeDeleted:
 		ev.Deleted = &Deleted{OrgID: str(data, "org_id"), Reason: str(data, "reason")}
-		orgID = ev.Deleted.OrgID
 	case TypeHealthFailed:
 		ev.HealthFailed = &HealthFailed{OrgID: str(data, "org_id"), Reason: str(data, "reason"), Observer: str(data, "observer")}
-		orgID = ev.HealthFailed.OrgID
 	default:
 		// A schema was added without its Go type: a programming error, but
 		// never a panic.
 		return Event{}, invalid(CodeUnknownType, "/type", "event type %q has a schema but no decoder", typ)
-	}
-	if err := v.semantic(subject, ev, orgID); err != nil {
-		return Event{}, err
 	}
 	return ev, nil
 }
