@@ -187,6 +187,10 @@ func (c Clouds) validate() error {
 type Store interface {
 	Get(orgID string) (state.Org, bool, error)
 	List() ([]state.Org, error)
+	// ForEach streams every org inside one read transaction; fn must not
+	// write to the store. EnqueueAll and Sweep use it so that 100,000 orgs
+	// are never all decoded in memory at once.
+	ForEach(fn func(state.Org) error) error
 	Update(orgID string, fn func(*state.Org) error) error
 }
 

@@ -113,22 +113,23 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("plan: %w", err)
 	}
-	orgs, err := e.store.List()
-	if err != nil {
-		return nil, nil, fmt.Errorf("plan: list orgs: %w", err)
-	}
+	ix := indexInventory(inv)
 	var out []OrgPlan
 	live := map[string]bool{}
-	for _, org := range orgs {
+	err = e.store.ForEach(func(org state.Org) error {
 		if org.Desired.Presence == state.Deleted && org.Observed.DeleteDone {
-			continue
+			return nil
 		}
 		live[org.ID] = true
 		d := e.Desired(org)
 		if d.Present && d.Hostname == "" {
-			continue
+			return nil
 		}
-		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, e.ObservedFrom(inv, org))})
+		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, e.observedFrom(ix, org))})
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan: list orgs: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].OrgID < out[j].OrgID })
 	return out, findOrphans(e.cfg.ParamPrefix, inv, live), nil

@@ -247,21 +247,21 @@ func (e *Engine) Reconciles() int64 { return e.reconciles.Load() }
 // with nothing unhandled are left to the sweep, which compares them all for
 // the cost of a few list pages instead of three Cloudflare reads each.
 func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
-	orgs, err := e.store.List()
-	if err != nil {
-		return 0, fmt.Errorf("reconcile: list orgs: %w", err)
-	}
 	n := 0
-	for _, o := range orgs {
+	err := e.store.ForEach(func(o state.Org) error {
 		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
-			continue
+			return nil
 		}
 		if skipReady && o.Desired.Presence != state.Deleted && IsTrue(o, state.CondReady) &&
 			unhandledReports(o) == 0 && pendingRemediation(o) == nil {
-			continue
+			return nil
 		}
 		e.queue.Add(o.ID)
 		n++
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("reconcile: list orgs: %w", err)
 	}
 	return n, nil
 }
