@@ -43,21 +43,24 @@ func TestDiagnose(t *testing.T) {
 		resolve string
 		reason  string
 		waitMin time.Duration
+		waitMax time.Duration // 0: no upper bound
 	}{
 		{name: "healthy, no report: nothing", ob: obs("healthy", running(time.Hour))},
 		{name: "healthy with a report: false alarm", org: state.Org{HealthReports: report}, ob: obs("healthy", running(time.Hour)), false_: true},
 		{name: "healthy after a restart: pending resolved ok", org: state.Org{Remediations: pending(ActRestart, 10*time.Second)},
 			ob: obs("healthy", running(time.Hour)), resolve: OutcomeOK},
 		{name: "down with a running instance: restart", org: state.Org{HealthReports: report}, ob: obs("down", running(time.Hour)),
-			restart: true, reason: "TunnelNotHealthy", waitMin: time.Minute},
+			restart: true, reason: "TunnelNotHealthy", waitMin: 10 * time.Second, waitMax: 10 * time.Second},
 		{name: "down, no report (sweep found it): restart", ob: obs("down", running(time.Hour)), restart: true, reason: "TunnelNotHealthy"},
 		{name: "still booting: wait", org: state.Org{HealthReports: report}, ob: obs("inactive", Instance{ID: "i-1", State: "pending"}), waitMin: 10 * time.Second},
 		{name: "inactive just after launch: wait for the connect", org: state.Org{HealthReports: report}, ob: obs("inactive", running(30*time.Second)), waitMin: 10 * time.Second},
 		{name: "never connected long after launch: restart", ob: obs("inactive", running(time.Hour)), restart: true, reason: "TunnelNotHealthy"},
 		{name: "degraded without a report: watch, no action", ob: obs("degraded", running(time.Hour)), reason: "TunnelDegraded", waitMin: time.Minute},
 		{name: "degraded with a report: restart", org: state.Org{HealthReports: report}, ob: obs("degraded", running(time.Hour)), restart: true, reason: "TunnelNotHealthy"},
-		{name: "restart within grace: wait the rest", org: state.Org{Remediations: pending(ActRestart, 20*time.Second)},
-			ob: obs("down", running(time.Hour)), reason: "TunnelNotHealthy", waitMin: 40 * time.Second},
+		{name: "restart within grace: look again at the poll interval, not only at the grace's end", org: state.Org{Remediations: pending(ActRestart, 20*time.Second)},
+			ob: obs("down", running(time.Hour)), reason: "TunnelNotHealthy", waitMin: 10 * time.Second, waitMax: 10 * time.Second},
+		{name: "restart near the grace's end: wait only the rest", org: state.Org{Remediations: pending(ActRestart, 55*time.Second)},
+			ob: obs("down", running(time.Hour)), reason: "TunnelNotHealthy", waitMin: 5 * time.Second, waitMax: 5 * time.Second},
 		{name: "still down after the grace: replace", org: state.Org{Remediations: pending(ActRestart, 2*time.Minute)},
 			ob: obs("down", running(time.Hour)), replace: true, resolve: OutcomeFailed, reason: "TunnelNotHealthy"},
 		{name: "replacement recorded but never launched (crash): resume", org: state.Org{Remediations: pending(ActReplace, time.Minute)},
@@ -75,7 +78,8 @@ func TestDiagnose(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := e.diagnose(tc.org, tc.ob, tc.plan, now)
 			if (v.restart != nil) != tc.restart || (v.replace != nil) != tc.replace || v.falseAlarm != tc.false_ ||
-				v.resolvePending != tc.resolve || v.degraded != tc.reason || v.wait < tc.waitMin {
+				v.resolvePending != tc.resolve || v.degraded != tc.reason || v.wait < tc.waitMin ||
+				(tc.waitMax > 0 && v.wait > tc.waitMax) {
 				t.Fatalf("verdict %+v", v)
 			}
 			if tc.name == "stopped instance replaced by the plan is recorded" && v.replaceStopped == "" {

@@ -157,7 +157,10 @@ func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time
 			return
 		}
 		v.restart = live
-		v.wait = e.cfg.HealthGrace
+		// Look again soon: a restart usually reconnects in seconds, and the
+		// remediation is resolved the moment the tunnel is healthy; the grace
+		// only bounds how long it may take before the instance is replaced.
+		v.wait = min(e.cfg.HealthGrace, e.cfg.PollInterval)
 	}
 	if pending == nil {
 		doRestart()
@@ -167,7 +170,7 @@ func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time
 	switch pending.Action {
 	case ActRestart:
 		if age < e.cfg.HealthGrace {
-			v.wait = e.cfg.HealthGrace - age
+			v.wait = min(e.cfg.HealthGrace-age, e.cfg.PollInterval)
 			return v
 		}
 		v.resolvePending = OutcomeFailed
