@@ -517,3 +517,14 @@ func TestLogHandler(t *testing.T) {
 		t.Errorf("info logged at level warn: %s", buf.String())
 	}
 }
+
+// Durations read as durations in both log formats, not as nanoseconds.
+func TestLogDurationsReadable(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b strings.Builder
+		slog.New(Log{Format: format}.Handler(&b, false)).Info("sweep done", "took", 1500*time.Millisecond)
+		if !strings.Contains(b.String(), "1.5s") || strings.Contains(b.String(), "1500000000") {
+			t.Errorf("%s log line: %s", format, b.String())
+		}
+	}
+}

@@ -36,7 +36,7 @@ func (l Log) Handler(w io.Writer, terminal bool) slog.Handler {
 	if err != nil {
 		level = slog.LevelInfo // validated at Parse; a zero Log means info
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableDurations}
 	json := l.Format == "json" || (l.Format != "text" && !terminal)
 	if json {
 		return slog.NewJSONHandler(w, opts)
@@ -48,4 +48,13 @@ func (l Log) Handler(w io.Writer, terminal bool) slog.Handler {
 // os.Stderr), text on a terminal and JSON otherwise unless a format is set.
 func (l Log) NewLogger(f *os.File) *slog.Logger {
 	return slog.New(l.Handler(f, IsTerminal(f)))
+}
+
+// readableDurations writes durations as "1.5s" rather than JSON's integer
+// nanoseconds, so an operator reading a log line at 3 a.m. need not count zeros.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
