@@ -1,40 +1,76 @@
 package state
 
 import (
+	"container/list"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// orgCache keeps the last committed, decoded record of every org the
-// process wrote or read for writing, so Apply does not decode JSON for
-// each event (decoding was the largest CPU cost of ingest). The file stays
-// the source of truth: entries are only added after a commit, and a
-// process holds the file exclusively, so nothing changes it behind our back.
+// orgCache keeps the last committed, decoded records of the orgs written
+// most recently (an LRU of Options.CacheRecords), so Apply does not decode
+// JSON for each event of a hot org (decoding was the largest CPU cost of
+// ingest). The file stays the source of truth: entries are only added after
+// a commit, under the store's write lock, and a process holds the file
+// exclusively, so nothing changes it behind our back; an evicted record is
+// read from the file again. Bounded because a long-running reconciler
+// writes every org sooner or later: unbounded, 100,000 orgs held ~150 MB.
 type orgCache struct {
-	mu sync.Mutex
-	m  map[string]Org
+	mu  sync.Mutex
+	max int
+	m   map[string]*list.Element // values are *cacheEntry
+	lru list.List                // front: most recently used
 }
+
+type cacheEntry struct {
+	id  string
+	org Org
+}
+
+// DefaultCacheRecords is Options.CacheRecords' default: a few thousand
+// records (a few MB) cover the orgs a burst of events touches.
+const DefaultCacheRecords = 4096
 
 func (c *orgCache) get(id string) (Org, bool) {
 	c.mu.Lock()
-	o, ok := c.m[id]
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	el, ok := c.m[id]
 	if !ok {
 		return Org{}, false
 	}
-	return o.clone(), true
+	c.lru.MoveToFront(el)
+	return el.Value.(*cacheEntry).org.clone(), true
 }
 
 func (c *orgCache) putAll(orgs map[string]Org) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.max < 0 {
+		return // caching off
+	}
 	if c.m == nil {
-		c.m = make(map[string]Org, len(orgs))
+		c.m = make(map[string]*list.Element, min(len(orgs), c.max))
 	}
 	for id, o := range orgs {
-		c.m[id] = o.clone()
+		if el, ok := c.m[id]; ok {
+			el.Value.(*cacheEntry).org = o.clone()
+			c.lru.MoveToFront(el)
+			continue
+		}
+		c.m[id] = c.lru.PushFront(&cacheEntry{id: id, org: o.clone()})
 	}
+	for c.lru.Len() > c.max {
+		el := c.lru.Back()
+		delete(c.m, el.Value.(*cacheEntry).id)
+		c.lru.Remove(el)
+	}
+}
+
+// len is the number of cached records.
+func (c *orgCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
 }
 
 // clone copies the slices, so a caller appending to or editing a record

@@ -38,7 +38,7 @@ type Observed struct {
 	InstanceGeneration int64     `json:"instance_generation,omitempty"`
 	IngressHost        string    `json:"ingress_host,omitempty"` // hostname last written to the tunnel config
 	TunnelStatus       string    `json:"tunnel_status,omitempty"`
-	ObservedAt         time.Time `json:"observed_at,omitempty"`
+	ObservedAt         time.Time `json:"observed_at,omitzero"`
 	// DeleteDone is set when every resource of a deleted org is gone.
 	DeleteDone bool `json:"delete_done,omitempty"`
 	// Launch bookkeeping (reconcile engine): the RunInstances ClientToken is
@@ -94,7 +94,9 @@ type Remediation struct {
 	Detail  string    `json:"detail,omitempty"`
 }
 
-// Org is the record of one org.
+// Org is the record of one org. Zero times are left out of the JSON
+// (omitzero): records written with them decode the same, so this needed no
+// schema version.
 type Org struct {
 	ID          string    `json:"id"`
 	Desired     Desired   `json:"desired"`
@@ -114,6 +116,6 @@ type Org struct {
 	Observed     Observed      `json:"observed"`
 	Conditions   []Condition   `json:"conditions,omitempty"`
 	LastError    string        `json:"last_error,omitempty"`
-	LastErrorAt  time.Time     `json:"last_error_at,omitempty"`
+	LastErrorAt  time.Time     `json:"last_error_at,omitzero"`
 	Remediations []Remediation `json:"remediations,omitempty"` // newest last, capped
 }

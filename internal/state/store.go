@@ -53,6 +53,13 @@ type Options struct {
 	ReadOnly bool
 	// MaxHealthReports caps the reports kept per org (default 20).
 	MaxHealthReports int
+	// CacheRecords bounds the decoded records kept for writers (default
+	// DefaultCacheRecords; negative: none).
+	CacheRecords int
+	// SyncFreelist writes bbolt's freelist at every commit. Off (the
+	// default), commits are cheaper (ingest) but bbolt rebuilds the
+	// freelist at open by walking every page of the file.
+	SyncFreelist bool
 }
 
 // Store is the bbolt file holding every org's record.
@@ -78,6 +85,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if opts.MaxHealthReports <= 0 {
 		opts.MaxHealthReports = 20
 	}
+	if opts.CacheRecords == 0 {
+		opts.CacheRecords = DefaultCacheRecords
+	}
 	// bbolt panics on some kinds of corruption while reading pages, and a
 	// truncated file faults (SIGBUS) when its mmap is read past the end;
 	// turn both into errors for this goroutine while the file is checked.
@@ -98,7 +108,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err := scanFile(path, opts.Timeout); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, NoFreelistSync: !opts.SyncFreelist, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		switch {
 		case errors.Is(err, bolterrors.ErrTimeout):
@@ -111,10 +121,13 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	s = &Store{db: db, path: path, opts: opts}
+	s.cache.max = opts.CacheRecords
 	if err := s.migrate(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	// The checks above read every page; nothing needs them resident now.
+	_ = s.db.View(func(tx *bolt.Tx) error { dropResident(tx); return nil })
 	return s, nil
 }
 
@@ -256,9 +269,12 @@ func (s *Store) Get(orgID string) (Org, bool, error) {
 }
 
 // ForEach calls fn for every org in id order, inside one read transaction;
-// fn must not call back into the store's write methods.
+// fn must not call back into the store's write methods. A full pass leaves
+// none of the file's pages resident (dropResident): the sweep streams every
+// org every few minutes, and would otherwise keep the whole file in RSS.
 func (s *Store) ForEach(fn func(Org) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		defer dropResident(tx)
 		return tx.Bucket(bucketOrgs).ForEach(func(k, v []byte) error {
 			var o Org
 			if err := json.Unmarshal(v, &o); err != nil {

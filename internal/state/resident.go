@@ -1,0 +1,27 @@
+//go:build linux
+
+package state
+
+import (
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// dropResident tells the kernel the process no longer needs the pages of
+// bbolt's memory map resident (madvise MADV_DONTNEED). The map is a
+// read-only shared map of the file, so nothing is lost: the pages stay in
+// the page cache (reclaimable, not the process's RSS) and the next read of
+// one faults it back in. Whole-file passes (the open-time checks, every
+// sweep's ForEach) otherwise leave the whole file resident: 160 MB at
+// 100,000 orgs. It must run inside a transaction: an open transaction holds
+// bbolt's mmap lock, so the map cannot be moved or unmapped meanwhile and
+// the range is still bbolt's. Best effort: an error changes nothing.
+func dropResident(tx *bolt.Tx) {
+	info := tx.DB().Info()
+	size := tx.Size() // high-water mark of the file's pages, within the map
+	if info == nil || info.Data == 0 || size <= 0 {
+		return
+	}
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, info.Data, uintptr(size), syscall.MADV_DONTNEED)
+}
