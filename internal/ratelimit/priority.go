@@ -1,0 +1,118 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+)
+
+// Priority orders callers waiting on one shared limiter.
+type Priority int
+
+const (
+	// Normal is work that starts something new (creating an org).
+	Normal Priority = iota
+	// High is work that finishes what was started (a readiness poll of an
+	// org already launched, a delete in progress): one cheap call that
+	// turns spent budget into a Ready org, so it should not queue behind
+	// hundreds of creations.
+	High
+)
+
+type priorityKey struct{}
+
+// WithPriority marks the calls made with ctx.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+// PriorityOf is the priority ctx carries (Normal when none).
+func PriorityOf(ctx context.Context) Priority {
+	p, _ := ctx.Value(priorityKey{}).(Priority)
+	return p
+}
+
+// Prioritized hands an inner limiter's permits out by priority: waiters
+// queue in two FIFOs and only the head of the queue (every High waiter
+// before any Normal one) waits on the inner limiter. The inner limiter
+// alone decides how many calls pass and when, so the budget it enforces is
+// unchanged; only the order changes.
+type Prioritized struct {
+	inner Limiter
+
+	mu     sync.Mutex
+	queues [2][]*waiter // by Priority
+	busy   bool         // a waiter holds the turn (is waiting on inner)
+}
+
+type waiter struct {
+	turn    chan struct{} // closed when the waiter gets the turn
+	granted bool
+}
+
+// NewPrioritized wraps inner.
+func NewPrioritized(inner Limiter) *Prioritized { return &Prioritized{inner: inner} }
+
+// Wait blocks until the caller, in priority order, got a permit from the
+// inner limiter, or ctx ends.
+func (p *Prioritized) Wait(ctx context.Context) error {
+	pr := PriorityOf(ctx)
+	if pr != High {
+		pr = Normal
+	}
+	w := &waiter{turn: make(chan struct{})}
+	p.mu.Lock()
+	p.queues[pr] = append(p.queues[pr], w)
+	p.dispatchLocked()
+	p.mu.Unlock()
+
+	select {
+	case <-w.turn:
+	case <-ctx.Done():
+		p.mu.Lock()
+		if !w.granted {
+			q := p.queues[pr]
+			for i := range q {
+				if q[i] == w {
+					p.queues[pr] = append(q[:i:i], q[i+1:]...)
+					break
+				}
+			}
+			p.mu.Unlock()
+			return ctx.Err()
+		}
+		p.mu.Unlock() // the turn came as ctx ended: pass it on below
+	}
+	err := p.inner.Wait(ctx)
+	p.mu.Lock()
+	p.busy = false
+	p.dispatchLocked()
+	p.mu.Unlock()
+	return err
+}
+
+// dispatchLocked gives the turn to the first High waiter, else the first
+// Normal one, when nobody holds it.
+func (p *Prioritized) dispatchLocked() {
+	if p.busy {
+		return
+	}
+	for pr := High; pr >= Normal; pr-- {
+		if q := p.queues[pr]; len(q) > 0 {
+			w := q[0]
+			q[0] = nil
+			p.queues[pr] = q[1:]
+			w.granted = true
+			p.busy = true
+			close(w.turn)
+			return
+		}
+	}
+}
+
+// Waiting is how many callers of each priority wait for their turn (not
+// counting the one waiting on the inner limiter). For tests and metrics.
+func (p *Prioritized) Waiting() (high, normal int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queues[High]), len(p.queues[Normal])
+}
