@@ -78,7 +78,7 @@ func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 			}
 			out = append(out, oc)
 		}
-		return nil
+		return t.flush()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply %d facts to %s: %w", len(facts), s.path, err)

@@ -332,7 +332,10 @@ func (s *Store) Update(orgID string, fn func(*Org) error) error {
 				o.HealthReports[i].Handled = true
 			}
 		}
-		return t.put(o)
+		if err := t.put(o); err != nil {
+			return err
+		}
+		return t.flush()
 	})
 	if err == nil {
 		t.committed()
