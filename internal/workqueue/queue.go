@@ -8,6 +8,7 @@ package workqueue
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -25,6 +26,8 @@ type Queue struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
 	queue      []string            // keys in order; each also in dirty
+	nFirst     int                 // queue[:nFirst] are keys added with AddAfterFirst
+	first      map[string]struct{} // keys that go ahead of the others when queued
 	dirty      map[string]struct{} // keys that need processing
 	processing map[string]struct{} // keys handed to a worker and not Done
 	waiting    map[string]*delayed // keys scheduled for later
@@ -54,6 +57,7 @@ func New(cfg Config) *Queue {
 		dirty:      map[string]struct{}{},
 		processing: map[string]struct{}{},
 		waiting:    map[string]*delayed{},
+		first:      map[string]struct{}{},
 		failures:   map[string]int{},
 		rnd:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
@@ -80,8 +84,37 @@ func (q *Queue) addLocked(key string) {
 	if _, ok := q.processing[key]; ok {
 		return // Done will queue it
 	}
-	q.queue = append(q.queue, key)
+	q.enqueueLocked(key)
+}
+
+// enqueueLocked puts a dirty key in line: after the other first keys when
+// it was added with AddAfterFirst, else at the end.
+func (q *Queue) enqueueLocked(key string) {
+	if _, ok := q.first[key]; ok {
+		q.queue = slices.Insert(q.queue, q.nFirst, key)
+		q.nFirst++
+	} else {
+		q.queue = append(q.queue, key)
+	}
 	q.cond.Signal()
+}
+
+// AddAfterFirst is AddAfter for work that finishes something already
+// started (a readiness poll, a delete in progress): when due, key is
+// handed out before every key added otherwise, in the order such keys
+// came due. A key already queued the ordinary way moves ahead now.
+func (q *Queue) AddAfterFirst(key string, delay time.Duration) {
+	q.mu.Lock()
+	if !q.shutdown {
+		q.first[key] = struct{}{}
+		if i := slices.Index(q.queue[q.nFirst:], key); i >= 0 {
+			q.queue = slices.Delete(q.queue, q.nFirst+i, q.nFirst+i+1)
+			q.queue = slices.Insert(q.queue, q.nFirst, key)
+			q.nFirst++
+		}
+	}
+	q.mu.Unlock()
+	q.AddAfter(key, delay)
 }
 
 // AddAfter adds key once delay has passed. When the key is already waiting,
@@ -166,6 +199,12 @@ func (q *Queue) Get() (key string, shutdown bool) {
 	key = q.queue[0]
 	q.queue[0] = ""
 	q.queue = q.queue[1:]
+	if q.nFirst > 0 {
+		q.nFirst--
+	}
+	if _, later := q.waiting[key]; !later {
+		delete(q.first, key)
+	}
 	q.processing[key] = struct{}{}
 	delete(q.dirty, key)
 	return key, false
@@ -178,8 +217,7 @@ func (q *Queue) Done(key string) {
 	defer q.mu.Unlock()
 	delete(q.processing, key)
 	if _, ok := q.dirty[key]; ok {
-		q.queue = append(q.queue, key)
-		q.cond.Signal()
+		q.enqueueLocked(key)
 	}
 	if len(q.processing) == 0 {
 		q.cond.Broadcast() // wakes ShutDownWithDrain
