@@ -114,10 +114,13 @@ func New(cfg Config) (*Client, error) {
 		cfg.DNSPageSize = cmp.Or(max(cfg.PageSize, 0), DefaultDNSPageSize)
 	}
 	cfg.ZoneName = strings.TrimSuffix(strings.ToLower(cfg.ZoneName), ".")
-	lim, err := ratelimit.NewWindowLimiter(cfg.Budget)
+	window, err := ratelimit.NewWindowLimiter(cfg.Budget)
 	if err != nil {
 		return nil, fmt.Errorf("cloudflare config: %w", err)
 	}
+	// Calls whose context carries ratelimit.High (readiness polls, deletes)
+	// get the budget's next request before waiting creations.
+	lim := ratelimit.NewPrioritized(window)
 	hc := &http.Client{Timeout: 60 * time.Second}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
 )
@@ -361,8 +362,10 @@ func (e *Engine) process(parent context.Context, orgID string) {
 	default:
 		e.queue.Forget(orgID)
 		if res.RequeueAfter > 0 {
+			// A requeue waits for a boot, a connect or a remediation's
+			// grace: finishing work, served before new orgs.
 			result = "requeue"
-			e.queue.AddAfter(orgID, res.RequeueAfter)
+			e.queue.AddAfterFirst(orgID, res.RequeueAfter)
 		}
 	}
 	e.cfg.Metrics.ObserveReconcile(result, time.Since(start))
@@ -379,6 +382,9 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 		return Result{}, nil // never created: nothing of it can exist
 	}
 	log := e.log.With("org_id", orgID)
+	if e.finishing(org) {
+		ctx = ratelimit.WithPriority(ctx, ratelimit.High)
+	}
 	var res Result
 	if org.Desired.Presence == state.Deleted {
 		if org.Observed.DeleteDone {
@@ -389,6 +395,15 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 		res, err = e.converge(ctx, log, org, e.presentOrg)
 	}
 	return res, err
+}
+
+// finishing reports whether reconciling org finishes work already started
+// (a delete, a launched org not yet Ready, a scheduled readiness poll): its
+// Cloudflare calls go before those of orgs not started yet, so a burst of
+// creations does not hold back orgs one call away from Ready.
+func (e *Engine) finishing(org state.Org) bool {
+	return org.Desired.Presence == state.Deleted || e.polling(org.ID) ||
+		(org.Observed.InstanceID != "" && !IsTrue(org, state.CondReady))
 }
 
 // converge runs one step function and records its error on the org.
