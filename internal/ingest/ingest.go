@@ -196,11 +196,13 @@ func (in *Ingester) setErr(field *error, err error) {
 	in.mu.Unlock()
 }
 
-// Run consumes until ctx is cancelled. A fetcher goroutine keeps the next
-// batch in flight while the current one is validated and committed, so
-// network round trips overlap with the work. When ctx ends, fetching stops;
-// batches already fetched are still committed and acked (that is what a
-// graceful stop means); then Run flushes the acks and returns nil.
+// Run consumes until ctx is cancelled. Three stages overlap, each one batch
+// apart: a fetcher keeps the next fetch in flight, a preparer validates the
+// batch fetched before, and the committer commits and acks the one before
+// that, so network round trips, validation and the bbolt commit (fsync) run
+// side by side. When ctx ends, fetching stops; batches already fetched are
+// still validated, committed and acked (that is what a graceful stop
+// means); then Run flushes the acks and returns nil.
 func (in *Ingester) Run(ctx context.Context) error {
 	in.mu.Lock()
 	in.running = true
@@ -210,9 +212,16 @@ func (in *Ingester) Run(ctx context.Context) error {
 		in.running = false
 		in.mu.Unlock()
 	}()
+	fetched := make(chan []jetstream.Msg, 1)
 	batches := make(chan *batch, 1)
 	go func() {
 		defer close(batches)
+		for msgs := range fetched { // the committer drains until close, so the send never blocks forever
+			batches <- in.prepare(msgs)
+		}
+	}()
+	go func() {
+		defer close(fetched)
 		for ctx.Err() == nil {
 			msgs, err := in.fetch(ctx)
 			if err != nil {
@@ -226,8 +235,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 			in.setErr(&in.fetchErr, nil)
 			if len(msgs) > 0 {
-				// Decoding here overlaps with the previous batch's commit.
-				batches <- in.prepare(msgs) // the committer drains until close, so this never blocks forever
+				fetched <- msgs // the preparer drains until close
 			}
 		}
 	}()
