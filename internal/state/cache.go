@@ -93,8 +93,16 @@ type txOrgs struct {
 }
 
 func (s *Store) txOrgs(tx *bolt.Tx) *txOrgs {
-	return &txOrgs{s: s, b: tx.Bucket(bucketOrgs), written: map[string]Org{}}
+	b := tx.Bucket(bucketOrgs)
+	// Records are written in key order (flush) and mostly rewritten in
+	// place: bbolt's default split at half a page left the leaves of such a
+	// file about half full (177 MB for 100,000 Ready orgs' 116 MB).
+	b.FillPercent = orgsFillPercent
+	return &txOrgs{s: s, b: b, written: map[string]Org{}}
 }
+
+// orgsFillPercent is how full bbolt fills a leaf before it splits it.
+const orgsFillPercent = 0.9
 
 func (t *txOrgs) get(id string) (Org, bool, error) {
 	if o, ok := t.written[id]; ok {
@@ -131,4 +139,7 @@ func (t *txOrgs) flush() error {
 }
 
 // committed publishes the transaction's writes to the cache.
-func (t *txOrgs) committed() { t.s.cache.putAll(t.written) }
+func (t *txOrgs) committed() {
+	t.s.cache.putAll(t.written)
+	t.s.afterCommit()
+}

@@ -6,3 +6,5 @@ import bolt "go.etcd.io/bbolt"
 
 // dropResident is Linux-only (madvise); elsewhere the pages stay resident.
 func dropResident(*bolt.Tx) {}
+
+func (s *Store) afterCommit() {}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,6 +74,9 @@ type Store struct {
 	// commit and publish, and write a stale record back (lost update).
 	// bbolt serializes writers anyway, so holding it costs no concurrency.
 	wmu sync.Mutex
+	// lastDrop is when the map's resident pages were last dropped
+	// (afterCommit), in Unix ns.
+	lastDrop atomic.Int64
 }
 
 // Open opens or creates the state file at path and migrates it to
