@@ -68,6 +68,7 @@ func findCommand(name string) (command, bool) {
 var getenv = os.Getenv
 
 func main() {
+	setMemoryLimit()
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
