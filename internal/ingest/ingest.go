@@ -426,6 +426,9 @@ func (in *Ingester) commit(ctx context.Context, b *batch) error {
 // tells the engine which orgs changed.
 func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) {
 	notified := map[string]bool{}
+	// Checked once: building the per-event debug line's arguments costs
+	// allocations even when the line is dropped.
+	debug := in.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, i := range valid {
 		it, oc := items[i], outcomes[k]
 		if oc.Result == state.ResultIgnoredUnknown && it.delivered < uint64(in.cfg.DeferAttempts) {
@@ -457,7 +460,9 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 		default:
 			in.ignored.Add(1)
 		}
-		in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
+		if debug {
+			in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)
+		}
 		if oc.Result == state.ResultIgnoredUnknown || oc.Result == state.ResultIgnoredDeleted {
 			in.log.Warn("event ignored", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "detail", oc.Detail)
 		}
