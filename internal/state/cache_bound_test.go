@@ -117,6 +117,9 @@ func TestReadsAfterDropResident(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	old := dropAfterBytes
+	dropAfterBytes = 4096 // drop many times within each pass
+	t.Cleanup(func() { dropAfterBytes = old })
 	for pass := range 2 {
 		n := 0
 		if err := s.ForEach(func(o Org) error {

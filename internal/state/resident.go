@@ -27,6 +27,9 @@ func dropResident(tx *bolt.Tx) {
 	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, info.Data, uintptr(size), syscall.MADV_DONTNEED)
 }
 
+// dropAfterBytes is how much a ForEach pass reads between drops.
+var dropAfterBytes = 8 << 20 // a variable for tests
+
 // dropEvery spaces the drops after commits: writes read the pages they
 // change through the map, so without drops a reconciler that writes every
 // org over time (ingest, the engine) ends with the whole file resident.

@@ -8,3 +8,5 @@ import bolt "go.etcd.io/bbolt"
 func dropResident(*bolt.Tx) {}
 
 func (s *Store) afterCommit() {}
+
+var dropAfterBytes = 8 << 20 // a variable for tests

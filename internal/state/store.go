@@ -273,13 +273,19 @@ func (s *Store) Get(orgID string) (Org, bool, error) {
 }
 
 // ForEach calls fn for every org in id order, inside one read transaction;
-// fn must not call back into the store's write methods. A full pass leaves
-// none of the file's pages resident (dropResident): the sweep streams every
-// org every few minutes, and would otherwise keep the whole file in RSS.
+// fn must not call back into the store's write methods. The pass drops the
+// pages it read from residency as it goes (dropResident, every few MB of
+// records, and at the end): the sweep streams every org every few minutes,
+// and would otherwise bring the whole file into RSS each time.
 func (s *Store) ForEach(fn func(Org) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		defer dropResident(tx)
+		read := 0
 		return tx.Bucket(bucketOrgs).ForEach(func(k, v []byte) error {
+			if read += len(v); read >= dropAfterBytes {
+				dropResident(tx) // the record being read is faulted in again
+				read = 0
+			}
 			var o Org
 			if err := json.Unmarshal(v, &o); err != nil {
 				return fmt.Errorf("decode org %s: %w", k, err)
