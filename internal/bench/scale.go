@@ -369,7 +369,7 @@ func benchScale(ctx context.Context, o Options) ([]Row, error) {
 		Bound:    fmt.Sprintf("empty store: RSS %s (heap %s)", mb(base.RSS), mb(base.HeapInuse)),
 		Goal:     "<= 200 MB RSS",
 		Met:      met(peak <= 200<<20),
-		Note: fmt.Sprintf("child process = the engine's startup path (state.Open checks every record, provider clients, reconcile.New, EnqueueAll(skipReady) queued %d orgs), RSS from /proc/self/status: peak %s after state.Open (%s), %s after startup (heap %s), %s after one event applied to every org as ingest would (fills the state record cache; heap %s, took %s); peak VmHWM %s (at the end: RssAnon %s, RssFile %s = bbolt's mmap, Go HeapSys %s); what-if: the same startup selecting orgs while streaming records (state.ForEach) instead of EnqueueAll's state.List of all of them peaks at RSS %s; %s; bbolt file %s, preloaded in %s",
+		Note: fmt.Sprintf("child process = the engine's startup path (state.Open checks every record, provider clients, reconcile.New, EnqueueAll(skipReady) queued %d orgs), RSS from /proc/self/status: peak %s after state.Open (%s), %s after startup (heap %s), %s after one event applied to every org as ingest would (fills the state record cache; heap %s, took %s); peak VmHWM %s (at the end: RssAnon %s, RssFile %s = bbolt's mmap, Go HeapSys %s); what-if: the same selection streamed by hand (state.ForEach; EnqueueAll streams too since it stopped using state.List) peaks at RSS %s; %s; bbolt file %s, preloaded in %s",
 			big.Orgs, mb(big.OpenHWM), secs(time.Duration(big.OpenNS)), mb(big.RSS), mb(big.HeapInuse), mb(big.TouchedRSS), mb(big.HeapTouch), secs(time.Duration(big.TouchNS)), mb(big.HWM), mb(big.Anon), mb(big.File), mb(big.HeapSys), mb(max(whatIf.RSS, whatIf.HWM)), records, mb(uint64(fi.Size())), secs(loadTook)),
 	})
 	rows = append(rows, Row{
@@ -526,10 +526,14 @@ func procRSS(pid int) (rss, hwm uint64, err error) {
 // realProcess runs the reconciler binary on dataDir (state.db inside) with
 // an external NATS server and the emulator at simURL, measures the time to
 // /readyz 200, then samples its RSS for window and returns the peak.
-func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, window time.Duration) (ready time.Duration, rssReady, peak uint64, err error) {
+//
+// Sampling stops early, 2 s after the process's first sweep finished (its
+// tunnelward_sweeps_total metric), when that comes before the window ends;
+// sweepDone is then the time from start to that sweep's end (0 otherwise).
+func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, window time.Duration) (ready, sweepDone time.Duration, rssReady, peak uint64, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	admin := l.Addr().String()
 	l.Close()
@@ -539,7 +543,7 @@ func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, wind
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -562,27 +566,54 @@ func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, wind
 			}
 		}
 		if time.Since(start) > 2*time.Minute {
-			return 0, 0, 0, fmt.Errorf("reconciler not ready after 2 minutes; stderr: %s", tail(stderr.String(), 600))
+			return 0, 0, 0, 0, fmt.Errorf("reconciler not ready after 2 minutes; stderr: %s", tail(stderr.String(), 600))
 		}
 		if cmd.ProcessState != nil {
-			return 0, 0, 0, fmt.Errorf("reconciler exited: %s", tail(stderr.String(), 600))
+			return 0, 0, 0, 0, fmt.Errorf("reconciler exited: %s", tail(stderr.String(), 600))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	ready = time.Since(start)
 	if rssReady, _, err = procRSS(cmd.Process.Pid); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	end := time.Now().Add(window)
-	for time.Now().Before(end) {
+	for i := 0; time.Now().Before(end); i++ {
 		r, h, err := procRSS(cmd.Process.Pid)
 		if err != nil {
-			return 0, 0, 0, fmt.Errorf("reconciler died while measured: %v; stderr: %s", err, tail(stderr.String(), 600))
+			return 0, 0, 0, 0, fmt.Errorf("reconciler died while measured: %v; stderr: %s", err, tail(stderr.String(), 600))
 		}
 		peak = max(peak, r, h)
+		if sweepDone == 0 && i%10 == 0 && sweptOnce(hc, admin) {
+			sweepDone = time.Since(start)
+			if soon := time.Now().Add(2 * time.Second); soon.Before(end) {
+				end = soon
+			}
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return ready, rssReady, peak, nil
+	return ready, sweepDone, rssReady, peak, nil
+}
+
+// sweptOnce reports whether the reconciler at admin finished a sweep.
+func sweptOnce(hc *http.Client, admin string) bool {
+	res, err := hc.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "tunnelward_sweeps_total{") {
+			continue
+		}
+		if f := strings.Fields(line); len(f) == 2 && f[1] != "0" {
+			return true
+		}
+	}
+	return false
 }
 
 func tail(s string, n int) string {
@@ -605,14 +636,26 @@ func realProcessRow(ctx context.Context, o Options, bin, dir, db string, n int, 
 	if err := os.Rename(db, filepath.Join(dataDir, "state.db")); err != nil {
 		return Row{}, err
 	}
+	// With Ready orgs the window is long enough for the first sweep to
+	// list everything (CF pages at the budget's 3.8/s, SSM's 50 per page at
+	// its 36/s) and compare every org; sampling stops 2 s after it.
 	window := pick(o, 2*time.Second, 10*time.Second, 20*time.Second)
-	ready, rssReady, peak, err := realProcess(ctx, bin, dataDir, e.srv.ClientURL(), simURL, window)
+	if observed {
+		window = pick(o, 2*time.Second, 120*time.Second, 150*time.Second)
+	}
+	ready, sweepDone, rssReady, peak, err := realProcess(ctx, bin, dataDir, e.srv.ClientURL(), simURL, window)
 	if err != nil {
 		return Row{}, err
 	}
 	what := "desired-only records and an empty emulator: no org is Ready, so every org is queued at start and the workers begin creating at the Cloudflare budget's pace"
 	if observed {
-		what = "records of Ready orgs and the same orgs converged in the emulator: none is queued at start, and the first sweep (2,000 Cloudflare list pages at the default budget of 1150 per 5 min) is still listing when the sampling ends"
+		what = fmt.Sprintf("records of Ready orgs and the same orgs converged in the emulator: none is queued at start; the first sweep lists %d Cloudflare pages (tunnels %d, DNS records %d per page) at the default budget of 1150 per 5 min, %d EC2 and %d SSM pages",
+			pages(n, cfTunnelPageSize)+pages(n, cfDNSPageSize), cfTunnelPageSize, cfDNSPageSize, pages(n, ec2PageSize), pages(n, ssmPageSize))
+	}
+	if sweepDone > 0 {
+		what += fmt.Sprintf("; the first sweep finished %s after start (sampling ended 2 s later)", secs(sweepDone))
+	} else {
+		what += "; the first sweep had not finished when the sampling ended"
 	}
 	return Row{
 		Figure:   fmt.Sprintf("6 scale: real reconciler, %s orgs", thousands(float64(n))),
