@@ -22,6 +22,7 @@ import (
 // reconnects by itself and its /readyz shows the outage, and publishers
 // running during the outage either succeed after it or fail loudly.
 func TestBrokerRestart(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, worldOpts{simArgs: fastWorld})
 	pub := binary(t, "publisher", "./cmd/publisher")
 	w.startReconciler()
@@ -49,7 +50,7 @@ func TestBrokerRestart(t *testing.T) {
 			// Mostly health reports (cheap to remediate: a false alarm),
 			// and a new org now and then.
 			var data any = events.HealthFailed{OrgID: "steady", Reason: fmt.Sprintf("probe %d", i), Observer: "reliability"}
-			if i%10 == 0 && i < 50 {
+			if i%10 == 0 && i < 20 {
 				data = events.Created{OrgID: fmt.Sprintf("flow-%03d", i), Slug: fmt.Sprintf("flow-%03d", i)}
 			}
 			ev, _ := events.New(data)

@@ -13,10 +13,11 @@ import (
 // while the emulator answers a large share of calls with 5xx, throttling,
 // latency (and, in the heavy run, hangs until the client gives up): every
 // org converges, nothing leaks, nothing is duplicated, no event is lost.
-// Default: 6 orgs; TUNNELWARD_RELIABILITY=1: TUNNELWARD_RELIABILITY_ORGS
+// Default: 4 orgs; TUNNELWARD_RELIABILITY=1: TUNNELWARD_RELIABILITY_ORGS
 // (default 200) with 1% hangs.
 func TestFaultStorm(t *testing.T) {
-	n, timeout := 6, 90*time.Second
+	t.Parallel()
+	n, timeout := 4, 90*time.Second
 	rule := map[string]any{"op": "*", "error_rate": 0.2, "error_status": 503, "throttle_rate": 0.05, "retry_after": "1s",
 		"latency_min": "0s", "latency_max": "20ms"}
 	if Heavy() {

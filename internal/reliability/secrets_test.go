@@ -69,11 +69,12 @@ func (w *world) tunnelTokens(t *testing.T) []string {
 // level), /metrics, /healthz, /readyz, /v1 responses, the bbolt file's
 // bytes, user-data and tags in the emulator, status and plan output.
 func TestSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
 	rules := `[{"op":"*","error_rate":0.1,"error_status":502,"throttle_rate":0.05,"retry_after":"1s"}]`
 	w := newWorld(t, worldOpts{simArgs: append([]string{"--faults", rules}, fastWorld...)})
 	w.startReconciler()
 	w.waitReady()
-	for _, org := range []string{"keep", "restart", "replace", "gone"} {
+	for _, org := range []string{"keep", "restart", "replace", "gone"} { // one of each fate
 		w.create(org)
 	}
 	if p := w.waitConverged(60 * time.Second); p != "" {

@@ -9,6 +9,9 @@ import (
 // reconciler against cloudsim and nats-server processes converges creates,
 // a delete and a health failure with nothing leaked.
 func TestProcessLifecycle(t *testing.T) {
+	if !Heavy() {
+		t.Skip("heavy: the fault tests cover this path; set TUNNELWARD_RELIABILITY=1")
+	}
 	w := newWorld(t, worldOpts{simArgs: fastWorld})
 	w.startReconciler()
 	w.waitReady()
