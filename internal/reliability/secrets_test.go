@@ -368,4 +368,3 @@ func runWithTimeout(cmd *exec.Cmd, d time.Duration) (string, error) {
 		return out.String(), fmt.Errorf("still running after %s", d)
 	}
 }
-
