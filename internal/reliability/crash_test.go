@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
+	"github.com/tunnelward/tunnelward/internal/events"
 )
 
 // crashScenario is one piece of work the reconciler is killed in the middle
@@ -20,11 +22,38 @@ type crashScenario struct {
 	setup   func(w *world)
 	act     func(w *world)
 	timeout time.Duration // convergence after the restart
+	check   func(w *world) string // extra check after convergence ("" fine)
 }
 
 const crashOrg = "crashorg"
 
 var crashScenarios = []crashScenario{
+	{name: "dead-letter", act: func(w *world) {
+		if _, err := w.js.Publish(context.Background(), "orgs."+crashOrg+".created", []byte(`{"type":"org.created"}`)); err != nil {
+			w.t.Fatal(err)
+		}
+		w.create(crashOrg)
+	}, timeout: 45 * time.Second, check: func(w *world) string {
+		// The invalid event is dead-lettered exactly once, never lost, never twice.
+		var n uint64
+		for deadline := time.Now().Add(15 * time.Second); n == 0 && time.Now().Before(deadline); {
+			s, err := w.js.Stream(context.Background(), events.DLQStream)
+			if err != nil {
+				return err.Error()
+			}
+			info, err := s.Info(context.Background())
+			if err != nil {
+				return err.Error()
+			}
+			if n = info.State.Msgs; n == 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if n != 1 {
+			return fmt.Sprintf("DLQ holds %d messages, want 1", n)
+		}
+		return ""
+	}},
 	{name: "create", act: func(w *world) { w.create(crashOrg) }, timeout: 45 * time.Second},
 	{name: "delete", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) { w.delete(crashOrg) }, timeout: 45 * time.Second},
 	{name: "replace-stopped-instance", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) {
@@ -109,6 +138,9 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 	res.reached = true
 	w.startReconciler()
 	res.problem = w.waitConverged(sc.timeout)
+	if res.problem == "" && sc.check != nil {
+		res.problem = sc.check(w)
+	}
 	res.took = time.Since(start)
 	return res, nil
 }
@@ -130,6 +162,8 @@ func points(trace []string) []string {
 var crashPointsQuick = map[string][]string{
 	"create": {"ingest.commit.after:1", "cloud.after.ec2.RunInstances:1"},
 	"delete": {"cloud.after.cf.tunnel.delete:1"},
+	// dead-lettered, not yet terminated: redelivered, dead-lettered again (deduplicated)
+	"dead-letter": {"ingest.term.before:1"},
 	// the restart sent, its outcome not yet recorded
 	"restart-cloudflared": {"cloud.after.ssm.SendCommand:1"},
 }
