@@ -184,13 +184,14 @@ func (c *Client) do(ctx context.Context, op, resource string, fn func(ctx contex
 	return c.call.Do(ctx, op, resource, fn)
 }
 
-// listAll fetches every page of a V4 page-numbered list. It stops on an empty
-// or short page (so a full listing costs ceil(n/pageSize) calls, plus one
-// only when n is an exact multiple) and refuses a server that ignores the
-// page parameter instead of looping forever.
+// listAll fetches every page of a V4 page-numbered list and hands each item
+// to each, page by page, so only one page of the SDK's decoded items (which
+// carry their raw JSON) is held at a time: accumulated, 100,000 DNS records
+// and tunnels held hundreds of MB. It stops at total_pages or on an empty or
+// short page, and refuses a server that ignores the page parameter instead
+// of looping forever. On error the caller drops what each collected.
 func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id func(T) string,
-	fetch func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[T], error)) ([]T, int, error) {
-	var all []T
+	fetch func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[T], error), each func(*T)) (int, error) {
 	prevFirst := ""
 	for page := 1; ; page++ {
 		var res *pagination.V4PagePaginationArray[T]
@@ -200,18 +201,20 @@ func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id 
 			return err
 		})
 		if err != nil {
-			return nil, page - 1, err
+			return page - 1, err
 		}
 		n := len(res.Result)
 		if n == 0 {
-			return all, page, nil
+			return page, nil
 		}
 		if first := id(res.Result[0]); page > 1 && first != "" && first == prevFirst {
-			return nil, page, fmt.Errorf("cloudflare %s: page %d repeats page %d: server ignores paging", op, page, page-1)
+			return page, fmt.Errorf("cloudflare %s: page %d repeats page %d: server ignores paging", op, page, page-1)
 		} else {
 			prevFirst = first
 		}
-		all = append(all, res.Result...)
+		for i := range res.Result {
+			each(&res.Result[i])
+		}
 		perPage := int(res.ResultInfo.PerPage)
 		if perPage <= 0 {
 			perPage = pageSize
@@ -220,11 +223,11 @@ func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id 
 		// spares the empty page after a full last one.
 		if f, ok := res.ResultInfo.JSON.ExtraFields["total_pages"]; ok {
 			if tp, err := strconv.Atoi(f.Raw()); err == nil && tp > 0 && page >= tp {
-				return all, page, nil
+				return page, nil
 			}
 		}
 		if n < perPage {
-			return all, page, nil
+			return page, nil
 		}
 	}
 }

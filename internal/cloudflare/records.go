@@ -36,6 +36,14 @@ func toRecord(r *dns.RecordResponse) Record {
 		Proxied: r.Proxied, TTL: int(r.TTL), Comment: r.Comment, ModifiedOn: r.ModifiedOn}
 }
 
+// detachRecord copies a listed record's strings, so the listing keeps none
+// of the SDK's decoded page alive.
+func detachRecord(r Record) Record {
+	r.ID, r.Name, r.Type = strings.Clone(r.ID), strings.Clone(r.Name), strings.Clone(r.Type)
+	r.Content, r.Comment = strings.Clone(r.Content), strings.Clone(r.Comment)
+	return r
+}
+
 func (s RecordSpec) param() dns.CNAMERecordParam {
 	var p dns.CNAMERecordParam
 	setField(&p.Name.Value, &p.Name.Present, s.Name)
@@ -164,7 +172,8 @@ func (c *Client) ListRecords(ctx context.Context, commentPrefix string) ([]Recor
 }
 
 func (c *Client) listRecords(ctx context.Context, op string, filter func(*dns.RecordListParams)) ([]Record, int, error) {
-	items, pages, err := listAll(ctx, c, op, c.cfg.DNSPageSize, func(r dns.RecordResponse) string { return r.ID },
+	var out []Record
+	pages, err := listAll(ctx, c, op, c.cfg.DNSPageSize, func(r dns.RecordResponse) string { return r.ID },
 		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[dns.RecordResponse], error) {
 			var p dns.RecordListParams
 			setField(&p.ZoneID.Value, &p.ZoneID.Present, c.cfg.ZoneID)
@@ -172,13 +181,11 @@ func (c *Client) listRecords(ctx context.Context, op string, filter func(*dns.Re
 			setField(&p.PerPage.Value, &p.PerPage.Present, float64(c.cfg.DNSPageSize))
 			filter(&p)
 			return c.records.List(ctx, p)
+		}, func(r *dns.RecordResponse) {
+			out = append(out, detachRecord(toRecord(r)))
 		})
 	if err != nil {
 		return nil, pages, err
-	}
-	out := make([]Record, len(items))
-	for i := range items {
-		out[i] = toRecord(&items[i])
 	}
 	return out, pages, nil
 }

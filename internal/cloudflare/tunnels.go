@@ -51,6 +51,16 @@ func toTunnel(t *shared.CloudflareTunnel) Tunnel {
 	return out
 }
 
+// detachTunnel copies a listed tunnel's strings, so the listing keeps none
+// of the SDK's decoded page alive.
+func detachTunnel(t Tunnel) Tunnel {
+	t.ID, t.Name, t.Status, t.ConfigSrc = strings.Clone(t.ID), strings.Clone(t.Name), strings.Clone(t.Status), strings.Clone(t.ConfigSrc)
+	for i := range t.Connectors {
+		t.Connectors[i] = strings.Clone(t.Connectors[i])
+	}
+	return t
+}
+
 // IngressRule is one rule of a remotely-managed tunnel's configuration.
 type IngressRule struct {
 	Hostname string
@@ -128,7 +138,8 @@ func (c *Client) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
 // pages it fetched. The prefix is sent as include_prefix and checked again
 // here.
 func (c *Client) ListTunnels(ctx context.Context, namePrefix string) ([]Tunnel, int, error) {
-	items, pages, err := listAll(ctx, c, "tunnel.list", c.cfg.TunnelPageSize, func(t shared.CloudflareTunnel) string { return t.ID },
+	var out []Tunnel
+	pages, err := listAll(ctx, c, "tunnel.list", c.cfg.TunnelPageSize, func(t shared.CloudflareTunnel) string { return t.ID },
 		func(ctx context.Context, page int) (*pagination.V4PagePaginationArray[shared.CloudflareTunnel], error) {
 			var p zero_trust.TunnelCloudflaredListParams
 			setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
@@ -139,15 +150,13 @@ func (c *Client) ListTunnels(ctx context.Context, namePrefix string) ([]Tunnel, 
 				setField(&p.IncludePrefix.Value, &p.IncludePrefix.Present, namePrefix)
 			}
 			return c.tunnels.List(ctx, p)
+		}, func(t *shared.CloudflareTunnel) {
+			if t.DeletedAt.IsZero() && strings.HasPrefix(t.Name, namePrefix) {
+				out = append(out, detachTunnel(toTunnel(t)))
+			}
 		})
 	if err != nil {
 		return nil, pages, err
-	}
-	out := make([]Tunnel, 0, len(items))
-	for i := range items {
-		if items[i].DeletedAt.IsZero() && strings.HasPrefix(items[i].Name, namePrefix) {
-			out = append(out, toTunnel(&items[i]))
-		}
 	}
 	return out, pages, nil
 }
