@@ -75,9 +75,21 @@ var storeFaults = []storeFault{
 		}
 	}, ""},
 	{"scribbled-data-pages", func(t *testing.T, p string) {
+		// Every branch and leaf page (page header flags 0x01, 0x02), so pages
+		// in use are hit whatever the layout.
 		rewrite(t, p, func(b []byte) []byte {
-			for i := 16384; i < len(b); i += 61 {
-				b[i] ^= 0x5a
+			size := int(enc.LittleEndian.Uint32(b[16+8:])) // meta: magic, version, page size
+			hit := 0
+			for off := 2 * size; off+size <= len(b); off += size {
+				if flags := enc.LittleEndian.Uint16(b[off+8:]); flags == 0x01 || flags == 0x02 {
+					hit++
+					for i := off; i < off+size; i += 61 {
+						b[i] ^= 0x5a
+					}
+				}
+			}
+			if hit == 0 {
+				t.Fatal("no data pages to scribble")
 			}
 			return b
 		})

@@ -44,6 +44,9 @@ func startProc(t testing.TB, name, bin string, env []string, args ...string) *pr
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
+	// Children die with the test binary, even when a timeout panic skips
+	// the cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
