@@ -21,7 +21,7 @@ type crashScenario struct {
 	name    string
 	setup   func(w *world)
 	act     func(w *world)
-	timeout time.Duration // convergence after the restart
+	timeout time.Duration         // convergence after the restart
 	check   func(w *world) string // extra check after convergence ("" fine)
 }
 
