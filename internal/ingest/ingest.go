@@ -58,7 +58,8 @@ type Config struct {
 	RetryDelay time.Duration
 	// DeferAttempts and DeferDelay: a health_failed for an org not known
 	// (yet) is asked for again after DeferDelay until it was delivered
-	// DeferAttempts times (defaults 5 and 2 s), then acked as ignored.
+	// DeferAttempts times (defaults: 2 s, and enough attempts to outlast
+	// AckWait plus three), then acked as ignored.
 	DeferAttempts int
 	DeferDelay    time.Duration
 	// OnApplied receives each org id whose record an event changed, after
@@ -144,11 +145,14 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = time.Second
 	}
-	if cfg.DeferAttempts <= 0 {
-		cfg.DeferAttempts = 5
-	}
 	if cfg.DeferDelay <= 0 {
 		cfg.DeferDelay = 2 * time.Second
+	}
+	if cfg.DeferAttempts <= 0 {
+		// The created a report waits for was delivered to a process that
+		// died; JetStream redelivers it only after AckWait. Waiting less
+		// than that drops the report (found by the random-kill runs).
+		cfg.DeferAttempts = int((cfg.AckWait+cfg.DeferDelay-1)/cfg.DeferDelay) + 3
 	}
 	log := cfg.Log
 	if log == nil {
@@ -431,7 +435,7 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 	debug := in.log.Enabled(context.Background(), slog.LevelDebug)
 	for k, i := range valid {
 		it, oc := items[i], outcomes[k]
-		if oc.Result == state.ResultIgnoredUnknown && it.delivered < uint64(in.cfg.DeferAttempts) {
+		if oc.Result == state.ResultIgnoredUnknown && it.delivered < uint64(in.cfg.DeferAttempts) && in.earlierPending(it.seq) {
 			// A redelivered created may still be on its way behind this
 			// report (JetStream redelivers after newer messages): ask for
 			// this one again later instead of dropping it.
