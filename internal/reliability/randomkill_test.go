@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,8 +19,12 @@ func TestRandomKills(t *testing.T) {
 		t.Skip("heavy: set TUNNELWARD_RELIABILITY=1")
 	}
 	runs := EnvInt("TUNNELWARD_RELIABILITY_RUNS", 20)
+	first := 0
+	if one := EnvInt("TUNNELWARD_RELIABILITY_RUN", -1); one >= 0 { // repeat one run
+		first, runs = one, 1
+	}
 	kills, survived := 0, 0
-	for run := 0; run < runs; run++ {
+	for run := first; run < first+runs; run++ {
 		rng := rand.New(rand.NewPCG(uint64(run), 42))
 		w := newWorld(t, worldOpts{simArgs: fastWorld})
 		w.startReconciler()
@@ -53,6 +59,14 @@ func TestRandomKills(t *testing.T) {
 		w.waitReady()
 		if p := w.waitConverged(90 * time.Second); p != "" {
 			t.Errorf("run %d: not converged after random kills: %s", run, p)
+			for i, f := range w.recLogs {
+				b, _ := os.ReadFile(f)
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, "event") || strings.Contains(l, "ERROR") || strings.Contains(l, "WARN") {
+						t.Logf("reconciler run %d: %.300s", i+1, l)
+					}
+				}
+			}
 		} else {
 			survived++
 		}
