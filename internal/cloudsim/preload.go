@@ -85,7 +85,7 @@ func (s *Sim) LoadParameter(p Parameter) {
 		p.Tags = map[string]string{}
 	}
 	p.LastModifiedDate = s.now()
-	s.params[p.Name] = &p
+	s.setParam(&p)
 }
 
 // LoadInstance adds a running instance (ID, reservation, IP and times are

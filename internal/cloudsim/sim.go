@@ -83,7 +83,8 @@ type Sim struct {
 	dnsRecords  map[string]*DNSRecord   // by record id
 	instances   map[string]*Instance    // by instance id
 	clientToks  map[string]*clientToken // RunInstances ClientToken -> reservation
-	params      map[string]*Parameter   // by name
+	params      map[string]*Parameter   // by name; written only through setParam/deleteParam
+	paramOrder  []string                // params' names sorted, nil when stale (ssm.go)
 	commands    map[string]*Command     // by command id
 	connectors  map[string]*Connector   // by instance id: the simulated cloudflared
 	reservation map[string][]string     // reservation id -> instance ids

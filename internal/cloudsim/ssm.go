@@ -347,7 +347,7 @@ func (s *Sim) ssmPutParameter(body []byte) (any, *ssmError) {
 	now := s.now()
 	if !exists {
 		p = &Parameter{Name: in.Name, Tags: map[string]string{}}
-		s.params[in.Name] = p
+		s.setParam(p)
 	}
 	if in.Type != "" {
 		p.Type = in.Type
@@ -399,7 +399,7 @@ func (s *Sim) ssmDeleteParameter(body []byte) (any, *ssmError) {
 	if _, ok := s.params[in.Name]; !ok {
 		return nil, ssmErr("ParameterNotFound", "Parameter %s not found.", in.Name)
 	}
-	delete(s.params, in.Name)
+	s.deleteParam(in.Name)
 	return map[string]any{}, nil
 }
 
@@ -420,15 +420,42 @@ func ssmNextToken(lastName string) string {
 }
 
 // sortedParams lists parameters by name, starting after the given name.
+// The sorted order is kept between calls and rebuilt only after a parameter
+// was added or removed: a paginated listing of 100k parameters asks for it
+// once per page. Caller holds mu.
 func (s *Sim) sortedParams(after string) []*Parameter {
-	out := make([]*Parameter, 0, len(s.params))
-	for _, p := range s.params {
-		if after == "" || p.Name > after {
-			out = append(out, p)
+	if s.paramOrder == nil {
+		s.paramOrder = make([]string, 0, len(s.params))
+		for name := range s.params {
+			s.paramOrder = append(s.paramOrder, name)
 		}
+		sort.Strings(s.paramOrder)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	i := sort.SearchStrings(s.paramOrder, after)
+	if i < len(s.paramOrder) && s.paramOrder[i] == after {
+		i++
+	}
+	out := make([]*Parameter, 0, len(s.paramOrder)-i)
+	for _, name := range s.paramOrder[i:] {
+		out = append(out, s.params[name])
+	}
 	return out
+}
+
+// setParam and deleteParam are the only writers of s.params, so the sorted
+// order is dropped whenever the set of names changes. Caller holds mu.
+func (s *Sim) setParam(p *Parameter) {
+	if _, ok := s.params[p.Name]; !ok {
+		s.paramOrder = nil
+	}
+	s.params[p.Name] = p
+}
+
+func (s *Sim) deleteParam(name string) {
+	if _, ok := s.params[name]; ok {
+		s.paramOrder = nil
+	}
+	delete(s.params, name)
 }
 
 type ssmParamFilter struct {

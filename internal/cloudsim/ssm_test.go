@@ -435,3 +435,39 @@ func TestSSMAuth(t *testing.T) {
 		t.Fatal("a badly signed PutParameter was applied")
 	}
 }
+
+// The listing order is cached between pages; a parameter added or deleted
+// between two listings (or mid-listing) is seen, and nothing is listed twice.
+func TestSSMListingFollowsChanges(t *testing.T) {
+	w := newAWSTestWorld(t, Config{})
+	ctx := context.Background()
+	names := func() []string {
+		t.Helper()
+		var out []string
+		p := ssm.NewDescribeParametersPaginator(w.ssm, &ssm.DescribeParametersInput{MaxResults: aws.Int32(2)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range page.Parameters {
+				out = append(out, aws.ToString(m.Name))
+			}
+		}
+		return out
+	}
+	for _, n := range []string{"/p/b", "/p/d", "/p/f"} {
+		putParam(t, w, n, "v", ssmtypes.ParameterTypeString)
+	}
+	if got := strings.Join(names(), ","); got != "/p/b,/p/d,/p/f" {
+		t.Fatalf("first listing: %s", got)
+	}
+	if _, err := w.ssm.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String("/p/d")}); err != nil {
+		t.Fatal(err)
+	}
+	putParam(t, w, "/p/a", "v", ssmtypes.ParameterTypeString)
+	putParam(t, w, "/p/e", "v", ssmtypes.ParameterTypeString)
+	if got := strings.Join(names(), ","); got != "/p/a,/p/b,/p/e,/p/f" {
+		t.Fatalf("after delete and puts: %s", got)
+	}
+}

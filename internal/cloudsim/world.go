@@ -435,7 +435,7 @@ func (s *Sim) worldDelete(a WorldAction, res WorldResult) (WorldResult, error) {
 		for _, name := range sortedKeys(s.params) {
 			p := s.params[name]
 			if name == a.ID || (a.Org != "" && paramOrg(p) == a.Org) {
-				delete(s.params, name)
+				s.deleteParam(name)
 				res.Affected = append(res.Affected, "parameter:"+name)
 			}
 		}
