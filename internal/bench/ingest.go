@@ -103,7 +103,9 @@ func (e *natsEnv) publish(ctx context.Context, n, orgs int, validate bool) error
 		}
 		m := &nats.Msg{Subject: ev.NATSSubject(), Data: payload, Header: nats.Header{}}
 		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		if _, err := e.js.PublishMsgAsync(m); err != nil {
+		// A loaded machine acks slowly; wait for room in the async window
+		// rather than fail after the default 200 ms stall.
+		if _, err := e.js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			return fmt.Errorf("publish event %d: %w", i, err)
 		}
 	}
