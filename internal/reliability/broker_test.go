@@ -103,7 +103,9 @@ func TestBrokerRestart(t *testing.T) {
 	if err := patient.Wait(); err != nil || !strings.Contains(patientOut.String(), "published") {
 		t.Fatalf("patient publisher: %v\n%s", err, patientOut.String())
 	}
+	w.mu.Lock() // the other publishers record into w concurrently
 	w.present["patient"], w.events = true, w.events+1
+	w.mu.Unlock()
 	waitFor(t, 30*time.Second, "reconciler ready again", func() bool { return httpStatus("http://"+w.adminAddr+"/readyz") == 200 })
 	if !w.rec.running() || w.rec.cmd.Process.Pid != recPID {
 		t.Fatal("the reconciler did not survive the broker outage")
