@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -124,7 +123,7 @@ func (a *app) start(ctx context.Context) error {
 		natsURL = a.nats.ClientURL()
 		log.Info("embedded nats-server with JetStream", "listen", c.NATS.Listen, "store", natsDir(c))
 	} else {
-		log.Info("external nats", "url", redactURL(natsURL))
+		log.Info("external nats", "url", broker.RedactURL(natsURL))
 	}
 	if a.nc, err = connectNATS(natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
 		return err
@@ -259,13 +258,4 @@ func (a *app) startCloud(context.Context) error {
 		log.Warn("cloud emulator at a URL: not real Cloudflare/AWS", "cloudsim", a.cloudURL)
 	}
 	return nil
-}
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = url.User("redacted")
-	return u.String()
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,7 +174,8 @@ func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jet
 
 // Connect dials NATS. It keeps retrying in the background when the server is
 // briefly unreachable (at start too), so callers bound their waits with ctx.
-func Connect(url, creds, name string, log *slog.Logger) (*nats.Conn, error) {
+// extra adds options such as an nkey or TLS.
+func Connect(url, creds, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
@@ -194,9 +196,9 @@ func Connect(url, creds, name string, log *slog.Logger) (*nats.Conn, error) {
 	if creds != "" {
 		opts = append(opts, nats.UserCredentials(creds))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(url), err)
 	}
 	return nc, nil
 }
@@ -257,4 +259,15 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+}
+
+// RedactURL hides a password or token embedded in a NATS URL, for logs and
+// errors.
+func RedactURL(s string) string {
+	u, err := neturl.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = neturl.User("redacted")
+	return u.String()
 }
