@@ -13,10 +13,13 @@ import (
 	"context"
 	"net/http"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -465,4 +468,39 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	if f := c.delayedFn.Load(); f != nil && *f != nil {
 		ch <- prometheus.MustNewConstMetric(c.delayed, prometheus.GaugeValue, float64((*f)()))
 	}
+}
+
+// Family is one metric family the package exports.
+type Family struct {
+	Name      string
+	Histogram bool
+}
+
+// Families lists every family the package exports, sorted by name: a fresh
+// set of metrics with each labelled vector touched once, so that docs and
+// dashboards (docs/operations.md, deploy/prometheus) can be checked against
+// the code. Nothing is registered globally.
+func Families() ([]Family, error) {
+	m := New()
+	m.IngestedEvent("org.created", "applied")
+	m.DeadLetter("schema")
+	m.ObserveReconcile("converged", time.Second)
+	m.APICall("aws", "ec2.RunInstances", 200, time.Millisecond, true)
+	m.SetOrgsByCondition(map[string]int{"ready": 1})
+	m.Remediation("restart_cloudflared", "success")
+	m.DriftFound("instance")
+	m.OrphanCollected("tunnel")
+	m.SweepDone(time.Second, nil)
+	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
+	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Family, 0, len(mfs))
+	for _, mf := range mfs {
+		out = append(out, Family{Name: mf.GetName(), Histogram: mf.GetType() == dto.MetricType_HISTOGRAM})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
