@@ -68,8 +68,7 @@ const (
 	DefaultSandboxListen     = "127.0.0.1:8787"
 	DefaultWorkers           = 4
 	DefaultSweepInterval     = 5 * time.Minute
-	DefaultHealthGrace       = 5 * time.Minute
-	SandboxHealthGrace       = time.Minute // the emulator reconnects a restarted connector in seconds
+	DefaultHealthGrace       = time.Minute // issue 4's default; the engine polls within it, so a quick recovery is seen at once
 	DefaultLogFormat         = "auto"
 	DefaultLogLevel          = "info"
 	cloudflareTokenFileFlag  = "cloudflare-api-token-file"

@@ -62,7 +62,7 @@ func TestDefaults(t *testing.T) {
 		"NATS.URL":      "",
 		"Workers":       DefaultWorkers,
 		"SweepInterval": DefaultSweepInterval,
-		"HealthGrace":   SandboxHealthGrace, // DefaultHealthGrace in live mode
+		"HealthGrace":   DefaultHealthGrace,
 		"GC":            true,
 		"AccountID":     SandboxAccountID,
 		"ZoneID":        SandboxZoneID,
@@ -118,7 +118,7 @@ func TestLiveModeLeavesCredentialsToTheChain(t *testing.T) {
 		t.Fatalf("token source = %q", c.Source(EnvCloudflareAPIToken))
 	}
 	if c.HealthGrace != DefaultHealthGrace {
-		t.Fatalf("live health grace = %v, want %v (the sandbox's shorter one only applies to emulated clouds)", c.HealthGrace, DefaultHealthGrace)
+		t.Fatalf("live health grace = %v, want %v", c.HealthGrace, DefaultHealthGrace)
 	}
 	// An explicit value wins in the sandbox too.
 	if s, err := Parse([]string{"--health-grace", "7m"}, envMap(nil)); err != nil || s.HealthGrace != 7*time.Minute {

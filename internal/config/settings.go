@@ -163,8 +163,8 @@ var settings = func() []*setting {
 			help: "how often every org is resynced, drift found and orphans collected"},
 		{name: "gc", env: "TUNNELWARD_GC", group: groupEngine, metavar: "BOOL", kind: kindBool, def: "true",
 			help: "collect orphans (owned resources of no known org) during the sweep"},
-		{name: "health-grace", env: "TUNNELWARD_HEALTH_GRACE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "5m",
-			sandboxDef: "1m", help: "how long a tunnel may stay unhealthy after a cloudflared restart before the instance is replaced"},
+		{name: "health-grace", env: "TUNNELWARD_HEALTH_GRACE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "1m",
+			help: "how long a tunnel may stay unhealthy after a cloudflared restart before the instance is replaced"},
 
 		{name: "log-format", env: "TUNNELWARD_LOG_FORMAT", group: groupLog, metavar: "FORMAT", def: DefaultLogFormat,
 			help: "auto (text on a terminal, JSON otherwise), text or json"},

@@ -118,9 +118,6 @@ func (c *Config) applyModeDefaults(env func(string) string) {
 	if c.Cloudflare.APIToken.IsZero() {
 		c.Cloudflare.APIToken = secret.NewToken(SandboxCloudflareToken)
 	}
-	if c.Source("health-grace") == "default" {
-		c.HealthGrace = SandboxHealthGrace
-	}
 	c.AWS.AccessKeyID = SandboxAWSAccessKeyID
 	c.AWS.SecretAccessKey = secret.NewToken(SandboxAWSSecretKey)
 }
