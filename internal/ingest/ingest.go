@@ -161,10 +161,11 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	if _, err := rewindIfStoreEmpty(ctx, cfg.JS, cfg.Store, log); err != nil {
+	ccfg, err := rewindIfBehind(ctx, cfg.JS, cfg.Store, cfg.AckWait, log)
+	if err != nil {
 		return nil, err
 	}
-	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig(cfg.AckWait))
+	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: create or update durable consumer %s on %s (an existing consumer with another deliver/ack policy must be removed by an operator: nats consumer rm %s %s): %w",
 			ConsumerName, events.Stream, events.Stream, ConsumerName, err)
@@ -343,9 +344,10 @@ type item struct {
 
 // batch is a fetched batch, decoded and validated, ready to commit.
 type batch struct {
-	items []item
-	facts []state.Fact
-	valid []int // indexes into items of the events behind facts
+	items   []item
+	through uint64 // highest stream seq in the batch, valid or not: the store's applied-through mark
+	facts   []state.Fact
+	valid   []int // indexes into items of the events behind facts
 }
 
 // Process validates, applies, acks and dead-letters one batch. It returns an
@@ -374,6 +376,7 @@ func (in *Ingester) prepare(msgs []jetstream.Msg) *batch {
 		if it.msg == nil {
 			continue // no metadata: nak'ed
 		}
+		b.through = max(b.through, it.seq)
 		if it.verr == nil {
 			b.facts = append(b.facts, ToFact(it.ev, it.seq))
 			b.valid = append(b.valid, len(b.items))
@@ -404,12 +407,16 @@ func (in *Ingester) decode(m jetstream.Msg) item {
 }
 
 // commit applies the batch's facts in one transaction, then acks them and
-// dead-letters the invalid events.
+// dead-letters the invalid events. The same transaction advances the
+// store's applied-through mark over the whole batch, invalid events
+// included (they change nothing in the file, whether or not the
+// dead-letter publish then succeeds), so the consumer's ack floor never
+// passes the mark of a file that is current (see rewind.go).
 func (in *Ingester) commit(ctx context.Context, b *batch) error {
 	in.batches.Add(1)
 	if len(b.facts) > 0 {
 		crashpoint.Hit("ingest.commit.before")
-		outcomes, err := in.cfg.Store.Apply(b.facts)
+		outcomes, err := in.cfg.Store.ApplyThrough(b.facts, b.through)
 		crashpoint.Hit("ingest.commit.after")
 		if err != nil {
 			// Nothing acked, nothing dead-lettered: the caller retries the
@@ -417,6 +424,11 @@ func (in *Ingester) commit(ctx context.Context, b *batch) error {
 			return err
 		}
 		in.settle(b.items, b.valid, outcomes)
+	} else if b.through > 0 {
+		// Only invalid events: record the mark before terming them.
+		if _, err := in.cfg.Store.ApplyThrough(nil, b.through); err != nil {
+			return err
+		}
 	}
 	for _, it := range b.items {
 		if it.verr != nil {

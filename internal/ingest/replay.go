@@ -111,12 +111,15 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 			facts    []state.Fact
 			lastDraw time.Time
 			seq      uint64
+			through  uint64 // last seq read and applied or skipped as invalid
 		)
 		flush := func() error {
-			if len(facts) == 0 {
+			if len(facts) == 0 && through == 0 {
 				return nil
 			}
-			if _, err := fresh.Apply(facts); err != nil {
+			// The mark lets ingest tell later whether this file is behind
+			// the durable consumer (rewind.go).
+			if _, err := fresh.ApplyThrough(facts, through); err != nil {
 				return fmt.Errorf("replay: %w", err)
 			}
 			facts = facts[:0]
@@ -147,6 +150,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 					break // published after the replay started: the live consumer applies it
 				}
 				res.Events++
+				through = seq
 				ev, err := decodeMsg(cfg.Validator, m.Subject(), m.Headers(), m.Data())
 				if err != nil {
 					res.Invalid++

@@ -87,6 +87,11 @@ func TestReplayEqualsLiveState(t *testing.T) {
 	if g, _, _ := rebuilt.Get("globex"); g.Desired.Generation != 2 {
 		t.Fatalf("globex generation %d", g.Desired.Generation)
 	}
+	// The rebuilt file knows how far it is applied, so a later start can
+	// tell whether it is behind the consumer.
+	if seq, known, err := rebuilt.AppliedThrough(); err != nil || !known || seq != last.Sequence {
+		t.Fatalf("rebuilt applied-through = %d known=%v err=%v, want %d", seq, known, err, last.Sequence)
+	}
 }
 
 func TestReplayRebuildsCorruptFile(t *testing.T) {

@@ -1,8 +1,13 @@
 package ingest
 
 import (
+	"context"
 	"os"
+	"reflect"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/state"
@@ -38,5 +43,166 @@ func TestEmptyStoreRebuildsFromStream(t *testing.T) {
 	}
 	if b, _ := e.org(t, "beta"); b.Desired.Presence != state.Deleted {
 		t.Fatalf("beta after rebuild: %+v", b)
+	}
+}
+
+// copyFile copies a closed state file, as a backup would.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) reopen(t *testing.T) {
+	t.Helper()
+	var err error
+	if e.store, err = state.Open(e.dbPath, state.Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := e.js.Consumer(context.Background(), events.Stream, ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// A state file restored from an older backup (not empty, but behind what
+// the consumer acked): ingest delivers the events acked since the backup
+// again, and ends with exactly the state it had before the file was
+// swapped: every org, generation, presence and health report.
+func TestRewindRestoredOlderStateFile(t *testing.T) {
+	e := newEnv(t)
+	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
+	e.publish(t, events.Created{OrgID: "beta", Slug: "beta"})
+	_, backupAck := e.publish(t, events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
+	first := e.ingester(t, nil)
+	stop := run(t, first)
+	waitFor(t, "first events applied", func() bool { return first.Stats().Applied == 3 })
+	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	stop()
+	e.store.Close()
+	backup := e.dbPath + ".backup"
+	copyFile(t, e.dbPath, backup)
+	e.reopen(t)
+
+	// After the backup: a new org, a delete, a re-create (new generation),
+	// a health report, and an invalid event last (dead-lettered, no fact).
+	e.publish(t, events.Created{OrgID: "gamma", Slug: "gamma", Region: "eu-west-1"})
+	e.publish(t, events.Deleted{OrgID: "beta"})
+	e.publish(t, events.Deleted{OrgID: "acme"})
+	e.publish(t, events.Created{OrgID: "acme", Slug: "acme2"})
+	e.publish(t, events.HealthFailed{OrgID: "gamma", Reason: "530", Observer: "p"})
+	lastSeq := e.publishRaw(t, "orgs.gamma.created", []byte(`{"broken":`))
+	second := e.ingester(t, nil)
+	stop = run(t, second)
+	waitFor(t, "later events applied", func() bool { st := second.Stats(); return st.Applied == 5 && st.DeadLettered == 1 })
+	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	stop()
+	want, err := e.store.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, known, err := e.store.AppliedThrough(); err != nil || !known || seq != lastSeq {
+		t.Fatalf("applied-through before the swap = %d known=%v err=%v, want %d (the dead-lettered tail counts)", seq, known, err, lastSeq)
+	}
+	if a := want[0]; a.ID != "acme" || a.Desired.Generation != 2 || a.Desired.Slug != "acme2" {
+		t.Fatalf("acme before the swap: %+v", a)
+	}
+
+	// Put the old copy back and start again.
+	e.store.Close()
+	copyFile(t, backup, e.dbPath)
+	e.reopen(t)
+	if seq, _, _ := e.store.AppliedThrough(); seq != backupAck.Sequence {
+		t.Fatalf("restored file applied through %d, want %d", seq, backupAck.Sequence)
+	}
+	if _, ok := e.org(t, "gamma"); ok {
+		t.Fatal("the restored file already holds gamma: the test restores nothing")
+	}
+	third := e.ingester(t, nil)
+	stop = run(t, third)
+	waitFor(t, "restored file caught up", func() bool {
+		got, err := e.store.List()
+		return err == nil && reflect.DeepEqual(got, want)
+	})
+	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	stop()
+	got, _ := e.store.List()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("state after the restore differs:\ngot  %+v\nwant %+v", got, want)
+	}
+	if st := third.Stats(); st.Applied != 5 || st.Stale != 0 {
+		t.Fatalf("the restored run applied %d, stale %d: want exactly the 5 events after the backup, none before", st.Applied, st.Stale)
+	}
+	ci := e.consumerInfo(t)
+	if ci.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || ci.Config.OptStartSeq != backupAck.Sequence+1 {
+		t.Fatalf("consumer after the rewind: deliver %v from %d, want by start sequence from %d", ci.Config.DeliverPolicy, ci.Config.OptStartSeq, backupAck.Sequence+1)
+	}
+
+	// The next start keeps the rewound consumer (its deliver policy cannot
+	// be updated) and goes on from where it is.
+	_, ack := e.publish(t, events.Created{OrgID: "delta", Slug: "delta"})
+	fourth := e.ingester(t, nil)
+	run(t, fourth)
+	waitFor(t, "delta applied", func() bool { o, _ := e.org(t, "delta"); return o.LastSeq == ack.Sequence })
+	if st := fourth.Stats(); st.Applied != 1 || st.Stale != 0 {
+		t.Fatalf("the start after the rewind: %+v", st)
+	}
+}
+
+// A non-empty file written before the applied-through mark existed gives
+// no evidence of being behind: ingest does not rewind (a needless full
+// replay), it goes on from the consumer's position and writes the mark.
+func TestNoRewindForFileWithoutMark(t *testing.T) {
+	e := newEnv(t)
+	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
+	e.publish(t, events.Created{OrgID: "beta", Slug: "beta"})
+	first := e.ingester(t, nil)
+	stop := run(t, first)
+	waitFor(t, "applied", func() bool { return first.Stats().Applied == 2 })
+	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	stop()
+	e.store.Close()
+	// Simulate an older build's file: the same records, no mark.
+	db, err := bolt.Open(e.dbPath, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("applied_through")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e.reopen(t)
+	if _, known, err := e.store.AppliedThrough(); known || err != nil {
+		t.Fatalf("mark still there after removing it: known=%v err=%v", known, err)
+	}
+	created := e.consumerInfo(t).Created
+
+	again := e.ingester(t, nil)
+	run(t, again)
+	_, ack := e.publish(t, events.Created{OrgID: "gamma", Slug: "gamma"})
+	waitFor(t, "gamma applied", func() bool { o, _ := e.org(t, "gamma"); return o.LastSeq == ack.Sequence })
+	// A rewind would have delivered seqs 1 and 2 before 3, as stale.
+	if st := again.Stats(); st.Applied != 1 || st.Stale != 0 {
+		t.Fatalf("stats after start on a file without mark: %+v", st)
+	}
+	if ci := e.consumerInfo(t); !ci.Created.Equal(created) {
+		t.Fatalf("consumer recreated (%v, was %v)", ci.Created, created)
+	}
+	if seq, known, _ := e.store.AppliedThrough(); !known || seq != ack.Sequence {
+		t.Fatalf("mark after the first commit: %d known=%v, want %d", seq, known, ack.Sequence)
 	}
 }

@@ -63,7 +63,20 @@ func (o Outcome) Changed() bool { return o.Result == ResultApplied }
 // health report is kept once per Seq, ordered by Seq, and only for the
 // current generation. So a redelivered or replayed event never changes
 // anything twice, and a late one never undoes a newer one.
+//
+// Apply also advances the file's applied-through mark (AppliedThrough) to
+// the highest fact seq, stale or not.
 func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
+	return s.ApplyThrough(facts, 0)
+}
+
+// ApplyThrough is Apply that also advances the applied-through mark to
+// through, for events ingest finished without a fact (dead-lettered): one
+// transaction, one fsync, for the facts and the mark. facts may be empty.
+func (s *Store) ApplyThrough(facts []Fact, through uint64) ([]Outcome, error) {
+	for _, f := range facts {
+		through = max(through, f.Seq)
+	}
 	out := make([]Outcome, 0, len(facts))
 	var t *txOrgs
 	s.wmu.Lock()
@@ -77,6 +90,9 @@ func (s *Store) Apply(facts []Fact) ([]Outcome, error) {
 				return err
 			}
 			out = append(out, oc)
+		}
+		if err := advanceApplied(tx, through); err != nil {
+			return err
 		}
 		return t.flush()
 	})

@@ -287,3 +287,51 @@ func TestApplyOutOfOrderMatchesInOrder(t *testing.T) {
 		t.Fatalf("report of generation 1 applied to generation 2: %+v", out[0])
 	}
 }
+
+// The applied-through mark: absent on a new file, advanced in Apply's
+// transaction to the highest seq (stale facts included), advanced without
+// facts by ApplyThrough, never lowered, untouched by a failed Apply, kept
+// across reopen.
+func TestAppliedThroughMark(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(seq uint64, known bool) {
+		t.Helper()
+		got, k, err := s.AppliedThrough()
+		if err != nil || got != seq || k != known {
+			t.Fatalf("AppliedThrough = %d known=%v err=%v, want %d known=%v", got, k, err, seq, known)
+		}
+	}
+	want(0, false)
+	if _, err := s.Apply([]Fact{created(3, "acme", "acme"), created(2, "beta", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	want(3, true)
+	if out, err := s.Apply([]Fact{created(1, "acme", "acme"), created(5, "acme", "x"), created(4, "acme", "y")}); err != nil || out[2].Result != ResultStale {
+		t.Fatalf("%+v %v", out, err)
+	}
+	want(5, true) // seq 4 was stale; the mark is the batch's highest
+	if _, err := s.ApplyThrough(nil, 7); err != nil {
+		t.Fatal(err)
+	}
+	want(7, true)
+	if _, err := s.ApplyThrough([]Fact{created(6, "gamma", "g")}, 6); err != nil { // a late redelivery
+		t.Fatal(err)
+	}
+	want(7, true)
+	if _, err := s.Apply([]Fact{created(9, "acme", "acme"), {Seq: 10, OrgID: "acme", Type: "bogus"}}); err == nil {
+		t.Fatal("bogus fact applied")
+	}
+	want(7, true)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want(7, true)
+}
