@@ -206,3 +206,27 @@ func TestNoRewindForFileWithoutMark(t *testing.T) {
 		t.Fatalf("mark after the first commit: %d known=%v, want %d", seq, known, ack.Sequence)
 	}
 }
+
+// A history of only invalid events leaves the file without orgs, but the
+// dead letters advance its mark: the next start does not rewind (and
+// dead-letter everything again) just because the file holds no org.
+func TestNoRewindAfterOnlyDeadLetters(t *testing.T) {
+	e := newEnv(t)
+	e.publishRaw(t, "orgs.acme.created", []byte(`{"broken":`))
+	last := e.publishRaw(t, "orgs.beta.created", []byte(`{}`))
+	first := e.ingester(t, nil)
+	stop := run(t, first)
+	waitFor(t, "dead-lettered", func() bool { return first.Stats().DeadLettered == 2 })
+	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	stop()
+	if seq, known, _ := e.store.AppliedThrough(); !known || seq != last {
+		t.Fatalf("mark after dead letters only: %d known=%v, want %d", seq, known, last)
+	}
+	again := e.ingester(t, nil)
+	run(t, again)
+	_, ack := e.publish(t, events.Created{OrgID: "gamma", Slug: "gamma"})
+	waitFor(t, "gamma applied", func() bool { o, _ := e.org(t, "gamma"); return o.LastSeq == ack.Sequence })
+	if st := again.Stats(); st.DeadLettered != 0 || st.Applied != 1 {
+		t.Fatalf("the second start went over the dead letters again: %+v", st)
+	}
+}
