@@ -55,6 +55,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", d.ShutdownDelay, "EC2 stopping/shutting-down -> stopped/terminated")
 	fs.DurationVar(&cfg.TerminatedRetention, "terminated-retention", d.TerminatedRetention, "how long terminated instances stay visible")
 	fs.DurationVar(&cfg.RetryInterval, "retry-interval", d.RetryInterval, "how often a cloudflared without a valid token retries")
+	fs.BoolVar(&cfg.InstanceRoleTagPolicy, "instance-role-tag-policy", d.InstanceRoleTagPolicy,
+		"a cloudflared may read only the parameter tagged InstanceArn=<its instance ARN>, as deploy/iam/instance-role-policy.json allows (=false: any parameter)")
 	fs.IntVar(&cfg.DNSQuota, "dns-quota", d.DNSQuota, "DNS records per zone (200: a new free zone)")
 	fs.Int64Var(&cfg.Seed, "seed", d.Seed, "seed for fault injection and ids")
 	noLimits := fs.Bool("no-rate-limits", false, "turn every provider rate limit off")
@@ -112,7 +114,7 @@ func run(args []string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2 and SSM at /, emulator at /_sim/",
 		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
-		"zone_name", cfg.ZoneName, "region", cfg.Region, "rate_limits", !*noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
+		"zone_name", cfg.ZoneName, "region", cfg.Region, "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !*noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -15,6 +15,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--faults", `{"op":"cf.*"}`}, "JSON list"},
 		{[]string{"--faults", "@/nonexistent/faults.json"}, "no such file"},
 		{[]string{"--cf-budget", "0"}, "cf_budget"},
+		{[]string{"--instance-role-tag-policy=maybe"}, "instance-role-tag-policy"},
 		{[]string{"stray"}, "unexpected arguments"},
 		{[]string{"--listen", "256.0.0.1:1"}, "listen"},
 	} {

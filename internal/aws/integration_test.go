@@ -440,7 +440,9 @@ func TestSSMThrottlingRetried(t *testing.T) {
 // user-data names the parameter; the emulated cloudflared connects. A killed
 // connector is brought back with the SSM restart command.
 func TestEndToEndConnectAndRestart(t *testing.T) {
-	w := newWorld(t, nil)
+	// The instance boots at once and its cloudflared may read before the
+	// tag lands; a short retry keeps the wait short.
+	w := newWorld(t, func(c *cloudsim.Config) { c.RetryInterval = 50 * time.Millisecond })
 	a := w.client(t, nil)
 	cf, err := cloudflare.New(cloudflare.Config{BaseURL: w.url + "/client/v4/", APIToken: cloudsim.DefaultCFToken,
 		AccountID: cloudsim.DefaultAccountID, ZoneID: cloudsim.DefaultZoneID, ZoneName: cloudsim.DefaultZoneName,
@@ -472,6 +474,33 @@ func TestEndToEndConnectAndRestart(t *testing.T) {
 	}
 	if strings.Contains(fmt.Sprint(instanceState(w, in.ID)), tok.Reveal()) {
 		t.Fatal("token visible in the instance")
+	}
+	// The instance role may read only the parameter tagged with the
+	// instance's ARN (deploy/iam/instance-role-policy.json, enforced by the
+	// emulator): the ARN this client builds from ownerId must be the one
+	// the emulator's policy wants.
+	if in.ARN == "" || in.ARN != w.sim.InstanceARN(in.ID) {
+		t.Fatalf("instance ARN %q, the emulator's policy wants %q", in.ARN, w.sim.InstanceARN(in.ID))
+	}
+	for what, get := range map[string]func() (aws.Instance, error){
+		"GetInstance": func() (aws.Instance, error) { return a.GetInstance(ctx, in.ID) },
+		"DescribeOrgInstances": func() (aws.Instance, error) {
+			l, err := a.DescribeOrgInstances(ctx, "acme")
+			if err == nil && len(l) != 1 {
+				err = fmt.Errorf("%d instances, want 1", len(l))
+			}
+			if err != nil {
+				return aws.Instance{}, err
+			}
+			return l[0], nil
+		},
+	} {
+		if got, err := get(); err != nil || got.ARN != in.ARN {
+			t.Fatalf("%s: ARN %q (%v), want %q as RunInstances gave", what, got.ARN, err, in.ARN)
+		}
+	}
+	if err := a.TagParameter(ctx, param, map[string]string{"InstanceArn": in.ARN}); err != nil {
+		t.Fatal(err)
 	}
 	healthy := func() bool {
 		g, err := cf.GetTunnel(ctx, tun.ID)

@@ -66,8 +66,6 @@ func preloadFleet(w *world, n int, observed bool) error {
 		rec := w.sim.LoadDNSRecord(cloudsim.DNSRecord{Name: host, Type: "CNAME", Content: plan.TunnelTarget(t.ID),
 			Proxied: true, Comment: plan.DNSComment(org)})
 		param := reconcile.ParamName(prefix, org)
-		tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: org, plan.TagTunnelID: t.ID}
-		w.sim.LoadParameter(cloudsim.Parameter{Name: param, Type: "SecureString", Value: cloudsim.TunnelToken(t), Tags: tags, KeyID: "alias/aws/ssm"})
 		ud, err := userdata.Render(userdata.Params{OrgID: org, ParameterName: param})
 		if err != nil {
 			return err
@@ -78,6 +76,13 @@ func preloadFleet(w *world, n int, observed bool) error {
 			UserData: base64.StdEncoding.EncodeToString([]byte(ud)), Tags: itags, IamInstanceProfile: "tunnelward-instance",
 			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
 			ClientToken: reconcile.ClientToken(org, 1, 1)})
+		// The parameter after the instance, tagged with its ARN as the
+		// engine tags it: the instance role may read only that parameter
+		// (cloudsim's InstanceRoleTagPolicy), and the loaded cloudflared
+		// first reads on the Tick below.
+		tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: org, plan.TagTunnelID: t.ID,
+			reconcile.TagInstanceArn: w.sim.InstanceARN(inst)}
+		w.sim.LoadParameter(cloudsim.Parameter{Name: param, Type: "SecureString", Value: cloudsim.TunnelToken(t), Tags: tags, KeyID: "alias/aws/ssm"})
 		all[i] = ids{t.ID, rec, inst, param}
 		facts = append(facts, state.Fact{Type: state.FactCreated, OrgID: org, Slug: org})
 		if len(facts) == cap(facts) {

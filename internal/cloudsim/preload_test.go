@@ -25,10 +25,16 @@ func TestPreloadedOrgConnectsAndIsClean(t *testing.T) {
 	rec := s.LoadDNSRecord(DNSRecord{Name: "acme", Type: "CNAME", Content: tun.ID + ".cfargotunnel.com", Proxied: true, Comment: "tunnelward:org=acme"})
 	param := "/tunnelward/tunnels/acme/tunnel-token"
 	tags := map[string]string{"ManagedBy": "tunnelward", "OrgID": "acme", "TunnelID": tun.ID}
-	s.LoadParameter(Parameter{Name: param, Type: "SecureString", Value: TunnelToken(tun), Tags: tags})
 	ud := base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\nTUNNEL_TOKEN_PARAMETER='" + param + "'\n"))
 	inst := s.LoadInstance(Instance{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro", UserData: ud,
 		Tags: tags, IamInstanceProfile: "tunnelward-instance"})
+	// The instance first, so the parameter can carry its ARN: the loaded
+	// cloudflared reads it on the next tick, and the role's policy wants it.
+	ptags := map[string]string{TagInstanceArn: s.InstanceARN(inst)}
+	for k, v := range tags {
+		ptags[k] = v
+	}
+	s.LoadParameter(Parameter{Name: param, Type: "SecureString", Value: TunnelToken(tun), Tags: ptags})
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -51,6 +51,14 @@ type Config struct {
 	// connect (no parameter, bad token) tries again; 0 means 5s.
 	RetryInterval time.Duration
 
+	// InstanceRoleTagPolicy makes the simulated cloudflared's parameter read
+	// obey deploy/iam/instance-role-policy.json: the instance role may read
+	// a parameter only while it is tagged InstanceArn=<the reading
+	// instance's ARN> (${ec2:SourceInstanceARN}); otherwise the read is
+	// denied (AccessDeniedException) and retried every RetryInterval.
+	// DefaultConfig turns it on; the zero value is the lenient world.
+	InstanceRoleTagPolicy bool
+
 	// Limits are the provider-shaped rate limits (faults.go); the zero value
 	// means "off". DefaultConfig turns them on with the real figures.
 	Limits RateLimits
@@ -66,7 +74,7 @@ func DefaultConfig() Config {
 		ZoneName: DefaultZoneName, AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
 		Region: DefaultRegion, BootDelay: 2 * time.Second, ConnectDelay: time.Second,
 		ShutdownDelay: time.Second, TerminatedRetention: time.Hour, DNSQuota: 200, Seed: 1,
-		RetryInterval: 5 * time.Second, Limits: DefaultRateLimits(),
+		RetryInterval: 5 * time.Second, Limits: DefaultRateLimits(), InstanceRoleTagPolicy: true,
 	}
 }
 

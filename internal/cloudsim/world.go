@@ -138,6 +138,13 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 		return nil, fmt.Errorf("ssm GetParameter %s: no instance profile, so no credentials (AccessDenied)", name)
 	}
 	p := s.params[name]
+	if s.cfg.InstanceRoleTagPolicy {
+		// The policy's condition is evaluated before the parameter is
+		// looked up, so a missing parameter is denied too, as in AWS.
+		if err := s.instanceRoleMayRead(inst, name, p); err != nil {
+			return nil, err
+		}
+	}
 	if p == nil {
 		return nil, fmt.Errorf("ssm GetParameter %s: ParameterNotFound", name)
 	}
@@ -151,6 +158,55 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 	}
 	return t, nil
 }
+
+// instanceRoleMayRead applies the instance role's policy
+// (deploy/iam/instance-role-policy.json) to inst reading parameter name:
+// allowed only if p carries tag InstanceArn equal to inst's ARN. Caller
+// holds mu.
+func (s *Sim) instanceRoleMayRead(inst *Instance, name string, p *Parameter) error {
+	want := s.instanceARN(inst.ID)
+	if p != nil && p.Tags[TagInstanceArn] == want {
+		return nil
+	}
+	why := "parameter does not exist"
+	if p != nil {
+		why = "parameter has no " + TagInstanceArn + " tag"
+		if got, ok := p.Tags[TagInstanceArn]; ok {
+			why = fmt.Sprintf("parameter is tagged %s=%s", TagInstanceArn, got)
+		}
+	}
+	role := inst.IamInstanceProfile
+	if i := strings.LastIndex(role, "/"); i >= 0 {
+		role = role[i+1:]
+	}
+	return fmt.Errorf("ssm GetParameter %s: AccessDeniedException: User: arn:aws:sts::%s:assumed-role/%s/%s "+
+		"is not authorized to perform: ssm:GetParameter on resource: %s because no identity-based policy allows "+
+		"the ssm:GetParameter action (%s; the role's policy wants %s=%s)",
+		name, awsAccountID, role, inst.ID, s.paramARN(name), why, TagInstanceArn, want)
+}
+
+// TagInstanceArn is the parameter tag the instance role's policy matches
+// against ${ec2:SourceInstanceARN}.
+const TagInstanceArn = "InstanceArn"
+
+// instanceARN is the ARN of instance id as the instance's own requests carry
+// it (${ec2:SourceInstanceARN}): the partition of the region, the region,
+// and the owner account DescribeInstances reports (ownerId).
+func (s *Sim) instanceARN(id string) string {
+	region := s.region()
+	partition := "aws"
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		partition = "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		partition = "aws-us-gov"
+	}
+	return "arn:" + partition + ":ec2:" + region + ":" + awsAccountID + ":instance/" + id
+}
+
+// InstanceARN is the ARN of instance id: the value its token parameter's
+// InstanceArn tag must hold under Config.InstanceRoleTagPolicy.
+func (s *Sim) InstanceARN(id string) string { return s.instanceARN(id) }
 
 // connectOpen registers the connector's 4 connections. Caller holds mu.
 func (s *Sim) connectOpen(c *Connector, gen int, now time.Time) {

@@ -58,6 +58,35 @@ func (e *env) putToken(sc *ssm.Client, name, tunnelID string) {
 	}
 }
 
+// instanceARNOf builds the instance's ARN from what DescribeInstances
+// reports (the reservation's ownerId) and the region, as tunnelward's EC2
+// client does: the emulator's policy must accept exactly that.
+func (e *env) instanceARNOf(ec *ec2.Client, iid string) string {
+	e.t.Helper()
+	out, err := ec.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{iid}})
+	if err != nil || len(out.Reservations) != 1 || aws.ToString(out.Reservations[0].OwnerId) == "" {
+		e.t.Fatalf("describe %s for its owner: %v %+v", iid, err, out)
+	}
+	return "arn:aws:ec2:" + e.sim.Config().Region + ":" + aws.ToString(out.Reservations[0].OwnerId) + ":instance/" + iid
+}
+
+// tagFor tags parameter name InstanceArn=<iid's ARN>, as the reconciler
+// does after a launch, so the instance role may read it.
+func (e *env) tagFor(ec *ec2.Client, sc *ssm.Client, name, iid string) {
+	e.t.Helper()
+	e.tagParam(sc, name, e.instanceARNOf(ec, iid))
+}
+
+func (e *env) tagParam(sc *ssm.Client, name, arn string) {
+	e.t.Helper()
+	if _, err := sc.AddTagsToResource(context.Background(), &ssm.AddTagsToResourceInput{
+		ResourceType: ssmtypes.ResourceTypeForTaggingParameter, ResourceId: aws.String(name),
+		Tags: []ssmtypes.Tag{{Key: aws.String(TagInstanceArn), Value: aws.String(arn)}},
+	}); err != nil {
+		e.t.Fatalf("tag parameter %s: %v", name, err)
+	}
+}
+
 // status reads the tunnel status through the SDK, as a poller would.
 func (e *env) status(id string) string {
 	e.t.Helper()
@@ -105,6 +134,7 @@ func TestWorldEndToEnd(t *testing.T) {
 	tid := e.createTunnel("tw-acme")
 	e.putToken(sc, acmeParam, tid)
 	iid := e.runInstance(ec, "acme", tid, acmeParam)
+	e.tagFor(ec, sc, acmeParam, iid)
 
 	if st := e.status(tid); st != "inactive" {
 		t.Fatalf("before boot: %s", st)
@@ -208,6 +238,8 @@ func TestWorldEndToEnd(t *testing.T) {
 
 // A token written after the instance booted is still picked up: the
 // connector retries every RetryInterval and records why it could not connect.
+// Under the instance role's tag policy a missing parameter is denied, as
+// AWS evaluates the policy before it looks the parameter up.
 func TestWorldLateTokenAndBadToken(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
 		c.BootDelay, c.ConnectDelay, c.RetryInterval = time.Second, time.Second, 5*time.Second
@@ -219,13 +251,15 @@ func TestWorldLateTokenAndBadToken(t *testing.T) {
 	if st := e.status(tid); st != "inactive" {
 		t.Fatalf("without a parameter: %s", st)
 	}
-	if c := e.connector(iid); !strings.Contains(c.LastError, "ParameterNotFound") || c.Attempts < 2 {
+	if c := e.connector(iid); !strings.Contains(c.LastError, "AccessDeniedException") || c.Attempts < 2 {
 		t.Fatalf("connector without parameter: %+v", c)
 	}
 
-	// A parameter that holds no valid token: still refused.
+	// A parameter that holds no valid token (tagged for this instance at
+	// creation): still refused.
 	if _, err := sc.PutParameter(context.Background(), &ssm.PutParameterInput{
 		Name: aws.String("/tunnelward/late/tunnel-token"), Type: ssmtypes.ParameterTypeSecureString, Value: aws.String("bm90LWEtdG9rZW4="),
+		Tags: []ssmtypes.Tag{{Key: aws.String(TagInstanceArn), Value: aws.String(e.instanceARNOf(ec, iid))}},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -301,13 +335,16 @@ func TestShellScriptUnderstoodCommands(t *testing.T) {
 // someone looks: a restart that nobody observes for a minute connected
 // ConnectDelay after the command ran, not ConnectDelay after the next request.
 func TestWorldLazyTimeIsEventTime(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.BootDelay, c.ConnectDelay = 0, 3*time.Second })
+	// BootDelay 1s leaves room to tag the parameter before cloudflared's
+	// first read (tagging is itself a request, and a request ticks first).
+	e := newEnv(t, func(c *Config) { c.BootDelay, c.ConnectDelay = time.Second, 3*time.Second })
 	ec, sc := AWSTestClients(t, e.srv.URL)
 	ctx := context.Background()
 	tid := e.createTunnel("tw-acme")
 	e.putToken(sc, acmeParam, tid)
 	iid := e.runInstance(ec, "acme", tid, acmeParam)
-	e.clock.Advance(3 * time.Second)
+	e.tagFor(ec, sc, acmeParam, iid)
+	e.clock.Advance(4 * time.Second)
 	if st := e.status(tid); st != "healthy" {
 		t.Fatalf("after boot + connect: %s", st)
 	}
