@@ -174,3 +174,25 @@ func hasCode(err error, codes ...string) bool {
 	}
 	return false
 }
+
+// allPages fetches every page of an SDK paginator, each page one call under
+// the call policy (limiter, retries, observer), and hands it to take. It
+// returns how many pages it fetched, so sweeps can show their cost.
+func allPages[Out, Opts any](ctx context.Context, call *apicall.Caller, op, what string,
+	more func() bool, next func(context.Context, ...func(*Opts)) (Out, error), take func(Out)) (int, error) {
+	pages := 0
+	for more() {
+		var page Out
+		err := call.Do(ctx, op, what, func(ctx context.Context) error {
+			var err error
+			page, err = next(ctx)
+			return err
+		})
+		if err != nil {
+			return pages, err
+		}
+		pages++
+		take(page)
+	}
+	return pages, nil
+}

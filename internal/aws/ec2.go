@@ -285,23 +285,15 @@ func (c *Client) describe(ctx context.Context, what string, filters []types.Filt
 	}
 	p := ec2.NewDescribeInstancesPaginator(c.ec2, in)
 	var out []Instance
-	pages := 0
-	for p.HasMorePages() {
-		var res *ec2.DescribeInstancesOutput
-		err := c.ec2Call.Do(ctx, "DescribeInstances", what, func(ctx context.Context) error {
-			var err error
-			res, err = p.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return nil, pages, err
-		}
-		pages++
+	pages, err := allPages(ctx, c.ec2Call, "DescribeInstances", what, p.HasMorePages, p.NextPage, func(res *ec2.DescribeInstancesOutput) {
 		for _, r := range res.Reservations {
 			for _, inst := range r.Instances {
 				out = append(out, c.owned(toInstance(inst), r.OwnerId))
 			}
 		}
+	})
+	if err != nil {
+		return nil, pages, err
 	}
 	return out, pages, nil
 }

@@ -189,21 +189,13 @@ func (c *Client) describeParams(ctx context.Context, what string, f types.Parame
 	}
 	p := ssm.NewDescribeParametersPaginator(c.ssm, in)
 	var out []ParamMeta
-	pages := 0
-	for p.HasMorePages() {
-		var res *ssm.DescribeParametersOutput
-		err := c.ssmCall.Do(ctx, "DescribeParameters", what, func(ctx context.Context) error {
-			var err error
-			res, err = p.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return nil, pages, err
-		}
-		pages++
+	pages, err := allPages(ctx, c.ssmCall, "DescribeParameters", what, p.HasMorePages, p.NextPage, func(res *ssm.DescribeParametersOutput) {
 		for _, m := range res.Parameters {
 			out = append(out, toMeta(m))
 		}
+	})
+	if err != nil {
+		return nil, pages, err
 	}
 	return out, pages, nil
 }
