@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/plan"
@@ -40,22 +39,8 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
 	}
 
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	run := func(fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
+	var steps fanOut
+	run := steps.run
 	var tunnelID string
 	var kill []string
 	for _, c := range p.Changes {
@@ -102,9 +87,8 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 			return e.store.Update(org.ID, func(o *state.Org) error { o.Observed.InstanceID = ""; return nil })
 		})
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return Result{}, fmt.Errorf("delete org %s: %w", org.ID, errors.Join(errs...))
+	if err := steps.wait(); err != nil {
+		return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
 	}
 	if tunnelID != "" {
 		if err := e.deleteTunnel(ctx, log, tunnelID); err != nil {

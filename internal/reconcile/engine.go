@@ -500,3 +500,29 @@ func mutate(ctx context.Context, log *slog.Logger, op, target string, fn func(co
 	log.Log(ctx, lvl, "cloud mutation", attrs...)
 	return err
 }
+
+// fanOut runs independent cloud steps at once and keeps every error: errgroup
+// would stop at the first, and a reconcile reports (and retries) them all.
+type fanOut struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+func (f *fanOut) run(fn func() error) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := fn(); err != nil {
+			f.mu.Lock()
+			f.errs = append(f.errs, err)
+			f.mu.Unlock()
+		}
+	}()
+}
+
+// wait returns once every step is done, with their errors joined.
+func (f *fanOut) wait() error {
+	f.wg.Wait()
+	return errors.Join(f.errs...)
+}

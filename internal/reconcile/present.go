@@ -328,21 +328,10 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	}
 
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		steps fanOut
+		mu    sync.Mutex // guards ap.conflicts
 	)
-	run := func(fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
+	run := steps.run
 	if len(by[plan.ResIngress]) > 0 {
 		run(func() error { return e.putIngress(ctx, log, org.ID, ap.tunnelID, d) })
 	}
@@ -413,9 +402,8 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 			return err
 		})
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return ap, fmt.Errorf("org %s: %w", org.ID, errors.Join(errs...))
+	if err := steps.wait(); err != nil {
+		return ap, fmt.Errorf("org %s: %w", org.ID, err)
 	}
 	// Only after both the token and the instance are in place: the tag
 	// names the instance on the parameter.
