@@ -143,8 +143,12 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 		}()
 	}
 
+	// The tag is read back when this process has not seen it for the
+	// instance (a crash between launch and tag), and while a remediation is
+	// pending: a wrong tag keeps a restarted cloudflared out, and re-tagging
+	// is one call where replacing the instance would be a boot.
 	if rec.ParameterName != "" && (rec.InstanceID != "" || rec.LaunchInFlight) && !IsTrue(org, state.CondReady) &&
-		!e.taggedFor(org.ID, rec.InstanceID) {
+		(!e.taggedFor(org.ID, rec.InstanceID) || pendingRemediation(org) != nil) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -83,6 +83,8 @@ func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
 		tags, err := h.aw.ParameterTags(ctx, param)
 		return err == nil && IsTrue(o, state.CondReady) && c.Connected && tags[TagInstanceArn] == h.sim.InstanceARN(now)
 	})
-	t.Logf("recovered on instance %s (was %s)", now, inst)
+	if now != inst {
+		t.Errorf("recovered by replacing instance %s with %s; re-tagging the parameter should have been enough", inst, now)
+	}
 	h.requireOneEach("acme")
 }
