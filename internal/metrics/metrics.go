@@ -481,6 +481,21 @@ type Family struct {
 // dashboards (docs/operations.md, deploy/prometheus) can be checked against
 // the code. Nothing is registered globally.
 func Families() ([]Family, error) {
+	mfs, err := exemplar().Registry().Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Family, 0, len(mfs))
+	for _, mf := range mfs {
+		out = append(out, Family{Name: mf.GetName(), Histogram: mf.GetType() == dto.MetricType_HISTOGRAM})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// exemplar is a fresh set of metrics with each labelled vector touched once,
+// so that every family is gathered.
+func exemplar() *Metrics {
 	m := New()
 	m.IngestedEvent("org.created", "applied")
 	m.DeadLetter("schema")
@@ -493,14 +508,5 @@ func Families() ([]Family, error) {
 	m.SweepDone(time.Second, nil)
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
-	mfs, err := m.Registry().Gather()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Family, 0, len(mfs))
-	for _, mf := range mfs {
-		out = append(out, Family{Name: mf.GetName(), Histogram: mf.GetType() == dto.MetricType_HISTOGRAM})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return m
 }

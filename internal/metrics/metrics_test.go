@@ -314,20 +314,7 @@ func TestSweep(t *testing.T) {
 }
 
 func TestNamingAndLabels(t *testing.T) {
-	m := New()
-	// Touch every vector so each family is exposed.
-	m.IngestedEvent("org.created", "applied")
-	m.DeadLetter("schema")
-	m.ObserveReconcile("converged", time.Second)
-	m.APICall("aws", "ssm.PutParameter", 200, time.Millisecond, true)
-	m.SetOrgsByCondition(map[string]int{"ready": 1})
-	m.Remediation("replace_instance", "failure")
-	m.DriftFound("instance")
-	m.OrphanCollected("parameter")
-	m.SweepDone(time.Second, nil)
-	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
-	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
-
+	m := exemplar() // every vector touched, so each family is exposed
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
