@@ -177,9 +177,21 @@ func runChild() (res childResult) {
 
 // procMem reads VmRSS and VmHWM from /proc/self/status.
 func procMem() (rss, hwm uint64, err error) {
-	b, err := os.ReadFile("/proc/self/status")
+	rss, hwm, err = statusMem("/proc/self/status")
 	if err != nil {
 		return 0, 0, fmt.Errorf("read /proc/self/status: %w", err)
+	}
+	if rss == 0 {
+		return 0, 0, errors.New("no VmRSS in /proc/self/status")
+	}
+	return rss, hwm, nil
+}
+
+// statusMem reads VmRSS and VmHWM, in bytes, from a /proc/<pid>/status file.
+func statusMem(path string) (rss, hwm uint64, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -193,9 +205,6 @@ func procMem() (rss, hwm uint64, err error) {
 		case "VmHWM:":
 			hwm = kb << 10
 		}
-	}
-	if rss == 0 {
-		return 0, 0, errors.New("no VmRSS in /proc/self/status")
 	}
 	return rss, hwm, nil
 }
@@ -503,24 +512,7 @@ func reconcilerBinary(ctx context.Context, dir string) (string, string) {
 
 // procRSS reads VmRSS and VmHWM of another process.
 func procRSS(pid int) (rss, hwm uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseUint(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "VmHWM:":
-			hwm = kb << 10
-		}
-	}
-	return rss, hwm, nil
+	return statusMem(fmt.Sprintf("/proc/%d/status", pid))
 }
 
 // realProcess runs the reconciler binary on dataDir (state.db inside) with
