@@ -346,6 +346,9 @@ type Connector struct {
 	Running    bool   // process up (killed by /_sim/world, restarted by SendCommand)
 	Connected  bool
 	LastError  string // e.g. "parameter not found", "invalid token"
+	// Broken makes cloudflared exit at every start (a corrupt binary, a full
+	// disk): set by /_sim/world break_connector, cured only by a new instance.
+	Broken bool
 
 	ClientID    string    // uuid the connector registers with (connections' client_id)
 	RunAt       time.Time // when the process last started

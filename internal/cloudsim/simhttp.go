@@ -150,7 +150,7 @@ func (s *Sim) State() WorldState {
 	for _, id := range sortedKeys(s.connectors) {
 		c := s.connectors[id]
 		cs := ConnectorState{InstanceID: c.InstanceID, ClientID: c.ClientID, TunnelID: c.TunnelID, Running: c.Running,
-			Connected: c.Connected, LastError: c.LastError, Attempts: c.Attempts}
+			Broken: c.Broken, Connected: c.Connected, LastError: c.LastError, Attempts: c.Attempts}
 		if !c.RunAt.IsZero() {
 			t := c.RunAt.UTC()
 			cs.RunAt = &t

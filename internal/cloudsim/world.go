@@ -80,6 +80,11 @@ func (s *Sim) startConnector(c *Connector) { s.startConnectorAt(c, s.now()) }
 // try to connect. Caller holds mu.
 func (s *Sim) startConnectorAt(c *Connector, at time.Time) {
 	s.stopConnector(c, "")
+	if c.Broken {
+		c.RunAt = at
+		c.LastError = "cloudflared exited at start (instance broken out of band)"
+		return
+	}
 	c.Running = true
 	c.RunAt = at
 	c.Attempts = 0
@@ -397,7 +402,7 @@ func (s *Sim) degradeConnector(c *Connector) error {
 // tunnel id, record id or parameter name) or by org (resolved through the
 // ownership conventions in hooks.go).
 type WorldAction struct {
-	Action  string `json:"action"`         // kill_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
+	Action  string `json:"action"`         // kill_connector, break_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
 	Kind    string `json:"kind,omitempty"` // for delete: tunnel, dns_record, instance, parameter
 	ID      string `json:"id,omitempty"`
 	Org     string `json:"org,omitempty"`
@@ -420,7 +425,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 		return res, fmt.Errorf("world action %q: give id or org", a.Action)
 	}
 	switch a.Action {
-	case "kill_connector", "degrade_connector", "restart_connector", "stop_instance", "terminate_instance":
+	case "kill_connector", "break_connector", "degrade_connector", "restart_connector", "stop_instance", "terminate_instance":
 		insts := s.targetInstances(a)
 		if len(insts) == 0 {
 			return res, fmt.Errorf("world action %s: no live instance matches id=%q org=%q", a.Action, a.ID, a.Org)
@@ -429,6 +434,10 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 			switch a.Action {
 			case "kill_connector":
 				s.stopConnector(s.connectorOf(inst), "killed out of band")
+			case "break_connector":
+				c := s.connectorOf(inst)
+				c.Broken = true
+				s.stopConnector(c, "broken out of band")
 			case "degrade_connector":
 				if err := s.degradeConnector(s.connectorOf(inst)); err != nil {
 					return res, fmt.Errorf("world action degrade_connector: instance %s: %w", inst.ID, err)
@@ -461,7 +470,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 			res.Affected = append(res.Affected, "dns_record:"+r.ID)
 		}
 	default:
-		return res, fmt.Errorf("world action %q: unknown; want kill_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete or alter_dns", a.Action)
+		return res, fmt.Errorf("world action %q: unknown; want kill_connector, break_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete or alter_dns", a.Action)
 	}
 	return res, nil
 }
@@ -575,6 +584,7 @@ type ConnectorState struct {
 	ClientID    string     `json:"client_id"`
 	TunnelID    string     `json:"tunnel_id,omitempty"`
 	Running     bool       `json:"running"`
+	Broken      bool       `json:"broken,omitempty"`
 	Connected   bool       `json:"connected"`
 	LastError   string     `json:"last_error,omitempty"`
 	Attempts    int        `json:"attempts"`

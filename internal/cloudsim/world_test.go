@@ -366,3 +366,48 @@ func TestWorldLazyTimeIsEventTime(t *testing.T) {
 		t.Fatalf("connected at %v, want %v (command time + run delay + ConnectDelay)", c.ConnectedAt, want)
 	}
 }
+
+// A broken connector stays down through every restart, SSM or world, and a
+// fresh instance on the same tunnel connects: restarts cannot cure it,
+// replacement can.
+func TestWorldBrokenConnectorNeedsNewInstance(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.BootDelay, c.ConnectDelay = time.Second, time.Second })
+	ec, sc := AWSTestClients(t, e.srv.URL)
+	ctx := context.Background()
+	tid := e.createTunnel("tw-acme")
+	e.putToken(sc, acmeParam, tid)
+	iid := e.runInstance(ec, "acme", tid, acmeParam)
+	e.tagFor(ec, sc, acmeParam, iid)
+	e.clock.Advance(3 * time.Second)
+	if st := e.status(tid); st != "healthy" {
+		t.Fatalf("after boot + connect: %s", st)
+	}
+	e.world(WorldAction{Action: "break_connector", Org: "acme"})
+	if st := e.status(tid); st != "down" {
+		t.Fatalf("after break_connector: %s", st)
+	}
+	out, err := sc.SendCommand(ctx, &ssm.SendCommandInput{
+		DocumentName: aws.String("AWS-RunShellScript"), InstanceIds: []string{iid},
+		Parameters: map[string][]string{"commands": {"systemctl restart cloudflared"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.world(WorldAction{Action: "restart_connector", ID: iid})
+	e.clock.Advance(time.Minute)
+	if st := e.status(tid); st != "down" {
+		t.Fatalf("a broken connector came back after restarts (command %s): %s", *out.Command.CommandId, st)
+	}
+	c := e.connector(iid)
+	if c.Running || !c.Broken || !strings.Contains(c.LastError, "broken") {
+		t.Fatalf("broken connector state: %+v", c)
+	}
+	// A replacement instance has its own, healthy cloudflared.
+	e.world(WorldAction{Action: "terminate_instance", ID: iid})
+	iid2 := e.runInstance(ec, "acme", tid, acmeParam)
+	e.tagFor(ec, sc, acmeParam, iid2)
+	e.clock.Advance(3 * time.Second)
+	if st := e.status(tid); st != "healthy" {
+		t.Fatalf("replacement instance: %s (connector %+v)", st, e.connector(iid2))
+	}
+}
