@@ -11,10 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -286,7 +289,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // ClassifyHTTP is the provider-neutral rule: 429 throttled; 408 and 5xx
 // retryable; a request sent without a response (connection refused/reset,
-// timeout) retryable; everything else permanent.
+// timeout) retryable; a response whose body broke off mid-read retryable
+// (the SDKs report it as a decode error under a 2xx status); everything
+// else permanent.
 func ClassifyHTTP(err error, a Attempt) Class {
 	switch {
 	case a.Status == http.StatusTooManyRequests:
@@ -297,8 +302,21 @@ func ClassifyHTTP(err error, a Attempt) Class {
 		return Retryable
 	case a.Status == 0 && errors.Is(err, context.DeadlineExceeded):
 		return Retryable
+	case a.Status != 0 && brokenConn(err):
+		// The outcome is as unknown as when no response came at all, and
+		// every step we run is safe to repeat (ClientToken, find-by-name,
+		// overwrite, not-found on delete). The AWS SDK retries these too.
+		return Retryable
 	}
 	return Permanent
+}
+
+// brokenConn reports a connection that failed while a response was read:
+// closed, reset or cut short.
+func brokenConn(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &op)
 }
 
 // ParseRetryAfter reads a Retry-After header (delta seconds or HTTP date).

@@ -271,3 +271,41 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A 200 whose body breaks off mid-read (the connection closed under the
+// reader) is retried like a lost response, not reported as a decode failure.
+func TestBodyCutShortRetried(t *testing.T) {
+	cut := func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n<DescribeInstancesResponse>")
+		buf.Flush()
+		conn.Close()
+	}
+	s, ts, c, o, hc := setup(t, fast(), cut)
+	read := func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.ReadAll(resp.Body); err != nil {
+			return fmt.Errorf("failed to decode response body, %w", err)
+		}
+		return nil
+	}
+	if err := c.Do(context.Background(), "DescribeInstances", "", read); err != nil {
+		t.Fatalf("a body cut short was not retried: %v", err)
+	}
+	if s.hits() != 2 || len(o.log) != 2 || o.log[0] != "cloudflare/DescribeInstances/200/false" {
+		t.Fatalf("hits=%d observed=%v", s.hits(), o.log)
+	}
+	// A decode failure of a complete body stays permanent.
+	if got := ClassifyHTTP(errors.New("failed to decode response body, XML syntax error"), Attempt{Status: 200, Sent: true}); got != Permanent {
+		t.Fatalf("a malformed complete body classified %v", got)
+	}
+}

@@ -23,10 +23,13 @@ import (
 // AWSTestOptions changes what AWSTestClients builds; the zero value means
 // the sandbox identities and a single attempt per call.
 type AWSTestOptions struct {
-	AccessKey   string // default DefaultAWSAccessKey
-	Secret      string // default DefaultAWSSecret
-	Region      string // default DefaultRegion
-	MaxAttempts int    // SDK attempts per call; default 1 (no retries), so counts are exact
+	AccessKey string // default DefaultAWSAccessKey
+	Secret    string // default DefaultAWSSecret
+	Region    string // default DefaultRegion
+	// MaxAttempts is the SDK attempts per call. The default 1 retries no API
+	// error, so counts are exact; only a connection that breaks under a
+	// response (a loopback RST, aws-sdk-go-v2#2737) is tried again, up to 3.
+	MaxAttempts int
 	// MaxBackoff caps the SDK retry delay when MaxAttempts > 1 (default 50ms).
 	MaxBackoff time.Duration
 }
@@ -57,6 +60,10 @@ func AWSTestClients(t testing.TB, baseURL string, opts ...func(*AWSTestOptions))
 			so.MaxAttempts = o.MaxAttempts
 			so.MaxBackoff = o.MaxBackoff
 			so.RateLimiter = ratelimit.None // no retry quota: tests count attempts exactly
+			if o.MaxAttempts == 1 {
+				so.MaxAttempts = 3
+				so.Retryables = []retry.IsErrorRetryable{retry.RetryableConnectionError{}}
+			}
 		})
 	}
 	e := ec2.NewFromConfig(cfg, func(eo *ec2.Options) { eo.BaseEndpoint = aws.String(baseURL) })
