@@ -89,7 +89,7 @@ func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	}
 	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
 		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, Observe: m.APICall}
-	awc := aws.Config{Region: c.AWS.Region, Observe: m.APICall}
+	awc := aws.Config{Region: c.AWS.Region, Observe: m.APICall, Logger: log}
 	if cloudURL != "" {
 		cfc.BaseURL = cloudURL + "/client/v4/"
 		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()

@@ -8,17 +8,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -47,6 +49,9 @@ type Config struct {
 	SSMBucket  ratelimit.Bucket     // default ratelimit.DefaultSSM
 	Policy     apicall.Policy
 	Observe    apicall.Observer
+	// Logger receives the SDK's own warnings (e.g. a response body it could
+	// not drain) as structured lines; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Client holds the EC2 and SSM service clients. Safe for concurrent use;
@@ -87,6 +92,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
+	awsCfg.Logger = sdkLogger(cfg.Logger)
 	if cfg.HTTPClient != nil {
 		awsCfg.HTTPClient = cfg.HTTPClient
 	}
@@ -126,6 +132,23 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pageSize: cfg.PageSize,
 		region:   cfg.Region,
 	}, nil
+}
+
+// sdkLogger turns the SDK's printf-style log lines into slog records, so
+// they keep the process's log format instead of going raw to stderr. With
+// no ClientLogMode set the SDK logs only warnings, which carry no request
+// or credential data.
+func sdkLogger(l *slog.Logger) logging.Logger {
+	if l == nil {
+		l = slog.Default()
+	}
+	return logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+		level := slog.LevelWarn
+		if c == logging.Debug {
+			level = slog.LevelDebug
+		}
+		l.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "aws-sdk")
+	})
 }
 
 // EC2Caller and SSMCaller expose the call policies (Retry-After pauses).

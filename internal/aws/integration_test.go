@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -567,3 +568,50 @@ func TestWorksWithoutCABundle(t *testing.T) {
 		t.Fatalf("instances in the emulator = %d, want 1", n)
 	}
 }
+
+// Responses cut short after the operation ran are retried under the call
+// policy (the outcome is unknown, the step is safe to repeat), and the SDK's
+// own warning about the undrained body reaches our structured log.
+func TestLostResponsesRetried(t *testing.T) {
+	w := newWorld(t, nil)
+	var logs syncBuf
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	c := w.client(t, func(cfg *aws.Config) { cfg.Logger = log })
+	if _, err := c.RunInstance(ctx, spec("lost", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{{Op: "ec2.DescribeInstances", LostRate: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.DescribeOrgInstances(ctx, "lost")
+	if err == nil || !strings.Contains(err.Error(), "after 5 attempts") {
+		t.Fatalf("every response lost: want a failure after 5 attempts, got %v", err)
+	}
+	if n := w.sim.LostCalls()["ec2.DescribeInstances"]; n != 5 {
+		t.Fatalf("lost DescribeInstances %d, want 5 (one per attempt)", n)
+	}
+	if !strings.Contains(logs.String(), `"component":"aws-sdk"`) {
+		t.Fatalf("the SDK's warning did not reach the structured log:\n%s", logs.String())
+	}
+	// A third of the responses lost: each call still succeeds within its attempts.
+	if err := w.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{{Op: "ec2.DescribeInstances", LostRate: 0.3}}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		got, err := c.DescribeOrgInstances(ctx, "lost")
+		if err != nil || len(got) != 1 {
+			t.Fatalf("a third of the responses lost: %d instances, %v", len(got), err)
+		}
+	}
+	if n := w.sim.LostCalls()["ec2.DescribeInstances"]; n <= 5 {
+		t.Fatalf("no response lost at rate 0.3 (lost %d in all)", n)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -8,11 +8,36 @@ import (
 
 // callCounter counts requests per operation and HTTP status.
 type callCounter struct {
-	mu sync.Mutex
-	m  map[string]map[int]int
+	mu   sync.Mutex
+	m    map[string]map[int]int
+	lost map[string]int // answered, then the response was cut (FaultLost)
 }
 
-func newCallCounter() *callCounter { return &callCounter{m: map[string]map[int]int{}} }
+func newCallCounter() *callCounter {
+	return &callCounter{m: map[string]map[int]int{}, lost: map[string]int{}}
+}
+
+// countLost records that op's response will be cut short; the request is
+// also counted, with its status, by countCall.
+func (s *Sim) countLost(op string) {
+	c := s.calls
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lost[op]++
+}
+
+// LostCalls returns, per operation, how many responses were cut short
+// after the operation was applied.
+func (s *Sim) LostCalls() map[string]int {
+	c := s.calls
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.lost))
+	for op, n := range c.lost {
+		out[op] = n
+	}
+	return out
+}
 
 // countCall records one answered request of op with its HTTP status.
 // Injected hangs are counted with status 0 (nothing was written).
@@ -60,6 +85,7 @@ func (s *Sim) ResetCalls() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m = map[string]map[int]int{}
+	c.lost = map[string]int{}
 }
 
 // callsReport is the JSON shape of /_sim/calls.
@@ -67,6 +93,9 @@ type callsReport struct {
 	Total int                       `json:"total"`
 	Ops   map[string]map[string]int `json:"ops"` // op -> "200" -> count
 	List  []callsRow                `json:"calls"`
+	// Lost counts the requests (also in Ops) whose response was cut short
+	// after the operation was applied: op -> count.
+	Lost map[string]int `json:"lost"`
 }
 
 type callsRow struct {
@@ -77,7 +106,7 @@ type callsRow struct {
 
 func (s *Sim) callsReport() callsReport {
 	m := s.Calls()
-	rep := callsReport{Ops: map[string]map[string]int{}, List: []callsRow{}}
+	rep := callsReport{Ops: map[string]map[string]int{}, List: []callsRow{}, Lost: s.LostCalls()}
 	for op, st := range m {
 		rep.Ops[op] = map[string]int{}
 		for code, n := range st {

@@ -141,7 +141,13 @@ func (s *Sim) serveCloudflare(w http.ResponseWriter, r *http.Request) {
 		writeCFError(w, &cfErr{http.StatusNotFound, 7000, "No route for that URI"})
 		return
 	}
-	if f := s.injectFault(r.Context(), rt.op); f.Kind != FaultNone {
+	f := s.injectFault(r.Context(), rt.op)
+	if f.Kind == FaultLost {
+		s.countLost(rt.op)
+		var cut func()
+		w, cut = loseResponse(w, f)
+		defer cut()
+	} else if f.Kind != FaultNone {
 		switch f.Kind {
 		case FaultHang:
 			s.countCall(rt.op, 0)

@@ -1,13 +1,16 @@
 package cloudsim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand"
+	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +26,10 @@ const (
 	FaultError              // answer with a 5xx (Status)
 	FaultThrottle           // answer with the provider's throttling error (Status, RetryAfter)
 	FaultHang               // the client gave up (ctx done) while we hung; write nothing
+	// FaultLost: the operation is applied, then the connection breaks
+	// halfway through the response body, so the client cannot tell whether
+	// it happened (a crash-free "applied but unacknowledged").
+	FaultLost
 )
 
 // Fault is the decision for one request.
@@ -71,8 +78,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // FaultRule injects faults into the operations its Op pattern matches.
 // Op is a glob over operation names (path.Match syntax: "cf.*",
 // "ec2.RunInstances", "*"); rates are probabilities in [0,1], drawn in
-// this order: hang, error, throttle. Latency is added to every matching
-// request: uniform in [LatencyMin, LatencyMax], or fixed when Max <= Min.
+// this order: hang, error, throttle; a request none of them (nor a rate
+// limit) refused may then lose its response (LostRate). Latency is added to
+// every matching request: uniform in [LatencyMin, LatencyMax], or fixed
+// when Max <= Min.
 type FaultRule struct {
 	Op           string   `json:"op"`
 	ErrorRate    float64  `json:"error_rate,omitempty"`
@@ -82,6 +91,7 @@ type FaultRule struct {
 	LatencyMin   Duration `json:"latency_min,omitempty"`
 	LatencyMax   Duration `json:"latency_max,omitempty"`
 	HangRate     float64  `json:"hang_rate,omitempty"`
+	LostRate     float64  `json:"lost_rate,omitempty"` // applied, then the response breaks off
 }
 
 // RateLimits are the provider-shaped rate limits. Each one is off when its
@@ -131,7 +141,7 @@ func (fs FaultSettings) Validate() error {
 		if _, err := path.Match(r.Op, "x"); err != nil {
 			return fmt.Errorf("rules[%d].op %q: %w", i, r.Op, err)
 		}
-		for name, p := range map[string]float64{"error_rate": r.ErrorRate, "throttle_rate": r.ThrottleRate, "hang_rate": r.HangRate} {
+		for name, p := range map[string]float64{"error_rate": r.ErrorRate, "throttle_rate": r.ThrottleRate, "hang_rate": r.HangRate, "lost_rate": r.LostRate} {
 			if p < 0 || p > 1 || math.IsNaN(p) {
 				return fmt.Errorf("rules[%d].%s: %v is not a probability in [0,1]", i, name, p)
 			}
@@ -264,6 +274,7 @@ func (s *Sim) injectFault(ctx context.Context, op string) Fault {
 	f.mu.Lock()
 	var latency time.Duration
 	var fault Fault
+	lost := ""
 	for _, r := range f.settings.Rules {
 		if ok, _ := path.Match(r.Op, op); !ok {
 			continue
@@ -292,10 +303,15 @@ func (s *Sim) injectFault(ctx context.Context, op string) Fault {
 				ra = time.Second
 			}
 			fault = Fault{Kind: FaultThrottle, Status: throttleStatus(op), RetryAfter: ra, Reason: "rule " + r.Op + ": throttle"}
+		case lost == "" && r.LostRate > 0 && rnd.Float64() < r.LostRate:
+			lost = r.Op
 		}
 	}
 	if fault.Kind == FaultNone {
 		fault = f.rateLimitLocked(op, now)
+	}
+	if fault.Kind == FaultNone && lost != "" {
+		fault = Fault{Kind: FaultLost, Reason: "rule " + lost + ": response lost"}
 	}
 	f.mu.Unlock()
 
@@ -366,4 +382,48 @@ func (f *faultSet) rateLimitLocked(op string, now time.Time) Fault {
 		}
 	}
 	return Fault{}
+}
+
+// lostResponse buffers a handler's answer so that cut can send its status,
+// headers and half its body, then break the connection: the client sees
+// the status and a body cut short (unexpected EOF), as when a connection
+// drops mid-response.
+type lostResponse struct {
+	w      http.ResponseWriter
+	status int
+	buf    bytes.Buffer
+}
+
+// loseResponse wraps w when f is FaultLost; call cut (deferred) after the
+// handler answered.
+func loseResponse(w http.ResponseWriter, f Fault) (http.ResponseWriter, func()) {
+	if f.Kind != FaultLost {
+		return w, func() {}
+	}
+	l := &lostResponse{w: w}
+	return l, l.cut
+}
+
+func (l *lostResponse) Header() http.Header { return l.w.Header() }
+
+func (l *lostResponse) WriteHeader(code int) {
+	if l.status == 0 {
+		l.status = code
+	}
+}
+
+func (l *lostResponse) Write(b []byte) (int, error) {
+	l.WriteHeader(http.StatusOK)
+	return l.buf.Write(b)
+}
+
+func (l *lostResponse) cut() {
+	l.WriteHeader(http.StatusOK)
+	l.w.Header().Set("Content-Length", strconv.Itoa(l.buf.Len()))
+	l.w.WriteHeader(l.status)
+	_, _ = l.w.Write(l.buf.Bytes()[:l.buf.Len()/2])
+	_ = http.NewResponseController(l.w).Flush()
+	// The documented way to break a response off: net/http closes the
+	// connection without logging a stack.
+	panic(http.ErrAbortHandler)
 }

@@ -17,6 +17,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	"github.com/cloudflare/cloudflare-go/v7/dns"
+	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
 )
 
 func (e *env) putFaults(body string) (int, string) {
@@ -213,5 +214,50 @@ func TestFaultsEndpointRoundTrip(t *testing.T) {
 	}
 	if n := e.sim.CallCount("cf.tunnel.create"); n != 0 {
 		t.Fatalf("calls after reset: %d", n)
+	}
+}
+
+// A lost response: the operation is applied, then the body breaks off. The
+// SDKs see an error; the world holds the result; a retry with the same
+// ClientToken launches nothing new.
+func TestFaultLostResponseApplied(t *testing.T) {
+	e := newEnv(t, nil)
+	if code, body := e.putFaults(`{"rules":[{"op":"cf.tunnel.create","lost_rate":1},{"op":"ec2.RunInstances","lost_rate":1}]}`); code != 200 {
+		t.Fatalf("PUT faults: %d %s", code, body)
+	}
+	var tp zero_trust.TunnelCloudflaredNewParams
+	set(&tp.AccountID, e.acct)
+	set(&tp.Name, "tw-lost")
+	set(&tp.ConfigSrc, zero_trust.TunnelCloudflaredNewParamsConfigSrcCloudflare)
+	if _, err := e.tun.New(context.Background(), tp); err == nil {
+		t.Fatal("create with its response lost succeeded")
+	}
+	if n := len(e.sim.State().Tunnels); n != 1 {
+		t.Fatalf("tunnels after a lost create: %d, want 1 (applied)", n)
+	}
+
+	// The SDK does not retry a body cut short (unexpected EOF); the caller
+	// does, with the same ClientToken.
+	ec, _ := AWSTestClients(t, e.srv.URL)
+	for range 3 {
+		_, err := ec.RunInstances(context.Background(), runInput("tok-lost", map[string]string{"OrgID": "lost"}))
+		if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+			t.Fatalf("RunInstances with its response lost: %v", err)
+		}
+	}
+	if n := len(e.sim.State().Instances); n != 1 {
+		t.Fatalf("instances after 3 lost RunInstances with one ClientToken: %d, want 1", n)
+	}
+	lost := e.sim.LostCalls()
+	if lost["cf.tunnel.create"] != 1 || lost["ec2.RunInstances"] != 3 {
+		t.Fatalf("lost calls: %v", lost)
+	}
+	if c := e.sim.Calls()["ec2.RunInstances"]; c[200] != 3 {
+		t.Fatalf("RunInstances counted %v, want 3 answered 200", c)
+	}
+
+	// lost_rate is a probability like the others.
+	if code, body := e.putFaults(`{"rules":[{"op":"*","lost_rate":1.5}]}`); code != 400 || !strings.Contains(body, "lost_rate") {
+		t.Fatalf("lost_rate 1.5: %d %s", code, body)
 	}
 }

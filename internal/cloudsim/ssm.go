@@ -120,6 +120,11 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 
 	f := s.injectFault(r.Context(), op)
 	switch f.Kind {
+	case FaultLost:
+		s.countLost(op)
+		var cut func()
+		w, cut = loseResponse(w, f)
+		defer cut()
 	case FaultHang:
 		s.countCall(op, 0)
 		return

@@ -492,6 +492,53 @@ func TestSweepCollectsOrphans(t *testing.T) {
 	}
 }
 
+// Responses lost after the operation was applied, on every mutating call
+// (and the reads the engine finds resources with): every create is done
+// twice from the engine's view, so its retry must meet the first result —
+// 409 on the tunnel name, 81053 on the DNS name, the same reservation for
+// the ClientToken, an overwrite of the parameter, not-found on deletes —
+// and still end with exactly one of each, then nothing.
+func TestLostResponsesConvergeWithoutDuplicates(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
+		{Op: "cf.tunnel.create", LostRate: 0.5}, {Op: "cf.tunnel.delete", LostRate: 0.5},
+		{Op: "cf.tunnel_config.put", LostRate: 0.5}, {Op: "cf.tunnel_token.get", LostRate: 0.5},
+		{Op: "cf.dns.create", LostRate: 0.5}, {Op: "cf.dns.delete", LostRate: 0.5},
+		{Op: "cf.tunnel_connections.delete", LostRate: 0.5},
+		{Op: "ec2.RunInstances", LostRate: 0.5}, {Op: "ec2.TerminateInstances", LostRate: 0.5},
+		{Op: "ec2.DescribeInstances", LostRate: 0.2},
+		{Op: "ssm.PutParameter", LostRate: 0.5}, {Op: "ssm.AddTagsToResource", LostRate: 0.5},
+		{Op: "ssm.DeleteParameter", LostRate: 0.5},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	orgs := []string{"l1", "l2", "l3", "l4"}
+	for _, o := range orgs {
+		h.apply(created(o, o))
+	}
+	h.waitReady(orgs...)
+	h.requireClean(orgs...) // one tunnel, record, parameter and instance per org, no orphan
+	if w := h.world(); len(w.tunnels) != len(orgs) || len(w.records) != len(orgs) || len(w.params) != len(orgs) || len(w.instances) != len(orgs) {
+		t.Fatalf("want %d of each:\n%s", len(orgs), h.describe())
+	}
+	lost := h.sim.LostCalls()
+	for _, op := range []string{"cf.tunnel.create", "cf.dns.create", "ec2.RunInstances", "ssm.PutParameter"} {
+		if lost[op] == 0 {
+			t.Fatalf("no %s response was lost; the test exercised nothing: %v", op, lost)
+		}
+	}
+	for _, o := range orgs {
+		h.apply(deleted(o))
+	}
+	h.waitDeleted(orgs...)
+	h.waitFor("nothing left", 10*time.Second, func() bool { return len(h.invariants()) == 0 && len(h.world().instances) == 0 })
+	if w := h.world(); len(w.tunnels)+len(w.records)+len(w.params) != 0 {
+		t.Fatalf("left behind: %s", h.describe())
+	}
+	t.Logf("lost responses: %v", h.sim.LostCalls())
+}
+
 // Throttling and server errors on every API: the engine still converges,
 // and the throttles were really served (and waited out).
 func TestFaultsStillConverge(t *testing.T) {
