@@ -467,14 +467,16 @@ func (w *world) waitConverged(timeout time.Duration) string {
 	}
 }
 
-// simCalls reads /_sim/calls: per operation, per status, counts.
-func (w *world) simCalls() (total int, byStatus map[string]int, err error) {
+// simCallsLost returns the emulator's call counts and how many responses it
+// cut short after applying the operation (lost_rate).
+func (w *world) simCallsLost() (total int, byStatus map[string]int, lost int, err error) {
 	var body struct {
 		Total int                       `json:"total"`
 		Ops   map[string]map[string]int `json:"ops"`
+		Lost  map[string]int            `json:"lost"`
 	}
 	if err = getJSON(w.simURL()+"/_sim/calls", &body); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	byStatus = map[string]int{}
 	for _, st := range body.Ops {
@@ -482,7 +484,10 @@ func (w *world) simCalls() (total int, byStatus map[string]int, err error) {
 			byStatus[code] += n
 		}
 	}
-	return body.Total, byStatus, nil
+	for _, n := range body.Lost {
+		lost += n
+	}
+	return body.Total, byStatus, lost, nil
 }
 
 // simWorld posts a /_sim/world action.
