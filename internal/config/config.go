@@ -88,7 +88,15 @@ type Config struct {
 	NATS       NATS
 	Cloudflare Cloudflare
 	AWS        AWS
-	Instance   Instance
+	// Instance is how instances are launched in the default region
+	// (AWS.Region); InstanceFor gives the settings of any served region.
+	Instance Instance
+	// InstanceByRegion holds the regional instance settings (AMI, subnet,
+	// security groups) of the extra regions, by region name. After Load it
+	// names only served extra regions, and in live mode every one of them
+	// with an AMI; in the sandbox and URL modes each one without its own
+	// AMI or subnet has the sandbox ones.
+	InstanceByRegion map[string]RegionalInstance
 
 	ReservedSlugs []string
 	Workers       int
@@ -104,6 +112,9 @@ type Config struct {
 	Args []string
 
 	sources map[string]string
+	// badEntries holds, per per-region setting, the entries that could not
+	// be read, for validate to report (see regionMapSetting).
+	badEntries map[string][]string
 }
 
 // NATS is how the reconciler reaches JetStream.
@@ -138,7 +149,11 @@ type Cloudflare struct {
 
 // AWS is where instances and parameters live.
 type AWS struct {
+	// Region is the default region: orgs that name no region go there.
 	Region string
+	// ExtraRegions are the regions served besides Region (--aws-regions),
+	// as given; ServedRegions is the de-duplicated list of all of them.
+	ExtraRegions []string
 	// Static credentials are set only for the sandbox and URL modes; live mode
 	// leaves them empty and uses the SDK's default credential chain.
 	AccessKeyID     string

@@ -18,6 +18,7 @@ const (
 	kindDuration
 	kindBool
 	kindList
+	kindRegionMap // REGION=VALUE,...; a mapping in the config file
 )
 
 // setting is the one declaration of a configuration setting. The flag is
@@ -139,15 +140,23 @@ var settings = func() []*setting {
 			help: "file holding the Cloudflare API token (or set " + EnvCloudflareAPIToken + "; never a flag value)"},
 
 		{name: "aws-region", env: "TUNNELWARD_AWS_REGION", group: groupAWS, metavar: "REGION",
-			sandboxDef: SandboxAWSRegion, help: "AWS region (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
+			sandboxDef: SandboxAWSRegion, help: "default AWS region: orgs that name no region are launched here (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
+		{name: "aws-regions", env: "TUNNELWARD_AWS_REGIONS", group: groupAWS, metavar: "REGION,...", kind: kindList,
+			help: "further AWS regions served besides --aws-region, comma-separated; an org that names one of them is launched there, an org that names an unserved one nowhere"},
 		{name: "instance-ami", env: "TUNNELWARD_INSTANCE_AMI", group: groupAWS, metavar: "AMI",
-			sandboxDef: SandboxAMI, help: "AMI of org instances (ami-...; ideally with cloudflared baked in)"},
+			sandboxDef: SandboxAMI, help: "AMI of org instances in the default region (ami-...; ideally with cloudflared baked in)"},
+		{name: amiByRegion, env: "TUNNELWARD_INSTANCE_AMI_BY_REGION", group: groupAWS, metavar: "REGION=AMI,...", kind: kindRegionMap,
+			sandboxDef: "REGION=" + SandboxAMI, help: "AMI of org instances in each region of --aws-regions (AMIs are regional); required for every one in live mode"},
 		{name: "instance-type", env: "TUNNELWARD_INSTANCE_TYPE", group: groupAWS, metavar: "TYPE", def: DefaultInstanceType,
 			help: "EC2 instance type when the org.created event names none"},
 		{name: "instance-subnet", env: "TUNNELWARD_INSTANCE_SUBNET", group: groupAWS, metavar: "SUBNET",
-			sandboxDef: SandboxSubnet, help: "subnet of org instances (subnet-...)"},
+			sandboxDef: SandboxSubnet, help: "subnet of org instances in the default region (subnet-...)"},
+		{name: subnetByRgn, env: "TUNNELWARD_INSTANCE_SUBNET_BY_REGION", group: groupAWS, metavar: "REGION=SUBNET,...", kind: kindRegionMap,
+			sandboxDef: "REGION=" + SandboxSubnet, help: "subnet of org instances in each region of --aws-regions; a region without one uses the default subnets of its default VPC"},
 		{name: "instance-security-groups", env: "TUNNELWARD_INSTANCE_SECURITY_GROUPS", group: groupAWS, metavar: "SG,...",
-			help: "security groups of org instances, comma-separated (sg-...); cloudflared needs egress only"},
+			help: "security groups of org instances in the default region, comma-separated (sg-...); cloudflared needs egress only"},
+		{name: sgsByRegion, env: "TUNNELWARD_INSTANCE_SECURITY_GROUPS_BY_REGION", group: groupAWS, metavar: "REGION=SG+SG,...", kind: kindRegionMap,
+			help: "security groups of org instances in each region of --aws-regions, one region's joined with +; a region without them uses its VPC's default security group"},
 		{name: "instance-profile", env: "TUNNELWARD_INSTANCE_PROFILE", group: groupAWS, metavar: "NAME|ARN",
 			sandboxDef: SandboxInstanceProfile, help: "instance profile whose role may read only its own token parameter (deploy/iam/)"},
 		{name: "ssm-path-prefix", env: "TUNNELWARD_SSM_PATH_PREFIX", group: groupAWS, metavar: "PATH", def: DefaultSSMPathPrefix,
@@ -204,7 +213,11 @@ var settings = func() []*setting {
 		"cloudflare-zone-name":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.ZoneName }) },
 		cloudflareTokenFileFlag: func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.APITokenFile }) },
 		"aws-region":            func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AWS.Region }) },
+		"aws-regions":           func(s *setting) { s.set, s.get = listSetting(func(c *Config) *[]string { return &c.AWS.ExtraRegions }) },
 		"instance-ami":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.AMI }) },
+		amiByRegion:             func(s *setting) { s.set, s.get = regionMapSetting(amiByRegion) },
+		subnetByRgn:             func(s *setting) { s.set, s.get = regionMapSetting(subnetByRgn) },
+		sgsByRegion:             func(s *setting) { s.set, s.get = regionMapSetting(sgsByRegion) },
 		"instance-type":         func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.Type }) },
 		"instance-subnet":       func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.Subnet }) },
 		"instance-security-groups": func(s *setting) {

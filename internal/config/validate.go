@@ -118,6 +118,7 @@ func (c *Config) applyModeDefaults(env func(string) string) {
 	if c.Cloudflare.APIToken.IsZero() {
 		c.Cloudflare.APIToken = secret.NewToken(SandboxCloudflareToken)
 	}
+	c.fillSandboxRegions()
 	c.AWS.AccessKeyID = SandboxAWSAccessKeyID
 	c.AWS.SecretAccessKey = secret.NewToken(SandboxAWSSecretKey)
 }
@@ -210,9 +211,12 @@ func (c *Config) validate(probs *problems) {
 	}
 
 	// AWS and instances.
-	if v := c.AWS.Region; v != "" && !reRegion.MatchString(v) {
-		probs.add(f("aws-region"), "%q is not an AWS region name (like us-east-1)", v)
+	if v := c.AWS.Region; v != "" {
+		if err := checkRegion(v); err != nil {
+			probs.add(f("aws-region"), "%q %v", v, err)
+		}
 	}
+	c.validateRegions(probs)
 	if v := c.Instance.AMI; v != "" && !reAMI.MatchString(v) {
 		probs.add(f("instance-ami"), "%q is not an AMI id (ami- and 8 or 17 hex digits)", v)
 	}
@@ -454,6 +458,9 @@ func readConfigFile(path string, probs *problems) map[string]string {
 			continue
 		}
 		s, err := scalarText(v)
+		if m, ok := v.(map[string]any); ok && lookup(k).kind == kindRegionMap {
+			s, err = regionMapText(k, m)
+		}
 		if err != nil {
 			probs.add(setting, "config file %s: %s: %v", path, k, err)
 			continue
