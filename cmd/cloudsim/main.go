@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +32,24 @@ func main() {
 	}
 }
 
+// options is what the flags ask for.
+type options struct {
+	listen   string
+	cfg      cloudsim.Config
+	settings cloudsim.FaultSettings
+	noLimits bool
+}
+
 func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	return serve(o)
+}
+
+// parseFlags reads and checks the flags; nothing is started.
+func parseFlags(args []string) (options, error) {
 	d := cloudsim.DefaultConfig()
 	fs := flag.NewFlagSet("cloudsim", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -49,7 +67,9 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ZoneName, "zone-name", d.ZoneName, "Cloudflare zone name")
 	fs.StringVar(&cfg.AWSAccessKey, "aws-access-key", d.AWSAccessKey, "AWS access key id clients sign with")
 	fs.StringVar(&cfg.AWSSecret, "aws-secret", d.AWSSecret, "AWS secret access key clients sign with")
-	fs.StringVar(&cfg.Region, "region", d.Region, "AWS region")
+	fs.StringVar(&cfg.Region, "region", d.Region, "the AWS account's home region (Go loaders' default; always one of --regions)")
+	regions := fs.String("regions", strings.Join(d.Regions, ","),
+		"comma-separated AWS regions the emulated account has; EC2 and SSM are per region, told apart by the SigV4 credential scope, and a request scoped to any other region is refused")
 	fs.DurationVar(&cfg.BootDelay, "boot-delay", d.BootDelay, "EC2 pending -> running")
 	fs.DurationVar(&cfg.ConnectDelay, "connect-delay", d.ConnectDelay, "cloudflared token read -> tunnel connections up")
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", d.ShutdownDelay, "EC2 stopping/shutting-down -> stopped/terminated")
@@ -66,10 +86,29 @@ func run(args []string) error {
 	ssmTPS := fs.Float64("ssm-read-tps", d.Limits.SSMReadTPS, "SSM parameter reads per second")
 	faults := fs.String("faults", "", `fault rules as JSON, or @FILE: [{"op":"cf.*","error_rate":0.05,"latency_min":"20ms","latency_max":"80ms"}]`)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return options{}, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+		return options{}, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+
+	cfg.Regions = nil
+	for _, r := range strings.Split(*regions, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			cfg.Regions = append(cfg.Regions, r)
+		}
+	}
+	regionsSet := false
+	fs.Visit(func(f *flag.Flag) { regionsSet = regionsSet || f.Name == "regions" })
+	if len(cfg.Regions) == 0 {
+		return options{}, fmt.Errorf("--regions: empty; name at least one region, like %s", cloudsim.DefaultRegion)
+	}
+	if !regionsSet && !slices.Contains(cfg.Regions, cfg.Region) {
+		// Only --region was given: the default set grows by it.
+		cfg.Regions = append(cfg.Regions, cfg.Region)
+	}
+	if err := cfg.Validate(); err != nil {
+		return options{}, fmt.Errorf("--region / --regions: %w", err)
 	}
 
 	cfg.Limits = cloudsim.RateLimits{
@@ -83,26 +122,32 @@ func run(args []string) error {
 		if name, ok := strings.CutPrefix(*faults, "@"); ok {
 			b, err := os.ReadFile(name)
 			if err != nil {
-				return fmt.Errorf("--faults: %w", err)
+				return options{}, fmt.Errorf("--faults: %w", err)
 			}
 			raw = b
 		}
 		if err := json.Unmarshal(raw, &settings.Rules); err != nil {
-			return fmt.Errorf("--faults: want a JSON list of rules: %w", err)
+			return options{}, fmt.Errorf("--faults: want a JSON list of rules: %w", err)
 		}
 	}
 	if err := settings.Validate(); err != nil {
-		return fmt.Errorf("--faults / rate-limit flags: %w", err)
+		return options{}, fmt.Errorf("--faults / rate-limit flags: %w", err)
 	}
 
+	return options{listen: *listen, cfg: cfg, settings: settings, noLimits: *noLimits}, nil
+}
+
+// serve runs the emulator until SIGINT/SIGTERM.
+func serve(o options) error {
+	cfg, settings := o.cfg, o.settings
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	sim := cloudsim.New(cfg)
 	if err := sim.SetFaultSettings(settings); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", *listen, err)
+		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		log.Warn("cloudsim listens beyond loopback; it has no real security", "addr", ln.Addr().String())
@@ -114,7 +159,7 @@ func run(args []string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2 and SSM at /, emulator at /_sim/",
 		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
-		"zone_name", cfg.ZoneName, "region", cfg.Region, "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !*noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
+		"zone_name", cfg.ZoneName, "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

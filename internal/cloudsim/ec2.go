@@ -124,7 +124,8 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 		s.countCall(op, e.Status)
 		writeEC2Error(w, e)
 	}
-	if ae := s.verifySigV4(r, body, "ec2"); ae != nil {
+	region, ae := s.verifySigV4(r, body, "ec2")
+	if ae != nil {
 		switch {
 		case ae.Missing:
 			fail(ec2Err(http.StatusUnauthorized, "AuthFailure", "AWS was not able to validate the provided access credentials"))
@@ -145,7 +146,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 		fail(ec2Err(http.StatusBadRequest, "InvalidParameterValue", "Version %q is not supported; this endpoint speaks 2016-11-15", v))
 		return
 	}
-	handler, ok := map[string]func(url.Values) (any, *ec2Error){
+	handler, ok := map[string]func(string, url.Values) (any, *ec2Error){
 		"RunInstances":       s.ec2RunInstances,
 		"DescribeInstances":  s.ec2DescribeInstances,
 		"TerminateInstances": s.ec2TerminateInstances,
@@ -163,7 +164,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	f := s.injectFault(r.Context(), op)
+	f := s.injectFaultIn(r.Context(), op, region)
 	switch f.Kind {
 	case FaultLost:
 		s.countLost(op)
@@ -191,7 +192,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.tick()
-	out, e := handler(form)
+	out, e := handler(region, form)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)
@@ -387,7 +388,7 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 		State:              ec2StateXML{Code: ec2StateCode[inst.State], Name: inst.State},
 		InstanceType:       inst.InstanceType,
 		LaunchTime:         ec2Time(inst.LaunchTime),
-		Placement:          ec2Placement{AvailabilityZone: s.region() + "a", Tenancy: "default"},
+		Placement:          ec2Placement{AvailabilityZone: s.regionOf(inst) + "a", Tenancy: "default"},
 		SubnetID:           inst.SubnetID,
 		PrivateIPAddress:   inst.PrivateIP,
 		IPAddress:          inst.PublicIP,
@@ -403,7 +404,7 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 		x.VpcID = "vpc-" + hexOf(inst.SubnetID, 17)
 	}
 	if inst.State != "terminated" && inst.PrivateIP != "" {
-		x.PrivateDNSName = "ip-" + strings.ReplaceAll(inst.PrivateIP, ".", "-") + ".ec2.internal"
+		x.PrivateDNSName = privateDNSName(inst.PrivateIP, s.regionOf(inst))
 	}
 	for _, g := range inst.SecurityGroupIDs {
 		x.GroupSet = append(x.GroupSet, ec2GroupXML{GroupID: g, GroupName: g})
@@ -434,11 +435,30 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 	return x
 }
 
+// region is the home region (Config.Region, set by New).
 func (s *Sim) region() string {
 	if s.cfg.Region == "" {
 		return DefaultRegion
 	}
 	return s.cfg.Region
+}
+
+// regionOf is the region inst was launched in.
+func (s *Sim) regionOf(inst *Instance) string {
+	if inst.Region == "" {
+		return s.region()
+	}
+	return inst.Region
+}
+
+// privateDNSName is EC2's internal host name: ec2.internal in us-east-1,
+// <region>.compute.internal everywhere else.
+func privateDNSName(ip, region string) string {
+	host := "ip-" + strings.ReplaceAll(ip, ".", "-")
+	if region == "us-east-1" {
+		return host + ".ec2.internal"
+	}
+	return host + "." + region + ".compute.internal"
 }
 
 // hexOf derives a stable hex string of n characters from v.
@@ -459,7 +479,7 @@ func (s *Sim) reservationXML(resID string, insts []*Instance) ec2ReservationXML 
 
 // ---- RunInstances ----
 
-func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
+func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 	token := form.Get("ClientToken")
 	if len(token) > 64 {
 		return nil, ec2BadParam("Value (%s) for parameter clientToken is invalid. Length exceeds maximum of 64 characters.", token)
@@ -471,7 +491,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 	}
 	fp := runFingerprint(form)
 	if token != "" {
-		if ct, ok := s.clientToks[token]; ok {
+		if ct, ok := s.clientToks[tokenKey{region, token}]; ok {
 			if ct.Fingerprint != fp {
 				return nil, ec2Err(http.StatusBadRequest, "IdempotentParameterMismatch",
 					"Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
@@ -616,6 +636,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 			LaunchTime:         now,
 			StateChangedAt:     now,
 			ClientToken:        token,
+			Region:             region,
 		}
 		s.instances[inst.ID] = inst
 		s.reservation[resID] = append(s.reservation[resID], inst.ID)
@@ -633,7 +654,7 @@ func (s *Sim) ec2RunInstances(form url.Values) (any, *ec2Error) {
 		})
 	}
 	if token != "" {
-		s.clientToks[token] = &clientToken{Fingerprint: fp, ReservationID: resID, CreatedAt: now, Instances: insts}
+		s.clientToks[tokenKey{region, token}] = &clientToken{Fingerprint: fp, ReservationID: resID, CreatedAt: now, Instances: insts}
 	}
 	return ec2RunInstancesResponse{Xmlns: ec2Namespace, RequestID: newRequestID(),
 		ec2ReservationXML: s.reservationXML(resID, insts)}, nil
@@ -713,7 +734,8 @@ func (s *Sim) terminateInstanceLocked(inst *Instance) {
 			delete(s.instances, inst.ID)
 		})
 		if inst.ClientToken != "" {
-			s.schedule(doneAt.Add(max(ec2TokenLife, s.cfg.TerminatedRetention)), func() { s.expireToken(inst.ClientToken) })
+			key := tokenKey{s.regionOf(inst), inst.ClientToken}
+			s.schedule(doneAt.Add(max(ec2TokenLife, s.cfg.TerminatedRetention)), func() { s.expireToken(key) })
 		}
 	})
 }
@@ -721,7 +743,7 @@ func (s *Sim) terminateInstanceLocked(inst *Instance) {
 // expireToken forgets a ClientToken once every instance it launched has
 // been terminated for ec2TokenLife; the same token then launches anew.
 // Caller holds s.mu.
-func (s *Sim) expireToken(token string) {
+func (s *Sim) expireToken(token tokenKey) {
 	ct := s.clientToks[token]
 	if ct == nil {
 		return
@@ -761,8 +783,9 @@ func (s *Sim) stopInstanceLocked(inst *Instance) {
 	})
 }
 
-// lookupInstances resolves InstanceId.N all-or-nothing, as EC2 does.
-func (s *Sim) lookupInstances(ids []string) ([]*Instance, *ec2Error) {
+// lookupInstances resolves InstanceId.N all-or-nothing, as EC2 does, in
+// region: an instance of another region does not exist there.
+func (s *Sim) lookupInstances(region string, ids []string) ([]*Instance, *ec2Error) {
 	var missing []string
 	var out []*Instance
 	for _, id := range ids {
@@ -770,7 +793,7 @@ func (s *Sim) lookupInstances(ids []string) ([]*Instance, *ec2Error) {
 			return nil, ec2Err(http.StatusBadRequest, "InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
 		}
 		inst, ok := s.instances[id]
-		if !ok {
+		if !ok || s.regionOf(inst) != region {
 			missing = append(missing, id)
 			continue
 		}
@@ -786,12 +809,12 @@ func (s *Sim) lookupInstances(ids []string) ([]*Instance, *ec2Error) {
 	}
 }
 
-func (s *Sim) stateChange(form url.Values, name string, apply func(*Instance)) (any, *ec2Error) {
+func (s *Sim) stateChange(region string, form url.Values, name string, apply func(*Instance)) (any, *ec2Error) {
 	ids := formList(form, "InstanceId")
 	if len(ids) == 0 {
 		return nil, ec2Err(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter InstanceId")
 	}
-	insts, e := s.lookupInstances(ids)
+	insts, e := s.lookupInstances(region, ids)
 	if e != nil {
 		return nil, e
 	}
@@ -807,13 +830,13 @@ func (s *Sim) stateChange(form url.Values, name string, apply func(*Instance)) (
 	return resp, nil
 }
 
-func (s *Sim) ec2TerminateInstances(form url.Values) (any, *ec2Error) {
-	return s.stateChange(form, "TerminateInstancesResponse", s.terminateInstanceLocked)
+func (s *Sim) ec2TerminateInstances(region string, form url.Values) (any, *ec2Error) {
+	return s.stateChange(region, form, "TerminateInstancesResponse", s.terminateInstanceLocked)
 }
 
-func (s *Sim) ec2StopInstances(form url.Values) (any, *ec2Error) {
+func (s *Sim) ec2StopInstances(region string, form url.Values) (any, *ec2Error) {
 	ids := formList(form, "InstanceId")
-	insts, e := s.lookupInstances(ids)
+	insts, e := s.lookupInstances(region, ids)
 	if e != nil {
 		return nil, e
 	}
@@ -823,15 +846,15 @@ func (s *Sim) ec2StopInstances(form url.Values) (any, *ec2Error) {
 				"This instance '%s' is not in a state from which it can be stopped.", inst.ID)
 		}
 	}
-	return s.stateChange(form, "StopInstancesResponse", s.stopInstanceLocked)
+	return s.stateChange(region, form, "StopInstancesResponse", s.stopInstanceLocked)
 }
 
-func (s *Sim) ec2RebootInstances(form url.Values) (any, *ec2Error) {
+func (s *Sim) ec2RebootInstances(region string, form url.Values) (any, *ec2Error) {
 	ids := formList(form, "InstanceId")
 	if len(ids) == 0 {
 		return nil, ec2Err(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter InstanceId")
 	}
-	insts, e := s.lookupInstances(ids)
+	insts, e := s.lookupInstances(region, ids)
 	if e != nil {
 		return nil, e
 	}
@@ -858,7 +881,7 @@ func (s *Sim) ec2RebootInstances(form url.Values) (any, *ec2Error) {
 
 // ---- CreateTags ----
 
-func (s *Sim) ec2CreateTags(form url.Values) (any, *ec2Error) {
+func (s *Sim) ec2CreateTags(region string, form url.Values) (any, *ec2Error) {
 	ids := formList(form, "ResourceId")
 	if len(ids) == 0 {
 		return nil, ec2Err(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter ResourceId")
@@ -875,7 +898,7 @@ func (s *Sim) ec2CreateTags(form url.Values) (any, *ec2Error) {
 			return nil, ec2Err(http.StatusBadRequest, "InvalidID", "The ID '%s' is not valid", id)
 		}
 	}
-	insts, e := s.lookupInstances(ids)
+	insts, e := s.lookupInstances(region, ids)
 	if e != nil {
 		return nil, e
 	}
@@ -995,7 +1018,7 @@ func instanceKey(inst *Instance) string {
 	return fmt.Sprintf("%020d/%s", inst.LaunchTime.UnixNano(), inst.ID)
 }
 
-func (s *Sim) ec2DescribeInstances(form url.Values) (any, *ec2Error) {
+func (s *Sim) ec2DescribeInstances(region string, form url.Values) (any, *ec2Error) {
 	ids := formList(form, "InstanceId")
 	filters, e := parseEC2Filters(form)
 	if e != nil {
@@ -1026,14 +1049,16 @@ func (s *Sim) ec2DescribeInstances(form url.Values) (any, *ec2Error) {
 
 	var cands []*Instance
 	if len(ids) > 0 {
-		insts, e := s.lookupInstances(ids)
+		insts, e := s.lookupInstances(region, ids)
 		if e != nil {
 			return nil, e
 		}
 		cands = insts
 	} else {
 		for _, inst := range s.instances {
-			cands = append(cands, inst)
+			if s.regionOf(inst) == region {
+				cands = append(cands, inst)
+			}
 		}
 	}
 	keys := make(map[*Instance]string, len(cands))

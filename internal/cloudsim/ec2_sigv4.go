@@ -34,15 +34,17 @@ type awsAuthError struct {
 func (e *awsAuthError) Error() string { return e.Message }
 
 // verifySigV4 checks r (whose body has already been read into body) against
-// the configured access key and secret for service ("ec2", "ssm").
-func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) *awsAuthError {
+// the configured access key and secret for service ("ec2", "ssm"), and
+// returns the region of its credential scope: the region the request acts
+// in, always one of Config.Regions.
+func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) (string, *awsAuthError) {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return &awsAuthError{Missing: true, Message: "Request is missing Authentication Token"}
+		return "", &awsAuthError{Missing: true, Message: "Request is missing Authentication Token"}
 	}
 	const algo = "AWS4-HMAC-SHA256"
 	if !strings.HasPrefix(auth, algo+" ") {
-		return &awsAuthError{Message: "Unsupported authorization algorithm; only " + algo + " is accepted"}
+		return "", &awsAuthError{Message: "Unsupported authorization algorithm; only " + algo + " is accepted"}
 	}
 	var cred, signedHeaders, sig string
 	for _, part := range strings.Split(strings.TrimPrefix(auth, algo+" "), ",") {
@@ -57,43 +59,45 @@ func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) *awsAuth
 		}
 	}
 	if cred == "" || signedHeaders == "" || sig == "" {
-		return &awsAuthError{Message: "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters"}
+		return "", &awsAuthError{Message: "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters"}
 	}
 	// Credential = AKID/date/region/service/aws4_request
 	cp := strings.Split(cred, "/")
 	if len(cp) != 5 || cp[4] != "aws4_request" {
-		return &awsAuthError{Message: fmt.Sprintf("Credential %q is not of the form AKID/yyyymmdd/region/service/aws4_request", cred)}
+		return "", &awsAuthError{Message: fmt.Sprintf("Credential %q is not of the form AKID/yyyymmdd/region/service/aws4_request", cred)}
 	}
 	akid, date, region, svc := cp[0], cp[1], cp[2], cp[3]
 	if akid != s.cfg.AWSAccessKey {
-		return &awsAuthError{BadKey: true, Message: "The security token included in the request is invalid."}
+		return "", &awsAuthError{BadKey: true, Message: "The security token included in the request is invalid."}
 	}
 	if svc != service {
-		return &awsAuthError{Message: fmt.Sprintf("Credential should be scoped to correct service: '%s'.", service)}
+		return "", &awsAuthError{Message: fmt.Sprintf("Credential should be scoped to correct service: '%s'.", service)}
 	}
-	if s.cfg.Region != "" && region != s.cfg.Region {
-		return &awsAuthError{Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'.", region)}
+	// Each region is its own endpoint on AWS; here one address serves the
+	// account's regions, told apart by the scope, and refuses the others.
+	if !s.hasRegion(region) {
+		return "", &awsAuthError{Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'.", region)}
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	if len(amzDate) != len("20060102T150405Z") || !strings.HasPrefix(amzDate, date) {
-		return &awsAuthError{Message: "X-Amz-Date is missing or does not match the credential scope date"}
+		return "", &awsAuthError{Message: "X-Amz-Date is missing or does not match the credential scope date"}
 	}
 	// AWS refuses signatures more than 15 minutes off its own time. The SDK
 	// signs with the wall clock, so that is the clock to compare with, not
 	// the world's (possibly fake) clock.
 	signedAt, err := time.Parse("20060102T150405Z", amzDate)
 	if err != nil {
-		return &awsAuthError{Message: fmt.Sprintf("X-Amz-Date %q is not of the form yyyymmddThhmmssZ", amzDate)}
+		return "", &awsAuthError{Message: fmt.Sprintf("X-Amz-Date %q is not of the form yyyymmddThhmmssZ", amzDate)}
 	}
 	if skew := time.Since(signedAt); skew > sigV4MaxSkew || skew < -sigV4MaxSkew {
-		return &awsAuthError{Expired: true, Message: fmt.Sprintf("Signature expired: %s is now earlier or later than %s (15 min. skew allowed)",
+		return "", &awsAuthError{Expired: true, Message: fmt.Sprintf("Signature expired: %s is now earlier or later than %s (15 min. skew allowed)",
 			amzDate, time.Now().UTC().Format("20060102T150405Z"))}
 	}
 
 	// Canonical request.
 	names := strings.Split(signedHeaders, ";")
 	if !sort.StringsAreSorted(names) {
-		return &awsAuthError{Message: "SignedHeaders must be sorted"}
+		return "", &awsAuthError{Message: "SignedHeaders must be sorted"}
 	}
 	hasHost := false
 	var ch strings.Builder
@@ -114,7 +118,7 @@ func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) *awsAuth
 		ch.WriteByte('\n')
 	}
 	if !hasHost {
-		return &awsAuthError{Message: "'Host' must be a signed header"}
+		return "", &awsAuthError{Message: "'Host' must be a signed header"}
 	}
 	payloadHash := r.Header.Get("X-Amz-Content-Sha256")
 	if payloadHash == "" {
@@ -143,9 +147,9 @@ func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) *awsAuth
 	key = hmacSHA256(key, "aws4_request")
 	want := hex.EncodeToString(hmacSHA256(key, toSign))
 	if !hmac.Equal([]byte(want), []byte(sig)) {
-		return &awsAuthError{Message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."}
+		return "", &awsAuthError{Message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."}
 	}
-	return nil
+	return region, nil
 }
 
 func hmacSHA256(key []byte, data string) []byte {

@@ -105,14 +105,15 @@ type RateLimits struct {
 	CFBudget  int      `json:"cf_budget"`
 	CFWindow  Duration `json:"cf_window"`
 
-	// EC2: token buckets per action class (RunInstances 5 / 2 per s,
-	// TerminateInstances 100 / 5, CreateTags 100 / 10, other mutating 50 / 5,
-	// non-mutating Describe* 100 / 20), RequestLimitExceeded when empty.
+	// EC2: token buckets per region and action class (RunInstances 5 / 2
+	// per s, TerminateInstances 100 / 5, CreateTags 100 / 10, other mutating
+	// 50 / 5, non-mutating Describe* 100 / 20), RequestLimitExceeded when
+	// empty. AWS meters an account per region, so each region has its own.
 	EC2Enabled bool    `json:"ec2_enabled"`
 	EC2Scale   float64 `json:"ec2_scale,omitempty"`
 
 	// SSM: parameter reads (GetParameter, GetParameters, GetParametersByPath)
-	// at ReadTPS with an equal burst, ThrottlingException beyond it.
+	// at ReadTPS with an equal burst per region, ThrottlingException beyond it.
 	SSMEnabled bool    `json:"ssm_enabled"`
 	SSMReadTPS float64 `json:"ssm_read_tps,omitempty"`
 }
@@ -209,8 +210,8 @@ type faultSet struct {
 
 	cfWindowStart time.Time
 	cfCount       int
-	ec2Buckets    map[string]*rate.Limiter
-	ssmReads      *rate.Limiter
+	ec2Buckets    map[string]*rate.Limiter // by region + "/" + class
+	ssmReads      map[string]*rate.Limiter // by region
 }
 
 func newFaultSet(seed int64, limits RateLimits) *faultSet {
@@ -228,7 +229,7 @@ func (f *faultSet) setLocked(fs FaultSettings) {
 	f.cfWindowStart = time.Time{}
 	f.cfCount = 0
 	f.ec2Buckets = map[string]*rate.Limiter{}
-	f.ssmReads = nil
+	f.ssmReads = map[string]*rate.Limiter{}
 }
 
 func (f *faultSet) rnd(op string) *rand.Rand {
@@ -265,9 +266,16 @@ func (s *Sim) SetFaultSettings(fs FaultSettings) error {
 	return nil
 }
 
-// injectFault applies latency/hangs and decides errors and throttles for op.
-// Must be called without s.mu held (it may sleep or block until ctx is done).
+// injectFault is injectFaultIn for the home region (Cloudflare has none).
 func (s *Sim) injectFault(ctx context.Context, op string) Fault {
+	return s.injectFaultIn(ctx, op, s.region())
+}
+
+// injectFaultIn applies latency/hangs and decides errors and throttles for
+// op, sent to region. Rules match by op only; the AWS rate limits are per
+// region. Must be called without s.mu held (it may sleep or block until ctx
+// is done).
+func (s *Sim) injectFaultIn(ctx context.Context, op, region string) Fault {
 	f := s.faults
 	now := s.cfg.Now() // without s.mu: the wall (or test) clock, never an event's time
 
@@ -308,7 +316,7 @@ func (s *Sim) injectFault(ctx context.Context, op string) Fault {
 		}
 	}
 	if fault.Kind == FaultNone {
-		fault = f.rateLimitLocked(op, now)
+		fault = f.rateLimitLocked(op, region, now)
 	}
 	if fault.Kind == FaultNone && lost != "" {
 		fault = Fault{Kind: FaultLost, Reason: "rule " + lost + ": response lost"}
@@ -343,7 +351,7 @@ func throttleStatus(op string) int {
 }
 
 // rateLimitLocked applies the provider-shaped rate limits. Caller holds f.mu.
-func (f *faultSet) rateLimitLocked(op string, now time.Time) Fault {
+func (f *faultSet) rateLimitLocked(op, region string, now time.Time) Fault {
 	l := f.settings.Limits
 	switch {
 	case strings.HasPrefix(op, "cf.") && l.CFEnabled:
@@ -361,24 +369,27 @@ func (f *faultSet) rateLimitLocked(op string, now time.Time) Fault {
 		}
 	case strings.HasPrefix(op, "ec2.") && l.EC2Enabled:
 		c := ec2ClassOf(strings.TrimPrefix(op, "ec2."))
-		b := f.ec2Buckets[c.name]
+		key := region + "/" + c.name
+		b := f.ec2Buckets[key]
 		if b == nil {
 			burst := int(math.Max(1, math.Round(float64(c.burst)*l.EC2Scale)))
 			b = rate.NewLimiter(rate.Limit(c.refill*l.EC2Scale), burst)
 			b.AllowN(now, 0) // start full at the world's time
-			f.ec2Buckets[c.name] = b
+			f.ec2Buckets[key] = b
 		}
 		if !b.AllowN(now, 1) {
-			return Fault{Kind: FaultThrottle, Status: 503, Reason: "ec2 " + c.name + " bucket empty"}
+			return Fault{Kind: FaultThrottle, Status: 503, Reason: "ec2 " + c.name + " bucket empty in " + region}
 		}
 	case l.SSMEnabled && (op == "ssm.GetParameter" || op == "ssm.GetParameters" || op == "ssm.GetParametersByPath"):
-		if f.ssmReads == nil {
+		b := f.ssmReads[region]
+		if b == nil {
 			tps := l.SSMReadTPS
-			f.ssmReads = rate.NewLimiter(rate.Limit(tps), int(math.Max(1, math.Round(tps))))
-			f.ssmReads.AllowN(now, 0)
+			b = rate.NewLimiter(rate.Limit(tps), int(math.Max(1, math.Round(tps))))
+			b.AllowN(now, 0)
+			f.ssmReads[region] = b
 		}
-		if !f.ssmReads.AllowN(now, 1) {
-			return Fault{Kind: FaultThrottle, Status: 400, Reason: "ssm parameter read TPS"}
+		if !b.AllowN(now, 1) {
+			return Fault{Kind: FaultThrottle, Status: 400, Reason: "ssm parameter read TPS in " + region}
 		}
 	}
 	return Fault{}

@@ -19,15 +19,26 @@ const (
 	ViolationDupInstance    = "duplicate_instance" // more than one live instance for one org
 	ViolationDanglingDNS    = "dangling_dns"       // CNAME to a tunnel that is missing or deleted
 	ViolationTokenOutsideSM = "token_outside_ssm"  // a tunnel token (or its secret) outside an SSM SecureString
+	// ViolationDupParameter: an org has more than one token parameter,
+	// counted across every region (the same name in two regions is two).
+	ViolationDupParameter = "duplicate_parameter"
+	// ViolationRegionMismatch: an org's live instance runs in a region that
+	// holds none of the org's token parameters while another region does;
+	// its cloudflared reads SSM in its own region, so it can never connect.
+	ViolationRegionMismatch = "region_mismatch"
 )
 
 // Violation is one broken invariant. Resource is "<kind>:<id>" (tunnel,
-// dns_record, instance, parameter, command).
+// dns_record, instance, parameter, command); a parameter outside the home
+// region is "parameter:<name>@<region>".
 type Violation struct {
 	Kind     string `json:"kind"`
 	Org      string `json:"org"`
 	Resource string `json:"resource"`
 	Detail   string `json:"detail"`
+	// Region is the AWS region of the instance or parameter concerned, ""
+	// for Cloudflare resources and for violations that span regions.
+	Region string `json:"region,omitempty"`
 }
 
 const (
@@ -99,9 +110,10 @@ func (s *Sim) CheckInvariants(orgs []string) []Violation {
 
 func (s *Sim) checkLocked(orgs []string) []Violation {
 	out := []Violation{}
-	add := func(kind, org, res, format string, args ...any) {
-		out = append(out, Violation{Kind: kind, Org: org, Resource: res, Detail: fmt.Sprintf(format, args...)})
+	addIn := func(region, kind, org, res, format string, args ...any) {
+		out = append(out, Violation{Kind: kind, Org: org, Resource: res, Detail: fmt.Sprintf(format, args...), Region: region})
 	}
+	add := func(kind, org, res, format string, args ...any) { addIn("", kind, org, res, format, args...) }
 	var want map[string]bool
 	if orgs != nil {
 		want = map[string]bool{}
@@ -109,11 +121,12 @@ func (s *Sim) checkLocked(orgs []string) []Violation {
 			want[o] = true
 		}
 	}
-	orphan := func(org, res, what string) {
+	orphanIn := func(region, org, res, what string) {
 		if want != nil && org != "" && !want[org] {
-			add(ViolationOrphan, org, res, "%s belongs to org %q, which should not exist", what, org)
+			addIn(region, ViolationOrphan, org, res, "%s belongs to org %q, which should not exist", what, org)
 		}
 	}
+	orphan := func(org, res, what string) { orphanIn("", org, res, what) }
 
 	// Tunnels per org: by name, and by what points at them (an instance's
 	// TunnelID tag, an owned CNAME), so a second tunnel under another name
@@ -165,24 +178,68 @@ func (s *Sim) checkLocked(orgs []string) []Violation {
 		}
 	}
 
-	// Instances: at most one live per org.
-	instOf := map[string][]string{}
+	// Instances: at most one live per org, across every region (two in
+	// different regions are as much a duplicate as two in one).
+	instOf := map[string][]*Instance{}
 	for _, id := range sortedKeys(s.instances) {
 		inst := s.instances[id]
 		org := instanceOrg(inst)
 		if org == "" || !liveInstance(inst) {
 			continue
 		}
-		instOf[org] = append(instOf[org], id)
-		orphan(org, "instance:"+id, fmt.Sprintf("%s instance", inst.State))
+		instOf[org] = append(instOf[org], inst)
+		orphanIn(s.regionOf(inst), org, "instance:"+id, fmt.Sprintf("%s instance in %s", inst.State, s.regionOf(inst)))
 	}
 	for _, org := range sortedKeys(instOf) {
-		if ids := instOf[org]; len(ids) > 1 {
-			add(ViolationDupInstance, org, "instance:"+strings.Join(ids, ","), "org has %d live instances", len(ids))
+		if insts := instOf[org]; len(insts) > 1 {
+			ids, where, region := s.placesOfInstances(insts)
+			addIn(region, ViolationDupInstance, org, "instance:"+strings.Join(ids, ","), "org has %d live instances (%s)", len(insts), where)
 		}
 	}
-	for _, name := range sortedKeys(s.params) {
-		orphan(paramOrg(s.params[name]), "parameter:"+name, "parameter")
+
+	// Token parameters: at most one per org across every region, and in
+	// the region of the org's live instance.
+	paramsOf := map[string][]*Parameter{}
+	for _, p := range s.allParams() {
+		org := paramOrg(p)
+		orphanIn(p.Region, org, s.paramRes(p), "parameter in "+p.Region)
+		if org != "" {
+			paramsOf[org] = append(paramsOf[org], p)
+		}
+	}
+	for _, org := range sortedKeys(paramsOf) {
+		ps := paramsOf[org]
+		if len(ps) > 1 {
+			var res, where []string
+			regions := map[string]bool{}
+			for _, p := range ps {
+				res = append(res, strings.TrimPrefix(s.paramRes(p), "parameter:"))
+				where = append(where, p.Name+" in "+p.Region)
+				regions[p.Region] = true
+			}
+			region := ""
+			if len(regions) == 1 {
+				region = ps[0].Region
+			}
+			addIn(region, ViolationDupParameter, org, "parameter:"+strings.Join(res, ","), "org has %d token parameters (%s)", len(ps), strings.Join(where, ", "))
+		}
+		for _, inst := range instOf[org] {
+			ir := s.regionOf(inst)
+			var elsewhere []string
+			local := false
+			for _, p := range ps {
+				if p.Region == ir {
+					local = true
+					break
+				}
+				elsewhere = append(elsewhere, p.Name+" in "+p.Region)
+			}
+			if !local {
+				addIn(ir, ViolationRegionMismatch, org, "instance:"+inst.ID,
+					"instance %s runs in %s but the org's token parameter is %s: its cloudflared reads SSM in %s and can never fetch the token",
+					inst.ID, ir, strings.Join(elsewhere, ", "), ir)
+			}
+		}
 	}
 
 	s.checkTokensLocked(add)
@@ -238,19 +295,35 @@ func (s *Sim) checkTokensLocked(add func(kind, org, res, format string, args ...
 			scan("instance:"+id, org, "tag "+k, k+"="+inst.Tags[k])
 		}
 	}
-	for _, name := range sortedKeys(s.params) {
-		p := s.params[name]
-		org := paramOrg(p)
-		scan("parameter:"+name, org, "the parameter name/description", name+"\n"+p.Description)
+	for _, p := range s.allParams() {
+		org, res := paramOrg(p), s.paramRes(p)
+		scan(res, org, "the parameter name/description", p.Name+"\n"+p.Description)
 		for _, k := range sortedKeys(p.Tags) {
-			scan("parameter:"+name, org, "tag "+k, k+"="+p.Tags[k])
+			scan(res, org, "tag "+k, k+"="+p.Tags[k])
 		}
 		if p.Type != "SecureString" {
-			scan("parameter:"+name, org, "a "+p.Type+" parameter value (not SecureString)", p.Value)
+			scan(res, org, "a "+p.Type+" parameter value (not SecureString)", p.Value)
 		}
 	}
 	for _, id := range sortedKeys(s.commands) {
 		c := s.commands[id]
 		scan("command:"+id, "", "SSM command text", strings.Join(c.Commands, "\n")+"\n"+c.Comment)
 	}
+}
+
+// placesOfInstances lists insts' ids, says where each runs, and gives their
+// region when they share one ("" when they span regions). Caller holds mu.
+func (s *Sim) placesOfInstances(insts []*Instance) (ids []string, where string, region string) {
+	regions := map[string]bool{}
+	var parts []string
+	for _, inst := range insts {
+		r := s.regionOf(inst)
+		ids = append(ids, inst.ID)
+		parts = append(parts, inst.ID+" in "+r)
+		regions[r] = true
+	}
+	if len(regions) == 1 {
+		region = s.regionOf(insts[0])
+	}
+	return ids, strings.Join(parts, ", "), region
 }

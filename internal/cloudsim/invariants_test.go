@@ -53,7 +53,7 @@ func (w *invWorld) param(org, typ, value string) *Parameter {
 	defer w.s.mu.Unlock()
 	p := &Parameter{Name: "/tunnelward/" + org + "/tunnel-token", Type: typ, Value: value, Version: 1,
 		Tags: map[string]string{"ManagedBy": "tunnelward", "OrgID": org}}
-	w.s.params[p.Name] = p
+	w.s.setParam(p)
 	return p
 }
 

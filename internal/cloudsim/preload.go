@@ -67,8 +67,9 @@ func (s *Sim) LoadDNSRecord(r DNSRecord) string {
 	return rec.ID
 }
 
-// LoadParameter adds (or replaces) an SSM parameter; Version, tier and
-// data type default as PutParameter sets them.
+// LoadParameter adds (or replaces) an SSM parameter in p.Region (the home
+// region when empty); Version, tier and data type default as PutParameter
+// sets them.
 func (s *Sim) LoadParameter(p Parameter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -91,7 +92,8 @@ func (s *Sim) LoadParameter(p Parameter) {
 // LoadInstance adds a running instance (ID, reservation, IP and times are
 // filled in) and starts its simulated cloudflared, which reads the token
 // parameter its user-data names and connects the tunnel after the connect
-// delay, exactly as after a boot. It returns the instance id.
+// delay, exactly as after a boot. It runs in inst.Region (the home region
+// when empty; give one of Config.Regions). It returns the instance id.
 func (s *Sim) LoadInstance(inst Instance) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,6 +104,9 @@ func (s *Sim) LoadInstance(inst Instance) string {
 	in.State, in.LaunchTime, in.StateChangedAt = "running", now, now
 	in.PrivateIP = fmt.Sprintf("10.0.%d.%d", (s.seq/250)%250, s.seq%250+2)
 	in.Tags = copyTags(inst.Tags)
+	if in.Region == "" {
+		in.Region = s.region()
+	}
 	in.SecurityGroupIDs = append([]string(nil), inst.SecurityGroupIDs...)
 	s.instances[in.ID] = &in
 	s.reservation[in.ReservationID] = []string{in.ID}

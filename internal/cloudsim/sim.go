@@ -10,8 +10,10 @@
 package cloudsim
 
 import (
+	"fmt"
 	"math/rand"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -38,7 +40,15 @@ type Config struct {
 	ZoneName     string
 	AWSAccessKey string
 	AWSSecret    string
-	Region       string
+	// Region is the home region: where Go loaders put resources that name
+	// no region, and the one the sandbox identities document. It is always
+	// one of Regions (New adds it when missing).
+	Region string
+	// Regions are the regions the emulated AWS account has. EC2 and SSM are
+	// per region, as on AWS: a request acts in the region of its SigV4
+	// credential scope, and a scope outside this set is refused as AWS
+	// refuses a region it does not serve. Empty means just Region.
+	Regions []string
 
 	BootDelay           time.Duration // pending -> running
 	ConnectDelay        time.Duration // running + token read -> tunnel connections up
@@ -72,10 +82,76 @@ func DefaultConfig() Config {
 	return Config{
 		CFToken: DefaultCFToken, AccountID: DefaultAccountID, ZoneID: DefaultZoneID,
 		ZoneName: DefaultZoneName, AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
-		Region: DefaultRegion, BootDelay: 2 * time.Second, ConnectDelay: time.Second,
+		Region: DefaultRegion, Regions: DefaultRegions(), BootDelay: 2 * time.Second, ConnectDelay: time.Second,
 		ShutdownDelay: time.Second, TerminatedRetention: time.Hour, DNSQuota: 200, Seed: 1,
 		RetryInterval: 5 * time.Second, Limits: DefaultRateLimits(), InstanceRoleTagPolicy: true,
 	}
+}
+
+// DefaultRegions are the regions DefaultConfig's account has: a handful of
+// commercial regions on three continents, the home region first.
+func DefaultRegions() []string {
+	return []string{DefaultRegion, "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-2"}
+}
+
+// reRegion is the shape of an AWS region name (us-east-1, us-gov-west-1,
+// ap-southeast-2).
+var reRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+
+// Validate names the first thing wrong with the configuration's regions: a
+// malformed name, a region listed twice, or a home Region that is not one
+// of Regions. New does not refuse a Config (it normalises instead), so
+// callers that take regions from a user (cmd/cloudsim) call Validate first.
+func (c Config) Validate() error {
+	if c.Region != "" && !reRegion.MatchString(c.Region) {
+		return fmt.Errorf("region %q is not an AWS region name (like us-east-1)", c.Region)
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Regions {
+		if !reRegion.MatchString(r) {
+			return fmt.Errorf("regions: %q is not an AWS region name (like eu-west-1)", r)
+		}
+		if seen[r] {
+			return fmt.Errorf("regions: %s is listed twice", r)
+		}
+		seen[r] = true
+	}
+	if home := c.Region; len(c.Regions) > 0 && home != "" && !seen[home] {
+		return fmt.Errorf("region %s (the home region) is not one of regions %v", home, c.Regions)
+	}
+	return nil
+}
+
+// normaliseRegions sets Region (DefaultRegion when empty) and makes Regions
+// the home region first, then the others in the order given, without empty
+// or repeated entries.
+func normaliseRegions(c *Config) {
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	out := make([]string, 0, len(c.Regions)+1)
+	out = append(out, c.Region)
+	seen := map[string]bool{c.Region: true}
+	for _, r := range c.Regions {
+		if r = strings.TrimSpace(r); r != "" && !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	c.Regions = out
+}
+
+// Regions returns the account's regions (home region included).
+func (s *Sim) Regions() []string { return append([]string(nil), s.cfg.Regions...) }
+
+// hasRegion reports whether the account has region r.
+func (s *Sim) hasRegion(r string) bool {
+	for _, x := range s.cfg.Regions {
+		if x == r {
+			return true
+		}
+	}
+	return false
 }
 
 // Sim is one emulated world. All state is guarded by mu; handlers take mu,
@@ -87,15 +163,15 @@ type Sim struct {
 	rnd *rand.Rand
 	seq uint64 // id counter
 
-	tunnels     map[string]*Tunnel      // by tunnel id
-	dnsRecords  map[string]*DNSRecord   // by record id
-	instances   map[string]*Instance    // by instance id
-	clientToks  map[string]*clientToken // RunInstances ClientToken -> reservation
-	params      map[string]*Parameter   // by name; written only through setParam/deleteParam
-	paramOrder  []string                // params' names sorted, nil when stale (ssm.go)
-	commands    map[string]*Command     // by command id
-	connectors  map[string]*Connector   // by instance id: the simulated cloudflared
-	reservation map[string][]string     // reservation id -> instance ids
+	tunnels     map[string]*Tunnel        // by tunnel id
+	dnsRecords  map[string]*DNSRecord     // by record id
+	instances   map[string]*Instance      // by instance id
+	clientToks  map[tokenKey]*clientToken // RunInstances (region, ClientToken) -> reservation
+	params      map[paramKey]*Parameter   // by (region, name); written only through setParam/deleteParam
+	paramOrder  map[string][]string       // per region: params' names sorted, absent when stale (ssm.go)
+	commands    map[string]*Command       // by command id
+	connectors  map[string]*Connector     // by instance id: the simulated cloudflared
+	reservation map[string][]string       // reservation id -> instance ids
 
 	sched   []scheduled // pending world events, sorted by at
 	eventAt time.Time   // due time of the event running now (zero outside events)
@@ -109,6 +185,7 @@ func New(cfg Config) *Sim {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	normaliseRegions(&cfg)
 	if cfg.DNSQuota == 0 {
 		cfg.DNSQuota = 200
 	}
@@ -121,8 +198,9 @@ func New(cfg Config) *Sim {
 		tunnels:     map[string]*Tunnel{},
 		dnsRecords:  map[string]*DNSRecord{},
 		instances:   map[string]*Instance{},
-		clientToks:  map[string]*clientToken{},
-		params:      map[string]*Parameter{},
+		clientToks:  map[tokenKey]*clientToken{},
+		params:      map[paramKey]*Parameter{},
+		paramOrder:  map[string][]string{},
 		commands:    map[string]*Command{},
 		connectors:  map[string]*Connector{},
 		reservation: map[string][]string{},
@@ -290,7 +368,16 @@ type Instance struct {
 	LaunchTime         time.Time
 	StateChangedAt     time.Time
 	ClientToken        string
+	// Region is where the instance was launched (the RunInstances request's
+	// region); "" means Config.Region (loaders, hand-built worlds).
+	Region string
 }
+
+// tokenKey: a ClientToken is idempotent within one region only, as on AWS.
+type tokenKey struct{ region, token string }
+
+// paramKey: a parameter name is unique within one region only.
+type paramKey struct{ region, name string }
 
 // clientToken remembers a RunInstances ClientToken: its parameter fingerprint
 // and the reservation it produced.
@@ -315,6 +402,9 @@ type Parameter struct {
 	LastModifiedDate time.Time
 	Tier             string
 	DataType         string
+	// Region is where the parameter lives; "" means Config.Region (set by
+	// setParam, so a stored parameter always has it).
+	Region string
 }
 
 // Command is an SSM SendCommand invocation (one instance each, as we use it).
@@ -325,6 +415,7 @@ type Command struct {
 	Commands     []string
 	Comment      string
 	RequestedAt  time.Time
+	Region       string // where it was sent; GetCommandInvocation sees it only there
 	// Per instance: Status (Pending, InProgress, Success, Failed, ...), output.
 	Invocations map[string]*Invocation
 }

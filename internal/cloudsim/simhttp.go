@@ -117,6 +117,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // WorldState is /_sim/state.
 type WorldState struct {
 	Time       time.Time        `json:"time"`
+	Regions    []string         `json:"regions"` // the AWS account's regions, home region first
 	Tunnels    []map[string]any `json:"tunnels"`
 	DNSRecords []map[string]any `json:"dns_records"`
 	Instances  []map[string]any `json:"instances"`
@@ -134,6 +135,7 @@ func (s *Sim) State() WorldState {
 	st := WorldState{
 		Time: s.now().UTC(), Tunnels: []map[string]any{}, DNSRecords: []map[string]any{},
 		Instances: []map[string]any{}, Parameters: []map[string]any{}, Connectors: []ConnectorState{},
+		Regions: s.Regions(),
 	}
 	for _, id := range sortedKeys(s.tunnels) {
 		st.Tunnels = append(st.Tunnels, s.tunnelJSON(s.tunnels[id]))
@@ -142,14 +144,19 @@ func (s *Sim) State() WorldState {
 		st.DNSRecords = append(st.DNSRecords, dnsJSON(s.dnsRecords[id]))
 	}
 	for _, id := range sortedKeys(s.instances) {
-		st.Instances = append(st.Instances, instanceStateJSON(s.instances[id]))
+		inst := s.instances[id]
+		st.Instances = append(st.Instances, instanceStateJSON(inst, s.regionOf(inst)))
 	}
-	for _, name := range sortedKeys(s.params) {
-		st.Parameters = append(st.Parameters, paramStateJSON(s.params[name]))
+	for _, p := range s.allParams() {
+		st.Parameters = append(st.Parameters, paramStateJSON(p))
 	}
 	for _, id := range sortedKeys(s.connectors) {
 		c := s.connectors[id]
-		cs := ConnectorState{InstanceID: c.InstanceID, ClientID: c.ClientID, TunnelID: c.TunnelID, Running: c.Running,
+		region := s.region()
+		if inst := s.instances[c.InstanceID]; inst != nil {
+			region = s.regionOf(inst)
+		}
+		cs := ConnectorState{InstanceID: c.InstanceID, Region: region, ClientID: c.ClientID, TunnelID: c.TunnelID, Running: c.Running,
 			Broken: c.Broken, Connected: c.Connected, LastError: c.LastError, Attempts: c.Attempts}
 		if !c.RunAt.IsZero() {
 			t := c.RunAt.UTC()
@@ -174,7 +181,9 @@ func awsTags(m map[string]string) []map[string]string {
 
 var simStateCode = map[string]int{"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 
-func instanceStateJSON(inst *Instance) map[string]any {
+// instanceStateJSON shows inst with the DescribeInstances field names, plus
+// Region (not an EC2 field: the region it was launched in).
+func instanceStateJSON(inst *Instance, region string) map[string]any {
 	sgs := []map[string]string{}
 	for _, g := range inst.SecurityGroupIDs {
 		sgs = append(sgs, map[string]string{"GroupId": g})
@@ -191,6 +200,8 @@ func instanceStateJSON(inst *Instance) map[string]any {
 		"PrivateIpAddress": inst.PrivateIP,
 		"LaunchTime":       inst.LaunchTime.UTC(),
 		"ClientToken":      inst.ClientToken,
+		"Region":           region,
+		"Placement":        map[string]string{"AvailabilityZone": region + "a"},
 		// DescribeInstanceAttribute userData shows it base64; the decoded
 		// script is given too, so an operator can read it.
 		"UserData":       inst.UserData,
@@ -202,9 +213,13 @@ func instanceStateJSON(inst *Instance) map[string]any {
 	return m
 }
 
+// paramStateJSON shows p with the DescribeParameters field names, plus
+// Region (where it lives).
 func paramStateJSON(p *Parameter) map[string]any {
 	m := map[string]any{
 		"Name":             p.Name,
+		"ARN":              paramARN(p.Region, p.Name),
+		"Region":           p.Region,
 		"Type":             p.Type,
 		"Version":          p.Version,
 		"LastModifiedDate": p.LastModifiedDate.UTC(),

@@ -81,7 +81,8 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 		fail(ssmErr("SerializationException", "request body unreadable or larger than %d bytes", maxAWSBody))
 		return
 	}
-	if ae := s.verifySigV4(r, body, "ssm"); ae != nil {
+	region, ae := s.verifySigV4(r, body, "ssm")
+	if ae != nil {
 		switch {
 		case ae.Missing:
 			fail(ssmErr("MissingAuthenticationTokenException", "%s", ae.Message))
@@ -96,7 +97,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 		fail(ssmErr("UnknownOperationException", "SSM accepts POST only"))
 		return
 	}
-	type handlerFn func([]byte) (any, *ssmError)
+	type handlerFn func(region string, body []byte) (any, *ssmError)
 	handlers := map[string]handlerFn{
 		"PutParameter":           s.ssmPutParameter,
 		"GetParameter":           s.ssmGetParameter,
@@ -118,7 +119,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 		body = []byte("{}")
 	}
 
-	f := s.injectFault(r.Context(), op)
+	f := s.injectFaultIn(r.Context(), op, region)
 	switch f.Kind {
 	case FaultLost:
 		s.countLost(op)
@@ -142,7 +143,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.tick()
-	out, e := h(body)
+	out, e := h(region, body)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)
@@ -217,11 +218,12 @@ func validParamName(name string) *ssmError {
 	return nil
 }
 
-func (s *Sim) paramARN(name string) string {
+// paramARN is the ARN of parameter name in region.
+func paramARN(region, name string) string {
 	if !strings.HasPrefix(name, "/") {
 		name = "/" + name
 	}
-	return "arn:aws:ssm:" + s.region() + ":" + awsAccountID + ":parameter" + name
+	return "arn:" + partitionOf(region) + ":ssm:" + region + ":" + awsAccountID + ":parameter" + name
 }
 
 // ciphertext is what SSM shows of a SecureString read without decryption:
@@ -248,7 +250,7 @@ func (s *Sim) paramJSON(p *Parameter, decrypt bool) ssmParamJSON {
 		v = s.ciphertext(p)
 	}
 	return ssmParamJSON{Name: p.Name, Type: p.Type, Value: v, Version: p.Version,
-		LastModifiedDate: ssmTime(p.LastModifiedDate), ARN: s.paramARN(p.Name), DataType: p.DataType}
+		LastModifiedDate: ssmTime(p.LastModifiedDate), ARN: paramARN(p.Region, p.Name), DataType: p.DataType}
 }
 
 type ssmParamMetaJSON struct {
@@ -266,12 +268,12 @@ type ssmParamMetaJSON struct {
 }
 
 func (s *Sim) paramMeta(p *Parameter) ssmParamMetaJSON {
-	return ssmParamMetaJSON{Name: p.Name, ARN: s.paramARN(p.Name), Type: p.Type, KeyID: p.KeyID,
+	return ssmParamMetaJSON{Name: p.Name, ARN: paramARN(p.Region, p.Name), Type: p.Type, KeyID: p.KeyID,
 		LastModifiedDate: ssmTime(p.LastModifiedDate), LastModifiedUser: "arn:aws:iam::" + awsAccountID + ":user/sandbox",
 		Description: p.Description, Version: p.Version, Tier: p.Tier, Policies: []string{}, DataType: p.DataType}
 }
 
-func (s *Sim) ssmPutParameter(body []byte) (any, *ssmError) {
+func (s *Sim) ssmPutParameter(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		Name           string
 		Value          *string
@@ -339,7 +341,7 @@ func (s *Sim) ssmPutParameter(body []byte) (any, *ssmError) {
 		return nil, ssmValidation("The data type %q is not served by this emulator; use text", dataType)
 	}
 
-	p, exists := s.params[in.Name]
+	p, exists := s.params[paramKey{region, in.Name}]
 	if exists && !overwrite {
 		return nil, ssmErr("ParameterAlreadyExists", "The parameter already exists. To overwrite this value, set the overwrite option in the request to true.")
 	}
@@ -351,7 +353,7 @@ func (s *Sim) ssmPutParameter(body []byte) (any, *ssmError) {
 	}
 	now := s.now()
 	if !exists {
-		p = &Parameter{Name: in.Name, Tags: map[string]string{}}
+		p = &Parameter{Name: in.Name, Region: region, Tags: map[string]string{}}
 		s.setParam(p)
 	}
 	if in.Type != "" {
@@ -378,7 +380,7 @@ func (s *Sim) ssmPutParameter(body []byte) (any, *ssmError) {
 	return map[string]any{"Version": p.Version, "Tier": p.Tier}, nil
 }
 
-func (s *Sim) ssmGetParameter(body []byte) (any, *ssmError) {
+func (s *Sim) ssmGetParameter(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		Name           string
 		WithDecryption bool
@@ -389,22 +391,22 @@ func (s *Sim) ssmGetParameter(body []byte) (any, *ssmError) {
 	if in.Name == "" {
 		return nil, ssmValidation("1 validation error detected: Value at 'name' failed to satisfy constraint: Member must not be null")
 	}
-	p, ok := s.params[in.Name]
+	p, ok := s.params[paramKey{region, in.Name}]
 	if !ok {
 		return nil, ssmErr("ParameterNotFound", "Parameter %s not found.", in.Name)
 	}
 	return map[string]any{"Parameter": s.paramJSON(p, in.WithDecryption)}, nil
 }
 
-func (s *Sim) ssmDeleteParameter(body []byte) (any, *ssmError) {
+func (s *Sim) ssmDeleteParameter(region string, body []byte) (any, *ssmError) {
 	var in struct{ Name string }
 	if e := ssmDecode(body, &in); e != nil {
 		return nil, e
 	}
-	if _, ok := s.params[in.Name]; !ok {
+	if _, ok := s.params[paramKey{region, in.Name}]; !ok {
 		return nil, ssmErr("ParameterNotFound", "Parameter %s not found.", in.Name)
 	}
-	s.deleteParam(in.Name)
+	s.deleteParam(region, in.Name)
 	return map[string]any{}, nil
 }
 
@@ -424,43 +426,68 @@ func ssmNextToken(lastName string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("p1:" + lastName))
 }
 
-// sortedParams lists parameters by name, starting after the given name.
-// The sorted order is kept between calls and rebuilt only after a parameter
-// was added or removed: a paginated listing of 100k parameters asks for it
-// once per page. Caller holds mu.
-func (s *Sim) sortedParams(after string) []*Parameter {
-	if s.paramOrder == nil {
-		s.paramOrder = make([]string, 0, len(s.params))
-		for name := range s.params {
-			s.paramOrder = append(s.paramOrder, name)
+// sortedParams lists region's parameters by name, starting after the given
+// name. The sorted order is kept between calls and rebuilt only after a
+// parameter of the region was added or removed: a paginated listing of 100k
+// parameters asks for it once per page. Caller holds mu.
+func (s *Sim) sortedParams(region, after string) []*Parameter {
+	order, ok := s.paramOrder[region]
+	if !ok {
+		for k := range s.params {
+			if k.region == region {
+				order = append(order, k.name)
+			}
 		}
-		sort.Strings(s.paramOrder)
+		sort.Strings(order)
+		s.paramOrder[region] = order
 	}
-	i := sort.SearchStrings(s.paramOrder, after)
-	if i < len(s.paramOrder) && s.paramOrder[i] == after {
+	i := sort.SearchStrings(order, after)
+	if i < len(order) && order[i] == after {
 		i++
 	}
-	out := make([]*Parameter, 0, len(s.paramOrder)-i)
-	for _, name := range s.paramOrder[i:] {
-		out = append(out, s.params[name])
+	out := make([]*Parameter, 0, len(order)-i)
+	for _, name := range order[i:] {
+		out = append(out, s.params[paramKey{region, name}])
 	}
 	return out
 }
 
-// setParam and deleteParam are the only writers of s.params, so the sorted
-// order is dropped whenever the set of names changes. Caller holds mu.
-func (s *Sim) setParam(p *Parameter) {
-	if _, ok := s.params[p.Name]; !ok {
-		s.paramOrder = nil
+// allParams lists every region's parameters by name, then region. Caller
+// holds mu.
+func (s *Sim) allParams() []*Parameter {
+	out := make([]*Parameter, 0, len(s.params))
+	for _, p := range s.params {
+		out = append(out, p)
 	}
-	s.params[p.Name] = p
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Region < out[j].Region
+	})
+	return out
 }
 
-func (s *Sim) deleteParam(name string) {
-	if _, ok := s.params[name]; ok {
-		s.paramOrder = nil
+// setParam and deleteParam are the only writers of s.params, so a region's
+// sorted order is dropped whenever its set of names changes. A parameter
+// without a region goes to the home region. Caller holds mu.
+func (s *Sim) setParam(p *Parameter) {
+	if p.Region == "" {
+		p.Region = s.region()
 	}
-	delete(s.params, name)
+	k := paramKey{p.Region, p.Name}
+	if _, ok := s.params[k]; !ok {
+		delete(s.paramOrder, p.Region)
+	}
+	s.params[k] = p
+}
+
+func (s *Sim) deleteParam(region, name string) {
+	k := paramKey{region, name}
+	if _, ok := s.params[k]; ok {
+		delete(s.paramOrder, region)
+	}
+	delete(s.params, k)
 }
 
 type ssmParamFilter struct {
@@ -613,7 +640,7 @@ func maxResults(v *int32, def, max int, field string) (int, *ssmError) {
 	return int(*v), nil
 }
 
-func (s *Sim) ssmGetParametersByPath(body []byte) (any, *ssmError) {
+func (s *Sim) ssmGetParametersByPath(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		Path             string
 		Recursive        bool
@@ -642,7 +669,7 @@ func (s *Sim) ssmGetParametersByPath(body []byte) (any, *ssmError) {
 	}
 	out := []ssmParamJSON{}
 	next := ""
-	for _, p := range s.sortedParams(after) {
+	for _, p := range s.sortedParams(region, after) {
 		if !underPath(p.Name, in.Path, in.Recursive) || !pred(p) {
 			continue
 		}
@@ -659,7 +686,7 @@ func (s *Sim) ssmGetParametersByPath(body []byte) (any, *ssmError) {
 	return resp, nil
 }
 
-func (s *Sim) ssmDescribeParameters(body []byte) (any, *ssmError) {
+func (s *Sim) ssmDescribeParameters(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		Filters []struct {
 			Key    string
@@ -700,7 +727,7 @@ func (s *Sim) ssmDescribeParameters(body []byte) (any, *ssmError) {
 	}
 	out := []ssmParamMetaJSON{}
 	next := ""
-	for _, p := range s.sortedParams(after) {
+	for _, p := range s.sortedParams(region, after) {
 		if !pred(p) {
 			continue
 		}
@@ -717,11 +744,11 @@ func (s *Sim) ssmDescribeParameters(body []byte) (any, *ssmError) {
 	return resp, nil
 }
 
-func (s *Sim) tagTarget(resourceType, id string) (*Parameter, *ssmError) {
+func (s *Sim) tagTarget(region, resourceType, id string) (*Parameter, *ssmError) {
 	if resourceType != "Parameter" {
 		return nil, ssmErr("InvalidResourceType", "The resource type %q is not served by this emulator; use Parameter.", resourceType)
 	}
-	p, ok := s.params[id]
+	p, ok := s.params[paramKey{region, id}]
 	if !ok {
 		return nil, ssmErr("InvalidResourceId", "The resource ID %q isn't valid. Verify that you entered the correct ID and try again.", id)
 	}
@@ -737,19 +764,19 @@ func sortedTags(m map[string]string) []ssmTag {
 	return out
 }
 
-func (s *Sim) ssmListTagsForResource(body []byte) (any, *ssmError) {
+func (s *Sim) ssmListTagsForResource(region string, body []byte) (any, *ssmError) {
 	var in struct{ ResourceType, ResourceId string }
 	if e := ssmDecode(body, &in); e != nil {
 		return nil, e
 	}
-	p, e := s.tagTarget(in.ResourceType, in.ResourceId)
+	p, e := s.tagTarget(region, in.ResourceType, in.ResourceId)
 	if e != nil {
 		return nil, e
 	}
 	return map[string]any{"TagList": sortedTags(p.Tags)}, nil
 }
 
-func (s *Sim) ssmAddTagsToResource(body []byte) (any, *ssmError) {
+func (s *Sim) ssmAddTagsToResource(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		ResourceType, ResourceId string
 		Tags                     []ssmTag
@@ -757,7 +784,7 @@ func (s *Sim) ssmAddTagsToResource(body []byte) (any, *ssmError) {
 	if e := ssmDecode(body, &in); e != nil {
 		return nil, e
 	}
-	p, e := s.tagTarget(in.ResourceType, in.ResourceId)
+	p, e := s.tagTarget(region, in.ResourceType, in.ResourceId)
 	if e != nil {
 		return nil, e
 	}
@@ -785,7 +812,7 @@ func (s *Sim) ssmAddTagsToResource(body []byte) (any, *ssmError) {
 	return map[string]any{}, nil
 }
 
-func (s *Sim) ssmRemoveTagsFromResource(body []byte) (any, *ssmError) {
+func (s *Sim) ssmRemoveTagsFromResource(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		ResourceType, ResourceId string
 		TagKeys                  []string
@@ -793,7 +820,7 @@ func (s *Sim) ssmRemoveTagsFromResource(body []byte) (any, *ssmError) {
 	if e := ssmDecode(body, &in); e != nil {
 		return nil, e
 	}
-	p, e := s.tagTarget(in.ResourceType, in.ResourceId)
+	p, e := s.tagTarget(region, in.ResourceType, in.ResourceId)
 	if e != nil {
 		return nil, e
 	}
@@ -805,7 +832,7 @@ func (s *Sim) ssmRemoveTagsFromResource(body []byte) (any, *ssmError) {
 
 // ---- Run Command ----
 
-func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
+func (s *Sim) ssmSendCommand(region string, body []byte) (any, *ssmError) {
 	var in struct {
 		DocumentName   string
 		InstanceIds    []string
@@ -855,7 +882,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	var insts []*Instance
 	for _, id := range in.InstanceIds {
 		inst, ok := s.instances[id]
-		if !ok || inst.State != "running" {
+		if !ok || s.regionOf(inst) != region || inst.State != "running" {
 			bad = append(bad, id)
 			continue
 		}
@@ -872,6 +899,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 		Commands:     append([]string(nil), cmds...),
 		Comment:      in.Comment,
 		RequestedAt:  now,
+		Region:       region,
 		Invocations:  map[string]*Invocation{},
 	}
 	s.commands[cmd.ID] = cmd
@@ -915,7 +943,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 		"RequestedDateTime":      ssmTime(now),
 		"Status":                 "Pending",
 		"StatusDetails":          "Pending",
-		"OutputS3Region":         s.region(),
+		"OutputS3Region":         region,
 		"MaxConcurrency":         "50",
 		"MaxErrors":              "0",
 		"TargetCount":            len(insts),
@@ -929,7 +957,7 @@ func (s *Sim) ssmSendCommand(body []byte) (any, *ssmError) {
 	}}, nil
 }
 
-func (s *Sim) ssmGetCommandInvocation(body []byte) (any, *ssmError) {
+func (s *Sim) ssmGetCommandInvocation(region string, body []byte) (any, *ssmError) {
 	var in struct{ CommandId, InstanceId, PluginName string }
 	if e := ssmDecode(body, &in); e != nil {
 		return nil, e
@@ -939,7 +967,7 @@ func (s *Sim) ssmGetCommandInvocation(body []byte) (any, *ssmError) {
 	}
 	cmd, ok := s.commands[in.CommandId]
 	var inv *Invocation
-	if ok {
+	if ok && cmd.Region == region {
 		inv = cmd.Invocations[in.InstanceId]
 	}
 	if inv == nil || s.now().Before(cmd.RequestedAt.Add(ssmInvocationVisibleDelay)) {

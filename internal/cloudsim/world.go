@@ -142,7 +142,10 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 	if inst.IamInstanceProfile == "" {
 		return nil, fmt.Errorf("ssm GetParameter %s: no instance profile, so no credentials (AccessDenied)", name)
 	}
-	p := s.params[name]
+	// cloudflared's fetcher takes the region from IMDS: the instance's own.
+	// A parameter of that name in another region does not exist for it.
+	region := s.regionOf(inst)
+	p := s.params[paramKey{region, name}]
 	if s.cfg.InstanceRoleTagPolicy {
 		// The policy's condition is evaluated before the parameter is
 		// looked up, so a missing parameter is denied too, as in AWS.
@@ -151,7 +154,7 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 		}
 	}
 	if p == nil {
-		return nil, fmt.Errorf("ssm GetParameter %s: ParameterNotFound", name)
+		return nil, fmt.Errorf("ssm GetParameter %s: ParameterNotFound (in %s)", name, region)
 	}
 	acct, id, secret, ok := parseTunnelToken(p.Value)
 	if !ok {
@@ -169,7 +172,7 @@ func (s *Sim) resolveToken(c *Connector) (*Tunnel, error) {
 // allowed only if p carries tag InstanceArn equal to inst's ARN. Caller
 // holds mu.
 func (s *Sim) instanceRoleMayRead(inst *Instance, name string, p *Parameter) error {
-	want := s.instanceARN(inst.ID)
+	want := s.instanceARNIn(s.regionOf(inst), inst.ID)
 	if p != nil && p.Tags[TagInstanceArn] == want {
 		return nil
 	}
@@ -187,31 +190,45 @@ func (s *Sim) instanceRoleMayRead(inst *Instance, name string, p *Parameter) err
 	return fmt.Errorf("ssm GetParameter %s: AccessDeniedException: User: arn:aws:sts::%s:assumed-role/%s/%s "+
 		"is not authorized to perform: ssm:GetParameter on resource: %s because no identity-based policy allows "+
 		"the ssm:GetParameter action (%s; the role's policy wants %s=%s)",
-		name, awsAccountID, role, inst.ID, s.paramARN(name), why, TagInstanceArn, want)
+		name, awsAccountID, role, inst.ID, paramARN(s.regionOf(inst), name), why, TagInstanceArn, want)
 }
 
 // TagInstanceArn is the parameter tag the instance role's policy matches
 // against ${ec2:SourceInstanceARN}.
 const TagInstanceArn = "InstanceArn"
 
-// instanceARN is the ARN of instance id as the instance's own requests carry
-// it (${ec2:SourceInstanceARN}): the partition of the region, the region,
-// and the owner account DescribeInstances reports (ownerId).
-func (s *Sim) instanceARN(id string) string {
-	region := s.region()
-	partition := "aws"
-	switch {
-	case strings.HasPrefix(region, "cn-"):
-		partition = "aws-cn"
-	case strings.HasPrefix(region, "us-gov-"):
-		partition = "aws-us-gov"
-	}
-	return "arn:" + partition + ":ec2:" + region + ":" + awsAccountID + ":instance/" + id
+// instanceARNIn is the ARN of instance id in region as the instance's own
+// requests carry it (${ec2:SourceInstanceARN}): the partition of the
+// region, the region, and the owner account DescribeInstances reports
+// (ownerId).
+func (s *Sim) instanceARNIn(region, id string) string {
+	return "arn:" + partitionOf(region) + ":ec2:" + region + ":" + awsAccountID + ":instance/" + id
 }
 
-// InstanceARN is the ARN of instance id: the value its token parameter's
-// InstanceArn tag must hold under Config.InstanceRoleTagPolicy.
-func (s *Sim) InstanceARN(id string) string { return s.instanceARN(id) }
+// partitionOf is the ARN partition of region.
+func partitionOf(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "aws-us-gov"
+	}
+	return "aws"
+}
+
+// InstanceARN is the ARN of instance id, in the region it was launched in:
+// the value its token parameter's InstanceArn tag must hold under
+// Config.InstanceRoleTagPolicy. An id the world does not know (yet, or any
+// more) gets the home region.
+func (s *Sim) InstanceARN(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	region := s.region()
+	if inst := s.instances[id]; inst != nil {
+		region = s.regionOf(inst)
+	}
+	return s.instanceARNIn(region, id)
+}
 
 // connectOpen registers the connector's 4 connections. Caller holds mu.
 func (s *Sim) connectOpen(c *Connector, gen int, now time.Time) {
@@ -400,13 +417,18 @@ func (s *Sim) degradeConnector(c *Connector) error {
 
 // WorldAction is one out-of-band change. Target it by id (instance id,
 // tunnel id, record id or parameter name) or by org (resolved through the
-// ownership conventions in hooks.go).
+// ownership conventions in hooks.go), in every region unless Region
+// restricts it.
 type WorldAction struct {
 	Action  string `json:"action"`         // kill_connector, break_connector, degrade_connector, restart_connector, stop_instance, terminate_instance, delete, alter_dns
 	Kind    string `json:"kind,omitempty"` // for delete: tunnel, dns_record, instance, parameter
 	ID      string `json:"id,omitempty"`
 	Org     string `json:"org,omitempty"`
 	Content string `json:"content,omitempty"` // for alter_dns
+	// Region restricts an instance or parameter target to one AWS region
+	// (needed to delete one of two parameters of the same name); tunnels
+	// and DNS records have no region, so it is refused for them.
+	Region string `json:"region,omitempty"`
 }
 
 // WorldResult says what an action touched.
@@ -424,11 +446,19 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 	if a.ID == "" && a.Org == "" {
 		return res, fmt.Errorf("world action %q: give id or org", a.Action)
 	}
+	if a.Region != "" {
+		if !s.hasRegion(a.Region) {
+			return res, fmt.Errorf("world action %q: region %q is not one of the account's regions %v", a.Action, a.Region, s.cfg.Regions)
+		}
+		if a.Action == "alter_dns" || (a.Action == "delete" && (a.Kind == "tunnel" || a.Kind == "dns_record")) {
+			return res, fmt.Errorf("world action %q: region applies to instances and parameters only; Cloudflare resources have none", a.Action)
+		}
+	}
 	switch a.Action {
 	case "kill_connector", "break_connector", "degrade_connector", "restart_connector", "stop_instance", "terminate_instance":
 		insts := s.targetInstances(a)
 		if len(insts) == 0 {
-			return res, fmt.Errorf("world action %s: no live instance matches id=%q org=%q", a.Action, a.ID, a.Org)
+			return res, fmt.Errorf("world action %s: no live instance matches id=%q org=%q%s", a.Action, a.ID, a.Org, inRegion(a.Region))
 		}
 		for _, inst := range insts {
 			switch a.Action {
@@ -497,18 +527,20 @@ func (s *Sim) worldDelete(a WorldAction, res WorldResult) (WorldResult, error) {
 			res.Affected = append(res.Affected, "instance:"+inst.ID)
 		}
 	case "parameter":
-		for _, name := range sortedKeys(s.params) {
-			p := s.params[name]
-			if name == a.ID || (a.Org != "" && paramOrg(p) == a.Org) {
-				s.deleteParam(name)
-				res.Affected = append(res.Affected, "parameter:"+name)
+		for _, p := range s.allParams() {
+			if a.Region != "" && p.Region != a.Region {
+				continue
+			}
+			if p.Name == a.ID || (a.Org != "" && paramOrg(p) == a.Org) {
+				s.deleteParam(p.Region, p.Name)
+				res.Affected = append(res.Affected, s.paramRes(p))
 			}
 		}
 	default:
 		return res, fmt.Errorf("world action delete: kind %q unknown; want tunnel, dns_record, instance or parameter", a.Kind)
 	}
 	if len(res.Affected) == 0 {
-		return res, fmt.Errorf("world action delete: no %s matches id=%q org=%q", a.Kind, a.ID, a.Org)
+		return res, fmt.Errorf("world action delete: no %s matches id=%q org=%q%s", a.Kind, a.ID, a.Org, inRegion(a.Region))
 	}
 	return res, nil
 }
@@ -539,11 +571,28 @@ func liveInstance(inst *Instance) bool {
 	return inst.State != "terminated" && inst.State != "shutting-down"
 }
 
+func inRegion(region string) string {
+	if region == "" {
+		return ""
+	}
+	return " in " + region
+}
+
+// paramRes names a parameter in violations and world results:
+// "parameter:<name>", with "@<region>" when it is not in the home region
+// (names cannot hold "@"), so two parameters of one name stay apart.
+func (s *Sim) paramRes(p *Parameter) string {
+	if p.Region == "" || p.Region == s.region() {
+		return "parameter:" + p.Name
+	}
+	return "parameter:" + p.Name + "@" + p.Region
+}
+
 func (s *Sim) targetInstances(a WorldAction) []*Instance {
 	var out []*Instance
 	for _, id := range sortedKeys(s.instances) {
 		inst := s.instances[id]
-		if !liveInstance(inst) {
+		if !liveInstance(inst) || (a.Region != "" && s.regionOf(inst) != a.Region) {
 			continue
 		}
 		if id == a.ID || (a.Org != "" && inst.Tags["ManagedBy"] == "tunnelward" && inst.Tags["OrgID"] == a.Org) {
@@ -581,6 +630,7 @@ func (s *Sim) targetRecords(a WorldAction) []*DNSRecord {
 // ConnectorState is a connector as /_sim/state shows it.
 type ConnectorState struct {
 	InstanceID  string     `json:"instance_id"`
+	Region      string     `json:"region,omitempty"` // its instance's region, where it reads the token
 	ClientID    string     `json:"client_id"`
 	TunnelID    string     `json:"tunnel_id,omitempty"`
 	Running     bool       `json:"running"`

@@ -62,7 +62,7 @@ func TestPolicyUntaggedParameterIsDenied(t *testing.T) {
 	}
 	// The error names the parameter, never its value (the token).
 	e.sim.mu.Lock()
-	tok := e.sim.params[acmeParam].Value
+	tok := e.sim.params[paramKey{DefaultRegion, acmeParam}].Value
 	e.sim.mu.Unlock()
 	if strings.Contains(c.LastError, tok) {
 		t.Fatal("the denial leaks the token")
