@@ -264,6 +264,8 @@ func (c *Config) validateRegions(probs *problems) {
 		}
 	}
 
+	c.badEntries = nil // reported; a loaded Config carries no parsing residue
+
 	// An AMI is the one regional setting AWS cannot choose: there is no
 	// default image, while a missing subnet or security group means the
 	// region's default VPC.
