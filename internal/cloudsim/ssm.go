@@ -452,18 +452,28 @@ func (s *Sim) sortedParams(region, after string) []*Parameter {
 	return out
 }
 
-// allParams lists every region's parameters by name, then region. Caller
-// holds mu.
+// allParams lists every region's parameters by name, then region in the
+// order of Config.Regions (home region first). Caller holds mu.
 func (s *Sim) allParams() []*Parameter {
 	out := make([]*Parameter, 0, len(s.params))
 	for _, p := range s.params {
 		out = append(out, p)
 	}
+	rank := make(map[string]int, len(s.cfg.Regions))
+	for i, r := range s.cfg.Regions {
+		rank[r] = i
+	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].Name != out[j].Name {
-			return out[i].Name < out[j].Name
+		a, b := out[i], out[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
 		}
-		return out[i].Region < out[j].Region
+		ra, oka := rank[a.Region]
+		rb, okb := rank[b.Region]
+		if oka != okb || ra != rb {
+			return oka && (!okb || ra < rb)
+		}
+		return a.Region < b.Region
 	})
 	return out
 }
