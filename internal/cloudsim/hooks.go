@@ -15,6 +15,7 @@ package cloudsim
 //
 // Every emulated request, before taking s.mu:
 //   f := s.injectFault(r.Context(), op)     // faults.go: latency, hangs, errors, rate limits
+//   (EC2 and SSM: s.injectFaultIn(ctx, op, region), as their rate limits are per region)
 //   if f.Kind != FaultNone { render provider-specific error; s.countCall(op, status); return }
 // and after answering: s.countCall(op, status)                       // calls.go
 // f.Status is already the provider's status: FaultError 5xx (rule's, default 500);
@@ -34,6 +35,14 @@ package cloudsim
 //   s.stopInstanceLocked(inst)       // running -> stopping -> stopped (calls instanceDown)
 //   s.terminateInstanceLocked(inst)  // -> shutting-down -> terminated (calls instanceDown)
 //
+// Regions: EC2 and SSM requests act in the region of their SigV4 credential
+// scope (verifySigV4 returns it; it is always one of Config.Regions). Every
+// Instance, Parameter and Command records its region; s.regionOf(inst) reads
+// an instance's ("" = home region), s.params is keyed by (region, name),
+// s.clientToks by (region, token). Instance ids and command ids are unique
+// across regions, so s.instances and s.commands stay keyed by id and every
+// lookup checks the region. Cloudflare has no region.
+//
 // Ownership conventions the invariant checker relies on (tunnelward's, written
 // down here because the emulator may not import tunnelward's code):
 //   tunnel name        "tw-<org_id>"
@@ -48,4 +57,5 @@ package cloudsim
 //   FaultSettings(), SetFaultSettings(fs)           // faults.go
 //   ApplyWorld(WorldAction), State(), Tick()        // world.go, simhttp.go, sim.go
 //   CheckInvariants(orgs)                           // invariants.go (nil orgs: structural only)
+//   Regions(), InstanceARN(id), Config.Validate()   // sim.go, world.go
 //   TunnelToken(t), TokenParameterOf(userData)      // cf.go, world.go

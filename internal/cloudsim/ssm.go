@@ -227,10 +227,11 @@ func paramARN(region, name string) string {
 }
 
 // ciphertext is what SSM shows of a SecureString read without decryption:
-// an opaque blob that depends on, but does not reveal, the value.
+// an opaque blob that depends on, but does not reveal, the value. KMS keys
+// are regional, so the same value in two regions encrypts differently.
 func (s *Sim) ciphertext(p *Parameter) string {
 	m := hmac.New(sha256.New, []byte("cloudsim-kms:"+s.cfg.AWSSecret))
-	fmt.Fprintf(m, "%s\x00%d\x00%s", p.Name, p.Version, p.Value)
+	fmt.Fprintf(m, "%s\x00%s\x00%d\x00%s", p.Region, p.Name, p.Version, p.Value)
 	return "AQICAHh" + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
