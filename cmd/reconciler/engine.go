@@ -106,5 +106,23 @@ func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	if err != nil {
 		return cfg, reconcile.Clouds{}, fmt.Errorf("aws client: %w", err)
 	}
-	return cfg, reconcile.NewClouds(cf, aw, userdata.Params{}), nil
+	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
+	clouds.DefaultRegion = c.AWS.Region
+	// Every other served region gets its own clients (and so its own EC2
+	// and SSM rate limiters: AWS limits are per region).
+	for _, region := range c.ServedRegions() {
+		if region == c.AWS.Region {
+			continue
+		}
+		in, _ := c.InstanceFor(region)
+		rc := awc
+		rc.Region = region
+		awr, err := aws.New(ctx, rc)
+		if err != nil {
+			return cfg, reconcile.Clouds{}, fmt.Errorf("aws client for region %s: %w", region, err)
+		}
+		clouds = clouds.WithRegion(region, awr, reconcile.InstanceSpec{ImageID: in.AMI, InstanceType: in.Type,
+			SubnetID: in.Subnet, SecurityGroupIDs: in.SecurityGroups, InstanceProfile: in.Profile})
+	}
+	return cfg, clouds, nil
 }

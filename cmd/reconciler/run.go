@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -234,6 +235,11 @@ func (a *app) startCloud(context.Context) error {
 		sc := cloudsim.DefaultConfig()
 		sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
 		sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
+		for _, r := range c.ServedRegions() { // the emulated account has every region served
+			if !slices.Contains(sc.Regions, r) {
+				sc.Regions = append(sc.Regions, r)
+			}
+		}
 		srv := &http.Server{Handler: cloudsim.New(sc).Handler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

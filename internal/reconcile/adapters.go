@@ -30,6 +30,19 @@ func NewClouds(cf *cloudflare.Client, aw *aws.Client, ud userdata.Params) Clouds
 	}
 }
 
+// WithRegion returns c serving one more AWS region through aw (a client
+// built for that region) and launching instances there with spec.
+func (c Clouds) WithRegion(region string, aw *aws.Client, spec InstanceSpec) Clouds {
+	a := awsAdapter{c: aw}
+	regions := make(map[string]RegionClouds, len(c.Regions)+1)
+	for k, v := range c.Regions {
+		regions[k] = v
+	}
+	regions[region] = RegionClouds{Instances: a, Params: a, Commands: a, Instance: spec}
+	c.Regions = regions
+	return c
+}
+
 type cfAdapter struct{ c *cloudflare.Client }
 
 // codeTunnelActive is Cloudflare's "Cannot delete tunnel because it has

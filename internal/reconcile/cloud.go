@@ -80,6 +80,7 @@ type DNSAPI interface {
 type Instance struct {
 	ID         string
 	State      string
+	Region     string // set by listings that span regions (Engine.List)
 	OrgID      string // OrgID tag
 	TunnelID   string // TunnelID tag
 	Generation int64  // Generation tag
@@ -117,6 +118,7 @@ type InstanceAPI interface {
 type Param struct {
 	Name        string
 	Description string
+	Region      string // set by listings that span regions (Engine.List)
 }
 
 // ParamAPI is the SSM Parameter Store surface the engine uses.
@@ -147,7 +149,8 @@ type CommandAPI interface {
 // parameter and never contains the token.
 type UserDataFunc func(orgID, paramName string) (string, error)
 
-// Clouds bundles the provider surfaces.
+// Clouds bundles the provider surfaces. Instances, Params and Commands are
+// the default region's; Regions adds the other regions the engine serves.
 type Clouds struct {
 	Tunnels   TunnelAPI
 	DNS       DNSAPI
@@ -155,6 +158,30 @@ type Clouds struct {
 	Params    ParamAPI
 	Commands  CommandAPI
 	UserData  UserDataFunc
+	// DefaultRegion names the region of Instances/Params/Commands: orgs that
+	// ask for no region go there. "" when the engine serves one region.
+	DefaultRegion string
+	Regions       map[string]RegionClouds
+}
+
+// RegionClouds are the AWS surfaces of one region, with how org instances
+// are launched there (AMIs, subnets and security groups are regional).
+type RegionClouds struct {
+	Instances InstanceAPI
+	Params    ParamAPI
+	Commands  CommandAPI
+	Instance  InstanceSpec
+}
+
+// served lists the regions in a stable order, the default first.
+func (c Clouds) served() []string {
+	out := []string{c.DefaultRegion}
+	for _, r := range sortedKeys(c.Regions) {
+		if r != c.DefaultRegion {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (c Clouds) validate() error {
@@ -176,6 +203,12 @@ func (c Clouds) validate() error {
 	}
 	if c.UserData == nil {
 		missing = append(missing, "UserData")
+	}
+	for _, r := range sortedKeys(c.Regions) {
+		rc := c.Regions[r]
+		if rc.Instances == nil || rc.Params == nil || rc.Commands == nil || rc.Instance.ImageID == "" {
+			missing = append(missing, "Regions["+r+"] (instances, params, commands and an AMI)")
+		}
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("reconcile: clouds missing %s", strings.Join(missing, ", "))

@@ -30,7 +30,11 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		}
 	}
 	d := e.Desired(org)
-	ob, err := e.observeDeleted(ctx, org, d)
+	_, aw, err := e.regionFor(org)
+	if err != nil {
+		return Result{}, err
+	}
+	ob, err := e.observeDeleted(ctx, org, d, aw)
 	if err != nil {
 		return Result{}, err
 	}
@@ -65,7 +69,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		case plan.ResToken:
 			run(func() error {
 				err := mutate(ctx, log, "ssm.DeleteParameter", c.Target, func(ctx context.Context) error {
-					return e.clouds.Params.DeleteParam(ctx, c.Target)
+					return aw.Params.DeleteParam(ctx, c.Target)
 				})
 				if err != nil && !errors.Is(err, ErrNotFound) {
 					return fmt.Errorf("delete parameter %s: %w", c.Target, err)
@@ -79,7 +83,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	if len(kill) > 0 {
 		run(func() error {
 			err := mutate(ctx, log, "ec2.TerminateInstances", strings.Join(kill, ","), func(ctx context.Context) error {
-				return e.clouds.Instances.TerminateInstances(ctx, kill)
+				return aw.Instances.TerminateInstances(ctx, kill)
 			})
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return fmt.Errorf("terminate instances %v: %w", kill, err)
@@ -142,7 +146,7 @@ func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) 
 // observeDeleted finds what a tombstone may still own: by recorded id where
 // one is recorded (acted on directly; "not found" is success), by name or
 // tag where a crash may have left a resource unrecorded.
-func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desired) (plan.Observed, error) {
+func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
 	var ob plan.Observed
 	rec := org.Observed
 	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
@@ -181,7 +185,7 @@ func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desir
 		}
 	}
 
-	ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+	ins, err := aw.Instances.OrgInstances(ctx, org.ID)
 	if err != nil {
 		return ob, fmt.Errorf("org %s: describe instances: %w", org.ID, err)
 	}

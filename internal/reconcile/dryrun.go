@@ -29,8 +29,12 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		return OrgPlan{}, fmt.Errorf("plan org %s: no such org in state", orgID)
 	}
 	d := e.Desired(org)
+	_, aw, err := e.regionFor(org)
+	if err != nil {
+		return OrgPlan{}, fmt.Errorf("plan org %s: %w", orgID, err)
+	}
 	if !d.Present {
-		ob, err := e.observeDeleted(ctx, org, d)
+		ob, err := e.observeDeleted(ctx, org, d, aw)
 		if err != nil {
 			return OrgPlan{}, err
 		}
@@ -39,14 +43,14 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		}
 		return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
 	}
-	ob, err := e.observeReadOnly(ctx, org, d)
+	ob, err := e.observeReadOnly(ctx, org, d, aw)
 	if err != nil {
 		return OrgPlan{}, err
 	}
 	return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
 }
 
-func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired) (plan.Observed, error) {
+func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
 	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
 	rec := org.Observed
 	var t *Tunnel
@@ -87,14 +91,14 @@ func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desi
 			return ob, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
 		}
 	}
-	p, err := e.clouds.Params.DescribeParam(ctx, ParamName(e.cfg.ParamPrefix, org.ID))
+	p, err := aw.Params.DescribeParam(ctx, ParamName(e.cfg.ParamPrefix, org.ID))
 	if err != nil {
 		return ob, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
 	}
 	if p != nil {
 		ob.Param = &plan.Param{Name: p.Name, TunnelID: rec.ParamTunnelID}
 	}
-	ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+	ins, err := aw.Instances.OrgInstances(ctx, org.ID)
 	if err != nil {
 		return ob, fmt.Errorf("plan org %s: describe instances: %w", org.ID, err)
 	}
@@ -115,12 +119,12 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	}
 	ix := indexInventory(inv)
 	var out []OrgPlan
-	live := map[string]bool{}
+	live := map[string]string{}
 	err = e.store.ForEach(func(org state.Org) error {
 		if org.Desired.Presence == state.Deleted && org.Observed.DeleteDone {
 			return nil
 		}
-		live[org.ID] = true
+		live[org.ID] = e.orgRegion(org)
 		d := e.Desired(org)
 		if d.Present && d.Hostname == "" {
 			return nil

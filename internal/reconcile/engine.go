@@ -157,7 +157,10 @@ type Result struct {
 // TerminalError wraps what retrying cannot fix (bad configuration, an org
 // record that cannot be read); the org gets a Failed condition and is not
 // retried until something changes it.
-type TerminalError struct{ Err error }
+type TerminalError struct {
+	Err    error
+	Reason string // the Failed condition's reason; "TerminalError" when empty
+}
 
 func (e *TerminalError) Error() string { return e.Err.Error() }
 func (e *TerminalError) Unwrap() error { return e.Err }
@@ -419,7 +422,11 @@ func (e *Engine) converge(ctx context.Context, log *slog.Logger, org state.Org,
 		o.LastError = err.Error()
 		o.LastErrorAt = now
 		if errors.As(err, &term) {
-			setCondition(o, state.CondFailed, true, "TerminalError", err.Error(), now)
+			reason := term.Reason
+			if reason == "" {
+				reason = "TerminalError"
+			}
+			setCondition(o, state.CondFailed, true, reason, err.Error(), now)
 			setCondition(o, state.CondReady, false, "Failed", "", now)
 		}
 		return nil

@@ -692,7 +692,11 @@ func TestLaunchInFlightReusesClientToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := h.eng.log.With("org_id", "acme")
-	if err := h.eng.launch(context.Background(), log, "acme", d, "", o.Observed.TunnelID); err != nil {
+	_, aw, err := h.eng.regionFor(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.eng.launchInstance(context.Background(), log, "acme", d, "", o.Observed.TunnelID, aw); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.org("acme").Observed.InstanceID; got != o.Observed.InstanceID {

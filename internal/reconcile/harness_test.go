@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -116,6 +117,9 @@ type harnessOpts struct {
 	engine   func(*Config)
 	policy   apicall.Policy
 	cfBudget *ratelimit.WindowBudget // default testCFBudget
+	// regions the engine serves besides the emulator's default region, each
+	// through its own aws client (as cmd/reconciler builds them).
+	regions []string
 }
 
 // Emulated delays used by every test: short but real.
@@ -186,13 +190,32 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.engine != nil {
 		o.engine(&ecfg)
 	}
+	clouds := NewClouds(cf, aw, userdata.Params{})
+	clouds.DefaultRegion = scfg.Region
+	for _, r := range o.regions {
+		awr, err := aws.New(context.Background(), aws.Config{Endpoint: srv.URL, Region: r,
+			AccessKeyID: scfg.AWSAccessKey, SecretAccessKey: scfg.AWSSecret, Policy: pol, PageSize: 20,
+			EC2Buckets: testEC2Buckets, SSMBucket: ratelimit.Bucket{Burst: 400, Rate: 400}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clouds = clouds.WithRegion(r, awr, InstanceSpec{ImageID: "ami-0" + regionHex(r),
+			SubnetID: "subnet-0" + regionHex(r), SecurityGroupIDs: []string{"sg-0" + regionHex(r)}})
+	}
 	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
-	eng, err := New(ecfg, NewClouds(cf, aw, userdata.Params{}), st, q)
+	eng, err := New(ecfg, clouds, st, q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw, requests: rec}
 	return h
+}
+
+// regionHex makes a region's fake resource ids distinct (17 hex digits).
+func regionHex(r string) string {
+	h := fnv.New64a()
+	h.Write([]byte(r))
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 // testWriter sends engine logs to t.Log only with -v.

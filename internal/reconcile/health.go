@@ -295,6 +295,14 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	ready := len(conflicts) == 0 && status == "healthy" && !ap.tunnelCreated && !ap.instanceChange &&
 		v.restart == nil && v.replace == nil && !v.suppressInstance
 	err := e.store.Update(org.ID, func(o *state.Org) error {
+		// Runs last, on every path below: a region the org can no longer
+		// move to is a conflict, but the org keeps being served (and Ready)
+		// where it is.
+		defer func() {
+			if msg := e.regionConflict(*o); msg != "" && len(conflicts) == 0 {
+				setCondition(o, state.CondConflict, true, "RegionChangeRefused", msg, now)
+			}
+		}()
 		o.Observed.TunnelStatus = status
 		o.Observed.ObservedAt = now
 		if len(conflicts) > 0 {

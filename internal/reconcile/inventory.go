@@ -18,14 +18,16 @@ type invIndex struct {
 	tunnel    map[string]int   // tunnel name -> first live tunnel of that name
 	byOwner   map[string][]int // org id in the ownership comment -> records
 	byName    map[string][]int // lower-cased record name -> records
-	param     map[string]int   // parameter name -> last parameter of that name
+	param     map[paramKey]int // region and name -> last parameter of that name there
 	instances map[string][]int // OrgID tag -> instances
 }
+
+type paramKey struct{ region, name string }
 
 func indexInventory(inv Inventory) *invIndex {
 	ix := &invIndex{inv: inv,
 		tunnel: make(map[string]int, len(inv.Tunnels)), byOwner: make(map[string][]int, len(inv.Records)),
-		byName: make(map[string][]int, len(inv.Records)), param: make(map[string]int, len(inv.Params)),
+		byName: make(map[string][]int, len(inv.Records)), param: make(map[paramKey]int, len(inv.Params)),
 		instances: make(map[string][]int, len(inv.Instances))}
 	for i, t := range inv.Tunnels {
 		if _, seen := ix.tunnel[t.Name]; !seen && !t.Deleted {
@@ -40,7 +42,7 @@ func indexInventory(inv Inventory) *invIndex {
 		ix.byName[k] = append(ix.byName[k], i)
 	}
 	for i, p := range inv.Params {
-		ix.param[p.Name] = i
+		ix.param[paramKey{p.Region, p.Name}] = i
 	}
 	for i, in := range inv.Instances {
 		ix.instances[in.OrgID] = append(ix.instances[in.OrgID], i)
@@ -69,12 +71,16 @@ func (e *Engine) observedFrom(ix *invIndex, org state.Org) plan.Observed {
 	for _, i := range recs {
 		ob.Records = append(ob.Records, ix.inv.Records[i])
 	}
-	if i, ok := ix.param[ParamName(e.cfg.ParamPrefix, org.ID)]; ok {
+	region := e.orgRegion(org)
+	if i, ok := ix.param[paramKey{region, ParamName(e.cfg.ParamPrefix, org.ID)}]; ok {
 		ob.Param = &plan.Param{Name: ix.inv.Params[i].Name, TunnelID: org.Observed.ParamTunnelID}
 	}
 	if org.ID != "" {
 		for _, i := range ix.instances[org.ID] {
 			in := ix.inv.Instances[i]
+			if in.Region != region {
+				continue // not the org's: the orphan check reports it
+			}
 			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
 				TunnelID: effectiveTunnel(org.Observed, in), Generation: in.Generation})
 		}

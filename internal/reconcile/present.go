@@ -63,7 +63,7 @@ const TagInstanceArn = "InstanceArn"
 // What is not recorded is not searched for: creation goes first and adopts
 // on "already exists" (docs/decisions.md), which saves a list call per
 // resource on the common path.
-func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desired) (observation, error) {
+func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (observation, error) {
 	var (
 		ob   observation
 		mu   sync.Mutex
@@ -152,7 +152,7 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tags, err := e.clouds.Params.ParamTags(ctx, rec.ParameterName)
+			tags, err := aw.Params.ParamTags(ctx, rec.ParameterName)
 			switch {
 			case errors.Is(err, ErrNotFound): // the token step re-creates it, then it is tagged
 			case err != nil:
@@ -168,7 +168,7 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := e.clouds.Params.DescribeParam(ctx, rec.ParameterName)
+			p, err := aw.Params.DescribeParam(ctx, rec.ParameterName)
 			if err != nil {
 				fail("describe parameter "+rec.ParameterName, err)
 				return
@@ -184,7 +184,7 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ins, err := e.clouds.Instances.OrgInstances(ctx, org.ID)
+		ins, err := aw.Instances.OrgInstances(ctx, org.ID)
 		if err != nil {
 			fail("describe instances", err)
 			return
@@ -238,11 +238,20 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		}
 	}
 
+	// The org's AWS region, committed before anything is written there.
+	region, aw, err := e.regionFor(org)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := e.pinRegion(&org, region); err != nil {
+		return Result{}, err
+	}
+
 	if res, done, err := e.readinessPoll(ctx, log, org); done || err != nil {
 		return res, err
 	}
 
-	ob, err := e.observePresent(ctx, org, d)
+	ob, err := e.observePresent(ctx, org, d, aw)
 	if err != nil {
 		return Result{}, err
 	}
@@ -290,12 +299,12 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		return Result{}, err
 	}
 
-	ap, applyErr := e.apply(ctx, log, org, d, ob, p)
+	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw)
 	ap.tunnelCreated = tunnelCreated
 
 	if hv.restart != nil && applyErr == nil {
 		err := mutate(ctx, log, "ssm.SendCommand", hv.restart.ID, func(ctx context.Context) error {
-			_, err := e.clouds.Commands.RestartCloudflared(ctx, hv.restart.ID)
+			_, err := aw.Commands.RestartCloudflared(ctx, hv.restart.ID)
 			return err
 		})
 		if err != nil {
@@ -318,7 +327,7 @@ type applied struct {
 
 // apply carries out a plan: the tunnel first (everything names it), then
 // every independent step at once.
-func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation, p plan.Result) (applied, error) {
+func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation, p plan.Result, aw RegionClouds) (applied, error) {
 	ap := applied{conflicts: p.Conflicts}
 	if ob.tunnel != nil {
 		ap.tunnelID = ob.tunnel.ID
@@ -348,13 +357,13 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	if len(by[plan.ResToken]) > 0 || len(restarts) > 0 {
 		run(func() error {
 			if len(by[plan.ResToken]) > 0 {
-				if err := e.putToken(ctx, log, org.ID, ap.tunnelID); err != nil {
+				if err := e.putToken(ctx, log, org.ID, ap.tunnelID, aw); err != nil {
 					return err
 				}
 			}
 			// cloudflared re-reads the parameter on restart; only after the put.
 			for _, c := range restarts {
-				if err := e.restartForNewTunnel(ctx, log, org.ID, c.Target, ap.tunnelID); err != nil {
+				if err := e.restartForNewTunnel(ctx, log, org.ID, c.Target, ap.tunnelID, aw); err != nil {
 					return err
 				}
 			}
@@ -388,7 +397,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 			var err error
 			if len(kill) > 0 {
 				err = mutate(ctx, log, "ec2.TerminateInstances", strings.Join(kill, ","), func(ctx context.Context) error {
-					return e.clouds.Instances.TerminateInstances(ctx, kill)
+					return aw.Instances.TerminateInstances(ctx, kill)
 				})
 				if err != nil && !errors.Is(err, ErrNotFound) {
 					err = fmt.Errorf("terminate instances %v: %w", kill, err)
@@ -397,7 +406,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 				}
 			}
 			if create {
-				inst, lerr := e.launchInstance(ctx, log, org.ID, d, org.Desired.InstanceType, ap.tunnelID)
+				inst, lerr := e.launchInstance(ctx, log, org.ID, d, org.Desired.InstanceType, ap.tunnelID, aw)
 				if lerr != nil {
 					err = errors.Join(err, lerr)
 				}
@@ -411,7 +420,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	}
 	// Only after both the token and the instance are in place: the tag
 	// names the instance on the parameter.
-	if err := e.tagTokenForInstance(ctx, log, org, ob, launchedInst, len(by[plan.ResToken]) > 0, kill); err != nil {
+	if err := e.tagTokenForInstance(ctx, log, org, ob, launchedInst, len(by[plan.ResToken]) > 0, kill, aw); err != nil {
 		return ap, fmt.Errorf("org %s: %w", org.ID, err)
 	}
 	return ap, nil
@@ -423,7 +432,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 // and tag). The instance role may read only the parameter tagged with its
 // own ARN; until then its boot script retries.
 func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org state.Org, ob observation,
-	launched Instance, tokenPut bool, killed []string) error {
+	launched Instance, tokenPut bool, killed []string, aw RegionClouds) error {
 	inst := launched
 	if inst.ID == "" {
 		for _, in := range ob.instances {
@@ -454,7 +463,7 @@ func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org 
 	}
 	name := ParamName(e.cfg.ParamPrefix, org.ID)
 	err := mutate(ctx, log, "ssm.AddTagsToResource", name, func(ctx context.Context) error {
-		return e.clouds.Params.TagParam(ctx, name, map[string]string{TagInstanceArn: inst.ARN})
+		return aw.Params.TagParam(ctx, name, map[string]string{TagInstanceArn: inst.ARN})
 	})
 	if err != nil {
 		e.tagged.Delete(org.ID)
@@ -521,7 +530,7 @@ func (e *Engine) putIngress(ctx context.Context, log *slog.Logger, orgID, tunnel
 
 // putToken moves the tunnel token from Cloudflare into SSM. The token lives
 // only in this function's stack.
-func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string) error {
+func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string, aw RegionClouds) error {
 	tok, err := e.clouds.Tunnels.Token(ctx, tunnelID)
 	if err != nil {
 		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
@@ -529,7 +538,7 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 	name := ParamName(e.cfg.ParamPrefix, orgID)
 	tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID, plan.TagTunnelID: tunnelID}
 	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
-		return e.clouds.Params.PutToken(ctx, name, tok, tags)
+		return aw.Params.PutToken(ctx, name, tok, tags)
 	})
 	if err != nil {
 		return fmt.Errorf("put token parameter %s: %w", name, err)
@@ -541,9 +550,9 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 }
 
 // restartForNewTunnel makes an instance pick up a replaced tunnel's token.
-func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string) error {
+func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string, aw RegionClouds) error {
 	err := mutate(ctx, log, "ssm.SendCommand", instanceID, func(ctx context.Context) error {
-		_, err := e.clouds.Commands.RestartCloudflared(ctx, instanceID)
+		_, err := aw.Commands.RestartCloudflared(ctx, instanceID)
 		return err
 	})
 	if err != nil {
@@ -662,16 +671,11 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 	return nil, nil
 }
 
-// launch runs the org's instance. The attempt number is committed before
-// the call: a crash mid-call retries with the same ClientToken and gets the
-// same reservation back instead of a second instance.
-func (e *Engine) launch(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string) error {
-	_, err := e.launchInstance(ctx, log, orgID, d, typeOverride, tunnelID)
-	return err
-}
-
-// launchInstance is launch, returning the instance (its ARN tags the token).
-func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string) (Instance, error) {
+// launchInstance runs the org's instance in aw's region and returns it (its
+// ARN tags the token). The attempt number is committed before the call: a
+// crash mid-call retries with the same ClientToken and gets the same
+// reservation back instead of a second instance.
+func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID string, d plan.Desired, typeOverride, tunnelID string, aw RegionClouds) (Instance, error) {
 	var gen int64
 	var attempt int
 	err := e.store.Update(orgID, func(o *state.Org) error {
@@ -695,9 +699,9 @@ func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID str
 		return Instance{}, Terminal(fmt.Errorf("render user-data: %w", err))
 	}
 	spec := RunSpec{
-		ClientToken: ClientToken(orgID, gen, attempt), ImageID: e.cfg.Instance.ImageID,
-		InstanceType: e.cfg.Instance.InstanceType, SubnetID: e.cfg.Instance.SubnetID,
-		SecurityGroupIDs: e.cfg.Instance.SecurityGroupIDs, InstanceProfile: e.cfg.Instance.InstanceProfile,
+		ClientToken: ClientToken(orgID, gen, attempt), ImageID: aw.Instance.ImageID,
+		InstanceType: aw.Instance.InstanceType, SubnetID: aw.Instance.SubnetID,
+		SecurityGroupIDs: aw.Instance.SecurityGroupIDs, InstanceProfile: aw.Instance.InstanceProfile,
 		UserData: ud,
 		Tags: map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID,
 			plan.TagTunnelID: tunnelID, plan.TagGeneration: fmt.Sprint(gen), "Name": "tunnelward-" + orgID},
@@ -708,7 +712,7 @@ func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID str
 	var inst Instance
 	err = mutate(ctx, log, "ec2.RunInstances", spec.ClientToken, func(ctx context.Context) error {
 		var err error
-		inst, err = e.clouds.Instances.RunInstance(ctx, spec)
+		inst, err = aw.Instances.RunInstance(ctx, spec)
 		return err
 	})
 	if errors.Is(err, ErrTokenMismatch) {

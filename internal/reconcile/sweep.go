@@ -17,6 +17,7 @@ import (
 type Orphan struct {
 	Kind      string    `json:"kind"` // tunnel, dns_record, instance, parameter
 	ID        string    `json:"id"`
+	Region    string    `json:"region,omitempty"` // AWS region of an instance or parameter
 	Name      string    `json:"name,omitempty"`
 	OrgID     string    `json:"org_id"`
 	FirstSeen time.Time `json:"first_seen"`
@@ -52,7 +53,8 @@ type Inventory struct {
 	Params    []Param
 }
 
-// List reads the inventory: four listings, cost in pages, not orgs.
+// List reads the inventory: four listings (the AWS ones in every served
+// region), cost in pages, not orgs.
 func (e *Engine) List(ctx context.Context) (Inventory, error) {
 	var (
 		inv  Inventory
@@ -73,8 +75,33 @@ func (e *Engine) List(ctx context.Context) (Inventory, error) {
 	}
 	do("tunnels", func() (err error) { inv.Tunnels, err = e.clouds.Tunnels.ListTunnels(ctx); return })
 	do("dns records", func() (err error) { inv.Records, err = e.clouds.DNS.ListRecords(ctx); return })
-	do("instances", func() (err error) { inv.Instances, err = e.clouds.Instances.ManagedInstances(ctx); return })
-	do("parameters", func() (err error) { inv.Params, err = e.clouds.Params.ListParams(ctx, e.cfg.ParamPrefix); return })
+	for _, region := range e.clouds.served() {
+		aw, _ := e.regionClouds(region)
+		where := ""
+		if region != "" {
+			where = " in " + region
+		}
+		do("instances"+where, func() error {
+			ins, err := aw.Instances.ManagedInstances(ctx)
+			for i := range ins {
+				ins[i].Region = region
+			}
+			mu.Lock()
+			inv.Instances = append(inv.Instances, ins...)
+			mu.Unlock()
+			return err
+		})
+		do("parameters"+where, func() error {
+			ps, err := aw.Params.ListParams(ctx, e.cfg.ParamPrefix)
+			for i := range ps {
+				ps[i].Region = region
+			}
+			mu.Lock()
+			inv.Params = append(inv.Params, ps...)
+			mu.Unlock()
+			return err
+		})
+	}
 	wg.Wait()
 	return inv, errors.Join(errs...)
 }
@@ -107,7 +134,7 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	// file cannot remap it under an open read), and each org's status is
 	// recorded before it is requeued, as a worker may pick it up at once.
 	ix := indexInventory(inv)
-	live := map[string]bool{} // orgs that may own resources
+	live := map[string]string{} // orgs that may own resources -> their AWS region
 	byCondition := map[string]int{}
 	type statusUpdate struct{ orgID, status string }
 	var updates []statusUpdate
@@ -120,12 +147,12 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		}
 		if org.Desired.Presence == state.Deleted {
 			if !org.Observed.DeleteDone {
-				live[org.ID] = true
+				live[org.ID] = e.orgRegion(org)
 				requeue = append(requeue, org.ID)
 			}
 			return nil
 		}
-		live[org.ID] = true
+		live[org.ID] = e.orgRegion(org)
 		if e.Desired(org).Hostname == "" {
 			return nil
 		}
@@ -193,12 +220,12 @@ func (e *Engine) polling(orgID string) bool {
 
 // orphans finds owned resources of orgs that may not own any, ages them and
 // collects the ones past the grace period.
-func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]bool, now time.Time, rep *SweepReport) {
+func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]string, now time.Time, rep *SweepReport) {
 	found := findOrphans(e.cfg.ParamPrefix, inv, live)
 	e.orphanMu.Lock()
 	seen := map[string]time.Time{}
 	for i := range found {
-		k := found[i].Kind + "/" + found[i].ID
+		k := found[i].Kind + "/" + found[i].Region + "/" + found[i].ID
 		first, ok := e.orphanSeen[k]
 		if !ok {
 			first = now
@@ -221,9 +248,12 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]boo
 			log.Warn("orphan found; gc disabled, only reported", "first_seen", o.FirstSeen)
 			continue
 		}
-		// Re-check the org right before deleting: it may have been created since the listing.
+		// Re-check the org right before deleting: it may have been created
+		// since the listing (an AWS resource in another region than the
+		// org's is still the org's leftover).
 		org, ok, err := e.store.Get(o.OrgID)
-		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone)) {
+		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone) &&
+			!((o.Kind == "instance" || o.Kind == "parameter") && e.orgRegion(org) != o.Region)) {
 			continue
 		}
 		if err := e.collect(ctx, log, *o); err != nil {
@@ -233,7 +263,7 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]boo
 		o.Collected = true
 		e.cfg.Metrics.OrphanCollected(o.Kind)
 		e.orphanMu.Lock()
-		delete(e.orphanSeen, o.Kind+"/"+o.ID)
+		delete(e.orphanSeen, o.Kind+"/"+o.Region+"/"+o.ID)
 		e.orphanMu.Unlock()
 	}
 	rep.Orphans = found
@@ -242,6 +272,10 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]boo
 // collect deletes one orphan (owned by construction: it carries our marker).
 func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error {
 	var err error
+	aw, ok := e.regionClouds(o.Region)
+	if !ok && (o.Kind == "instance" || o.Kind == "parameter") {
+		return fmt.Errorf("collect orphan %s %s of org %s: region %s not served", o.Kind, o.ID, o.OrgID, o.Region)
+	}
 	switch o.Kind {
 	case "tunnel":
 		err = e.deleteTunnel(ctx, log, o.ID)
@@ -251,11 +285,11 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 		})
 	case "instance":
 		err = mutate(ctx, log, "ec2.TerminateInstances", o.ID, func(ctx context.Context) error {
-			return e.clouds.Instances.TerminateInstances(ctx, []string{o.ID})
+			return aw.Instances.TerminateInstances(ctx, []string{o.ID})
 		})
 	case "parameter":
 		err = mutate(ctx, log, "ssm.DeleteParameter", o.ID, func(ctx context.Context) error {
-			return e.clouds.Params.DeleteParam(ctx, o.ID)
+			return aw.Params.DeleteParam(ctx, o.ID)
 		})
 	default:
 		return fmt.Errorf("unknown orphan kind %q", o.Kind)
@@ -266,28 +300,34 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 	return nil
 }
 
-// findOrphans lists the owned resources of orgs that may not own any.
-func findOrphans(prefix string, inv Inventory, live map[string]bool) []Orphan {
+// findOrphans lists the owned resources of orgs that may not own any:
+// live maps each org that may own resources to its AWS region, and an
+// instance or parameter in any other region is not the org's.
+func findOrphans(prefix string, inv Inventory, live map[string]string) []Orphan {
 	var found []Orphan
 	for _, t := range inv.Tunnels {
-		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org] {
+		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !isLive(live, org) {
 			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
 		}
 	}
 	for _, r := range inv.Records {
-		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !live[org] {
+		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !isLive(live, org) {
 			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
 		}
 	}
 	for _, in := range inv.Instances {
-		if in.OrgID != "" && !live[in.OrgID] && in.State != "terminated" && in.State != "shutting-down" {
-			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID})
+		if region, ok := live[in.OrgID]; in.OrgID != "" && (!ok || region != in.Region) &&
+			in.State != "terminated" && in.State != "shutting-down" {
+			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID, Region: in.Region})
 		}
 	}
 	for _, p := range inv.Params {
-		if org, ok := OrgFromParamName(prefix, p.Name); ok && !live[org] {
-			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org})
+		org, ok := OrgFromParamName(prefix, p.Name)
+		if region, known := live[org]; ok && (!known || region != p.Region) {
+			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org, Region: p.Region})
 		}
 	}
 	return found
 }
+
+func isLive(live map[string]string, org string) bool { _, ok := live[org]; return ok }

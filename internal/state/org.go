@@ -53,6 +53,11 @@ type Observed struct {
 	// instance's TunnelID tag (the tunnel was replaced under it).
 	ParamTunnelID    string `json:"param_tunnel_id,omitempty"`
 	InstanceTunnelID string `json:"instance_tunnel_id,omitempty"`
+	// Region is the AWS region of the org's token parameter and instance,
+	// committed before the first AWS write for the org: an org's region is
+	// fixed while it has resources ("" in records from before regions: the
+	// reconciler's default region).
+	Region string `json:"region,omitempty"`
 }
 
 // Condition types (DESIGN/issue 4 status model).

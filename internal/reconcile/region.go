@@ -1,0 +1,116 @@
+package reconcile
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// An org's token parameter and instance live in one AWS region: the one it
+// asked for (org.created data.region), else the default region. The region
+// is committed to bbolt before the first AWS write for the org and stays
+// while the org has resources; moving an org is a delete and a re-create.
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// wantRegion is the region the org asks for, the default when it names none.
+func (e *Engine) wantRegion(org state.Org) string {
+	if r := org.Desired.Region; r != "" {
+		return r
+	}
+	return e.clouds.DefaultRegion
+}
+
+// orgRegion is where the org's AWS resources are, or go when it has none.
+func (e *Engine) orgRegion(org state.Org) string {
+	ob := org.Observed
+	switch {
+	case ob.Region != "":
+		return ob.Region
+	case ob.ParameterName != "" || ob.InstanceID != "" || ob.LaunchInFlight:
+		return e.clouds.DefaultRegion // recorded before regions were kept
+	}
+	return e.wantRegion(org)
+}
+
+// regionClouds returns the AWS surfaces and launch settings of a served region.
+func (e *Engine) regionClouds(name string) (RegionClouds, bool) {
+	if name == e.clouds.DefaultRegion {
+		return RegionClouds{Instances: e.clouds.Instances, Params: e.clouds.Params, Commands: e.clouds.Commands,
+			Instance: e.cfg.Instance}, true
+	}
+	rc, ok := e.clouds.Regions[name]
+	if !ok {
+		return RegionClouds{}, false
+	}
+	// Not regional: the type default and the (global) instance profile.
+	if rc.Instance.InstanceType == "" {
+		rc.Instance.InstanceType = e.cfg.Instance.InstanceType
+	}
+	if rc.Instance.InstanceProfile == "" {
+		rc.Instance.InstanceProfile = e.cfg.Instance.InstanceProfile
+	}
+	return rc, true
+}
+
+// servedList names the served regions for messages.
+func (e *Engine) servedList() string {
+	var out []string
+	for _, r := range e.clouds.served() {
+		if r == "" {
+			r = "(the default region)"
+		}
+		out = append(out, r)
+	}
+	return strings.Join(out, ", ")
+}
+
+// regionFor returns the org's region and its clouds; an error names the
+// region when this reconciler does not serve it.
+func (e *Engine) regionFor(org state.Org) (string, RegionClouds, error) {
+	name := e.orgRegion(org)
+	rc, ok := e.regionClouds(name)
+	if !ok {
+		if org.Observed.Region != "" {
+			return name, rc, &TerminalError{Reason: "RegionNotServed", Err: fmt.Errorf(
+				"org %s has its parameter and instance in AWS region %s, which this reconciler no longer serves (it serves %s); add the region back (--aws-regions) to manage them",
+				org.ID, name, e.servedList())}
+		}
+		return name, rc, &TerminalError{Reason: "RegionNotServed", Err: fmt.Errorf(
+			"org %s asks for AWS region %s, which this reconciler does not serve (it serves %s); nothing was created",
+			org.ID, name, e.servedList())}
+	}
+	return name, rc, nil
+}
+
+// regionConflict says why a later event's region is not followed, "" when
+// the org is where it asks to be.
+func (e *Engine) regionConflict(org state.Org) string {
+	have, want := org.Observed.Region, e.wantRegion(org)
+	if have == "" || have == want {
+		return ""
+	}
+	return fmt.Sprintf("org asks for AWS region %s but its instance and parameter are in %s; an org's region is fixed while it exists (delete and re-create the org to move it)", want, have)
+}
+
+// pinRegion commits the org's region before its first AWS write, so a
+// crash after a write in that region can never lose where it happened.
+func (e *Engine) pinRegion(org *state.Org, region string) error {
+	if org.Observed.Region == region {
+		return nil
+	}
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		if o.Observed.Region == "" {
+			o.Observed.Region = region
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record region %s: %w", org.ID, region, err)
+	}
+	org.Observed.Region = region
+	return nil
+}

@@ -1,0 +1,182 @@
+package reconcile
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+func createdIn(org, slug, region string) state.Fact {
+	f := created(org, slug)
+	f.Region = region
+	return f
+}
+
+// regionOf reads an emulator resource's region (instances and parameters).
+func regionOf(m map[string]any) string { r, _ := m["Region"].(string); return r }
+
+func orgTag(in map[string]any) string { return tagOf(in, "OrgID") }
+
+// An org that names a served region gets its parameter and instance there
+// (launched with that region's AMI), one that names none the default one;
+// deleting both leaves nothing in either region.
+func TestRegionOrgLandsInItsRegion(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(createdIn("eu", "eu", "eu-west-1"), created("us", "us"))
+	h.waitReady("eu", "us")
+	h.requireClean("eu", "us")
+	w := h.world()
+	if len(w.instances) != 2 || len(w.params) != 2 {
+		t.Fatalf("want 2 instances and 2 parameters:\n%s", h.describe())
+	}
+	for _, in := range w.instances {
+		want := map[string]string{"eu": "eu-west-1", "us": "us-east-1"}[orgTag(in)]
+		if got := regionOf(in); got != want {
+			t.Fatalf("instance of org %s in %q, want %q", orgTag(in), got, want)
+		}
+		if orgTag(in) == "eu" && in["ImageId"] != "ami-0"+regionHex("eu-west-1") {
+			t.Fatalf("eu instance launched from %v, not eu-west-1's AMI", in["ImageId"])
+		}
+	}
+	for _, p := range w.params {
+		name, _ := p["Name"].(string)
+		want := "us-east-1"
+		if strings.Contains(name, "/eu/") {
+			want = "eu-west-1"
+		}
+		if got := regionOf(p); got != want {
+			t.Fatalf("parameter %s in %q, want %q", name, got, want)
+		}
+	}
+	if r := h.org("eu").Observed.Region; r != "eu-west-1" {
+		t.Fatalf("bbolt records region %q for org eu", r)
+	}
+	h.apply(deleted("eu"), deleted("us"))
+	h.waitDeleted("eu", "us")
+	h.waitFor("nothing left in any region", 10*time.Second, func() bool {
+		w := h.world()
+		return len(h.invariants()) == 0 && len(w.instances)+len(w.params)+len(w.tunnels)+len(w.records) == 0
+	})
+}
+
+// An org naming a region this reconciler does not serve is not provisioned
+// anywhere: Failed with a reason naming the served regions, no resource.
+func TestRegionNotServed(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(createdIn("far", "far", "ap-southeast-2"))
+	h.waitFor("Failed RegionNotServed", 5*time.Second, func() bool {
+		c, ok := Condition(h.org("far"), state.CondFailed)
+		return ok && c.Status && c.Reason == "RegionNotServed"
+	})
+	c, _ := Condition(h.org("far"), state.CondFailed)
+	for _, want := range []string{"ap-southeast-2", "us-east-1", "eu-west-1", "nothing was created"} {
+		if !strings.Contains(c.Message, want) {
+			t.Fatalf("message %q does not name %q", c.Message, want)
+		}
+	}
+	if w := h.world(); len(w.instances)+len(w.params)+len(w.tunnels)+len(w.records) != 0 {
+		t.Fatalf("an unserved org got resources:\n%s", h.describe())
+	}
+	if n := mutations(h.sim.Calls()); n != 0 {
+		t.Fatalf("%d cloud writes for an unserved org", n)
+	}
+	// The platform corrects the event: the org is built in a served region.
+	h.apply(createdIn("far", "far", "eu-west-1"))
+	h.waitReady("far")
+	h.requireClean("far")
+}
+
+// A later event asking for another region does not move a live org: it
+// stays Ready where it is, with a Conflict saying why; delete and re-create
+// moves it, and nothing is left in the old region.
+func TestRegionChangeRefusedThenMovedByRecreate(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(createdIn("acme", "acme", "eu-west-1"))
+	h.waitReady("acme")
+	first := h.org("acme").Observed.InstanceID
+	h.apply(createdIn("acme", "acme", "us-east-1"))
+	h.waitFor("Conflict RegionChangeRefused", 5*time.Second, func() bool {
+		c, ok := Condition(h.org("acme"), state.CondConflict)
+		return ok && c.Status && c.Reason == "RegionChangeRefused"
+	})
+	o := h.org("acme")
+	if !IsTrue(o, state.CondReady) || o.Observed.InstanceID != first || o.Observed.Region != "eu-west-1" {
+		t.Fatalf("a region change moved or broke the org: %+v", o.Observed)
+	}
+	if w := h.world(); len(w.instances) != 1 || regionOf(w.instances[0]) != "eu-west-1" {
+		t.Fatalf("instances after a refused move:\n%s", h.describe())
+	}
+	h.apply(deleted("acme"))
+	h.waitDeleted("acme")
+	h.apply(createdIn("acme", "acme", "us-east-1"))
+	h.waitReady("acme")
+	h.waitFor("one instance, in us-east-1", 10*time.Second, func() bool {
+		w := h.world()
+		return len(w.instances) == 1 && regionOf(w.instances[0]) == "us-east-1"
+	})
+	h.requireClean("acme")
+	if c, _ := Condition(h.org("acme"), state.CondConflict); c.Status {
+		t.Fatalf("Conflict still set after the move: %+v", c)
+	}
+	for _, p := range h.world().params {
+		if regionOf(p) != "us-east-1" {
+			t.Fatalf("parameter left in %s", regionOf(p))
+		}
+	}
+}
+
+// The sweep lists every served region: an owned instance of a live org in
+// a region that is not the org's is an orphan there, and is collected with
+// that region's client.
+func TestSweepCollectsInstanceInWrongRegion(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	o := h.org("acme")
+	euClient, err := aws.New(context.Background(), aws.Config{Endpoint: h.srv.URL, Region: "eu-west-1",
+		AccessKeyID: h.sim.Config().AWSAccessKey, SecretAccessKey: h.sim.Config().AWSSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray, err := euClient.RunInstance(context.Background(), aws.InstanceSpec{OrgID: "acme", TunnelID: o.Observed.TunnelID,
+		Name: "tunnelward-acme", ImageID: "ami-0" + regionHex("eu-west-1"), InstanceType: "t3.micro",
+		ClientToken: "stray-acme", UserData: "#!/bin/bash\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.eng.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *Orphan
+	for i := range rep.Orphans {
+		if rep.Orphans[i].ID == stray.ID {
+			got = &rep.Orphans[i]
+		}
+	}
+	if got == nil || got.Region != "eu-west-1" || got.OrgID != "acme" {
+		t.Fatalf("stray eu-west-1 instance not reported as acme's orphan there: %+v", rep.Orphans)
+	}
+	h.waitFor("stray collected", 5*time.Second, func() bool {
+		if _, err := h.eng.Sweep(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range h.world().instances {
+			if in["InstanceId"] == stray.ID {
+				return false
+			}
+		}
+		return true
+	})
+	if h.org("acme").Observed.InstanceID != o.Observed.InstanceID || !IsTrue(h.org("acme"), state.CondReady) {
+		t.Fatalf("collecting the stray touched the org's own instance")
+	}
+}
