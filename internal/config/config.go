@@ -67,6 +67,9 @@ const (
 	DefaultAdminListen       = "127.0.0.1:8081"
 	DefaultSandboxListen     = "127.0.0.1:8787"
 	DefaultWorkers           = 4
+	// SandboxRegions are the regions sandbox mode serves (the in-process
+	// emulator's account has them all): orgs naming one are launched there.
+	SandboxRegions = "us-east-1,us-east-2,us-west-2,eu-west-1,eu-central-1,ap-southeast-2"
 	DefaultSweepInterval     = 5 * time.Minute
 	DefaultHealthGrace       = time.Minute // issue 4's default; the engine polls within it, so a quick recovery is seen at once
 	DefaultLogFormat         = "auto"

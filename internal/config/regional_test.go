@@ -43,7 +43,9 @@ func TestRegionSettingsPrecedence(t *testing.T) {
 		want    string
 		source  string
 	}{
-		{name: "regions default", setting: "aws-regions", want: "", source: "default"},
+		{name: "regions default (sandbox: every emulated region)", setting: "aws-regions",
+			want: strings.TrimPrefix(SandboxRegions, SandboxAWSRegion+","), source: "default"},
+		{name: "regions default in URL mode", args: []string{"--cloud", "http://127.0.0.1:8787"}, setting: "aws-regions", want: "", source: "default"},
 		{name: "regions from file list", file: "aws-regions: [eu-west-1, ap-south-1]\n", setting: "aws-regions", want: "eu-west-1,ap-south-1", source: "file"},
 		{name: "regions env over file", env: map[string]string{"TUNNELWARD_AWS_REGIONS": "eu-west-1"}, file: "aws-regions: ap-south-1\n",
 			setting: "aws-regions", want: "eu-west-1", source: "env"},
@@ -151,7 +153,7 @@ func TestRegionValidation(t *testing.T) {
 				{"--instance-subnet-by-region", "region ap-south-1 is not served (served: us-east-1, eu-west-1)"},
 				{"--instance-security-groups-by-region", "region us-west-2 is not served"},
 			}},
-		{name: "entry without any extra region", args: []string{"--instance-ami-by-region", "eu-west-1=" + euAMI},
+		{name: "entry without any extra region", args: []string{"--cloud", "http://127.0.0.1:8787", "--instance-ami-by-region", "eu-west-1=" + euAMI},
 			want: []want{{"--instance-ami-by-region", "region eu-west-1 is not served (served: us-east-1); add it to --aws-regions"}}},
 		{name: "entry for the default region", args: []string{"--aws-regions", "us-east-1,eu-west-1", "--instance-ami-by-region", "us-east-1=" + euAMI},
 			want: []want{{"--instance-ami-by-region", "us-east-1 is the default region (--aws-region); set its AMI with --instance-ami"}}},
@@ -307,8 +309,16 @@ func TestServedRegionsAndInstanceFor(t *testing.T) {
 		t.Fatalf("InstanceFor shares slices with the Config")
 	}
 
-	// Without extra regions only the default region is served.
-	one := parseOK(t, nil, nil, "")
+	// Sandbox mode serves every region of the in-process emulator.
+	sb := parseOK(t, nil, nil, "")
+	if got := sb.ServedRegions(); !slices.Equal(got, strings.Split(SandboxRegions, ",")) {
+		t.Fatalf("sandbox ServedRegions = %v", got)
+	}
+	if in, ok := sb.InstanceFor("eu-west-1"); !ok || in.AMI != SandboxAMI {
+		t.Fatalf("sandbox InstanceFor(eu-west-1) = %+v, %v", in, ok)
+	}
+	// Otherwise, without extra regions only the default region is served.
+	one := parseOK(t, []string{"--cloud", "http://127.0.0.1:8787"}, nil, "")
 	if got := one.ServedRegions(); !slices.Equal(got, []string{SandboxAWSRegion}) {
 		t.Fatalf("ServedRegions = %v", got)
 	}

@@ -142,6 +142,7 @@ var settings = func() []*setting {
 		{name: "aws-region", env: "TUNNELWARD_AWS_REGION", group: groupAWS, metavar: "REGION",
 			sandboxDef: SandboxAWSRegion, help: "default AWS region: orgs that name no region are launched here (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
 		{name: "aws-regions", env: "TUNNELWARD_AWS_REGIONS", group: groupAWS, metavar: "REGION,...", kind: kindList,
+			sandboxDef: SandboxRegions + " in sandbox mode",
 			help: "further AWS regions served besides --aws-region, comma-separated; an org naming one of them is launched there, an org naming a region not served is launched nowhere"},
 		{name: "instance-ami", env: "TUNNELWARD_INSTANCE_AMI", group: groupAWS, metavar: "AMI",
 			sandboxDef: SandboxAMI, help: "AMI of org instances in the default region (ami-...; ideally with cloudflared baked in)"},

@@ -118,6 +118,16 @@ func (c *Config) applyModeDefaults(env func(string) string) {
 	if c.Cloudflare.APIToken.IsZero() {
 		c.Cloudflare.APIToken = secret.NewToken(SandboxCloudflareToken)
 	}
+	if c.Cloud == ModeSandbox && len(c.AWS.ExtraRegions) == 0 {
+		// The in-process emulator has these regions; serve them all, so
+		// an org naming one works out of the box (a cloudsim at --cloud URL
+		// may have others: name them there).
+		for _, r := range strings.Split(SandboxRegions, ",") {
+			if r != c.AWS.Region {
+				c.AWS.ExtraRegions = append(c.AWS.ExtraRegions, r)
+			}
+		}
+	}
 	c.fillSandboxRegions()
 	c.AWS.AccessKeyID = SandboxAWSAccessKeyID
 	c.AWS.SecretAccessKey = secret.NewToken(SandboxAWSSecretKey)
