@@ -49,27 +49,27 @@ const (
 // Sandbox identities (DESIGN.md §4): the defaults of cloudsim and of the
 // sandbox and URL modes, so any client can talk to a sandbox unconfigured.
 const (
-	SandboxCloudflareToken   = "sandbox-token"
-	SandboxAccountID         = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
-	SandboxZoneID            = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
-	SandboxZoneName          = "sandbox.tunnelward.test"
-	SandboxAWSAccessKeyID    = "AKIASANDBOXEXAMPLE"
-	SandboxAWSSecretKey      = "sandbox-secret"
-	SandboxAWSRegion         = "us-east-1"
-	SandboxAMI               = "ami-0123456789abcdef0"
-	SandboxSubnet            = "subnet-0123456789abcdef0"
-	SandboxInstanceProfile   = "tunnelward-instance"
-	DefaultSSMPathPrefix     = "/tunnelward/tunnels"
-	DefaultIngressService    = "http://localhost:8080"
-	DefaultInstanceType      = "t3.micro"
-	DefaultDataDir           = "./data"
-	DefaultNATSListen        = "127.0.0.1:4222"
-	DefaultAdminListen       = "127.0.0.1:8081"
-	DefaultSandboxListen     = "127.0.0.1:8787"
-	DefaultWorkers           = 4
+	SandboxCloudflareToken = "sandbox-token"
+	SandboxAccountID       = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	SandboxZoneID          = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+	SandboxZoneName        = "sandbox.tunnelward.test"
+	SandboxAWSAccessKeyID  = "AKIASANDBOXEXAMPLE"
+	SandboxAWSSecretKey    = "sandbox-secret"
+	SandboxAWSRegion       = "us-east-1"
+	SandboxAMI             = "ami-0123456789abcdef0"
+	SandboxSubnet          = "subnet-0123456789abcdef0"
+	SandboxInstanceProfile = "tunnelward-instance"
+	DefaultSSMPathPrefix   = "/tunnelward/tunnels"
+	DefaultIngressService  = "http://localhost:8080"
+	DefaultInstanceType    = "t3.micro"
+	DefaultDataDir         = "./data"
+	DefaultNATSListen      = "127.0.0.1:4222"
+	DefaultAdminListen     = "127.0.0.1:8081"
+	DefaultSandboxListen   = "127.0.0.1:8787"
+	DefaultWorkers         = 4
 	// SandboxRegions are the regions sandbox mode serves (the in-process
 	// emulator's account has them all): orgs naming one are launched there.
-	SandboxRegions = "us-east-1,us-east-2,us-west-2,eu-west-1,eu-central-1,ap-southeast-2"
+	SandboxRegions           = "us-east-1,us-east-2,us-west-2,eu-west-1,eu-central-1,ap-southeast-2"
 	DefaultSweepInterval     = 5 * time.Minute
 	DefaultHealthGrace       = time.Minute // issue 4's default; the engine polls within it, so a quick recovery is seen at once
 	DefaultLogFormat         = "auto"

@@ -143,7 +143,7 @@ var settings = func() []*setting {
 			sandboxDef: SandboxAWSRegion, help: "default AWS region: orgs that name no region are launched here (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
 		{name: "aws-regions", env: "TUNNELWARD_AWS_REGIONS", group: groupAWS, metavar: "REGION,...", kind: kindList,
 			sandboxDef: SandboxRegions + " in sandbox mode",
-			help: "further AWS regions served besides --aws-region, comma-separated; an org naming one of them is launched there, an org naming a region not served is launched nowhere"},
+			help:       "further AWS regions served besides --aws-region, comma-separated; an org naming one of them is launched there, an org naming a region not served is launched nowhere"},
 		{name: "instance-ami", env: "TUNNELWARD_INSTANCE_AMI", group: groupAWS, metavar: "AMI",
 			sandboxDef: SandboxAMI, help: "AMI of org instances in the default region (ami-...; ideally with cloudflared baked in)"},
 		{name: amiByRegion, env: "TUNNELWARD_INSTANCE_AMI_BY_REGION", group: groupAWS, metavar: "REGION=AMI,...", kind: kindRegionMap,
