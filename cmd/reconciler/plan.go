@@ -286,11 +286,11 @@ func printPlan(w io.Writer, r planReport) {
 		_ = tw.Flush()
 	}
 	if len(r.Orphans) > 0 {
-		fmt.Fprintln(w, "\nOrphans (owned resources of no known org; the sweep collects them when --gc is on):")
+		fmt.Fprintln(w, "\nOrphans (owned resources of no known org, or in a region that is not their org's; the sweep collects them when --gc is on):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tID\tNAME\tORG")
+		fmt.Fprintln(tw, "KIND\tID\tNAME\tORG\tREGION")
 		for _, o := range r.Orphans {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Kind, o.ID, dash(o.Name), dash(o.OrgID))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Kind, o.ID, dash(o.Name), dash(o.OrgID), dash(o.Region))
 		}
 		_ = tw.Flush()
 	}

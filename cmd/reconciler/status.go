@@ -117,7 +117,7 @@ func fetchOrgs(adminAddr, org string) ([]state.Org, error) {
 
 func printTable(w io.Writer, orgs []state.Org) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tCONDITIONS\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
+	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tREGION\tCONDITIONS\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
 	for _, o := range orgs {
 		var conds []string
 		for _, c := range o.Conditions {
@@ -139,9 +139,14 @@ func printTable(w io.Writer, orgs []state.Org) {
 		if len(lastErr) > 60 {
 			lastErr = lastErr[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
+		// Where its AWS resources are; the asked-for region until then.
+		region := o.Observed.Region
+		if region == "" {
+			region = o.Desired.Region
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
 			o.ID, o.Desired.Presence, dash(o.Desired.Slug), o.Desired.Generation, o.LastSeq,
-			dash(o.Observed.TunnelID), dash(o.Observed.InstanceID), dash(strings.Join(conds, ",")),
+			dash(o.Observed.TunnelID), dash(o.Observed.InstanceID), dash(region), dash(strings.Join(conds, ",")),
 			len(o.HealthReports), unhandled, dash(lastErr), updated)
 	}
 	_ = tw.Flush()

@@ -29,9 +29,9 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		return OrgPlan{}, fmt.Errorf("plan org %s: no such org in state", orgID)
 	}
 	d := e.Desired(org)
-	_, aw, err := e.regionFor(org)
+	region, aw, err := e.regionFor(org)
 	if err != nil {
-		return OrgPlan{}, fmt.Errorf("plan org %s: %w", orgID, err)
+		return OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, err.Error())}, nil
 	}
 	if !d.Present {
 		ob, err := e.observeDeleted(ctx, org, d, aw)
@@ -47,7 +47,22 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 	if err != nil {
 		return OrgPlan{}, err
 	}
-	return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
+	return OrgPlan{OrgID: org.ID, Desired: d, Plan: withRegionConflict(plan.Compute(d, ob), region, e.regionConflict(org))}, nil
+}
+
+// regionPlan is the plan of an org whose region is not served: nothing
+// happens for it, and the conflict says why.
+func regionPlan(region, why string) plan.Result {
+	return plan.Result{Changes: []plan.Change{}, Conflicts: []plan.Conflict{{Resource: plan.ResInstance, Target: region, Reason: why}}}
+}
+
+// withRegionConflict adds a refused region change to a plan.
+func withRegionConflict(p plan.Result, region, why string) plan.Result {
+	if why != "" {
+		p.Conflicts = append(p.Conflicts, plan.Conflict{Resource: plan.ResInstance, Target: region, Reason: why})
+		p.Ready = false
+	}
+	return p
 }
 
 func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
@@ -129,7 +144,13 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 		if d.Present && d.Hostname == "" {
 			return nil
 		}
-		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, e.observedFrom(ix, org))})
+		region, _, rerr := e.regionFor(org)
+		if rerr != nil {
+			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, rerr.Error())})
+			return nil
+		}
+		p := withRegionConflict(plan.Compute(d, e.observedFrom(ix, org)), region, e.regionConflict(org))
+		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: p})
 		return nil
 	})
 	if err != nil {

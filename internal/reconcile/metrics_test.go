@@ -10,6 +10,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/metrics"
+	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // The engine's figures reach tunnelward's Prometheus metrics.
@@ -21,9 +22,12 @@ func TestMetricsMove(t *testing.T) {
 	h.waitReady("acme")
 	h.worldAction(cloudsim.WorldAction{Action: "kill_connector", Org: "acme"})
 	h.apply(healthFailed("acme"))
-	h.waitFor("restart ok", 10*time.Second, func() bool {
-		rs := remediations(h.org("acme"), ActRestart)
-		return len(rs) == 1 && rs[0].Outcome == OutcomeOK
+	// The restart is resolved in one reconcile and Ready recorded at its
+	// end: wait for both before the sweep counts orgs by condition.
+	h.waitFor("restart ok and Ready", 10*time.Second, func() bool {
+		o := h.org("acme")
+		rs := remediations(o, ActRestart)
+		return len(rs) == 1 && rs[0].Outcome == OutcomeOK && IsTrue(o, state.CondReady)
 	})
 	h.worldAction(cloudsim.WorldAction{Action: "delete", Kind: "dns_record", Org: "acme"})
 	if _, err := h.eng.Sweep(context.Background()); err != nil {

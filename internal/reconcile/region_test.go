@@ -86,6 +86,15 @@ func TestRegionNotServed(t *testing.T) {
 	if n := mutations(h.sim.Calls()); n != 0 {
 		t.Fatalf("%d cloud writes for an unserved org", n)
 	}
+	// The dry run says the same, for one org and for all.
+	op, err := h.eng.PlanOrg(context.Background(), "far")
+	if err != nil || len(op.Plan.Changes) != 0 || len(op.Plan.Conflicts) != 1 || !strings.Contains(op.Plan.Conflicts[0].Reason, "does not serve") {
+		t.Fatalf("plan of an unserved org: %+v, %v", op.Plan, err)
+	}
+	all, _, err := h.eng.PlanAll(context.Background())
+	if err != nil || len(all) != 1 || len(all[0].Plan.Conflicts) != 1 || len(all[0].Plan.Changes) != 0 {
+		t.Fatalf("plan all with an unserved org: %+v, %v", all, err)
+	}
 	// The platform corrects the event: the org is built in a served region.
 	h.apply(createdIn("far", "far", "eu-west-1"))
 	h.waitReady("far")
@@ -112,6 +121,10 @@ func TestRegionChangeRefusedThenMovedByRecreate(t *testing.T) {
 	}
 	if w := h.world(); len(w.instances) != 1 || regionOf(w.instances[0]) != "eu-west-1" {
 		t.Fatalf("instances after a refused move:\n%s", h.describe())
+	}
+	if op, err := h.eng.PlanOrg(context.Background(), "acme"); err != nil || len(op.Plan.Changes) != 0 ||
+		len(op.Plan.Conflicts) != 1 || !strings.Contains(op.Plan.Conflicts[0].Reason, "region is fixed") {
+		t.Fatalf("plan after a refused move: %+v, %v", op.Plan, err)
 	}
 	h.apply(deleted("acme"))
 	h.waitDeleted("acme")
