@@ -77,7 +77,17 @@ var crashScenarios = []crashScenario{
 		}
 		w.delete(crashOrg)
 	}, act: func(w *world) { w.create(crashOrg) }, timeout: 45 * time.Second},
+	// An org in a region other than the default: its region is committed
+	// before the first AWS write, so a crash anywhere leaves nothing behind
+	// in either region (the emulator's invariants span regions).
+	{name: "create-in-region", act: func(w *world) { w.createIn(crashOrg, crashRegion) }, timeout: 45 * time.Second,
+		check: func(w *world) string { return w.regionOf(crashOrg, crashRegion) }},
+	{name: "delete-in-region", setup: func(w *world) { w.createIn(crashOrg, crashRegion) },
+		act: func(w *world) { w.delete(crashOrg) }, timeout: 45 * time.Second},
 }
+
+// crashRegion is the second region every crash run's reconciler serves.
+const crashRegion = "eu-west-1"
 
 type crashResult struct {
 	scenario, point string
@@ -93,6 +103,7 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 	res := crashResult{scenario: sc.name, point: point}
 	start := time.Now()
 	w := newWorld(t, worldOpts{simArgs: fastWorld})
+	w.recArgs = append(w.recArgs, "--aws-regions", crashRegion)
 	if sc.setup != nil {
 		w.startReconciler()
 		w.waitReady()
@@ -172,6 +183,9 @@ var crashPointsQuick = map[string][]string{
 	"dead-letter": {"ingest.term.before:1"},
 	// the restart sent, its outcome not yet recorded
 	"restart-cloudflared": {"cloud.after.ssm.SendCommand:1"},
+	// the token written in the org's region, the launch there, not yet recorded
+	"create-in-region": {"cloud.after.ssm.PutParameter:1", "cloud.after.ec2.RunInstances:1"},
+	"delete-in-region": {"cloud.after.ec2.TerminateInstances:1"},
 }
 
 // TestCrashPoints kills the reconciler binary with SIGKILL at crash points

@@ -274,6 +274,54 @@ func (w *world) record(ev events.Event, seq uint64) {
 }
 
 func (w *world) create(org string) uint64 { return w.publish(events.Created{OrgID: org, Slug: org}) }
+func (w *world) createIn(org, region string) uint64 {
+	return w.publish(events.Created{OrgID: org, Slug: org, Region: region})
+}
+
+// regionOf says what is wrong ("" nothing) with where the emulator holds
+// org's live instance and token parameter: both must be in region.
+func (w *world) regionOf(org, region string) string {
+	var st struct {
+		Instances  []map[string]any `json:"instances"`
+		Parameters []map[string]any `json:"parameters"`
+	}
+	if err := getJSON(w.simURL()+"/_sim/state", &st); err != nil {
+		return err.Error()
+	}
+	insts, params := 0, 0
+	for _, in := range st.Instances {
+		s, _ := in["State"].(map[string]any)
+		if s["Name"] == "terminated" || s["Name"] == "shutting-down" || !hasTag(in, "OrgID", org) {
+			continue
+		}
+		insts++
+		if in["Region"] != region {
+			return fmt.Sprintf("instance %v of org %s in %v, want %s", in["InstanceId"], org, in["Region"], region)
+		}
+	}
+	for _, p := range st.Parameters {
+		if name, _ := p["Name"].(string); strings.Contains(name, "/"+org+"/") {
+			params++
+			if p["Region"] != region {
+				return fmt.Sprintf("parameter %s of org %s in %v, want %s", name, org, p["Region"], region)
+			}
+		}
+	}
+	if insts != 1 || params != 1 {
+		return fmt.Sprintf("org %s has %d instances and %d parameters, want 1 and 1", org, insts, params)
+	}
+	return ""
+}
+
+func hasTag(in map[string]any, key, value string) bool {
+	tags, _ := in["Tags"].([]any)
+	for _, t := range tags {
+		if kv, _ := t.(map[string]any); kv["Key"] == key && kv["Value"] == value {
+			return true
+		}
+	}
+	return false
+}
 func (w *world) delete(org string) uint64 { return w.publish(events.Deleted{OrgID: org}) }
 func (w *world) healthFailed(org string) uint64 {
 	return w.publish(events.HealthFailed{OrgID: org, Reason: "edge 530", Observer: "reliability"})
