@@ -275,7 +275,7 @@ func printPlan(w io.Writer, r planReport) {
 	}
 	_ = tw.Flush()
 	if r.Summary.Conflicts > 0 {
-		fmt.Fprintln(w, "\nConflicts (not owned by tunnelward; reported, never overwritten):")
+		fmt.Fprintln(w, "\nConflicts (a record tunnelward does not own, or a region it cannot follow; reported, never forced):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ORG\tRESOURCE\tTARGET\tREASON")
 		for _, o := range r.Orgs {
