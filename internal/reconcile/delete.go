@@ -30,7 +30,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		}
 	}
 	d := e.Desired(org)
-	_, aw, err := e.regionFor(org)
+	_, aw, err := e.deleteRegion(org)
 	if err != nil {
 		return Result{}, err
 	}
@@ -110,6 +110,9 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		setCondition(o, state.CondDeleting, false, "CascadeDone", "", now)
 		setCondition(o, state.CondReady, false, "Deleted", "", now)
 		setCondition(o, state.CondConflict, false, "Deleted", "", now)
+		if IsTrue(*o, state.CondFailed) {
+			setCondition(o, state.CondFailed, false, "Deleted", "", now)
+		}
 		o.LastError, o.LastErrorAt = "", time.Time{}
 		return nil
 	})

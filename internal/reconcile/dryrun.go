@@ -29,7 +29,11 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		return OrgPlan{}, fmt.Errorf("plan org %s: no such org in state", orgID)
 	}
 	d := e.Desired(org)
-	region, aw, err := e.regionFor(org)
+	regionOf := e.regionFor
+	if !d.Present {
+		regionOf = e.deleteRegion
+	}
+	region, aw, err := regionOf(org)
 	if err != nil {
 		return OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, err.Error())}, nil
 	}
@@ -144,7 +148,11 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 		if d.Present && d.Hostname == "" {
 			return nil
 		}
-		region, _, rerr := e.regionFor(org)
+		regionOf := e.regionFor
+		if !d.Present {
+			regionOf = e.deleteRegion
+		}
+		region, _, rerr := regionOf(org)
 		if rerr != nil {
 			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, rerr.Error())})
 			return nil

@@ -86,6 +86,18 @@ func (e *Engine) regionFor(org state.Org) (string, RegionClouds, error) {
 	return name, rc, nil
 }
 
+// deleteRegion is regionFor for a tombstone: an org whose unserved region
+// was never pinned has no AWS resource anywhere, so its delete looks in the
+// default region (finding nothing) instead of failing forever.
+func (e *Engine) deleteRegion(org state.Org) (string, RegionClouds, error) {
+	name, rc, err := e.regionFor(org)
+	if err != nil && org.Observed.Region == "" {
+		rc, _ = e.regionClouds(e.clouds.DefaultRegion)
+		return e.clouds.DefaultRegion, rc, nil
+	}
+	return name, rc, err
+}
+
 // regionConflict says why a later event's region is not followed, "" when
 // the org is where it asks to be.
 func (e *Engine) regionConflict(org state.Org) string {

@@ -95,10 +95,30 @@ func TestRegionNotServed(t *testing.T) {
 	if err != nil || len(all) != 1 || len(all[0].Plan.Conflicts) != 1 || len(all[0].Plan.Changes) != 0 {
 		t.Fatalf("plan all with an unserved org: %+v, %v", all, err)
 	}
+	// The sweep does not requeue it or count it as drift.
+	rep, err := h.eng.Sweep(context.Background())
+	if err != nil || len(rep.Requeued) != 0 || len(rep.Drift) != 0 {
+		t.Fatalf("sweep with an unserved org: requeued %v, drift %v, %v", rep.Requeued, rep.Drift, err)
+	}
 	// The platform corrects the event: the org is built in a served region.
 	h.apply(createdIn("far", "far", "eu-west-1"))
 	h.waitReady("far")
 	h.requireClean("far")
+}
+
+// Deleting an org whose region was never served completes: it has nothing
+// anywhere.
+func TestRegionNotServedDeleted(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(createdIn("far", "far", "ap-southeast-2"))
+	h.waitFor("Failed", 5*time.Second, func() bool { return IsTrue(h.org("far"), state.CondFailed) })
+	h.apply(deleted("far"))
+	h.waitDeleted("far")
+	if o := h.org("far"); !IsTrue(o, state.CondDeleted) || IsTrue(o, state.CondFailed) {
+		t.Fatalf("tombstone of an unserved org: %+v", o.Conditions)
+	}
+	h.requireClean()
 }
 
 // A later event asking for another region does not move a live org: it

@@ -156,6 +156,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		if e.Desired(org).Hostname == "" {
 			return nil
 		}
+		if _, _, err := e.regionFor(org); err != nil {
+			return nil // Failed (RegionNotServed) until its event or the served regions change
+		}
 		ob := e.observedFrom(ix, org)
 		p := plan.Compute(e.Desired(org), ob)
 		for _, c := range p.Changes {
