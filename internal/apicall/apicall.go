@@ -8,6 +8,7 @@
 package apicall
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -151,12 +152,38 @@ func (w doer) Do(r *http.Request) (*http.Response, error) {
 	if a != nil {
 		a.Sent = true
 	}
+	r, err := detachBody(r)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := w.d.Do(r)
 	if a != nil && resp != nil {
 		a.Status = resp.StatusCode
 		a.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return resp, err
+}
+
+// detachBody gives the transport its own copy of the request body. smithy
+// (the AWS SDK) closes the request's body stream once the response headers
+// are in, while net/http's write loop may still be doing its final read of
+// it (checking for bytes past Content-Length); that read then fails, the
+// transport closes the connection, and the response body being read breaks
+// with "use of closed network connection" (aws-sdk-go-v2#2737). The bodies
+// are small query/JSON documents, so buffering them costs nothing.
+func detachBody(r *http.Request) (*http.Request, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return r, nil
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	r = r.Clone(r.Context())
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	r.ContentLength = int64(len(b))
+	return r, nil
 }
 
 // Do runs fn (one HTTP attempt per call) until it succeeds, fails for good,

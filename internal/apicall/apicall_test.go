@@ -309,3 +309,52 @@ func TestBodyCutShortRetried(t *testing.T) {
 		t.Fatalf("a malformed complete body classified %v", got)
 	}
 }
+
+// closingBody fails every read once closed, as smithy's request stream does.
+type closingBody struct {
+	r      *strings.Reader
+	closed atomic.Bool
+}
+
+func (b *closingBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errors.New("read on closed request stream")
+	}
+	return b.r.Read(p)
+}
+func (b *closingBody) Close() error { b.closed.Store(true); return nil }
+
+type doerFunc func(*http.Request) (*http.Response, error)
+
+func (f doerFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The AWS SDK closes its request stream once the response headers are in,
+// while net/http may still read it (aws-sdk-go-v2#2737): the body the
+// transport reads must not be that stream.
+func TestWrapDoerDetachesRequestBody(t *testing.T) {
+	orig := &closingBody{r: strings.NewReader("Action=DescribeInstances&Version=2016-11-15")}
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/", orig)
+	req.ContentLength = int64(orig.r.Len())
+	var got string
+	d := WrapDoer(doerFunc(func(r *http.Request) (*http.Response, error) {
+		orig.Close() // the SDK closes its stream mid-request
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		got = string(b)
+		if r.ContentLength != int64(len(b)) {
+			t.Errorf("ContentLength %d for %d bytes", r.ContentLength, len(b))
+		}
+		if r.GetBody == nil {
+			t.Error("no GetBody: the transport cannot replay the body")
+		}
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
+	}))
+	if _, err := d.Do(req); err != nil {
+		t.Fatalf("the transport's body broke when the caller closed its stream: %v", err)
+	}
+	if got != "Action=DescribeInstances&Version=2016-11-15" {
+		t.Fatalf("transport read %q", got)
+	}
+}

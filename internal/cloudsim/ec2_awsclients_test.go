@@ -18,18 +18,17 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
 )
 
 // AWSTestOptions changes what AWSTestClients builds; the zero value means
 // the sandbox identities and a single attempt per call.
 type AWSTestOptions struct {
-	AccessKey string // default DefaultAWSAccessKey
-	Secret    string // default DefaultAWSSecret
-	Region    string // default DefaultRegion
-	// MaxAttempts is the SDK attempts per call. The default 1 retries no API
-	// error, so counts are exact; only a connection that breaks under a
-	// response (a loopback RST, aws-sdk-go-v2#2737) is tried again, up to 3.
-	MaxAttempts int
+	AccessKey   string // default DefaultAWSAccessKey
+	Secret      string // default DefaultAWSSecret
+	Region      string // default DefaultRegion
+	MaxAttempts int    // SDK attempts per call; default 1 (no retries), so counts are exact
 	// MaxBackoff caps the SDK retry delay when MaxAttempts > 1 (default 50ms).
 	MaxBackoff time.Duration
 }
@@ -60,12 +59,12 @@ func AWSTestClients(t testing.TB, baseURL string, opts ...func(*AWSTestOptions))
 			so.MaxAttempts = o.MaxAttempts
 			so.MaxBackoff = o.MaxBackoff
 			so.RateLimiter = ratelimit.None // no retry quota: tests count attempts exactly
-			if o.MaxAttempts == 1 {
-				so.MaxAttempts = 3
-				so.Retryables = []retry.IsErrorRetryable{retry.RetryableConnectionError{}}
-			}
 		})
 	}
+	// As tunnelward's own client does: the transport gets its own copy of
+	// each request body, so the SDK closing its stream early cannot break
+	// the connection under a response (aws-sdk-go-v2#2737).
+	cfg.HTTPClient = apicall.WrapDoer(awshttp.NewBuildableClient())
 	e := ec2.NewFromConfig(cfg, func(eo *ec2.Options) { eo.BaseEndpoint = aws.String(baseURL) })
 	s := ssm.NewFromConfig(cfg, func(so *ssm.Options) { so.BaseEndpoint = aws.String(baseURL) })
 	return e, s
