@@ -28,6 +28,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/progress"
+	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
 
 // Exit codes.
@@ -72,7 +73,7 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: publisher %s [flags]\n\n%s%s.\n", c.name+" "+c.synopsis, strings.ToUpper(c.summary[:1]), c.summary[1:])
 	if c.detail != "" {
-		b.WriteString(wrap(c.detail, 80))
+		b.WriteString(textwrap.Wrap(c.detail, 0, 80) + "\n")
 	}
 	b.WriteString("\nFlags:\n")
 	fs.VisitAll(func(f *flag.Flag) {
@@ -85,22 +86,6 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 	})
 	b.WriteString("\n" + exitStatus + "\n")
 	return b.String()
-}
-
-func wrap(text string, width int) string {
-	var b strings.Builder
-	line := ""
-	for _, w := range strings.Fields(text) {
-		if line != "" && len(line)+1+len(w) > width {
-			b.WriteString(line + "\n")
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += w
-	}
-	return b.String() + line + "\n"
 }
 
 type common struct {

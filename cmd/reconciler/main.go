@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
 
 // command is one subcommand: its synopsis and help, generated into --help.
@@ -250,7 +251,7 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "Usage: reconciler %s %s[flags]\n\n", c.name, argsSynopsis(c))
-	b.WriteString(wrapText(strings.ToUpper(c.summary[:1])+c.summary[1:]+". "+c.detail, 80))
+	b.WriteString(textwrap.Wrap(strings.ToUpper(c.summary[:1])+c.summary[1:]+". "+c.detail, 0, 80) + "\n")
 	b.WriteString("\n")
 	settings := map[string]bool{}
 	for _, n := range config.FlagNames() {
@@ -271,24 +272,5 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 	_, rest, _ := strings.Cut(config.Usage("reconciler "+c.name), "\n")
 	b.WriteString("\nSettings:\n")
 	b.WriteString(rest)
-	return b.String()
-}
-
-func wrapText(text string, width int) string {
-	var b strings.Builder
-	line := ""
-	for _, w := range strings.Fields(text) {
-		if line != "" && len(line)+1+len(w) > width {
-			b.WriteString(line + "\n")
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += w
-	}
-	if line != "" {
-		b.WriteString(line + "\n")
-	}
 	return b.String()
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
 
 // Usage is the settings part of --help for a command named cmd, generated
@@ -10,9 +12,9 @@ import (
 func Usage(cmd string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: %s [flags]\n\n", cmd)
-	b.WriteString(wrap("Each setting is taken from its flag, else its TUNNELWARD_* environment variable, else the config file (--config FILE, YAML or JSON, keys are the flag names), else its default. In sandbox mode and with --cloud URL the Cloudflare and AWS identities default to the sandbox ones.", 0, 80))
+	b.WriteString(textwrap.Wrap("Each setting is taken from its flag, else its TUNNELWARD_* environment variable, else the config file (--config FILE, YAML or JSON, keys are the flag names), else its default. In sandbox mode and with --cloud URL the Cloudflare and AWS identities default to the sandbox ones.", 0, 80))
 	b.WriteString("\n\n  --config FILE\n")
-	b.WriteString(wrap("read settings from this YAML or JSON file (env "+EnvConfigFile+")", 6, 80))
+	b.WriteString(textwrap.Wrap("read settings from this YAML or JSON file (env "+EnvConfigFile+")", 6, 80))
 	b.WriteString("\n")
 	for _, g := range groups {
 		fmt.Fprintf(&b, "\n%s:\n", g)
@@ -21,35 +23,15 @@ func Usage(cmd string) string {
 				continue
 			}
 			fmt.Fprintf(&b, "  --%s %s\n", s.name, s.metavar)
-			b.WriteString(wrap(s.usageLine(), 6, 80))
+			b.WriteString(textwrap.Wrap(s.usageLine(), 6, 80))
 			b.WriteString("\n")
 		}
 		if g == groupCloudflare {
 			fmt.Fprintf(&b, "  %s (environment only)\n", EnvCloudflareAPIToken)
-			b.WriteString(wrap("the Cloudflare API token (Account: Cloudflare Tunnel Edit; Zone: DNS Edit on the one zone); required in live mode unless --"+cloudflareTokenFileFlag+" is set", 6, 80))
+			b.WriteString(textwrap.Wrap("the Cloudflare API token (Account: Cloudflare Tunnel Edit; Zone: DNS Edit on the one zone); required in live mode unless --"+cloudflareTokenFileFlag+" is set", 6, 80))
 			b.WriteString("\n")
 		}
 	}
-	return b.String()
-}
-
-// wrap breaks text into lines of at most width, each indented.
-func wrap(text string, indent, width int) string {
-	pad := strings.Repeat(" ", indent)
-	var b strings.Builder
-	line := pad
-	for _, w := range strings.Fields(text) {
-		if len(line) > indent && len(line)+1+len(w) > width {
-			b.WriteString(line)
-			b.WriteString("\n")
-			line = pad
-		}
-		if len(line) > indent {
-			line += " "
-		}
-		line += w
-	}
-	b.WriteString(line)
 	return b.String()
 }
 
