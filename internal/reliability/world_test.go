@@ -281,46 +281,24 @@ func (w *world) createIn(org, region string) uint64 {
 // regionOf says what is wrong ("" nothing) with where the emulator holds
 // org's live instance and token parameter: both must be in region.
 func (w *world) regionOf(org, region string) string {
-	var st struct {
-		Instances  []map[string]any `json:"instances"`
-		Parameters []map[string]any `json:"parameters"`
-	}
-	if err := getJSON(w.simURL()+"/_sim/state", &st); err != nil {
+	st, err := w.simState()
+	if err != nil {
 		return err.Error()
 	}
-	insts, params := 0, 0
+	if _, _, insts, params := st.resources(org); insts != 1 || params != 1 {
+		return fmt.Sprintf("org %s has %d instances and %d parameters, want 1 and 1", org, insts, params)
+	}
 	for _, in := range st.Instances {
-		s, _ := in["State"].(map[string]any)
-		if s["Name"] == "terminated" || s["Name"] == "shutting-down" || !hasTag(in, "OrgID", org) {
-			continue
-		}
-		insts++
-		if in["Region"] != region {
-			return fmt.Sprintf("instance %v of org %s in %v, want %s", in["InstanceId"], org, in["Region"], region)
+		if in.liveOf(org) && in.Region != region {
+			return fmt.Sprintf("instance %s of org %s in %s, want %s", in.InstanceID, org, in.Region, region)
 		}
 	}
 	for _, p := range st.Parameters {
-		if name, _ := p["Name"].(string); strings.Contains(name, "/"+org+"/") {
-			params++
-			if p["Region"] != region {
-				return fmt.Sprintf("parameter %s of org %s in %v, want %s", name, org, p["Region"], region)
-			}
+		if strings.Contains(p.Name, "/"+org+"/") && p.Region != region {
+			return fmt.Sprintf("parameter %s of org %s in %s, want %s", p.Name, org, p.Region, region)
 		}
-	}
-	if insts != 1 || params != 1 {
-		return fmt.Sprintf("org %s has %d instances and %d parameters, want 1 and 1", org, insts, params)
 	}
 	return ""
-}
-
-func hasTag(in map[string]any, key, value string) bool {
-	tags, _ := in["Tags"].([]any)
-	for _, t := range tags {
-		if kv, _ := t.(map[string]any); kv["Key"] == key && kv["Value"] == value {
-			return true
-		}
-	}
-	return false
 }
 func (w *world) delete(org string) uint64 { return w.publish(events.Deleted{OrgID: org}) }
 func (w *world) healthFailed(org string) uint64 {
@@ -383,12 +361,28 @@ type simState struct {
 	DNSRecords []struct {
 		ID, Name, Content, Comment string
 	} `json:"dns_records"`
-	Instances []struct {
-		InstanceID string `json:"InstanceId"`
-		State      struct{ Name string }
-		Tags       []struct{ Key, Value string }
-	} `json:"instances"`
-	Parameters []struct{ Name string } `json:"parameters"`
+	Instances  []simInstance                   `json:"instances"`
+	Parameters []struct{ Name, Region string } `json:"parameters"`
+}
+
+type simInstance struct {
+	InstanceID string `json:"InstanceId"`
+	Region     string
+	State      struct{ Name string }
+	Tags       []struct{ Key, Value string }
+}
+
+// liveOf reports whether the instance is not terminated and carries OrgID=org.
+func (i simInstance) liveOf(org string) bool {
+	if i.State.Name == "terminated" || i.State.Name == "shutting-down" {
+		return false
+	}
+	for _, tag := range i.Tags {
+		if tag.Key == "OrgID" && tag.Value == org {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *world) simState() (simState, error) {
@@ -410,13 +404,8 @@ func (st simState) resources(org string) (tunnels, records, instances, params in
 		}
 	}
 	for _, i := range st.Instances {
-		if i.State.Name == "terminated" || i.State.Name == "shutting-down" {
-			continue
-		}
-		for _, tag := range i.Tags {
-			if tag.Key == "OrgID" && tag.Value == org {
-				instances++
-			}
+		if i.liveOf(org) {
+			instances++
 		}
 	}
 	for _, p := range st.Parameters {
