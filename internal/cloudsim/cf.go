@@ -142,12 +142,9 @@ func (s *Sim) serveCloudflare(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := s.injectFault(r.Context(), rt.op)
-	if f.Kind == FaultLost {
-		s.countLost(rt.op)
-		var cut func()
-		w, cut = loseResponse(w, f)
-		defer cut()
-	} else if f.Kind != FaultNone {
+	w, cut := s.loseResponse(w, rt.op, f)
+	defer cut()
+	if f.Kind != FaultNone && f.Kind != FaultLost {
 		switch f.Kind {
 		case FaultHang:
 			s.countCall(rt.op, 0)

@@ -405,12 +405,14 @@ type lostResponse struct {
 	buf    bytes.Buffer
 }
 
-// loseResponse wraps w when f is FaultLost; call cut (deferred) after the
-// handler answered.
-func loseResponse(w http.ResponseWriter, f Fault) (http.ResponseWriter, func()) {
+// loseResponse wraps w when f is FaultLost, counting the loss for op; defer
+// the returned cut, which sends the buffered answer half and breaks it off
+// (a no-op for any other fault).
+func (s *Sim) loseResponse(w http.ResponseWriter, op string, f Fault) (http.ResponseWriter, func()) {
 	if f.Kind != FaultLost {
 		return w, func() {}
 	}
+	s.countLost(op)
 	l := &lostResponse{w: w}
 	return l, l.cut
 }

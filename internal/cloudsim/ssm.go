@@ -120,12 +120,9 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 	}
 
 	f := s.injectFaultIn(r.Context(), op, region)
+	w, cut := s.loseResponse(w, op, f)
+	defer cut()
 	switch f.Kind {
-	case FaultLost:
-		s.countLost(op)
-		var cut func()
-		w, cut = loseResponse(w, f)
-		defer cut()
 	case FaultHang:
 		s.countCall(op, 0)
 		return
