@@ -29,11 +29,7 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		return OrgPlan{}, fmt.Errorf("plan org %s: no such org in state", orgID)
 	}
 	d := e.Desired(org)
-	regionOf := e.regionFor
-	if !d.Present {
-		regionOf = e.deleteRegion
-	}
-	region, aw, err := regionOf(org)
+	region, aw, err := e.planRegion(org)
 	if err != nil {
 		return OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, err.Error())}, nil
 	}
@@ -148,11 +144,7 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 		if d.Present && d.Hostname == "" {
 			return nil
 		}
-		regionOf := e.regionFor
-		if !d.Present {
-			regionOf = e.deleteRegion
-		}
-		region, _, rerr := regionOf(org)
+		region, _, rerr := e.planRegion(org)
 		if rerr != nil {
 			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, rerr.Error())})
 			return nil

@@ -98,6 +98,15 @@ func (e *Engine) deleteRegion(org state.Org) (string, RegionClouds, error) {
 	return name, rc, err
 }
 
+// planRegion is the region a reconcile of org would use: deleteRegion for a
+// tombstone, regionFor otherwise.
+func (e *Engine) planRegion(org state.Org) (string, RegionClouds, error) {
+	if org.Desired.Presence == state.Deleted {
+		return e.deleteRegion(org)
+	}
+	return e.regionFor(org)
+}
+
 // regionConflict says why a later event's region is not followed, "" when
 // the org is where it asks to be.
 func (e *Engine) regionConflict(org state.Org) string {
