@@ -39,7 +39,10 @@ type orgPlan struct {
 	Generation int64           `json:"generation"`
 	Changes    []plan.Change   `json:"changes"`
 	Conflicts  []plan.Conflict `json:"conflicts"`
-	Ready      bool            `json:"ready"`
+	// Withheld are creations a conflict holds back (nothing billable is
+	// built for an org whose hostname another record holds).
+	Withheld []plan.Change `json:"withheld,omitempty"`
+	Ready    bool          `json:"ready"`
 }
 
 type planSummary struct {
@@ -67,7 +70,7 @@ func newPlanReport(plans []reconcile.OrgPlan, orphans []reconcile.Orphan) planRe
 	}
 	for _, p := range plans {
 		op := orgPlan{OrgID: p.OrgID, Present: p.Desired.Present, Hostname: p.Desired.Hostname, Generation: p.Desired.Generation,
-			Changes: p.Plan.Changes, Conflicts: p.Plan.Conflicts, Ready: p.Plan.Ready}
+			Changes: p.Plan.Changes, Conflicts: p.Plan.Conflicts, Withheld: p.Plan.Withheld, Ready: p.Plan.Ready}
 		if op.Changes == nil {
 			op.Changes = []plan.Change{}
 		}
@@ -262,7 +265,7 @@ func printPlan(w io.Writer, r planReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ORG\tRESOURCE\tACTION\tTARGET\tREASON")
 	for _, o := range r.Orgs {
-		if len(o.Changes) == 0 {
+		if len(o.Changes) == 0 && len(o.Withheld) == 0 {
 			what := "no changes"
 			if o.Ready {
 				what = "no changes (ready)"
@@ -271,6 +274,9 @@ func printPlan(w io.Writer, r planReport) {
 		}
 		for _, c := range o.Changes {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.OrgID, c.Resource, c.Op, dash(c.Target), c.Reason)
+		}
+		for _, c := range o.Withheld {
+			fmt.Fprintf(tw, "%s\t%s\t%s (withheld)\t%s\t%s\n", o.OrgID, c.Resource, c.Op, dash(c.Target), c.Reason)
 		}
 	}
 	_ = tw.Flush()

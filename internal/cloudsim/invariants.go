@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -26,6 +27,14 @@ const (
 	// holds none of the org's token parameters while another region does;
 	// its cloudflared reads SSM in its own region, so it can never connect.
 	ViolationRegionMismatch = "region_mismatch"
+	// ViolationNoGeneration: a live instance of an org named with its
+	// generation carries no numeric Generation tag, so a re-created org
+	// cannot tell it from its own.
+	ViolationNoGeneration = "missing_generation"
+	// ViolationStaleGeneration: an org named with its generation ("acme:2")
+	// runs an instance of another generation: a re-created org inherited the
+	// old org's instance.
+	ViolationStaleGeneration = "stale_generation"
 )
 
 // Violation is one broken invariant. Resource is "<kind>:<id>" (tunnel,
@@ -99,8 +108,10 @@ func cnameTunnel(r *DNSRecord) string {
 }
 
 // CheckInvariants reports every broken invariant. orgs names the orgs that
-// should exist; nil checks only the structural invariants (duplicates,
-// dangling records, tokens outside SSM). A clean world gives an empty list.
+// should exist, each optionally with its generation ("acme:2": its live
+// instance must carry the tag Generation=2); nil checks only the structural
+// invariants (duplicates, dangling records, tokens outside SSM). A clean
+// world gives an empty list.
 func (s *Sim) CheckInvariants(orgs []string) []Violation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,10 +126,15 @@ func (s *Sim) checkLocked(orgs []string) []Violation {
 	}
 	add := func(kind, org, res, format string, args ...any) { addIn("", kind, org, res, format, args...) }
 	var want map[string]bool
+	wantGen := map[string]string{}
 	if orgs != nil {
 		want = map[string]bool{}
 		for _, o := range orgs {
+			o, gen, _ := strings.Cut(o, ":")
 			want[o] = true
+			if gen != "" {
+				wantGen[o] = gen
+			}
 		}
 	}
 	orphanIn := func(region, org, res, what string) {
@@ -189,6 +205,16 @@ func (s *Sim) checkLocked(orgs []string) []Violation {
 		}
 		instOf[org] = append(instOf[org], inst)
 		orphanIn(s.regionOf(inst), org, "instance:"+id, fmt.Sprintf("%s instance in %s", inst.State, s.regionOf(inst)))
+		// Checked only for orgs named with their generation: other clients of
+		// the emulator need not tag generations at all.
+		gen := inst.Tags["Generation"]
+		if w := wantGen[org]; w != "" {
+			if _, err := strconv.ParseInt(gen, 10, 64); err != nil {
+				addIn(s.regionOf(inst), ViolationNoGeneration, org, "instance:"+id, "%s instance has no numeric Generation tag (%q); the org is at generation %s", inst.State, gen, w)
+			} else if gen != w {
+				addIn(s.regionOf(inst), ViolationStaleGeneration, org, "instance:"+id, "instance is of generation %s, the org is at generation %s", gen, w)
+			}
+		}
 	}
 	for _, org := range sortedKeys(instOf) {
 		if insts := instOf[org]; len(insts) > 1 {

@@ -243,3 +243,35 @@ func TestInvariantsEndpoint(t *testing.T) {
 		t.Fatalf("tunnels in state: %+v", st.Tunnels)
 	}
 }
+
+// An org named with its generation ("acme:2") must run an instance tagged
+// with that generation: a re-created org that kept the old org's instance,
+// or an instance without the tag, is reported; orgs named without one are
+// not checked for it.
+func TestInvariantGeneration(t *testing.T) {
+	w := newInvWorld()
+	w.org("acme")
+	inst := func() *Instance {
+		for _, in := range w.s.instances {
+			return in
+		}
+		return nil
+	}()
+	if v := w.s.CheckInvariants([]string{"acme"}); len(v) != 0 {
+		t.Fatalf("without a generation named: %s", kinds(v))
+	}
+	if got := kinds(w.s.CheckInvariants([]string{"acme:2"})); got != "missing_generation(acme instance)" {
+		t.Fatalf("untagged instance, org at generation 2: got %s", got)
+	}
+	inst.Tags["Generation"] = "1"
+	if got := kinds(w.s.CheckInvariants([]string{"acme:2"})); got != "stale_generation(acme instance)" {
+		t.Fatalf("generation-1 instance, org at generation 2: got %s", got)
+	}
+	inst.Tags["Generation"] = "2"
+	if v := w.s.CheckInvariants([]string{"acme:2"}); len(v) != 0 {
+		t.Fatalf("generation-2 instance, org at generation 2: %s", kinds(v))
+	}
+	if got := kinds(w.s.CheckInvariants([]string{})); got != "orphan(acme dns_record),orphan(acme instance),orphan(acme parameter),orphan(acme tunnel)" {
+		t.Fatalf("org not named: got %s", got)
+	}
+}

@@ -163,6 +163,17 @@ type Conflict struct {
 type Result struct {
 	Changes   []Change   `json:"changes"`
 	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// Withheld are the creations a conflict holds back: while another
+	// party's record holds the org's hostname nothing billable is built for
+	// it (a tunnel, token and instance that could never serve), and the
+	// plan says so instead of staying silent.
+	Withheld []Change `json:"withheld,omitempty"`
+	// KeepInstance is the live instance the plan keeps as the org's own
+	// ("" when it launches one): the one place that choice is made, so the
+	// engine records (adopts) exactly this instance.
+	KeepInstance string `json:"keep_instance,omitempty"`
+	// KeepRecord is the org's own DNS record at its hostname, when one exists.
+	KeepRecord string `json:"keep_record,omitempty"`
 	// Ready is true when nothing needs to change and the tunnel is healthy.
 	Ready bool `json:"ready"`
 }
@@ -207,7 +218,7 @@ func Compute(d Desired, o Observed) Result {
 	want := WantIngress(d)
 	switch {
 	case o.Tunnel == nil:
-		add(ResIngress, OpUpdate, d.Hostname, "new tunnel needs its ingress")
+		add(ResIngress, OpUpdate, d.Hostname, reasonNewTunnelIngress)
 	case o.IngressKnown && !IngressEqual(o.Ingress, want):
 		add(ResIngress, OpUpdate, d.Hostname, fmt.Sprintf("ingress is %s, want %s", describeIngress(o.Ingress), describeIngress(want)))
 	}
@@ -228,10 +239,41 @@ func Compute(d Desired, o Observed) Result {
 	if o.InstanceKnown || o.Tunnel == nil {
 		instanceChanges(d, o, tunnelID, &r)
 	}
+	withholdOnConflict(&r)
 
 	r.Ready = len(r.Changes) == 0 && len(r.Conflicts) == 0 && o.Tunnel != nil && o.Tunnel.Status == "healthy"
 	return r
 }
+
+// withholdOnConflict moves every creation out of a plan whose hostname is
+// held by a record tunnelward does not own: the org could never serve, so
+// nothing is built for it until the name is free. Updates and deletes of
+// what already exists still go ahead.
+func withholdOnConflict(r *Result) {
+	conflict := ""
+	for _, c := range r.Conflicts {
+		if c.Resource == ResDNS {
+			conflict = c.Target
+			break
+		}
+	}
+	if conflict == "" {
+		return
+	}
+	kept := r.Changes[:0:0]
+	for _, c := range r.Changes {
+		newTunnelIngress := c.Resource == ResIngress && c.Reason == reasonNewTunnelIngress
+		if c.Op == OpCreate || newTunnelIngress {
+			c.Reason = fmt.Sprintf("withheld: %s is held by a record tunnelward does not own (%s)", conflict, c.Reason)
+			r.Withheld = append(r.Withheld, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	r.Changes = kept
+}
+
+const reasonNewTunnelIngress = "new tunnel needs its ingress"
 
 func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 	target := "" // unknown until the tunnel exists
@@ -258,6 +300,9 @@ func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 		if c.Resource == ResDNS {
 			return // leave the name alone; the Conflict condition tells why
 		}
+	}
+	if mine != nil {
+		r.KeepRecord = mine.ID
 	}
 	switch {
 	case mine == nil:
@@ -301,6 +346,7 @@ func instanceChanges(d Desired, o Observed, tunnelID string, r *Result) {
 		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: extra.ID, Reason: "duplicate instance; keeping " + live[0].ID})
 	}
 	keep := live[0]
+	r.KeepInstance = keep.ID
 	if tunnelID != "" && keep.TunnelID != tunnelID {
 		// The tunnel was replaced (deleted out of band): the parameter gets the
 		// new token, and cloudflared must re-read it.

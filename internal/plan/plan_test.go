@@ -287,3 +287,57 @@ func TestOwnershipMarkers(t *testing.T) {
 		t.Fatal("foreign comment taken as ours")
 	}
 }
+
+// A hostname held by someone else's record: nothing billable is created for
+// the org (no tunnel, token, instance), and the plan names what it withholds.
+// For an org that already exists, what is there stays and only creations
+// are withheld.
+func TestConflictWithholdsCreation(t *testing.T) {
+	theirs := Record{ID: "r9", Name: "acme.example.test", Type: "A", Content: "192.0.2.1", Comment: "ops"}
+	fresh := Observed{Records: []Record{theirs}, RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
+	r := Compute(desired(), fresh)
+	if len(r.Changes) != 0 || len(r.Conflicts) != 1 || r.Ready {
+		t.Fatalf("new org on a taken hostname: changes %v conflicts %v ready %v; want none, one conflict, not ready", r.Changes, r.Conflicts, r.Ready)
+	}
+	got := map[Resource]bool{}
+	for _, c := range r.Withheld {
+		got[c.Resource] = true
+	}
+	for _, res := range []Resource{ResTunnel, ResIngress, ResToken, ResInstance} {
+		if !got[res] {
+			t.Errorf("withheld %v: %s missing", r.Withheld, res)
+		}
+	}
+
+	built := converged()
+	built.Records = []Record{theirs}
+	built.Instances = []Instance{{ID: "i-1", State: "stopped", TunnelID: "t1", Generation: 1}}
+	r = Compute(desired(), built)
+	if !reflect.DeepEqual(keys(r), []key{{ResInstance, OpDelete, "i-1"}}) {
+		t.Fatalf("existing org on a taken hostname: changes %v, want only the stopped instance's delete", keys(r))
+	}
+	if len(r.Withheld) != 1 || r.Withheld[0].Resource != ResInstance || r.Withheld[0].Op != OpCreate {
+		t.Fatalf("withheld %v, want the replacement's launch", r.Withheld)
+	}
+}
+
+// The plan names the instance it keeps (newest generation, then lowest
+// id) and the org's own record: the engine adopts exactly those.
+func TestKeepInstanceAndRecord(t *testing.T) {
+	o := converged()
+	o.Instances = []Instance{
+		{ID: "i-2", State: "running", TunnelID: "t1", Generation: 1},
+		{ID: "i-1", State: "pending", TunnelID: "t1", Generation: 1},
+		{ID: "i-0", State: "running", TunnelID: "t1", Generation: 0}, // no tag: unknown generation, kept only if alone
+	}
+	r := Compute(desired(), o)
+	if r.KeepInstance != "i-1" || r.KeepRecord != "r1" {
+		t.Fatalf("keep instance %q record %q, want i-1 and r1", r.KeepInstance, r.KeepRecord)
+	}
+	d := desired()
+	d.Generation = 2
+	r = Compute(d, converged())
+	if r.KeepInstance != "" || !reflect.DeepEqual(keys(r), []key{{ResInstance, OpDelete, "i-1"}, {ResInstance, OpCreate, "acme"}}) {
+		t.Fatalf("generation 2 over a generation-1 instance: keep %q changes %v; want none kept, replaced", r.KeepInstance, keys(r))
+	}
+}

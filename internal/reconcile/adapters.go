@@ -195,6 +195,23 @@ func (a cfAdapter) DeleteRecord(ctx context.Context, id string) error {
 	return cfKind(err)
 }
 
+// OwnedRecords lists the records whose ownership comment names orgID, under
+// any name: one filtered listing finds what a crash may have left unrecorded.
+func (a cfAdapter) OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error) {
+	rs, _, err := a.c.ListRecords(ctx, plan.DNSComment(orgID))
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	out := make([]plan.Record, 0, len(rs))
+	for _, r := range rs {
+		// The filter is a prefix: "tunnelward:org=acme" also matches acme2's.
+		if owner, ok := plan.OrgFromDNSComment(r.Comment); ok && owner == orgID {
+			out = append(out, fromCFRecord(r))
+		}
+	}
+	return out, nil
+}
+
 // ListRecords lists only records carrying our ownership marker: the sweep
 // needs no others (a conflicting record shows up as a missing one, and the
 // org's next reconcile finds it by name).
@@ -245,6 +262,10 @@ func (a awsAdapter) RunInstance(ctx context.Context, s RunSpec) (Instance, error
 		ImageID: s.ImageID, InstanceType: s.InstanceType, SubnetID: s.SubnetID,
 		SecurityGroupIDs: s.SecurityGroupIDs, InstanceProfile: s.InstanceProfile,
 		UserData: s.UserData, ClientToken: s.ClientToken,
+		// The Generation tag (and any other the engine sets) travels with
+		// the launch: it is how a re-created org's plan tells its own
+		// instance from the old generation's, whatever the ClientToken.
+		Tags: s.Tags,
 	})
 	return fromAWSInstance(in), awsKind(err)
 }

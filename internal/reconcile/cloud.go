@@ -49,7 +49,8 @@ type TunnelAPI interface {
 	FindTunnel(ctx context.Context, name string) (*Tunnel, error)
 	// GetTunnel reads one tunnel; ErrNotFound when unknown.
 	GetTunnel(ctx context.Context, id string) (Tunnel, error)
-	// ListTunnels returns every live tunnel of the account (all pages).
+	// ListTunnels returns every live tunnel named with tunnelward's prefix
+	// (all pages).
 	ListTunnels(ctx context.Context) ([]Tunnel, error)
 	// DeleteTunnel deletes; ErrActiveConnections while connected, ErrNotFound when gone.
 	DeleteTunnel(ctx context.Context, id string) error
@@ -72,8 +73,12 @@ type DNSAPI interface {
 	UpdateCNAME(ctx context.Context, id, name, target, comment string) (plan.Record, error)
 	// DeleteRecord deletes; ErrNotFound when gone.
 	DeleteRecord(ctx context.Context, id string) error
-	// ListRecords returns every record of the zone (all pages).
+	// ListRecords returns every record of the zone that carries
+	// tunnelward's ownership marker (all pages).
 	ListRecords(ctx context.Context) ([]plan.Record, error)
+	// OwnedRecords returns the records marked as orgID's, whatever their
+	// name (all pages).
+	OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error)
 }
 
 // Instance is an EC2 instance as the engine sees it.
@@ -98,7 +103,7 @@ type RunSpec struct {
 	SubnetID         string
 	SecurityGroupIDs []string
 	InstanceProfile  string
-	UserData         string // plain text; the adapter base64-encodes it
+	UserData         string // plain text; internal/aws base64-encodes it
 	Tags             map[string]string
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/plan"
@@ -16,14 +17,13 @@ import (
 // then the tunnel (whose connections drop with the instances), then marks
 // the tombstone done. Every step tolerates "already gone".
 func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org) (Result, error) {
-	now := e.cfg.Now()
 	e.clearPoll(org.ID)
-	if !IsTrue(org, state.CondDeleting) {
+	if c, _ := Condition(org, state.CondDeleting); !c.Status || c.Reason != state.ReasonCascadeRunning {
+		now := e.cfg.Now()
 		if err := e.store.Update(org.ID, func(o *state.Org) error {
-			setCondition(o, state.CondDeleting, true, "OrgDeleted", "removing every resource of the org", now)
+			setCondition(o, state.CondDeleting, true, state.ReasonCascadeRunning, "removing the org's instances, DNS record, token parameter and tunnel", now)
 			setCondition(o, state.CondReady, false, "Deleting", "", now)
-			setCondition(o, state.CondProvisioning, false, "Deleting", "", now)
-			setCondition(o, state.CondDegraded, false, "Deleting", "", now)
+			o.RemoveCondition(state.CondProvisioning, state.CondDegraded)
 			return nil
 		}); err != nil {
 			return Result{}, fmt.Errorf("org %s: record deleting: %w", org.ID, err)
@@ -99,6 +99,9 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 			return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
 		}
 	}
+	// Stamped when the cascade ends, not when it began: Deleted's time is
+	// when the last resource was gone.
+	now := e.cfg.Now()
 	err = e.store.Update(org.ID, func(o *state.Org) error {
 		if o.Desired.Presence != state.Deleted {
 			return nil // re-created meanwhile: the next reconcile builds it again
@@ -106,13 +109,10 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		launch := o.Observed
 		o.Observed = state.Observed{DeleteDone: true, ObservedAt: now, LaunchGeneration: launch.LaunchGeneration,
 			LaunchAttempt: launch.LaunchAttempt}
-		setCondition(o, state.CondDeleted, true, "CascadeDone", "every resource of the org is gone", now)
-		setCondition(o, state.CondDeleting, false, "CascadeDone", "", now)
+		setCondition(o, state.CondDeleted, true, state.ReasonCascadeDone, "every resource of the org is gone (searched by id, name and tag)", now)
 		setCondition(o, state.CondReady, false, "Deleted", "", now)
-		setCondition(o, state.CondConflict, false, "Deleted", "", now)
-		if IsTrue(*o, state.CondFailed) {
-			setCondition(o, state.CondFailed, false, "Deleted", "", now)
-		}
+		// What described the live org no longer applies to a finished tombstone.
+		o.RemoveCondition(state.CondDeleting, state.CondConflict, state.CondFailed, state.CondProvisioning, state.CondDegraded)
 		o.LastError, o.LastErrorAt = "", time.Time{}
 		return nil
 	})
@@ -146,9 +146,15 @@ func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) 
 	return nil
 }
 
-// observeDeleted finds what a tombstone may still own: by recorded id where
-// one is recorded (acted on directly; "not found" is success), by name or
-// tag where a crash may have left a resource unrecorded.
+// observeDeleted finds everything a tombstone may still own, by name and
+// tag as well as by recorded id, before the cascade may say Deleted: a
+// crash between a create and recording its id (or a resource re-created
+// after an out-of-band delete) leaves something the record does not name.
+//   - tunnel: by its deterministic name (names are unique among live
+//     tunnels, so the recorded id, if still live, is the one found);
+//   - DNS: every record whose ownership comment names the org, any name;
+//   - parameter: its deterministic name (and the recorded one);
+//   - instances: by the OrgID tag in the org's region.
 func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
 	var ob plan.Observed
 	rec := org.Observed
@@ -157,43 +163,52 @@ func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desir
 	if rec.ParameterName != "" {
 		ob.Param.Name = rec.ParameterName
 	}
-
-	if rec.TunnelID != "" {
-		ob.Tunnel = &plan.Tunnel{ID: rec.TunnelID}
-	} else {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+	wg.Go(func() {
 		t, err := e.clouds.Tunnels.FindTunnel(ctx, plan.TunnelName(org.ID))
 		if err != nil {
-			return ob, fmt.Errorf("org %s: find tunnel: %w", org.ID, err)
+			fail(fmt.Errorf("org %s: find tunnel %s: %w", org.ID, plan.TunnelName(org.ID), err))
+			return
 		}
 		if t != nil {
+			mu.Lock()
 			ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+			mu.Unlock()
 		}
-	}
-
-	if rec.DNSRecordID != "" {
-		ob.Records = []plan.Record{{ID: rec.DNSRecordID, Name: rec.DNSName, Comment: plan.DNSComment(org.ID)}}
-	} else {
-		seen := map[string]bool{}
-		for _, name := range []string{rec.DNSName, d.Hostname} {
-			name = strings.ToLower(name)
-			if name == "" || seen[name] {
-				continue
-			}
-			seen[name] = true
-			found, err := e.clouds.DNS.FindRecords(ctx, name)
-			if err != nil {
-				return ob, fmt.Errorf("org %s: find dns records named %s: %w", org.ID, name, err)
-			}
-			ob.Records = append(ob.Records, found...) // plan deletes only the ones marked ours
+	})
+	wg.Go(func() {
+		found, err := e.clouds.DNS.OwnedRecords(ctx, org.ID)
+		if err != nil {
+			fail(fmt.Errorf("org %s: find dns records owned by the org: %w", org.ID, err))
+			return
 		}
+		mu.Lock()
+		ob.Records = found
+		mu.Unlock()
+	})
+	wg.Go(func() {
+		ins, err := aw.Instances.OrgInstances(ctx, org.ID)
+		if err != nil {
+			fail(fmt.Errorf("org %s: describe instances: %w", org.ID, err))
+			return
+		}
+		mu.Lock()
+		for _, in := range ins {
+			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
+		}
+		mu.Unlock()
+	})
+	wg.Wait()
+	if len(errs) > 0 {
+		return ob, errors.Join(errs...)
 	}
-
-	ins, err := aw.Instances.OrgInstances(ctx, org.ID)
-	if err != nil {
-		return ob, fmt.Errorf("org %s: describe instances: %w", org.ID, err)
-	}
-	for _, in := range ins {
-		ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
+	if ob.Tunnel == nil && rec.TunnelID != "" {
+		e.log.Debug("recorded tunnel is already gone", "org_id", org.ID, "tunnel_id", rec.TunnelID)
 	}
 	return ob, nil
 }

@@ -440,19 +440,7 @@ func (e *Engine) converge(ctx context.Context, log *slog.Logger, org state.Org,
 // setCondition sets one condition, keeping its transition time when the
 // status does not change.
 func setCondition(o *state.Org, typ string, status bool, reason, msg string, now time.Time) {
-	for i := range o.Conditions {
-		c := &o.Conditions[i]
-		if c.Type != typ {
-			continue
-		}
-		if c.Status != status {
-			c.LastTransitionTime = now
-		}
-		c.Status, c.Reason, c.Message = status, reason, msg
-		return
-	}
-	o.Conditions = append(o.Conditions, state.Condition{Type: typ, Status: status, Reason: reason,
-		Message: msg, LastTransitionTime: now})
+	o.SetCondition(typ, status, reason, msg, now)
 }
 
 // Condition returns the org's condition of a type, if set.

@@ -81,7 +81,8 @@ func (h *harness) convergedErr(org string) error {
 	if w.params[0]["Name"] != o.Observed.ParameterName || w.params[0]["Type"] != "SecureString" {
 		return fmt.Errorf("parameter %+v does not match org %s", w.params[0], org)
 	}
-	if v := h.invariants(org); len(v) > 0 {
+	// Named with its generation: the live instance must be this generation's.
+	if v := h.invariants(fmt.Sprintf("%s:%d", org, o.Desired.Generation)); len(v) > 0 {
 		return fmt.Errorf("invariant violations: %+v", v)
 	}
 	return nil
@@ -370,7 +371,25 @@ func TestUnownedRecordConflict(t *testing.T) {
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitFor("Conflict", 10*time.Second, func() bool { return IsTrue(h.org("acme"), state.CondConflict) })
-	h.waitFor("instance launched", 10*time.Second, func() bool { return len(h.world().instances) == 1 })
+	// The hostname is checked before anything billable is built: the
+	// conflicting org gets no tunnel, token or instance (the Conflict
+	// condition is written after the pass that decided it).
+	if w := h.world(); len(w.tunnels)+len(w.instances)+len(w.params) != 0 {
+		t.Fatalf("conflicting org was built: %d tunnels, %d instances, %d parameters\n%s",
+			len(w.tunnels), len(w.instances), len(w.params), h.describe())
+	}
+	op, err := h.eng.PlanOrg(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withheld := map[plan.Resource]bool{}
+	for _, c := range op.Plan.Withheld {
+		withheld[c.Resource] = true
+	}
+	if len(op.Plan.Changes) != 0 || !withheld[plan.ResTunnel] || !withheld[plan.ResToken] || !withheld[plan.ResInstance] {
+		t.Fatalf("plan of a conflicting org: changes %v, withheld %v; want no change and tunnel, token, instance withheld",
+			op.Plan.Changes, op.Plan.Withheld)
+	}
 	got, err := h.cf.GetRecord(ctx, theirs.ID)
 	if err != nil || got.Content != "legacy.example.net" || got.Comment != "hand-made by ops" {
 		t.Fatalf("unowned record touched: %+v %v", got, err)

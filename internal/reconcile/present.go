@@ -108,7 +108,10 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 		}()
 	}
 
-	findFirst := IsTrue(org, state.CondConflict) && d.Hostname != ""
+	// By name too when no record is recorded (a new org, or a crash before
+	// the id reached bbolt): a name held by another party's record must be
+	// seen before anything billable is built (plan withholds it).
+	findFirst := (IsTrue(org, state.CondConflict) || rec.DNSRecordID == "") && d.Hostname != ""
 	if rec.DNSRecordID != "" || findFirst {
 		wg.Add(1)
 		go func() {
@@ -225,9 +228,9 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 				o.Observed = state.Observed{LaunchGeneration: o.Observed.LaunchGeneration,
 					LaunchAttempt: o.Observed.LaunchAttempt}
 			}
-			setCondition(o, state.CondDeleted, false, "Recreated", "", now)
-			setCondition(o, state.CondDeleting, false, "Recreated", "", now)
-			setCondition(o, state.CondFailed, false, "Retrying", "", now)
+			// A re-created org is a new org: the old generation's delete
+			// conditions no longer apply, and a retried failure is gone.
+			o.RemoveCondition(state.CondDeleted, state.CondDeleting, state.CondFailed)
 			return nil
 		})
 		if err != nil {
@@ -298,6 +301,12 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	if err := e.recordRemediationStart(org.ID, hv, now); err != nil {
 		return Result{}, err
 	}
+	if err := e.adoptRecord(log, &org, p, d.Hostname); err != nil {
+		return Result{}, err
+	}
+	if err := e.adoptInstance(log, &org, ob, p); err != nil {
+		return Result{}, err
+	}
 
 	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw)
 	ap.tunnelCreated = tunnelCreated
@@ -314,6 +323,76 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	}
 
 	return e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
+}
+
+func hasOp(cs []plan.Change, op plan.Op) bool {
+	return slices.ContainsFunc(cs, func(c plan.Change) bool { return c.Op == op })
+}
+
+func withoutOp(cs []plan.Change, op plan.Op) []plan.Change {
+	return slices.DeleteFunc(slices.Clone(cs), func(c plan.Change) bool { return c.Op == op })
+}
+
+// adoptRecord records the org's own record at its hostname when bbolt does
+// not name it (found by name after a crash before its id was recorded), so
+// later passes read it by id instead of searching by name.
+func (e *Engine) adoptRecord(log *slog.Logger, org *state.Org, p plan.Result, hostname string) error {
+	id := p.KeepRecord
+	if id == "" || org.Observed.DNSRecordID == id {
+		return nil
+	}
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.DNSRecordID, o.Observed.DNSName = id, hostname
+		org.Observed = o.Observed
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record adopted dns record %s: %w", org.ID, id, err)
+	}
+	log.Info("adopted unrecorded dns record", "record_id", id, "name", hostname)
+	return nil
+}
+
+// adoptInstance records the instance the plan keeps when bbolt does not
+// name it (a crash between RunInstances and recording its id, or the
+// recorded one is gone) and ends a launch left "in flight": the next launch
+// then takes a new attempt, and so a new ClientToken, instead of being
+// handed back the instance it just replaced.
+func (e *Engine) adoptInstance(log *slog.Logger, org *state.Org, ob observation, p plan.Result) error {
+	keep := p.KeepInstance
+	if keep == "" {
+		return nil
+	}
+	for _, c := range p.Changes {
+		if c.Resource == plan.ResInstance && c.Op == plan.OpDelete && c.Target == keep {
+			return nil // being replaced: the launch records its successor
+		}
+	}
+	rec := org.Observed
+	if rec.InstanceID == keep && !rec.LaunchInFlight {
+		return nil
+	}
+	var gen int64
+	for _, in := range ob.instances {
+		if in.ID == keep {
+			gen = in.Generation
+		}
+	}
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		if o.Observed.InstanceID != keep {
+			o.Observed.InstanceID, o.Observed.InstanceGeneration, o.Observed.InstanceTunnelID = keep, gen, ""
+		}
+		o.Observed.LaunchInFlight = false
+		org.Observed = o.Observed
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record adopted instance %s: %w", org.ID, keep, err)
+	}
+	if rec.InstanceID != keep {
+		log.Info("adopted unrecorded instance", "instance_id", keep, "generation", gen, "previously_recorded", rec.InstanceID)
+	}
+	return nil
 }
 
 // applied is what apply changed.
@@ -347,6 +426,23 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	run := steps.run
 	if len(by[plan.ResIngress]) > 0 {
 		run(func() error { return e.putIngress(ctx, log, org.ID, ap.tunnelID, d) })
+	}
+	if hasOp(by[plan.ResDNS], plan.OpCreate) {
+		// The hostname is claimed before anything billable is made: when
+		// another party's record holds it (two orgs with one slug, created at
+		// once), no token or instance is built for an org that could never
+		// serve. One DNS call on the critical path of a new org buys that.
+		cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS])
+		if err == nil && len(cs) > 0 {
+			ap.conflicts = append(ap.conflicts, cs...)
+			by[plan.ResToken] = withoutOp(by[plan.ResToken], plan.OpCreate)
+			by[plan.ResInstance] = withoutOp(by[plan.ResInstance], plan.OpCreate)
+			log.Warn("hostname held by a record tunnelward does not own; token and instance not built", "name", d.Hostname)
+		}
+		delete(by, plan.ResDNS)
+		if err != nil {
+			return ap, errors.Join(fmt.Errorf("org %s: %w", org.ID, err), steps.wait())
+		}
 	}
 	var restarts []plan.Change
 	for _, c := range by[plan.ResInstance] {
@@ -721,6 +817,15 @@ func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID str
 	}
 	if err != nil {
 		return Instance{}, fmt.Errorf("run instance (client token %s): %w", spec.ClientToken, err)
+	}
+	if inst.State == "shutting-down" || inst.State == "terminated" {
+		// EC2 idempotency handed back this token's earlier launch, which has
+		// since been terminated: the next try takes a new attempt.
+		if uerr := e.store.Update(orgID, func(o *state.Org) error { o.Observed.LaunchInFlight = false; return nil }); uerr != nil {
+			return Instance{}, fmt.Errorf("record ended launch attempt: %w", uerr)
+		}
+		return Instance{}, fmt.Errorf("run instance (client token %s): EC2 returned instance %s, already %s; retrying with a new attempt",
+			spec.ClientToken, inst.ID, inst.State)
 	}
 	return inst, e.store.Update(orgID, func(o *state.Org) error {
 		o.Observed.InstanceID, o.Observed.InstanceGeneration = inst.ID, gen

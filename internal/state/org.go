@@ -4,7 +4,10 @@
 // conditions and remediation history are written by the reconcile engine.
 package state
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Presence is whether an org should exist.
 type Presence string
@@ -71,6 +74,16 @@ const (
 	CondFailed       = "Failed"
 )
 
+// Reasons of the delete lifecycle (docs/operations.md lists every condition
+// and reason).
+const (
+	// ReasonCascadeRunning: the engine is removing the org's resources.
+	ReasonCascadeRunning = "CascadeRunning"
+	// ReasonCascadeDone: everything the org owned was searched for by id,
+	// name and tag, and is gone.
+	ReasonCascadeDone = "CascadeDone"
+)
+
 // Condition is one observed condition of an org.
 type Condition struct {
 	Type               string    `json:"type"`
@@ -78,6 +91,31 @@ type Condition struct {
 	Reason             string    `json:"reason,omitempty"`
 	Message            string    `json:"message,omitempty"`
 	LastTransitionTime time.Time `json:"last_transition_time"`
+}
+
+// SetCondition sets one condition, keeping its transition time when the
+// status does not change.
+func (o *Org) SetCondition(typ string, status bool, reason, msg string, now time.Time) {
+	for i := range o.Conditions {
+		c := &o.Conditions[i]
+		if c.Type != typ {
+			continue
+		}
+		if c.Status != status {
+			c.LastTransitionTime = now
+		}
+		c.Status, c.Reason, c.Message = status, reason, msg
+		return
+	}
+	o.Conditions = append(o.Conditions, Condition{Type: typ, Status: status, Reason: reason,
+		Message: msg, LastTransitionTime: now})
+}
+
+// RemoveCondition drops a condition that no longer applies (a re-created
+// org's Deleted, a finished tombstone's Provisioning), so status never shows
+// a stale word.
+func (o *Org) RemoveCondition(types ...string) {
+	o.Conditions = slices.DeleteFunc(o.Conditions, func(c Condition) bool { return slices.Contains(types, c.Type) })
 }
 
 // HealthReport is one org.health_failed event as applied.
