@@ -266,3 +266,36 @@ func TestReplacementAfterInFlightLaunchTakesNewToken(t *testing.T) {
 	}
 	h.requireOneEach("acme")
 }
+
+// Two orgs with one slug, created together: one gets the hostname, the
+// other a Conflict, and no token parameter or instance (nothing billable
+// that could never serve), whichever order their passes interleave in.
+func TestSlugRaceLoserBuildsNothingBillable(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.apply(created("first", "shared"), created("second", "shared"))
+	h.start()
+	var winner, loser string
+	h.waitFor("one Ready, one in Conflict", 15*time.Second, func() bool {
+		a, b := h.org("first"), h.org("second")
+		switch {
+		case IsTrue(a, state.CondReady) && IsTrue(b, state.CondConflict):
+			winner, loser = "first", "second"
+		case IsTrue(b, state.CondReady) && IsTrue(a, state.CondConflict):
+			winner, loser = "second", "first"
+		default:
+			return false
+		}
+		return true
+	})
+	w := h.world()
+	if len(w.instances) != 1 || len(w.params) != 1 || len(w.records) != 1 {
+		t.Fatalf("want the winner's instance, parameter and record only; got %d instances, %d parameters, %d records\n%s",
+			len(w.instances), len(w.params), len(w.records), h.describe())
+	}
+	if tagOf(w.instances[0], plan.TagOrgID) != winner {
+		t.Fatalf("the instance belongs to %s, want the winner %s", tagOf(w.instances[0], plan.TagOrgID), winner)
+	}
+	if o := h.org(loser); o.Observed.InstanceID != "" || o.Observed.ParameterName != "" || o.Observed.LaunchInFlight {
+		t.Fatalf("loser %s recorded billable resources: %+v", loser, o.Observed)
+	}
+}

@@ -18,9 +18,13 @@ import (
 // of. setup runs first under an unarmed reconciler (which converges and is
 // stopped); act then starts the work the armed reconciler must survive.
 type crashScenario struct {
-	name    string
-	setup   func(w *world)
-	act     func(w *world)
+	name  string
+	setup func(w *world)
+	act   func(w *world)
+	// then, when set, runs once act's work is over: after the kill, while
+	// the reconciler is down (or after convergence when not killed), and
+	// convergence is awaited again after it.
+	then    func(w *world)
 	timeout time.Duration         // convergence after the restart
 	check   func(w *world) string // extra check after convergence ("" fine)
 }
@@ -84,7 +88,23 @@ var crashScenarios = []crashScenario{
 		check: func(w *world) string { return w.regionOf(crashOrg, crashRegion) }},
 	{name: "delete-in-region", setup: func(w *world) { w.createIn(crashOrg, crashRegion) },
 		act: func(w *world) { w.delete(crashOrg) }, timeout: 45 * time.Second},
+	// The org's tunnel is deleted out of band; the reconciler re-creates it
+	// (a crash before the new id is recorded), and the org is deleted while
+	// the reconciler is down: the cascade must find the unrecorded tunnel by
+	// name before it says Deleted.
+	{name: "delete-after-tunnel-recreated", setup: func(w *world) { w.create(crashOrg) }, act: func(w *world) {
+		if err := w.simWorld(map[string]string{"action": "delete", "kind": "tunnel", "org": crashOrg}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.healthFailed(crashOrg)
+	}, then: func(w *world) { w.delete(crashOrg) }, timeout: 45 * time.Second},
+	// A 63-character org id: its ClientToken is a hash, so only the
+	// Generation tag ties a launched instance to the org's generation.
+	{name: "create-long-id", act: func(w *world) { w.create(longCrashOrg) }, timeout: 45 * time.Second},
 }
+
+// longCrashOrg is as long as the schema allows (63 characters).
+var longCrashOrg = strings.Repeat("l", 50) + "-0123456789ab"
 
 // crashRegion is the second region every crash run's reconciler serves.
 const crashRegion = "eu-west-1"
@@ -126,6 +146,12 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 		if p := w.waitConverged(sc.timeout); p != "" {
 			t.Fatalf("%s traced run did not converge: %s", sc.name, p)
 		}
+		if sc.then != nil {
+			sc.then(w)
+			if p := w.waitConverged(sc.timeout); p != "" {
+				t.Fatalf("%s traced run did not converge after its second step: %s", sc.name, p)
+			}
+		}
 		rec.term()
 		b, _ := os.ReadFile(file)
 		return res, strings.Fields(string(b))
@@ -141,6 +167,10 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 	if rec.running() {
 		// Not reached: the run converged (or timed out) without the point.
 		res.problem = w.convergence()
+		if res.problem == "" && sc.then != nil {
+			sc.then(w)
+			res.problem = w.waitConverged(sc.timeout)
+		}
 		if res.problem == "" && sc.check != nil {
 			res.problem = sc.check(w)
 		}
@@ -153,6 +183,9 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 		t.Fatalf("%s at %s: reconciler died without its crash point (err %v, crash log %q):\n%s", sc.name, point, rec.err, b, tail(rec.log(), 30))
 	}
 	res.reached = true
+	if sc.then != nil {
+		sc.then(w) // published while the reconciler is down
+	}
 	w.startReconciler()
 	res.problem = w.waitConverged(sc.timeout)
 	if res.problem == "" && sc.check != nil {
@@ -186,6 +219,10 @@ var crashPointsQuick = map[string][]string{
 	// the token written in the org's region, the launch there, not yet recorded
 	"create-in-region": {"cloud.after.ssm.PutParameter:1", "cloud.after.ec2.RunInstances:1"},
 	"delete-in-region": {"cloud.after.ec2.TerminateInstances:1"},
+	// the tunnel re-created after an out-of-band delete, its id not yet recorded
+	"delete-after-tunnel-recreated": {"cloud.after.cf.tunnel.create:1"},
+	// a 63-character org's instance launched, not yet recorded
+	"create-long-id": {"cloud.after.ec2.RunInstances:1"},
 }
 
 // TestCrashPoints kills the reconciler binary with SIGKILL at crash points

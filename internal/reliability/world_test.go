@@ -463,7 +463,13 @@ func (w *world) convergence() string {
 			problems = append(problems, fmt.Sprintf("%s: delete not done (last error %q)", org, o.LastError))
 		}
 	}
-	vs, err := w.invariants(present)
+	// Each present org named with its generation: its instance must be
+	// that generation's (a re-created org never keeps the old instance).
+	named := make([]string, 0, len(present))
+	for _, org := range present {
+		named = append(named, fmt.Sprintf("%s:%d", org, max(orgs[org].Desired.Generation, 1)))
+	}
+	vs, err := w.invariants(named)
 	if err != nil {
 		return "invariants: " + err.Error()
 	}
