@@ -317,6 +317,16 @@ type ec2InstanceXML struct {
 	TagSet             []ec2TagXML    `xml:"tagSet>item"`
 	Hypervisor         string         `xml:"hypervisor"`
 	IamInstanceProfile *ec2ProfileXML `xml:"iamInstanceProfile,omitempty"`
+	MetadataOptions    ec2MetadataXML `xml:"metadataOptions"`
+}
+
+type ec2MetadataXML struct {
+	State                   string `xml:"state"`
+	HttpTokens              string `xml:"httpTokens"`
+	HttpPutResponseHopLimit int    `xml:"httpPutResponseHopLimit"`
+	HttpEndpoint            string `xml:"httpEndpoint"`
+	HttpProtocolIpv6        string `xml:"httpProtocolIpv6"`
+	InstanceMetadataTags    string `xml:"instanceMetadataTags"`
 }
 
 type ec2Placement struct {
@@ -397,6 +407,13 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 		ClientToken:        inst.ClientToken,
 	}
 	x.Monitoring.State = "disabled"
+	mo := inst.MetadataOptions.withDefaults()
+	x.MetadataOptions = ec2MetadataXML{State: "applied", HttpTokens: mo.HttpTokens, HttpPutResponseHopLimit: mo.HttpPutResponseHopLimit,
+		HttpEndpoint: mo.HttpEndpoint, HttpProtocolIpv6: mo.HttpProtocolIpv6, InstanceMetadataTags: mo.InstanceMetadataTags}
+	if inst.State == "pending" {
+		// EC2 reports the options pending until the instance is up to serve them.
+		x.MetadataOptions.State = "pending"
+	}
 	if inst.SubnetID != "" {
 		x.VpcID = "vpc-" + hexOf(inst.SubnetID, 17)
 	}
@@ -583,6 +600,10 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 	if profile != "" && strings.HasPrefix(profile, "arn:") && !strings.Contains(profile, ":instance-profile/") {
 		return nil, ec2BadParam("Value (%s) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN", profile)
 	}
+	metadata, e := formMetadataOptions(form)
+	if e != nil {
+		return nil, e
+	}
 	subnet := form.Get("SubnetId")
 	publicIP := false
 	if subnet != "" && !strings.HasPrefix(subnet, "subnet-") {
@@ -634,6 +655,7 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 			StateChangedAt:     now,
 			ClientToken:        token,
 			Region:             region,
+			MetadataOptions:    metadata,
 		}
 		s.instances[inst.ID] = inst
 		s.reservation[resID] = append(s.reservation[resID], inst.ID)
@@ -655,6 +677,46 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 	}
 	return ec2RunInstancesResponse{Xmlns: ec2Namespace, RequestID: newRequestID(),
 		ec2ReservationXML: s.reservationXML(resID, insts)}, nil
+}
+
+// formMetadataOptions reads and checks RunInstances' MetadataOptions.*; the
+// instance keeps what was sent (defaults are filled in when it is shown).
+func formMetadataOptions(form url.Values) (MetadataOptions, *ec2Error) {
+	var m MetadataOptions
+	oneOf := func(key string, dst *string, allowed ...string) *ec2Error {
+		v, ok := form["MetadataOptions."+key]
+		if !ok {
+			return nil
+		}
+		for _, a := range allowed {
+			if v[0] == a {
+				*dst = a
+				return nil
+			}
+		}
+		return ec2BadParam("Value (%s) for parameter MetadataOptions.%s is invalid. Valid values: %s", v[0], key, strings.Join(allowed, ", "))
+	}
+	for _, e := range []*ec2Error{
+		oneOf("HttpTokens", &m.HttpTokens, "optional", "required"),
+		oneOf("HttpEndpoint", &m.HttpEndpoint, "enabled", "disabled"),
+		oneOf("HttpProtocolIpv6", &m.HttpProtocolIpv6, "enabled", "disabled"),
+		oneOf("InstanceMetadataTags", &m.InstanceMetadataTags, "enabled", "disabled"),
+	} {
+		if e != nil {
+			return m, e
+		}
+	}
+	hops, ok, e := formInt(form, "MetadataOptions.HttpPutResponseHopLimit")
+	if e != nil {
+		return m, e
+	}
+	if ok {
+		if hops < 1 || hops > 64 {
+			return m, ec2BadParam("Value (%d) for parameter MetadataOptions.HttpPutResponseHopLimit is invalid. Expecting a value between 1 and 64.", hops)
+		}
+		m.HttpPutResponseHopLimit = hops
+	}
+	return m, nil
 }
 
 func copyTags(m map[string]string) map[string]string {

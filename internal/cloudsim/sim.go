@@ -371,6 +371,39 @@ type Instance struct {
 	// Region is where the instance was launched (the RunInstances request's
 	// region); "" means Config.Region (loaders, hand-built worlds).
 	Region string
+	// MetadataOptions are the instance metadata service settings the launch
+	// asked for; fields left empty (or 0) mean EC2's defaults.
+	MetadataOptions MetadataOptions
+}
+
+// MetadataOptions are an instance's metadata service (IMDS) settings, as
+// RunInstances takes them (MetadataOptions.*). The zero value of a field
+// means EC2's default for it: HttpTokens "optional" (IMDSv1 allowed),
+// HttpPutResponseHopLimit 1, HttpEndpoint "enabled", HttpProtocolIpv6 and
+// InstanceMetadataTags "disabled".
+type MetadataOptions struct {
+	HttpTokens              string // optional | required
+	HttpPutResponseHopLimit int    // 1..64
+	HttpEndpoint            string // enabled | disabled
+	HttpProtocolIpv6        string // enabled | disabled
+	InstanceMetadataTags    string // enabled | disabled
+}
+
+// withDefaults fills in EC2's default for every field left unset.
+func (m MetadataOptions) withDefaults() MetadataOptions {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&m.HttpTokens, "optional")
+	def(&m.HttpEndpoint, "enabled")
+	def(&m.HttpProtocolIpv6, "disabled")
+	def(&m.InstanceMetadataTags, "disabled")
+	if m.HttpPutResponseHopLimit == 0 {
+		m.HttpPutResponseHopLimit = 1
+	}
+	return m
 }
 
 // tokenKey: a ClientToken is idempotent within one region only, as on AWS.
