@@ -153,6 +153,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 		"StopInstances":      s.ec2StopInstances,
 		"RebootInstances":    s.ec2RebootInstances,
 		"CreateTags":         s.ec2CreateTags,
+		"DescribeTags":       s.ec2DescribeTags,
 	}[action]
 	if !ok {
 		fail(ec2Err(http.StatusBadRequest, "InvalidAction", "The action %s is not valid for this web service.", action))
@@ -990,7 +991,22 @@ type ec2Filter struct {
 	values []string
 }
 
+// parseEC2Filters reads DescribeInstances' Filter.N.Name / Filter.N.Value.M.
 func parseEC2Filters(form url.Values) ([]ec2Filter, *ec2Error) {
+	return parseFilters(form, func(name string) bool {
+		switch name {
+		case "tag-key", "tag-value", "instance-state-name", "instance-state-code",
+			"instance-id", "client-token", "image-id", "instance-type", "subnet-id":
+			return true
+		}
+		return false
+	})
+}
+
+// parseFilters reads Filter.N.Name / Filter.N.Value.M, accepting tag:<key>
+// and the names served says an action knows; any other name is refused as
+// EC2 refuses it.
+func parseFilters(form url.Values, served func(name string) bool) ([]ec2Filter, *ec2Error) {
 	var out []ec2Filter
 	for _, i := range formIndexes(form, "Filter") {
 		p := "Filter." + strconv.Itoa(i)
@@ -998,16 +1014,22 @@ func parseEC2Filters(form url.Values) ([]ec2Filter, *ec2Error) {
 		if name == "" {
 			return nil, ec2Err(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter %s.Name", p)
 		}
-		switch {
-		case strings.HasPrefix(name, "tag:") && len(name) > 4:
-		case name == "tag-key", name == "instance-state-name", name == "instance-state-code",
-			name == "instance-id", name == "client-token", name == "image-id", name == "instance-type", name == "subnet-id":
-		default:
+		if !(strings.HasPrefix(name, "tag:") && len(name) > 4) && !served(name) {
 			return nil, ec2BadParam("The filter '%s' is invalid", name)
 		}
 		out = append(out, ec2Filter{name: name, values: formList(form, p+".Value")})
 	}
 	return out, nil
+}
+
+// anyValue reports whether v matches one of the filter's values.
+func (f ec2Filter) anyValue(v string) bool {
+	for _, p := range f.values {
+		if globMatch(p, v) {
+			return true
+		}
+	}
+	return false
 }
 
 // globMatch implements EC2 filter wildcards: * any run, ? one character.
@@ -1033,14 +1055,7 @@ func globMatch(pattern, s string) bool {
 }
 
 func (f ec2Filter) match(inst *Instance) bool {
-	any := func(v string) bool {
-		for _, p := range f.values {
-			if globMatch(p, v) {
-				return true
-			}
-		}
-		return false
-	}
+	any := f.anyValue
 	switch {
 	case strings.HasPrefix(f.name, "tag:"):
 		v, ok := inst.Tags[f.name[4:]]
@@ -1048,6 +1063,13 @@ func (f ec2Filter) match(inst *Instance) bool {
 	case f.name == "tag-key":
 		for k := range inst.Tags {
 			if any(k) {
+				return true
+			}
+		}
+		return false
+	case f.name == "tag-value":
+		for _, v := range inst.Tags {
+			if any(v) {
 				return true
 			}
 		}
@@ -1167,6 +1189,121 @@ func (s *Sim) ec2DescribeInstances(region string, form url.Values) (any, *ec2Err
 		}
 		resp.Reservations[i].Instances = append(resp.Reservations[i].Instances, x)
 	}
+	return resp, nil
+}
+
+// ---- DescribeTags ----
+
+type ec2TagDescXML struct {
+	ResourceID   string `xml:"resourceId"`
+	ResourceType string `xml:"resourceType"`
+	Key          string `xml:"key"`
+	Value        string `xml:"value"`
+}
+
+type ec2DescribeTagsResponse struct {
+	XMLName   xml.Name `xml:"DescribeTagsResponse"`
+	Xmlns     string   `xml:"xmlns,attr"`
+	RequestID string   `xml:"requestId"`
+	// A struct, not a "tagSet>item" path, so an empty answer still carries
+	// <tagSet/> as EC2's does.
+	TagSet struct {
+		Items []ec2TagDescXML `xml:"item"`
+	} `xml:"tagSet"`
+	NextToken string `xml:"nextToken,omitempty"`
+}
+
+// tagDescKey orders DescribeTags' answer: resource id, then tag key (NUL
+// sorts below every character of either). A NextToken is the key of the
+// last tag returned, so a page boundary survives tags coming and going.
+func tagDescKey(d ec2TagDescXML) string { return d.ResourceID + "\x00" + d.Key }
+
+// ec2DescribeTags lists the tags of the region's resources: instances are
+// the only taggable resource kept (a launch's volume tags are not). Filters
+// key, value, resource-id, resource-type select tags; tag:<key> selects
+// resources carrying that tag, so all their tags are listed.
+func (s *Sim) ec2DescribeTags(region string, form url.Values) (any, *ec2Error) {
+	filters, e := parseFilters(form, func(name string) bool {
+		switch name {
+		case "key", "value", "resource-id", "resource-type":
+			return true
+		}
+		return false
+	})
+	if e != nil {
+		return nil, e
+	}
+	maxRes, hasMax, e := formInt(form, "MaxResults")
+	if e != nil {
+		return nil, e
+	}
+	if !hasMax {
+		maxRes = 1000
+	} else if maxRes < 5 || maxRes > 1000 {
+		return nil, ec2BadParam("Value ( %d ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.", maxRes)
+	}
+	after := ""
+	if tok := form.Get("NextToken"); tok != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || !bytes.HasPrefix(raw, []byte("dt1:")) {
+			return nil, ec2BadParam("Invalid NextToken value: %q", tok)
+		}
+		after = string(raw[4:])
+	}
+
+	var all []ec2TagDescXML
+	for _, inst := range s.instances {
+		if s.regionOf(inst) != region {
+			continue
+		}
+		selected := true
+		for _, f := range filters {
+			if k, ok := strings.CutPrefix(f.name, "tag:"); ok {
+				if v, has := inst.Tags[k]; !has || !f.anyValue(v) {
+					selected = false
+				}
+			}
+		}
+		if !selected {
+			continue
+		}
+		for k, v := range inst.Tags {
+			all = append(all, ec2TagDescXML{ResourceID: inst.ID, ResourceType: "instance", Key: k, Value: v})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return tagDescKey(all[i]) < tagDescKey(all[j]) })
+	resp := ec2DescribeTagsResponse{Xmlns: ec2Namespace, RequestID: newRequestID()}
+	var page []ec2TagDescXML
+	for _, d := range all {
+		if after != "" && tagDescKey(d) <= after {
+			continue
+		}
+		ok := true
+		for _, f := range filters {
+			switch f.name {
+			case "key":
+				ok = f.anyValue(d.Key)
+			case "value":
+				ok = f.anyValue(d.Value)
+			case "resource-id":
+				ok = f.anyValue(d.ResourceID)
+			case "resource-type":
+				ok = f.anyValue(d.ResourceType)
+			}
+			if !ok {
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		if len(page) == maxRes {
+			resp.NextToken = base64.RawURLEncoding.EncodeToString([]byte("dt1:" + tagDescKey(page[len(page)-1])))
+			break
+		}
+		page = append(page, d)
+	}
+	resp.TagSet.Items = page
 	return resp, nil
 }
 
