@@ -268,7 +268,7 @@ type ssmParamMetaJSON struct {
 
 func (s *Sim) paramMeta(p *Parameter) ssmParamMetaJSON {
 	return ssmParamMetaJSON{Name: p.Name, ARN: paramARN(p.Region, p.Name), Type: p.Type, KeyID: p.KeyID,
-		LastModifiedDate: ssmTime(p.LastModifiedDate), LastModifiedUser: "arn:aws:iam::" + awsAccountID + ":user/sandbox",
+		LastModifiedDate: ssmTime(p.LastModifiedDate), LastModifiedUser: callerARN(p.Region),
 		Description: p.Description, Version: p.Version, Tier: p.Tier, Policies: []string{}, DataType: p.DataType}
 }
 
