@@ -1,5 +1,5 @@
 // Command cloudsim serves the cloud emulator (Cloudflare API v4 under
-// /client/v4/, EC2 and SSM at the root, its own endpoints under /_sim/) as
+// /client/v4/, EC2, SSM and STS at the root, its own endpoints under /_sim/) as
 // its own process, for compose and for process-level tests.
 package main
 
@@ -54,7 +54,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("cloudsim", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: cloudsim [flags]\n\n"+
-			"Serves an emulated Cloudflare API v4 (/client/v4/), EC2 and SSM (/) and the\n"+
+			"Serves an emulated Cloudflare API v4 (/client/v4/), EC2, SSM and STS (/) and the\n"+
 			"emulator's own endpoints (/_sim/state, /_sim/invariants, /_sim/calls,\n"+
 			"/_sim/faults, /_sim/world) on one address. See docs/cloudsim.md.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -157,7 +157,7 @@ func serve(o options) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2 and SSM at /, emulator at /_sim/",
+	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2, SSM and STS at /, emulator at /_sim/",
 		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
 		"zone_name", cfg.ZoneName, "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
 	select {

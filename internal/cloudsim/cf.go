@@ -263,7 +263,9 @@ func (s *Sim) dispatchCF(rt cfRoute, r *http.Request, body map[string]any) (any,
 			return nil, nil, e
 		}
 		s.dropTunnelConns(t, q.Get("client_id"), "connections deleted through the API")
-		return nil, nil, nil
+		// Cloudflare's OpenAPI answers this with tunnel_empty_response,
+		// whose result is an object: {}, not null.
+		return map[string]any{}, nil, nil
 	case "cf.dns.create":
 		return s.cfDNSCreate(body)
 	case "cf.dns.list":

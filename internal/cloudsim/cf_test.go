@@ -2,6 +2,7 @@ package cloudsim
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -426,5 +427,43 @@ func TestCloudflareResponsesAreJSONEnvelopes(t *testing.T) {
 		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Errorf("%s %s: Content-Type %q", tc.method, tc.path, ct)
 		}
+	}
+}
+
+// DELETE .../connections answers the documented envelope: its result is an
+// object (Cloudflare's tunnel_empty_response), not null; cloudflare-go v7
+// hands the decoded result back to the caller.
+func TestTunnelConnectionsDeleteAnswersAnObject(t *testing.T) {
+	e := newEnv(t, nil)
+	tid := e.createTunnel("tw-acme")
+	var dc zero_trust.TunnelCloudflaredConnectionDeleteParams
+	set(&dc.AccountID, e.acct)
+	res, err := e.tun.Connections.Delete(context.Background(), tid, dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res == nil {
+		t.Fatal("no result")
+	}
+	if m, ok := (*res).(map[string]any); !ok || len(m) != 0 {
+		t.Fatalf("result %#v, want an empty object", *res)
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, e.srv.URL+"/client/v4/accounts/"+e.acct+"/cfd_tunnel/"+tid+"/connections", nil)
+	req.Header.Set("Authorization", "Bearer "+DefaultCFToken)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Success bool            `json:"success"`
+		Result  json.RawMessage `json:"result"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !env.Success || string(env.Result) != "{}" {
+		t.Fatalf("HTTP %d success %v result %s, want 200 true {}", resp.StatusCode, env.Success, env.Result)
 	}
 }

@@ -153,6 +153,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 		"StopInstances":      s.ec2StopInstances,
 		"RebootInstances":    s.ec2RebootInstances,
 		"CreateTags":         s.ec2CreateTags,
+		"DescribeTags":       s.ec2DescribeTags,
 	}[action]
 	if !ok {
 		fail(ec2Err(http.StatusBadRequest, "InvalidAction", "The action %s is not valid for this web service.", action))
@@ -317,6 +318,16 @@ type ec2InstanceXML struct {
 	TagSet             []ec2TagXML    `xml:"tagSet>item"`
 	Hypervisor         string         `xml:"hypervisor"`
 	IamInstanceProfile *ec2ProfileXML `xml:"iamInstanceProfile,omitempty"`
+	MetadataOptions    ec2MetadataXML `xml:"metadataOptions"`
+}
+
+type ec2MetadataXML struct {
+	State                   string `xml:"state"`
+	HttpTokens              string `xml:"httpTokens"`
+	HttpPutResponseHopLimit int    `xml:"httpPutResponseHopLimit"`
+	HttpEndpoint            string `xml:"httpEndpoint"`
+	HttpProtocolIpv6        string `xml:"httpProtocolIpv6"`
+	InstanceMetadataTags    string `xml:"instanceMetadataTags"`
 }
 
 type ec2Placement struct {
@@ -397,6 +408,13 @@ func (s *Sim) instanceXML(inst *Instance) ec2InstanceXML {
 		ClientToken:        inst.ClientToken,
 	}
 	x.Monitoring.State = "disabled"
+	mo := inst.MetadataOptions.withDefaults()
+	x.MetadataOptions = ec2MetadataXML{State: "applied", HttpTokens: mo.HttpTokens, HttpPutResponseHopLimit: mo.HttpPutResponseHopLimit,
+		HttpEndpoint: mo.HttpEndpoint, HttpProtocolIpv6: mo.HttpProtocolIpv6, InstanceMetadataTags: mo.InstanceMetadataTags}
+	if inst.State == "pending" {
+		// EC2 reports the options pending until the instance is up to serve them.
+		x.MetadataOptions.State = "pending"
+	}
 	if inst.SubnetID != "" {
 		x.VpcID = "vpc-" + hexOf(inst.SubnetID, 17)
 	}
@@ -583,6 +601,10 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 	if profile != "" && strings.HasPrefix(profile, "arn:") && !strings.Contains(profile, ":instance-profile/") {
 		return nil, ec2BadParam("Value (%s) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN", profile)
 	}
+	metadata, e := formMetadataOptions(form)
+	if e != nil {
+		return nil, e
+	}
 	subnet := form.Get("SubnetId")
 	publicIP := false
 	if subnet != "" && !strings.HasPrefix(subnet, "subnet-") {
@@ -634,6 +656,7 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 			StateChangedAt:     now,
 			ClientToken:        token,
 			Region:             region,
+			MetadataOptions:    metadata,
 		}
 		s.instances[inst.ID] = inst
 		s.reservation[resID] = append(s.reservation[resID], inst.ID)
@@ -655,6 +678,46 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 	}
 	return ec2RunInstancesResponse{Xmlns: ec2Namespace, RequestID: newRequestID(),
 		ec2ReservationXML: s.reservationXML(resID, insts)}, nil
+}
+
+// formMetadataOptions reads and checks RunInstances' MetadataOptions.*; the
+// instance keeps what was sent (defaults are filled in when it is shown).
+func formMetadataOptions(form url.Values) (MetadataOptions, *ec2Error) {
+	var m MetadataOptions
+	oneOf := func(key string, dst *string, allowed ...string) *ec2Error {
+		v, ok := form["MetadataOptions."+key]
+		if !ok {
+			return nil
+		}
+		for _, a := range allowed {
+			if v[0] == a {
+				*dst = a
+				return nil
+			}
+		}
+		return ec2BadParam("Value (%s) for parameter MetadataOptions.%s is invalid. Valid values: %s", v[0], key, strings.Join(allowed, ", "))
+	}
+	for _, e := range []*ec2Error{
+		oneOf("HttpTokens", &m.HttpTokens, "optional", "required"),
+		oneOf("HttpEndpoint", &m.HttpEndpoint, "enabled", "disabled"),
+		oneOf("HttpProtocolIpv6", &m.HttpProtocolIpv6, "enabled", "disabled"),
+		oneOf("InstanceMetadataTags", &m.InstanceMetadataTags, "enabled", "disabled"),
+	} {
+		if e != nil {
+			return m, e
+		}
+	}
+	hops, ok, e := formInt(form, "MetadataOptions.HttpPutResponseHopLimit")
+	if e != nil {
+		return m, e
+	}
+	if ok {
+		if hops < 1 || hops > 64 {
+			return m, ec2BadParam("Value (%d) for parameter MetadataOptions.HttpPutResponseHopLimit is invalid. Expecting a value between 1 and 64.", hops)
+		}
+		m.HttpPutResponseHopLimit = hops
+	}
+	return m, nil
 }
 
 func copyTags(m map[string]string) map[string]string {
@@ -928,7 +991,22 @@ type ec2Filter struct {
 	values []string
 }
 
+// parseEC2Filters reads DescribeInstances' Filter.N.Name / Filter.N.Value.M.
 func parseEC2Filters(form url.Values) ([]ec2Filter, *ec2Error) {
+	return parseFilters(form, func(name string) bool {
+		switch name {
+		case "tag-key", "tag-value", "instance-state-name", "instance-state-code",
+			"instance-id", "client-token", "image-id", "instance-type", "subnet-id":
+			return true
+		}
+		return false
+	})
+}
+
+// parseFilters reads Filter.N.Name / Filter.N.Value.M, accepting tag:<key>
+// and the names served says an action knows; any other name is refused as
+// EC2 refuses it.
+func parseFilters(form url.Values, served func(name string) bool) ([]ec2Filter, *ec2Error) {
 	var out []ec2Filter
 	for _, i := range formIndexes(form, "Filter") {
 		p := "Filter." + strconv.Itoa(i)
@@ -936,16 +1014,22 @@ func parseEC2Filters(form url.Values) ([]ec2Filter, *ec2Error) {
 		if name == "" {
 			return nil, ec2Err(http.StatusBadRequest, "MissingParameter", "The request must contain the parameter %s.Name", p)
 		}
-		switch {
-		case strings.HasPrefix(name, "tag:") && len(name) > 4:
-		case name == "tag-key", name == "instance-state-name", name == "instance-state-code",
-			name == "instance-id", name == "client-token", name == "image-id", name == "instance-type", name == "subnet-id":
-		default:
+		if !(strings.HasPrefix(name, "tag:") && len(name) > 4) && !served(name) {
 			return nil, ec2BadParam("The filter '%s' is invalid", name)
 		}
 		out = append(out, ec2Filter{name: name, values: formList(form, p+".Value")})
 	}
 	return out, nil
+}
+
+// anyValue reports whether v matches one of the filter's values.
+func (f ec2Filter) anyValue(v string) bool {
+	for _, p := range f.values {
+		if globMatch(p, v) {
+			return true
+		}
+	}
+	return false
 }
 
 // globMatch implements EC2 filter wildcards: * any run, ? one character.
@@ -971,14 +1055,7 @@ func globMatch(pattern, s string) bool {
 }
 
 func (f ec2Filter) match(inst *Instance) bool {
-	any := func(v string) bool {
-		for _, p := range f.values {
-			if globMatch(p, v) {
-				return true
-			}
-		}
-		return false
-	}
+	any := f.anyValue
 	switch {
 	case strings.HasPrefix(f.name, "tag:"):
 		v, ok := inst.Tags[f.name[4:]]
@@ -986,6 +1063,13 @@ func (f ec2Filter) match(inst *Instance) bool {
 	case f.name == "tag-key":
 		for k := range inst.Tags {
 			if any(k) {
+				return true
+			}
+		}
+		return false
+	case f.name == "tag-value":
+		for _, v := range inst.Tags {
+			if any(v) {
 				return true
 			}
 		}
@@ -1105,6 +1189,121 @@ func (s *Sim) ec2DescribeInstances(region string, form url.Values) (any, *ec2Err
 		}
 		resp.Reservations[i].Instances = append(resp.Reservations[i].Instances, x)
 	}
+	return resp, nil
+}
+
+// ---- DescribeTags ----
+
+type ec2TagDescXML struct {
+	ResourceID   string `xml:"resourceId"`
+	ResourceType string `xml:"resourceType"`
+	Key          string `xml:"key"`
+	Value        string `xml:"value"`
+}
+
+type ec2DescribeTagsResponse struct {
+	XMLName   xml.Name `xml:"DescribeTagsResponse"`
+	Xmlns     string   `xml:"xmlns,attr"`
+	RequestID string   `xml:"requestId"`
+	// A struct, not a "tagSet>item" path, so an empty answer still carries
+	// <tagSet/> as EC2's does.
+	TagSet struct {
+		Items []ec2TagDescXML `xml:"item"`
+	} `xml:"tagSet"`
+	NextToken string `xml:"nextToken,omitempty"`
+}
+
+// tagDescKey orders DescribeTags' answer: resource id, then tag key (NUL
+// sorts below every character of either). A NextToken is the key of the
+// last tag returned, so a page boundary survives tags coming and going.
+func tagDescKey(d ec2TagDescXML) string { return d.ResourceID + "\x00" + d.Key }
+
+// ec2DescribeTags lists the tags of the region's resources: instances are
+// the only taggable resource kept (a launch's volume tags are not). Filters
+// key, value, resource-id, resource-type select tags; tag:<key> selects
+// resources carrying that tag, so all their tags are listed.
+func (s *Sim) ec2DescribeTags(region string, form url.Values) (any, *ec2Error) {
+	filters, e := parseFilters(form, func(name string) bool {
+		switch name {
+		case "key", "value", "resource-id", "resource-type":
+			return true
+		}
+		return false
+	})
+	if e != nil {
+		return nil, e
+	}
+	maxRes, hasMax, e := formInt(form, "MaxResults")
+	if e != nil {
+		return nil, e
+	}
+	if !hasMax {
+		maxRes = 1000
+	} else if maxRes < 5 || maxRes > 1000 {
+		return nil, ec2BadParam("Value ( %d ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.", maxRes)
+	}
+	after := ""
+	if tok := form.Get("NextToken"); tok != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || !bytes.HasPrefix(raw, []byte("dt1:")) {
+			return nil, ec2BadParam("Invalid NextToken value: %q", tok)
+		}
+		after = string(raw[4:])
+	}
+
+	var all []ec2TagDescXML
+	for _, inst := range s.instances {
+		if s.regionOf(inst) != region {
+			continue
+		}
+		selected := true
+		for _, f := range filters {
+			if k, ok := strings.CutPrefix(f.name, "tag:"); ok {
+				if v, has := inst.Tags[k]; !has || !f.anyValue(v) {
+					selected = false
+				}
+			}
+		}
+		if !selected {
+			continue
+		}
+		for k, v := range inst.Tags {
+			all = append(all, ec2TagDescXML{ResourceID: inst.ID, ResourceType: "instance", Key: k, Value: v})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return tagDescKey(all[i]) < tagDescKey(all[j]) })
+	resp := ec2DescribeTagsResponse{Xmlns: ec2Namespace, RequestID: newRequestID()}
+	var page []ec2TagDescXML
+	for _, d := range all {
+		if after != "" && tagDescKey(d) <= after {
+			continue
+		}
+		ok := true
+		for _, f := range filters {
+			switch f.name {
+			case "key":
+				ok = f.anyValue(d.Key)
+			case "value":
+				ok = f.anyValue(d.Value)
+			case "resource-id":
+				ok = f.anyValue(d.ResourceID)
+			case "resource-type":
+				ok = f.anyValue(d.ResourceType)
+			}
+			if !ok {
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		if len(page) == maxRes {
+			resp.NextToken = base64.RawURLEncoding.EncodeToString([]byte("dt1:" + tagDescKey(page[len(page)-1])))
+			break
+		}
+		page = append(page, d)
+	}
+	resp.TagSet.Items = page
 	return resp, nil
 }
 

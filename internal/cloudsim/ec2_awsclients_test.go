@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
@@ -39,6 +40,22 @@ type AWSTestOptions struct {
 // nothing can reach a real AWS endpoint. Shared by every test of this
 // package (EC2, SSM, and the world tests).
 func AWSTestClients(t testing.TB, baseURL string, opts ...func(*AWSTestOptions)) (*ec2.Client, *ssm.Client) {
+	t.Helper()
+	cfg := awsTestConfig(t, opts...)
+	e := ec2.NewFromConfig(cfg, func(eo *ec2.Options) { eo.BaseEndpoint = aws.String(baseURL) })
+	s := ssm.NewFromConfig(cfg, func(so *ssm.Options) { so.BaseEndpoint = aws.String(baseURL) })
+	return e, s
+}
+
+// STSTestClient is the real aws-sdk-go-v2 STS client for a cloudsim at
+// baseURL, configured as AWSTestClients configures EC2 and SSM.
+func STSTestClient(t testing.TB, baseURL string, opts ...func(*AWSTestOptions)) *sts.Client {
+	t.Helper()
+	return sts.NewFromConfig(awsTestConfig(t, opts...), func(so *sts.Options) { so.BaseEndpoint = aws.String(baseURL) })
+}
+
+// awsTestConfig is the SDK configuration every test client shares.
+func awsTestConfig(t testing.TB, opts ...func(*AWSTestOptions)) aws.Config {
 	t.Helper()
 	o := AWSTestOptions{AccessKey: DefaultAWSAccessKey, Secret: DefaultAWSSecret, Region: DefaultRegion, MaxAttempts: 1, MaxBackoff: 50 * time.Millisecond}
 	for _, f := range opts {
@@ -65,9 +82,7 @@ func AWSTestClients(t testing.TB, baseURL string, opts ...func(*AWSTestOptions))
 	// each request body, so the SDK closing its stream early cannot break
 	// the connection under a response (aws-sdk-go-v2#2737).
 	cfg.HTTPClient = apicall.WrapDoer(awshttp.NewBuildableClient())
-	e := ec2.NewFromConfig(cfg, func(eo *ec2.Options) { eo.BaseEndpoint = aws.String(baseURL) })
-	s := ssm.NewFromConfig(cfg, func(so *ssm.Options) { so.BaseEndpoint = aws.String(baseURL) })
-	return e, s
+	return cfg
 }
 
 // awsTestWorld is one emulated world behind a real HTTP server, plus SDK

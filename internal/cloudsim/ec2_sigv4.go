@@ -152,6 +152,21 @@ func (s *Sim) verifySigV4(r *http.Request, body []byte, service string) (string,
 	return region, nil
 }
 
+// sigV4Service is the service named by r's SigV4 credential scope
+// (AKID/date/region/SERVICE/aws4_request), "" when r is not signed that way.
+// Routing only: verifySigV4 still checks the whole signature.
+func sigV4Service(r *http.Request) string {
+	_, rest, ok := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	if !ok {
+		return ""
+	}
+	cred, _, _ := strings.Cut(rest, ",")
+	if parts := strings.Split(strings.TrimSpace(cred), "/"); len(parts) == 5 {
+		return parts[3]
+	}
+	return ""
+}
+
 func hmacSHA256(key []byte, data string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(data))

@@ -1,12 +1,14 @@
 // Package cloudsim is a stateful HTTP emulator of the exact Cloudflare API v4,
-// EC2 query API and SSM JSON API surface tunnelward uses, plus a simulated
+// EC2 query API and SSM JSON API surface tunnelward uses (plus STS
+// GetCallerIdentity, so a client can check its credentials), a simulated
 // world (instances boot, cloudflared connects tunnels), fault injection and an
 // invariant checker. It imports nothing of tunnelward's, so it cannot bend to
 // what it tests.
 //
 // Files: sim.go (core: state, clock, scheduler, routing), cf*.go (Cloudflare),
-// ec2*.go (EC2), ssm*.go (SSM), world.go (connectors, user-data, /_sim/world),
-// faults.go, calls.go, invariants.go, simhttp.go (/_sim endpoints).
+// ec2*.go (EC2), ssm*.go (SSM), sts.go (STS), world.go (connectors,
+// user-data, /_sim/world), faults.go, calls.go, invariants.go, simhttp.go
+// (/_sim endpoints).
 package cloudsim
 
 import (
@@ -263,9 +265,10 @@ func (s *Sim) Tick() {
 }
 
 // Handler serves all emulated APIs on one address: Cloudflare under
-// /client/v4/, the emulator's own endpoints under /_sim/, and EC2 and SSM at
-// the root, told apart by protocol (SSM: JSON with X-Amz-Target AmazonSSM.*;
-// EC2: form-encoded query protocol with Action=).
+// /client/v4/, the emulator's own endpoints under /_sim/, and EC2, SSM and
+// STS at the root, told apart by protocol (SSM: JSON with X-Amz-Target
+// AmazonSSM.*; EC2 and STS: form-encoded query protocol with Action=, told
+// apart by the service their SigV4 credential scope names).
 func (s *Sim) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -275,6 +278,8 @@ func (s *Sim) Handler() http.Handler {
 			s.serveSim(w, r) // simhttp.go
 		case strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AmazonSSM."):
 			s.serveSSM(w, r) // ssm.go
+		case r.Method == http.MethodPost && sigV4Service(r) == "sts":
+			s.serveSTS(w, r) // sts.go
 		case r.Method == http.MethodPost:
 			s.serveEC2(w, r) // ec2.go
 		default:
@@ -371,6 +376,39 @@ type Instance struct {
 	// Region is where the instance was launched (the RunInstances request's
 	// region); "" means Config.Region (loaders, hand-built worlds).
 	Region string
+	// MetadataOptions are the instance metadata service settings the launch
+	// asked for; fields left empty (or 0) mean EC2's defaults.
+	MetadataOptions MetadataOptions
+}
+
+// MetadataOptions are an instance's metadata service (IMDS) settings, as
+// RunInstances takes them (MetadataOptions.*). The zero value of a field
+// means EC2's default for it: HttpTokens "optional" (IMDSv1 allowed),
+// HttpPutResponseHopLimit 1, HttpEndpoint "enabled", HttpProtocolIpv6 and
+// InstanceMetadataTags "disabled".
+type MetadataOptions struct {
+	HttpTokens              string // optional | required
+	HttpPutResponseHopLimit int    // 1..64
+	HttpEndpoint            string // enabled | disabled
+	HttpProtocolIpv6        string // enabled | disabled
+	InstanceMetadataTags    string // enabled | disabled
+}
+
+// withDefaults fills in EC2's default for every field left unset.
+func (m MetadataOptions) withDefaults() MetadataOptions {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&m.HttpTokens, "optional")
+	def(&m.HttpEndpoint, "enabled")
+	def(&m.HttpProtocolIpv6, "disabled")
+	def(&m.InstanceMetadataTags, "disabled")
+	if m.HttpPutResponseHopLimit == 0 {
+		m.HttpPutResponseHopLimit = 1
+	}
+	return m
 }
 
 // tokenKey: a ClientToken is idempotent within one region only, as on AWS.

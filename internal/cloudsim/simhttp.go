@@ -210,6 +210,9 @@ func instanceStateJSON(inst *Instance, region string) map[string]any {
 	if inst.IamInstanceProfile != "" {
 		m["IamInstanceProfile"] = map[string]string{"Arn": inst.IamInstanceProfile}
 	}
+	mo := inst.MetadataOptions.withDefaults()
+	m["MetadataOptions"] = map[string]any{"HttpTokens": mo.HttpTokens, "HttpPutResponseHopLimit": mo.HttpPutResponseHopLimit,
+		"HttpEndpoint": mo.HttpEndpoint, "HttpProtocolIpv6": mo.HttpProtocolIpv6, "InstanceMetadataTags": mo.InstanceMetadataTags}
 	return m
 }
 

@@ -101,6 +101,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 	handlers := map[string]handlerFn{
 		"PutParameter":           s.ssmPutParameter,
 		"GetParameter":           s.ssmGetParameter,
+		"GetParameters":          s.ssmGetParameters,
 		"DeleteParameter":        s.ssmDeleteParameter,
 		"GetParametersByPath":    s.ssmGetParametersByPath,
 		"DescribeParameters":     s.ssmDescribeParameters,
@@ -267,7 +268,7 @@ type ssmParamMetaJSON struct {
 
 func (s *Sim) paramMeta(p *Parameter) ssmParamMetaJSON {
 	return ssmParamMetaJSON{Name: p.Name, ARN: paramARN(p.Region, p.Name), Type: p.Type, KeyID: p.KeyID,
-		LastModifiedDate: ssmTime(p.LastModifiedDate), LastModifiedUser: "arn:aws:iam::" + awsAccountID + ":user/sandbox",
+		LastModifiedDate: ssmTime(p.LastModifiedDate), LastModifiedUser: callerARN(p.Region),
 		Description: p.Description, Version: p.Version, Tier: p.Tier, Policies: []string{}, DataType: p.DataType}
 }
 
@@ -394,6 +395,43 @@ func (s *Sim) ssmGetParameter(region string, body []byte) (any, *ssmError) {
 		return nil, ssmErr("ParameterNotFound", "Parameter %s not found.", in.Name)
 	}
 	return map[string]any{"Parameter": s.paramJSON(p, in.WithDecryption)}, nil
+}
+
+// ssmGetParametersMax is how many names one GetParameters may ask for.
+const ssmGetParametersMax = 10
+
+// ssmGetParameters reads several parameters at once: those found as
+// GetParameter shows them, in the order asked (each once), and the names not
+// found in InvalidParameters; a missing name is not an error here.
+func (s *Sim) ssmGetParameters(region string, body []byte) (any, *ssmError) {
+	var in struct {
+		Names          []string
+		WithDecryption bool
+	}
+	if e := ssmDecode(body, &in); e != nil {
+		return nil, e
+	}
+	if len(in.Names) == 0 {
+		return nil, ssmValidation("1 validation error detected: Value at 'names' failed to satisfy constraint: Member must have length greater than or equal to 1")
+	}
+	if len(in.Names) > ssmGetParametersMax {
+		return nil, ssmValidation("1 validation error detected: Value '[%s]' at 'names' failed to satisfy constraint: Member must have length less than or equal to %d",
+			strings.Join(in.Names, ", "), ssmGetParametersMax)
+	}
+	found, invalid := []ssmParamJSON{}, []string{}
+	seen := map[string]bool{}
+	for _, name := range in.Names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if p, ok := s.params[paramKey{region, name}]; ok {
+			found = append(found, s.paramJSON(p, in.WithDecryption))
+		} else {
+			invalid = append(invalid, name)
+		}
+	}
+	return map[string]any{"Parameters": found, "InvalidParameters": invalid}, nil
 }
 
 func (s *Sim) ssmDeleteParameter(region string, body []byte) (any, *ssmError) {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
@@ -33,6 +34,36 @@ var typeSuffix = map[string]string{
 	TypeCreated:      "created",
 	TypeDeleted:      "deleted",
 	TypeHealthFailed: "health_failed",
+}
+
+// SubjectShape is the form of every event subject, as error messages show it.
+var SubjectShape = func() string {
+	suffixes := make([]string, 0, len(typeSuffix))
+	for _, s := range typeSuffix {
+		suffixes = append(suffixes, s)
+	}
+	sort.Strings(suffixes)
+	return SubjectPrefix + "<org_id>.<" + strings.Join(suffixes, "|") + ">"
+}()
+
+// wellFormedSubject reports whether subject has the shape of an event
+// subject: orgs.<one non-empty token>.<a known event suffix>. Whether the
+// org and the type agree with the payload is checked separately.
+func wellFormedSubject(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, SubjectPrefix)
+	if !ok {
+		return false
+	}
+	org, suffix, ok := strings.Cut(rest, ".")
+	if !ok || org == "" || strings.Contains(suffix, ".") {
+		return false
+	}
+	for _, s := range typeSuffix {
+		if s == suffix {
+			return true
+		}
+	}
+	return false
 }
 
 // Subject returns the NATS subject of an event type for an org:

@@ -132,6 +132,46 @@ func TestPayloadLevelRejections(t *testing.T) {
 	}
 }
 
+// A NATS subject that is not orgs.<org_id>.<created|deleted|health_failed>
+// is the subject's fault, not the payload's: the error names the subject and
+// the shape it should have had, whatever the payload says.
+func TestSubjectOfWrongShape(t *testing.T) {
+	v := newValidator(t)
+	created := func(org string) []byte {
+		return []byte(`{"specversion":"1.0","id":"x1","type":"org.created","source":"platform","time":"2026-11-26T10:00:00Z","subject":"` + org + `","data":{"org_id":"` + org + `","slug":"` + org + `"}}`)
+	}
+	for _, subject := range []string{"orgs.foo2.renamed", "orgs.foo4.x.created", "orgs.foo2", "org.foo2.created", "orgs.foo2.created.extra", "orgs..created"} {
+		t.Run(subject, func(t *testing.T) {
+			org := "foo2"
+			if strings.Contains(subject, "foo4") {
+				org = "foo4"
+			}
+			_, err := v.Decode(subject, created(org))
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Code != CodeBadSubject || ve.Field != "subject" {
+				t.Fatalf("want %s on field subject, got %#v", CodeBadSubject, err)
+			}
+			for _, want := range []string{subject, "orgs.<org_id>.<created|deleted|health_failed>"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("reason %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+	// The right shape with another org or another type is still a mismatch
+	// between subject and payload.
+	for _, subject := range []string{"orgs.globex.created", "orgs.foo2.deleted"} {
+		_, err := v.Decode(subject, created("foo2"))
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Code != CodeSubjectMismatch {
+			t.Fatalf("%s: want %s, got %#v", subject, CodeSubjectMismatch, err)
+		}
+	}
+	if _, err := v.Decode("orgs.foo2.created", created("foo2")); err != nil {
+		t.Fatalf("control event rejected: %v", err)
+	}
+}
+
 func TestReservedSlugsConfigurable(t *testing.T) {
 	ev, err := New(Created{OrgID: "acme", Slug: "shop"})
 	if err != nil {

@@ -48,10 +48,17 @@ const (
 
 // ValidationError says why an event was rejected and which field is wrong.
 type ValidationError struct {
-	Code   string // one of the Code* constants
-	Field  string // JSON pointer into the event ("/data/slug"), or "" for the whole payload
+	Code string // one of the Code* constants
+	// Field is a JSON pointer into the event ("/data/slug"), FieldNATSSubject
+	// when the NATS subject itself is malformed, or "" for the whole payload.
+	Field  string
 	Detail string
 }
+
+// FieldNATSSubject is the Field of an error about the NATS subject the event
+// was published on. It is not a JSON pointer (no leading "/"), so it cannot
+// be mistaken for the envelope's own "/subject".
+const FieldNATSSubject = "subject"
 
 func (e *ValidationError) Error() string {
 	if e.Field == "" {
@@ -269,6 +276,12 @@ func (v *Validator) semantic(subject string, ev Event, orgID string) error {
 		return invalid(CodeSubjectMismatch, "/data/org_id", "data.org_id %q differs from the envelope subject %q", orgID, ev.Subject)
 	}
 	if subject != "" {
+		// The subject's shape comes before its agreement with the payload:
+		// on a subject of another shape no payload could be right, so
+		// naming a payload field would send the publisher to the wrong fix.
+		if !wellFormedSubject(subject) {
+			return invalid(CodeBadSubject, FieldNATSSubject, "NATS subject %q is not of the form %s", subject, SubjectShape)
+		}
 		want, _ := Subject(ev.Type, orgID)
 		if subject != want {
 			return invalid(CodeSubjectMismatch, "/data/org_id", "NATS subject %q does not match the event (want %q)", subject, want)

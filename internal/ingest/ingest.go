@@ -32,7 +32,7 @@ const ConsumerName = "reconciler"
 const (
 	HeaderReason          = "Tw-Dlq-Reason" // human-readable: what is wrong, naming the field
 	HeaderCode            = "Tw-Dlq-Code"   // machine-readable reason code (events.Code*)
-	HeaderField           = "Tw-Dlq-Field"  // JSON pointer of the offending field, if any
+	HeaderField           = "Tw-Dlq-Field"  // the offending field, if any: a JSON pointer, "subject" (the NATS subject) or "Nats-Msg-Id"
 	HeaderOriginalSubject = "Tw-Dlq-Original-Subject"
 	HeaderOriginalStream  = "Tw-Dlq-Original-Stream"
 	HeaderOriginalSeq     = "Tw-Dlq-Original-Seq"

@@ -215,6 +215,46 @@ func TestInvalidEventsDeadLetteredValidOnesFlow(t *testing.T) {
 	}
 }
 
+// An event on a subject of the wrong shape is dead-lettered naming the
+// subject, not a field of a payload that is itself fine.
+func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
+	e := newEnv(t)
+	in := e.ingester(t, nil)
+	run(t, in)
+	subjects := map[uint64]string{}
+	for _, c := range []struct{ subject, org string }{{"orgs.foo2.renamed", "foo2"}, {"orgs.foo4.x.created", "foo4"}} {
+		ev, err := events.New(events.Created{OrgID: c.org, Slug: c.org})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subjects[e.publishRaw(t, c.subject, b)] = c.subject
+	}
+	waitFor(t, "dead letters", func() bool { return in.Stats().DeadLettered == uint64(len(subjects)) })
+	dlq, err := e.js.OrderedConsumer(context.Background(), events.DLQStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range subjects {
+		m, err := dlq.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := m.Headers()
+		seq, _ := strconv.ParseUint(h.Get(HeaderOriginalSeq), 10, 64)
+		subject := subjects[seq]
+		if h.Get(HeaderCode) != events.CodeBadSubject || h.Get(HeaderField) != "subject" || h.Get(HeaderOriginalSubject) != subject {
+			t.Fatalf("%s: headers %v, want code %s, field subject", subject, h, events.CodeBadSubject)
+		}
+		if r := h.Get(HeaderReason); !strings.Contains(r, subject) || !strings.Contains(r, "orgs.<org_id>.<created|deleted|health_failed>") {
+			t.Fatalf("%s: reason %q does not name the subject and the shape expected", subject, r)
+		}
+	}
+}
+
 // If the dead-letter publish fails, the event is nak'ed and retried, never
 // dropped; once the DLQ is back it lands there.
 func TestDeadLetterFailureNaks(t *testing.T) {
