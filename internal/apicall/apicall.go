@@ -277,8 +277,13 @@ func (c *Caller) BlockedFor() time.Duration {
 }
 
 func (c *Caller) waitTurn(ctx context.Context, op string) error {
-	if err := sleep(ctx, c.BlockedFor()); err != nil {
-		return err
+	// Look again after each wait: a 429 that came back while this call
+	// slept (a request already on the wire) extends the pause, and waking
+	// at the first deadline would send inside the second.
+	for d := c.BlockedFor(); d > 0; d = c.BlockedFor() {
+		if err := sleep(ctx, d); err != nil {
+			return err
+		}
 	}
 	if c.limit == nil {
 		return nil

@@ -157,6 +157,27 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}
 }
 
+// A pause extended while a call waits (a second 429 came back from a
+// request already on the wire) is waited out in full: the call looks at the
+// gate again when it wakes instead of going at the first deadline.
+func TestPauseExtendedWhileWaiting(t *testing.T) {
+	s, ts, c, _, hc := setup(t, fast())
+	c.block(100 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- c.Do(context.Background(), "tunnel.get", "t1", get(hc, ts.URL)) }()
+	time.Sleep(20 * time.Millisecond) // let the call start waiting on the first pause (power only)
+	until := time.Now().Add(400 * time.Millisecond) // before block: the real pause ends no earlier
+	c.block(400 * time.Millisecond)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.times) != 1 || s.times[0].Before(until) {
+		t.Fatalf("request at %v, the extended pause ended at %v", s.times, until)
+	}
+}
+
 // A Retry-After longer than the in-call cap is handed back, not slept on,
 // and pauses the provider for everyone.
 func TestLongRetryAfterHandedBack(t *testing.T) {

@@ -2,13 +2,10 @@ package aws
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,15 +14,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/owner"
 )
 
-// Ownership tags every instance tunnelward launches carries.
+// Ownership tags every instance tunnelward launches carries (internal/owner).
 const (
-	TagManagedBy = "ManagedBy"
-	TagOrgID     = "OrgID"
-	TagTunnelID  = "TunnelID"
-	TagName      = "Name"
-	ManagedBy    = "tunnelward"
+	TagManagedBy = owner.TagManagedBy
+	TagOrgID     = owner.TagOrgID
+	TagTunnelID  = owner.TagTunnelID
+	TagName      = owner.TagName
+	ManagedBy    = owner.ManagedBy
 )
 
 // LiveStates are the instance states that count as "the org has an
@@ -43,7 +41,7 @@ type InstanceSpec struct {
 	SecurityGroupIDs []string
 	InstanceProfile  string // ARN or name
 	UserData         string // the script as text; base64-encoded here
-	ClientToken      string // from ClientToken(org, generation, attempt)
+	ClientToken      string // from owner.ClientToken(org, generation, attempt)
 	// Tags are extra instance tags (e.g. Generation). The ownership tags
 	// ManagedBy, OrgID, TunnelID and Name come from the fields above and
 	// cannot be overridden here.
@@ -120,22 +118,6 @@ func InstanceARN(region, accountID, instanceID string) string {
 
 // maxClientToken is EC2's ClientToken length limit.
 const maxClientToken = 64
-
-// ClientToken derives the RunInstances idempotency token for one launch of
-// an org: the same org, generation and attempt always give the same token
-// (a retry after a crash returns the original reservation); a new generation
-// (org re-created) or a new attempt (instance replaced) gives a new one,
-// which matters because EC2 keeps tokens valid for at least 24 h after
-// termination. Readable when it fits in 64 characters, else a SHA-256 of
-// the readable form.
-func ClientToken(orgID string, generation, attempt int64) string {
-	tok := "tw-" + orgID + "-g" + strconv.FormatInt(generation, 10) + "-a" + strconv.FormatInt(attempt, 10)
-	if len(tok) <= maxClientToken {
-		return tok
-	}
-	sum := sha256.Sum256([]byte(tok))
-	return "tw-" + hex.EncodeToString(sum[:])[:maxClientToken-3]
-}
 
 // RunInstance launches one instance for spec, tagged for ownership, with
 // IMDSv2 required and user-data base64-encoded. With the same ClientToken

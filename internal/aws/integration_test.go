@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/aws"
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/userdata"
@@ -103,7 +104,7 @@ func spec(org string, gen int64) aws.InstanceSpec {
 		SubnetID: "subnet-0abc", SecurityGroupIDs: []string{"sg-0abc"},
 		InstanceProfile: "tunnelward-instance",
 		UserData:        "#!/bin/bash\nTUNNEL_TOKEN_PARAMETER='/tunnelward/" + org + "/tunnel-token'\n",
-		ClientToken:     aws.ClientToken(org, gen, 0),
+		ClientToken:     owner.ClientToken(org, gen, 0),
 		Tags:            map[string]string{"Generation": fmt.Sprint(gen), "OrgID": "spoofed", "Team": "platform"},
 	}
 }

@@ -27,7 +27,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
-	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/userdata"
@@ -254,8 +254,8 @@ func preloadStore(path string, n int, observed bool) error {
 		tid := fmt.Sprintf("%08x-0000-4000-a000-%012x", i, i)
 		err := st.Update(org, func(o *state.Org) error {
 			host := org + "." + cloudsim.DefaultZoneName
-			o.Observed = state.Observed{TunnelID: tid, TunnelName: plan.TunnelName(org), DNSRecordID: fmt.Sprintf("%032x", i),
-				DNSName: host, ParameterName: reconcile.ParamName("/tunnelward/tunnels", org), InstanceID: fmt.Sprintf("i-%017x", i),
+			o.Observed = state.Observed{TunnelID: tid, TunnelName: owner.TunnelName(org), DNSRecordID: fmt.Sprintf("%032x", i),
+				DNSName: host, ParameterName: owner.ParamName(owner.DefaultParamPrefix, org), InstanceID: fmt.Sprintf("i-%017x", i),
 				InstanceGeneration: 1, IngressHost: host, TunnelStatus: "healthy", ObservedAt: now, LaunchGeneration: 1,
 				LaunchAttempt: 1, ParamTunnelID: tid}
 			o.Conditions = []state.Condition{

@@ -9,8 +9,8 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
-	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/userdata"
 )
@@ -58,30 +58,30 @@ func preloadFleet(w *world, n int, observed bool) error {
 	}
 	for i := 0; i < n; i++ {
 		org := fmt.Sprintf("org-%06d", i)
-		t := w.sim.LoadTunnel(plan.TunnelName(org))
+		t := w.sim.LoadTunnel(owner.TunnelName(org))
 		host := org + "." + zone
 		if err := w.sim.LoadTunnelConfig(t.ID, []cloudsim.IngressRule{{Hostname: host, Service: "http://localhost:8080"}, {Service: "http_status:404"}}); err != nil {
 			return err
 		}
 		rec := w.sim.LoadDNSRecord(cloudsim.DNSRecord{Name: host, Type: "CNAME", Content: plan.TunnelTarget(t.ID),
-			Proxied: true, Comment: plan.DNSComment(org)})
-		param := reconcile.ParamName(prefix, org)
+			Proxied: true, Comment: owner.DNSComment(org)})
+		param := owner.ParamName(prefix, org)
 		ud, err := userdata.Render(userdata.Params{OrgID: org, ParameterName: param})
 		if err != nil {
 			return err
 		}
-		itags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: org, plan.TagTunnelID: t.ID,
-			plan.TagGeneration: "1", "Name": "tunnelward-" + org}
+		itags := map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: org, owner.TagTunnelID: t.ID,
+			owner.TagGeneration: "1", owner.TagName: owner.InstanceName(org)}
 		inst := w.sim.LoadInstance(cloudsim.Instance{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro",
 			UserData: base64.StdEncoding.EncodeToString([]byte(ud)), Tags: itags, IamInstanceProfile: "tunnelward-instance",
 			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
-			ClientToken: reconcile.ClientToken(org, 1, 1)})
+			ClientToken: owner.ClientToken(org, 1, 1)})
 		// The parameter after the instance, tagged with its ARN as the
 		// engine tags it: the instance role may read only that parameter
 		// (cloudsim's InstanceRoleTagPolicy), and the loaded cloudflared
 		// first reads on the Tick below.
-		tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: org, plan.TagTunnelID: t.ID,
-			reconcile.TagInstanceArn: w.sim.InstanceARN(inst)}
+		tags := map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: org, owner.TagTunnelID: t.ID,
+			owner.TagInstanceArn: w.sim.InstanceARN(inst)}
 		w.sim.LoadParameter(cloudsim.Parameter{Name: param, Type: "SecureString", Value: cloudsim.TunnelToken(t), Tags: tags, KeyID: "alias/aws/ssm"})
 		all[i] = ids{t.ID, rec, inst, param}
 		facts = append(facts, state.Fact{Type: state.FactCreated, OrgID: org, Slug: org})
@@ -103,7 +103,7 @@ func preloadFleet(w *world, n int, observed bool) error {
 		org := fmt.Sprintf("org-%06d", i)
 		id := all[i]
 		err := w.store.Update(org, func(o *state.Org) error {
-			o.Observed = state.Observed{TunnelID: id.tunnel, TunnelName: plan.TunnelName(org), DNSRecordID: id.record,
+			o.Observed = state.Observed{TunnelID: id.tunnel, TunnelName: owner.TunnelName(org), DNSRecordID: id.record,
 				DNSName: org + "." + zone, ParameterName: id.param, InstanceID: id.instance, InstanceGeneration: 1,
 				IngressHost: org + "." + zone, TunnelStatus: "healthy", ObservedAt: now, LaunchGeneration: 1,
 				LaunchAttempt: 1, ParamTunnelID: id.tunnel}

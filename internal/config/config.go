@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/secret"
 )
 
@@ -59,7 +60,7 @@ const (
 	SandboxAMI             = "ami-0123456789abcdef0"
 	SandboxSubnet          = "subnet-0123456789abcdef0"
 	SandboxInstanceProfile = "tunnelward-instance"
-	DefaultSSMPathPrefix   = "/tunnelward/tunnels"
+	DefaultSSMPathPrefix   = owner.DefaultParamPrefix
 	DefaultIngressService  = "http://localhost:8080"
 	DefaultInstanceType    = "t3.micro"
 	DefaultDataDir         = "./data"

@@ -5,53 +5,15 @@
 package plan
 
 import (
+	"github.com/tunnelward/tunnelward/internal/owner"
+
 	"fmt"
 	"sort"
 	"strings"
 )
 
-// Ownership markers. The emulator's invariant checker knows the same strings
-// (internal/cloudsim/hooks.go); they are part of what tunnelward leaves in
-// the cloud, so changing one strands every resource made under the old one.
-const (
-	TunnelNamePrefix = "tw-"
-	// DNSCommentPrefix starts the comment of every DNS record tunnelward owns.
-	DNSCommentPrefix = "tunnelward:org="
-	TagManagedBy     = "ManagedBy"
-	ManagedByValue   = "tunnelward"
-	TagOrgID         = "OrgID"
-	TagTunnelID      = "TunnelID"
-	TagGeneration    = "Generation"
-	// CatchAllService answers every hostname the ingress does not name.
-	CatchAllService = "http_status:404"
-)
-
-// TunnelName is the deterministic name of an org's tunnel; tunnel names are
-// unique per account among live tunnels, which makes creation idempotent.
-func TunnelName(orgID string) string { return TunnelNamePrefix + orgID }
-
-// OrgFromTunnelName returns the org a tunnel name belongs to, if it is ours.
-func OrgFromTunnelName(name string) (string, bool) {
-	if !strings.HasPrefix(name, TunnelNamePrefix) || len(name) == len(TunnelNamePrefix) {
-		return "", false
-	}
-	return name[len(TunnelNamePrefix):], true
-}
-
-// DNSComment is the ownership marker written on an org's DNS record.
-func DNSComment(orgID string) string { return DNSCommentPrefix + orgID }
-
-// OrgFromDNSComment returns the org a record comment marks as ours, if any.
-func OrgFromDNSComment(comment string) (string, bool) {
-	if !strings.HasPrefix(comment, DNSCommentPrefix) {
-		return "", false
-	}
-	org := comment[len(DNSCommentPrefix):]
-	if i := strings.IndexByte(org, ' '); i >= 0 {
-		org = org[:i]
-	}
-	return org, org != ""
-}
+// CatchAllService answers every hostname the ingress does not name.
+const CatchAllService = "http_status:404"
 
 // TunnelTarget is the CNAME target of a tunnel.
 func TunnelTarget(tunnelID string) string { return tunnelID + ".cfargotunnel.com" }
@@ -210,7 +172,7 @@ func Compute(d Desired, o Observed) Result {
 	}
 	tunnelID := ""
 	if o.Tunnel == nil {
-		add(ResTunnel, OpCreate, TunnelName(d.OrgID), "no live tunnel named "+TunnelName(d.OrgID))
+		add(ResTunnel, OpCreate, owner.TunnelName(d.OrgID), "no live tunnel named "+owner.TunnelName(d.OrgID))
 	} else {
 		tunnelID = o.Tunnel.ID
 	}
@@ -283,7 +245,7 @@ func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 	var mine *Record
 	for i := range o.Records {
 		rec := o.Records[i]
-		owner, owned := OrgFromDNSComment(rec.Comment)
+		owner, owned := owner.OrgFromDNSComment(rec.Comment)
 		switch {
 		case strings.EqualFold(rec.Name, d.Hostname) && (!owned || owner != d.OrgID):
 			r.Conflicts = append(r.Conflicts, Conflict{Resource: ResDNS, Target: rec.Name,
@@ -366,7 +328,7 @@ func computeDelete(d Desired, o Observed) Result {
 		}
 	}
 	for _, rec := range o.Records {
-		if owner, ok := OrgFromDNSComment(rec.Comment); ok && owner == d.OrgID {
+		if owner, ok := owner.OrgFromDNSComment(rec.Comment); ok && owner == d.OrgID {
 			add(ResDNS, OpDelete, rec.ID, "org deleted")
 		}
 	}

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"reflect"
 	"testing"
 )
@@ -16,7 +17,7 @@ func converged() Observed {
 		Ingress:      WantIngress(desired()),
 		IngressKnown: true,
 		Records: []Record{{ID: "r1", Name: "acme.example.test", Type: "CNAME", Content: "t1.cfargotunnel.com",
-			Proxied: true, Comment: DNSComment("acme")}},
+			Proxied: true, Comment: owner.DNSComment("acme")}},
 		RecordsKnown:  true,
 		Param:         &Param{Name: "/tw/acme/tunnel-token", TunnelID: "t1"},
 		ParamKnown:    true,
@@ -161,7 +162,7 @@ func TestCompute(t *testing.T) {
 			d:    desired,
 			o: func() Observed {
 				o := converged()
-				o.Records[0].Comment = DNSComment("other")
+				o.Records[0].Comment = owner.DNSComment("other")
 				return o
 			},
 			want:      nil,
@@ -267,24 +268,6 @@ func TestCompute(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestOwnershipMarkers(t *testing.T) {
-	if org, ok := OrgFromTunnelName(TunnelName("acme")); !ok || org != "acme" {
-		t.Fatalf("tunnel name round trip: %q %v", org, ok)
-	}
-	if _, ok := OrgFromTunnelName("tw-"); ok {
-		t.Fatal("bare prefix is not an org")
-	}
-	if _, ok := OrgFromTunnelName("prod-acme"); ok {
-		t.Fatal("foreign tunnel name taken as ours")
-	}
-	if org, ok := OrgFromDNSComment(DNSComment("acme") + " generation=2"); !ok || org != "acme" {
-		t.Fatalf("comment with suffix: %q %v", org, ok)
-	}
-	if _, ok := OrgFromDNSComment("made by hand"); ok {
-		t.Fatal("foreign comment taken as ours")
 	}
 }
 

@@ -6,11 +6,9 @@ import (
 	"regexp"
 	"strconv"
 
-	"github.com/cloudflare/cloudflare-go/v7/dns"
-	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
-
 	"github.com/tunnelward/tunnelward/internal/aws"
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/userdata"
@@ -45,10 +43,8 @@ func (c Clouds) WithRegion(region string, aw *aws.Client, spec InstanceSpec) Clo
 
 type cfAdapter struct{ c *cloudflare.Client }
 
-// codeTunnelActive is Cloudflare's "Cannot delete tunnel because it has
-// active connections".
-const codeTunnelActive = 1022
-
+// cfKind maps internal/cloudflare's error kinds onto the engine's; the
+// provider's codes are read there, never here.
 func cfKind(err error) error {
 	switch {
 	case err == nil:
@@ -57,30 +53,10 @@ func cfKind(err error) error {
 		return errors.Join(ErrNotFound, err)
 	case errors.Is(err, cloudflare.ErrConflict), errors.Is(err, cloudflare.ErrExists):
 		return errors.Join(ErrExists, err)
-	}
-	for _, code := range cfCodes(err) {
-		if code == codeTunnelActive {
-			return errors.Join(ErrActiveConnections, err)
-		}
+	case errors.Is(err, cloudflare.ErrActiveConnections):
+		return errors.Join(ErrActiveConnections, err)
 	}
 	return err
-}
-
-func cfCodes(err error) []int64 {
-	var out []int64
-	var ze *zero_trust.Error
-	if errors.As(err, &ze) {
-		for _, e := range ze.Errors {
-			out = append(out, e.Code)
-		}
-	}
-	var de *dns.Error
-	if errors.As(err, &de) {
-		for _, e := range de.Errors {
-			out = append(out, e.Code)
-		}
-	}
-	return out
 }
 
 func fromCFTunnel(t cloudflare.Tunnel) Tunnel {
@@ -107,7 +83,7 @@ func (a cfAdapter) GetTunnel(ctx context.Context, id string) (Tunnel, error) {
 }
 
 func (a cfAdapter) ListTunnels(ctx context.Context) ([]Tunnel, error) {
-	ts, _, err := a.c.ListTunnels(ctx, plan.TunnelNamePrefix)
+	ts, _, err := a.c.ListTunnels(ctx, owner.TunnelNamePrefix)
 	if err != nil {
 		return nil, cfKind(err)
 	}
@@ -198,14 +174,14 @@ func (a cfAdapter) DeleteRecord(ctx context.Context, id string) error {
 // OwnedRecords lists the records whose ownership comment names orgID, under
 // any name: one filtered listing finds what a crash may have left unrecorded.
 func (a cfAdapter) OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error) {
-	rs, _, err := a.c.ListRecords(ctx, plan.DNSComment(orgID))
+	rs, _, err := a.c.ListRecords(ctx, owner.DNSComment(orgID))
 	if err != nil {
 		return nil, cfKind(err)
 	}
 	out := make([]plan.Record, 0, len(rs))
 	for _, r := range rs {
 		// The filter is a prefix: "tunnelward:org=acme" also matches acme2's.
-		if owner, ok := plan.OrgFromDNSComment(r.Comment); ok && owner == orgID {
+		if owner, ok := owner.OrgFromDNSComment(r.Comment); ok && owner == orgID {
 			out = append(out, fromCFRecord(r))
 		}
 	}
@@ -216,7 +192,7 @@ func (a cfAdapter) OwnedRecords(ctx context.Context, orgID string) ([]plan.Recor
 // needs no others (a conflicting record shows up as a missing one, and the
 // org's next reconcile finds it by name).
 func (a cfAdapter) ListRecords(ctx context.Context) ([]plan.Record, error) {
-	rs, _, err := a.c.ListRecords(ctx, plan.DNSCommentPrefix)
+	rs, _, err := a.c.ListRecords(ctx, owner.DNSCommentPrefix)
 	return fromCFRecords(rs), cfKind(err)
 }
 
@@ -239,8 +215,8 @@ func awsKind(err error) error {
 var tokenGen = regexp.MustCompile(`-g([0-9]+)-a[0-9]+$`)
 
 func fromAWSInstance(in aws.Instance) Instance {
-	out := Instance{ID: in.ID, State: in.State, OrgID: in.OrgID(), TunnelID: in.Tags[aws.TagTunnelID], LaunchTime: in.LaunchTime, ARN: in.ARN}
-	if g, err := strconv.ParseInt(in.Tags[plan.TagGeneration], 10, 64); err == nil {
+	out := Instance{ID: in.ID, State: in.State, OrgID: in.OrgID(), TunnelID: in.Tags[owner.TagTunnelID], LaunchTime: in.LaunchTime, ARN: in.ARN}
+	if g, err := strconv.ParseInt(in.Tags[owner.TagGeneration], 10, 64); err == nil {
 		out.Generation = g
 	} else if m := tokenGen.FindStringSubmatch(in.ClientToken); m != nil {
 		out.Generation, _ = strconv.ParseInt(m[1], 10, 64)
@@ -258,7 +234,7 @@ func fromAWSInstances(ins []aws.Instance) []Instance {
 
 func (a awsAdapter) RunInstance(ctx context.Context, s RunSpec) (Instance, error) {
 	in, err := a.c.RunInstance(ctx, aws.InstanceSpec{
-		OrgID: s.Tags[plan.TagOrgID], TunnelID: s.Tags[plan.TagTunnelID], Name: s.Tags["Name"],
+		OrgID: s.Tags[owner.TagOrgID], TunnelID: s.Tags[owner.TagTunnelID], Name: s.Tags["Name"],
 		ImageID: s.ImageID, InstanceType: s.InstanceType, SubnetID: s.SubnetID,
 		SecurityGroupIDs: s.SecurityGroupIDs, InstanceProfile: s.InstanceProfile,
 		UserData: s.UserData, ClientToken: s.ClientToken,

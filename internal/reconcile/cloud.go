@@ -247,22 +247,3 @@ func (s *serialStore) Update(orgID string, fn func(*state.Org) error) error {
 	defer s.mu.Unlock()
 	return s.Store.Update(orgID, fn)
 }
-
-// ParamName is the token parameter of an org: <prefix>/<org>/tunnel-token.
-func ParamName(prefix, orgID string) string {
-	return strings.TrimRight(prefix, "/") + "/" + orgID + "/tunnel-token"
-}
-
-// OrgFromParamName returns the org a parameter under prefix belongs to.
-func OrgFromParamName(prefix, name string) (string, bool) {
-	p := strings.TrimRight(prefix, "/") + "/"
-	rest, ok := strings.CutPrefix(name, p)
-	if !ok {
-		return "", false
-	}
-	org, ok := strings.CutSuffix(rest, "/tunnel-token")
-	if !ok || org == "" || strings.Contains(org, "/") {
-		return "", false
-	}
-	return org, true
-}

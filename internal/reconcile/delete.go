@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -159,7 +160,7 @@ func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desir
 	var ob plan.Observed
 	rec := org.Observed
 	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
-	ob.Param = &plan.Param{Name: ParamName(e.cfg.ParamPrefix, org.ID)}
+	ob.Param = &plan.Param{Name: owner.ParamName(e.cfg.ParamPrefix, org.ID)}
 	if rec.ParameterName != "" {
 		ob.Param.Name = rec.ParameterName
 	}
@@ -170,9 +171,9 @@ func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desir
 	)
 	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
 	wg.Go(func() {
-		t, err := e.clouds.Tunnels.FindTunnel(ctx, plan.TunnelName(org.ID))
+		t, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 		if err != nil {
-			fail(fmt.Errorf("org %s: find tunnel %s: %w", org.ID, plan.TunnelName(org.ID), err))
+			fail(fmt.Errorf("org %s: find tunnel %s: %w", org.ID, owner.TunnelName(org.ID), err))
 			return
 		}
 		if t != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -80,7 +81,7 @@ func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desi
 		}
 	}
 	if t == nil {
-		found, err := e.clouds.Tunnels.FindTunnel(ctx, plan.TunnelName(org.ID))
+		found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 		if err != nil {
 			return ob, fmt.Errorf("plan org %s: find tunnel: %w", org.ID, err)
 		}
@@ -106,7 +107,7 @@ func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desi
 			return ob, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
 		}
 	}
-	p, err := aw.Params.DescribeParam(ctx, ParamName(e.cfg.ParamPrefix, org.ID))
+	p, err := aw.Params.DescribeParam(ctx, owner.ParamName(e.cfg.ParamPrefix, org.ID))
 	if err != nil {
 		return ob, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
 	}

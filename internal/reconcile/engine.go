@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
@@ -102,7 +103,7 @@ func (c *Config) defaults() error {
 		c.Service = "http://localhost:8080"
 	}
 	if c.ParamPrefix == "" {
-		c.ParamPrefix = "/tunnelward/tunnels"
+		c.ParamPrefix = owner.DefaultParamPrefix
 	}
 	if !strings.HasPrefix(c.ParamPrefix, "/") {
 		return fmt.Errorf("reconcile: config: SSM path prefix %q must start with /", c.ParamPrefix)

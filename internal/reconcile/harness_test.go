@@ -62,6 +62,8 @@ type harness struct {
 	aw     *aws.Client
 	// requests are the Cloudflare requests the emulator answered, in order.
 	requests *requestLog
+	// sends are the Cloudflare requests as the client saw them.
+	sends *requestLog
 }
 
 // requestLog records when each Cloudflare request reached the emulator and
@@ -73,6 +75,7 @@ type requestLog struct {
 
 type cfRequest struct {
 	at         time.Time
+	done       time.Time // client side only: when the answer came back
 	method     string
 	path       string
 	status     int
@@ -103,6 +106,31 @@ func (l *requestLog) wrap(next http.Handler) http.Handler {
 		l.mu.Unlock()
 	})
 }
+
+// roundTrip records, on the client side, when each Cloudflare request was
+// handed to the transport and when its answer came back: what the client
+// knew when, which the server's arrival times cannot tell under load.
+func (l *requestLog) roundTrip(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent := time.Now()
+		resp, err := next.RoundTrip(r)
+		if !strings.HasPrefix(r.URL.Path, "/client/v4/") {
+			return resp, err
+		}
+		e := cfRequest{at: sent, done: time.Now(), method: r.Method, path: r.URL.Path}
+		if resp != nil {
+			e.status, e.retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
+		}
+		l.mu.Lock()
+		l.log = append(l.log, e)
+		l.mu.Unlock()
+		return resp, err
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func (l *requestLog) all() []cfRequest {
 	l.mu.Lock()
@@ -160,8 +188,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.cfBudget != nil {
 		budget = *o.cfBudget
 	}
+	sends := &requestLog{}
+	cfHTTP := srv.Client()
+	cfHTTP.Transport = sends.roundTrip(cfHTTP.Transport)
 	cf, err := cloudflare.New(cloudflare.Config{BaseURL: srv.URL + "/client/v4/", APIToken: scfg.CFToken,
-		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: srv.Client(),
+		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: cfHTTP,
 		Policy: pol, PageSize: 20, Budget: budget})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +238,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw, requests: rec}
+	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw, requests: rec, sends: sends}
 	return h
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -22,14 +23,14 @@ func TestTokenTaggedWithInstanceArn(t *testing.T) {
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")
 	ctx := context.Background()
-	param := ParamName(h.eng.Config().ParamPrefix, "acme")
+	param := owner.ParamName(h.eng.Config().ParamPrefix, "acme")
 	arnOf := func(id string) string { return "arn:aws:ec2:us-east-1:" + sandboxAccount + ":instance/" + id }
 	tagged := func() string {
 		tags, err := h.aw.ParameterTags(ctx, param)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tags[TagInstanceArn]
+		return tags[owner.TagInstanceArn]
 	}
 
 	// API economy: one tagging call on create, and no tag reads on the
@@ -42,7 +43,7 @@ func TestTokenTaggedWithInstanceArn(t *testing.T) {
 	}
 	first := h.org("acme").Observed.InstanceID
 	if got := tagged(); first == "" || got != arnOf(first) {
-		t.Fatalf("after create: %s=%q, want %q\n%s", TagInstanceArn, got, arnOf(first), h.describe())
+		t.Fatalf("after create: %s=%q, want %q\n%s", owner.TagInstanceArn, got, arnOf(first), h.describe())
 	}
 
 	// Replacement: the new instance's ARN.
@@ -62,7 +63,7 @@ func TestTokenTaggedWithInstanceArn(t *testing.T) {
 	// A crash between launch and tag: the tag names another instance and
 	// the org is not Ready yet. The next reconcile reads the tag and fixes it.
 	h.stop()
-	if err := h.aw.TagParameter(ctx, param, map[string]string{TagInstanceArn: arnOf("i-0000000000000dead")}); err != nil {
+	if err := h.aw.TagParameter(ctx, param, map[string]string{owner.TagInstanceArn: arnOf("i-0000000000000dead")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.store.Update("acme", func(o *state.Org) error {

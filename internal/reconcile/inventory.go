@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -35,7 +36,7 @@ func indexInventory(inv Inventory) *invIndex {
 		}
 	}
 	for i, r := range inv.Records {
-		if owner, ok := plan.OrgFromDNSComment(r.Comment); ok {
+		if owner, ok := owner.OrgFromDNSComment(r.Comment); ok {
 			ix.byOwner[owner] = append(ix.byOwner[owner], i)
 		}
 		k := strings.ToLower(r.Name)
@@ -54,7 +55,7 @@ func indexInventory(inv Inventory) *invIndex {
 func (e *Engine) observedFrom(ix *invIndex, org state.Org) plan.Observed {
 	d := e.Desired(org)
 	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
-	if i, ok := ix.tunnel[plan.TunnelName(org.ID)]; ok {
+	if i, ok := ix.tunnel[owner.TunnelName(org.ID)]; ok {
 		t := ix.inv.Tunnels[i]
 		ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
 	}
@@ -72,7 +73,7 @@ func (e *Engine) observedFrom(ix *invIndex, org state.Org) plan.Observed {
 		ob.Records = append(ob.Records, ix.inv.Records[i])
 	}
 	region := e.orgRegion(org)
-	if i, ok := ix.param[paramKey{region, ParamName(e.cfg.ParamPrefix, org.ID)}]; ok {
+	if i, ok := ix.param[paramKey{region, owner.ParamName(e.cfg.ParamPrefix, org.ID)}]; ok {
 		ob.Param = &plan.Param{Name: ix.inv.Params[i].Name, TunnelID: org.Observed.ParamTunnelID}
 	}
 	if org.ID != "" {

@@ -2,8 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -29,18 +28,6 @@ func (e *Engine) Desired(org state.Org) plan.Desired {
 		Hostname: host, Service: e.cfg.Service, Generation: gen}
 }
 
-// ClientToken is the RunInstances idempotency token of one launch attempt.
-// EC2 keeps tokens at least 24 h after termination, so a re-created org
-// (new generation) and a replacement (new attempt) each get their own.
-func ClientToken(orgID string, generation int64, attempt int) string {
-	t := fmt.Sprintf("tw-%s-g%d-a%d", orgID, generation, attempt)
-	if len(t) <= 64 {
-		return t
-	}
-	sum := sha256.Sum256([]byte(t))
-	return "tw-" + hex.EncodeToString(sum[:])[:61]
-}
-
 // observation is what the reads of one reconcile found.
 type observation struct {
 	plan      plan.Observed
@@ -53,11 +40,6 @@ type observation struct {
 	paramTags      map[string]string
 	paramTagsKnown bool
 }
-
-// TagInstanceArn is the token parameter's tag naming the one instance
-// allowed to read it: the instance role's policy matches it against
-// ${ec2:SourceInstanceARN} (deploy/iam/instance-role-policy.json).
-const TagInstanceArn = "InstanceArn"
 
 // observePresent reads what is recorded, by id, plus the instances by tag.
 // What is not recorded is not searched for: creation goes first and adopts
@@ -546,7 +528,7 @@ func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org 
 	if inst.ID == "" {
 		return nil // no instance yet: tagged when it is launched
 	}
-	stale := ob.paramTagsKnown && ob.paramTags[TagInstanceArn] != inst.ARN
+	stale := ob.paramTagsKnown && ob.paramTags[owner.TagInstanceArn] != inst.ARN
 	if launched.ID == "" && !tokenPut && !stale {
 		if ob.paramTagsKnown {
 			e.tagged.Store(org.ID, inst.ID)
@@ -557,13 +539,13 @@ func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org 
 		log.Warn("instance ARN unknown (no owner in the EC2 response); token parameter not tagged", "instance_id", inst.ID)
 		return nil
 	}
-	name := ParamName(e.cfg.ParamPrefix, org.ID)
+	name := owner.ParamName(e.cfg.ParamPrefix, org.ID)
 	err := mutate(ctx, log, "ssm.AddTagsToResource", name, func(ctx context.Context) error {
-		return aw.Params.TagParam(ctx, name, map[string]string{TagInstanceArn: inst.ARN})
+		return aw.Params.TagParam(ctx, name, map[string]string{owner.TagInstanceArn: inst.ARN})
 	})
 	if err != nil {
 		e.tagged.Delete(org.ID)
-		return fmt.Errorf("tag parameter %s with %s=%s: %w", name, TagInstanceArn, inst.ARN, err)
+		return fmt.Errorf("tag parameter %s with %s=%s: %w", name, owner.TagInstanceArn, inst.ARN, err)
 	}
 	e.tagged.Store(org.ID, inst.ID)
 	return nil
@@ -579,7 +561,7 @@ func (e *Engine) taggedFor(orgID, instanceID string) bool {
 // ensureTunnel creates the org's tunnel, adopting a live one of the same
 // name (ours by its name) when the create says it exists, and records the id.
 func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID string) (Tunnel, error) {
-	name := plan.TunnelName(orgID)
+	name := owner.TunnelName(orgID)
 	var t Tunnel
 	err := mutate(ctx, log, "cf.tunnel.create", name, func(ctx context.Context) error {
 		var err error
@@ -631,8 +613,8 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 	if err != nil {
 		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
 	}
-	name := ParamName(e.cfg.ParamPrefix, orgID)
-	tags := map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID, plan.TagTunnelID: tunnelID}
+	name := owner.ParamName(e.cfg.ParamPrefix, orgID)
+	tags := map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: orgID, owner.TagTunnelID: tunnelID}
 	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
 		return aw.Params.PutToken(ctx, name, tok, tags)
 	})
@@ -681,7 +663,7 @@ func effectiveTunnel(rec state.Observed, in Instance) string {
 // the org's CNAME. It returns conflicts found on the way.
 func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, tunnelID string, changes []plan.Change) ([]plan.Conflict, error) {
 	target := plan.TunnelTarget(tunnelID)
-	comment := plan.DNSComment(org.ID)
+	comment := owner.DNSComment(org.ID)
 	for _, c := range changes {
 		if c.Op != plan.OpDelete {
 			continue
@@ -726,7 +708,7 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 				var mine *plan.Record
 				var conflicts []plan.Conflict
 				for i, f := range found {
-					if owner, ok := plan.OrgFromDNSComment(f.Comment); ok && owner == org.ID {
+					if owner, ok := owner.OrgFromDNSComment(f.Comment); ok && owner == org.ID {
 						if mine == nil {
 							mine = &found[i]
 						}
@@ -789,18 +771,18 @@ func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID str
 	if err != nil {
 		return Instance{}, fmt.Errorf("record launch attempt: %w", err)
 	}
-	param := ParamName(e.cfg.ParamPrefix, orgID)
+	param := owner.ParamName(e.cfg.ParamPrefix, orgID)
 	ud, err := e.clouds.UserData(orgID, param)
 	if err != nil {
 		return Instance{}, Terminal(fmt.Errorf("render user-data: %w", err))
 	}
 	spec := RunSpec{
-		ClientToken: ClientToken(orgID, gen, attempt), ImageID: aw.Instance.ImageID,
+		ClientToken: owner.ClientToken(orgID, gen, int64(attempt)), ImageID: aw.Instance.ImageID,
 		InstanceType: aw.Instance.InstanceType, SubnetID: aw.Instance.SubnetID,
 		SecurityGroupIDs: aw.Instance.SecurityGroupIDs, InstanceProfile: aw.Instance.InstanceProfile,
 		UserData: ud,
-		Tags: map[string]string{plan.TagManagedBy: plan.ManagedByValue, plan.TagOrgID: orgID,
-			plan.TagTunnelID: tunnelID, plan.TagGeneration: fmt.Sprint(gen), "Name": "tunnelward-" + orgID},
+		Tags: map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: orgID,
+			owner.TagTunnelID: tunnelID, owner.TagGeneration: fmt.Sprint(gen), owner.TagName: owner.InstanceName(orgID)},
 	}
 	if typeOverride != "" {
 		spec.InstanceType = typeOverride

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -37,7 +38,7 @@ func (h *harness) liveInstance(org string) (id, gen string) {
 		h.t.Fatalf("org %s: want exactly one live instance, got %d\n%s", org, len(w.instances), h.describe())
 	}
 	in := w.instances[0]
-	return fmt.Sprint(in["InstanceId"]), tagOf(in, plan.TagGeneration)
+	return fmt.Sprint(in["InstanceId"]), tagOf(in, owner.TagGeneration)
 }
 
 // A tombstone whose record names a tunnel that is already gone, while a
@@ -54,12 +55,12 @@ func TestDeleteFindsUnrecordedTunnelAndRecords(t *testing.T) {
 	ctx := context.Background()
 	old := h.org("acme").Observed.TunnelID
 	h.worldAction(cloudsim.WorldAction{Action: "delete", Kind: "tunnel", ID: old})
-	fresh, err := h.cf.CreateTunnel(ctx, plan.TunnelName("acme"))
+	fresh, err := h.cf.CreateTunnel(ctx, owner.TunnelName("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "acme-old.sandbox.tunnelward.test",
-		Content: plan.TunnelTarget(fresh.ID), Comment: plan.DNSComment("acme")}); err != nil {
+		Content: plan.TunnelTarget(fresh.ID), Comment: owner.DNSComment("acme")}); err != nil {
 		t.Fatal(err)
 	}
 	h.apply(deleted("acme"))
@@ -292,8 +293,8 @@ func TestSlugRaceLoserBuildsNothingBillable(t *testing.T) {
 		t.Fatalf("want the winner's instance, parameter and record only; got %d instances, %d parameters, %d records\n%s",
 			len(w.instances), len(w.params), len(w.records), h.describe())
 	}
-	if tagOf(w.instances[0], plan.TagOrgID) != winner {
-		t.Fatalf("the instance belongs to %s, want the winner %s", tagOf(w.instances[0], plan.TagOrgID), winner)
+	if tagOf(w.instances[0], owner.TagOrgID) != winner {
+		t.Fatalf("the instance belongs to %s, want the winner %s", tagOf(w.instances[0], owner.TagOrgID), winner)
 	}
 	if o := h.org(loser); o.Observed.InstanceID != "" || o.Observed.ParameterName != "" || o.Observed.LaunchInFlight {
 		t.Fatalf("loser %s recorded billable resources: %+v", loser, o.Observed)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -309,12 +310,12 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 func findOrphans(prefix string, inv Inventory, live map[string]string) []Orphan {
 	var found []Orphan
 	for _, t := range inv.Tunnels {
-		if org, ok := plan.OrgFromTunnelName(t.Name); ok && !t.Deleted && !isLive(live, org) {
+		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !isLive(live, org) {
 			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
 		}
 	}
 	for _, r := range inv.Records {
-		if org, ok := plan.OrgFromDNSComment(r.Comment); ok && !isLive(live, org) {
+		if org, ok := owner.OrgFromDNSComment(r.Comment); ok && !isLive(live, org) {
 			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
 		}
 	}
@@ -325,7 +326,7 @@ func findOrphans(prefix string, inv Inventory, live map[string]string) []Orphan 
 		}
 	}
 	for _, p := range inv.Params {
-		org, ok := OrgFromParamName(prefix, p.Name)
+		org, ok := owner.OrgFromParamName(prefix, p.Name)
 		if region, known := live[org]; ok && (!known || region != p.Region) {
 			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org, Region: p.Region})
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -40,8 +41,8 @@ func TestCreateReadyUnderInstanceRoleTagPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := h.sim.InstanceARN(o.Observed.InstanceID); tags[TagInstanceArn] != want {
-		t.Fatalf("parameter %s tagged %s=%q, the emulator's policy wants %q", o.Observed.ParameterName, TagInstanceArn, tags[TagInstanceArn], want)
+	if want := h.sim.InstanceARN(o.Observed.InstanceID); tags[owner.TagInstanceArn] != want {
+		t.Fatalf("parameter %s tagged %s=%q, the emulator's policy wants %q", o.Observed.ParameterName, owner.TagInstanceArn, tags[owner.TagInstanceArn], want)
 	}
 	c, ok := h.connectorOf(o.Observed.InstanceID)
 	if !ok || !c.Connected || c.TunnelID != o.Observed.TunnelID {
@@ -64,7 +65,7 @@ func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
 	o := h.org("acme")
 	inst, param := o.Observed.InstanceID, o.Observed.ParameterName
 
-	if err := h.aw.TagParameter(ctx, param, map[string]string{TagInstanceArn: h.sim.InstanceARN("i-0000000000000dead")}); err != nil {
+	if err := h.aw.TagParameter(ctx, param, map[string]string{owner.TagInstanceArn: h.sim.InstanceARN("i-0000000000000dead")}); err != nil {
 		t.Fatal(err)
 	}
 	h.worldAction(cloudsim.WorldAction{Action: "restart_connector", ID: inst})
@@ -81,7 +82,7 @@ func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
 		now = o.Observed.InstanceID
 		c, _ := h.connectorOf(now)
 		tags, err := h.aw.ParameterTags(ctx, param)
-		return err == nil && IsTrue(o, state.CondReady) && c.Connected && tags[TagInstanceArn] == h.sim.InstanceARN(now)
+		return err == nil && IsTrue(o, state.CondReady) && c.Connected && tags[owner.TagInstanceArn] == h.sim.InstanceARN(now)
 	})
 	if now != inst {
 		t.Errorf("recovered by replacing instance %s with %s; re-tagging the parameter should have been enough", inst, now)

@@ -230,10 +230,20 @@ var crashPointsQuick = map[string][]string{
 // convergence, the invariant checker and that no event was lost. The
 // default run covers the quick points; TUNNELWARD_RELIABILITY=1 traces
 // each scenario and kills at every point it passes, in turn.
+// TUNNELWARD_RELIABILITY_SCENARIOS=a,b runs only the named scenarios.
 func TestCrashPoints(t *testing.T) {
 	t.Parallel()
 	var results []crashResult
+	only := map[string]bool{}
+	for _, n := range strings.Split(os.Getenv("TUNNELWARD_RELIABILITY_SCENARIOS"), ",") {
+		if n != "" {
+			only[n] = true
+		}
+	}
 	for _, sc := range crashScenarios {
+		if len(only) > 0 && !only[sc.name] {
+			continue
+		}
 		var pts []string
 		if Heavy() {
 			_, trace := crashRun(t, sc, "")
