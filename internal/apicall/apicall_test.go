@@ -165,7 +165,7 @@ func TestPauseExtendedWhileWaiting(t *testing.T) {
 	c.block(100 * time.Millisecond)
 	done := make(chan error, 1)
 	go func() { done <- c.Do(context.Background(), "tunnel.get", "t1", get(hc, ts.URL)) }()
-	time.Sleep(20 * time.Millisecond) // let the call start waiting on the first pause (power only)
+	time.Sleep(20 * time.Millisecond)               // let the call start waiting on the first pause (power only)
 	until := time.Now().Add(400 * time.Millisecond) // before block: the real pause ends no earlier
 	c.block(400 * time.Millisecond)
 	if err := <-done; err != nil {
