@@ -23,7 +23,7 @@ import (
 )
 
 // Sandbox identities: the defaults of both cmd/cloudsim and the reconciler's
-// sandbox mode (DESIGN.md section 4).
+// sandbox mode (docs/cloudsim.md).
 const (
 	DefaultCFToken      = "sandbox-token"
 	DefaultAccountID    = "a1b2c3d4e5f60718293a4b5c6d7e8f90"

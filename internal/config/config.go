@@ -47,7 +47,7 @@ const (
 	ModeURL     = "url"     // a cloudsim process at CloudURL
 )
 
-// Sandbox identities (DESIGN.md §4): the defaults of cloudsim and of the
+// Sandbox identities (docs/cloudsim.md): the defaults of cloudsim and of the
 // sandbox and URL modes, so any client can talk to a sandbox unconfigured.
 const (
 	SandboxCloudflareToken = "sandbox-token"

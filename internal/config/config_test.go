@@ -449,7 +449,7 @@ func TestHelp(t *testing.T) {
 }
 
 func TestDeclarations(t *testing.T) {
-	// DESIGN.md §3 names these flags; checks and tests rely on them.
+	// README and docs/operations.md name these flags; checks and tests rely on them.
 	for _, f := range []string{"data-dir", "nats-listen", "nats-url", "admin-listen", "sandbox-listen", "cloud", "creds"} {
 		if lookup(f) == nil {
 			t.Errorf("flag --%s missing", f)

@@ -20,7 +20,7 @@ const (
 	TypeHealthFailed = "org.health_failed"
 )
 
-// Stream and subject names (DESIGN.md §3).
+// Stream and subject names (public contract: README, docs/nats-cli.md).
 const (
 	Stream        = "ORG_EVENTS"
 	DLQStream     = "ORG_EVENTS_DLQ"

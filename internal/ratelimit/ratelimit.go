@@ -1,6 +1,6 @@
 // Package ratelimit holds the client-side limiters tunnelward shares across
 // all workers, one set per provider, sized to the providers' published
-// limits (DESIGN.md section 7) so that the limits are met here rather than
+// limits (docs/decisions.md, rate limits) so that the limits are met here rather than
 // discovered as throttling errors.
 package ratelimit
 

@@ -62,12 +62,8 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "go build " + e.pkg + ": " + e.err.Error() + "\n" + e.out }
 
-// reconcilerBinary builds cmd/reconciler, skipping the test while the command
-// is not in the tree yet (it is wired by another part of the team).
+// reconcilerBinary builds cmd/reconciler.
 func reconcilerBinary(t testing.TB) string {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(repoRoot(t), "cmd", "reconciler", "main.go")); err != nil {
-		t.Skip("cmd/reconciler is not in the tree yet")
-	}
 	return binary(t, "reconciler", "./cmd/reconciler")
 }

@@ -63,7 +63,7 @@ type Observed struct {
 	Region string `json:"region,omitempty"`
 }
 
-// Condition types (DESIGN/issue 4 status model).
+// Condition types (docs/operations.md, "Org conditions").
 const (
 	CondProvisioning = "Provisioning"
 	CondReady        = "Ready"

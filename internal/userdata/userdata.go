@@ -1,5 +1,5 @@
 // Package userdata renders the EC2 user-data script that installs and runs
-// cloudflared for one org (DESIGN.md section 4b). The script names the SSM
+// cloudflared for one org (docs/architecture.md, "The instance"). The script names the SSM
 // parameter holding the tunnel token and never contains the token: the
 // instance fetches it at boot with its instance role.
 package userdata
