@@ -249,7 +249,8 @@ func (e *Engine) Reconciles() int64 { return e.reconciles.Load() }
 
 // EnqueueAll queues every org that may need work: all present orgs and the
 // tombstones whose cascade is not done. With skipReady, orgs recorded Ready
-// with nothing unhandled are left to the sweep, which compares them all for
+// with nothing unhandled (no report, no pending remediation, no event newer
+// than their last finished pass) are left to the sweep, which compares them all for
 // the cost of a few list pages instead of three Cloudflare reads each.
 func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	n := 0
@@ -258,7 +259,7 @@ func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 			return nil
 		}
 		if skipReady && o.Desired.Presence != state.Deleted && IsTrue(o, state.CondReady) &&
-			unhandledReports(o) == 0 && pendingRemediation(o) == nil {
+			unhandledReports(o) == 0 && pendingRemediation(o) == nil && o.Observed.ReconciledSeq >= o.LastSeq {
 			return nil
 		}
 		e.queue.Add(o.ID)

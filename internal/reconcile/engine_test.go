@@ -441,9 +441,17 @@ func TestSweepRestoresDrift(t *testing.T) {
 			h.waitFor("restored", 15*time.Second, func() bool { return h.convergedErr("acme") == nil })
 			h.requireOneEach("acme")
 			rep, err = h.eng.Sweep(context.Background())
-			if err != nil || len(rep.Drift) != 0 || len(rep.Requeued) != 0 {
-				t.Fatalf("second sweep still finds work: %+v %v", rep, err)
+			if err != nil || len(rep.Drift) != 0 {
+				t.Fatalf("second sweep still finds drift: %+v %v", rep, err)
 			}
+			// A restart sent for the re-created tunnel may still be on its way
+			// when the connector already found the new token by itself: it
+			// drops the tunnel once more, briefly, and the sweep rightly looks
+			// again. It settles without further drift.
+			h.waitFor("a sweep with nothing to do", 5*time.Second, func() bool {
+				rep, err := h.eng.Sweep(context.Background())
+				return err == nil && len(rep.Drift) == 0 && len(rep.Requeued) == 0
+			})
 		})
 	}
 }

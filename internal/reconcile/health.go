@@ -295,23 +295,12 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	ready := len(conflicts) == 0 && status == "healthy" && !ap.tunnelCreated && !ap.instanceChange &&
 		v.restart == nil && v.replace == nil && !v.suppressInstance
 	err := e.store.Update(org.ID, func(o *state.Org) error {
-		// Runs last, on every path below: a region the org can no longer
-		// move to is a conflict, but the org keeps being served (and Ready)
-		// where it is.
-		defer func() {
-			if msg := e.regionConflict(*o); msg != "" && len(conflicts) == 0 {
-				setCondition(o, state.CondConflict, true, "RegionChangeRefused", msg, now)
-			}
-		}()
 		o.Observed.TunnelStatus = status
 		o.Observed.ObservedAt = now
-		if len(conflicts) > 0 {
-			setCondition(o, state.CondConflict, true, "DNSRecordNotOwned", conflicts[0].Reason, now)
-		} else {
-			setCondition(o, state.CondConflict, false, "NoConflict", "", now)
-		}
+		o.Observed.ReconciledSeq = max(o.Observed.ReconciledSeq, org.LastSeq)
+		e.setConflict(o, conflicts, now)
 		if ready {
-			resolved = markReady(o, status, now)
+			resolved = e.markReady(o, status, now)
 			return nil
 		}
 		reason, msg := "Provisioning", "waiting for the tunnel to connect"
@@ -360,16 +349,32 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	return Result{RequeueAfter: e.cfg.PollInterval}, nil
 }
 
+// setConflict derives the Conflict condition from what this pass saw: a
+// record another party owns at the org's hostname, else a region the org
+// can no longer move to (the org keeps being served, and may be Ready,
+// where it is), else none. Every path that writes status goes through it,
+// so a conflict is never cleared by a path that did not look for one.
+func (e *Engine) setConflict(o *state.Org, dns []plan.Conflict, now time.Time) {
+	switch msg := e.regionConflict(*o); {
+	case len(dns) > 0:
+		setCondition(o, state.CondConflict, true, "DNSRecordNotOwned", dns[0].Reason, now)
+	case msg != "":
+		setCondition(o, state.CondConflict, true, "RegionChangeRefused", msg, now)
+	default:
+		setCondition(o, state.CondConflict, false, "NoConflict", "", now)
+	}
+}
+
 // markReady sets the conditions of a converged, connected org and returns
 // the remediations it marked successful.
-func markReady(o *state.Org, status string, now time.Time) []string {
+func (e *Engine) markReady(o *state.Org, status string, now time.Time) []string {
 	var resolved []string
 	o.Observed.TunnelStatus = status
 	o.Observed.ObservedAt = now
 	setCondition(o, state.CondReady, true, "TunnelHealthy", "tunnel connected and every resource in place", now)
 	setCondition(o, state.CondProvisioning, false, "Provisioned", "", now)
 	setCondition(o, state.CondDegraded, false, "TunnelHealthy", "", now)
-	setCondition(o, state.CondConflict, false, "NoConflict", "", now)
+	e.setConflict(o, nil, now)
 	o.LastError, o.LastErrorAt = "", time.Time{}
 	for i := len(o.Remediations) - 1; i >= 0; i-- {
 		if o.Remediations[i].Outcome == OutcomePending {
@@ -431,7 +436,7 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 	if t.Status == "healthy" {
 		e.clearPoll(org.ID)
 		var resolved []string
-		if err := e.store.Update(org.ID, func(o *state.Org) error { resolved = markReady(o, t.Status, now); return nil }); err != nil {
+		if err := e.store.Update(org.ID, func(o *state.Org) error { resolved = e.markReady(o, t.Status, now); return nil }); err != nil {
 			return Result{}, true, fmt.Errorf("org %s: record ready: %w", org.ID, err)
 		}
 		e.countRemediations(resolved, OutcomeOK)

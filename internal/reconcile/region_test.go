@@ -213,3 +213,38 @@ func TestSweepCollectsInstanceInWrongRegion(t *testing.T) {
 		t.Fatalf("collecting the stray touched the org's own instance")
 	}
 }
+
+// A refused region change committed while no engine ran (ingest acked it,
+// the process died before a worker took the org): after the restart the org
+// is Ready, so it is not queued for being unready; it must still be looked
+// at, and status must show the conflict `reconciler plan` shows.
+func TestRegionConflictAfterRestartMatchesPlan(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}, engine: func(c *Config) { c.SweepInterval = time.Hour }})
+	h.start()
+	h.apply(createdIn("acme", "acme", "eu-west-1"))
+	h.waitReady("acme")
+	h.stop()
+	h.apply(createdIn("acme", "acme", "us-east-1")) // committed; the engine that would have run it is gone
+
+	eng, err := New(h.eng.Config(), h.eng.clouds, h.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eng = eng
+	h.start()
+	conflictOf := func() state.Condition { c, _ := Condition(h.org("acme"), state.CondConflict); return c }
+	h.waitFor("Conflict RegionChangeRefused after the restart", 10*time.Second, func() bool {
+		c := conflictOf()
+		return c.Status && c.Reason == "RegionChangeRefused"
+	})
+	op, err := eng.PlanOrg(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := conflictOf(); len(op.Plan.Conflicts) != 1 || c.Message != op.Plan.Conflicts[0].Reason {
+		t.Fatalf("status Conflict %+v, plan conflicts %+v; want the same", c, op.Plan.Conflicts)
+	}
+	if o := h.org("acme"); !IsTrue(o, state.CondReady) || o.Observed.Region != "eu-west-1" {
+		t.Fatalf("the refused move broke the org: %+v", o)
+	}
+}

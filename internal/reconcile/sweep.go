@@ -161,7 +161,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 			return nil // Failed (RegionNotServed) until its event or the served regions change
 		}
 		ob := e.observedFrom(ix, org)
-		p := plan.Compute(e.Desired(org), ob)
+		region := e.orgRegion(org)
+		p := withRegionConflict(plan.Compute(e.Desired(org), ob), region, e.regionConflict(org))
 		for _, c := range p.Changes {
 			rep.Drift = append(rep.Drift, org.ID+": "+c.String())
 			e.cfg.Metrics.DriftFound(string(c.Resource))
@@ -178,6 +179,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 			e.clearPoll(org.ID) // drift: the next look must be a full one
 		case p.Ready && IsTrue(org, state.CondReady) && len(p.Conflicts) == 0:
 			return nil
+		case p.Empty() && IsTrue(org, state.CondReady) && conflictShown(org, p.Conflicts):
+			return nil // a Ready org whose status already shows its conflict
 		case e.polling(org.ID):
 			return nil // its readiness poll is already scheduled
 		}
@@ -213,6 +216,13 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	e.log.Info("sweep done", "tunnels", rep.Tunnels, "dns_records", rep.Records, "instances", rep.Instances,
 		"parameters", rep.Params, "requeued", len(rep.Requeued), "orphans", len(rep.Orphans), "took", rep.Took.Round(time.Millisecond))
 	return rep, nil
+}
+
+// conflictShown reports whether the org's status shows the plan's first
+// conflict (a pass after a restart must record one it does not).
+func conflictShown(o state.Org, cs []plan.Conflict) bool {
+	c, ok := Condition(o, state.CondConflict)
+	return len(cs) > 0 && ok && c.Status && c.Message == cs[0].Reason
 }
 
 func (e *Engine) polling(orgID string) bool {

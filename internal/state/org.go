@@ -61,6 +61,11 @@ type Observed struct {
 	// fixed while it has resources ("" in records from before regions: the
 	// reconciler's default region).
 	Region string `json:"region,omitempty"`
+	// ReconciledSeq is the org's LastSeq when a reconcile last finished: an
+	// org whose LastSeq is newer has an event no pass has acted on yet (the
+	// process died between ingest's ack and the reconcile), so a restart
+	// queues it even when it is Ready.
+	ReconciledSeq uint64 `json:"reconciled_seq,omitempty"`
 }
 
 // Condition types (docs/operations.md, "Org conditions").
