@@ -174,7 +174,7 @@ func planCommand(ctx context.Context, cx *cmdContext) int {
 	rep, err := planLocal(ctx, cx, org)
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; planning through its admin API at %s\n", statePath(c), c.AdminListen)
-		rep, err = fetchPlan(ctx, c.AdminListen, org)
+		rep, err = fetchPlan(ctx, c, org)
 	}
 	bar.Clear()
 	if err != nil {
@@ -227,29 +227,21 @@ func planLocal(ctx context.Context, cx *cmdContext, org string) (planReport, err
 	return planWith(ctx, eng, org)
 }
 
-func fetchPlan(ctx context.Context, adminAddr, org string) (planReport, error) {
-	u := "http://" + adminAddr + "/v1/plan"
+// fetchPlan asks the running daemon's /v1/plan.
+func fetchPlan(ctx context.Context, c config.Config, org string) (planReport, error) {
+	path := "/v1/plan"
 	if org != "" {
-		u += "/" + org
+		path += "/" + org
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
 		return planReport{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return planReport{}, fmt.Errorf("admin API: %w", err)
-	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return planReport{}, fmt.Errorf("admin API %s: %s", u, e.Error)
-		}
-		return planReport{}, fmt.Errorf("admin API %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+		return planReport{}, adminError(u, resp)
 	}
 	var rep planReport
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {

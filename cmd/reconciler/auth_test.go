@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/events"
+)
+
+const daemonToken = "tw-daemon-admin-token-8c2f4e1a9d07"
+
+func tokenFile(t *testing.T, tok string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// adminCall is GET url with an optional Authorization header value.
+func adminCall(t *testing.T, url, authz string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, resp.Header, b.String()
+}
+
+// A daemon with a token (--admin-token-file) refuses every endpoint but the
+// probes without it; status and plan, given the same file or variable,
+// send it; the token is in no log line and no command output.
+func TestAdminTokenDaemon(t *testing.T) {
+	dir := t.TempDir()
+	file := tokenFile(t, daemonToken)
+	cfg := testConfig(t, dir, "--admin-token-file", file)
+	d := startDaemon(t, cfg) // waits for /readyz 200, sent without a token
+	d.publish(events.Created{OrgID: "acme", Slug: "acme"})
+	good := "Bearer " + daemonToken
+	for _, c := range []struct {
+		path, authz string
+		code        int
+	}{
+		{"/healthz", "", 200}, {"/readyz", "", 200},
+		{"/v1/orgs", "", 401}, {"/v1/orgs", "Bearer wrong-token-0123456789", 401}, {"/v1/orgs", good, 200},
+		{"/v1/orgs/acme", "", 401}, {"/v1/plan", "", 401}, {"/v1/plan/acme", "", 401},
+		{"/metrics", "", 401}, {"/metrics", good, 200},
+	} {
+		code, h, body := adminCall(t, d.url(c.path), c.authz)
+		if code != c.code {
+			t.Errorf("GET %s (authorization %v): %d, want %d: %s", c.path, c.authz != "", code, c.code, body)
+		}
+		if code == 401 && (!strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") || !strings.Contains(body, `"error"`)) {
+			t.Errorf("GET %s: 401 without a Bearer challenge or a JSON error: %v %s", c.path, h, body)
+		}
+	}
+	waitFor(t, "acme in /v1/orgs", func() bool { code, _, _ := adminCall(t, d.url("/v1/orgs/acme"), good); return code == 200 })
+
+	var outputs []string
+	cli := func(env map[string]string, args ...string) (int, string, string) {
+		t.Helper()
+		getenv = func(k string) string { return env[k] }
+		defer func() { getenv = os.Getenv }()
+		var out, errb strings.Builder
+		code := realMain(append(args, "--data-dir", dir, "--admin-listen", cfg.AdminListen, "--sandbox-listen", cfg.SandboxListen,
+			"--nats-listen", cfg.NATS.Listen), &out, &errb)
+		outputs = append(outputs, out.String(), errb.String())
+		return code, out.String(), errb.String()
+	}
+	// The state file is held, so status asks the admin API, with the token
+	// from the same file as the daemon, or from the variable.
+	if code, out, errb := cli(nil, "status", "-o", "json", "--admin-token-file", file); code != 0 || !strings.Contains(errb, "admin API") || !strings.Contains(out, `"acme"`) {
+		t.Fatalf("status with --admin-token-file: exit %d\n%s\n%s", code, out, errb)
+	}
+	if code, out, errb := cli(map[string]string{config.EnvAdminToken: daemonToken}, "status", "acme"); code != 0 || !strings.Contains(out, "acme") {
+		t.Fatalf("status with %s: exit %d\n%s\n%s", config.EnvAdminToken, code, out, errb)
+	}
+	code, _, errb := cli(nil, "status")
+	if code != 1 || !strings.Contains(errb, "401") && !strings.Contains(errb, "requires its admin token") ||
+		!strings.Contains(errb, config.EnvAdminToken) || !strings.Contains(errb, "--admin-token-file") {
+		t.Fatalf("status without the token: exit %d, want 1 naming %s and --admin-token-file:\n%s", code, config.EnvAdminToken, errb)
+	}
+	if code, out, errb := cli(nil, "plan", "acme", "--admin-token-file", file); code == planError || !strings.Contains(errb, "admin API") {
+		t.Fatalf("plan with the token: exit %d\n%s\n%s", code, out, errb)
+	}
+	if code, _, errb := cli(nil, "plan", "acme"); code != planError || !strings.Contains(errb, "requires its admin token") {
+		t.Fatalf("plan without the token: exit %d\n%s", code, errb)
+	}
+
+	d.stop()
+	logs := d.log()
+	if !strings.Contains(logs, "admin API requires a bearer token") || !strings.Contains(logs, "admin API request refused") {
+		t.Errorf("the log does not say the admin API takes a token, or that it refused requests:\n%s", logs)
+	}
+	for i, s := range append(outputs, logs) {
+		if strings.Contains(s, daemonToken) {
+			t.Errorf("output %d holds the admin token:\n%s", i, s)
+		}
+	}
+}
+
+// --admin-metrics-public: Prometheus may scrape without the token; nothing
+// else opens. The token comes from TUNNELWARD_ADMIN_TOKEN here.
+func TestAdminMetricsPublicDaemon(t *testing.T) {
+	cfg, err := config.Parse([]string{"--data-dir", t.TempDir(), "--nats-listen", freeAddr(t), "--admin-listen", freeAddr(t),
+		"--sandbox-listen", freeAddr(t), "--admin-metrics-public"}, func(k string) string {
+		return map[string]string{config.EnvAdminToken: daemonToken}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, cfg)
+	for path, want := range map[string]int{"/metrics": 200, "/healthz": 200, "/v1/orgs": 401, "/v1/plan": 401} {
+		if code, _, body := adminCall(t, d.url(path), ""); code != want {
+			t.Errorf("GET %s without a token: %d, want %d: %s", path, code, want, body)
+		}
+	}
+	if code, _, _ := adminCall(t, d.url("/v1/orgs"), "Bearer "+daemonToken); code != 200 {
+		t.Errorf("GET /v1/orgs with the token: %d", code)
+	}
+}
+
+// An admin address that is not loopback without a token is refused before
+// anything starts (no state file, no NATS), naming what to set.
+func TestAdminExposedRefusedBeforeStart(t *testing.T) {
+	dir := t.TempDir()
+	natsAddr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	var out, errb strings.Builder
+	code := realMain([]string{"--data-dir", dir, "--nats-listen", natsAddr, "--admin-listen", "0.0.0.0:" + port}, &out, &errb)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, errb.String())
+	}
+	for _, want := range []string{"--admin-listen", "not a loopback address", "--admin-token-file", config.EnvAdminToken, "--admin-insecure"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, errb.String())
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("something started in the data dir: %v", entries)
+	}
+	if c, err := net.DialTimeout("tcp", natsAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the embedded NATS server started on %s", natsAddr)
+	}
+}
+
+// --admin-insecure lets a non-loopback address go without a token and says
+// so loudly; a token or loopback says nothing alarming. (Configurations
+// only: the tests bind loopback addresses alone.)
+func TestAdminAccessLogged(t *testing.T) {
+	logOf := func(args ...string) string {
+		t.Helper()
+		c, err := config.Parse(args, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		logAdminAccess(c, slog.New(slog.NewTextHandler(&b, nil)))
+		return b.String()
+	}
+	l := logOf("--admin-listen", "0.0.0.0:8081", "--admin-insecure")
+	if !strings.Contains(l, "level=WARN") || !strings.Contains(l, "ADMIN API WITHOUT AUTHENTICATION") ||
+		!strings.Contains(l, "--admin-insecure") || !strings.Contains(l, "0.0.0.0:8081") || !strings.Contains(l, "--admin-token-file") {
+		t.Errorf("--admin-insecure on 0.0.0.0 is not warned about loudly:\n%s", l)
+	}
+	if l := logOf(); l != "" {
+		t.Errorf("the loopback default logs %q", l)
+	}
+	if l := logOf("--admin-listen", "127.0.0.1:8081", "--admin-insecure"); l != "" {
+		t.Errorf("--admin-insecure on loopback (no effect) logs %q", l)
+	}
+	l = logOf("--admin-listen", "0.0.0.0:8081", "--admin-token-file", tokenFile(t, daemonToken))
+	if strings.Contains(l, "WARN") || !strings.Contains(l, "requires a bearer token") || strings.Contains(l, daemonToken) {
+		t.Errorf("with a token: %q", l)
+	}
+}
