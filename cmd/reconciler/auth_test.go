@@ -2,17 +2,26 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 const daemonToken = "tw-daemon-admin-token-8c2f4e1a9d07"
@@ -189,5 +198,121 @@ func TestAdminAccessLogged(t *testing.T) {
 	l = logOf("--admin-listen", "0.0.0.0:8081", "--admin-token-file", tokenFile(t, daemonToken))
 	if strings.Contains(l, "WARN") || !strings.Contains(l, "requires a bearer token") || strings.Contains(l, daemonToken) {
 		t.Errorf("with a token: %q", l)
+	}
+}
+
+// The daemon's /v1/plan answers from its cache within planCacheTTL, and
+// computes at most planBurst answers in a row, then one per planEvery;
+// past that, 429 with Retry-After and no cloud call. Counted by the cloud
+// emulator; the limiter runs on a test clock, so nothing depends on speed.
+func TestPlanEndpointCachedAndLimited(t *testing.T) {
+	sim := httptest.NewServer(cloudsim.New(cloudsim.DefaultConfig()).Handler())
+	defer sim.Close()
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "--cloud", sim.URL)
+	store, err := state.Open(statePath(cfg), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var facts []state.Fact
+	orgs := []string{}
+	for i := range planBurst + 1 {
+		id := "org" + strconv.Itoa(i)
+		orgs = append(orgs, id)
+		facts = append(facts, state.Fact{Seq: uint64(i + 1), EventID: "e" + id, Type: state.FactCreated, OrgID: id, Slug: id})
+	}
+	if _, err := store.Apply(facts); err != nil {
+		t.Fatal(err)
+	}
+	ecfg, clouds, err := engineConfig(context.Background(), cfg, sim.URL, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecfg.SweepInterval = -1 // never runs: only the dry run is called
+	eng, err := reconcile.New(ecfg, clouds, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var priorities []ratelimit.Priority
+	plan := func(ctx context.Context, org string) (planReport, error) {
+		mu.Lock()
+		priorities = append(priorities, ratelimit.PriorityOf(ctx))
+		mu.Unlock()
+		return planWith(ctx, eng, org)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	mux := http.NewServeMux()
+	servePlans(mux, plan, store, newPlanCache(clock))
+	get := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec
+	}
+	calls := func() int {
+		n := 0
+		for _, st := range callsOf(t, sim.URL) {
+			for _, c := range st {
+				n += c
+			}
+		}
+		return n
+	}
+
+	c0 := calls()
+	first := get("/v1/plan")
+	c1 := calls()
+	if first.Code != 200 || first.Header().Get("X-Cache") != "MISS" || c1 == c0 {
+		t.Fatalf("first plan: %d X-Cache %q, %d cloud calls: %s", first.Code, first.Header().Get("X-Cache"), c1-c0, first.Body)
+	}
+	var rep planReport
+	if err := json.Unmarshal(first.Body.Bytes(), &rep); err != nil || rep.Summary.Orgs != planBurst+1 {
+		t.Fatalf("first plan: %v %+v", err, rep.Summary)
+	}
+	clockMu.Lock()
+	now = now.Add(planCacheTTL - time.Second)
+	clockMu.Unlock()
+	again := get("/v1/plan")
+	if again.Code != 200 || again.Header().Get("X-Cache") != "HIT" || again.Body.String() != first.Body.String() || calls() != c1 {
+		t.Fatalf("plan within %s: %d X-Cache %q, %d new cloud calls", planCacheTTL, again.Code, again.Header().Get("X-Cache"), calls()-c1)
+	}
+	// The first plan took one of planBurst computations; one org each takes
+	// the rest; the next is refused without a cloud call.
+	for _, org := range orgs[:planBurst-1] {
+		if rec := get("/v1/plan/" + org); rec.Code != 200 || rec.Header().Get("X-Cache") != "MISS" {
+			t.Fatalf("plan of %s: %d %q: %s", org, rec.Code, rec.Header().Get("X-Cache"), rec.Body)
+		}
+	}
+	c2 := calls()
+	limited := get("/v1/plan/" + orgs[planBurst])
+	if limited.Code != http.StatusTooManyRequests || limited.Header().Get("Retry-After") == "" || calls() != c2 {
+		t.Fatalf("plan past the limit: %d Retry-After %q, %d cloud calls: %s", limited.Code, limited.Header().Get("Retry-After"), calls()-c2, limited.Body)
+	}
+	if retry, _ := strconv.Atoi(limited.Header().Get("Retry-After")); time.Duration(retry)*time.Second > planEvery {
+		t.Fatalf("Retry-After %ds is longer than %s", retry, planEvery)
+	}
+	// An unknown org is answered from bbolt: 404, no cloud call, no 429.
+	if rec := get("/v1/plan/nosuch"); rec.Code != http.StatusNotFound || calls() != c2 {
+		t.Fatalf("plan of an unknown org: %d, %d cloud calls", rec.Code, calls()-c2)
+	}
+	clockMu.Lock()
+	now = now.Add(planEvery)
+	clockMu.Unlock()
+	if rec := get("/v1/plan/" + orgs[planBurst]); rec.Code != 200 || calls() == c2 {
+		t.Fatalf("plan after %s: %d: %s", planEvery, rec.Code, rec.Body)
+	}
+	// Every computation ran at Low priority: behind every reconcile's calls.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(priorities) != planBurst+1 {
+		t.Fatalf("%d computations, want %d", len(priorities), planBurst+1)
+	}
+	for i, p := range priorities {
+		if p != ratelimit.Low {
+			t.Errorf("computation %d at priority %d, want Low", i, p)
+		}
 	}
 }

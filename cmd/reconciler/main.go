@@ -49,7 +49,8 @@ var commands = []command{
 			"With ORG, a detail view follows the table."},
 	{name: "plan", args: "[ORG]", maxArgs: 1, output: true,
 		summary: "dry run: the changes a reconcile would make, per org and resource, with reasons; writes nothing",
-		detail: "Reads the state file read-only (or the running daemon's admin API, with the admin token when one is set) and the clouds, and only reads. " +
+		detail: "Reads the state file read-only (or the running daemon's admin API, with the admin token when one is set; " +
+			"the daemon reuses an answer for " + planCacheTTL.String() + " and limits how often it computes one) and the clouds, and only reads. " +
 			"Without ORG, every org is planned from one inventory listing and orphans are listed too. " +
 			"Exit status (as terraform plan -detailed-exitcode): 0 no changes, 2 changes (or conflicts/orphans), 1 error, bad flags included."},
 	{name: "replay", summary: "rebuild the state file from the whole ORG_EVENTS stream (stop the daemon first)",
