@@ -101,15 +101,20 @@ func TestAdminTokenDaemon(t *testing.T) {
 		t.Fatalf("status with %s: exit %d\n%s\n%s", config.EnvAdminToken, code, out, errb)
 	}
 	code, _, errb := cli(nil, "status")
-	if code != 1 || !strings.Contains(errb, "401") && !strings.Contains(errb, "requires its admin token") ||
+	if code != 1 || !strings.Contains(errb, "requires the admin token") ||
 		!strings.Contains(errb, config.EnvAdminToken) || !strings.Contains(errb, "--admin-token-file") {
 		t.Fatalf("status without the token: exit %d, want 1 naming %s and --admin-token-file:\n%s", code, config.EnvAdminToken, errb)
 	}
 	if code, out, errb := cli(nil, "plan", "acme", "--admin-token-file", file); code == planError || !strings.Contains(errb, "admin API") {
 		t.Fatalf("plan with the token: exit %d\n%s\n%s", code, out, errb)
 	}
-	if code, _, errb := cli(nil, "plan", "acme"); code != planError || !strings.Contains(errb, "requires its admin token") {
+	if code, _, errb := cli(nil, "plan", "acme"); code != planError || !strings.Contains(errb, "requires the admin token") {
 		t.Fatalf("plan without the token: exit %d\n%s", code, errb)
+	}
+	wrong := map[string]string{config.EnvAdminToken: "not-the-daemons-token-0123456789"}
+	if code, _, errb := cli(wrong, "status"); code != 1 || !strings.Contains(errb, "refused the admin token this command sent (invalid bearer token") ||
+		strings.Contains(errb, wrong[config.EnvAdminToken]) {
+		t.Fatalf("status with a wrong token: exit %d\n%s", code, errb)
 	}
 
 	d.stop()

@@ -145,8 +145,12 @@ func adminError(u string, resp *http.Response) error {
 		msg = e.Error
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		return fmt.Errorf("admin API %s refused the request: the daemon requires its admin token; give this command the same %s or --%s as the daemon (%s)",
-			u, config.EnvAdminToken, "admin-token-file", msg)
+		if resp.Request == nil || resp.Request.Header.Get("Authorization") == "" {
+			return fmt.Errorf("admin API %s requires the admin token: give this command the daemon's %s or --admin-token-file",
+				u, config.EnvAdminToken)
+		}
+		return fmt.Errorf("admin API %s refused the admin token this command sent (%s): give it the daemon's %s or --admin-token-file",
+			u, msg, config.EnvAdminToken)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		return fmt.Errorf("admin API %s: %s", u, msg)
