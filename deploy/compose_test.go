@@ -200,19 +200,19 @@ func TestComposeReconciler(t *testing.T) {
 	p := loadCompose(t)
 	rec := service(t, p, "reconciler")
 	known := config.EnvVars()
-	env := map[string]string{}
 	for k, v := range rec.Environment {
 		if !slices.Contains(known, k) {
 			t.Errorf("reconciler sets %s, which the reconciler does not read", k)
 		}
 		if v == nil {
 			t.Errorf("reconciler passes %s through from the host; set it explicitly", k)
-			continue
 		}
-		env[k] = *v
 	}
-	if env[config.EnvCloudflareAPIToken] != "" {
-		t.Errorf("compose.yaml must not carry a Cloudflare API token")
+	env, _ := reconcilerEnv(t, p)
+	for _, tok := range []string{config.EnvCloudflareAPIToken, config.EnvAdminToken} {
+		if env[tok] != "" {
+			t.Errorf("compose.yaml must not carry %s; tokens come from secrets", tok)
+		}
 	}
 	// The environment must be a configuration the reconciler accepts.
 	cfg, err := config.Parse(nil, func(k string) string { return env[k] })
@@ -263,6 +263,10 @@ func TestComposeReconciler(t *testing.T) {
 	if !publishes(rec, port(t, cfg.AdminListen)) {
 		t.Errorf("admin port %d is not published", port(t, cfg.AdminListen))
 	}
+	// ... and so protected by a token, not opened with --admin-insecure.
+	if cfg.Admin.Token.IsZero() || cfg.Admin.Insecure {
+		t.Errorf("the admin API leaves the container: it needs a token (TUNNELWARD_ADMIN_TOKEN_FILE), not --admin-insecure")
+	}
 	// State survives a container restart.
 	if !hasVolumeAt(rec, cfg.DataDir) {
 		t.Errorf("--data-dir %s is not on a named volume", cfg.DataDir)
@@ -295,28 +299,46 @@ func TestComposePrometheus(t *testing.T) {
 		RuleFiles     []string `yaml:"rule_files"`
 		ScrapeConfigs []struct {
 			MetricsPath   string `yaml:"metrics_path"`
+			Authorization struct {
+				Type            string `yaml:"type"`
+				CredentialsFile string `yaml:"credentials_file"`
+			} `yaml:"authorization"`
 			StaticConfigs []struct {
 				Targets []string `yaml:"targets"`
 			} `yaml:"static_configs"`
 		} `yaml:"scrape_configs"`
 	}
 	readYAML(t, hostFile, &pc)
-	env := map[string]string{}
-	for k, v := range service(t, p, "reconciler").Environment {
-		if v != nil {
-			env[k] = *v
-		}
-	}
+	env, tokenSecret := reconcilerEnv(t, p)
 	cfg, err := config.Parse(nil, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The token file Prometheus sends is the secret the reconciler reads.
+	promToken := map[string]bool{}
+	for _, sec := range prom.Secrets {
+		if sec.Source == tokenSecret {
+			promToken[secretPath(sec)] = true
+			if sec.Mode == nil || *sec.Mode != 0o444 {
+				t.Errorf("prometheus mounts secret %q without mode 0444; the non-root prometheus could not read it", sec.Source)
+			}
+		}
 	}
 	want := "reconciler:" + strconv.Itoa(port(t, cfg.AdminListen))
 	found := false
 	for _, sc := range pc.ScrapeConfigs {
 		for _, st := range sc.StaticConfigs {
-			if slices.Contains(st.Targets, want) && (sc.MetricsPath == "" || sc.MetricsPath == "/metrics") {
-				found = true
+			if !slices.Contains(st.Targets, want) || (sc.MetricsPath != "" && sc.MetricsPath != "/metrics") {
+				continue
+			}
+			found = true
+			if cfg.Admin.Token.IsZero() || cfg.Admin.MetricsPublic {
+				continue
+			}
+			a := sc.Authorization
+			if (a.Type != "" && a.Type != "Bearer") || !promToken[a.CredentialsFile] {
+				t.Errorf("prometheus scrapes %s/metrics with authorization %+v; /metrics needs the admin token: "+
+					"type Bearer, credentials_file at the mount of secret %q (mounted at %v)", want, a, tokenSecret, promToken)
 			}
 		}
 	}
@@ -353,6 +375,69 @@ func TestComposePrometheus(t *testing.T) {
 			t.Errorf("%s holds no rules", host)
 		}
 	}
+}
+
+// secretPath is where compose mounts a service's secret in its container.
+func secretPath(s types.ServiceSecretConfig) string {
+	switch {
+	case s.Target == "":
+		return "/run/secrets/" + s.Source
+	case strings.HasPrefix(s.Target, "/"):
+		return s.Target
+	}
+	return "/run/secrets/" + s.Target
+}
+
+// composeAdminToken stands in for the token the operator exports before
+// `docker compose up`.
+const composeAdminToken = "compose-test-admin-token-0123456789"
+
+// reconcilerEnv is the reconciler service's environment as the
+// configuration package will see it in the container; the admin token file
+// it names, a compose secret mounted in the container, is replaced by a
+// local file holding composeAdminToken. secret is that secret's name ("" if
+// the reconciler reads no token file).
+func reconcilerEnv(t *testing.T, p *types.Project) (env map[string]string, secret string) {
+	t.Helper()
+	rec := service(t, p, "reconciler")
+	env = map[string]string{}
+	for k, v := range rec.Environment {
+		if v != nil {
+			env[k] = *v
+		}
+	}
+	file := env["TUNNELWARD_ADMIN_TOKEN_FILE"]
+	if file == "" {
+		return env, ""
+	}
+	for _, sec := range rec.Secrets {
+		if secretPath(sec) != file {
+			continue
+		}
+		secret = sec.Source
+		top, ok := p.Secrets[sec.Source]
+		if !ok {
+			t.Fatalf("reconciler mounts secret %q, which compose.yaml does not define", sec.Source)
+		}
+		// From the environment of `docker compose up`: never a file in the
+		// repository, never inline in compose.yaml.
+		if top.Environment == "" || top.File != "" || top.Content != "" {
+			t.Errorf("secret %q should come from an environment variable of the host (environment:), not a file or inline content", sec.Source)
+		}
+		// Both images run as non-root users.
+		if sec.Mode == nil || *sec.Mode != 0o444 {
+			t.Errorf("secret %q is mounted without mode 0444; the non-root reconciler could not read it", sec.Source)
+		}
+	}
+	if secret == "" {
+		t.Fatalf("TUNNELWARD_ADMIN_TOKEN_FILE=%s is not where any of the reconciler's secrets is mounted", file)
+	}
+	local := filepath.Join(t.TempDir(), "admin_token")
+	if err := os.WriteFile(local, []byte(composeAdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env["TUNNELWARD_ADMIN_TOKEN_FILE"] = local
+	return env, secret
 }
 
 // exportedMetricNames is every series name the metrics package exposes,

@@ -31,8 +31,8 @@ func (a *app) startEngine(ctx context.Context) error {
 	a.engine = eng
 	a.onApplied = eng.OnApplied
 	a.metrics.SetQueueFuncs(eng.Queue().Len, eng.Queue().Waiting)
-	a.admin.Handle("GET /v1/plan", planHandler(eng, a.store, ""))
-	a.admin.Handle("GET /v1/plan/{id}", planHandler(eng, a.store, "id"))
+	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
+		a.store, newPlanCache(nil))
 
 	ectx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

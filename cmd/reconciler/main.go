@@ -44,11 +44,13 @@ var commands = []command{
 			"Without flags it runs against the sandbox: an embedded NATS server, the in-process cloud emulator and ./data."},
 	{name: "status", args: "[ORG]", maxArgs: 1, output: true,
 		summary: "show org records: desired, observed, conditions, last error",
-		detail: "Reads the state file read-only; while the daemon holds it, asks the daemon's admin API (--admin-listen) instead. " +
+		detail: "Reads the state file read-only; while the daemon holds it, asks the daemon's admin API (--admin-listen) instead, " +
+			"sending the admin token when one is set (--admin-token-file or TUNNELWARD_ADMIN_TOKEN, as for the daemon). " +
 			"With ORG, a detail view follows the table."},
 	{name: "plan", args: "[ORG]", maxArgs: 1, output: true,
 		summary: "dry run: the changes a reconcile would make, per org and resource, with reasons; writes nothing",
-		detail: "Reads the state file read-only (or the running daemon's admin API) and the clouds, and only reads. " +
+		detail: "Reads the state file read-only (or the running daemon's admin API, with the admin token when one is set; " +
+			"the daemon reuses an answer for " + planCacheTTL.String() + " and limits how often it computes one) and the clouds, and only reads. " +
 			"Without ORG, every org is planned from one inventory listing and orphans are listed too. " +
 			"Exit status (as terraform plan -detailed-exitcode): 0 no changes, 2 changes (or conflicts/orphans), 1 error, bad flags included."},
 	{name: "replay", summary: "rebuild the state file from the whole ORG_EVENTS stream (stop the daemon first)",

@@ -11,9 +11,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/progress"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -117,29 +119,58 @@ func planWith(ctx context.Context, eng *reconcile.Engine, org string) (planRepor
 	return newPlanReport(plans, orphans), nil
 }
 
-// planHandler serves the daemon's dry run: GET /v1/plan and
+// The daemon's /v1/plan reads the clouds, spending the budget the
+// reconciles need, for whoever can reach the admin API: answers are reused
+// for planCacheTTL, and at most planBurst new ones are computed in a row,
+// then one per planEvery (429 with Retry-After past that). A full plan
+// costs one inventory listing (a few pages per provider), one org a few
+// reads.
+const (
+	planCacheTTL = 10 * time.Second
+	planEvery    = 15 * time.Second
+	planBurst    = 4
+)
+
+// newPlanCache is the daemon's /v1/plan cache and limiter, on the clock
+// now (time.Now when nil).
+func newPlanCache(now func() time.Time) *admin.Costly {
+	return admin.NewCostly(admin.CostlyOptions{TTL: planCacheTTL, Every: planEvery, Burst: planBurst, What: "/v1/plan", Now: now})
+}
+
+// planFunc computes the dry run of one org, or of every org when org is "".
+type planFunc func(ctx context.Context, org string) (planReport, error)
+
+// servePlans registers the daemon's dry run, GET /v1/plan and
 // /v1/plan/{id}, so `reconciler plan` works while the daemon holds the
-// state file. It only reads, like the command.
-func planHandler(eng *reconcile.Engine, orgs interface {
+// state file. It only reads, like the command; its cloud calls go at
+// ratelimit.Low, behind every reconcile's, and through cache.
+func servePlans(mux interface{ Handle(string, http.Handler) }, plan planFunc, orgs interface {
 	Get(string) (state.Org, bool, error)
-}, param string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		org := ""
-		if param != "" {
-			org = r.PathValue(param)
-			if _, ok, err := orgs.Get(org); err == nil && !ok {
-				writePlanError(w, http.StatusNotFound, fmt.Sprintf("org %q not found", org))
-				return
+}, cache *admin.Costly) {
+	handler := func(param string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			org := ""
+			if param != "" {
+				org = r.PathValue(param)
+				// Answered from bbolt: an unknown org costs no cloud call
+				// and no share of the limit.
+				if _, ok, err := orgs.Get(org); err == nil && !ok {
+					writePlanError(w, http.StatusNotFound, fmt.Sprintf("org %q not found", org))
+					return
+				}
 			}
-		}
-		rep, err := planWith(r.Context(), eng, org)
-		if err != nil {
-			writePlanError(w, http.StatusBadGateway, err.Error())
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(rep)
-	})
+			// Org ids are never empty, so "" is free for the full plan.
+			cache.Serve(w, r, org, func(ctx context.Context) (int, any) {
+				rep, err := plan(ratelimit.WithPriority(ctx, ratelimit.Low), org)
+				if err != nil {
+					return http.StatusBadGateway, map[string]string{"error": err.Error()}
+				}
+				return http.StatusOK, rep
+			})
+		})
+	}
+	mux.Handle("GET /v1/plan", handler(""))
+	mux.Handle("GET /v1/plan/{id}", handler("id"))
 }
 
 func writePlanError(w http.ResponseWriter, code int, msg string) {
@@ -177,7 +208,12 @@ func planCommand(ctx context.Context, cx *cmdContext) int {
 	rep, err := planLocal(ctx, cx, org)
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; planning through its admin API at %s\n", statePath(c), c.AdminListen)
-		rep, err = fetchPlan(ctx, c.AdminListen, org)
+		var cached bool
+		var age string
+		rep, cached, age, err = fetchPlan(ctx, c, org)
+		if err == nil && cached {
+			fmt.Fprintf(stderr, "note: the daemon answered from its plan cache (computed %ss ago; it reuses an answer for %s)\n", age, planCacheTTL)
+		}
 	}
 	bar.Clear()
 	if err != nil {
@@ -230,35 +266,27 @@ func planLocal(ctx context.Context, cx *cmdContext, org string) (planReport, err
 	return planWith(ctx, eng, org)
 }
 
-func fetchPlan(ctx context.Context, adminAddr, org string) (planReport, error) {
-	u := "http://" + adminAddr + "/v1/plan"
+// fetchPlan asks the running daemon's /v1/plan. cached says whether the
+// daemon answered from its plan cache, and age how old that answer is.
+func fetchPlan(ctx context.Context, c config.Config, org string) (rep planReport, cached bool, age string, err error) {
+	path := "/v1/plan"
 	if org != "" {
-		u += "/" + org
+		path += "/" + org
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
-		return planReport{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return planReport{}, fmt.Errorf("admin API: %w", err)
+		return planReport{}, false, "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return planReport{}, fmt.Errorf("admin API %s: %s", u, e.Error)
-		}
-		return planReport{}, fmt.Errorf("admin API %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+		return planReport{}, false, "", adminError(u, resp)
 	}
-	var rep planReport
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return planReport{}, fmt.Errorf("admin API %s: %w", u, err)
+		return planReport{}, false, "", fmt.Errorf("admin API %s: %w", u, err)
 	}
-	return rep, nil
+	return rep, resp.Header.Get("X-Cache") == "HIT", resp.Header.Get("Age"), nil
 }
 
 func printPlan(w io.Writer, r planReport) {

@@ -90,6 +90,7 @@ func (a *app) close() {
 
 func (a *app) start(ctx context.Context) error {
 	c, log := a.cfg, a.log
+	logAdminAccess(c, log)
 	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w", c.DataDir, err)
 	}
@@ -167,6 +168,11 @@ func (a *app) start(ctx context.Context) error {
 	a.metrics.SetConsumerStatsFunc(a.consumerStats)
 
 	a.admin = admin.New(a.store, log)
+	var open []string // besides the probes
+	if c.Admin.MetricsPublic {
+		open = append(open, "/metrics")
+	}
+	a.admin.RequireToken(c.Admin.Token, open...)
 	a.admin.Handle("GET /metrics", a.metrics.Handler())
 	a.admin.AddLivenessCheck("ingest", func(context.Context) error {
 		if err := a.ingest.Check(context.Background()); err != nil && strings.Contains(err.Error(), "not running") {
@@ -199,6 +205,23 @@ func (a *app) start(ctx context.Context) error {
 		}
 	})
 	return a.startEngine(ctx) // engine.go
+}
+
+// logAdminAccess says at start who may call the admin API, loudly when
+// anyone who reaches a non-loopback address may (--admin-insecure; without
+// it config refuses such a setup before anything starts).
+func logAdminAccess(c config.Config, log *slog.Logger) {
+	switch {
+	case !c.Admin.Token.IsZero():
+		log.Info("admin API requires a bearer token except on /healthz and /readyz",
+			"listen", c.AdminListen, "metrics_public", c.Admin.MetricsPublic)
+	case c.AdminExposed():
+		log.Warn("**************************************************************************")
+		log.Warn("ADMIN API WITHOUT AUTHENTICATION on an address that is not loopback (--admin-insecure): "+
+			"anyone who reaches it can read every org and run /v1/plan, which reads the clouds", "listen", c.AdminListen)
+		log.Warn("to require a token, set --admin-token-file or " + config.EnvAdminToken)
+		log.Warn("**************************************************************************")
+	}
 }
 
 // consumerStats reads the durable consumer's state: the "consumer bound"

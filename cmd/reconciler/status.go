@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ func status(cx *cmdContext) int {
 	orgs, err := readOrgs(c, org)
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
-		orgs, err = fetchOrgs(c.AdminListen, org)
+		orgs, err = fetchOrgs(c, org)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reconciler status:", err)
@@ -83,23 +84,23 @@ func readOrgs(c config.Config, org string) ([]state.Org, error) {
 	return []state.Org{x}, nil
 }
 
-func fetchOrgs(adminAddr, org string) ([]state.Org, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	u := "http://" + adminAddr + "/v1/orgs"
+func fetchOrgs(c config.Config, org string) ([]state.Org, error) {
+	path := "/v1/orgs"
 	if org != "" {
-		u += "/" + org
+		path += "/" + org
 	}
-	resp, err := c.Get(u)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
-		return nil, fmt.Errorf("admin API: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
 		return nil, fmt.Errorf("%w: %q", errNotFound, org)
 	}
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("admin API %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+		return nil, adminError(u, resp)
 	}
 	if org != "" {
 		var x state.Org
@@ -113,6 +114,48 @@ func fetchOrgs(adminAddr, org string) ([]state.Org, error) {
 		return nil, fmt.Errorf("admin API %s: %w", u, err)
 	}
 	return l.Orgs, nil
+}
+
+// adminGet sends GET path to the running daemon's admin API, with the
+// admin token when one is configured (the same --admin-token-file or
+// TUNNELWARD_ADMIN_TOKEN the daemon reads). u is the URL, for messages.
+func adminGet(ctx context.Context, c config.Config, path string) (resp *http.Response, u string, err error) {
+	u = "http://" + c.AdminListen + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, u, fmt.Errorf("admin API %s: %w", u, err)
+	}
+	if !c.Admin.Token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+c.Admin.Token.Reveal())
+	}
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, u, fmt.Errorf("admin API: %w", err)
+	}
+	return resp, u, nil
+}
+
+// adminError describes a failed admin API answer; a 401 says which token
+// setting to look at.
+func adminError(u string, resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var e struct{ Error string }
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		if resp.Request == nil || resp.Request.Header.Get("Authorization") == "" {
+			return fmt.Errorf("admin API %s requires the admin token: give this command the daemon's %s or --admin-token-file",
+				u, config.EnvAdminToken)
+		}
+		return fmt.Errorf("admin API %s refused the admin token this command sent (%s): give it the daemon's %s or --admin-token-file",
+			u, msg, config.EnvAdminToken)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		return fmt.Errorf("admin API %s: %s", u, msg)
+	}
+	return fmt.Errorf("admin API %s: %s: %s", u, resp.Status, msg)
 }
 
 func printTable(w io.Writer, orgs []state.Org) {

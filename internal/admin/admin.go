@@ -1,7 +1,9 @@
 // Package admin is the admin HTTP server: liveness and readiness probes
 // that name the failing check, and a read-only view of the org records.
 // Later parts add their own checks (AddCheck) and handlers (Handle, e.g.
-// /metrics).
+// /metrics). RequireToken puts a bearer token in front of everything but
+// the probes; Costly caches and rate-limits handlers that spend a cloud
+// budget.
 package admin
 
 import (
@@ -40,6 +42,7 @@ type Server struct {
 	mu        sync.RWMutex
 	liveness  []check
 	readiness []check
+	auth      *auth // nil: every endpoint open (see RequireToken)
 }
 
 // New returns a server reading orgs from o.
@@ -75,8 +78,9 @@ func (s *Server) AddLivenessCheck(name string, fn func(ctx context.Context) erro
 // Handle registers another handler (e.g. "GET /metrics").
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the server's HTTP handler, behind the token check of
+// RequireToken.
+func (s *Server) Handler() http.Handler { return s.protect(s.mux) }
 
 func (s *Server) checks(ready bool) []check {
 	s.mu.RLock()
@@ -198,7 +202,7 @@ func (s *Server) Serve(ctx context.Context, addr string) (wait func() error, err
 	if err != nil {
 		return nil, fmt.Errorf("admin server: listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
 		err := srv.Serve(l)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -34,7 +35,15 @@ const (
 	// EnvCloudflareAPIToken holds the Cloudflare API token. It has no flag on
 	// purpose: a flag value is visible to every user through ps.
 	EnvCloudflareAPIToken = "TUNNELWARD_CLOUDFLARE_API_TOKEN"
+	// EnvAdminToken holds the admin API's bearer token; no flag, for the
+	// same reason.
+	EnvAdminToken = "TUNNELWARD_ADMIN_TOKEN"
 )
+
+// MinAdminTokenLen is the shortest admin token accepted: the token is the
+// only thing between the network and /v1/plan, so it must not be
+// guessable.
+const MinAdminTokenLen = 16
 
 // ErrHelp is returned by Parse when -h or --help was given; print Usage and
 // exit 0.
@@ -77,6 +86,8 @@ const (
 	DefaultLogLevel          = "info"
 	cloudflareTokenFileFlag  = "cloudflare-api-token-file"
 	cloudflareTokenConfigKey = "cloudflare-api-token"
+	adminTokenFileFlag       = "admin-token-file"
+	adminTokenConfigKey      = "admin-token"
 )
 
 // Config is the reconciler's whole configuration.
@@ -88,6 +99,8 @@ type Config struct {
 	DataDir       string
 	AdminListen   string
 	SandboxListen string
+	// Admin is who may call the admin API on AdminListen.
+	Admin Admin
 
 	NATS       NATS
 	Cloudflare Cloudflare
@@ -119,6 +132,40 @@ type Config struct {
 	// badEntries holds, per per-region setting, the entries that could not
 	// be read, for validate to report (see regionMapSetting).
 	badEntries map[string][]string
+}
+
+// Admin is the admin API's access control.
+type Admin struct {
+	// Token is the bearer token every admin endpoint but the probes (and
+	// /metrics with MetricsPublic) requires. Zero means none: every
+	// endpoint is open, which Load allows only on a loopback AdminListen or
+	// with Insecure. It never prints: it is a secret.Token.
+	Token secret.Token
+	// TokenFile is where the token was read from, if from a file.
+	TokenFile string
+	// MetricsPublic serves /metrics without the token.
+	MetricsPublic bool
+	// Insecure allows a non-loopback AdminListen without a token.
+	Insecure bool
+}
+
+// AdminExposed reports whether the admin API listens on an address that is
+// not loopback only (a wildcard, an interface address or a host name other
+// than localhost).
+func (c Config) AdminExposed() bool {
+	h, _, err := net.SplitHostPort(c.AdminListen)
+	return err != nil || !IsLoopbackHost(h)
+}
+
+// IsLoopbackHost reports whether a listen address's host part is reachable
+// only from this machine: localhost or a loopback IP. An empty host is the
+// wildcard.
+func IsLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // NATS is how the reconciler reaches JetStream.
@@ -203,15 +250,18 @@ type Value struct {
 // Values lists every setting's effective value, in declaration order, with
 // secrets redacted, for a startup log line or a `config` command.
 func (c Config) Values() []Value {
-	out := make([]Value, 0, len(settings)+1)
+	out := make([]Value, 0, len(settings)+2)
 	for _, s := range settings {
 		out = append(out, Value{Name: s.name, Value: s.get(&c), Source: c.Source(s.name)})
 	}
-	tok := "(not set)"
-	if !c.Cloudflare.APIToken.IsZero() {
-		tok = secret.Redacted
+	shown := func(t secret.Token) string {
+		if t.IsZero() {
+			return "(not set)"
+		}
+		return secret.Redacted
 	}
-	out = append(out, Value{Name: EnvCloudflareAPIToken, Value: tok, Source: c.Source(EnvCloudflareAPIToken)})
+	out = append(out, Value{Name: EnvCloudflareAPIToken, Value: shown(c.Cloudflare.APIToken), Source: c.Source(EnvCloudflareAPIToken)})
+	out = append(out, Value{Name: EnvAdminToken, Value: shown(c.Admin.Token), Source: c.Source(EnvAdminToken)})
 	return out
 }
 
@@ -345,8 +395,10 @@ func (l *Loader) Load(env func(string) string) (Config, error) {
 		}
 	}
 	c.resolveToken(env, &probs)
+	adminTokenGiven := c.resolveAdminToken(env, &probs)
 	c.applyModeDefaults(env)
 	c.validate(&probs)
+	c.validateAdmin(adminTokenGiven, &probs)
 	if len(probs) > 0 {
 		return Config{}, &Error{Problems: probs}
 	}
@@ -369,7 +421,7 @@ func describeSource(s *setting, src, raw string) string {
 // EnvVars lists every environment variable the reconciler's configuration
 // reads, sorted.
 func EnvVars() []string {
-	out := []string{EnvConfigFile, EnvCloudflareAPIToken, "AWS_REGION", "AWS_DEFAULT_REGION"}
+	out := []string{EnvConfigFile, EnvCloudflareAPIToken, EnvAdminToken, "AWS_REGION", "AWS_DEFAULT_REGION"}
 	for _, s := range settings {
 		out = append(out, s.env)
 	}

@@ -260,7 +260,7 @@ func TestValidationMessages(t *testing.T) {
 		{name: "data dir is a file", args: []string{"--data-dir", existing}, want: map[string]string{"--data-dir": "is not a directory"}},
 		{name: "admin listen", args: []string{"--admin-listen", "8081"}, want: map[string]string{"--admin-listen": "want HOST:PORT"}},
 		{name: "listen port range", args: []string{"--nats-listen", "127.0.0.1:70000"}, want: map[string]string{"--nats-listen": `port "70000" is not a number from 0 to 65535`}},
-		{name: "port clash", args: []string{"--admin-listen", ":4222"}, want: map[string]string{"--nats-listen": `uses the same port as --admin-listen`}},
+		{name: "port clash", args: []string{"--admin-listen", ":4222", "--admin-insecure"}, want: map[string]string{"--nats-listen": `uses the same port as --admin-listen`}},
 		{name: "nats url scheme", args: []string{"--nats-url", "http://nats:4222"}, want: map[string]string{"--nats-url": "scheme must be nats, tls, ws or wss"}},
 		{name: "nats url password", args: []string{"--nats-url", "nats://u:hunter2@nats:4222"}, want: map[string]string{"--nats-url": "credentials in the URL are not accepted"}},
 		{name: "nats listen with url", args: []string{"--nats-url", "nats://n:4222", "--nats-listen", "127.0.0.1:4333"}, want: map[string]string{"--nats-listen": "set one of them"}},
@@ -301,6 +301,22 @@ func TestValidationMessages(t *testing.T) {
 		{name: "token both sources", env: map[string]string{EnvCloudflareAPIToken: "abc", "TUNNELWARD_CLOUDFLARE_API_TOKEN_FILE": existing}, want: map[string]string{"--cloudflare-api-token-file": "set only one"}},
 		{name: "token file missing", args: []string{"--cloudflare-api-token-file", filepath.Join(dir, "tok")}, want: map[string]string{"--cloudflare-api-token-file": "cannot read token file"}},
 		{name: "token with whitespace", env: map[string]string{EnvCloudflareAPIToken: "abc def"}, want: map[string]string{EnvCloudflareAPIToken: "contains whitespace"}},
+		{name: "admin on all interfaces without a token", args: []string{"--admin-listen", "0.0.0.0:8081"},
+			want: map[string]string{"--admin-listen": `"0.0.0.0:8081" is not a loopback address, so the admin API needs a token: set --admin-token-file FILE or TUNNELWARD_ADMIN_TOKEN`}},
+		{name: "admin wildcard host without a token", env: map[string]string{"TUNNELWARD_ADMIN_LISTEN": ":8081"}, want: map[string]string{"--admin-listen": "or --admin-insecure"}},
+		{name: "admin ipv6 wildcard without a token", args: []string{"--admin-listen", "[::]:8081"}, want: map[string]string{"--admin-listen": "--admin-token-file"}},
+		{name: "admin interface address without a token", args: []string{"--admin-listen", "10.0.0.5:8081"}, want: map[string]string{"--admin-listen": "--admin-token-file"}},
+		{name: "admin host name without a token", args: []string{"--admin-listen", "reconciler.internal:8081"}, want: map[string]string{"--admin-listen": "--admin-token-file"}},
+		{name: "admin insecure not a bool", args: []string{"--admin-insecure=sure"}, want: map[string]string{"--admin-insecure": "not a boolean"}},
+		{name: "admin token short", env: map[string]string{EnvAdminToken: "hunter2"}, want: map[string]string{EnvAdminToken: "shorter than 16 characters"}},
+		{name: "admin token file short", args: []string{"--admin-listen", "0.0.0.0:8081", "--admin-token-file", existing},
+			want: map[string]string{"--admin-token-file": "shorter than 16 characters"}},
+		{name: "admin token with whitespace", env: map[string]string{EnvAdminToken: "0123456789abcdef 0123456789abcdef"}, want: map[string]string{EnvAdminToken: "contains whitespace; the admin token is a single word"}},
+		{name: "admin token both sources", env: map[string]string{EnvAdminToken: "0123456789abcdef0123", "TUNNELWARD_ADMIN_TOKEN_FILE": existing}, want: map[string]string{"--admin-token-file": "set only one"}},
+		// A broken token is reported once, not again as a missing one.
+		{name: "admin token file missing", args: []string{"--admin-listen", "0.0.0.0:8081", "--admin-token-file", filepath.Join(dir, "admin-token")},
+			want: map[string]string{"--admin-token-file": "cannot read token file"}},
+		{name: "file admin token key", file: "admin-token: 0123456789abcdef0123\n", want: map[string]string{"--config": "sets admin-token; the token is read only from TUNNELWARD_ADMIN_TOKEN or --admin-token-file, never from the config file"}},
 		{name: "live without zone id", live: true, env: map[string]string{"TUNNELWARD_CLOUDFLARE_ZONE_ID": ""}, want: map[string]string{"--cloudflare-zone-id": "required with --cloud live (or set TUNNELWARD_CLOUDFLARE_ZONE_ID)"}},
 		{name: "live without token", live: true, env: map[string]string{EnvCloudflareAPIToken: ""}, want: map[string]string{EnvCloudflareAPIToken: "required with --cloud live"}},
 		{name: "live without ami", live: true, env: map[string]string{"TUNNELWARD_INSTANCE_AMI": ""}, want: map[string]string{"--instance-ami": "required with --cloud live"}},
@@ -359,6 +375,8 @@ func TestValidLiveVariants(t *testing.T) {
 	tok := filepath.Join(dir, "cf-token")
 	os.WriteFile(creds, []byte("-----BEGIN NATS USER JWT-----"), 0o600)
 	os.WriteFile(tok, []byte("cfTokFromFile0123456789\n"), 0o600)
+	adminTok := filepath.Join(dir, "admin-token")
+	os.WriteFile(adminTok, []byte("adminTokFromFile0123456789\n"), 0o600)
 	env := liveEnv()
 	delete(env, EnvCloudflareAPIToken)
 	delete(env, "TUNNELWARD_AWS_REGION")
@@ -366,7 +384,7 @@ func TestValidLiveVariants(t *testing.T) {
 	args := []string{
 		"--cloudflare-api-token-file", tok, "--creds", creds, "--nats-url", "tls://a:4222,tls://b:4222",
 		"--instance-profile", "arn:aws:iam::123456789012:instance-profile/tunnelward/tunnelward-instance",
-		"--instance-security-groups", "sg-0123456789abcdef0", "--admin-listen", "0.0.0.0:8081",
+		"--instance-security-groups", "sg-0123456789abcdef0", "--admin-listen", "0.0.0.0:8081", "--admin-token-file", adminTok,
 		"--cloudflare-zone-name", "example.com.", "org-a",
 	}
 	c, err := Parse(args, envMap(env))
@@ -375,6 +393,9 @@ func TestValidLiveVariants(t *testing.T) {
 	}
 	if c.Cloudflare.APIToken.Reveal() != "cfTokFromFile0123456789" || c.Source(EnvCloudflareAPIToken) != "file" {
 		t.Fatalf("token file not read or not trimmed")
+	}
+	if c.Admin.Token.Reveal() != "adminTokFromFile0123456789" || c.Source(EnvAdminToken) != "file" {
+		t.Fatalf("admin token file not read or not trimmed")
 	}
 	if c.AWS.Region != "ap-southeast-2" {
 		t.Fatalf("region fallback to AWS_REGION: %q", c.AWS.Region)
@@ -387,10 +408,56 @@ func TestValidLiveVariants(t *testing.T) {
 	}
 }
 
+// The admin API may be open on loopback only: elsewhere it takes a token
+// or an explicit --admin-insecure.
+func TestAdminAccess(t *testing.T) {
+	const tok = "adm_0123456789abcdef0123456789"
+	file := writeFile(t, "admin-token", "\n"+tok+"\n")
+	cases := []struct {
+		name             string
+		args             []string
+		env              map[string]string
+		token, source    string
+		insecure, public bool
+		exposed          bool
+	}{
+		{name: "default loopback, open"},
+		{name: "localhost", args: []string{"--admin-listen", "localhost:8081"}},
+		{name: "ipv6 loopback", args: []string{"--admin-listen", "[::1]:8081"}},
+		{name: "other loopback ip", args: []string{"--admin-listen", "127.0.0.2:8081"}},
+		{name: "loopback with a token", env: map[string]string{EnvAdminToken: tok}, token: tok, source: "env"},
+		{name: "all interfaces with a token in the environment", args: []string{"--admin-listen", "0.0.0.0:8081"},
+			env: map[string]string{EnvAdminToken: tok}, token: tok, source: "env", exposed: true},
+		{name: "all interfaces with a token file", env: map[string]string{"TUNNELWARD_ADMIN_LISTEN": ":8081", "TUNNELWARD_ADMIN_TOKEN_FILE": file},
+			token: tok, source: "file", exposed: true},
+		{name: "all interfaces insecure", args: []string{"--admin-listen", "0.0.0.0:8081", "--admin-insecure"}, insecure: true, exposed: true},
+		{name: "insecure from the environment", args: []string{"--admin-listen", "10.1.2.3:8081"},
+			env: map[string]string{"TUNNELWARD_ADMIN_INSECURE": "true"}, insecure: true, exposed: true},
+		{name: "public metrics", args: []string{"--admin-metrics-public", "--admin-token-file", file}, token: tok, source: "file", public: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.args, envMap(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Admin.Token.Reveal() != tc.token || c.Admin.Insecure != tc.insecure || c.Admin.MetricsPublic != tc.public || c.AdminExposed() != tc.exposed {
+				t.Fatalf("token set %v (want %v), insecure %v, metrics public %v, exposed %v; want %+v",
+					!c.Admin.Token.IsZero(), tc.token != "", c.Admin.Insecure, c.Admin.MetricsPublic, c.AdminExposed(), tc)
+			}
+			if tc.source != "" && c.Source(EnvAdminToken) != tc.source {
+				t.Fatalf("token source %q, want %q", c.Source(EnvAdminToken), tc.source)
+			}
+		})
+	}
+}
+
 func TestSecretsNeverPrinted(t *testing.T) {
 	const tok = "cfTok_NeverPrintMe_0123456789abcdef"
+	const adminTok = "admTok_NeverPrintMe_0123456789abcdef"
 	env := liveEnv()
 	env[EnvCloudflareAPIToken] = tok
+	env[EnvAdminToken] = adminTok
 	c, err := Parse(nil, envMap(env))
 	if err != nil {
 		t.Fatal(err)
@@ -404,12 +471,19 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		"slog": logged.String(), "json": string(js), "Usage": Usage("reconciler"),
 	}
 	for name, out := range outputs {
-		if strings.Contains(out, tok) {
-			t.Errorf("%s prints the API token: %s", name, out)
+		if strings.Contains(out, tok) || strings.Contains(out, adminTok) {
+			t.Errorf("%s prints a token: %s", name, out)
 		}
 	}
-	if !strings.Contains(c.String(), EnvCloudflareAPIToken+`="[redacted]"`) {
-		t.Errorf("String should show the token as redacted: %s", c.String())
+	if !strings.Contains(c.String(), EnvCloudflareAPIToken+`="[redacted]"`) || !strings.Contains(c.String(), EnvAdminToken+`="[redacted]"`) {
+		t.Errorf("String should show the tokens as redacted: %s", c.String())
+	}
+	// Errors about the admin token never quote it (nor, when short, its length).
+	for _, bad := range []string{adminTok + " x", "adm_short"} {
+		_, err := Parse(nil, envMap(map[string]string{EnvAdminToken: bad}))
+		if err == nil || strings.Contains(err.Error(), strings.Fields(bad)[0]) || strings.Contains(err.Error(), " 9 ") {
+			t.Errorf("error for a malformed admin token leaks it or is missing: %v", err)
+		}
 	}
 	// Errors about the token never quote it either.
 	for _, bad := range []string{tok + " x", "\t" + tok + "\n" + tok} {

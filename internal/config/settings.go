@@ -59,6 +59,7 @@ func (s *setting) usageLine() string {
 // Groups, in help order.
 const (
 	groupMode       = "Mode and addresses"
+	groupAdmin      = "Admin API"
 	groupNATS       = "NATS"
 	groupCloudflare = "Cloudflare"
 	groupAWS        = "AWS and instances"
@@ -66,7 +67,7 @@ const (
 	groupLog        = "Logging"
 )
 
-var groups = []string{groupMode, groupNATS, groupCloudflare, groupAWS, groupEngine, groupLog}
+var groups = []string{groupMode, groupAdmin, groupNATS, groupCloudflare, groupAWS, groupEngine, groupLog}
 
 func str(p func(c *Config) *string) (func(*Config, string) error, func(*Config) string) {
 	return func(c *Config, v string) error { *p(c) = v; return nil },
@@ -83,6 +84,18 @@ func durationSetting(p func(c *Config) *time.Duration) (func(*Config, string) er
 			return nil
 		},
 		func(c *Config) string { return p(c).String() }
+}
+
+func boolSetting(p func(c *Config) *bool) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("not a boolean (use true or false)")
+			}
+			*p(c) = b
+			return nil
+		},
+		func(c *Config) string { return strconv.FormatBool(*p(c)) }
 }
 
 func listSetting(p func(c *Config) *[]string) (func(*Config, string) error, func(*Config) string) {
@@ -102,18 +115,25 @@ func splitList(v string) []string {
 }
 
 // settings is every setting, in help order within its group. The Cloudflare
-// API token is deliberately absent: it has no flag and no config-file key
-// (see resolveToken).
+// API token and the admin token are deliberately absent: they have no flag
+// and no config-file key (see resolveToken, resolveAdminToken).
 var settings = func() []*setting {
 	s := []*setting{
 		{name: "cloud", env: "TUNNELWARD_CLOUD", group: groupMode, metavar: "MODE", def: ModeSandbox,
 			help: "clouds to converge: sandbox (in-process emulator), live (real Cloudflare and AWS) or the http(s) URL of a cloudsim"},
 		{name: "data-dir", env: "TUNNELWARD_DATA_DIR", group: groupMode, metavar: "DIR", def: DefaultDataDir,
 			help: "directory for state.db and the embedded NATS server's JetStream files"},
-		{name: "admin-listen", env: "TUNNELWARD_ADMIN_LISTEN", group: groupMode, metavar: "HOST:PORT", def: DefaultAdminListen,
-			help: "admin HTTP address (/metrics, /healthz, /readyz, /v1/orgs)"},
 		{name: "sandbox-listen", env: "TUNNELWARD_SANDBOX_LISTEN", group: groupMode, metavar: "HOST:PORT", def: DefaultSandboxListen,
 			help: "HTTP address of the in-process emulator (sandbox mode only)"},
+
+		{name: "admin-listen", env: "TUNNELWARD_ADMIN_LISTEN", group: groupAdmin, metavar: "HOST:PORT", def: DefaultAdminListen,
+			help: "admin HTTP address (/healthz, /readyz, /metrics, /v1/orgs, /v1/plan); an address that is not loopback needs an admin token or --admin-insecure"},
+		{name: adminTokenFileFlag, env: "TUNNELWARD_ADMIN_TOKEN_FILE", group: groupAdmin, metavar: "FILE",
+			help: "file holding the admin API's bearer token (or set " + EnvAdminToken + "; never a flag value): every endpoint but /healthz, /readyz and a public /metrics then needs Authorization: Bearer <token>; status and plan send it"},
+		{name: "admin-metrics-public", env: "TUNNELWARD_ADMIN_METRICS_PUBLIC", group: groupAdmin, metavar: "BOOL", kind: kindBool, def: "false",
+			help: "with an admin token set, still serve /metrics without it, for scrapers that cannot send one (Prometheus can: authorization.credentials_file)"},
+		{name: "admin-insecure", env: "TUNNELWARD_ADMIN_INSECURE", group: groupAdmin, metavar: "BOOL", kind: kindBool, def: "false",
+			help: "serve the admin API without a token on an address that is not loopback: anyone who reaches it can read every org and run /v1/plan (logged as a warning at start)"},
 
 		{name: "nats-listen", env: "TUNNELWARD_NATS_LISTEN", group: groupNATS, metavar: "HOST:PORT", def: DefaultNATSListen,
 			help: "client address of the embedded NATS server (used when --nats-url is empty)"},
@@ -202,6 +222,9 @@ var settings = func() []*setting {
 		"data-dir":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.DataDir }) },
 		"admin-listen":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AdminListen }) },
 		"sandbox-listen":        func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.SandboxListen }) },
+		adminTokenFileFlag:      func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Admin.TokenFile }) },
+		"admin-metrics-public":  func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.MetricsPublic }) },
+		"admin-insecure":        func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.Insecure }) },
 		"nats-listen":           func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Listen }) },
 		"nats-url":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.URL }) },
 		"creds":                 func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Creds }) },
@@ -245,17 +268,7 @@ var settings = func() []*setting {
 		"health-grace": func(s *setting) {
 			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.HealthGrace })
 		},
-		"gc": func(s *setting) {
-			s.set = func(c *Config, v string) error {
-				b, err := strconv.ParseBool(v)
-				if err != nil {
-					return errors.New("not a boolean (use true or false)")
-				}
-				c.GC = b
-				return nil
-			}
-			s.get = func(c *Config) string { return strconv.FormatBool(c.GC) }
-		},
+		"gc":         func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.GC }) },
 		"log-format": func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Log.Format }) },
 		"log-level":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Log.Level }) },
 	}

@@ -26,6 +26,11 @@ func Usage(cmd string) string {
 			b.WriteString(textwrap.Wrap(s.usageLine(), 6, 80))
 			b.WriteString("\n")
 		}
+		if g == groupAdmin {
+			fmt.Fprintf(&b, "  %s (environment only)\n", EnvAdminToken)
+			b.WriteString(textwrap.Wrap(adminTokenHelp, 6, 80))
+			b.WriteString("\n")
+		}
 		if g == groupCloudflare {
 			fmt.Fprintf(&b, "  %s (environment only)\n", EnvCloudflareAPIToken)
 			b.WriteString(textwrap.Wrap("the Cloudflare API token (Account: Cloudflare Tunnel Edit; Zone: DNS Edit on the one zone); required in live mode unless --"+cloudflareTokenFileFlag+" is set", 6, 80))
@@ -34,6 +39,11 @@ func Usage(cmd string) string {
 	}
 	return b.String()
 }
+
+// adminTokenHelp describes TUNNELWARD_ADMIN_TOKEN in --help and the
+// reference table.
+var adminTokenHelp = fmt.Sprintf("the admin API's bearer token (at least %d characters); optional on a loopback --admin-listen, "+
+	"required on any other unless --admin-insecure; --%s reads it from a file instead", MinAdminTokenLen, adminTokenFileFlag)
 
 // MarkdownReference is the configuration reference table of
 // docs/operations.md; a test keeps the document equal to it.
@@ -66,6 +76,9 @@ func MarkdownReference() string {
 				def = "the built-in list (`www`, `api`, `admin`, ...)"
 			}
 			row("`--"+s.name+" "+s.metavar+"`", s.env, def, s.help)
+		}
+		if g == groupAdmin {
+			row("(none)", EnvAdminToken, "", adminTokenHelp+"; never a flag, never in the config file")
 		}
 		if g == groupCloudflare {
 			row("(none)", EnvCloudflareAPIToken, "sandbox: `"+SandboxCloudflareToken+"`",

@@ -42,29 +42,61 @@ const (
 // or from --cloudflare-api-token-file. No message here ever includes the
 // token's text.
 func (c *Config) resolveToken(env func(string) string, probs *problems) {
-	fromEnv := strings.TrimSpace(env(EnvCloudflareAPIToken))
-	file := c.Cloudflare.APITokenFile
-	tokFlag := "--" + cloudflareTokenFileFlag
+	tok, src, _ := c.readSecret(env, EnvCloudflareAPIToken, cloudflareTokenFileFlag, c.Cloudflare.APITokenFile, "a Cloudflare API token", probs)
+	if tok != "" {
+		c.Cloudflare.APIToken = secret.NewToken(tok)
+		c.sources[EnvCloudflareAPIToken] = src
+	}
+}
+
+// resolveAdminToken reads the admin API's bearer token from its
+// environment variable or from --admin-token-file. given reports whether
+// either was set, readable or not, so that validateAdmin does not report a
+// broken token a second time as a missing one.
+func (c *Config) resolveAdminToken(env func(string) string, probs *problems) (given bool) {
+	tok, src, given := c.readSecret(env, EnvAdminToken, adminTokenFileFlag, c.Admin.TokenFile, "the admin token", probs)
+	if tok == "" {
+		return given
+	}
+	if len(tok) < MinAdminTokenLen {
+		// Neither the token nor its length goes into the message.
+		where := EnvAdminToken
+		if src == "file" {
+			where = "--" + adminTokenFileFlag
+		}
+		probs.add(where, "the admin token is shorter than %d characters; use a long random one (e.g. openssl rand -hex 32)", MinAdminTokenLen)
+		return given
+	}
+	c.Admin.Token = secret.NewToken(tok)
+	c.sources[EnvAdminToken] = src
+	return given
+}
+
+// readSecret reads a token from the environment variable envName or from
+// file (the value of --fileFlag); setting both is an error. src is "env" or
+// "file"; given reports whether either was set. No message here ever
+// includes the token's text.
+func (c *Config) readSecret(env func(string) string, envName, fileFlag, file, what string, probs *problems) (tok, src string, given bool) {
+	fromEnv := strings.TrimSpace(env(envName))
 	switch {
 	case fromEnv != "" && file != "":
-		probs.add(tokFlag, "both %s and a token file are set; set only one", EnvCloudflareAPIToken)
-		return
+		probs.add("--"+fileFlag, "both %s and a token file are set; set only one", envName)
+		return "", "", true
 	case file != "":
 		tok, err := readTokenFile(file)
 		if err != nil {
-			probs.add(tokFlag, "%v", err)
-			return
+			probs.add("--"+fileFlag, "%v", err)
+			return "", "", true
 		}
-		c.Cloudflare.APIToken = secret.NewToken(tok)
-		c.sources[EnvCloudflareAPIToken] = "file"
+		return tok, "file", true
 	case fromEnv != "":
 		if strings.ContainsAny(fromEnv, " \t\r\n") {
-			probs.add(EnvCloudflareAPIToken, "contains whitespace; a Cloudflare API token is a single word")
-			return
+			probs.add(envName, "contains whitespace; %s is a single word", what)
+			return "", "", true
 		}
-		c.Cloudflare.APIToken = secret.NewToken(fromEnv)
-		c.sources[EnvCloudflareAPIToken] = "env"
+		return fromEnv, "env", true
 	}
+	return "", "", false
 }
 
 func readTokenFile(path string) (string, error) {
@@ -282,6 +314,19 @@ func (c *Config) validate(probs *problems) {
 	}
 }
 
+// validateAdmin refuses an admin API that anyone on the network could
+// call: /v1/orgs shows every org and /v1/plan spends the Cloudflare budget.
+// It runs at Load, so the refusal comes before NATS or bbolt is touched.
+func (c *Config) validateAdmin(tokenGiven bool, probs *problems) {
+	h, _, err := splitListen(c.AdminListen)
+	if err != nil || tokenGiven || c.Admin.Insecure || IsLoopbackHost(h) {
+		return // a bad address is reported by validate
+	}
+	probs.add("--admin-listen", "%q is not a loopback address, so the admin API needs a token: set --%s FILE or %s "+
+		"(at least %d characters, e.g. openssl rand -hex 32), or --admin-insecure to serve it to anyone who reaches the port",
+		c.AdminListen, adminTokenFileFlag, EnvAdminToken, MinAdminTokenLen)
+}
+
 func pluralIs(items []string) string {
 	if len(items) == 1 {
 		return items[0] + " is"
@@ -458,9 +503,9 @@ func readConfigFile(path string, probs *problems) map[string]string {
 	}
 	out := map[string]string{}
 	for k, v := range doc {
-		if k == cloudflareTokenConfigKey {
+		if secretEnv, fileFlag, ok := secretKey(k); ok {
 			probs.add(setting, "config file %s sets %s; the token is read only from %s or --%s, never from the config file",
-				path, k, EnvCloudflareAPIToken, cloudflareTokenFileFlag)
+				path, k, secretEnv, fileFlag)
 			continue
 		}
 		if lookup(k) == nil {
@@ -480,6 +525,18 @@ func readConfigFile(path string, probs *problems) map[string]string {
 		}
 	}
 	return out
+}
+
+// secretKey reports whether a config-file key is a token (refused: config
+// files get committed), with where the token is read from instead.
+func secretKey(k string) (env, fileFlag string, ok bool) {
+	switch k {
+	case cloudflareTokenConfigKey:
+		return EnvCloudflareAPIToken, cloudflareTokenFileFlag, true
+	case adminTokenConfigKey:
+		return EnvAdminToken, adminTokenFileFlag, true
+	}
+	return "", "", false
 }
 
 func scalarText(v any) (string, error) {

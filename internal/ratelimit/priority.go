@@ -9,14 +9,23 @@ import (
 type Priority int
 
 const (
-	// Normal is work that starts something new (creating an org).
-	Normal Priority = iota
+	// Low is work no org waits on to converge (the admin API's dry run,
+	// /v1/plan): it gets a permit only when no Normal or High caller
+	// waits, so an operator's reads delay a reconcile by at most the one
+	// permit a Low caller may already be waiting for.
+	Low Priority = -1
+	// Normal is work that starts something new (creating an org); the
+	// zero value, so a context without a priority is Normal.
+	Normal Priority = 0
 	// High is work that finishes what was started (a readiness poll of an
 	// org already launched, a delete in progress): one cheap call that
 	// turns spent budget into a Ready org, so it should not queue behind
 	// hundreds of creations.
-	High
+	High Priority = 1
 )
+
+// queue is a priority's index in Prioritized.queues.
+func queue(p Priority) int { return int(p - Low) }
 
 type priorityKey struct{}
 
@@ -32,15 +41,16 @@ func PriorityOf(ctx context.Context) Priority {
 }
 
 // Prioritized hands an inner limiter's permits out by priority: waiters
-// queue in two FIFOs and only the head of the queue (every High waiter
-// before any Normal one) waits on the inner limiter. The inner limiter
+// queue in one FIFO per priority and only the head of the queue (every
+// High waiter before any Normal one, every Normal one before any Low one)
+// waits on the inner limiter. The inner limiter
 // alone decides how many calls pass and when, so the budget it enforces is
 // unchanged; only the order changes.
 type Prioritized struct {
 	inner Limiter
 
 	mu     sync.Mutex
-	queues [2][]*waiter // by Priority
+	queues [3][]*waiter // by queue(Priority)
 	busy   bool         // a waiter holds the turn (is waiting on inner)
 }
 
@@ -56,12 +66,13 @@ func NewPrioritized(inner Limiter) *Prioritized { return &Prioritized{inner: inn
 // inner limiter, or ctx ends.
 func (p *Prioritized) Wait(ctx context.Context) error {
 	pr := PriorityOf(ctx)
-	if pr != High {
+	if pr != High && pr != Low {
 		pr = Normal
 	}
+	qi := queue(pr)
 	w := &waiter{turn: make(chan struct{})}
 	p.mu.Lock()
-	p.queues[pr] = append(p.queues[pr], w)
+	p.queues[qi] = append(p.queues[qi], w)
 	p.dispatchLocked()
 	p.mu.Unlock()
 
@@ -70,10 +81,10 @@ func (p *Prioritized) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		p.mu.Lock()
 		if !w.granted {
-			q := p.queues[pr]
+			q := p.queues[qi]
 			for i := range q {
 				if q[i] == w {
-					p.queues[pr] = append(q[:i:i], q[i+1:]...)
+					p.queues[qi] = append(q[:i:i], q[i+1:]...)
 					break
 				}
 			}
@@ -91,16 +102,16 @@ func (p *Prioritized) Wait(ctx context.Context) error {
 }
 
 // dispatchLocked gives the turn to the first High waiter, else the first
-// Normal one, when nobody holds it.
+// Normal one, else the first Low one, when nobody holds it.
 func (p *Prioritized) dispatchLocked() {
 	if p.busy {
 		return
 	}
-	for pr := High; pr >= Normal; pr-- {
-		if q := p.queues[pr]; len(q) > 0 {
+	for pr := High; pr >= Low; pr-- {
+		if q := p.queues[queue(pr)]; len(q) > 0 {
 			w := q[0]
 			q[0] = nil
-			p.queues[pr] = q[1:]
+			p.queues[queue(pr)] = q[1:]
 			w.granted = true
 			p.busy = true
 			close(w.turn)
@@ -111,8 +122,8 @@ func (p *Prioritized) dispatchLocked() {
 
 // Waiting is how many callers of each priority wait for their turn (not
 // counting the one waiting on the inner limiter). For tests and metrics.
-func (p *Prioritized) Waiting() (high, normal int) {
+func (p *Prioritized) Waiting() (high, normal, low int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.queues[High]), len(p.queues[Normal])
+	return len(p.queues[queue(High)]), len(p.queues[queue(Normal)]), len(p.queues[queue(Low)])
 }

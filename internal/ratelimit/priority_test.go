@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func TestPrioritizedGrantsHighFirst(t *testing.T) {
 		{"h1", context.Background(), High}, {"h2", context.Background(), High},
 	} {
 		start(w.ctx, w.name, w.pr)
-		eventually(t, w.name+" to queue", func() bool { h, l := p.Waiting(); return h+l == i+1 })
+		eventually(t, w.name+" to queue", func() bool { h, n, l := p.Waiting(); return h+n+l == i+1 })
 	}
 	cancelN2()
 	eventually(t, "n2 to leave the queue", func() bool { return n() == 1 })
@@ -96,6 +97,55 @@ func TestPrioritizedGrantsHighFirst(t *testing.T) {
 	}
 }
 
+// Low waiters (the admin API's plan) get a permit only when no Normal or
+// High waiter is queued, whatever the arrival order; among themselves
+// first come, first served.
+func TestPrioritizedGrantsLowLast(t *testing.T) {
+	inner := make(permits)
+	p := NewPrioritized(inner)
+	var (
+		mu      sync.Mutex
+		granted []string
+		wg      sync.WaitGroup
+	)
+	start := func(name string, pr Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Wait(WithPriority(context.Background(), pr)); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			granted = append(granted, name)
+			mu.Unlock()
+		}()
+	}
+	n := func() int { mu.Lock(); defer mu.Unlock(); return len(granted) }
+
+	start("n0", Normal)
+	eventually(t, "n0 to hold the turn", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.busy })
+	for i, w := range []struct {
+		name string
+		pr   Priority
+	}{{"l1", Low}, {"l2", Low}, {"n1", Normal}, {"h1", High}, {"n2", Normal}} {
+		start(w.name, w.pr)
+		eventually(t, w.name+" to queue", func() bool { h, n, l := p.Waiting(); return h+n+l == i+1 })
+	}
+	if h, nn, l := p.Waiting(); h != 1 || nn != 2 || l != 2 {
+		t.Fatalf("waiting high %d normal %d low %d, want 1 2 2", h, nn, l)
+	}
+	for i := range 6 {
+		inner <- struct{}{}
+		eventually(t, "a grant", func() bool { return n() == i+1 })
+	}
+	wg.Wait()
+	want := []string{"n0", "h1", "n1", "n2", "l1", "l2"}
+	if !slices.Equal(granted, want) {
+		t.Fatalf("granted %v, want %v", granted, want)
+	}
+}
+
 // A permit is never lost: every waiter of a larger mixed crowd gets one,
 // and no more permits are taken than waiters served.
 func TestPrioritizedServesEveryone(t *testing.T) {
@@ -109,7 +159,7 @@ func TestPrioritizedServesEveryone(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.Wait(WithPriority(context.Background(), Priority(i%2))); err != nil {
+			if err := p.Wait(WithPriority(context.Background(), Priority(i%3-1))); err != nil {
 				t.Error(err)
 			}
 		}()
