@@ -78,6 +78,21 @@ type Observed struct {
 	ParamKnown    bool
 	Instances     []Instance
 	InstanceKnown bool
+	// Remedy is what the health diagnosis decided from this observation
+	// (and the org's remediation history): an input of the plan, so that a
+	// pass and the dry run turn it into the same changes.
+	Remedy Remedy
+}
+
+// Remedy is a health diagnosis's decision for one pass.
+type Remedy struct {
+	Restart string // restart cloudflared on this instance
+	Replace string // terminate this instance and launch another
+	// HoldReplace: the org used up its remediations for the window, so an
+	// instance that needs replacing (stopped, or from an older generation)
+	// is left as it is; the replacement is withheld.
+	HoldReplace bool
+	Reason      string
 }
 
 // Resource names a kind of cloud resource in a change.
@@ -200,11 +215,72 @@ func Compute(d Desired, o Observed) Result {
 
 	if o.InstanceKnown || o.Tunnel == nil {
 		instanceChanges(d, o, tunnelID, &r)
+		applyRemedy(d, o.Remedy, &r)
 	}
 	withholdOnConflict(&r)
 
 	r.Ready = len(r.Changes) == 0 && len(r.Conflicts) == 0 && o.Tunnel != nil && o.Tunnel.Status == "healthy"
 	return r
+}
+
+// InstanceWork says what the plan does to the org's instances before any
+// remedy: how many it deletes and whether it launches one. The health
+// diagnosis asks it (a replacement of a stopped instance is a remediation),
+// so the rule for which instance stays lives in this package only.
+func InstanceWork(d Desired, o Observed) (deletes int, launch bool) {
+	var r Result
+	tunnelID := ""
+	if o.Tunnel != nil {
+		tunnelID = o.Tunnel.ID
+	}
+	instanceChanges(d, o, tunnelID, &r)
+	for _, c := range r.Changes {
+		switch {
+		case c.Resource == ResInstance && c.Op == OpDelete:
+			deletes++
+		case c.Resource == ResInstance && c.Op == OpCreate:
+			launch = true
+		}
+	}
+	return deletes, launch || o.Tunnel == nil
+}
+
+// applyRemedy turns the health verdict into instance changes.
+func applyRemedy(d Desired, m Remedy, r *Result) {
+	has := func(op Op, target string) bool {
+		for _, c := range r.Changes {
+			if c.Resource == ResInstance && c.Op == op && (target == "" || c.Target == target) {
+				return true
+			}
+		}
+		return false
+	}
+	if m.HoldReplace && has(OpDelete, "") {
+		kept := r.Changes[:0:0]
+		for _, c := range r.Changes {
+			if c.Resource == ResInstance && (c.Op == OpDelete || c.Op == OpCreate) {
+				c.Reason = "withheld: remediation limit reached (" + c.Reason + ")"
+				r.Withheld = append(r.Withheld, c)
+				continue
+			}
+			kept = append(kept, c)
+		}
+		r.Changes = kept
+	}
+	if m.Replace != "" {
+		if !has(OpDelete, m.Replace) {
+			r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpDelete, Target: m.Replace, Reason: m.Reason})
+		}
+		if !has(OpCreate, "") {
+			r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpCreate, Target: d.OrgID, Reason: "replacing " + m.Replace})
+		}
+		if r.KeepInstance == m.Replace {
+			r.KeepInstance = ""
+		}
+	}
+	if m.Restart != "" && !has(OpRestart, m.Restart) {
+		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpRestart, Target: m.Restart, Reason: m.Reason})
+	}
 }
 
 // withholdOnConflict moves every creation out of a plan whose hostname is

@@ -40,6 +40,9 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		return Result{}, err
 	}
 	p := plan.Compute(d, ob)
+	if e.planned != nil {
+		e.planned(org.ID, p)
+	}
 	for _, c := range p.Changes {
 		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
 	}

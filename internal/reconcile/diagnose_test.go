@@ -8,8 +8,8 @@ import (
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
-// diagnose is pure: the org's record, what was observed and the plan go in,
-// a verdict comes out. The end-to-end tests drive the common paths through
+// diagnose is pure: the org's record, what was observed and the desired
+// state go in, a verdict comes out (which the plan then takes as its Remedy). The end-to-end tests drive the common paths through
 // the emulator; this table covers the corners the emulator cannot stage.
 func TestDiagnose(t *testing.T) {
 	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
@@ -19,8 +19,13 @@ func TestDiagnose(t *testing.T) {
 		return Instance{ID: "i-1", State: "running", TunnelID: "t1", Generation: 1, LaunchTime: now.Add(-launched)}
 	}
 	obs := func(status string, in Instance) observation {
-		return observation{tunnel: &Tunnel{ID: "t1", Status: status}, instances: []Instance{in}}
+		ob := observation{tunnel: &Tunnel{ID: "t1", Status: status}, instances: []Instance{in}}
+		ob.plan.Tunnel = &plan.Tunnel{ID: "t1", Status: status}
+		ob.plan.Instances = []plan.Instance{{ID: in.ID, State: in.State, TunnelID: "t1", Generation: 1}}
+		ob.plan.InstanceKnown = true
+		return ob
 	}
+	d := plan.Desired{OrgID: "acme", Present: true, Hostname: "acme.example.test", Generation: 1}
 	report := []state.HealthReport{{EventID: "e1", Seq: 2}}
 	pending := func(action string, ago time.Duration) []state.Remediation {
 		return []state.Remediation{{At: now.Add(-ago), Action: action, Outcome: OutcomePending}}
@@ -36,7 +41,6 @@ func TestDiagnose(t *testing.T) {
 		name    string
 		org     state.Org
 		ob      observation
-		plan    plan.Result
 		restart bool
 		replace bool
 		false_  bool
@@ -69,14 +73,12 @@ func TestDiagnose(t *testing.T) {
 			ob: obs("inactive", running(50*time.Second)), reason: "TunnelNotHealthy", waitMin: time.Minute},
 		{name: "limit reached: Degraded, no action", org: state.Org{HealthReports: report, Remediations: done(2)},
 			ob: obs("down", running(time.Hour)), reason: "RemediationRateLimited", waitMin: 28 * time.Minute},
-		{name: "stopped instance replaced by the plan is recorded", ob: obs("down", Instance{ID: "i-1", State: "stopped"}),
-			plan: plan.Result{Changes: []plan.Change{{Resource: plan.ResInstance, Op: plan.OpDelete, Target: "i-1"}, {Resource: plan.ResInstance, Op: plan.OpCreate}}}},
+		{name: "stopped instance replaced by the plan is recorded", ob: obs("down", Instance{ID: "i-1", State: "stopped"})},
 		{name: "stopped instance, limit reached: left alone", org: state.Org{Remediations: done(2)}, ob: obs("down", Instance{ID: "i-1", State: "stopped"}),
-			plan:   plan.Result{Changes: []plan.Change{{Resource: plan.ResInstance, Op: plan.OpDelete, Target: "i-1"}, {Resource: plan.ResInstance, Op: plan.OpCreate}}},
 			reason: "RemediationRateLimited"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := e.diagnose(tc.org, tc.ob, tc.plan, now)
+			v := e.diagnose(tc.org, tc.ob, d, now)
 			if (v.restart != nil) != tc.restart || (v.replace != nil) != tc.replace || v.falseAlarm != tc.false_ ||
 				v.resolvePending != tc.resolve || v.degraded != tc.reason || v.wait < tc.waitMin ||
 				(tc.waitMax > 0 && v.wait > tc.waitMax) {
@@ -85,7 +87,7 @@ func TestDiagnose(t *testing.T) {
 			if tc.name == "stopped instance replaced by the plan is recorded" && v.replaceStopped == "" {
 				t.Fatalf("replacement not recorded: %+v", v)
 			}
-			if tc.reason == "RemediationRateLimited" && len(tc.plan.Changes) > 0 && !v.suppressInstance {
+			if tc.name == "stopped instance, limit reached: left alone" && !v.suppressInstance {
 				t.Fatalf("limit reached but the replacement is not suppressed: %+v", v)
 			}
 		})

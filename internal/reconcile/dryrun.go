@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/tunnelward/tunnelward/internal/owner"
@@ -48,7 +49,12 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 	if err != nil {
 		return OrgPlan{}, err
 	}
-	return OrgPlan{OrgID: org.ID, Desired: d, Plan: withRegionConflict(plan.Compute(d, ob), region, e.regionConflict(org))}, nil
+	// The same health diagnosis a pass runs, so the dry run shows the
+	// restart or replacement the pass would make.
+	if ob.tunnel != nil {
+		ob.plan.Remedy = e.diagnose(org, ob, d, e.cfg.Now()).remedy()
+	}
+	return OrgPlan{OrgID: org.ID, Desired: d, Plan: withRegionConflict(plan.Compute(d, ob.plan), region, e.regionConflict(org))}, nil
 }
 
 // regionPlan is the plan of an org whose region is not served: nothing
@@ -66,8 +72,10 @@ func withRegionConflict(p plan.Result, region, why string) plan.Result {
 	return p
 }
 
-func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
-	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
+func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (observation, error) {
+	var obs observation
+	ob := &obs.plan
+	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
 	rec := org.Observed
 	var t *Tunnel
 	if rec.TunnelID != "" {
@@ -75,7 +83,7 @@ func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desi
 		switch {
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
-			return ob, fmt.Errorf("plan org %s: get tunnel: %w", org.ID, err)
+			return obs, fmt.Errorf("plan org %s: get tunnel: %w", org.ID, err)
 		case !got.Deleted:
 			t = &got
 		}
@@ -83,46 +91,50 @@ func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desi
 	if t == nil {
 		found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 		if err != nil {
-			return ob, fmt.Errorf("plan org %s: find tunnel: %w", org.ID, err)
+			return obs, fmt.Errorf("plan org %s: find tunnel: %w", org.ID, err)
 		}
 		t = found
 	}
 	if t != nil {
+		obs.tunnel = t
 		ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
 		rules, err := e.clouds.Tunnels.GetIngress(ctx, t.ID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			return ob, fmt.Errorf("plan org %s: get ingress: %w", org.ID, err)
+			return obs, fmt.Errorf("plan org %s: get ingress: %w", org.ID, err)
 		}
 		ob.Ingress, ob.IngressKnown = rules, err == nil
 	}
 	recs, err := e.clouds.DNS.FindRecords(ctx, d.Hostname)
 	if err != nil {
-		return ob, fmt.Errorf("plan org %s: find dns records: %w", org.ID, err)
+		return obs, fmt.Errorf("plan org %s: find dns records: %w", org.ID, err)
 	}
 	ob.Records = recs
 	if rec.DNSRecordID != "" && rec.DNSName != d.Hostname {
 		if r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID); err == nil {
-			ob.Records = append(ob.Records, r) // ours under an old slug
+			if !slices.ContainsFunc(ob.Records, func(x plan.Record) bool { return x.ID == r.ID }) {
+				ob.Records = append(ob.Records, r) // ours under an old slug
+			}
 		} else if !errors.Is(err, ErrNotFound) {
-			return ob, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
+			return obs, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
 		}
 	}
 	p, err := aw.Params.DescribeParam(ctx, owner.ParamName(e.cfg.ParamPrefix, org.ID))
 	if err != nil {
-		return ob, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
+		return obs, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
 	}
 	if p != nil {
 		ob.Param = &plan.Param{Name: p.Name, TunnelID: rec.ParamTunnelID}
 	}
 	ins, err := aw.Instances.OrgInstances(ctx, org.ID)
 	if err != nil {
-		return ob, fmt.Errorf("plan org %s: describe instances: %w", org.ID, err)
+		return obs, fmt.Errorf("plan org %s: describe instances: %w", org.ID, err)
 	}
+	obs.instances = ins
 	for _, in := range ins {
 		ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
 			TunnelID: effectiveTunnel(rec, in), Generation: in.Generation})
 	}
-	return ob, nil
+	return obs, nil
 }
 
 // PlanAll is the dry run over every org from one inventory listing (cost:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/state"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
@@ -194,6 +195,10 @@ type Engine struct {
 
 	sweepMu   sync.Mutex
 	lastSweep SweepReport
+
+	// planned, when set (tests), sees each pass's final plan: the dry run
+	// is checked against exactly what a pass decided.
+	planned func(orgID string, p plan.Result)
 
 	// tagged maps an org id to the instance id this process last tagged
 	// (or saw tagged) on the org's token parameter, so the tag is read back

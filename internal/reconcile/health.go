@@ -74,22 +74,14 @@ func (e *Engine) rateLimited(o state.Org, now time.Time) (bool, time.Duration) {
 // diagnose looks at the tunnel's status and the org's instance and decides
 // whether to wait, call a report a false alarm, restart cloudflared or
 // replace the instance.
-func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time.Time) verdict {
+func (e *Engine) diagnose(org state.Org, ob observation, d plan.Desired, now time.Time) verdict {
 	var v verdict
 	unhandled := unhandledReports(org)
 	pending := pendingRemediation(org)
 	limited, until := e.rateLimited(org, now)
 
-	var deletes, creates int
-	for _, c := range p.Changes {
-		if c.Resource == plan.ResInstance && c.Op == plan.OpDelete {
-			deletes++
-		}
-		if c.Resource == plan.ResInstance && c.Op == plan.OpCreate {
-			creates++
-		}
-	}
-	if deletes > 0 && creates > 0 {
+	deletes, launch := plan.InstanceWork(d, ob.plan)
+	if deletes > 0 && launch {
 		// The plan replaces a stopped (or gone-wrong) instance: a remediation.
 		if limited {
 			v.suppressInstance = true
@@ -103,7 +95,7 @@ func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time
 		}
 		return v
 	}
-	if ob.tunnel == nil || creates > 0 {
+	if ob.tunnel == nil || launch {
 		return v // provisioning: nothing to diagnose yet
 	}
 	var live *Instance
@@ -197,6 +189,19 @@ func (e *Engine) diagnose(org state.Org, ob observation, p plan.Result, now time
 		doRestart()
 	}
 	return v
+}
+
+// remedy is the verdict as the plan takes it.
+func (v verdict) remedy() plan.Remedy {
+	var m plan.Remedy
+	switch {
+	case v.replace != nil:
+		m.Replace, m.Reason = v.replace.ID, "tunnel still down after restart"
+	case v.restart != nil:
+		m.Restart, m.Reason = v.restart.ID, "tunnel not healthy; restarting cloudflared"
+	}
+	m.HoldReplace = v.suppressInstance
+	return m
 }
 
 // recordRemediationStart persists what diagnose decided before acting, so a

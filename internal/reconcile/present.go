@@ -93,7 +93,10 @@ func (e *Engine) observePresent(ctx context.Context, org state.Org, d plan.Desir
 	// By name too when no record is recorded (a new org, or a crash before
 	// the id reached bbolt): a name held by another party's record must be
 	// seen before anything billable is built (plan withholds it).
-	findFirst := (IsTrue(org, state.CondConflict) || rec.DNSRecordID == "") && d.Hostname != ""
+	// And when the recorded record has another name (a slug change whose
+	// new record may exist unrecorded).
+	findFirst := (IsTrue(org, state.CondConflict) || rec.DNSRecordID == "" || !strings.EqualFold(rec.DNSName, d.Hostname)) &&
+		d.Hostname != ""
 	if rec.DNSRecordID != "" || findFirst {
 		wg.Add(1)
 		go func() {
@@ -243,39 +246,32 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	if ob.tunnel == nil && org.Observed.TunnelID != "" {
 		log.Info("recorded tunnel is gone; it is recreated", "tunnel_id", org.Observed.TunnelID)
 	}
-	p := plan.Compute(d, ob.plan)
-
-	// The tunnel first: every other resource names it. Then plan again with
-	// it in place, so ingress, token, DNS and instance are decided in this
-	// same pass instead of the next one.
+	// The tunnel first: every other resource names it, so ingress, token,
+	// DNS and instance are decided in this same pass with it in place. The
+	// plan decides whether it is created (a conflict withholds it).
 	tunnelCreated := false
-	for _, c := range p.Changes {
-		if c.Resource == plan.ResTunnel && c.Op == plan.OpCreate {
-			t, err := e.ensureTunnel(ctx, log, org.ID)
-			if err != nil {
-				return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
-			}
-			tunnelCreated = true
-			ob.tunnel = &t
-			ob.plan.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
-			ob.plan.Ingress, ob.plan.IngressKnown = nil, true // a new (or adopted) tunnel's ingress is written once
-			p = plan.Compute(d, ob.plan)
-			break
+	if first := plan.Compute(d, ob.plan); hasChange(first, plan.ResTunnel, plan.OpCreate) {
+		t, err := e.ensureTunnel(ctx, log, org.ID)
+		if err != nil {
+			return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
 		}
+		tunnelCreated = true
+		ob.tunnel = &t
+		ob.plan.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
+		ob.plan.Ingress, ob.plan.IngressKnown = nil, true // a new (or adopted) tunnel's ingress is written once
 	}
 
-	// Health first: it may turn into a replacement, which joins the plan.
+	// The health verdict is an input of the plan: a restart or a
+	// replacement joins it as changes, a reached remediation limit holds a
+	// replacement back. Nothing edits the plan after this.
 	hv := verdict{}
 	if !tunnelCreated {
-		hv = e.diagnose(org, ob, p, now)
+		hv = e.diagnose(org, ob, d, now)
 	}
-	if hv.replace != nil {
-		p.Changes = append(p.Changes,
-			plan.Change{Resource: plan.ResInstance, Op: plan.OpDelete, Target: hv.replace.ID, Reason: "tunnel still down after restart"},
-			plan.Change{Resource: plan.ResInstance, Op: plan.OpCreate, Target: org.ID, Reason: "replacing unhealthy instance"})
-	}
-	if hv.suppressInstance {
-		p.Changes = dropInstanceReplacement(p.Changes)
+	ob.plan.Remedy = hv.remedy()
+	p := plan.Compute(d, ob.plan)
+	if e.planned != nil {
+		e.planned(org.ID, p)
 	}
 	for _, c := range p.Changes {
 		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
@@ -292,19 +288,15 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 
 	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw)
 	ap.tunnelCreated = tunnelCreated
-
-	if hv.restart != nil && applyErr == nil {
-		err := mutate(ctx, log, "ssm.SendCommand", hv.restart.ID, func(ctx context.Context) error {
-			_, err := aw.Commands.RestartCloudflared(ctx, hv.restart.ID)
-			return err
-		})
-		if err != nil {
-			applyErr = errors.Join(applyErr, fmt.Errorf("restart cloudflared on %s: %w", hv.restart.ID, err))
-			_ = e.finishRemediation(org.ID, "restart_cloudflared", "failed", err.Error(), now)
-		}
+	if hv.restart != nil && ap.restartErr != nil {
+		_ = e.finishRemediation(org.ID, ActRestart, OutcomeFailed, ap.restartErr.Error(), now)
 	}
 
 	return e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
+}
+
+func hasChange(p plan.Result, res plan.Resource, op plan.Op) bool {
+	return slices.ContainsFunc(p.Changes, func(c plan.Change) bool { return c.Resource == res && c.Op == op })
 }
 
 func hasOp(cs []plan.Change, op plan.Op) bool {
@@ -379,6 +371,7 @@ func (e *Engine) adoptInstance(log *slog.Logger, org *state.Org, ob observation,
 
 // applied is what apply changed.
 type applied struct {
+	restartErr     error // a cloudflared restart failed (the remediation's outcome)
 	tunnelID       string
 	tunnelCreated  bool
 	launched       bool
@@ -441,7 +434,10 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 			}
 			// cloudflared re-reads the parameter on restart; only after the put.
 			for _, c := range restarts {
-				if err := e.restartForNewTunnel(ctx, log, org.ID, c.Target, ap.tunnelID, aw); err != nil {
+				if err := e.restartCloudflared(ctx, log, org.ID, c.Target, ap.tunnelID, aw); err != nil {
+					mu.Lock()
+					ap.restartErr = err
+					mu.Unlock()
 					return err
 				}
 			}
@@ -627,14 +623,16 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 	})
 }
 
-// restartForNewTunnel makes an instance pick up a replaced tunnel's token.
-func (e *Engine) restartForNewTunnel(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string, aw RegionClouds) error {
+// restartCloudflared restarts cloudflared on an instance through SSM (a
+// health remedy, or to pick up a replaced tunnel's token: it reads the
+// parameter again as it starts).
+func (e *Engine) restartCloudflared(ctx context.Context, log *slog.Logger, orgID, instanceID, tunnelID string, aw RegionClouds) error {
 	err := mutate(ctx, log, "ssm.SendCommand", instanceID, func(ctx context.Context) error {
 		_, err := aw.Commands.RestartCloudflared(ctx, instanceID)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("restart cloudflared on %s for new tunnel: %w", instanceID, err)
+		return fmt.Errorf("restart cloudflared on %s: %w", instanceID, err)
 	}
 	// The TunnelID tag stays as launched; bbolt remembers what the instance
 	// now runs (see effectiveTunnel).
@@ -815,26 +813,4 @@ func (e *Engine) launchInstance(ctx context.Context, log *slog.Logger, orgID str
 		o.Observed.LaunchInFlight = false
 		return nil
 	})
-}
-
-// dropInstanceReplacement removes instance deletes/creates from a plan
-// (remediation rate limit reached) but keeps a first launch.
-func dropInstanceReplacement(cs []plan.Change) []plan.Change {
-	replacing := false
-	for _, c := range cs {
-		if c.Resource == plan.ResInstance && c.Op == plan.OpDelete {
-			replacing = true
-		}
-	}
-	if !replacing {
-		return cs
-	}
-	out := cs[:0:0]
-	for _, c := range cs {
-		if c.Resource == plan.ResInstance && (c.Op == plan.OpDelete || c.Op == plan.OpCreate) {
-			continue
-		}
-		out = append(out, c)
-	}
-	return out
 }
