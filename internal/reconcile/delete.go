@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -56,44 +55,15 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		case plan.ResInstance:
 			kill = append(kill, c.Target)
 		case plan.ResDNS:
-			run(func() error {
-				err := mutate(ctx, log, "cf.dns.delete", c.Target, func(ctx context.Context) error {
-					return e.clouds.DNS.DeleteRecord(ctx, c.Target)
-				})
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					return fmt.Errorf("delete dns record %s: %w", c.Target, err)
-				}
-				return e.store.Update(org.ID, func(o *state.Org) error {
-					if o.Observed.DNSRecordID == c.Target {
-						o.Observed.DNSRecordID = ""
-					}
-					return nil
-				})
-			})
+			run(func() error { return e.deleteRecord(ctx, log, org.ID, c.Target) })
 		case plan.ResToken:
-			run(func() error {
-				err := mutate(ctx, log, "ssm.DeleteParameter", c.Target, func(ctx context.Context) error {
-					return aw.Params.DeleteParam(ctx, c.Target)
-				})
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					return fmt.Errorf("delete parameter %s: %w", c.Target, err)
-				}
-				return e.store.Update(org.ID, func(o *state.Org) error { o.Observed.ParameterName = ""; return nil })
-			})
+			run(func() error { return e.deleteToken(ctx, log, org.ID, c.Target, aw) })
 		case plan.ResTunnel:
 			tunnelID = c.Target
 		}
 	}
 	if len(kill) > 0 {
-		run(func() error {
-			err := mutate(ctx, log, "ec2.TerminateInstances", strings.Join(kill, ","), func(ctx context.Context) error {
-				return aw.Instances.TerminateInstances(ctx, kill)
-			})
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("terminate instances %v: %w", kill, err)
-			}
-			return e.store.Update(org.ID, func(o *state.Org) error { o.Observed.InstanceID = ""; return nil })
-		})
+		run(func() error { return e.terminateInstances(ctx, log, org.ID, kill, aw) })
 	}
 	if err := steps.wait(); err != nil {
 		return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
@@ -125,29 +95,6 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	}
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil
-}
-
-// deleteTunnel deletes a tunnel, cleaning its connections first when the
-// API refuses because some are still active.
-func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) error {
-	del := func() error {
-		return mutate(ctx, log, "cf.tunnel.delete", id, func(ctx context.Context) error {
-			return e.clouds.Tunnels.DeleteTunnel(ctx, id)
-		})
-	}
-	err := del()
-	if errors.Is(err, ErrActiveConnections) {
-		if cerr := mutate(ctx, log, "cf.tunnel_connections.delete", id, func(ctx context.Context) error {
-			return e.clouds.Tunnels.CleanConnections(ctx, id)
-		}); cerr != nil && !errors.Is(cerr, ErrNotFound) {
-			return fmt.Errorf("clean connections of tunnel %s: %w", id, cerr)
-		}
-		err = del()
-	}
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("delete tunnel %s: %w", id, err)
-	}
-	return nil
 }
 
 // observeDeleted finds everything a tombstone may still own, by name and

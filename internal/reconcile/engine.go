@@ -14,9 +14,9 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/controller"
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
@@ -151,24 +151,16 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Result says when an org wants another look (controller-runtime style).
-type Result struct {
-	RequeueAfter time.Duration
-}
-
-// TerminalError wraps what retrying cannot fix (bad configuration, an org
-// record that cannot be read); the org gets a Failed condition and is not
-// retried until something changes it.
-type TerminalError struct {
-	Err    error
-	Reason string // the Failed condition's reason; "TerminalError" when empty
-}
-
-func (e *TerminalError) Error() string { return e.Err.Error() }
-func (e *TerminalError) Unwrap() error { return e.Err }
+// Result says when an org wants another look; TerminalError wraps what
+// retrying cannot fix (the org gets a Failed condition and is not retried
+// until something changes it). Both are the generic controller's.
+type (
+	Result        = controller.Result
+	TerminalError = controller.TerminalError
+)
 
 // Terminal marks err as not worth retrying.
-func Terminal(err error) error { return &TerminalError{Err: err} }
+func Terminal(err error) error { return controller.Terminal(err) }
 
 // Engine reconciles orgs.
 type Engine struct {
@@ -176,6 +168,7 @@ type Engine struct {
 	clouds Clouds
 	store  Store
 	queue  *workqueue.Queue
+	ctrl   *controller.Controller // runs Reconcile over the queue
 	log    *slog.Logger
 
 	// polls remembers orgs whose last reconcile applied everything and only
@@ -183,12 +176,6 @@ type Engine struct {
 	// GET instead of a full observation (Cloudflare budget).
 	pollMu sync.Mutex
 	polls  map[string]pollState
-
-	// inflight guards the "never two workers on one org" promise and counts
-	// violations, which tests assert to be zero.
-	inflight   sync.Map
-	overlaps   atomic.Int64
-	reconciles atomic.Int64
 
 	orphanMu   sync.Mutex
 	orphanSeen map[string]time.Time // resource key -> first seen as orphan
@@ -227,10 +214,14 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	if queue == nil {
 		queue = workqueue.New(workqueue.Config{})
 	}
-	return &Engine{
+	e := &Engine{
 		cfg: cfg, clouds: clouds, store: &serialStore{Store: store}, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{},
-	}, nil
+	}
+	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
+		ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger, KeyAttr: "org_id",
+		Observe: cfg.Metrics.ObserveReconcile, Retry: cfg.Metrics.QueueRetry}, e, queue)
+	return e, nil
 }
 
 // Config returns the effective configuration.
@@ -247,10 +238,10 @@ func (e *Engine) Enqueue(orgID string) { e.queue.Add(orgID) }
 
 // Overlaps is how many times a reconcile started for an org another worker
 // was still reconciling. Always zero unless the queue is broken.
-func (e *Engine) Overlaps() int64 { return e.overlaps.Load() }
+func (e *Engine) Overlaps() int64 { return e.ctrl.Overlaps() }
 
-// Reconciles counts Reconcile calls.
-func (e *Engine) Reconciles() int64 { return e.reconciles.Load() }
+// Reconciles counts the workers' Reconcile calls.
+func (e *Engine) Reconciles() int64 { return e.ctrl.Reconciles() }
 
 // EnqueueAll queues every org that may need work: all present orgs and the
 // tombstones whose cascade is not done. With skipReady, orgs recorded Ready
@@ -289,22 +280,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.log.Info("reconcile engine started", "workers", e.cfg.Workers, "orgs_queued", n,
 		"sweep_interval", e.cfg.SweepInterval, "gc", e.cfg.GC)
 	var wg sync.WaitGroup
-	for i := 0; i < e.cfg.Workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.worker(ctx)
-		}()
-	}
 	if e.cfg.SweepInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.sweepLoop(ctx)
-		}()
+		wg.Go(func() { e.sweepLoop(ctx) })
 	}
-	<-ctx.Done()
-	e.queue.ShutDown()
+	e.ctrl.Run(ctx)
 	wg.Wait()
 	return nil
 }
@@ -324,66 +303,8 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 	}
 }
 
-func (e *Engine) worker(ctx context.Context) {
-	for {
-		key, shutdown := e.queue.Get()
-		if shutdown {
-			return
-		}
-		if ctx.Err() == nil { // shutting down: what is still queued waits for the next start
-			e.process(ctx, key)
-		}
-		e.queue.Done(key)
-	}
-}
-
-func (e *Engine) process(parent context.Context, orgID string) {
-	if _, busy := e.inflight.LoadOrStore(orgID, struct{}{}); busy {
-		e.overlaps.Add(1)
-		e.log.Error("org reconciled by two workers at once", "org_id", orgID)
-	} else {
-		defer e.inflight.Delete(orgID)
-	}
-	// A reconcile in flight at shutdown gets ShutdownGrace to finish its
-	// step, so it rarely stops between a create and recording its id (which
-	// is safe anyway, only slower to resume).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), e.cfg.ReconcileTimeout)
-	defer cancel()
-	stopGrace := context.AfterFunc(parent, func() { time.AfterFunc(e.cfg.ShutdownGrace, cancel) })
-	defer stopGrace()
-	start := time.Now()
-	res, err := e.Reconcile(ctx, orgID)
-	log := e.log.With("org_id", orgID)
-	var term *TerminalError
-	result := "ok"
-	switch {
-	case err != nil && errors.As(err, &term):
-		result = "terminal"
-		log.Error("reconcile failed; not retried until the org changes", "err", err)
-		e.queue.Forget(orgID)
-	case err != nil:
-		if parent.Err() != nil {
-			return
-		}
-		result = "error"
-		log.Warn("reconcile failed; retrying with backoff", "err", err, "retries", e.queue.NumRequeues(orgID))
-		e.cfg.Metrics.QueueRetry()
-		e.queue.AddRateLimited(orgID)
-	default:
-		e.queue.Forget(orgID)
-		if res.RequeueAfter > 0 {
-			// A requeue waits for a boot, a connect or a remediation's
-			// grace: finishing work, served before new orgs.
-			result = "requeue"
-			e.queue.AddAfterFirst(orgID, res.RequeueAfter)
-		}
-	}
-	e.cfg.Metrics.ObserveReconcile(result, time.Since(start))
-}
-
 // Reconcile converges one org and records the outcome in its status.
 func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
-	e.reconciles.Add(1)
 	org, ok, err := e.store.Get(orgID)
 	if err != nil {
 		return Result{}, fmt.Errorf("reconcile org %s: read state: %w", orgID, err)

@@ -294,17 +294,11 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 	case "tunnel":
 		err = e.deleteTunnel(ctx, log, o.ID)
 	case "dns_record":
-		err = mutate(ctx, log, "cf.dns.delete", o.ID, func(ctx context.Context) error {
-			return e.clouds.DNS.DeleteRecord(ctx, o.ID)
-		})
+		err = e.deleteRecord(ctx, log, "", o.ID)
 	case "instance":
-		err = mutate(ctx, log, "ec2.TerminateInstances", o.ID, func(ctx context.Context) error {
-			return aw.Instances.TerminateInstances(ctx, []string{o.ID})
-		})
+		err = e.terminateInstances(ctx, log, "", []string{o.ID}, aw)
 	case "parameter":
-		err = mutate(ctx, log, "ssm.DeleteParameter", o.ID, func(ctx context.Context) error {
-			return aw.Params.DeleteParam(ctx, o.ID)
-		})
+		err = e.deleteToken(ctx, log, "", o.ID, aw)
 	default:
 		return fmt.Errorf("unknown orphan kind %q", o.Kind)
 	}

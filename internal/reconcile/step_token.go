@@ -1,0 +1,111 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// The token step: the tunnel token from Cloudflare into the org's SSM
+// SecureString (and nowhere else), the parameter's InstanceArn tag, and its
+// deletion.
+
+// putToken moves the tunnel token from Cloudflare into SSM. The token lives
+// only in this function's stack.
+func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string, aw RegionClouds) error {
+	tok, err := e.clouds.Tunnels.Token(ctx, tunnelID)
+	if err != nil {
+		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
+	}
+	name := owner.ParamName(e.cfg.ParamPrefix, orgID)
+	tags := map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: orgID, owner.TagTunnelID: tunnelID}
+	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
+		return aw.Params.PutToken(ctx, name, tok, tags)
+	})
+	if err != nil {
+		return fmt.Errorf("put token parameter %s: %w", name, err)
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		o.Observed.ParameterName, o.Observed.ParamTunnelID = name, tunnelID
+		return nil
+	})
+}
+
+// tagTokenForInstance tags the token parameter InstanceArn=<the org's
+// instance ARN> after a launch, after the token was (re)written, or when a
+// non-Ready org's parameter names another instance (a crash between launch
+// and tag). The instance role may read only the parameter tagged with its
+// own ARN; until then its boot script retries.
+func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org state.Org, ob observation,
+	launched Instance, tokenPut bool, killed []string, aw RegionClouds) error {
+	inst := launched
+	if inst.ID == "" {
+		for _, in := range ob.instances {
+			if slices.Contains(killed, in.ID) {
+				continue
+			}
+			// The recorded instance, or (a crash before it was recorded)
+			// the one launched for this generation.
+			if in.ID == org.Observed.InstanceID ||
+				(org.Observed.InstanceID == "" && in.Generation == org.Desired.Generation) {
+				inst = in
+			}
+		}
+	}
+	if inst.ID == "" {
+		return nil // no instance yet: tagged when it is launched
+	}
+	stale := ob.paramTagsKnown && ob.paramTags[owner.TagInstanceArn] != inst.ARN
+	if launched.ID == "" && !tokenPut && !stale {
+		if ob.paramTagsKnown {
+			e.tagged.Store(org.ID, inst.ID)
+		}
+		return nil
+	}
+	if inst.ARN == "" {
+		log.Warn("instance ARN unknown (no owner in the EC2 response); token parameter not tagged", "instance_id", inst.ID)
+		return nil
+	}
+	name := owner.ParamName(e.cfg.ParamPrefix, org.ID)
+	err := mutate(ctx, log, "ssm.AddTagsToResource", name, func(ctx context.Context) error {
+		return aw.Params.TagParam(ctx, name, map[string]string{owner.TagInstanceArn: inst.ARN})
+	})
+	if err != nil {
+		e.tagged.Delete(org.ID)
+		return fmt.Errorf("tag parameter %s with %s=%s: %w", name, owner.TagInstanceArn, inst.ARN, err)
+	}
+	e.tagged.Store(org.ID, inst.ID)
+	return nil
+}
+
+// taggedFor reports whether this process tagged (or read back) the org's
+// token parameter for instanceID.
+func (e *Engine) taggedFor(orgID, instanceID string) bool {
+	v, ok := e.tagged.Load(orgID)
+	return ok && instanceID != "" && v.(string) == instanceID
+}
+
+// deleteToken deletes the token parameter ("not found" is success) and
+// forgets it in the org's record (orgID "" for an orphan's).
+func (e *Engine) deleteToken(ctx context.Context, log *slog.Logger, orgID, name string, aw RegionClouds) error {
+	err := mutate(ctx, log, "ssm.DeleteParameter", name, func(ctx context.Context) error {
+		return aw.Params.DeleteParam(ctx, name)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete parameter %s: %w", name, err)
+	}
+	if orgID == "" {
+		return nil
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		if o.Observed.ParameterName == name {
+			o.Observed.ParameterName, o.Observed.ParamTunnelID = "", ""
+		}
+		return nil
+	})
+}
