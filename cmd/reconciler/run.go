@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/ingest"
 	"github.com/tunnelward/tunnelward/internal/metrics"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -124,7 +125,7 @@ func (a *app) start(ctx context.Context) error {
 		natsURL = a.nats.ClientURL()
 		log.Info("embedded nats-server with JetStream", "listen", c.NATS.Listen, "store", natsDir(c))
 	} else {
-		log.Info("external nats", "url", broker.RedactURL(natsURL))
+		log.Info("external nats", "url", secret.RedactURL(natsURL))
 	}
 	if a.nc, err = connectNATS(natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
 		return err
