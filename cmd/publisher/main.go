@@ -245,6 +245,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return publish(c, evs, payloads, stdout, stderr, bar)
 }
 
+// connectHint says what to check when NATS cannot be used, naming the
+// flags.
+func connectHint(err error) string {
+	var ce *broker.ConnectError
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	switch ce.Reason {
+	case broker.ReasonRefused, broker.ReasonNoHost, broker.ReasonTimeout:
+		return "; is the NATS server running there? check --nats-url (default $NATS_URL)"
+	case broker.ReasonAuth:
+		return "; the server requires credentials: pass --creds FILE"
+	}
+	return ""
+}
+
 // flagHint names the command-line flag behind a field error.
 func flagHint(err error) string {
 	var ve *events.ValidationError
@@ -332,9 +348,14 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nc, err := broker.Connect(c.natsURL, c.creds, "tunnelward-publisher", log)
+	// An unreachable server is retried until --timeout, saying each time
+	// what is wrong; refused credentials fail at once.
+	nc, err := broker.Dial(ctx, c.natsURL, broker.DialOptions{Creds: c.creds, Name: "tunnelward-publisher", Log: log,
+		OnRetry: func(r broker.Retry) {
+			fmt.Fprintf(stderr, "publisher: %v; retrying in %s (gives up after --timeout %s)\n", r.Err, r.Wait.Round(time.Millisecond), c.timeout)
+		}})
 	if err != nil {
-		fmt.Fprintln(stderr, "publisher:", err)
+		fmt.Fprintf(stderr, "publisher: %v%s\nnothing published\n", err, connectHint(err))
 		return exitFailed
 	}
 	defer nc.Close()

@@ -127,7 +127,7 @@ func (a *app) start(ctx context.Context) error {
 	} else {
 		log.Info("external nats", "url", secret.RedactURL(natsURL))
 	}
-	if a.nc, err = connectNATS(natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
+	if a.nc, err = connectNATS(ctx, natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
 		return err
 	}
 	a.closers = append(a.closers, func() {

@@ -172,30 +172,12 @@ func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jet
 	return res, nil
 }
 
-// Connect dials NATS. It keeps retrying in the background when the server is
-// briefly unreachable (at start too), so callers bound their waits with ctx.
-// extra adds options such as an nkey or TLS.
+// Connect dials NATS and returns at once: when the server is unreachable
+// it keeps retrying in the background (at start too), so callers bound
+// their waits with ctx. extra adds options such as an nkey or TLS. The
+// commands use Dial instead, which says why it cannot connect.
 func Connect(url, creds, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if log != nil && err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			if log != nil {
-				log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			}
-		}),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
+	opts := append(connOptions(url, creds, name, log), nats.RetryOnFailedConnect(true))
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, redactErr(fmt.Errorf("connect to nats %s: %w", secret.RedactURL(url), err), url)
