@@ -183,6 +183,15 @@ func runCommand(cx *cmdContext) int {
 	}()
 	log.Info("configuration", "config", cx.cfg)
 	if err := run(ctx, cx.cfg, log); err != nil {
+		var se *startError
+		if errors.As(err, &se) {
+			// One line per problem reads better than one long line.
+			for _, p := range se.problems {
+				log.Error("cannot start", "problem", p)
+			}
+			log.Error("reconciler failed", "err", fmt.Sprintf("%d start-up problem(s), listed above; nothing was started", len(se.problems)))
+			return 1
+		}
 		log.Error("reconciler failed", "err", err)
 		return 1
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -45,6 +44,8 @@ type app struct {
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
+	// adminLn and sandboxLn are bound by preflight, served later.
+	adminLn, sandboxLn net.Listener
 
 	// onApplied receives every org id whose desired state an event changed,
 	// after the commit. The reconcile engine sets it (its workqueue's Add).
@@ -91,23 +92,14 @@ func (a *app) close() {
 
 func (a *app) start(ctx context.Context) error {
 	c, log := a.cfg, a.log
-	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w", c.DataDir, err)
-	}
-
-	// The state file first: a second reconciler on this data dir stops
-	// here with a clear message, before touching NATS.
-	store, err := state.Open(statePath(c), state.Options{Timeout: 2 * time.Second})
-	if err != nil {
+	// The host first (data dir, state file, every listen address), all
+	// problems at once: a second reconciler on this data dir or a taken
+	// port stops here with a clear message, before touching NATS.
+	if err := a.preflight(); err != nil {
 		return err
 	}
-	a.store = store
-	a.closers = append(a.closers, func() {
-		if err := store.Close(); err != nil {
-			log.Error("close state", "err", err)
-		}
-	})
 
+	var err error
 	if a.validator, err = newValidator(c); err != nil {
 		return err
 	}
@@ -188,11 +180,7 @@ func (a *app) start(ctx context.Context) error {
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
 	actx, stopAdmin := context.WithCancel(context.Background())
-	wait, err := a.admin.Serve(actx, c.AdminListen)
-	if err != nil {
-		stopAdmin()
-		return err
-	}
+	wait := a.admin.ServeListener(actx, a.adminLn)
 	a.closers = append(a.closers, func() {
 		stopAdmin()
 		if err := wait(); err != nil {
@@ -227,10 +215,7 @@ func (a *app) startCloud(context.Context) error {
 	c, log := a.cfg, a.log
 	switch c.Cloud {
 	case config.ModeSandbox:
-		l, err := net.Listen("tcp", c.SandboxListen)
-		if err != nil {
-			return fmt.Errorf("sandbox cloud emulator: listen on %s (use --sandbox-listen): %w", c.SandboxListen, err)
-		}
+		l := a.sandboxLn // bound by preflight
 		// The emulator accepts the identities the engine is configured with
 		// (the sandbox ones unless overridden).
 		sc := cloudsim.DefaultConfig()
