@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelward/tunnelward/internal/broker"
+	"github.com/tunnelward/tunnelward/internal/cliflag"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/progress"
 	"github.com/tunnelward/tunnelward/internal/textwrap"
@@ -76,14 +77,7 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 		b.WriteString(textwrap.Wrap(c.detail, 0, 80) + "\n")
 	}
 	b.WriteString("\nFlags:\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		metavar, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(&b, "  --%s %s\n      %s", f.Name, metavar, usage)
-		if f.DefValue != "" {
-			fmt.Fprintf(&b, " (default %s)", f.DefValue)
-		}
-		b.WriteString("\n")
-	})
+	b.WriteString(cliflag.Usage(fs))
 	b.WriteString("\n" + exitStatus + "\n")
 	return b.String()
 }
@@ -145,7 +139,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "publisher %s: %v (see publisher %s --help)\n", cmd.name, err, cmd.name)
+			fmt.Fprintf(stderr, "publisher %s: %v\n", cmd.name, cliflag.Explain(err, fs, args[1:], "publisher "+cmd.name+" --help"))
 			return exitInvalid
 		}
 		return -1

@@ -230,3 +230,21 @@ func TestBatchQuietInPipe(t *testing.T) {
 		t.Fatalf("%d %q %q", code, out, errs)
 	}
 }
+
+// A flag the publisher does not know is named as typed, with the closest
+// known flag and the command's --help.
+func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"created", "--org", "a", "--bogus"}, "publisher created: unknown flag --bogus; see publisher created --help\n"},
+		{[]string{"created", "--org", "a", "--slg", "a"}, "publisher created: unknown flag --slg (did you mean --slug?); see publisher created --help\n"},
+		{[]string{"batch", "--nats_url", "x"}, "publisher batch: unknown flag --nats_url (did you mean --nats-url?); see publisher batch --help\n"},
+	} {
+		code, out, errs := runCLI("", tc.args...)
+		if code != exitInvalid || out != "" || errs != tc.want {
+			t.Errorf("%q: exit %d, stderr %q; want %q", tc.args, code, errs, tc.want)
+		}
+	}
+}

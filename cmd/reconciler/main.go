@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cliflag"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
@@ -116,9 +117,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 // cmdContext means "exit with code now" (help printed, or a usage or
 // configuration error reported on stderr).
 func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext, int) {
-	name := "run"
+	name, help := "run", "reconciler --help"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
+		help = "reconciler " + name + " --help"
 	}
 	if name == "help" {
 		fmt.Fprint(stdout, topUsage())
@@ -148,7 +150,7 @@ func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext
 		return cmd, nil, 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "reconciler %s: %v (see reconciler %s --help)\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, cliflag.Explain(err, fs, args, help))
 		return cmd, nil, usageErr
 	}
 	if len(positional) > cmd.maxArgs {

@@ -79,6 +79,26 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// A flag the reconciler does not know is named as typed (not Go's -bogus),
+// with the closest known flag and the command's --help.
+func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--bogus"}, 2, "reconciler run: unknown flag --bogus; see reconciler --help\n"},
+		{[]string{"status", "--data_dir", "x"}, 2, "reconciler status: unknown flag --data_dir (did you mean --data-dir?); see reconciler status --help\n"},
+		{[]string{"plan", "acme", "--sweep-intervall", "1m"}, 1, "reconciler plan: unknown flag --sweep-intervall (did you mean --sweep-interval?); see reconciler plan --help\n"},
+		{[]string{"run", "--workers"}, 2, "reconciler run: flag --workers needs a value (--workers VALUE); see reconciler run --help\n"},
+	} {
+		var out, errb strings.Builder
+		if code := realMain(tc.args, &out, &errb); code != tc.code || errb.String() != tc.want {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d, %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
 // --help of the reconciler and of every command is generated from the
 // definitions: every setting, each command's own flags, every command.
 func TestHelpEveryCommand(t *testing.T) {
