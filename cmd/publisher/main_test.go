@@ -248,3 +248,35 @@ func TestUnknownFlagNamedAsTyped(t *testing.T) {
 		}
 	}
 }
+
+// Connection flags go before the command as well as after it, as with the
+// nats CLI; given in both places, the one after the command wins. A
+// command's own flag before the command is refused, saying where it goes.
+func TestConnectionFlagsBeforeCommand(t *testing.T) {
+	url, js := server(t)
+	code, out, errs := runCLI("", "--nats-url", url, "--timeout=10s", "created", "--org", "acme", "--slug", "acme", "--id", "c-1")
+	if code != 0 || !strings.Contains(out, "published org.created org=acme id=c-1") {
+		t.Fatalf("flags before the command: exit %d %q %q", code, out, errs)
+	}
+	batch := `{"id":"d-1","type":"org.deleted","data":{"org_id":"acme"}}` + "\n"
+	code, out, errs = runCLI(batch, "--nats-url", "nats://127.0.0.1:1", "batch", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.deleted org=acme id=d-1") || streamMsgs(t, js) != 2 {
+		t.Fatalf("flag after the command should win: exit %d %q %q", code, out, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--org", "acme", "deleted"}, "publisher: --org is a flag of the command: put it after the command (publisher COMMAND --org ...)"},
+		{[]string{"--nats-ulr", url, "deleted"}, "publisher: unknown flag --nats-ulr (did you mean --nats-url?); see publisher --help"},
+		{[]string{"--nats-url", url}, "publisher: no command after the connection flags"},
+	} {
+		code, out, errs := runCLI("", tc.args...)
+		if code != exitInvalid || out != "" || !strings.HasPrefix(errs, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want it to start %q", tc.args, code, errs, tc.want)
+		}
+	}
+	if code, out, _ := runCLI("", "--nats-url", url, "--help"); code != 0 || !strings.Contains(out, "Connection flags (before or after the command") || !strings.Contains(out, "  --nats-url URL") {
+		t.Fatalf("--help after a connection flag: exit %d\n%s", code, out)
+	}
+}
