@@ -46,6 +46,8 @@ type app struct {
 	cloudURL string
 	// adminLn and sandboxLn are bound by preflight, served later.
 	adminLn, sandboxLn net.Listener
+	// credsOK: every cloud credentials check passed at start.
+	credsOK bool
 
 	// onApplied receives every org id whose desired state an event changed,
 	// after the commit. The reconcile engine sets it (its workqueue's Add).
@@ -66,7 +68,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	ictx, stopIngest := context.WithCancel(context.Background())
 	ingestDone := make(chan error, 1)
 	go func() { ingestDone <- a.ingest.Run(ictx) }()
-	log.Info("reconciler ready", "admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	if a.credsOK {
+		log.Info("reconciler ready", "admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	} else {
+		log.Error("reconciler running but NOT ready: a cloud credentials check failed (see above); /readyz answers 503 until it passes",
+			"admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	}
 
 	var err error
 	select {
@@ -179,6 +186,14 @@ func (a *app) start(ctx context.Context) error {
 	})
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
+	cfc, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
+	creds, err := credentialChecks(ctx, c, a.cloudURL, cfc, awc)
+	if err != nil {
+		return err
+	}
+	for _, k := range creds {
+		a.admin.AddCheck(k.name, k.check) // failing ("not checked yet") until the first probe passes
+	}
 	actx, stopAdmin := context.WithCancel(context.Background())
 	wait := a.admin.ServeListener(actx, a.adminLn)
 	a.closers = append(a.closers, func() {
@@ -187,7 +202,11 @@ func (a *app) start(ctx context.Context) error {
 			log.Error("admin server", "err", err)
 		}
 	})
-	return a.startEngine(ctx) // engine.go
+	if err := a.startEngine(ctx); err != nil { // engine.go
+		return err
+	}
+	a.credsOK = a.startCredentialChecks(ctx, creds) // credcheck.go
+	return nil
 }
 
 // consumerStats reads the durable consumer's state: the "consumer bound"
