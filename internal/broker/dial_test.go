@@ -30,7 +30,7 @@ func closedAddr(t *testing.T) string {
 // grows), and the final error names the URL, the cause and that it gave up.
 func TestDialRefusedSaysWhereAndWhy(t *testing.T) {
 	url := "nats://app:hunter2Secret@" + closedAddr(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 1600*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var retries []Retry
 	_, err := Dial(ctx, url, DialOptions{Name: "test", OnRetry: func(r Retry) { retries = append(retries, r) }})
