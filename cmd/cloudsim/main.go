@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,17 +20,46 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cliflag"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "cloudsim:", err)
-		os.Exit(2)
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// realMain is main without the exit: --help prints on stdout (exit 0),
+// errors on stderr (exit 2).
+func realMain(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args)
+	var help *helpRequest
+	if errors.As(err, &help) {
+		fmt.Fprint(stdout, help.usage)
+		return 0
 	}
+	if err == nil {
+		err = serve(o)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "cloudsim:", err)
+		return 2
+	}
+	return 0
+}
+
+// helpRequest is parseFlags' answer to -h/--help: the usage to print.
+type helpRequest struct{ usage string }
+
+func (h *helpRequest) Error() string        { return "help requested" }
+func (h *helpRequest) Is(target error) bool { return target == flag.ErrHelp }
+
+const about = "Serves an emulated Cloudflare API v4 (/client/v4/), EC2, SSM and STS (/) and the emulator's own endpoints " +
+	"(/_sim/state, /_sim/invariants, /_sim/calls, /_sim/faults, /_sim/world) on one address. See docs/cloudsim.md."
+
+// usage is --help, in the layout of the other commands' generated help.
+func usage(fs *flag.FlagSet) string {
+	return "Usage: cloudsim [flags]\n\n" + textwrap.Wrap(about, 0, 80) + "\n\nFlags:\n" + cliflag.Usage(fs)
 }
 
 // options is what the flags ask for.
@@ -52,24 +82,18 @@ func run(args []string) error {
 func parseFlags(args []string) (options, error) {
 	d := cloudsim.DefaultConfig()
 	fs := flag.NewFlagSet("cloudsim", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: cloudsim [flags]\n\n"+
-			"Serves an emulated Cloudflare API v4 (/client/v4/), EC2, SSM and STS (/) and the\n"+
-			"emulator's own endpoints (/_sim/state, /_sim/invariants, /_sim/calls,\n"+
-			"/_sim/faults, /_sim/world) on one address. See docs/cloudsim.md.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", "127.0.0.1:8787", "HTTP listen address (loopback unless you mean otherwise)")
+	fs.SetOutput(io.Discard) // realMain prints help and errors once
+	listen := fs.String("listen", "127.0.0.1:8787", "HTTP address `HOST:PORT` to listen on (loopback unless you mean otherwise)")
 	cfg := d
-	fs.StringVar(&cfg.CFToken, "cf-token", d.CFToken, "Cloudflare API token clients must send as Bearer")
-	fs.StringVar(&cfg.AccountID, "account-id", d.AccountID, "Cloudflare account id")
-	fs.StringVar(&cfg.ZoneID, "zone-id", d.ZoneID, "Cloudflare zone id")
-	fs.StringVar(&cfg.ZoneName, "zone-name", d.ZoneName, "Cloudflare zone name")
-	fs.StringVar(&cfg.AWSAccessKey, "aws-access-key", d.AWSAccessKey, "AWS access key id clients sign with")
-	fs.StringVar(&cfg.AWSSecret, "aws-secret", d.AWSSecret, "AWS secret access key clients sign with")
-	fs.StringVar(&cfg.Region, "region", d.Region, "the AWS account's home region (Go loaders' default; always one of --regions)")
+	fs.StringVar(&cfg.CFToken, "cf-token", d.CFToken, "Cloudflare API `TOKEN` clients must send as Bearer")
+	fs.StringVar(&cfg.AccountID, "account-id", d.AccountID, "Cloudflare account `ID`")
+	fs.StringVar(&cfg.ZoneID, "zone-id", d.ZoneID, "Cloudflare zone `ID`")
+	fs.StringVar(&cfg.ZoneName, "zone-name", d.ZoneName, "Cloudflare zone `NAME`")
+	fs.StringVar(&cfg.AWSAccessKey, "aws-access-key", d.AWSAccessKey, "AWS access key `ID` clients sign with")
+	fs.StringVar(&cfg.AWSSecret, "aws-secret", d.AWSSecret, "AWS secret access `KEY` clients sign with")
+	fs.StringVar(&cfg.Region, "region", d.Region, "the AWS account's home `REGION` (Go loaders' default; always one of --regions)")
 	regions := fs.String("regions", strings.Join(d.Regions, ","),
-		"comma-separated AWS regions the emulated account has; EC2 and SSM are per region, told apart by the SigV4 credential scope, and a request scoped to any other region is refused")
+		"the AWS regions the emulated account has, comma-separated (`REGION,...`); EC2 and SSM are per region, told apart by the SigV4 credential scope, and a request scoped to any other region is refused")
 	fs.DurationVar(&cfg.BootDelay, "boot-delay", d.BootDelay, "EC2 pending -> running")
 	fs.DurationVar(&cfg.ConnectDelay, "connect-delay", d.ConnectDelay, "cloudflared token read -> tunnel connections up")
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", d.ShutdownDelay, "EC2 stopping/shutting-down -> stopped/terminated")
@@ -84,9 +108,12 @@ func parseFlags(args []string) (options, error) {
 	cfWindow := fs.Duration("cf-window", time.Duration(d.Limits.CFWindow), "Cloudflare rate-limit window")
 	ec2Scale := fs.Float64("ec2-scale", d.Limits.EC2Scale, "multiplier on EC2 bucket sizes and refill rates")
 	ssmTPS := fs.Float64("ssm-read-tps", d.Limits.SSMReadTPS, "SSM parameter reads per second")
-	faults := fs.String("faults", "", `fault rules as JSON, or @FILE: [{"op":"cf.*","error_rate":0.05,"latency_min":"20ms","latency_max":"80ms"}]`)
+	faults := fs.String("faults", "", "fault `RULES` as JSON, or @FILE: "+`[{"op":"cf.*","error_rate":0.05,"latency_min":"20ms","latency_max":"80ms"}]`)
 	if err := fs.Parse(args); err != nil {
-		return options{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			return options{}, &helpRequest{usage: usage(fs)}
+		}
+		return options{}, cliflag.Explain(err, fs, args, "cloudsim --help")
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())

@@ -53,3 +53,45 @@ func TestParseFlagsRegions(t *testing.T) {
 		}
 	}
 }
+
+// A mistyped flag is named as typed, with the closest flag and --help.
+func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	for args, want := range map[string]string{
+		"--bogus":   "unknown flag --bogus; see cloudsim --help",
+		"--seeed":   "unknown flag --seeed (did you mean --seed?); see cloudsim --help",
+		"-cf_token": "unknown flag -cf_token (did you mean --cf-token?); see cloudsim --help",
+	} {
+		err := run([]string{args, "x"})
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %v, want %q", args, err, want)
+		}
+	}
+}
+
+// --help has the layout of the other commands' generated help (two dashes,
+// metavars, wrapped), on stdout, exit 0.
+func TestHelpMatchesTheOtherCommands(t *testing.T) {
+	var out, errb strings.Builder
+	if code := realMain([]string{"--help"}, &out, &errb); code != 0 || errb.Len() != 0 {
+		t.Fatalf("--help: exit %d, stderr %q", code, errb.String())
+	}
+	h := out.String()
+	for _, want := range []string{"Usage: cloudsim [flags]\n", "\nFlags:\n", "  --listen HOST:PORT\n      HTTP address", "(default 127.0.0.1:8787)",
+		"  --boot-delay DURATION\n", "  --no-rate-limits\n", "  --faults RULES\n"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("--help lacks %q:\n%s", want, h)
+		}
+	}
+	for _, line := range strings.Split(h, "\n") {
+		if len(line) > 80 && !strings.Contains(line, `[{"op"`) {
+			t.Errorf("line longer than 80 columns: %q", line)
+		}
+		if strings.HasPrefix(line, "  -") && !strings.HasPrefix(line, "  --") {
+			t.Errorf("Go flag style line: %q", line)
+		}
+	}
+	out.Reset()
+	if code := realMain([]string{"--bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "cloudsim: unknown flag --bogus; see cloudsim --help") {
+		t.Fatalf("--bogus: exit %d, stderr %q", code, errb.String())
+	}
+}

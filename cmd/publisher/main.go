@@ -6,6 +6,8 @@
 //	publisher health-failed --org acme --reason "530 from edge" --observer probe-eu-1
 //	publisher batch [--file events.jsonl]     (JSON lines; stdin by default)
 //
+// The connection flags (--nats-url, --creds, --timeout) may come before
+// the command too: publisher --nats-url URL created ...
 // `publisher COMMAND --help` lists a command's flags.
 package main
 
@@ -19,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -26,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelward/tunnelward/internal/broker"
+	"github.com/tunnelward/tunnelward/internal/cliflag"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/progress"
 	"github.com/tunnelward/tunnelward/internal/textwrap"
@@ -61,10 +65,12 @@ var commands = []command{
 
 func topUsage() string {
 	var b strings.Builder
-	b.WriteString("Usage: publisher COMMAND [flags]\n\nValidates org lifecycle events against the schemas and publishes them to the ORG_EVENTS stream with Nats-Msg-Id = event id.\n\nCommands:\n")
+	b.WriteString("Usage: publisher [connection flags] COMMAND [flags]\n\nValidates org lifecycle events against the schemas and publishes them to the ORG_EVENTS stream with Nats-Msg-Id = event id.\n\nCommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(&b, "  %-14s %s\n", c.name, c.summary)
 	}
+	b.WriteString("\nConnection flags (before or after the command; after wins):\n")
+	b.WriteString(cliflag.Usage(connectionFlagSet(&common{})))
 	b.WriteString("\nRun \"publisher COMMAND --help\" for a command's flags.\n" + exitStatus + "\n")
 	return b.String()
 }
@@ -76,14 +82,7 @@ func commandUsage(c command, fs *flag.FlagSet) string {
 		b.WriteString(textwrap.Wrap(c.detail, 0, 80) + "\n")
 	}
 	b.WriteString("\nFlags:\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		metavar, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(&b, "  --%s %s\n      %s", f.Name, metavar, usage)
-		if f.DefValue != "" {
-			fmt.Fprintf(&b, " (default %s)", f.DefValue)
-		}
-		b.WriteString("\n")
-	})
+	b.WriteString(cliflag.Usage(fs))
 	b.WriteString("\n" + exitStatus + "\n")
 	return b.String()
 }
@@ -94,6 +93,16 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, single bool) {
+	c.registerConnection(fs)
+	if single {
+		fs.StringVar(&c.id, "id", "", "event `ID` (default: a new ULID); re-publishing an id is dropped by the stream as a duplicate")
+	}
+	fs.StringVar(&c.source, "source", "platform", "CloudEvents source `NAME`")
+}
+
+// registerConnection declares the connection flags, the ones accepted
+// before the command too.
+func (c *common) registerConnection(fs *flag.FlagSet) {
 	def := os.Getenv("NATS_URL")
 	if def == "" {
 		def = "nats://127.0.0.1:4222"
@@ -101,10 +110,71 @@ func (c *common) register(fs *flag.FlagSet, single bool) {
 	fs.StringVar(&c.natsURL, "nats-url", def, "NATS server `URL` ($NATS_URL when set)")
 	fs.StringVar(&c.creds, "creds", "", "NATS user credentials `FILE`")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after `DURATION`, retrying while NATS is unreachable")
-	if single {
-		fs.StringVar(&c.id, "id", "", "event `ID` (default: a new ULID); re-publishing an id is dropped by the stream as a duplicate")
+}
+
+func connectionFlagSet(c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet("publisher", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.registerConnection(fs)
+	return fs
+}
+
+// splitConnectionFlags takes the connection flags given before the command
+// (publisher --nats-url URL created ..., as with the nats CLI) off args.
+// The command's own parse reads them first, so the same flag after the
+// command wins.
+func splitConnectionFlags(args []string) (before, rest []string, err error) {
+	fs := connectionFlagSet(&common{})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && commandFlag(name) {
+			return nil, nil, fmt.Errorf("%s is a flag of the command: put it after the command (publisher COMMAND %s ...)", cliflag.Typed(name, args), cliflag.Typed(name, args))
+		}
+		return nil, nil, cliflag.Explain(err, fs, args, "publisher --help")
 	}
-	fs.StringVar(&c.source, "source", "platform", "CloudEvents source `NAME`")
+	n := len(args) - fs.NArg()
+	return args[:n], fs.Args(), nil
+}
+
+// eventFlags are the values of a command's own flags (pointers: set by
+// declareFlags for the flags the command takes, nil for the others).
+type eventFlags struct {
+	org, slug, itype, region, reason, observer, file *string
+}
+
+// declareFlags declares command's flags on fs.
+func declareFlags(command string, fs *flag.FlagSet, c *common, e *eventFlags) {
+	if command == "batch" {
+		e.file = fs.String("file", "", "JSON-lines `FILE` (default: stdin; - is stdin)")
+		c.register(fs, false)
+		return
+	}
+	e.org = fs.String("org", "", "org `ID` (lowercase [a-z0-9-], 1..63)")
+	if command == "created" {
+		e.slug = fs.String("slug", "", "subdomain `LABEL` (one DNS label, not a reserved name)")
+		e.itype = fs.String("instance-type", "", "EC2 instance `TYPE` for this org (default: the reconciler's)")
+		e.region = fs.String("region", "", "AWS `REGION` for this org (default: the reconciler's)")
+	} else {
+		e.reason = fs.String("reason", "", "why, as `TEXT`")
+	}
+	if command == "health-failed" {
+		e.observer = fs.String("observer", "", "`NAME` of who observed the failure")
+	}
+	c.register(fs, true)
+}
+
+// commandFlag reports whether some command takes the flag.
+func commandFlag(name string) bool {
+	for _, c := range commands {
+		fs := flag.NewFlagSet("", flag.ContinueOnError)
+		declareFlags(c.name, fs, &common{}, &eventFlags{})
+		if fs.Lookup(name) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func main() {
@@ -116,7 +186,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, topUsage())
 		return exitInvalid
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+	before, args, err := splitConnectionFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, topUsage())
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "publisher: %v\n", err)
+		return exitInvalid
+	}
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "publisher: no command after the connection flags\n\n%s", topUsage())
+		return exitInvalid
+	}
+	if args[0] == "help" {
 		fmt.Fprint(stdout, topUsage())
 		return exitOK
 	}
@@ -139,13 +222,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	var c common
 	parse := func() int {
-		err := fs.Parse(args[1:])
+		cmdArgs := slices.Concat(before, args[1:]) // connection flags given before the command first: the later ones win
+		err := fs.Parse(cmdArgs)
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, commandUsage(cmd, fs))
 			return exitOK
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "publisher %s: %v (see publisher %s --help)\n", cmd.name, err, cmd.name)
+			fmt.Fprintf(stderr, "publisher %s: %v\n", cmd.name, cliflag.Explain(err, fs, cmdArgs, "publisher "+cmd.name+" --help"))
 			return exitInvalid
 		}
 		return -1
@@ -154,21 +238,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var evs []events.Event
 	var payloads [][]byte
 	batch := false
+	var e eventFlags
+	declareFlags(cmd.name, fs, &c, &e)
 	switch cmd.name {
 	case "created", "deleted", "health-failed":
-		var org, slug, itype, region, reason, observer string
-		fs.StringVar(&org, "org", "", "org `ID` (lowercase [a-z0-9-], 1..63)")
-		if cmd.name == "created" {
-			fs.StringVar(&slug, "slug", "", "subdomain `LABEL` (one DNS label, not a reserved name)")
-			fs.StringVar(&itype, "instance-type", "", "EC2 instance `TYPE` for this org (default: the reconciler's)")
-			fs.StringVar(&region, "region", "", "AWS `REGION` for this org (default: the reconciler's)")
-		} else {
-			fs.StringVar(&reason, "reason", "", "why, as `TEXT`")
-		}
-		if cmd.name == "health-failed" {
-			fs.StringVar(&observer, "observer", "", "`NAME` of who observed the failure")
-		}
-		c.register(fs, true)
+		org, slug, itype, region, reason, observer := e.org, e.slug, e.itype, e.region, e.reason, e.observer
 		if code := parse(); code >= 0 {
 			return code
 		}
@@ -179,11 +253,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		var data any
 		switch cmd.name {
 		case "created":
-			data = events.Created{OrgID: org, Slug: slug, InstanceType: itype, Region: region}
+			data = events.Created{OrgID: *org, Slug: *slug, InstanceType: *itype, Region: *region}
 		case "deleted":
-			data = events.Deleted{OrgID: org, Reason: reason}
+			data = events.Deleted{OrgID: *org, Reason: *reason}
 		default:
-			data = events.HealthFailed{OrgID: org, Reason: reason, Observer: observer}
+			data = events.HealthFailed{OrgID: *org, Reason: *reason, Observer: *observer}
 		}
 		ev, err := events.New(data)
 		if err != nil {
@@ -202,13 +276,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		evs, payloads = append(evs, ev), append(payloads, b)
 	case "batch":
 		batch = true
-		var file string
-		fs.StringVar(&file, "file", "", "JSON-lines `FILE` (default: stdin; - is stdin)")
-		c.register(fs, false)
 		if code := parse(); code >= 0 {
 			return code
 		}
-		in := stdin
+		in, file := stdin, *e.file
 		if file == "" && fs.NArg() == 1 {
 			file = fs.Arg(0)
 		} else if fs.NArg() > 0 {
@@ -243,6 +314,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		bar = progress.ForTerminal(stderr, "publish", progress.Options{Unit: "events", Total: int64(len(evs))})
 	}
 	return publish(c, evs, payloads, stdout, stderr, bar)
+}
+
+// connectHint says what to check when NATS cannot be used, naming the
+// flags.
+func connectHint(err error) string {
+	var ce *broker.ConnectError
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	switch ce.Reason {
+	case broker.ReasonRefused, broker.ReasonNoHost, broker.ReasonTimeout:
+		return "; is the NATS server running there? check --nats-url (default $NATS_URL)"
+	case broker.ReasonAuth:
+		return "; the server requires credentials: pass --creds FILE"
+	}
+	return ""
 }
 
 // flagHint names the command-line flag behind a field error.
@@ -332,9 +419,14 @@ func publish(c common, evs []events.Event, payloads [][]byte, stdout, stderr io.
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nc, err := broker.Connect(c.natsURL, c.creds, "tunnelward-publisher", log)
+	// An unreachable server is retried until --timeout, saying each time
+	// what is wrong; refused credentials fail at once.
+	nc, err := broker.Dial(ctx, c.natsURL, broker.DialOptions{Creds: c.creds, Name: "tunnelward-publisher", Log: log,
+		OnRetry: func(r broker.Retry) {
+			fmt.Fprintf(stderr, "publisher: %v; retrying in %s (gives up after --timeout %s)\n", r.Err, r.Wait.Round(time.Millisecond), c.timeout)
+		}})
 	if err != nil {
-		fmt.Fprintln(stderr, "publisher:", err)
+		fmt.Fprintf(stderr, "publisher: %v%s\nnothing published\n", err, connectHint(err))
 		return exitFailed
 	}
 	defer nc.Close()

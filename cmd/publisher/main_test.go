@@ -130,10 +130,24 @@ func TestBatchPublishesInOrder(t *testing.T) {
 	}
 }
 
+// Nothing listens at the URL: each retry says where and why, and so does
+// the final error, with the flag to check; a password in the URL never
+// shows.
 func TestUnreachableServerTimesOut(t *testing.T) {
-	code, _, errs := runCLI("", "deleted", "--org", "acme", "--nats-url", "nats://127.0.0.1:1", "--timeout", "700ms")
-	if code != exitFailed || errs == "" {
-		t.Fatalf("%d %q", code, errs)
+	for _, url := range []string{"nats://127.0.0.1:1", "nats://app:hunter2Secret@127.0.0.1:1"} {
+		code, _, errs := runCLI("", "deleted", "--org", "acme", "--nats-url", url, "--timeout", "1200ms")
+		if code != exitFailed {
+			t.Fatalf("%s: exit %d %q", url, code, errs)
+		}
+		shown := strings.Replace(url, "hunter2Secret", "[redacted]", 1)
+		for _, want := range []string{"cannot reach NATS at " + shown, "connection refused", "retrying in 500ms", "gave up after", "--nats-url", "nothing published"} {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", url, want, errs)
+			}
+		}
+		if strings.Contains(errs, "hunter2Secret") {
+			t.Errorf("stderr leaks the password:\n%s", errs)
+		}
 	}
 }
 
@@ -214,5 +228,55 @@ func TestBatchQuietInPipe(t *testing.T) {
 	code, out, errs := runCLI(lines, "batch", "--nats-url", url)
 	if code != 0 || strings.Count(out, "published") != 2 || errs != "" {
 		t.Fatalf("%d %q %q", code, out, errs)
+	}
+}
+
+// A flag the publisher does not know is named as typed, with the closest
+// known flag and the command's --help.
+func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"created", "--org", "a", "--bogus"}, "publisher created: unknown flag --bogus; see publisher created --help\n"},
+		{[]string{"created", "--org", "a", "--slg", "a"}, "publisher created: unknown flag --slg (did you mean --slug?); see publisher created --help\n"},
+		{[]string{"batch", "--nats_url", "x"}, "publisher batch: unknown flag --nats_url (did you mean --nats-url?); see publisher batch --help\n"},
+	} {
+		code, out, errs := runCLI("", tc.args...)
+		if code != exitInvalid || out != "" || errs != tc.want {
+			t.Errorf("%q: exit %d, stderr %q; want %q", tc.args, code, errs, tc.want)
+		}
+	}
+}
+
+// Connection flags go before the command as well as after it, as with the
+// nats CLI; given in both places, the one after the command wins. A
+// command's own flag before the command is refused, saying where it goes.
+func TestConnectionFlagsBeforeCommand(t *testing.T) {
+	url, js := server(t)
+	code, out, errs := runCLI("", "--nats-url", url, "--timeout=10s", "created", "--org", "acme", "--slug", "acme", "--id", "c-1")
+	if code != 0 || !strings.Contains(out, "published org.created org=acme id=c-1") {
+		t.Fatalf("flags before the command: exit %d %q %q", code, out, errs)
+	}
+	batch := `{"id":"d-1","type":"org.deleted","data":{"org_id":"acme"}}` + "\n"
+	code, out, errs = runCLI(batch, "--nats-url", "nats://127.0.0.1:1", "batch", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.deleted org=acme id=d-1") || streamMsgs(t, js) != 2 {
+		t.Fatalf("flag after the command should win: exit %d %q %q", code, out, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--org", "acme", "deleted"}, "publisher: --org is a flag of the command: put it after the command (publisher COMMAND --org ...)"},
+		{[]string{"--nats-ulr", url, "deleted"}, "publisher: unknown flag --nats-ulr (did you mean --nats-url?); see publisher --help"},
+		{[]string{"--nats-url", url}, "publisher: no command after the connection flags"},
+	} {
+		code, out, errs := runCLI("", tc.args...)
+		if code != exitInvalid || out != "" || !strings.HasPrefix(errs, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want it to start %q", tc.args, code, errs, tc.want)
+		}
+	}
+	if code, out, _ := runCLI("", "--nats-url", url, "--help"); code != 0 || !strings.Contains(out, "Connection flags (before or after the command") || !strings.Contains(out, "  --nats-url URL") {
+		t.Fatalf("--help after a connection flag: exit %d\n%s", code, out)
 	}
 }

@@ -87,12 +87,8 @@ func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 		GC:            c.GC,
 		HealthGrace:   c.HealthGrace,
 	}
-	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
-		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, Observe: m.APICall}
-	awc := aws.Config{Region: c.AWS.Region, Observe: m.APICall, Logger: log}
+	cfc, awc := providerConfigs(c, cloudURL, log, m)
 	if cloudURL != "" {
-		cfc.BaseURL = cloudURL + "/client/v4/"
-		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()
 		// The emulator boots in seconds, not minutes: poll soon after.
 		sc := cloudsim.DefaultConfig()
 		cfg.BootConnect, cfg.PollInterval = sc.BootDelay+sc.ConnectDelay+500*time.Millisecond, time.Second
@@ -125,4 +121,19 @@ func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 			SubnetID: in.Subnet, SecurityGroupIDs: in.SecurityGroups, InstanceProfile: in.Profile})
 	}
 	return cfg, clouds, nil
+}
+
+// providerConfigs are the Cloudflare and default-region AWS client settings:
+// the emulator at cloudURL with the sandbox identities config filled in, or
+// the real APIs (cloudURL ""). The engine and the credentials check share
+// them.
+func providerConfigs(c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics) (cloudflare.Config, aws.Config) {
+	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
+		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, Observe: m.APICall}
+	awc := aws.Config{Region: c.AWS.Region, Observe: m.APICall, Logger: log}
+	if cloudURL != "" {
+		cfc.BaseURL = cloudURL + "/client/v4/"
+		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()
+	}
+	return cfc, awc
 }

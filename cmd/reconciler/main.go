@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cliflag"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/textwrap"
 )
@@ -118,9 +119,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 // cmdContext means "exit with code now" (help printed, or a usage or
 // configuration error reported on stderr).
 func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext, int) {
-	name := "run"
+	name, help := "run", "reconciler --help"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
+		help = "reconciler " + name + " --help"
 	}
 	if name == "help" {
 		fmt.Fprint(stdout, topUsage())
@@ -150,7 +152,7 @@ func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext
 		return cmd, nil, 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "reconciler %s: %v (see reconciler %s --help)\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, cliflag.Explain(err, fs, args, help))
 		return cmd, nil, usageErr
 	}
 	if len(positional) > cmd.maxArgs {
@@ -185,6 +187,15 @@ func runCommand(cx *cmdContext) int {
 	}()
 	log.Info("configuration", "config", cx.cfg)
 	if err := run(ctx, cx.cfg, log); err != nil {
+		var se *startError
+		if errors.As(err, &se) {
+			// One line per problem reads better than one long line.
+			for _, p := range se.problems {
+				log.Error("cannot start", "problem", p)
+			}
+			log.Error("reconciler failed", "err", fmt.Sprintf("%d start-up problem(s), listed above; nothing was started", len(se.problems)))
+			return 1
+		}
 		log.Error("reconciler failed", "err", err)
 		return 1
 	}

@@ -35,7 +35,7 @@ func replay(ctx context.Context, cx *cmdContext) error {
 		defer srv.Shutdown()
 		url = srv.ClientURL()
 	}
-	nc, err := connectNATS(url, c.NATS, "tunnelward-replay", log)
+	nc, err := connectNATS(ctx, url, c.NATS, "tunnelward-replay", log)
 	if err != nil {
 		return err
 	}

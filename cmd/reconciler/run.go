@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/ingest"
 	"github.com/tunnelward/tunnelward/internal/metrics"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -44,6 +44,10 @@ type app struct {
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
+	// adminLn and sandboxLn are bound by preflight, served later.
+	adminLn, sandboxLn net.Listener
+	// credsOK: every cloud credentials check passed at start.
+	credsOK bool
 
 	// onApplied receives every org id whose desired state an event changed,
 	// after the commit. The reconcile engine sets it (its workqueue's Add).
@@ -64,7 +68,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	ictx, stopIngest := context.WithCancel(context.Background())
 	ingestDone := make(chan error, 1)
 	go func() { ingestDone <- a.ingest.Run(ictx) }()
-	log.Info("reconciler ready", "admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	if a.credsOK {
+		log.Info("reconciler ready", "admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	} else {
+		log.Error("reconciler running but NOT ready: a cloud credentials check failed (see above); /readyz answers 503 until it passes",
+			"admin", "http://"+cfg.AdminListen, "nats", a.nc.ConnectedUrlRedacted(), "state", a.store.Path())
+	}
 
 	var err error
 	select {
@@ -91,23 +100,14 @@ func (a *app) close() {
 func (a *app) start(ctx context.Context) error {
 	c, log := a.cfg, a.log
 	logAdminAccess(c, log)
-	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w", c.DataDir, err)
-	}
-
-	// The state file first: a second reconciler on this data dir stops
-	// here with a clear message, before touching NATS.
-	store, err := state.Open(statePath(c), state.Options{Timeout: 2 * time.Second})
-	if err != nil {
+	// The host first (data dir, state file, every listen address), all
+	// problems at once: a second reconciler on this data dir or a taken
+	// port stops here with a clear message, before touching NATS.
+	if err := a.preflight(); err != nil {
 		return err
 	}
-	a.store = store
-	a.closers = append(a.closers, func() {
-		if err := store.Close(); err != nil {
-			log.Error("close state", "err", err)
-		}
-	})
 
+	var err error
 	if a.validator, err = newValidator(c); err != nil {
 		return err
 	}
@@ -125,9 +125,9 @@ func (a *app) start(ctx context.Context) error {
 		natsURL = a.nats.ClientURL()
 		log.Info("embedded nats-server with JetStream", "listen", c.NATS.Listen, "store", natsDir(c))
 	} else {
-		log.Info("external nats", "url", broker.RedactURL(natsURL))
+		log.Info("external nats", "url", secret.RedactURL(natsURL))
 	}
-	if a.nc, err = connectNATS(natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
+	if a.nc, err = connectNATS(ctx, natsURL, c.NATS, "tunnelward-reconciler", log); err != nil {
 		return err
 	}
 	a.closers = append(a.closers, func() {
@@ -192,19 +192,27 @@ func (a *app) start(ctx context.Context) error {
 	})
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
-	actx, stopAdmin := context.WithCancel(context.Background())
-	wait, err := a.admin.Serve(actx, c.AdminListen)
+	cfc, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
+	creds, err := credentialChecks(ctx, c, a.cloudURL, cfc, awc)
 	if err != nil {
-		stopAdmin()
 		return err
 	}
+	for _, k := range creds {
+		a.admin.AddCheck(k.name, k.check) // failing ("not checked yet") until the first probe passes
+	}
+	actx, stopAdmin := context.WithCancel(context.Background())
+	wait := a.admin.ServeListener(actx, a.adminLn)
 	a.closers = append(a.closers, func() {
 		stopAdmin()
 		if err := wait(); err != nil {
 			log.Error("admin server", "err", err)
 		}
 	})
-	return a.startEngine(ctx) // engine.go
+	if err := a.startEngine(ctx); err != nil { // engine.go
+		return err
+	}
+	a.credsOK = a.startCredentialChecks(ctx, creds) // credcheck.go
+	return nil
 }
 
 // logAdminAccess says at start who may call the admin API, loudly when
@@ -249,10 +257,7 @@ func (a *app) startCloud(context.Context) error {
 	c, log := a.cfg, a.log
 	switch c.Cloud {
 	case config.ModeSandbox:
-		l, err := net.Listen("tcp", c.SandboxListen)
-		if err != nil {
-			return fmt.Errorf("sandbox cloud emulator: listen on %s (use --sandbox-listen): %w", c.SandboxListen, err)
-		}
+		l := a.sandboxLn // bound by preflight
 		// The emulator accepts the identities the engine is configured with
 		// (the sandbox ones unless overridden).
 		sc := cloudsim.DefaultConfig()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -75,6 +76,26 @@ func TestUsageErrors(t *testing.T) {
 	errb.Reset()
 	if code := realMain([]string{"status", "--data-dir", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no state file") {
 		t.Fatalf("%d %q", code, errb.String())
+	}
+}
+
+// A flag the reconciler does not know is named as typed (not Go's -bogus),
+// with the closest known flag and the command's --help.
+func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--bogus"}, 2, "reconciler run: unknown flag --bogus; see reconciler --help\n"},
+		{[]string{"status", "--data_dir", "x"}, 2, "reconciler status: unknown flag --data_dir (did you mean --data-dir?); see reconciler status --help\n"},
+		{[]string{"plan", "acme", "--sweep-intervall", "1m"}, 1, "reconciler plan: unknown flag --sweep-intervall (did you mean --sweep-interval?); see reconciler plan --help\n"},
+		{[]string{"run", "--workers"}, 2, "reconciler run: flag --workers needs a value (--workers VALUE); see reconciler run --help\n"},
+	} {
+		var out, errb strings.Builder
+		if code := realMain(tc.args, &out, &errb); code != tc.code || errb.String() != tc.want {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d, %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
 	}
 }
 
@@ -174,4 +195,52 @@ func TestLiveFlagWithEnvironmentReachesTheEngine(t *testing.T) {
 	if cx.cfg.AWS.AccessKeyID != "" {
 		t.Fatalf("live mode carries the sandbox AWS key %q", cx.cfg.AWS.AccessKeyID)
 	}
+}
+
+// NATS unreachable at start: within seconds the log names the URL and why,
+// and says it keeps retrying (each attempt, with a growing wait); stopped,
+// the error names them too.
+func TestUnreachableNATSSaysWhereAndWhy(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + l.Addr().String()
+	l.Close() // nothing listens there now
+	c, err := config.Parse([]string{"--data-dir", t.TempDir(), "--nats-url", url, "--admin-listen", freeAddr(t),
+		"--sandbox-listen", freeAddr(t)}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedWriter{b: &strings.Builder{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, c, slog.New(slog.NewTextHandler(logs, nil))) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(logText(logs), "cannot reach NATS; retrying") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry lines within 10s:\n%s", logText(logs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop within 10s of cancel")
+	}
+	for _, want := range []string{"url=" + url, "connection refused", "attempt=2", "retry_in=1s", "--nats-url"} {
+		if !strings.Contains(logText(logs), want) {
+			t.Errorf("log lacks %q:\n%s", want, logText(logs))
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), url) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "--nats-url") {
+		t.Fatalf("error does not name the URL, the cause and the flag: %v", err)
+	}
+}
+
+func logText(w *lockedWriter) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

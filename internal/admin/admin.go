@@ -202,6 +202,12 @@ func (s *Server) Serve(ctx context.Context, addr string) (wait func() error, err
 	if err != nil {
 		return nil, fmt.Errorf("admin server: listen on %s: %w", addr, err)
 	}
+	return s.ServeListener(ctx, l), nil
+}
+
+// ServeListener serves on l (opened early, so start-up can check every
+// address before it starts anything) until ctx ends, like Serve.
+func (s *Server) ServeListener(ctx context.Context, l net.Listener) (wait func() error) {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
@@ -217,5 +223,5 @@ func (s *Server) Serve(ctx context.Context, addr string) (wait func() error, err
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	return func() error { return <-errc }, nil
+	return func() error { return <-errc }
 }

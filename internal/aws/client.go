@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 
@@ -63,6 +64,12 @@ type Client struct {
 	ssmCall  *apicall.Caller
 	pageSize int
 	region   string // for instance ARNs
+
+	// For VerifyCredentials: the credential chain, and STS (nil with an
+	// endpoint override: the emulator serves no STS).
+	creds   aws.CredentialsProvider
+	sts     *sts.Client
+	stsCall *apicall.Caller
 }
 
 // New loads the SDK configuration and builds the clients. In sandbox mode
@@ -122,9 +129,18 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	ec2Lim := ratelimit.NewEC2(cfg.EC2Buckets)
 	ssmLim := ratelimit.NewSSM(cfg.SSMBucket)
+	var stsClient *sts.Client
+	if cfg.Endpoint == "" {
+		// Its endpoint is the SDK's (AWS_ENDPOINT_URL_STS honoured), as for
+		// any AWS tool.
+		stsClient = sts.NewFromConfig(awsCfg)
+	}
 	return &Client{
-		ec2: ec2.NewFromConfig(awsCfg, ec2Opts...),
-		ssm: ssm.NewFromConfig(awsCfg, ssmOpts...),
+		creds:   awsCfg.Credentials,
+		sts:     stsClient,
+		stsCall: apicall.New(apicall.Options{Provider: "sts", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify}),
+		ec2:     ec2.NewFromConfig(awsCfg, ec2Opts...),
+		ssm:     ssm.NewFromConfig(awsCfg, ssmOpts...),
 		ec2Call: apicall.New(apicall.Options{Provider: "ec2", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
 			Limit: func(op string) ratelimit.Limiter { return ec2Lim.For(op) }}),
 		ssmCall: apicall.New(apicall.Options{Provider: "ssm", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,

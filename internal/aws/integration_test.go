@@ -616,3 +616,24 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// VerifyCredentials against the emulator (no STS there): a read signed
+// with the configured key; a key the emulator does not know is
+// ErrCredentialsRefused, an outage is not.
+func TestVerifyCredentialsAgainstEmulator(t *testing.T) {
+	w := newWorld(t, nil)
+	id, err := w.client(t, nil).VerifyCredentials(ctx)
+	if err != nil || id.Source == "" {
+		t.Fatalf("accepted key: %+v %v", id, err)
+	}
+	_, err = w.client(t, func(c *aws.Config) { c.AccessKeyID = "AKIAUNKNOWNEXAMPLE01" }).VerifyCredentials(ctx)
+	if !errors.Is(err, aws.ErrCredentialsRefused) || strings.Contains(err.Error(), cloudsim.DefaultAWSSecret) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if err := w.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{{Op: "ec2.DescribeInstances", ErrorRate: 1, ErrorStatus: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.client(t, nil).VerifyCredentials(ctx); err == nil || errors.Is(err, aws.ErrCredentialsRefused) || errors.Is(err, aws.ErrNoCredentials) {
+		t.Fatalf("an outage must not read as refused credentials: %v", err)
+	}
+}

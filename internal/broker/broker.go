@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	neturl "net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/secret"
 )
 
 // DuplicateWindow is how long the stream remembers event ids. It covers a
@@ -172,33 +172,15 @@ func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jet
 	return res, nil
 }
 
-// Connect dials NATS. It keeps retrying in the background when the server is
-// briefly unreachable (at start too), so callers bound their waits with ctx.
-// extra adds options such as an nkey or TLS.
+// Connect dials NATS and returns at once: when the server is unreachable
+// it keeps retrying in the background (at start too), so callers bound
+// their waits with ctx. extra adds options such as an nkey or TLS. The
+// commands use Dial instead, which says why it cannot connect.
 func Connect(url, creds, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if log != nil && err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			if log != nil {
-				log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			}
-		}),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
+	opts := append(connOptions(url, creds, name, log), nats.RetryOnFailedConnect(true))
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(url), err)
+		return nil, redactErr(fmt.Errorf("connect to nats %s: %w", secret.RedactURL(url), err), url)
 	}
 	return nc, nil
 }
@@ -261,13 +243,19 @@ func (e *Embedded) Shutdown() {
 	e.srv.WaitForShutdown()
 }
 
-// RedactURL hides a password or token embedded in a NATS URL, for logs and
-// errors.
-func RedactURL(s string) string {
-	u, err := neturl.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+// redactErr hides the credentials of urls in err's text (a URL parse error
+// quotes the raw URL) and keeps err for errors.Is and errors.As.
+func redactErr(err error, urls string) error {
+	if err == nil {
+		return nil
 	}
-	u.User = neturl.User("redacted")
-	return u.String()
+	return &redactedError{msg: secret.RedactURLsIn(err.Error(), urls), err: err}
 }
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +103,14 @@ func TestStartEmbeddedPortInUse(t *testing.T) {
 	addr := e.ClientURL()[len("nats://"):]
 	if _, err := StartEmbedded(addr, t.TempDir()); err == nil {
 		t.Fatal("second server on the same port started")
+	}
+}
+
+// A URL nats.go cannot parse is quoted in its error: the password in it is
+// hidden before the error leaves Connect.
+func TestConnectErrorRedactsURL(t *testing.T) {
+	_, err := Connect("nats://app:hunter2Secret@127.0.0.1:abc", "", "test", nil)
+	if err == nil || strings.Contains(err.Error(), "hunter2Secret") || !strings.Contains(err.Error(), "app:[redacted]@") {
+		t.Fatalf("want an error with the password redacted, got %v", err)
 	}
 }

@@ -487,3 +487,26 @@ func TestListDefaultPageSizes(t *testing.T) {
 		t.Fatalf("emulator counted cf.tunnel.list %d, cf.dns.list %d; want 3 and 1", tl, dl)
 	}
 }
+
+// VerifyToken: one tunnel-list request; a refused token is ErrTokenRefused
+// (never quoted), an outage is not.
+func TestVerifyToken(t *testing.T) {
+	w, c := newWorld(t, cloudsim.RateLimits{}, func(cc *cloudflare.Config) { cc.Policy.MaxAttempts = 2 })
+	if err := c.VerifyToken(ctx); err != nil {
+		t.Fatalf("accepted token: %v", err)
+	}
+	if n := w.sim.Calls()["cf.tunnel.list"][200]; n != 1 {
+		t.Fatalf("%d tunnel lists, want 1", n)
+	}
+	const secretToken = "wrong-token-value-0123456789"
+	err := w.client(t, func(cc *cloudflare.Config) { cc.APIToken = secretToken }).VerifyToken(ctx)
+	if !errors.Is(err, cloudflare.ErrTokenRefused) || strings.Contains(err.Error(), secretToken) {
+		t.Fatalf("wrong token: %v", err)
+	}
+	if err := w.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{{Op: "cf.tunnel.list", ErrorRate: 1, ErrorStatus: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.VerifyToken(ctx); err == nil || errors.Is(err, cloudflare.ErrTokenRefused) {
+		t.Fatalf("an outage must not read as a refused token: %v", err)
+	}
+}

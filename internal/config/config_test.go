@@ -602,3 +602,32 @@ func TestLogDurationsReadable(t *testing.T) {
 		}
 	}
 }
+
+// A password in --nats-url is refused without being echoed, from a flag or
+// the environment, in a well-formed URL, a list or a malformed one.
+func TestNATSURLPasswordNeverEchoed(t *testing.T) {
+	const pw = "hunter2Secret"
+	for _, u := range []string{
+		"nats://app:" + pw + "@nats.internal:4222",
+		"nats://ok.internal:4222,nats://app:" + pw + "@nats.internal:4222",
+		"nats://app:" + pw + "@nats.internal:abc",
+	} {
+		for _, how := range []string{"flag", "env"} {
+			var args []string
+			env := map[string]string{}
+			if how == "flag" {
+				args = []string{"--nats-url", u}
+			} else {
+				env["TUNNELWARD_NATS_URL"] = u
+			}
+			_, err := Parse(args, envMap(env))
+			if err == nil || !strings.Contains(err.Error(), "--nats-url") || !strings.Contains(err.Error(), "[redacted]") {
+				t.Errorf("%s %q: want an error naming --nats-url with the password redacted, got %v", how, u, err)
+				continue
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("%s %q: the error echoes the password: %v", how, u, err)
+			}
+		}
+	}
+}

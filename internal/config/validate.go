@@ -197,7 +197,8 @@ func (c *Config) validate(probs *problems) {
 	} else {
 		for _, u := range strings.Split(c.NATS.URL, ",") {
 			if err := checkNATSURL(strings.TrimSpace(u)); err != nil {
-				probs.add(f("nats-url"), "%q: %v", u, err)
+				// The refused URL may hold the very password refused.
+				probs.add(f("nats-url"), "%q: %v", secret.RedactURL(u), err)
 			}
 		}
 		if c.Source("nats-listen") != "default" {
