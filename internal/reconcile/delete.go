@@ -2,13 +2,10 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
-	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -34,11 +31,11 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	if err != nil {
 		return Result{}, err
 	}
-	ob, err := e.observeDeleted(ctx, org, d, aw)
+	obs, err := e.observe(ctx, org, d, aw, forDelete)
 	if err != nil {
 		return Result{}, err
 	}
-	p := plan.Compute(d, ob)
+	p := plan.Compute(d, obs.plan)
 	if e.planned != nil {
 		e.planned(org.ID, p)
 	}
@@ -95,71 +92,4 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	}
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil
-}
-
-// observeDeleted finds everything a tombstone may still own, by name and
-// tag as well as by recorded id, before the cascade may say Deleted: a
-// crash between a create and recording its id (or a resource re-created
-// after an out-of-band delete) leaves something the record does not name.
-//   - tunnel: by its deterministic name (names are unique among live
-//     tunnels, so the recorded id, if still live, is the one found);
-//   - DNS: every record whose ownership comment names the org, any name;
-//   - parameter: its deterministic name (and the recorded one);
-//   - instances: by the OrgID tag in the org's region.
-func (e *Engine) observeDeleted(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (plan.Observed, error) {
-	var ob plan.Observed
-	rec := org.Observed
-	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
-	ob.Param = &plan.Param{Name: owner.ParamName(e.cfg.ParamPrefix, org.ID)}
-	if rec.ParameterName != "" {
-		ob.Param.Name = rec.ParameterName
-	}
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-	)
-	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
-	wg.Go(func() {
-		t, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
-		if err != nil {
-			fail(fmt.Errorf("org %s: find tunnel %s: %w", org.ID, owner.TunnelName(org.ID), err))
-			return
-		}
-		if t != nil {
-			mu.Lock()
-			ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
-			mu.Unlock()
-		}
-	})
-	wg.Go(func() {
-		found, err := e.clouds.DNS.OwnedRecords(ctx, org.ID)
-		if err != nil {
-			fail(fmt.Errorf("org %s: find dns records owned by the org: %w", org.ID, err))
-			return
-		}
-		mu.Lock()
-		ob.Records = found
-		mu.Unlock()
-	})
-	wg.Go(func() {
-		ins, err := aw.Instances.OrgInstances(ctx, org.ID)
-		if err != nil {
-			fail(fmt.Errorf("org %s: describe instances: %w", org.ID, err))
-			return
-		}
-		mu.Lock()
-		for _, in := range ins {
-			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State, TunnelID: in.TunnelID, Generation: in.Generation})
-		}
-		mu.Unlock()
-	})
-	wg.Wait()
-	if len(errs) > 0 {
-		return ob, errors.Join(errs...)
-	}
-	if ob.Tunnel == nil && rec.TunnelID != "" {
-		e.log.Debug("recorded tunnel is already gone", "org_id", org.ID, "tunnel_id", rec.TunnelID)
-	}
-	return ob, nil
 }

@@ -2,12 +2,9 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
-	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -36,16 +33,16 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 		return OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, err.Error())}, nil
 	}
 	if !d.Present {
-		ob, err := e.observeDeleted(ctx, org, d, aw)
+		obs, err := e.observe(ctx, org, d, aw, forDelete)
 		if err != nil {
 			return OrgPlan{}, err
 		}
 		if org.Observed.DeleteDone {
-			ob.Param = nil // a finished tombstone: the sweep's orphan check owns leftovers
+			obs.plan.Param = nil // a finished tombstone: the sweep's orphan check owns leftovers
 		}
-		return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, ob)}, nil
+		return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, obs.plan)}, nil
 	}
-	ob, err := e.observeReadOnly(ctx, org, d, aw)
+	ob, err := e.observe(ctx, org, d, aw, forDryRun)
 	if err != nil {
 		return OrgPlan{}, err
 	}
@@ -70,71 +67,6 @@ func withRegionConflict(p plan.Result, region, why string) plan.Result {
 		p.Ready = false
 	}
 	return p
-}
-
-func (e *Engine) observeReadOnly(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds) (observation, error) {
-	var obs observation
-	ob := &obs.plan
-	ob.RecordsKnown, ob.ParamKnown, ob.InstanceKnown = true, true, true
-	rec := org.Observed
-	var t *Tunnel
-	if rec.TunnelID != "" {
-		got, err := e.clouds.Tunnels.GetTunnel(ctx, rec.TunnelID)
-		switch {
-		case errors.Is(err, ErrNotFound):
-		case err != nil:
-			return obs, fmt.Errorf("plan org %s: get tunnel: %w", org.ID, err)
-		case !got.Deleted:
-			t = &got
-		}
-	}
-	if t == nil {
-		found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
-		if err != nil {
-			return obs, fmt.Errorf("plan org %s: find tunnel: %w", org.ID, err)
-		}
-		t = found
-	}
-	if t != nil {
-		obs.tunnel = t
-		ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
-		rules, err := e.clouds.Tunnels.GetIngress(ctx, t.ID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return obs, fmt.Errorf("plan org %s: get ingress: %w", org.ID, err)
-		}
-		ob.Ingress, ob.IngressKnown = rules, err == nil
-	}
-	recs, err := e.clouds.DNS.FindRecords(ctx, d.Hostname)
-	if err != nil {
-		return obs, fmt.Errorf("plan org %s: find dns records: %w", org.ID, err)
-	}
-	ob.Records = recs
-	if rec.DNSRecordID != "" && rec.DNSName != d.Hostname {
-		if r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID); err == nil {
-			if !slices.ContainsFunc(ob.Records, func(x plan.Record) bool { return x.ID == r.ID }) {
-				ob.Records = append(ob.Records, r) // ours under an old slug
-			}
-		} else if !errors.Is(err, ErrNotFound) {
-			return obs, fmt.Errorf("plan org %s: get dns record: %w", org.ID, err)
-		}
-	}
-	p, err := aw.Params.DescribeParam(ctx, owner.ParamName(e.cfg.ParamPrefix, org.ID))
-	if err != nil {
-		return obs, fmt.Errorf("plan org %s: describe parameter: %w", org.ID, err)
-	}
-	if p != nil {
-		ob.Param = &plan.Param{Name: p.Name, TunnelID: rec.ParamTunnelID}
-	}
-	ins, err := aw.Instances.OrgInstances(ctx, org.ID)
-	if err != nil {
-		return obs, fmt.Errorf("plan org %s: describe instances: %w", org.ID, err)
-	}
-	obs.instances = ins
-	for _, in := range ins {
-		ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
-			TunnelID: effectiveTunnel(rec, in), Generation: in.Generation})
-	}
-	return obs, nil
 }
 
 // PlanAll is the dry run over every org from one inventory listing (cost:

@@ -82,8 +82,7 @@ func (e *Engine) observedFrom(ix *invIndex, org state.Org) plan.Observed {
 			if in.Region != region {
 				continue // not the org's: the orphan check reports it
 			}
-			ob.Instances = append(ob.Instances, plan.Instance{ID: in.ID, State: in.State,
-				TunnelID: effectiveTunnel(org.Observed, in), Generation: in.Generation})
+			ob.Instances = append(ob.Instances, planInstances(org.Observed, []Instance{in})...)
 		}
 	}
 	return ob
