@@ -21,16 +21,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tunnelward/tunnelward/internal/apicall"
-	"github.com/tunnelward/tunnelward/internal/aws"
-	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/daemon"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
 	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
-	"github.com/tunnelward/tunnelward/internal/userdata"
 )
 
 // The scale figure runs the reconciler's startup path in a child process
@@ -95,19 +93,16 @@ func runChild() (res childResult) {
 		return fail(err)
 	}
 	simURL := os.Getenv(childSim)
-	sc := cloudsim.DefaultConfig()
-	cf, err := cloudflare.New(cloudflare.Config{BaseURL: simURL + "/client/v4/", APIToken: sc.CFToken, AccountID: sc.AccountID,
-		ZoneID: sc.ZoneID, ZoneName: sc.ZoneName})
+	// The daemon's own wiring, as `reconciler --cloud URL` builds it.
+	c, err := config.Parse([]string{"--cloud", simURL}, func(string) string { return "" })
 	if err != nil {
 		return fail(err)
 	}
-	aw, err := aws.New(context.Background(), aws.Config{Endpoint: simURL, Region: sc.Region, AccessKeyID: sc.AWSAccessKey,
-		SecretAccessKey: sc.AWSSecret, Policy: apicall.Policy{}})
+	ecfg, clouds, err := daemon.EngineConfig(context.Background(), c, simURL, slog.New(slog.DiscardHandler), nil, daemon.Knobs{})
 	if err != nil {
 		return fail(err)
 	}
-	eng, err := reconcile.New(reconcile.Config{ZoneName: sc.ZoneName, Instance: reconcile.InstanceSpec{ImageID: "ami-0123456789abcdef0"},
-		Logger: slog.New(slog.DiscardHandler)}, reconcile.NewClouds(cf, aw, userdata.Params{}), st, nil)
+	eng, err := reconcile.New(ecfg, clouds, st, nil)
 	if err != nil {
 		return fail(err)
 	}

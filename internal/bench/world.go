@@ -17,10 +17,11 @@ import (
 	"github.com/tunnelward/tunnelward/internal/aws"
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/daemon"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
-	"github.com/tunnelward/tunnelward/internal/userdata"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
 )
 
@@ -108,38 +109,44 @@ func newWorld(o worldOpts) (*world, error) {
 	if o.ssm.Rate == 0 {
 		o.ssm = freeSSM
 	}
-	w.cf, err = cloudflare.New(cloudflare.Config{BaseURL: w.srv.URL + "/client/v4/", APIToken: scfg.CFToken,
-		AccountID: scfg.AccountID, ZoneID: scfg.ZoneID, ZoneName: scfg.ZoneName, HTTPClient: hc,
-		Policy: pol, PageSize: o.cfPage, Budget: o.cfBudget})
-	if err != nil {
-		w.close()
-		return nil, err
-	}
-	w.aw, err = aws.New(context.Background(), aws.Config{Endpoint: w.srv.URL, Region: scfg.Region,
-		AccessKeyID: scfg.AWSAccessKey, SecretAccessKey: scfg.AWSSecret, HTTPClient: hc, Policy: pol,
-		EC2Buckets: o.ec2, SSMBucket: o.ssm})
-	if err != nil {
-		w.close()
-		return nil, err
-	}
 	if w.store, err = state.Open(filepath.Join(dir, "state.db"), state.Options{}); err != nil {
 		w.close()
 		return nil, err
 	}
-	ecfg := reconcile.Config{
-		ZoneName: scfg.ZoneName,
-		Instance: reconcile.InstanceSpec{ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro",
-			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
-			InstanceProfile: "tunnelward-instance"},
-		Workers: 4, BootConnect: scfg.BootDelay + scfg.ConnectDelay, PollInterval: 50 * time.Millisecond,
-		SweepInterval: -1, ReconcileTimeout: time.Minute,
-		Logger: slog.New(slog.DiscardHandler),
+	// The daemon's own wiring (internal/daemon) from a sandbox
+	// configuration, as `reconciler --cloud URL` builds it; only the knobs a
+	// figure needs differ.
+	c, err := config.Parse([]string{"--data-dir", dir, "--cloud", w.srv.URL}, func(string) string { return "" })
+	if err != nil {
+		w.close()
+		return nil, fmt.Errorf("bench configuration: %w", err)
 	}
-	if o.engine != nil {
-		o.engine(&ecfg)
+	knobs := daemon.Knobs{HTTPClient: hc, Policy: pol, CFBudget: o.cfBudget, CFPageSize: o.cfPage,
+		EC2Buckets: o.ec2, SSMBucket: o.ssm, Engine: func(ecfg *reconcile.Config) {
+			ecfg.Workers, ecfg.BootConnect, ecfg.PollInterval = 4, scfg.BootDelay+scfg.ConnectDelay, 50*time.Millisecond
+			ecfg.SweepInterval, ecfg.ReconcileTimeout = -1, time.Minute
+			ecfg.Logger = slog.New(slog.DiscardHandler)
+			if o.engine != nil {
+				o.engine(ecfg)
+			}
+		}}
+	ecfg, clouds, err := daemon.EngineConfig(context.Background(), c, w.srv.URL, slog.New(slog.DiscardHandler), nil, knobs)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	// Clients of their own for the figures that call the APIs directly.
+	cfc, awc := daemon.ProviderConfigs(c, w.srv.URL, nil, nil, knobs)
+	if w.cf, err = cloudflare.New(cfc); err != nil {
+		w.close()
+		return nil, err
+	}
+	if w.aw, err = aws.New(context.Background(), awc); err != nil {
+		w.close()
+		return nil, err
 	}
 	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: time.Second})
-	w.eng, err = reconcile.New(ecfg, reconcile.NewClouds(w.cf, w.aw, userdata.Params{}), w.store, q)
+	w.eng, err = reconcile.New(ecfg, clouds, w.store, q)
 	if err != nil {
 		w.close()
 		return nil, err

@@ -1,0 +1,114 @@
+// Package daemon builds the running system from one resolved
+// configuration: the provider clients for the cloud mode and the reconcile
+// engine on them. cmd/reconciler and the bench (internal/bench) both build
+// through it, so a figure measures the engine that ships; the knobs a bench
+// turns (limits, page sizes, engine timings) are explicit overrides.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/apicall"
+	"github.com/tunnelward/tunnelward/internal/aws"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/metrics"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/userdata"
+)
+
+// Knobs override what a bench or a test varies; zero values keep what the
+// daemon runs with.
+type Knobs struct {
+	HTTPClient *http.Client
+	Policy     apicall.Policy
+	CFBudget   ratelimit.WindowBudget
+	CFPageSize int
+	AWSPage    int
+	EC2Buckets ratelimit.EC2Buckets
+	SSMBucket  ratelimit.Bucket
+	// Engine edits the engine's configuration last.
+	Engine func(*reconcile.Config)
+}
+
+// ProviderConfigs are the Cloudflare and default-region AWS client
+// settings: the emulator at cloudURL with the sandbox identities config
+// filled in, or the real APIs (cloudURL ""). Every HTTP attempt is
+// observed by m (nil: not observed).
+func ProviderConfigs(c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics, k Knobs) (cloudflare.Config, aws.Config) {
+	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
+		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, HTTPClient: k.HTTPClient, Policy: k.Policy,
+		PageSize: k.CFPageSize, Budget: k.CFBudget}
+	awc := aws.Config{Region: c.AWS.Region, Logger: log, HTTPClient: k.HTTPClient, Policy: k.Policy,
+		PageSize: k.AWSPage, EC2Buckets: k.EC2Buckets, SSMBucket: k.SSMBucket}
+	if m != nil {
+		cfc.Observe, awc.Observe = m.APICall, m.APICall
+	}
+	if cloudURL != "" {
+		cfc.BaseURL = cloudURL + "/client/v4/"
+		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()
+	}
+	return cfc, awc
+}
+
+// EngineConfig is the engine's configuration and provider clients, all from
+// the one resolved configuration (every served region gets its own AWS
+// clients, and so its own EC2 and SSM limiters: AWS limits are per region).
+func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics, k Knobs) (reconcile.Config, reconcile.Clouds, error) {
+	cfg := reconcile.Config{
+		Logger:      log,
+		ZoneName:    c.Cloudflare.ZoneName,
+		Service:     c.Instance.IngressService,
+		ParamPrefix: c.Instance.SSMPathPrefix,
+		Instance: reconcile.InstanceSpec{ImageID: c.Instance.AMI, InstanceType: c.Instance.Type,
+			SubnetID: c.Instance.Subnet, SecurityGroupIDs: c.Instance.SecurityGroups, InstanceProfile: c.Instance.Profile},
+		Workers:       c.Workers,
+		SweepInterval: c.SweepInterval,
+		GC:            c.GC,
+		HealthGrace:   c.HealthGrace,
+	}
+	if m != nil {
+		cfg.Metrics = m
+	}
+	cfc, awc := ProviderConfigs(c, cloudURL, log, m, k)
+	if cloudURL != "" {
+		// The emulator boots in seconds, not minutes: poll soon after.
+		sc := cloudsim.DefaultConfig()
+		cfg.BootConnect, cfg.PollInterval = sc.BootDelay+sc.ConnectDelay+500*time.Millisecond, time.Second
+		cfg.OrphanGrace = time.Minute
+	}
+	if k.Engine != nil {
+		k.Engine(&cfg)
+	}
+	cf, err := cloudflare.New(cfc)
+	if err != nil {
+		return cfg, reconcile.Clouds{}, fmt.Errorf("cloudflare client: %w", err)
+	}
+	aw, err := aws.New(ctx, awc)
+	if err != nil {
+		return cfg, reconcile.Clouds{}, fmt.Errorf("aws client: %w", err)
+	}
+	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
+	clouds.DefaultRegion = c.AWS.Region
+	for _, region := range c.ServedRegions() {
+		if region == c.AWS.Region {
+			continue
+		}
+		in, _ := c.InstanceFor(region)
+		rc := awc
+		rc.Region = region
+		awr, err := aws.New(ctx, rc)
+		if err != nil {
+			return cfg, reconcile.Clouds{}, fmt.Errorf("aws client for region %s: %w", region, err)
+		}
+		clouds = clouds.WithRegion(region, awr, reconcile.InstanceSpec{ImageID: in.AMI, InstanceType: in.Type,
+			SubnetID: in.Subnet, SecurityGroupIDs: in.SecurityGroups, InstanceProfile: in.Profile})
+	}
+	return cfg, clouds, nil
+}
