@@ -136,6 +136,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	ix := indexInventory(inv)
 	live := map[string]string{} // orgs that may own resources -> their AWS region
 	byCondition := map[string]int{}
+	byTunnel := map[string]int{}
+	var notReadySince time.Time // oldest among present orgs that are not Ready
 	type statusUpdate struct{ orgID, status string }
 	var updates []statusUpdate
 	var requeue []string
@@ -153,6 +155,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 			return nil
 		}
 		live[org.ID] = e.orgRegion(org)
+		if since, ok := notReadySinceOf(org); ok && (notReadySince.IsZero() || since.Before(notReadySince)) {
+			notReadySince = since
+		}
 		if e.Desired(org).Hostname == "" {
 			return nil
 		}
@@ -168,6 +173,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		status := ""
 		if ob.Tunnel != nil {
 			status = ob.Tunnel.Status
+			byTunnel[status]++
+		} else {
+			byTunnel["missing"]++
 		}
 		if status != org.Observed.TunnelStatus {
 			updates = append(updates, statusUpdate{org.ID, status})
@@ -204,6 +212,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	}
 
 	e.cfg.Metrics.SetOrgsByCondition(byCondition)
+	e.cfg.Metrics.SetTunnelsByStatus(byTunnel)
+	e.cfg.Metrics.SetNotReadySince(notReadySince)
 	e.orphans(ctx, inv, live, now, &rep)
 	rep.Took = time.Since(start)
 	e.sweepMu.Lock()
@@ -212,6 +222,20 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	e.log.Info("sweep done", "tunnels", rep.Tunnels, "dns_records", rep.Records, "instances", rep.Instances,
 		"parameters", rep.Params, "requeued", len(rep.Requeued), "orphans", len(rep.Orphans), "took", rep.Took.Round(time.Millisecond))
 	return rep, nil
+}
+
+// notReadySinceOf is since when a present org has not been Ready: its
+// Ready condition's transition, or its last event's time while the engine
+// has not written a Ready condition yet. ok is false for a Ready org.
+func notReadySinceOf(org state.Org) (since time.Time, ok bool) {
+	c, found := Condition(org, state.CondReady)
+	switch {
+	case found && c.Status:
+		return time.Time{}, false
+	case found:
+		return c.LastTransitionTime, true
+	}
+	return org.UpdatedAt, true
 }
 
 func (e *Engine) polling(orgID string) bool {
