@@ -174,6 +174,9 @@ func (a *app) start(ctx context.Context) error {
 	}
 	a.admin.RequireToken(c.Admin.Token, open...)
 	a.admin.Handle("GET /metrics", a.metrics.Handler())
+	// The status page is one more admin handler, so the admin API's access
+	// rules cover it like /v1/orgs.
+	a.admin.Handle("GET /{$}", admin.NewStatusPage(a.store, statusSource{js: a.js, m: a.metrics}, log))
 	a.admin.AddLivenessCheck("ingest", func(context.Context) error {
 		if err := a.ingest.Check(context.Background()); err != nil && strings.Contains(err.Error(), "not running") {
 			return err

@@ -65,13 +65,18 @@ type Metrics struct {
 	sweeps           *prometheus.CounterVec
 	sweepSeconds     prometheus.Histogram
 	sweepLastSuccess prometheus.Gauge
+	tunnels          *prometheus.GaugeVec
+	timeToReady      prometheus.Histogram
 
 	consumer *consumerCollector
 	sweepAge *sweepAgeCollector
+	notReady *notReadyCollector
+	recent   *recentCalls
 
 	mu         sync.Mutex
 	labelSeen  map[string]map[string]struct{} // metric/label -> values seen
 	conditions map[string]struct{}            // org conditions ever set
+	statuses   map[string]struct{}            // tunnel statuses ever set
 }
 
 // New builds the metrics on a fresh registry, with the Go runtime and
@@ -81,6 +86,8 @@ func New() *Metrics {
 		reg:        prometheus.NewRegistry(),
 		labelSeen:  map[string]map[string]struct{}{},
 		conditions: map[string]struct{}{},
+		statuses:   map[string]struct{}{},
+		recent:     newRecentCalls(time.Now),
 	}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 
@@ -149,6 +156,18 @@ func New() *Metrics {
 		Namespace: namespace, Name: "sweep_last_success_timestamp_seconds",
 		Help: "Unix time the last successful sweep finished (0 before the first).",
 	})
+	m.tunnels = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "tunnels",
+		Help: "Tunnels of present orgs by the status the last sweep listed (healthy, degraded, down, inactive; missing when the org has none).",
+	}, []string{"status"})
+	m.timeToReady = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "org_time_to_ready_seconds",
+		Help:    "Time from an org's Provisioning condition turning true (its first reconcile pass requested the resources) to Ready.",
+		Buckets: []float64{1, 2.5, 5, 10, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600},
+	})
+	m.notReady = &notReadyCollector{desc: prometheus.NewDesc(namespace+"_org_not_ready_longest_seconds",
+		"Seconds the present org that has been not Ready the longest has been so, as of the last sweep's listing (0 when every present org was Ready).",
+		nil, nil)}
 	m.consumer = newConsumerCollector()
 	m.sweepAge = &sweepAgeCollector{start: time.Now(), desc: prometheus.NewDesc(
 		namespace+"_sweep_last_success_age_seconds",
@@ -159,6 +178,7 @@ func New() *Metrics {
 		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
+		m.tunnels, m.timeToReady, m.notReady,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -282,6 +302,7 @@ func (m *Metrics) APICall(provider, op string, status int, dur time.Duration, th
 	if throttled {
 		m.apiThrottles.WithLabelValues(provider, op).Inc()
 	}
+	m.recent.add(provider, status, throttled)
 }
 
 // StatusClass is the status_class label of an HTTP status: "2xx" ...
@@ -506,6 +527,7 @@ func exemplar() *Metrics {
 	m.DriftFound("instance")
 	m.OrphanCollected("tunnel")
 	m.SweepDone(time.Second, nil)
+	m.SetTunnelsByStatus(map[string]int{"healthy": 1})
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	return m

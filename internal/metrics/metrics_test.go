@@ -336,6 +336,7 @@ func TestNamingAndLabels(t *testing.T) {
 		"tunnelward_cloud_api_request_duration_seconds", "tunnelward_orgs", "tunnelward_remediations_total",
 		"tunnelward_drift_detected_total", "tunnelward_orphans_collected_total", "tunnelward_sweep_duration_seconds",
 		"tunnelward_sweep_last_success_timestamp_seconds", "tunnelward_sweep_last_success_age_seconds",
+		"tunnelward_tunnels", "tunnelward_org_time_to_ready_seconds", "tunnelward_org_not_ready_longest_seconds",
 		"tunnelward_build_info", "go_goroutines", "process_cpu_seconds_total",
 	}
 	fams := gather(t, m)
@@ -386,6 +387,12 @@ func TestNilIsSafe(t *testing.T) {
 	m.SweepDone(0, nil)
 	m.SetConsumerStatsFunc(nil)
 	m.SetQueueFuncs(nil, nil)
+	m.SetTunnelsByStatus(map[string]int{"down": 1})
+	m.SetNotReadySince(time.Now())
+	m.ObserveTimeToReady(time.Second)
+	if m.RecentAPICalls() != nil {
+		t.Fatal("nil metrics has recent calls")
+	}
 	if !m.LastSweepSuccess().IsZero() {
 		t.Fatal("nil metrics has a last sweep")
 	}

@@ -78,6 +78,9 @@ type Observer interface {
 	OrphanCollected(resource string)
 	SweepDone(d time.Duration, err error)
 	SetOrgsByCondition(counts map[string]int)
+	SetTunnelsByStatus(counts map[string]int)
+	SetNotReadySince(since time.Time)
+	ObserveTimeToReady(d time.Duration)
 }
 
 type noMetrics struct{}
@@ -89,6 +92,9 @@ func (noMetrics) DriftFound(string)                      {}
 func (noMetrics) OrphanCollected(string)                 {}
 func (noMetrics) SweepDone(time.Duration, error)         {}
 func (noMetrics) SetOrgsByCondition(map[string]int)      {}
+func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
+func (noMetrics) SetNotReadySince(time.Time)             {}
+func (noMetrics) ObserveTimeToReady(time.Duration)       {}
 
 func (c *Config) defaults() error {
 	if c.ZoneName == "" {

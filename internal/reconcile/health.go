@@ -297,6 +297,8 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	conflicts := ap.conflicts
 	var resolved []string
 	defer func() { e.countRemediations(resolved, OutcomeOK) }()
+	var toReady time.Duration
+	var first bool // this Ready ends a (re)provisioning
 	ready := len(conflicts) == 0 && status == "healthy" && !ap.tunnelCreated && !ap.instanceChange &&
 		v.restart == nil && v.replace == nil && !v.suppressInstance
 	err := e.store.Update(org.ID, func(o *state.Org) error {
@@ -305,6 +307,7 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 		o.Observed.ReconciledSeq = max(o.Observed.ReconciledSeq, org.LastSeq)
 		e.setConflict(o, conflicts, now)
 		if ready {
+			toReady, first = provisioningTime(*o, now)
 			resolved = e.markReady(o, status, now)
 			return nil
 		}
@@ -326,6 +329,9 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("org %s: record status: %w", org.ID, err)
+	}
+	if first {
+		e.cfg.Metrics.ObserveTimeToReady(toReady)
 	}
 	switch {
 	case ready:
@@ -368,6 +374,18 @@ func (e *Engine) setConflict(o *state.Org, dns []plan.Conflict, now time.Time) {
 	default:
 		setCondition(o, state.CondConflict, false, "NoConflict", "", now)
 	}
+}
+
+// provisioningTime is how long the org has been Provisioning, when it is
+// (markReady ends it): the time to Ready that the metrics record. Measured
+// from the condition's transition, which the first reconcile pass of a
+// build stamps once it has requested the resources.
+func provisioningTime(o state.Org, now time.Time) (time.Duration, bool) {
+	c, ok := Condition(o, state.CondProvisioning)
+	if !ok || !c.Status {
+		return 0, false
+	}
+	return now.Sub(c.LastTransitionTime), true
 }
 
 // markReady sets the conditions of a converged, connected org and returns
@@ -441,8 +459,17 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 	if t.Status == "healthy" {
 		e.clearPoll(org.ID)
 		var resolved []string
-		if err := e.store.Update(org.ID, func(o *state.Org) error { resolved = e.markReady(o, t.Status, now); return nil }); err != nil {
+		var toReady time.Duration
+		var first bool
+		if err := e.store.Update(org.ID, func(o *state.Org) error {
+			toReady, first = provisioningTime(*o, now)
+			resolved = e.markReady(o, t.Status, now)
+			return nil
+		}); err != nil {
 			return Result{}, true, fmt.Errorf("org %s: record ready: %w", org.ID, err)
+		}
+		if first {
+			e.cfg.Metrics.ObserveTimeToReady(toReady)
 		}
 		e.countRemediations(resolved, OutcomeOK)
 		log.Info("org ready", "tunnel_status", t.Status)

@@ -137,6 +137,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	ix := indexInventory(inv)
 	live := map[string]string{} // orgs that may own resources -> their AWS region
 	byCondition := map[string]int{}
+	byTunnel := map[string]int{}
+	var notReadySince time.Time // oldest among present orgs that are not Ready
 	type statusUpdate struct{ orgID, status string }
 	var updates []statusUpdate
 	var requeue []string
@@ -154,6 +156,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 			return nil
 		}
 		live[org.ID] = e.orgRegion(org)
+		if since, ok := notReadySinceOf(org); ok && (notReadySince.IsZero() || since.Before(notReadySince)) {
+			notReadySince = since
+		}
 		if e.Desired(org).Hostname == "" {
 			return nil
 		}
@@ -170,6 +175,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		status := ""
 		if ob.Tunnel != nil {
 			status = ob.Tunnel.Status
+			byTunnel[status]++
+		} else {
+			byTunnel["missing"]++
 		}
 		if status != org.Observed.TunnelStatus {
 			updates = append(updates, statusUpdate{org.ID, status})
@@ -208,6 +216,8 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	}
 
 	e.cfg.Metrics.SetOrgsByCondition(byCondition)
+	e.cfg.Metrics.SetTunnelsByStatus(byTunnel)
+	e.cfg.Metrics.SetNotReadySince(notReadySince)
 	e.orphans(ctx, inv, live, now, &rep)
 	rep.Took = time.Since(start)
 	e.sweepMu.Lock()
@@ -223,6 +233,20 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 func conflictShown(o state.Org, cs []plan.Conflict) bool {
 	c, ok := Condition(o, state.CondConflict)
 	return len(cs) > 0 && ok && c.Status && c.Message == cs[0].Reason
+}
+
+// notReadySinceOf is since when a present org has not been Ready: its
+// Ready condition's transition, or its last event's time while the engine
+// has not written a Ready condition yet. ok is false for a Ready org.
+func notReadySinceOf(org state.Org) (since time.Time, ok bool) {
+	c, found := Condition(org, state.CondReady)
+	switch {
+	case found && c.Status:
+		return time.Time{}, false
+	case found:
+		return c.LastTransitionTime, true
+	}
+	return org.UpdatedAt, true
 }
 
 func (e *Engine) polling(orgID string) bool {
