@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -296,13 +297,30 @@ func (m *Metrics) APICall(provider, op string, status int, dur time.Duration, th
 	if m == nil {
 		return
 	}
-	provider, op = m.bound("api/provider", provider), m.bound("api/op", op)
+	provider, op = m.bound("api/provider", provider), m.bound("api/op", Operation(provider, op))
 	m.apiRequests.WithLabelValues(provider, op, StatusClass(status)).Inc()
 	m.apiSeconds.WithLabelValues(provider, op).Observe(dur.Seconds())
 	if throttled {
 		m.apiThrottles.WithLabelValues(provider, op).Inc()
 	}
 	m.recent.add(provider, status, throttled)
+}
+
+// Operation is the operation label of one provider call, named as the
+// engine's audit log ("cloud mutation" op=...) and the emulator's call
+// counts (/_sim/calls) name it: the service, then the provider's own name
+// for the operation: cf.tunnel.create, cf.dns.list, ec2.RunInstances,
+// ssm.PutParameter, sts.GetCallerIdentity. One operation has one name in
+// the log, the metric and the emulator.
+func Operation(provider, op string) string {
+	service := provider
+	if provider == "cloudflare" {
+		service = "cf"
+	}
+	if service == "" || strings.HasPrefix(op, service+".") {
+		return op
+	}
+	return service + "." + op
 }
 
 // StatusClass is the status_class label of an HTTP status: "2xx" ...

@@ -139,25 +139,27 @@ func TestQueueFuncs(t *testing.T) {
 func TestAPICall(t *testing.T) {
 	m := New()
 	var obs apicall.Observer = m.APICall
-	obs("cloudflare", "tunnels.create", 200, 20*time.Millisecond, false)
-	obs("cloudflare", "tunnels.create", 429, 5*time.Millisecond, true)
-	obs("cloudflare", "tunnels.create", 503, time.Millisecond, false)
-	obs("aws", "ec2.RunInstances", 0, time.Second, false)
+	obs("cloudflare", "tunnel.create", 200, 20*time.Millisecond, false)
+	obs("cloudflare", "tunnel.create", 429, 5*time.Millisecond, true)
+	obs("cloudflare", "tunnel.create", 503, time.Millisecond, false)
+	obs("ec2", "RunInstances", 0, time.Second, false)
 
+	// One naming for every provider: the service, then the provider's own
+	// name for the operation (as the engine's log and the emulator name it).
 	for _, c := range []struct {
 		labels []string
 		want   float64
 	}{
-		{[]string{"cloudflare", "tunnels.create", "2xx"}, 1},
-		{[]string{"cloudflare", "tunnels.create", "4xx"}, 1},
-		{[]string{"cloudflare", "tunnels.create", "5xx"}, 1},
-		{[]string{"aws", "ec2.RunInstances", "error"}, 1},
+		{[]string{"cloudflare", "cf.tunnel.create", "2xx"}, 1},
+		{[]string{"cloudflare", "cf.tunnel.create", "4xx"}, 1},
+		{[]string{"cloudflare", "cf.tunnel.create", "5xx"}, 1},
+		{[]string{"ec2", "ec2.RunInstances", "error"}, 1},
 	} {
 		if got := toFloat64(t, m.apiRequests.WithLabelValues(c.labels...)); got != c.want {
 			t.Errorf("requests %v = %v, want %v", c.labels, got, c.want)
 		}
 	}
-	if got := toFloat64(t, m.apiThrottles.WithLabelValues("cloudflare", "tunnels.create")); got != 1 {
+	if got := toFloat64(t, m.apiThrottles.WithLabelValues("cloudflare", "cf.tunnel.create")); got != 1 {
 		t.Errorf("throttles = %v, want 1", got)
 	}
 	h := gather(t, m)["tunnelward_cloud_api_request_duration_seconds"]
