@@ -11,20 +11,24 @@ import (
 // in short, with the engine's create-first / adopt-on-exists strategy
 // (docs/decisions.md):
 //
-//	create: CF tunnel create, ingress config put, token get, DNS create, and
-//	        one tunnel read that sees it healthy (Ready needs an observation);
-//	        EC2 DescribeInstances by OrgID tag (EC2 has no unique names: the
-//	        only way to know no instance of the org exists) and RunInstances;
-//	        SSM PutParameter and AddTagsToResource (InstanceArn=<the
-//	        instance's ARN>: the instance role may read only the parameter
-//	        tagged with its own ARN, and the ARN exists only after launch).
-//	delete: CF DNS delete and tunnel delete (connections clean only when the
-//	        delete is refused); EC2 DescribeInstances by tag (an instance
-//	        whose launch crashed before its id was recorded must still be
-//	        found) and TerminateInstances; SSM DeleteParameter.
+//	create: CF tunnel create, ingress config put, token get, DNS create, one
+//	        DNS read by name (the hostname must be free, or ours, before a
+//	        token and an instance are built for the org: a record another
+//	        party holds withholds them), and one tunnel read that sees it
+//	        healthy (Ready needs an observation); EC2 DescribeInstances by
+//	        OrgID tag (EC2 has no unique names: the only way to know no
+//	        instance of the org exists) and RunInstances; SSM PutParameter
+//	        and AddTagsToResource (InstanceArn=<the instance's ARN>: the
+//	        instance role may read only the parameter tagged with its own
+//	        ARN, and the ARN exists only after launch).
+//	delete: CF tunnel list by name and DNS list by ownership comment (a
+//	        tombstone finds what a crash left unrecorded before it says
+//	        Deleted), DNS delete and tunnel delete (connections clean only
+//	        when the delete is refused); EC2 DescribeInstances by tag and
+//	        TerminateInstances; SSM DeleteParameter.
 var minCalls = map[string][3]int{
-	"create": {5, 2, 2},
-	"delete": {2, 2, 1},
+	"create": {6, 2, 2},
+	"delete": {4, 2, 1},
 }
 
 func benchEconomy(ctx context.Context, o Options, rep *Report) ([]Row, error) {
