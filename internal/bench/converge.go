@@ -57,15 +57,18 @@ func latencyRules() []cloudsim.FaultRule {
 
 // criticalPath is what must happen in sequence for one org to be known
 // Ready: the tunnel exists before the instance that is tagged with it and
-// whose cloudflared needs its token, the instance boots, cloudflared
-// connects, and a read of the tunnel sees it healthy. Everything else
-// (ingress, token into SSM, DNS) can run beside the boot.
+// whose cloudflared needs its token, the hostname is claimed (a new org's
+// DNS record is created before anything billable is built: an org whose
+// name another party holds gets no instance), the instance boots,
+// cloudflared connects, and a read of the tunnel sees it healthy.
+// Everything else (ingress, token into SSM) runs beside them.
 func criticalPath(boot, connect time.Duration) (time.Duration, string) {
 	steps := []struct {
 		name string
 		d    time.Duration
 	}{
 		{"tunnel create", happyLatency["cf.tunnel.create"]},
+		{"DNS create", happyLatency["cf.dns.create"]},
 		{"RunInstances", happyLatency["ec2.RunInstances"]},
 		{"boot", boot},
 		{"connect", connect},
