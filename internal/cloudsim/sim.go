@@ -231,15 +231,44 @@ func (s *Sim) now() time.Time {
 // scheduled is a world event that fires once its time has come.
 type scheduled struct {
 	at time.Time
-	fn func()
+	ev event
 }
 
-// schedule queues fn to run (under mu) at or after at. Caller holds mu.
-func (s *Sim) schedule(at time.Time, fn func()) {
+// event is one pending change of the world: what happens and to what, named
+// by id. Events are data rather than closures so that a snapshot keeps the
+// world's timers (persist.go): a boot, a termination or a cloudflared's
+// next connect attempt resumes after a reload at the time it was due.
+type event struct {
+	Kind     string    `json:"kind"`
+	Instance string    `json:"instance,omitempty"` // instance id (connector events: its instance's)
+	Command  string    `json:"command,omitempty"`  // SSM command id
+	Region   string    `json:"region,omitempty"`   // evTokenExpire: the token's region
+	Token    string    `json:"token,omitempty"`    // evTokenExpire: the ClientToken
+	Gen      int       `json:"gen,omitempty"`      // connector events: the process generation they belong to
+	Since    time.Time `json:"since,omitzero"`     // evRebootUp: the instance's StateChangedAt when the reboot began
+}
+
+// Event kinds; each is handled in fire.
+const (
+	evBoot           = "boot"            // pending -> running (RunInstances)
+	evRebootUp       = "reboot_up"       // a rebooted instance's OS is up again
+	evShutdownDone   = "shutdown_done"   // shutting-down -> terminated
+	evStopDone       = "stop_done"       // stopping -> stopped
+	evForget         = "forget"          // a terminated instance drops out of DescribeInstances
+	evTokenExpire    = "token_expire"    // a ClientToken is no longer honoured
+	evConnectAttempt = "connect_attempt" // cloudflared reads its token
+	evConnectOpen    = "connect_open"    // cloudflared's connections are registered
+	evSSMVisible     = "ssm_visible"     // an invocation goes Pending -> InProgress
+	evSSMRun         = "ssm_run"         // an invocation runs its script
+)
+
+// schedule queues ev to fire (under mu) at or after at; events due at the
+// same time fire in the order they were queued. Caller holds mu.
+func (s *Sim) schedule(at time.Time, ev event) {
 	i := sort.Search(len(s.sched), func(i int) bool { return s.sched[i].at.After(at) })
 	s.sched = append(s.sched, scheduled{})
 	copy(s.sched[i+1:], s.sched[i:])
-	s.sched[i] = scheduled{at: at, fn: fn}
+	s.sched[i] = scheduled{at: at, ev: ev}
 }
 
 // tick runs every scheduled event that is due, in time order. Time in the
@@ -252,8 +281,65 @@ func (s *Sim) tick() {
 		ev := s.sched[0]
 		s.sched = s.sched[1:]
 		s.eventAt = ev.at
-		ev.fn()
+		s.fire(ev.ev)
 		s.eventAt = time.Time{}
+	}
+}
+
+// fire runs one due event; s.now() is its due time. An event whose target
+// has moved on (another state, a newer connector generation) does nothing.
+// Caller holds mu.
+func (s *Sim) fire(ev event) {
+	at := s.now()
+	inst := s.instances[ev.Instance]
+	switch ev.Kind {
+	case evBoot:
+		if inst == nil || inst.State != "pending" {
+			return
+		}
+		// Times are the scheduled ones, not the (later) tick's, so the
+		// world does not depend on when someone happened to look.
+		inst.State, inst.StateChangedAt = "running", at
+		s.instanceRunning(inst)
+	case evRebootUp:
+		if inst != nil && inst.State == "running" && inst.StateChangedAt.Equal(ev.Since) {
+			s.instanceRunning(inst)
+		}
+	case evShutdownDone:
+		s.shutdownDone(inst)
+	case evStopDone:
+		if inst != nil && inst.State == "stopping" {
+			inst.State, inst.StateChangedAt = "stopped", at
+		}
+	case evForget:
+		if inst != nil && inst.State == "terminated" {
+			delete(s.instances, inst.ID)
+		}
+	case evTokenExpire:
+		s.expireToken(tokenKey{ev.Region, ev.Token})
+	case evConnectAttempt:
+		if c := s.connectors[ev.Instance]; c != nil {
+			s.connectAttempt(c, ev.Gen, at)
+		}
+	case evConnectOpen:
+		if c := s.connectors[ev.Instance]; c != nil {
+			s.connectOpen(c, ev.Gen, at)
+		}
+	case evSSMVisible, evSSMRun:
+		cmd := s.commands[ev.Command]
+		if cmd == nil || cmd.Invocations[ev.Instance] == nil {
+			return
+		}
+		if ev.Kind == evSSMVisible {
+			if inv := cmd.Invocations[ev.Instance]; inv.Status == "Pending" {
+				inv.Status = "InProgress"
+			}
+			return
+		}
+		s.runInvocation(cmd, ev.Instance, at)
+	default:
+		// Only a snapshot could carry an unknown kind, and load refuses it.
+		panic("cloudsim: unknown world event " + ev.Kind)
 	}
 }
 
