@@ -191,6 +191,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.tick()
 	out, e := handler(region, form)
+	s.changedBy(op)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)

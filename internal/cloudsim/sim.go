@@ -164,6 +164,14 @@ type Sim struct {
 	mu  sync.Mutex
 	rnd *rand.Rand
 	seq uint64 // id counter
+	// idSeed seeded rnd, which has drawn idDraws hex digits since: the id
+	// generator's state as a snapshot keeps it (persist.go).
+	idSeed  int64
+	idDraws uint64
+	// version counts changes of the world; notify (capacity 1) tells an
+	// autosaver that there is one (persist.go).
+	version uint64
+	notify  chan struct{}
 
 	tunnels     map[string]*Tunnel        // by tunnel id
 	dnsRecords  map[string]*DNSRecord     // by record id
@@ -197,6 +205,8 @@ func New(cfg Config) *Sim {
 	s := &Sim{
 		cfg:         cfg,
 		rnd:         rand.New(rand.NewSource(cfg.Seed)),
+		idSeed:      cfg.Seed,
+		notify:      make(chan struct{}, 1),
 		tunnels:     map[string]*Tunnel{},
 		dnsRecords:  map[string]*DNSRecord{},
 		instances:   map[string]*Instance{},
@@ -277,13 +287,48 @@ func (s *Sim) schedule(at time.Time, ev event) {
 // Caller holds mu.
 func (s *Sim) tick() {
 	now := s.now()
+	fired := false
 	for len(s.sched) > 0 && !s.sched[0].at.After(now) {
 		ev := s.sched[0]
 		s.sched = s.sched[1:]
 		s.eventAt = ev.at
 		s.fire(ev.ev)
 		s.eventAt = time.Time{}
+		fired = true
 	}
+	if fired {
+		s.changed()
+	}
+}
+
+// changed records that the world changed, for an autosaver. Caller holds mu.
+func (s *Sim) changed() {
+	s.version++
+	select {
+	case s.notify <- struct{}{}:
+	default: // a save is already due; it will see this change too
+	}
+}
+
+// changedBy records a change when op (an operation name, as in Calls) may
+// have changed the world: anything but a read. Caller holds mu.
+func (s *Sim) changedBy(op string) {
+	if !readOnlyOp(op) {
+		s.changed()
+	}
+}
+
+// readOnlyOp reports whether op only reads. Unknown operations count as
+// writes, so a save is never skipped for want of a name here.
+func readOnlyOp(op string) bool {
+	switch {
+	case strings.HasPrefix(op, "sts."),
+		strings.HasPrefix(op, "ec2.Describe"),
+		strings.HasPrefix(op, "ssm.Get"), strings.HasPrefix(op, "ssm.Describe"), strings.HasPrefix(op, "ssm.List"),
+		strings.HasPrefix(op, "cf.") && (strings.HasSuffix(op, ".get") || strings.HasSuffix(op, ".list")):
+		return true
+	}
+	return false
 }
 
 // fire runs one due event; s.now() is its due time. An event whose target
@@ -374,13 +419,14 @@ func (s *Sim) Handler() http.Handler {
 	})
 }
 
-// newID returns a deterministic id of n hex characters. Caller holds mu.
+// newHex returns a deterministic id of n hex characters. Caller holds mu.
 func (s *Sim) newHex(n int) string {
 	const hexd = "0123456789abcdef"
 	b := make([]byte, n)
 	for i := range b {
 		b[i] = hexd[s.rnd.Intn(16)]
 	}
+	s.idDraws += uint64(n)
 	return string(b)
 }
 

@@ -142,6 +142,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.tick()
 	out, e := h(region, body)
+	s.changedBy(op)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)

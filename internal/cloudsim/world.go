@@ -439,6 +439,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tick()
+	defer s.changed()
 	res := WorldResult{Action: a.Action, Affected: []string{}}
 	if a.ID == "" && a.Org == "" {
 		return res, fmt.Errorf("world action %q: give id or org", a.Action)
