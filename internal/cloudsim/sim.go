@@ -8,7 +8,7 @@
 // Files: sim.go (core: state, clock, scheduler, routing), cf*.go (Cloudflare),
 // ec2*.go (EC2), ssm*.go (SSM), sts.go (STS), world.go (connectors,
 // user-data, /_sim/world), faults.go, calls.go, invariants.go, simhttp.go
-// (/_sim endpoints).
+// (/_sim endpoints), persist.go (the world kept in a file).
 package cloudsim
 
 import (
