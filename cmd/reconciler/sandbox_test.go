@@ -172,7 +172,10 @@ func TestSandboxCloudUnreadableStopsStart(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"format":"tunnelward-cloudsim-world","version":1,"sha2`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := run(context.Background(), testConfig(t, dir), slog.New(slog.DiscardHandler))
+	// Bounded: a reconciler that did start would otherwise serve forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, testConfig(t, dir), slog.New(slog.DiscardHandler))
 	if err == nil {
 		t.Fatal("the reconciler started on a damaged sandbox cloud")
 	}
