@@ -39,7 +39,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err == nil {
-		err = serve(o)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = serve(ctx, o, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "cloudsim:", err)
@@ -65,6 +67,7 @@ func usage(fs *flag.FlagSet) string {
 // options is what the flags ask for.
 type options struct {
 	listen   string
+	state    string // --state-file; "" keeps the world in memory only
 	cfg      cloudsim.Config
 	settings cloudsim.FaultSettings
 	noLimits bool
@@ -75,7 +78,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	return serve(o)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, o, os.Stderr)
 }
 
 // parseFlags reads and checks the flags; nothing is started.
@@ -84,6 +89,9 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("cloudsim", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // realMain prints help and errors once
 	listen := fs.String("listen", "127.0.0.1:8787", "HTTP address `HOST:PORT` to listen on (loopback unless you mean otherwise)")
+	stateFile := fs.String("state-file", "",
+		"keep the emulated world in `PATH`: load it at start (no file yet: an empty world), save it crash-safely shortly after each change and at shutdown; "+
+			"delete the file to start from empty. Without it (the default) every run starts empty, its ids drawn from --seed alone")
 	cfg := d
 	fs.StringVar(&cfg.CFToken, "cf-token", d.CFToken, "Cloudflare API `TOKEN` clients must send as Bearer")
 	fs.StringVar(&cfg.AccountID, "account-id", d.AccountID, "Cloudflare account `ID`")
@@ -161,14 +169,28 @@ func parseFlags(args []string) (options, error) {
 		return options{}, fmt.Errorf("--faults / rate-limit flags: %w", err)
 	}
 
-	return options{listen: *listen, cfg: cfg, settings: settings, noLimits: *noLimits}, nil
+	return options{listen: *listen, state: *stateFile, cfg: cfg, settings: settings, noLimits: *noLimits}, nil
 }
 
-// serve runs the emulator until SIGINT/SIGTERM.
-func serve(o options) error {
+// serve runs the emulator until ctx ends (SIGINT/SIGTERM), logging to logw.
+func serve(ctx context.Context, o options, logw io.Writer) error {
 	cfg, settings := o.cfg, o.settings
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := slog.New(slog.NewTextHandler(logw, nil))
 	sim := cloudsim.New(cfg)
+	if o.state != "" {
+		// A file that cannot be loaded stops the start: an empty world in
+		// its place would silently lose every resource it holds.
+		s, loaded, err := cloudsim.OpenFile(cfg, o.state)
+		if err != nil {
+			return fmt.Errorf("--state-file: %w", err)
+		}
+		sim = s
+		if loaded {
+			log.Info("world loaded", "state_file", o.state, "counts", fmt.Sprint(sim.Counts()))
+		} else {
+			log.Info("no state file yet: the world starts empty and is kept there", "state_file", o.state)
+		}
+	}
 	if err := sim.SetFaultSettings(settings); err != nil {
 		return err
 	}
@@ -176,24 +198,35 @@ func serve(o options) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
+	var autosave *cloudsim.Autosave
+	if o.state != "" {
+		autosave = sim.StartAutosave(o.state, 0, func(err error) { log.Error("cannot save the world; retrying", "err", err) })
+	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		log.Warn("cloudsim listens beyond loopback; it has no real security", "addr", ln.Addr().String())
 	}
 	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2, SSM and STS at /, emulator at /_sim/",
 		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
-		"zone_name", cfg.ZoneName, "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed)
+		"zone_name", cfg.ZoneName, "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed, "state_file", o.state)
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+		log.Info("cloudsim shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = srv.Shutdown(sctx)
 	}
-	log.Info("cloudsim shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	if autosave != nil {
+		// After the server stopped, so the last save holds every change.
+		if serr := autosave.Close(); serr != nil {
+			err = errors.Join(err, serr)
+		} else {
+			log.Info("world saved", "state_file", o.state)
+		}
+	}
+	return err
 }

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 )
@@ -77,7 +85,7 @@ func TestHelpMatchesTheOtherCommands(t *testing.T) {
 	}
 	h := out.String()
 	for _, want := range []string{"Usage: cloudsim [flags]\n", "\nFlags:\n", "  --listen HOST:PORT\n      HTTP address", "(default 127.0.0.1:8787)",
-		"  --boot-delay DURATION\n", "  --no-rate-limits\n", "  --faults RULES\n"} {
+		"  --boot-delay DURATION\n", "  --no-rate-limits\n", "  --faults RULES\n", "  --state-file PATH\n"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("--help lacks %q:\n%s", want, h)
 		}
@@ -93,5 +101,139 @@ func TestHelpMatchesTheOtherCommands(t *testing.T) {
 	out.Reset()
 	if code := realMain([]string{"--bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "cloudsim: unknown flag --bogus; see cloudsim --help") {
 		t.Fatalf("--bogus: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// cloudsimRun is serve() in this process until stop.
+type cloudsimRun struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startCloudsim(t *testing.T, args ...string) *cloudsimRun {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	o, err := parseFlags(append([]string{"--listen", addr, "--no-rate-limits"}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cloudsimRun{url: "http://" + addr, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- serve(ctx, o, io.Discard) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-r.done:
+			t.Fatalf("cloudsim stopped: %v", err)
+		default:
+		}
+		if resp, err := http.Get(r.url + "/_sim/state"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cloudsim did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *cloudsimRun) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("cloudsim: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cloudsim did not stop")
+	}
+}
+
+func (r *cloudsimRun) createTunnel(t *testing.T, name string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", r.url+"/client/v4/accounts/"+cloudsim.DefaultAccountID+"/cfd_tunnel",
+		strings.NewReader(`{"name":"`+name+`","config_src":"cloudflare"}`))
+	req.Header.Set("Authorization", "Bearer "+cloudsim.DefaultCFToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Result struct{ ID string } }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("create tunnel %s: %d %v", name, resp.StatusCode, err)
+	}
+	return out.Result.ID
+}
+
+func (r *cloudsimRun) tunnels(t *testing.T) map[string]string {
+	t.Helper()
+	resp, err := http.Get(r.url + "/_sim/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st cloudsim.WorldState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, tn := range st.Tunnels {
+		out[tn["id"].(string)] = tn["name"].(string)
+	}
+	return out
+}
+
+// --state-file keeps the world across a restart, with new ids after it; a
+// file that cannot be loaded stops the start, naming the file and the way
+// to start from empty. Without the flag nothing is written.
+func TestStateFileKeepsTheWorld(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "world.json")
+
+	r := startCloudsim(t, "--state-file", path)
+	first := r.createTunnel(t, "tw-acme")
+	r.stop(t)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no state file after a graceful stop: %v", err)
+	}
+
+	r = startCloudsim(t, "--state-file", path)
+	if got := r.tunnels(t); got[first] != "tw-acme" {
+		t.Fatalf("after a restart: tunnels %v, want %s", got, first)
+	}
+	second := r.createTunnel(t, "tw-globex")
+	if second == first {
+		t.Fatalf("the restarted world handed out %s again", first)
+	}
+	r.stop(t)
+
+	if err := os.WriteFile(path, []byte(`{"format":"tunnelward-cloudsim-world","vers`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb strings.Builder
+	if code := realMain([]string{"--listen", "127.0.0.1:0", "--state-file", path}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--state-file: cloud emulator state file "+path+" cannot be loaded") ||
+		!strings.Contains(errb.String(), "delete it") {
+		t.Fatalf("corrupt state file: exit %d, stderr %q", code, errb.String())
+	}
+
+	// Off by default: the hermetic emulator the tests use writes nothing.
+	empty := t.TempDir()
+	t.Chdir(empty)
+	r = startCloudsim(t)
+	r.createTunnel(t, "tw-acme")
+	r.stop(t)
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Fatalf("without --state-file cloudsim wrote %v", entries)
 	}
 }

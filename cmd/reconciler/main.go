@@ -42,7 +42,9 @@ type command struct {
 var commands = []command{
 	{name: "run", summary: "ingest events into bbolt, reconcile the clouds, serve the admin API (the default)",
 		detail: "Runs until SIGINT or SIGTERM, then finishes the open batch and in-flight reconciles and exits 0. " +
-			"Without flags it runs against the sandbox: an embedded NATS server, the in-process cloud emulator and ./data."},
+			"Without flags it runs against the sandbox: an embedded NATS server, the in-process cloud emulator and ./data. " +
+			"The sandbox's cloud outlives a restart: it is kept in " + sandboxFile + " in the data dir; " +
+			"to start the sandbox from an empty cloud, stop the reconciler and delete that file."},
 	{name: "status", args: "[ORG]", maxArgs: 1, output: true,
 		summary: "show org records: desired, observed, conditions, last error",
 		detail: "Reads the state file read-only; while the daemon holds it, asks the daemon's admin API (--admin-listen) instead, " +
@@ -88,6 +90,12 @@ type cmdContext struct {
 
 func statePath(c config.Config) string { return filepath.Join(c.DataDir, "state.db") }
 func natsDir(c config.Config) string   { return filepath.Join(c.DataDir, "nats") }
+
+// sandboxFile holds the sandbox's emulated cloud under the data dir;
+// deleting it (the reconciler stopped) starts the sandbox from empty.
+const sandboxFile = "sandbox-cloud.json"
+
+func sandboxPath(c config.Config) string { return filepath.Join(c.DataDir, sandboxFile) }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	cmd, cx, code := parseCommand(args, stdout, stderr)

@@ -33,8 +33,8 @@ func (e *startError) Unwrap() []error { return e.problems }
 
 // preflight checks what the daemon needs of this host before anything
 // touches NATS (so no stream is created by a start that then fails): the
-// data dir and state file, and every local listen address (admin, sandbox
-// emulator, embedded NATS). It reports all problems at once, not the first
+// data dir and state file, the sandbox's cloud (sandbox mode), and every
+// local listen address (admin, sandbox emulator, embedded NATS). It reports all problems at once, not the first
 // one per restart. The state file stays open and the admin and sandbox
 // listeners stay bound, handed to their servers, so nothing can take them
 // in between; the embedded NATS server binds its port itself.
@@ -55,6 +55,13 @@ func (a *app) preflight() error {
 				a.log.Error("close state", "err", err)
 			}
 		})
+		// Only with the state file held: the sandbox's file beside it
+		// belongs to the reconciler that holds the data dir.
+		if c.Cloud == config.ModeSandbox {
+			if err := a.openSandbox(); err != nil {
+				probs = append(probs, err)
+			}
+		}
 	}
 
 	hold := func(flag, addr string) net.Listener {

@@ -44,6 +44,10 @@ type app struct {
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
+	// sandbox is the in-process emulator (sandbox mode), loaded from
+	// sandboxPath by preflight; sandboxLoaded says it was there.
+	sandbox       *cloudsim.Sim
+	sandboxLoaded bool
 	// adminLn and sandboxLn are bound by preflight, served later.
 	adminLn, sandboxLn net.Listener
 	// credsOK: every cloud credentials check passed at start.
@@ -254,6 +258,34 @@ func newValidator(c config.Config) (*events.Validator, error) {
 	return events.NewValidator(opts...)
 }
 
+// sandboxConfig is the in-process emulator's configuration: it accepts the
+// identities the engine is configured with (the sandbox ones unless
+// overridden), and its account has every region served.
+func sandboxConfig(c config.Config) cloudsim.Config {
+	sc := cloudsim.DefaultConfig()
+	sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
+	sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
+	for _, r := range c.ServedRegions() {
+		if !slices.Contains(sc.Regions, r) {
+			sc.Regions = append(sc.Regions, r)
+		}
+	}
+	return sc
+}
+
+// openSandbox loads the sandbox's cloud from the data dir (or starts an
+// empty one when there is none yet). A file that cannot be loaded stops
+// the start: an empty sandbox in its place would make the reconciler
+// rebuild every org with new ids, which is what keeping it avoids.
+func (a *app) openSandbox() error {
+	sim, loaded, err := cloudsim.OpenFile(sandboxConfig(a.cfg), sandboxPath(a.cfg))
+	if err != nil {
+		return fmt.Errorf("sandbox cloud: %w; the reconciler then builds every org again in the empty sandbox", err)
+	}
+	a.sandbox, a.sandboxLoaded = sim, loaded
+	return nil
+}
+
 // startCloud serves the in-process emulator in sandbox mode and says loudly
 // that nothing real is touched.
 func (a *app) startCloud(context.Context) error {
@@ -261,17 +293,20 @@ func (a *app) startCloud(context.Context) error {
 	switch c.Cloud {
 	case config.ModeSandbox:
 		l := a.sandboxLn // bound by preflight
-		// The emulator accepts the identities the engine is configured with
-		// (the sandbox ones unless overridden).
-		sc := cloudsim.DefaultConfig()
-		sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
-		sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
-		for _, r := range c.ServedRegions() { // the emulated account has every region served
-			if !slices.Contains(sc.Regions, r) {
-				sc.Regions = append(sc.Regions, r)
+		sim, path := a.sandbox, sandboxPath(c)
+		autosave := sim.StartAutosave(path, 0, func(err error) {
+			log.Error("cannot save the sandbox cloud; retrying after the next change", "err", err)
+		})
+		// Closers run in reverse: the server stops first, so the last save
+		// holds every change.
+		a.closers = append(a.closers, func() {
+			if err := autosave.Close(); err != nil {
+				log.Error("sandbox cloud not saved at shutdown", "err", err)
+				return
 			}
-		}
-		srv := &http.Server{Handler: cloudsim.New(sc).Handler(), ReadHeaderTimeout: 5 * time.Second}
+			log.Info("sandbox cloud saved", "file", path)
+		})
+		srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("sandbox server", "err", err)
@@ -286,6 +321,13 @@ func (a *app) startCloud(context.Context) error {
 		log.Warn("**************************************************************************")
 		log.Warn("SANDBOX MODE: running against the in-process cloud emulator, NOT real Cloudflare/AWS",
 			"sandbox", a.cloudURL, "state", a.cloudURL+"/_sim/state")
+		if a.sandboxLoaded {
+			log.Warn("sandbox cloud loaded: the emulated tunnels, records, tokens and instances of the last run are kept",
+				"file", path, "counts", fmt.Sprint(sim.Counts()))
+		} else {
+			log.Warn("sandbox cloud starts empty; it is kept across restarts", "file", path)
+		}
+		log.Warn("to start the sandbox from an empty cloud: stop the reconciler, delete " + path)
 		log.Warn("live mode is explicit: --cloud live (or --cloud URL of a cloudsim)")
 		log.Warn("**************************************************************************")
 	case config.ModeLive:

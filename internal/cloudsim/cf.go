@@ -180,6 +180,7 @@ func (s *Sim) serveCloudflare(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.tick()
 	status, env := s.handleCF(rt, r, body)
+	s.changedBy(rt.op)
 	s.mu.Unlock()
 
 	s.countCall(rt.op, status)

@@ -191,6 +191,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.tick()
 	out, e := handler(region, form)
+	s.changedBy(op)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)
@@ -661,17 +662,7 @@ func (s *Sim) ec2RunInstances(region string, form url.Values) (any, *ec2Error) {
 		s.instances[inst.ID] = inst
 		s.reservation[resID] = append(s.reservation[resID], inst.ID)
 		insts = append(insts, inst)
-		bootAt := now.Add(s.cfg.BootDelay)
-		s.schedule(bootAt, func() {
-			if inst.State != "pending" {
-				return
-			}
-			// Times are the scheduled ones, not the (later) tick's, so the
-			// world does not depend on when someone happened to look.
-			inst.State = "running"
-			inst.StateChangedAt = bootAt
-			s.instanceRunning(inst)
-		})
+		s.schedule(now.Add(s.cfg.BootDelay), event{Kind: evBoot, Instance: inst.ID})
 	}
 	if token != "" {
 		s.clientToks[tokenKey{region, token}] = &clientToken{Fingerprint: fp, ReservationID: resID, CreatedAt: now, Instances: insts}
@@ -780,24 +771,24 @@ func (s *Sim) terminateInstanceLocked(inst *Instance) {
 	if wasUp {
 		s.instanceDown(inst)
 	}
-	doneAt := now.Add(s.cfg.ShutdownDelay)
-	s.schedule(doneAt, func() {
-		if inst.State != "shutting-down" {
-			return
-		}
-		inst.State = "terminated"
-		inst.StateChangedAt = doneAt
-		s.schedule(doneAt.Add(s.cfg.TerminatedRetention), func() {
-			if inst.State != "terminated" || s.instances[inst.ID] != inst {
-				return
-			}
-			delete(s.instances, inst.ID)
-		})
-		if inst.ClientToken != "" {
-			key := tokenKey{s.regionOf(inst), inst.ClientToken}
-			s.schedule(doneAt.Add(max(ec2TokenLife, s.cfg.TerminatedRetention)), func() { s.expireToken(key) })
-		}
-	})
+	s.schedule(now.Add(s.cfg.ShutdownDelay), event{Kind: evShutdownDone, Instance: inst.ID})
+}
+
+// shutdownDone ends a termination (evShutdownDone, due ShutdownDelay after
+// it began): the instance is terminated, listed for TerminatedRetention,
+// and its ClientToken honoured for ec2TokenLife. Caller holds s.mu.
+func (s *Sim) shutdownDone(inst *Instance) {
+	if inst == nil || inst.State != "shutting-down" {
+		return
+	}
+	doneAt := s.now()
+	inst.State = "terminated"
+	inst.StateChangedAt = doneAt
+	s.schedule(doneAt.Add(s.cfg.TerminatedRetention), event{Kind: evForget, Instance: inst.ID})
+	if inst.ClientToken != "" {
+		s.schedule(doneAt.Add(max(ec2TokenLife, s.cfg.TerminatedRetention)),
+			event{Kind: evTokenExpire, Region: s.regionOf(inst), Token: inst.ClientToken})
+	}
 }
 
 // expireToken forgets a ClientToken once every instance it launched has
@@ -833,14 +824,7 @@ func (s *Sim) stopInstanceLocked(inst *Instance) {
 	inst.State = "stopping"
 	inst.StateChangedAt = now
 	s.instanceDown(inst)
-	doneAt := now.Add(s.cfg.ShutdownDelay)
-	s.schedule(doneAt, func() {
-		if inst.State != "stopping" {
-			return
-		}
-		inst.State = "stopped"
-		inst.StateChangedAt = doneAt
-	})
+	s.schedule(now.Add(s.cfg.ShutdownDelay), event{Kind: evStopDone, Instance: inst.ID})
 }
 
 // lookupInstances resolves InstanceId.N all-or-nothing, as EC2 does, in
@@ -929,12 +913,7 @@ func (s *Sim) ec2RebootInstances(region string, form url.Values) (any, *ec2Error
 		// A reboot drops the connector and boots the OS again; the instance
 		// stays "running" throughout, as on EC2.
 		s.instanceDown(inst)
-		changed := inst.StateChangedAt
-		s.schedule(now.Add(s.cfg.BootDelay), func() {
-			if inst.State == "running" && inst.StateChangedAt.Equal(changed) {
-				s.instanceRunning(inst)
-			}
-		})
+		s.schedule(now.Add(s.cfg.BootDelay), event{Kind: evRebootUp, Instance: inst.ID, Since: inst.StateChangedAt})
 	}
 	return ec2ReturnResponse{XMLName: xml.Name{Local: "RebootInstancesResponse"}, Xmlns: ec2Namespace, RequestID: newRequestID(), Return: true}, nil
 }

@@ -59,3 +59,5 @@ package cloudsim
 //   CheckInvariants(orgs)                           // invariants.go (nil orgs: structural only)
 //   Regions(), InstanceARN(id), Config.Validate()   // sim.go, world.go
 //   TunnelToken(t), TokenParameterOf(userData)      // cf.go, world.go
+//   OpenFile(cfg, path), Restore(cfg, data), Snapshot(), SaveFile(path),
+//   StartAutosave(path, window, onError), Counts()  // persist.go

@@ -24,6 +24,7 @@ import (
 func (s *Sim) LoadTunnel(name string) *Tunnel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	raw := make([]byte, 32)
 	_, _ = rand.Read(raw)
 	t := &Tunnel{
@@ -39,6 +40,7 @@ func (s *Sim) LoadTunnel(name string) *Tunnel {
 func (s *Sim) LoadTunnelConfig(tunnelID string, ingress []IngressRule) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	t := s.tunnels[tunnelID]
 	if t == nil {
 		return fmt.Errorf("load tunnel config: no tunnel %s", tunnelID)
@@ -53,6 +55,7 @@ func (s *Sim) LoadTunnelConfig(tunnelID string, ingress []IngressRule) error {
 func (s *Sim) LoadDNSRecord(r DNSRecord) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	r.Name = strings.ToLower(strings.TrimSuffix(r.Name, "."))
 	if zone := strings.ToLower(s.cfg.ZoneName); r.Name != zone && !strings.HasSuffix(r.Name, "."+zone) {
 		r.Name += "." + zone
@@ -73,6 +76,7 @@ func (s *Sim) LoadDNSRecord(r DNSRecord) string {
 func (s *Sim) LoadParameter(p Parameter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	if p.Version == 0 {
 		p.Version = 1
 	}
@@ -97,6 +101,7 @@ func (s *Sim) LoadParameter(p Parameter) {
 func (s *Sim) LoadInstance(inst Instance) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.changed()
 	s.seq++
 	now := s.now()
 	in := inst

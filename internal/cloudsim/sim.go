@@ -8,7 +8,7 @@
 // Files: sim.go (core: state, clock, scheduler, routing), cf*.go (Cloudflare),
 // ec2*.go (EC2), ssm*.go (SSM), sts.go (STS), world.go (connectors,
 // user-data, /_sim/world), faults.go, calls.go, invariants.go, simhttp.go
-// (/_sim endpoints).
+// (/_sim endpoints), persist.go (the world kept in a file).
 package cloudsim
 
 import (
@@ -164,6 +164,14 @@ type Sim struct {
 	mu  sync.Mutex
 	rnd *rand.Rand
 	seq uint64 // id counter
+	// idSeed seeded rnd, which has drawn idDraws hex digits since: the id
+	// generator's state as a snapshot keeps it (persist.go).
+	idSeed  int64
+	idDraws uint64
+	// version counts changes of the world; notify (capacity 1) tells an
+	// autosaver that there is one (persist.go).
+	version uint64
+	notify  chan struct{}
 
 	tunnels     map[string]*Tunnel        // by tunnel id
 	dnsRecords  map[string]*DNSRecord     // by record id
@@ -197,6 +205,8 @@ func New(cfg Config) *Sim {
 	s := &Sim{
 		cfg:         cfg,
 		rnd:         rand.New(rand.NewSource(cfg.Seed)),
+		idSeed:      cfg.Seed,
+		notify:      make(chan struct{}, 1),
 		tunnels:     map[string]*Tunnel{},
 		dnsRecords:  map[string]*DNSRecord{},
 		instances:   map[string]*Instance{},
@@ -231,15 +241,44 @@ func (s *Sim) now() time.Time {
 // scheduled is a world event that fires once its time has come.
 type scheduled struct {
 	at time.Time
-	fn func()
+	ev event
 }
 
-// schedule queues fn to run (under mu) at or after at. Caller holds mu.
-func (s *Sim) schedule(at time.Time, fn func()) {
+// event is one pending change of the world: what happens and to what, named
+// by id. Events are data rather than closures so that a snapshot keeps the
+// world's timers (persist.go): a boot, a termination or a cloudflared's
+// next connect attempt resumes after a reload at the time it was due.
+type event struct {
+	Kind     string    `json:"kind"`
+	Instance string    `json:"instance,omitempty"` // instance id (connector events: its instance's)
+	Command  string    `json:"command,omitempty"`  // SSM command id
+	Region   string    `json:"region,omitempty"`   // evTokenExpire: the token's region
+	Token    string    `json:"token,omitempty"`    // evTokenExpire: the ClientToken
+	Gen      int       `json:"gen,omitempty"`      // connector events: the process generation they belong to
+	Since    time.Time `json:"since,omitzero"`     // evRebootUp: the instance's StateChangedAt when the reboot began
+}
+
+// Event kinds; each is handled in fire.
+const (
+	evBoot           = "boot"            // pending -> running (RunInstances)
+	evRebootUp       = "reboot_up"       // a rebooted instance's OS is up again
+	evShutdownDone   = "shutdown_done"   // shutting-down -> terminated
+	evStopDone       = "stop_done"       // stopping -> stopped
+	evForget         = "forget"          // a terminated instance drops out of DescribeInstances
+	evTokenExpire    = "token_expire"    // a ClientToken is no longer honoured
+	evConnectAttempt = "connect_attempt" // cloudflared reads its token
+	evConnectOpen    = "connect_open"    // cloudflared's connections are registered
+	evSSMVisible     = "ssm_visible"     // an invocation goes Pending -> InProgress
+	evSSMRun         = "ssm_run"         // an invocation runs its script
+)
+
+// schedule queues ev to fire (under mu) at or after at; events due at the
+// same time fire in the order they were queued. Caller holds mu.
+func (s *Sim) schedule(at time.Time, ev event) {
 	i := sort.Search(len(s.sched), func(i int) bool { return s.sched[i].at.After(at) })
 	s.sched = append(s.sched, scheduled{})
 	copy(s.sched[i+1:], s.sched[i:])
-	s.sched[i] = scheduled{at: at, fn: fn}
+	s.sched[i] = scheduled{at: at, ev: ev}
 }
 
 // tick runs every scheduled event that is due, in time order. Time in the
@@ -248,12 +287,104 @@ func (s *Sim) schedule(at time.Time, fn func()) {
 // Caller holds mu.
 func (s *Sim) tick() {
 	now := s.now()
+	fired := false
 	for len(s.sched) > 0 && !s.sched[0].at.After(now) {
 		ev := s.sched[0]
 		s.sched = s.sched[1:]
 		s.eventAt = ev.at
-		ev.fn()
+		s.fire(ev.ev)
 		s.eventAt = time.Time{}
+		fired = true
+	}
+	if fired {
+		s.changed()
+	}
+}
+
+// changed records that the world changed, for an autosaver. Caller holds mu.
+func (s *Sim) changed() {
+	s.version++
+	select {
+	case s.notify <- struct{}{}:
+	default: // a save is already due; it will see this change too
+	}
+}
+
+// changedBy records a change when op (an operation name, as in Calls) may
+// have changed the world: anything but a read. Caller holds mu.
+func (s *Sim) changedBy(op string) {
+	if !readOnlyOp(op) {
+		s.changed()
+	}
+}
+
+// readOnlyOp reports whether op only reads. Unknown operations count as
+// writes, so a save is never skipped for want of a name here.
+func readOnlyOp(op string) bool {
+	switch {
+	case strings.HasPrefix(op, "sts."),
+		strings.HasPrefix(op, "ec2.Describe"),
+		strings.HasPrefix(op, "ssm.Get"), strings.HasPrefix(op, "ssm.Describe"), strings.HasPrefix(op, "ssm.List"),
+		strings.HasPrefix(op, "cf.") && (strings.HasSuffix(op, ".get") || strings.HasSuffix(op, ".list")):
+		return true
+	}
+	return false
+}
+
+// fire runs one due event; s.now() is its due time. An event whose target
+// has moved on (another state, a newer connector generation) does nothing.
+// Caller holds mu.
+func (s *Sim) fire(ev event) {
+	at := s.now()
+	inst := s.instances[ev.Instance]
+	switch ev.Kind {
+	case evBoot:
+		if inst == nil || inst.State != "pending" {
+			return
+		}
+		// Times are the scheduled ones, not the (later) tick's, so the
+		// world does not depend on when someone happened to look.
+		inst.State, inst.StateChangedAt = "running", at
+		s.instanceRunning(inst)
+	case evRebootUp:
+		if inst != nil && inst.State == "running" && inst.StateChangedAt.Equal(ev.Since) {
+			s.instanceRunning(inst)
+		}
+	case evShutdownDone:
+		s.shutdownDone(inst)
+	case evStopDone:
+		if inst != nil && inst.State == "stopping" {
+			inst.State, inst.StateChangedAt = "stopped", at
+		}
+	case evForget:
+		if inst != nil && inst.State == "terminated" {
+			delete(s.instances, inst.ID)
+		}
+	case evTokenExpire:
+		s.expireToken(tokenKey{ev.Region, ev.Token})
+	case evConnectAttempt:
+		if c := s.connectors[ev.Instance]; c != nil {
+			s.connectAttempt(c, ev.Gen, at)
+		}
+	case evConnectOpen:
+		if c := s.connectors[ev.Instance]; c != nil {
+			s.connectOpen(c, ev.Gen, at)
+		}
+	case evSSMVisible, evSSMRun:
+		cmd := s.commands[ev.Command]
+		if cmd == nil || cmd.Invocations[ev.Instance] == nil {
+			return
+		}
+		if ev.Kind == evSSMVisible {
+			if inv := cmd.Invocations[ev.Instance]; inv.Status == "Pending" {
+				inv.Status = "InProgress"
+			}
+			return
+		}
+		s.runInvocation(cmd, ev.Instance, at)
+	default:
+		// Only a snapshot could carry an unknown kind, and load refuses it.
+		panic("cloudsim: unknown world event " + ev.Kind)
 	}
 }
 
@@ -288,13 +419,14 @@ func (s *Sim) Handler() http.Handler {
 	})
 }
 
-// newID returns a deterministic id of n hex characters. Caller holds mu.
+// newHex returns a deterministic id of n hex characters. Caller holds mu.
 func (s *Sim) newHex(n int) string {
 	const hexd = "0123456789abcdef"
 	b := make([]byte, n)
 	for i := range b {
 		b[i] = hexd[s.rnd.Intn(16)]
 	}
+	s.idDraws += uint64(n)
 	return string(b)
 }
 

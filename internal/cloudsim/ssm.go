@@ -142,6 +142,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.tick()
 	out, e := h(region, body)
+	s.changedBy(op)
 	s.mu.Unlock()
 	if e != nil {
 		fail(e)
@@ -952,30 +953,8 @@ func (s *Sim) ssmSendCommand(region string, body []byte) (any, *ssmError) {
 	for _, inst := range insts {
 		inv := &Invocation{InstanceID: inst.ID, Status: "Pending", ExitCode: -1}
 		cmd.Invocations[inst.ID] = inv
-		s.schedule(now.Add(ssmInvocationVisibleDelay), func() {
-			if inv.Status == "Pending" {
-				inv.Status = "InProgress"
-			}
-		})
-		runAt := now.Add(ssmCommandRunDelay)
-		s.schedule(runAt, func() {
-			if inv.Status != "Pending" && inv.Status != "InProgress" {
-				return
-			}
-			inv.DoneAt = runAt
-			if inst.State != "running" {
-				inv.Status, inv.ExitCode, inv.StdErr = "Failed", -1, "instance is no longer running"
-				return
-			}
-			out, code := s.runShellScript(inst, cmd.Commands)
-			inv.StdOut, inv.ExitCode = out, code
-			if code == 0 {
-				inv.Status = "Success"
-			} else {
-				inv.Status = "Failed"
-				inv.StdErr = fmt.Sprintf("failed to run commands: exit status %d", code)
-			}
-		})
+		s.schedule(now.Add(ssmInvocationVisibleDelay), event{Kind: evSSMVisible, Command: cmd.ID, Instance: inst.ID})
+		s.schedule(now.Add(ssmCommandRunDelay), event{Kind: evSSMRun, Command: cmd.ID, Instance: inst.ID})
 	}
 	return map[string]any{"Command": map[string]any{
 		"CommandId":              cmd.ID,
@@ -1001,6 +980,29 @@ func (s *Sim) ssmSendCommand(region string, body []byte) (any, *ssmError) {
 		"NotificationConfig":     map[string]any{"NotificationArn": "", "NotificationEvents": []string{}, "NotificationType": ""},
 		"CloudWatchOutputConfig": map[string]any{"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false},
 	}}, nil
+}
+
+// runInvocation runs cmd's script on one instance (evSSMRun, due
+// ssmCommandRunDelay after SendCommand). Caller holds s.mu.
+func (s *Sim) runInvocation(cmd *Command, instanceID string, runAt time.Time) {
+	inv := cmd.Invocations[instanceID]
+	if inv.Status != "Pending" && inv.Status != "InProgress" {
+		return
+	}
+	inv.DoneAt = runAt
+	inst := s.instances[instanceID]
+	if inst == nil || inst.State != "running" {
+		inv.Status, inv.ExitCode, inv.StdErr = "Failed", -1, "instance is no longer running"
+		return
+	}
+	out, code := s.runShellScript(inst, cmd.Commands)
+	inv.StdOut, inv.ExitCode = out, code
+	if code == 0 {
+		inv.Status = "Success"
+	} else {
+		inv.Status = "Failed"
+		inv.StdErr = fmt.Sprintf("failed to run commands: exit status %d", code)
+	}
 }
 
 func (s *Sim) ssmGetCommandInvocation(region string, body []byte) (any, *ssmError) {

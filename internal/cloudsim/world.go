@@ -90,7 +90,7 @@ func (s *Sim) startConnectorAt(c *Connector, at time.Time) {
 	c.Attempts = 0
 	c.LastError = ""
 	gen := c.gen
-	s.schedule(at, func() { s.connectAttempt(c, gen, at) })
+	s.schedule(at, event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 }
 
 // stopConnector stops the process and closes its connections. Caller holds mu.
@@ -119,13 +119,11 @@ func (s *Sim) connectAttempt(c *Connector, gen int, at time.Time) {
 	if err != nil {
 		c.LastError = err.Error()
 		c.TunnelID = ""
-		next := at.Add(s.cfg.RetryInterval)
-		s.schedule(next, func() { s.connectAttempt(c, gen, next) })
+		s.schedule(at.Add(s.cfg.RetryInterval), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 		return
 	}
 	c.TunnelID = t.ID
-	open := at.Add(s.cfg.ConnectDelay)
-	s.schedule(open, func() { s.connectOpen(c, gen, open) })
+	s.schedule(at.Add(s.cfg.ConnectDelay), event{Kind: evConnectOpen, Instance: c.InstanceID, Gen: gen})
 }
 
 // resolveToken is what cloudflared does at start: fetch the token from SSM
@@ -238,8 +236,7 @@ func (s *Sim) connectOpen(c *Connector, gen int, now time.Time) {
 	t := s.tunnels[c.TunnelID]
 	if t == nil || t.DeletedAt != nil {
 		c.LastError = "tunnel deleted before the connector registered"
-		next := now.Add(s.cfg.RetryInterval)
-		s.schedule(next, func() { s.connectAttempt(c, gen, next) })
+		s.schedule(now.Add(s.cfg.RetryInterval), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 		return
 	}
 	s.removeConns(t, c.ClientID)
@@ -295,8 +292,8 @@ func (s *Sim) dropTunnelConns(t *Tunnel, clientID, why string) {
 		c.LastError = why
 		c.gen++
 		gen := c.gen
-		at := s.now() // dial again at once; registered after ConnectDelay
-		s.schedule(at, func() { s.connectAttempt(c, gen, at) })
+		// Dial again at once; registered after ConnectDelay.
+		s.schedule(s.now(), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 	}
 }
 
@@ -442,6 +439,7 @@ func (s *Sim) ApplyWorld(a WorldAction) (WorldResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tick()
+	defer s.changed()
 	res := WorldResult{Action: a.Action, Affected: []string{}}
 	if a.ID == "" && a.Org == "" {
 		return res, fmt.Errorf("world action %q: give id or org", a.Action)

@@ -122,7 +122,7 @@ var settings = func() []*setting {
 		{name: "cloud", env: "TUNNELWARD_CLOUD", group: groupMode, metavar: "MODE", def: ModeSandbox,
 			help: "clouds to converge: sandbox (in-process emulator), live (real Cloudflare and AWS) or the http(s) URL of a cloudsim"},
 		{name: "data-dir", env: "TUNNELWARD_DATA_DIR", group: groupMode, metavar: "DIR", def: DefaultDataDir,
-			help: "directory for state.db and the embedded NATS server's JetStream files"},
+			help: "directory for state.db, the embedded NATS server's JetStream files and, in sandbox mode, the emulated cloud (sandbox-cloud.json: delete it, the reconciler stopped, to start the sandbox from empty)"},
 		{name: "sandbox-listen", env: "TUNNELWARD_SANDBOX_LISTEN", group: groupMode, metavar: "HOST:PORT", def: DefaultSandboxListen,
 			help: "HTTP address of the in-process emulator (sandbox mode only)"},
 

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// TestSandboxCloudSurvivesRestart runs the reconciler binary in sandbox
+// mode (embedded NATS, in-process emulator), builds an org, then restarts
+// the reconciler on the same data dir twice: after SIGTERM, and after
+// SIGKILL once a second org's resources are in the saved cloud. Each time
+// the orgs stay Ready on the SAME tunnel, DNS record and instance: the
+// sandbox remembers its cloud, nothing is re-created, and the restarted
+// emulator hands out no id twice.
+func TestSandboxCloudSurvivesRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two binaries")
+	}
+	bin := t.TempDir()
+	for pkg, name := range map[string]string{
+		"github.com/tunnelward/tunnelward/cmd/reconciler": "reconciler",
+		"github.com/tunnelward/tunnelward/cmd/publisher":  "publisher",
+	} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	dataDir := t.TempDir()
+	natsAddr, adminAddr, sandboxAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := []string{"--data-dir", dataDir, "--nats-listen", natsAddr, "--admin-listen", adminAddr,
+		"--sandbox-listen", sandboxAddr, "--log-format", "text"}
+	admin, sim := "http://"+adminAddr, "http://"+sandboxAddr
+	snapshot := filepath.Join(dataDir, sandboxFile)
+
+	publish := func(org string) {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(bin, "publisher"), "created", "--org", org, "--slug", org,
+			"--nats-url", "nats://"+natsAddr, "--timeout", "10s").CombinedOutput()
+		if err != nil {
+			t.Fatalf("publish %s: %v\n%s", org, err, out)
+		}
+	}
+	readyOrg := func(id string) state.Observed {
+		t.Helper()
+		var o state.Org
+		waitForLong(t, id+" Ready", 60*time.Second, func() bool {
+			resp, err := http.Get(admin + "/v1/orgs/" + id)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			o = state.Org{}
+			return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&o) == nil && reconcile.IsTrue(o, state.CondReady)
+		})
+		if o.Observed.TunnelID == "" || o.Observed.DNSRecordID == "" || o.Observed.InstanceID == "" {
+			t.Fatalf("%s Ready without recorded ids: %+v", id, o.Observed)
+		}
+		return o.Observed
+	}
+
+	rec := start(t, filepath.Join(bin, "reconciler"), args...)
+	defer func() { stopProc(t, rec) }()
+	waitHTTP(t, admin+"/readyz", 200)
+	if !strings.Contains(rec.log(), "sandbox cloud starts empty") {
+		t.Errorf("a first start does not say the sandbox starts empty:\n%s", rec.log())
+	}
+	publish("acme")
+	orgs := map[string]state.Observed{"acme": readyOrg("acme")}
+
+	// sameCloud checks, after a restart, that every org is Ready on the
+	// resources it had, that the restarted reconciler looked at the cloud
+	// and re-created nothing, and that the world is clean.
+	sameCloud := func(phase string) {
+		t.Helper()
+		waitHTTP(t, admin+"/readyz", 200)
+		// The sweep at start compares every org with the cloud: Ready orgs
+		// whose resources are gone drop out of Ready and are rebuilt.
+		waitFor(t, "the first sweep after the restart", func() bool {
+			n, _ := sum(scrape(t, admin+"/metrics"), "tunnelward_sweeps_total", map[string]string{"result": "success"})
+			return n >= 1
+		})
+		for id, want := range orgs {
+			got := readyOrg(id)
+			if got.TunnelID != want.TunnelID || got.DNSRecordID != want.DNSRecordID || got.InstanceID != want.InstanceID {
+				t.Errorf("%s: %s now on tunnel %s record %s instance %s, want %s %s %s", phase, id,
+					got.TunnelID, got.DNSRecordID, got.InstanceID, want.TunnelID, want.DNSRecordID, want.InstanceID)
+			}
+		}
+		ops := callsOf(t, sim)
+		if ops["cf.tunnel.list"] == nil {
+			t.Errorf("%s: the restarted reconciler never listed tunnels (calls %v)", phase, ops)
+		}
+		for _, op := range []string{"ec2.RunInstances", "cf.tunnel.create", "cf.dns.create", "ssm.PutParameter", "ssm.SendCommand", "ec2.TerminateInstances"} {
+			if ops[op] != nil {
+				t.Errorf("%s: %s after the restart: %v", phase, op, ops[op])
+			}
+		}
+		if strings.Contains(rec.log(), "recorded tunnel is gone") {
+			t.Errorf("%s: the reconciler found its tunnel gone:\n%s", phase, rec.log())
+		}
+		if !strings.Contains(rec.log(), "sandbox cloud loaded") {
+			t.Errorf("%s: the log does not say the sandbox cloud was loaded:\n%s", phase, rec.log())
+		}
+		var inv struct{ Violations []map[string]any }
+		getJSON(t, sim+"/_sim/invariants?orgs=acme,globex", &inv)
+		if len(inv.Violations) != 0 {
+			t.Errorf("%s: violations %v", phase, inv.Violations)
+		}
+		var st cloudsim.WorldState
+		getJSON(t, sim+"/_sim/state", &st)
+		for _, tn := range st.Tunnels {
+			if tn["deleted_at"] == nil && tn["status"] != "healthy" {
+				t.Errorf("%s: tunnel %s is %s", phase, tn["name"], tn["status"])
+			}
+		}
+	}
+
+	// 1. A graceful stop saves the cloud; the next start loads it.
+	if code := stopProc(t, rec); code != 0 {
+		t.Fatalf("reconciler exit %d after SIGTERM\n%s", code, rec.log())
+	}
+	if _, err := os.Stat(snapshot); err != nil {
+		t.Errorf("no %s after a graceful stop: %v", sandboxFile, err)
+	}
+	rec = start(t, filepath.Join(bin, "reconciler"), args...)
+	sameCloud("after SIGTERM")
+
+	// 2. A second org, then kill -9 once the autosave holds it connected.
+	publish("globex")
+	orgs["globex"] = readyOrg("globex")
+	waitForLong(t, "globex connected in "+sandboxFile, 30*time.Second, func() bool {
+		s, loaded, err := cloudsim.OpenFile(cloudsim.DefaultConfig(), snapshot)
+		if err != nil || !loaded {
+			return false
+		}
+		for _, c := range s.State().Connectors {
+			if c.InstanceID == orgs["globex"].InstanceID && c.Connected {
+				return true
+			}
+		}
+		return false
+	})
+	if err := rec.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-rec.done
+	rec = start(t, filepath.Join(bin, "reconciler"), args...)
+	sameCloud("after SIGKILL")
+	if t.Failed() {
+		t.Logf("reconciler log:\n%s", rec.log())
+	}
+}
+
+// A sandbox cloud file that cannot be loaded stops the start before NATS,
+// naming the file and how to start from empty: the sandbox never starts
+// empty in its place (the reconciler would rebuild every org).
+func TestSandboxCloudUnreadableStopsStart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, sandboxFile)
+	if err := os.WriteFile(path, []byte(`{"format":"tunnelward-cloudsim-world","version":1,"sha2`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded: a reconciler that did start would otherwise serve forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, testConfig(t, dir), slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("the reconciler started on a damaged sandbox cloud")
+	}
+	for _, want := range []string{"cannot start: sandbox cloud: cloud emulator state file " + path + " cannot be loaded",
+		"damaged or truncated", "to start from an empty world, delete it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nats")); err == nil {
+		t.Error("the embedded NATS server was started before the check")
+	}
+	if b, _ := os.ReadFile(path); !strings.HasSuffix(string(b), `"sha2`) {
+		t.Errorf("the damaged file was changed: %q", b)
+	}
+}
