@@ -254,7 +254,11 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	for _, p := range []string{"cloudflare", "ec2", "ssm"} {
 		need("API requests "+p, "tunnelward_cloud_api_requests_total", map[string]string{"provider": p, "status_class": "2xx"}, 1)
 	}
-	need("tunnel created", "tunnelward_cloud_api_requests_total", map[string]string{"provider": "cloudflare", "operation": "tunnel.create"}, 1)
+	// One operation naming for every provider (the engine's log and the
+	// emulator's call counts use the same names).
+	need("tunnel created", "tunnelward_cloud_api_requests_total", map[string]string{"provider": "cloudflare", "operation": "cf.tunnel.create"}, 1)
+	need("instance launched", "tunnelward_cloud_api_requests_total", map[string]string{"provider": "ec2", "operation": "ec2.RunInstances"}, 1)
+	need("token written", "tunnelward_cloud_api_requests_total", map[string]string{"provider": "ssm", "operation": "ssm.PutParameter"}, 1)
 	need("reconciles timed", "tunnelward_reconcile_duration_seconds_count", nil, 1)
 	need("sweep finished", "tunnelward_sweeps_total", map[string]string{"result": "success"}, 1)
 	need("last sweep time", "tunnelward_sweep_last_success_timestamp_seconds", nil, 1)
