@@ -60,6 +60,10 @@ type world struct {
 	url   string
 	js    jetstream.JetStream
 	store *state.Store
+	// home holds the nats CLI's contexts for the whole guide, as one
+	// operator's would: the Connecting step saves and selects one, and
+	// every later command finds the server through it.
+	home string
 }
 
 func startWorld(t *testing.T) *world {
@@ -125,7 +129,7 @@ func startWorld(t *testing.T) *world {
 	}
 	publish(events.HealthFailed{OrgID: "acme", Reason: "tunnel down", Observer: "uptime-probe"})
 
-	w := &world{url: srv.ClientURL(), js: js, store: store}
+	w := &world{url: srv.ClientURL(), js: js, store: store, home: t.TempDir()}
 	w.waitFor(t, "the ingester to settle every event and dead-letter one", func() (bool, error) {
 		ci, err := js.Consumer(ctx, events.Stream, ingest.ConsumerName)
 		if err != nil {
@@ -164,19 +168,24 @@ func (w *world) waitFor(t *testing.T, what string, cond func() (bool, error)) {
 	t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
 }
 
+// defaultURL is the embedded server's address the guide names; the test's
+// server listens on a free port instead, put in its place.
+const defaultURL = "nats://127.0.0.1:4222"
+
 // run runs one documented command line through bash, as an operator would
-// paste it, with only the nats CLI and the server URL in its environment.
+// paste it, with only the nats CLI in its environment: no NATS_URL, so the
+// server comes from the context the guide's Connecting step selects, and
+// the world's own HOME, so no operator's contexts leak in (the CLI falls
+// back to the passwd entry's home when XDG_CONFIG_HOME is unset).
 func (w *world) run(t *testing.T, natsBin, line string) (string, error) {
 	t.Helper()
-	home := t.TempDir() // no operator's nats contexts leak in
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	cmd := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(line, defaultURL, w.url))
 	cmd.Env = []string{
 		"PATH=" + filepath.Dir(natsBin) + ":/usr/bin:/bin",
-		"HOME=" + home,
-		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
-		"NATS_URL=" + w.url,
+		"HOME=" + w.home,
+		"XDG_CONFIG_HOME=" + filepath.Join(w.home, ".config"),
 	}
 	cmd.Stdin = nil // no terminal, as in CI
 	var out bytes.Buffer
@@ -290,8 +299,15 @@ const republish = `nats pub orgs.initech.created --jetstream --header 'Nats-Msg-
 // guide is every command of docs/nats-cli.md, in order, with what it must
 // show on the world startWorld builds.
 var guide = []step{
+	{`nats context add tunnelward-local --server nats://127.0.0.1:4222 --description "tunnelward, embedded NATS (no credentials)" --select`,
+		func(t *testing.T, w *world, out string) {
+			t.Helper()
+			contains(`NATS Configuration Context "tunnelward-local"`, "Server URLs: "+w.url)(t, w, out)
+			lacks("Credentials", "ERROR")(t, w, out)
+		}},
 	{"nats stream ls", contains(events.Stream, events.DLQStream)},
-	{"nats stream info ORG_EVENTS", contains("Subjects: orgs.>", "Retention: Limits", "Storage: File", "Messages: 4", "First Sequence: 1", "Allows Msg Delete: false")},
+	{"nats stream info ORG_EVENTS", contains("Description: "+broker.EventsStreamConfig().Description,
+		"Subjects: orgs.>", "Retention: Limits", "Storage: File", "Messages: 4", "First Sequence: 1", "Allows Msg Delete: false")},
 	{"nats stream subjects ORG_EVENTS", contains("orgs.acme.created", "orgs.acme.health_failed", "orgs.globex.created", "orgs.initech.created")},
 	{"nats stream subjects ORG_EVENTS 'orgs.acme.>'", all(contains("orgs.acme.created", "orgs.acme.health_failed"), lacks("globex", "initech"))},
 	{"nats sub 'orgs.acme.>' --stream ORG_EVENTS --all -T", all(

@@ -49,6 +49,7 @@ var commands = []command{
 		summary: "show org records: desired, observed, conditions, last error",
 		detail: "Reads the state file read-only; while the daemon holds it, asks the daemon's admin API (--admin-listen) instead, " +
 			"sending the admin token when one is set (--admin-token-file or TUNNELWARD_ADMIN_TOKEN, as for the daemon). " +
+			"UPDATED is when the record last changed, by an event or the engine (changed_at; the event's own time is updated_at). " +
 			"With ORG, a detail view follows the table."},
 	{name: "plan", args: "[ORG]", maxArgs: 1, output: true,
 		summary: "dry run: the changes a reconcile would make, per org and resource, with reasons; writes nothing",

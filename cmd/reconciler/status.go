@@ -174,8 +174,12 @@ func printTable(w io.Writer, orgs []state.Org) {
 				unhandled++
 			}
 		}
+		// When the record last changed, by an event or the engine; records
+		// written before changed_at existed only know their last event's time.
 		updated := "-"
-		if !o.UpdatedAt.IsZero() {
+		if t := o.ChangedAt; !t.IsZero() {
+			updated = t.UTC().Format(time.RFC3339)
+		} else if !o.UpdatedAt.IsZero() {
 			updated = o.UpdatedAt.UTC().Format(time.RFC3339)
 		}
 		lastErr := o.LastError

@@ -11,8 +11,9 @@ import (
 )
 
 // printDetail follows the one-line table for `reconciler status ORG`:
-// conditions with reasons, the observed resources, the remediation history
-// and the last error.
+// conditions with reasons, the observed resources, the remediation history,
+// the last event (with its publisher-given time), when the record last
+// changed, and the last error.
 func printDetail(w io.Writer, o state.Org) {
 	ts := func(t time.Time) string {
 		if t.IsZero() {
@@ -44,5 +45,7 @@ func printDetail(w io.Writer, o state.Org) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ts(r.At), r.Action, r.Outcome, dash(r.Detail))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nlast error: %s (at %s)\n", dash(o.LastError), ts(o.LastErrorAt))
+	fmt.Fprintf(w, "\nlast event: seq %d, id %s, event time %s\n", o.LastSeq, dash(o.LastEventID), ts(o.UpdatedAt))
+	fmt.Fprintf(w, "record changed: %s\n", ts(o.ChangedAt))
+	fmt.Fprintf(w, "last error: %s (at %s)\n", dash(o.LastError), ts(o.LastErrorAt))
 }

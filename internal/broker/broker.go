@@ -33,7 +33,7 @@ const DuplicateWindow = 10 * time.Minute
 func EventsStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        events.Stream,
-		Description: "tunnelward org lifecycle events (orgs.<org_id>.<event>); the history replay rebuilds state from",
+		Description: "tunnelward org lifecycle events (orgs.<org_id>.<event>): the full history, from which reconciler replay rebuilds the state file",
 		Subjects:    []string{events.SubjectPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
@@ -66,6 +66,14 @@ func (e *ConflictError) Error() string {
 		e.Stream, strings.Join(e.Diffs, "; "), e.Stream)
 }
 
+// ownDescription reports whether a stream's description is one tunnelward
+// wrote (or none): such a description follows the contract's, while one an
+// operator set is kept. Streams created before the ORG_EVENTS description
+// was completed carry a truncated one, fixed this way at start.
+func ownDescription(d string) bool {
+	return d == "" || strings.HasPrefix(d, "tunnelward ")
+}
+
 // StreamResult says what EnsureStream did.
 type StreamResult struct {
 	Stream   string
@@ -93,7 +101,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger
 }
 
 // EnsureStream makes one stream match want: created if missing, the
-// duplicate window raised if shorter, a *ConflictError if subjects,
+// duplicate window raised if shorter, a description tunnelward wrote
+// brought up to date (an operator's is kept), a *ConflictError if subjects,
 // retention or storage differ. Transient errors (server still starting,
 // connection re-establishing) are retried until ctx ends.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (StreamResult, error) {
@@ -160,14 +169,20 @@ func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jet
 		res.Warnings = append(res.Warnings, fmt.Sprintf("limits set (max_age=%s max_msgs=%d max_bytes=%d max_msgs_per_subject=%d): old events will be dropped and replay cannot rebuild orgs whose events are gone",
 			have.MaxAge, have.MaxMsgs, have.MaxBytes, have.MaxMsgsPerSubject))
 	}
+	upd := have
 	if have.Duplicates < want.Duplicates {
-		upd := have
 		upd.Duplicates = want.Duplicates
+		res.Updated = append(res.Updated, fmt.Sprintf("duplicate_window %s -> %s", have.Duplicates, want.Duplicates))
+	}
+	if have.Description != want.Description && ownDescription(have.Description) {
+		upd.Description = want.Description
+		res.Updated = append(res.Updated, "description")
+	}
+	if len(res.Updated) > 0 {
 		if _, err := js.UpdateStream(ctx, upd); err != nil {
-			return res, fmt.Errorf("update stream %s duplicate window %s -> %s: %w", want.Name, have.Duplicates, want.Duplicates, err)
+			return res, fmt.Errorf("update stream %s (%s): %w", want.Name, strings.Join(res.Updated, ", "), err)
 		}
 		res.Action = "updated"
-		res.Updated = append(res.Updated, fmt.Sprintf("duplicate_window %s -> %s", have.Duplicates, want.Duplicates))
 	}
 	return res, nil
 }

@@ -3,10 +3,12 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -112,5 +114,78 @@ func TestConnectErrorRedactsURL(t *testing.T) {
 	_, err := Connect("nats://app:hunter2Secret@127.0.0.1:abc", "", "test", nil)
 	if err == nil || strings.Contains(err.Error(), "hunter2Secret") || !strings.Contains(err.Error(), "app:[redacted]@") {
 		t.Fatalf("want an error with the password redacted, got %v", err)
+	}
+}
+
+// Both descriptions are whole sentences within the server's limit, and the
+// server stores them as written.
+func TestStreamDescriptionsComplete(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	for _, cfg := range []jetstream.StreamConfig{EventsStreamConfig(), DLQStreamConfig()} {
+		d := cfg.Description
+		if len(d) > server.JSMaxDescriptionLen {
+			t.Errorf("%s: description is %d bytes, the server allows %d", cfg.Name, len(d), server.JSMaxDescriptionLen)
+		}
+		words := strings.Fields(d)
+		if len(words) == 0 {
+			t.Fatalf("%s: no description", cfg.Name)
+		}
+		// A sentence cut short ends on a word that needs another after it.
+		switch last := words[len(words)-1]; last {
+		case "from", "to", "of", "the", "a", "and", "or", "in", "with", "by", "for":
+			t.Errorf("%s: description ends mid-sentence on %q: %q", cfg.Name, last, d)
+		}
+		if _, err := EnsureStream(ctx, js, cfg); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, cfg.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Description; got != d {
+			t.Errorf("%s: server holds description %q, want %q", cfg.Name, got, d)
+		}
+	}
+	if d := EventsStreamConfig().Description; !strings.Contains(d, "replay rebuilds the state file") {
+		t.Errorf("ORG_EVENTS description %q does not say what replay does with the history", d)
+	}
+}
+
+// A stream created by an older build with the truncated description gets
+// the current one at start; a description an operator wrote is kept.
+func TestEnsureStreamUpdatesOwnDescription(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, have, want string
+		updated          bool
+	}{
+		{"truncated", "tunnelward org lifecycle events (orgs.<org_id>.<event>); the history replay rebuilds state from", EventsStreamConfig().Description, true},
+		{"none", "", EventsStreamConfig().Description, true},
+		{"operator's", "platform events, owned by team infra", "platform events, owned by team infra", false},
+		{"current", EventsStreamConfig().Description, EventsStreamConfig().Description, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := startJS(t)
+			cfg := EventsStreamConfig()
+			cfg.Description = tc.have
+			if _, err := js.CreateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			r, err := EnsureStream(ctx, js, EventsStreamConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Action == "updated" && slices.Contains(r.Updated, "description"); got != tc.updated {
+				t.Errorf("result %+v: description updated %t, want %t", r, got, tc.updated)
+			}
+			s, err := js.Stream(ctx, cfg.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.CachedInfo().Config.Description; got != tc.want {
+				t.Errorf("description %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -84,8 +84,9 @@ func (s *Store) ApplyThrough(facts []Fact, through uint64) ([]Outcome, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out = out[:0]
 		t = s.txOrgs(tx)
+		now := s.now() // one batch, one transaction: one change time
 		for _, f := range facts {
-			oc, err := s.applyOne(t, f)
+			oc, err := s.applyOne(t, f, now)
 			if err != nil {
 				return err
 			}
@@ -103,7 +104,7 @@ func (s *Store) ApplyThrough(facts []Fact, through uint64) ([]Outcome, error) {
 	return out, nil
 }
 
-func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
+func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 	oc := Outcome{Seq: f.Seq, OrgID: f.OrgID}
 	if f.OrgID == "" {
 		return oc, fmt.Errorf("fact seq %d: empty org id", f.Seq)
@@ -200,6 +201,7 @@ func (s *Store) applyOne(t *txOrgs, f Fact) (Outcome, error) {
 	if f.Seq > o.LastSeq {
 		o.LastSeq, o.LastEventID, o.UpdatedAt = f.Seq, f.EventID, f.Time
 	}
+	o.ChangedAt = now
 	oc.Result = ResultApplied
 	return oc, t.put(o)
 }

@@ -3,7 +3,9 @@ package state
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -28,7 +30,17 @@ func TestBatchWritesEqualOneTxPerFact(t *testing.T) {
 			}
 		}
 	}
-	batched, single := openTemp(t), openTemp(t)
+	// One fixed clock for both, so changed_at cannot tell them apart.
+	fixed := func() time.Time { return t0 }
+	open := func() *Store {
+		s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{MaxHealthReports: 3, Now: fixed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	batched, single := open(), open()
 	for i := 0; i < len(facts); i += 32 {
 		if _, err := batched.Apply(facts[i:min(i+32, len(facts))]); err != nil {
 			t.Fatal(err)

@@ -151,6 +151,10 @@ type Org struct {
 	LastSeq     uint64    `json:"last_seq"`      // stream sequence of the last applied event
 	LastEventID string    `json:"last_event_id"` // id of that event
 	UpdatedAt   time.Time `json:"updated_at"`    // time of that event
+	// ChangedAt is when the record last changed, by an applied event or an
+	// engine write, on the store's clock (UpdatedAt is the publisher's
+	// clock, and only events move it). Zero in records from before it.
+	ChangedAt time.Time `json:"changed_at,omitzero"`
 	// DesiredSeq is the sequence of the last created/deleted applied and
 	// GenerationSeq that of the event that began the current generation (or
 	// tombstone). A redelivered event can arrive after newer ones; these let

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -61,6 +63,8 @@ type Options struct {
 	// default), commits are cheaper (ingest) but bbolt rebuilds the
 	// freelist at open by walking every page of the file.
 	SyncFreelist bool
+	// Now stamps Org.ChangedAt (default time.Now); tests fix it.
+	Now func() time.Time
 }
 
 // Store is the bbolt file holding every org's record.
@@ -91,6 +95,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	if opts.CacheRecords == 0 {
 		opts.CacheRecords = DefaultCacheRecords
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	// bbolt panics on some kinds of corruption while reading pages, and a
 	// truncated file faults (SIGBUS) when its mmap is read past the end;
@@ -215,6 +222,10 @@ func (s *Store) migrate() (err error) {
 	})
 }
 
+// now is the time written records are stamped with (ChangedAt). UTC drops
+// the monotonic reading, so a cached record equals its decoded copy.
+func (s *Store) now() time.Time { return s.opts.Now().UTC() }
+
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }
 
@@ -307,7 +318,8 @@ func (s *Store) List() ([]Org, error) {
 // engine. Desired state and the event bookkeeping (Desired, LastSeq,
 // LastEventID, UpdatedAt, the health reports other than their Handled flag)
 // are restored after fn, so the engine can never corrupt what the events
-// said. An unknown org is an error wrapping ErrNotFound; an error from fn
+// said. ChangedAt is stamped when the record differs from before (fn cannot
+// set it). An unknown org is an error wrapping ErrNotFound; an error from fn
 // writes nothing.
 func (s *Store) Update(orgID string, fn func(*Org) error) error {
 	crashpoint.Hit("state.update.before")
@@ -336,11 +348,17 @@ func (s *Store) Update(orgID string, fn func(*Org) error) error {
 		}
 		o.ID, o.Desired, o.LastSeq, o.LastEventID, o.UpdatedAt = orig.ID, orig.Desired, orig.LastSeq, orig.LastEventID, orig.UpdatedAt
 		o.DesiredSeq, o.GenerationSeq = orig.DesiredSeq, orig.GenerationSeq
-		o.HealthReports = orig.HealthReports
+		o.HealthReports = slices.Clone(orig.HealthReports) // own copy: orig must stay as it was, for the comparison below
 		for i := range o.HealthReports {
 			if handled[o.HealthReports[i].EventID] {
 				o.HealthReports[i].Handled = true
 			}
+		}
+		// A pass that rewrites the same values (a retried step) is not a
+		// change, so it does not move ChangedAt.
+		o.ChangedAt = orig.ChangedAt
+		if !reflect.DeepEqual(o, orig) {
+			o.ChangedAt = s.now()
 		}
 		if err := t.put(o); err != nil {
 			return err

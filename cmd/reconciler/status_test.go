@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// The UPDATED column is when the record last changed (changed_at), not the
+// time the publisher wrote into the event (updated_at); both stay in the
+// JSON, and the detail view names both.
+func TestStatusUpdatedIsWhenTheRecordChanged(t *testing.T) {
+	dataDir := t.TempDir()
+	eventTime := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC) // an event published days earlier
+	changed := time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)
+	clock := changed.Add(-time.Hour)
+	s, err := state.Open(filepath.Join(dataDir, "state.db"), state.Options{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply([]state.Fact{{Seq: 1, EventID: "acme-c1", Type: state.FactCreated, OrgID: "acme", Slug: "acme", Time: eventTime}}); err != nil {
+		t.Fatal(err)
+	}
+	clock = changed // the engine writes later
+	if err := s.Update("acme", func(o *state.Org) error { o.Observed.TunnelID = "t-1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errb strings.Builder
+		if code := realMain(append(args, "--data-dir", dataDir), &out, &errb); code != 0 {
+			t.Fatalf("reconciler %v: exit %d\n%s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	table := run("status")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "UPDATED") {
+		t.Fatalf("status table:\n%s", table)
+	}
+	if f := strings.Fields(lines[1]); f[len(f)-1] != "2026-12-01T09:30:00Z" {
+		t.Errorf("UPDATED is %s, want the change time 2026-12-01T09:30:00Z (the event time is 2026-11-26T10:00:00Z)\n%s", f[len(f)-1], table)
+	}
+
+	detail := run("status", "acme")
+	for _, want := range []string{"last event: seq 1, id acme-c1, event time 2026-11-26T10:00:00Z", "record changed: 2026-12-01T09:30:00Z"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("status acme lacks %q:\n%s", want, detail)
+		}
+	}
+
+	var o map[string]any
+	if err := json.Unmarshal([]byte(run("status", "acme", "-o", "json")), &o); err != nil {
+		t.Fatal(err)
+	}
+	if o["updated_at"] != "2026-11-26T10:00:00Z" || o["changed_at"] != "2026-12-01T09:30:00Z" {
+		t.Errorf("status -o json: updated_at %v changed_at %v", o["updated_at"], o["changed_at"])
+	}
+}
