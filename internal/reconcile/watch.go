@@ -126,6 +126,16 @@ func pagesOf(inv Inventory, w WatchConfig) map[Listing]int {
 	}
 }
 
+// PagesFor is the pages of each listing for n orgs in one region (one
+// tunnel, record, instance and parameter each): the schedule a daemon would
+// start with, shown while it is not running.
+func PagesFor(n int, w WatchConfig) map[Listing]int {
+	w.defaults()
+	pages := func(size int) int { return max(1, (n+size-1)/size) }
+	return map[Listing]int{ListTunnels: pages(w.TunnelPage), ListDNS: pages(w.DNSPage),
+		ListInstances: pages(w.InstancePage), ListParams: pages(w.ParamPage)}
+}
+
 // WatchSchedule is the effective interval of each listing now (the sweep
 // interval for all of them while the watches are off).
 func (e *Engine) WatchSchedule() map[Listing]time.Duration {
