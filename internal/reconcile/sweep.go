@@ -285,7 +285,9 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 		}
 		ready := IsTrue(org, state.CondReady)
 		reason, msg := "", ""
-		if ready && len(p.Conflicts) == 0 {
+		if ready {
+			// A conflict withholds creations, so what is left in the plan
+			// is still news (a region conflict leaves the org Ready where it is).
 			pr := pendingRemediation(org)
 			reason, msg = driftReason(p, status, replacing(pr != nil && pr.Action == ActReplace, ob))
 		}

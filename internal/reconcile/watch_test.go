@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,6 +168,24 @@ func TestWatchNoRepairStorm(t *testing.T) {
 		},
 		cfBudget: &ratelimit.WindowBudget{Requests: budget, Window: window, Burst: 5},
 	})
+	var (
+		mu       sync.Mutex
+		seen     = map[string]string{}
+		watching atomic.Bool
+	)
+	h.eng.gate = func(id string) {
+		if !watching.Load() {
+			return
+		}
+		o, _, _ := h.store.Get(id)
+		if c, ok := Condition(o, state.CondReady); ok && !c.Status {
+			mu.Lock()
+			if _, dup := seen[id]; !dup {
+				seen[id] = c.Reason
+			}
+			mu.Unlock()
+		}
+	}
 	h.start()
 	var orgs []string
 	for i := range 8 {
@@ -182,19 +201,30 @@ func TestWatchNoRepairStorm(t *testing.T) {
 		}
 		h.worldAction(act)
 	}
-	h.waitFor("every drift seen", 10*time.Second, func() bool {
+	// Each repair starts with the org already not Ready, for the reason
+	// its listing gave: the gate sees the status every repair begins with.
+	watching.Store(true)
+	h.waitFor("every drift seen", 20*time.Second, func() bool {
 		for _, l := range []Listing{ListDNS, ListTunnels} {
 			if _, err := h.eng.Watch(ctx, l); err != nil {
 				t.Fatal(err)
 			}
 		}
-		for _, o := range orgs {
-			if IsTrue(h.org(o), state.CondReady) {
-				return false
-			}
-		}
-		return true
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == len(orgs)
 	})
+	mu.Lock()
+	for i, o := range orgs {
+		want := ReasonDNSRecordMissing
+		if i%2 == 1 {
+			want = ReasonTunnelDown
+		}
+		if seen[o] != want {
+			t.Errorf("org %s: repair began with Ready=false %q, want %q", o, seen[o], want)
+		}
+	}
+	mu.Unlock()
 	h.waitFor("all repaired", 30*time.Second, func() bool {
 		for _, o := range orgs {
 			if !IsTrue(h.org(o), state.CondReady) {
@@ -273,5 +303,41 @@ func (r *repairHold) wait(string) {
 	r.mu.Unlock()
 	if closed {
 		<-ch
+	}
+}
+
+// A listing that started before the org's last observation is no news
+// about it: a Ready org is not turned not Ready by a page taken before its
+// resources were made, and is by the next page, with the injected clock.
+func TestStaleListingIsNoNews(t *testing.T) {
+	fe := newFakeEngine(t)
+	fe.apply(state.Fact{Type: state.FactCreated, OrgID: "acme", Slug: "acme"})
+	observed := fe.now
+	if err := fe.store.Update("acme", func(o *state.Org) error {
+		o.Observed.TunnelID, o.Observed.TunnelStatus, o.Observed.ObservedAt = "t-1", "healthy", observed
+		setCondition(o, state.CondReady, true, "TunnelHealthy", "", observed)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Empty listings, taken a second before the org was observed.
+	v := fe.e.remember(Inventory{}, observed.Add(-time.Second), Listings...)
+	var rep SweepReport
+	if _, err := fe.e.inventoryPass(v, observed, false, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ := fe.store.Get("acme")
+	if !IsTrue(o, state.CondReady) || len(rep.Requeued) != 0 {
+		t.Fatalf("a stale listing turned the org not Ready: %+v %v", o.Conditions, rep.Requeued)
+	}
+	// The same empty listing, taken after: everything is gone.
+	fe.now = observed.Add(time.Second)
+	v = fe.e.remember(Inventory{}, fe.now, Listings...)
+	if _, err := fe.e.inventoryPass(v, fe.now, false, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ = fe.store.Get("acme")
+	if c, _ := Condition(o, state.CondReady); c.Status || c.Reason != ReasonTunnelGone || len(rep.Requeued) != 1 {
+		t.Fatalf("a fresh listing: Ready %+v, requeued %v", c, rep.Requeued)
 	}
 }
