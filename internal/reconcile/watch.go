@@ -23,6 +23,8 @@ type WatchConfig struct {
 	CFPerSecond, EC2ReadPerSecond, SSMPerSecond float64
 	// Page sizes of each listing; default the largest each API allows.
 	TunnelPage, DNSPage, InstancePage, ParamPage int
+	// Floors replaces WatchFloors (the bench scales time down); nil keeps them.
+	Floors map[Listing]time.Duration
 }
 
 // DefaultWatchBudgetShare is the default WatchConfig.BudgetShare.
@@ -149,7 +151,11 @@ func (e *Engine) WatchSchedule() map[Listing]time.Duration {
 		}
 		return out
 	}
-	return WatchIntervals(pagesOf(inv, e.cfg.Watch), e.cfg.Watch, WatchFloors, e.cfg.SweepInterval)
+	floors := WatchFloors
+	if e.cfg.Watch.Floors != nil {
+		floors = e.cfg.Watch.Floors
+	}
+	return WatchIntervals(pagesOf(inv, e.cfg.Watch), e.cfg.Watch, floors, e.cfg.SweepInterval)
 }
 
 // WatchReport is what one watch found.
