@@ -30,6 +30,15 @@ func (a *app) startEngine(ctx context.Context) error {
 	a.engine = eng
 	a.onApplied = eng.OnApplied
 	a.metrics.SetQueueFuncs(eng.Queue().Len, eng.Queue().Waiting)
+	if a.admin != nil {
+		a.admin.SetWatchSchedule(func() map[string]time.Duration {
+			out := map[string]time.Duration{}
+			for l, d := range eng.WatchSchedule() {
+				out[string(l)] = d
+			}
+			return out
+		})
+	}
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -25,9 +26,10 @@ func status(cx *cmdContext) int {
 		org = cx.args[0]
 	}
 	orgs, err := readOrgs(c, org)
+	var watch map[string]string // the running daemon's effective watch intervals
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
-		orgs, err = fetchOrgs(c, org)
+		orgs, watch, err = fetchOrgs(c, org)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reconciler status:", err)
@@ -39,11 +41,18 @@ func status(cx *cmdContext) int {
 		if org != "" {
 			_ = enc.Encode(orgs[0])
 		} else {
-			_ = enc.Encode(map[string]any{"orgs": orgs})
+			body := map[string]any{"orgs": orgs}
+			if watch != nil {
+				body["watch_intervals"] = watch
+			}
+			_ = enc.Encode(body)
 		}
 		return 0
 	}
-	printTable(stdout, orgs)
+	if org == "" {
+		fmt.Fprintln(stdout, watchHeader(c, orgs, watch))
+	}
+	printTable(stdout, orgs, time.Now())
 	if org != "" {
 		printDetail(stdout, orgs[0]) // status_detail.go
 	}
@@ -84,7 +93,39 @@ func readOrgs(c config.Config, org string) ([]state.Org, error) {
 	return []state.Org{x}, nil
 }
 
-func fetchOrgs(c config.Config, org string) ([]state.Org, error) {
+// watchHeader is the line above the table naming how often each listing
+// looks: the running daemon's effective intervals, or, read from the state
+// file with the daemon stopped, the schedule it would start with for this
+// many orgs (one page count per listing, the default region's).
+func watchHeader(c config.Config, orgs []state.Org, watch map[string]string) string {
+	var b strings.Builder
+	b.WriteString("WATCH")
+	if watch == nil {
+		if c.WatchBudgetShare <= 0 {
+			return fmt.Sprintf("WATCH off: every listing runs with the sweep, every %s", c.SweepInterval)
+		}
+		present := 0
+		for _, o := range orgs {
+			if o.Desired.Presence != state.Deleted {
+				present++
+			}
+		}
+		sched := reconcile.WatchIntervals(reconcile.PagesFor(present, reconcile.WatchConfig{}),
+			reconcile.WatchConfig{BudgetShare: c.WatchBudgetShare}, reconcile.WatchFloors, c.SweepInterval)
+		watch = map[string]string{}
+		for l, d := range sched {
+			watch[string(l)] = d.String()
+		}
+		fmt.Fprintf(&b, " (daemon not running; schedule for %d orgs)", present)
+	}
+	for _, l := range reconcile.Listings {
+		fmt.Fprintf(&b, "  %s=%s", l, dash(watch[string(l)]))
+	}
+	fmt.Fprintf(&b, "  sweep=%s", c.SweepInterval)
+	return b.String()
+}
+
+func fetchOrgs(c config.Config, org string) ([]state.Org, map[string]string, error) {
 	path := "/v1/orgs"
 	if org != "" {
 		path += "/" + org
@@ -93,27 +134,30 @@ func fetchOrgs(c config.Config, org string) ([]state.Org, error) {
 	defer cancel()
 	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("%w: %q", errNotFound, org)
+		return nil, nil, fmt.Errorf("%w: %q", errNotFound, org)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, adminError(u, resp)
+		return nil, nil, adminError(u, resp)
 	}
 	if org != "" {
 		var x state.Org
 		if err := json.NewDecoder(resp.Body).Decode(&x); err != nil {
-			return nil, fmt.Errorf("admin API %s: %w", u, err)
+			return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 		}
-		return []state.Org{x}, nil
+		return []state.Org{x}, nil, nil
 	}
-	var l struct{ Orgs []state.Org }
+	var l struct {
+		Orgs           []state.Org
+		WatchIntervals map[string]string `json:"watch_intervals"`
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
-		return nil, fmt.Errorf("admin API %s: %w", u, err)
+		return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 	}
-	return l.Orgs, nil
+	return l.Orgs, l.WatchIntervals, nil
 }
 
 // adminGet sends GET path to the running daemon's admin API, with the
@@ -158,9 +202,9 @@ func adminError(u string, resp *http.Response) error {
 	return fmt.Errorf("admin API %s: %s: %s", u, resp.Status, msg)
 }
 
-func printTable(w io.Writer, orgs []state.Org) {
+func printTable(w io.Writer, orgs []state.Org, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tREGION\tCONDITIONS\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
+	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tREGION\tCONDITIONS\tOBSERVED\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
 	for _, o := range orgs {
 		var conds []string
 		for _, c := range o.Conditions {
@@ -191,10 +235,10 @@ func printTable(w io.Writer, orgs []state.Org) {
 		if region == "" {
 			region = o.Desired.Region
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
 			o.ID, o.Desired.Presence, dash(o.Desired.Slug), o.Desired.Generation, o.LastSeq,
 			dash(o.Observed.TunnelID), dash(o.Observed.InstanceID), dash(region), dash(strings.Join(conds, ",")),
-			len(o.HealthReports), unhandled, dash(lastErr), updated)
+			observedAge(o.Observed.ObservedAt, now), len(o.HealthReports), unhandled, dash(lastErr), updated)
 	}
 	_ = tw.Flush()
 }
@@ -204,4 +248,20 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// observedAge is how long ago the engine last wrote what it saw of an org,
+// "-" if never: a Ready seen 10 s ago is not a Ready seen 3 h ago.
+func observedAge(at, now time.Time) string {
+	if at.IsZero() {
+		return "-"
+	}
+	d := max(now.Sub(at), 0)
+	switch {
+	case d < time.Minute:
+		return d.Truncate(time.Second).String() + " ago"
+	case d < time.Hour:
+		return d.Truncate(time.Minute).String() + " ago"
+	}
+	return d.Truncate(time.Hour).String() + " ago"
 }

@@ -43,6 +43,15 @@ type Server struct {
 	liveness  []check
 	readiness []check
 	auth      *auth // nil: every endpoint open (see RequireToken)
+	watch     func() map[string]time.Duration
+}
+
+// SetWatchSchedule makes GET /v1/orgs also name the effective interval of
+// each listing's watch, for `reconciler status`.
+func (s *Server) SetWatchSchedule(fn func() map[string]time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watch = fn
 }
 
 // New returns a server reading orgs from o.
@@ -161,7 +170,18 @@ func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) {
 	if orgs == nil {
 		orgs = []state.Org{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orgs": orgs})
+	body := map[string]any{"orgs": orgs}
+	s.mu.RLock()
+	watch := s.watch
+	s.mu.RUnlock()
+	if watch != nil {
+		iv := map[string]string{}
+		for l, d := range watch() {
+			iv[l] = d.String()
+		}
+		body["watch_intervals"] = iv
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {

@@ -69,3 +69,26 @@ func TestOrgEndpoints(t *testing.T) {
 		t.Fatalf("%d %v", code, e)
 	}
 }
+
+// /v1/orgs names the watch intervals once the engine gives them; the orgs
+// field is unchanged.
+func TestOrgListNamesWatchIntervals(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Apply([]state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme"}})
+	s := New(st, nil)
+	var list struct {
+		Orgs           []state.Org
+		WatchIntervals map[string]string `json:"watch_intervals"`
+	}
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 || len(list.Orgs) != 1 || list.WatchIntervals != nil {
+		t.Fatalf("before: %d %+v", code, list)
+	}
+	s.SetWatchSchedule(func() map[string]time.Duration { return map[string]time.Duration{"tunnels": 15 * time.Second} })
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 || len(list.Orgs) != 1 || list.WatchIntervals["tunnels"] != "15s" {
+		t.Fatalf("after: %d %+v", code, list)
+	}
+}

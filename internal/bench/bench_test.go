@@ -45,7 +45,7 @@ func TestTinyTableShape(t *testing.T) {
 		}
 		seen[strings.Fields(r.Figure)[0]] = true
 	}
-	for _, n := range []string{"1", "2", "3", "4", "5", "6", "7"} {
+	for _, n := range []string{"1", "2", "3", "4", "5", "6", "7", "8"} {
 		if !seen[n] {
 			t.Errorf("no row for figure %s", n)
 		}

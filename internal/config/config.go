@@ -118,8 +118,11 @@ type Config struct {
 	ReservedSlugs []string
 	Workers       int
 	SweepInterval time.Duration
-	GC            bool
-	HealthGrace   time.Duration
+	// WatchBudgetShare is the share (0.05 for 5%) of each provider's budget
+	// the watches may use; 0 turns them off.
+	WatchBudgetShare float64
+	GC               bool
+	HealthGrace      time.Duration
 
 	Log Log
 

@@ -289,6 +289,8 @@ func TestValidationMessages(t *testing.T) {
 		{name: "sweep interval no unit", args: []string{"--sweep-interval", "30"}, want: map[string]string{"--sweep-interval": `"30": not a duration`}},
 		{name: "sweep interval negative", args: []string{"--sweep-interval", "-1m"}, want: map[string]string{"--sweep-interval": "must be positive"}},
 		{name: "health grace zero", args: []string{"--health-grace", "0s"}, want: map[string]string{"--health-grace": "must be positive"}},
+		{name: "watch share not a number", args: []string{"--watch-budget-share", "lots"}, want: map[string]string{"--watch-budget-share": "not a percentage"}},
+		{name: "watch share too large", args: []string{"--watch-budget-share", "60%"}, want: map[string]string{"--watch-budget-share": "out of range"}},
 		{name: "gc not bool", args: []string{"--gc=maybe"}, want: map[string]string{"--gc": "not a boolean"}},
 		{name: "log format", args: []string{"--log-format", "xml"}, want: map[string]string{"--log-format": "want auto, text or json"}},
 		{name: "log level", env: map[string]string{"TUNNELWARD_LOG_LEVEL": "loud"}, want: map[string]string{"--log-level": "want debug, info, warn or error"}},
@@ -628,6 +630,23 @@ func TestNATSURLPasswordNeverEchoed(t *testing.T) {
 			if strings.Contains(err.Error(), pw) {
 				t.Errorf("%s %q: the error echoes the password: %v", how, u, err)
 			}
+		}
+	}
+}
+
+func TestWatchBudgetShare(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want float64
+	}{
+		{nil, 0.05},
+		{[]string{"--watch-budget-share", "10%"}, 0.10},
+		{[]string{"--watch-budget-share", "2.5"}, 0.025},
+		{[]string{"--watch-budget-share", "0%"}, 0},
+	} {
+		c, err := Parse(tc.args, envMap(nil))
+		if err != nil || c.WatchBudgetShare != tc.want {
+			t.Errorf("%v: share %v (%v), want %v", tc.args, c.WatchBudgetShare, err, tc.want)
 		}
 	}
 }

@@ -191,6 +191,8 @@ var settings = func() []*setting {
 			help: "orgs reconciled in parallel"},
 		{name: "sweep-interval", env: "TUNNELWARD_SWEEP_INTERVAL", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "5m",
 			help: "how often every org is resynced, drift found and orphans collected"},
+		{name: "watch-budget-share", env: "TUNNELWARD_WATCH_BUDGET_SHARE", group: groupEngine, metavar: "PERCENT", def: "5%",
+			help: "share of each provider's API budget the watches may use between sweeps (each listing on its own interval, at most --sweep-interval); 0% turns them off"},
 		{name: "gc", env: "TUNNELWARD_GC", group: groupEngine, metavar: "BOOL", kind: kindBool, def: "true",
 			help: "collect orphans (owned resources of no known org) during the sweep"},
 		{name: "health-grace", env: "TUNNELWARD_HEALTH_GRACE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "1m",
@@ -267,6 +269,17 @@ var settings = func() []*setting {
 		},
 		"health-grace": func(s *setting) {
 			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.HealthGrace })
+		},
+		"watch-budget-share": func(s *setting) {
+			s.set = func(c *Config, v string) error {
+				n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)
+				if err != nil {
+					return errors.New("not a percentage (e.g. 5%)")
+				}
+				c.WatchBudgetShare = n / 100
+				return nil
+			}
+			s.get = func(c *Config) string { return strconv.FormatFloat(c.WatchBudgetShare*100, 'f', -1, 64) + "%" }
 		},
 		"gc":         func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.GC }) },
 		"log-format": func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Log.Format }) },

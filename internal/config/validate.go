@@ -303,6 +303,10 @@ func (c *Config) validate(probs *problems) {
 	if c.HealthGrace <= 0 {
 		probs.add(f("health-grace"), "%v must be positive", c.HealthGrace)
 	}
+	if c.WatchBudgetShare < 0 || c.WatchBudgetShare > 0.5 {
+		// Above half, the watches would starve the repairs they exist for.
+		probs.add(f("watch-budget-share"), "%g%% is out of range; want 0%% to 50%%", c.WatchBudgetShare*100)
+	}
 
 	// Logging.
 	switch c.Log.Format {

@@ -72,6 +72,7 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 		SweepInterval: c.SweepInterval,
 		GC:            c.GC,
 		HealthGrace:   c.HealthGrace,
+		Watch:         watchConfig(c, k),
 	}
 	if m != nil {
 		cfg.Metrics = m
@@ -111,4 +112,21 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 			SubnetID: in.Subnet, SecurityGroupIDs: in.SecurityGroups, InstanceProfile: in.Profile})
 	}
 	return cfg, clouds, nil
+}
+
+// watchConfig sizes the watches from the budgets and page sizes the
+// provider clients are built with, so the share is of the limits in force.
+// 0% in the configuration turns the watches off.
+func watchConfig(c config.Config, k Knobs) reconcile.WatchConfig {
+	w := reconcile.WatchConfig{BudgetShare: c.WatchBudgetShare, TunnelPage: k.CFPageSize, DNSPage: k.CFPageSize,
+		InstancePage: k.AWSPage, ParamPage: min(k.AWSPage, 50)}
+	if w.BudgetShare == 0 {
+		w.BudgetShare = -1
+	}
+	if b := k.CFBudget; b.Requests > 0 && b.Window > 0 {
+		w.CFPerSecond = float64(b.Requests) / b.Window.Seconds()
+	}
+	w.EC2ReadPerSecond = k.EC2Buckets.NonMutating.Rate
+	w.SSMPerSecond = k.SSMBucket.Rate
+	return w
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -67,5 +68,18 @@ func TestEngineFromConfigConverges(t *testing.T) {
 	}
 	if v := sim.CheckInvariants([]string{"acme:1"}); len(v) != 0 {
 		t.Fatalf("invariants: %+v", v)
+	}
+}
+
+// The watches take their share of the limits the clients are built with;
+// 0% turns them off.
+func TestWatchConfig(t *testing.T) {
+	c := config.Config{WatchBudgetShare: 0.05}
+	w := watchConfig(c, Knobs{CFBudget: ratelimit.WindowBudget{Requests: 600, Window: time.Minute}, CFPageSize: 20, AWSPage: 100})
+	if w.BudgetShare != 0.05 || w.CFPerSecond != 10 || w.TunnelPage != 20 || w.ParamPage != 50 || w.InstancePage != 100 {
+		t.Fatalf("watch config %+v", w)
+	}
+	if w := watchConfig(config.Config{}, Knobs{}); w.BudgetShare >= 0 {
+		t.Fatalf("0%% share: watches not off: %+v", w)
 	}
 }

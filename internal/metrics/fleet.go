@@ -66,3 +66,11 @@ func (c *notReadyCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, age)
 }
+
+// SetWatchInterval records the effective interval of one listing's watch.
+func (m *Metrics) SetWatchInterval(listing string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.watchInterval.WithLabelValues(m.bound("watch/listing", listing)).Set(d.Seconds())
+}

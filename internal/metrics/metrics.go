@@ -67,6 +67,7 @@ type Metrics struct {
 	sweepSeconds     prometheus.Histogram
 	sweepLastSuccess prometheus.Gauge
 	tunnels          *prometheus.GaugeVec
+	watchInterval    *prometheus.GaugeVec
 	timeToReady      prometheus.Histogram
 
 	consumer *consumerCollector
@@ -132,6 +133,10 @@ func New() *Metrics {
 		Namespace: namespace, Name: "orgs",
 		Help: "Orgs in desired state, by condition.",
 	}, []string{"condition"})
+	m.watchInterval = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "watch_interval_seconds",
+		Help: "Effective interval of each listing's watch (tunnels, dns_records, instances, parameters), from its share of the provider's budget.",
+	}, []string{"listing"})
 	m.remediations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "remediations_total",
 		Help: "Health remediations, by action (restart_cloudflared, replace_instance) and outcome.",
@@ -179,7 +184,7 @@ func New() *Metrics {
 		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
-		m.tunnels, m.timeToReady, m.notReady,
+		m.tunnels, m.timeToReady, m.notReady, m.watchInterval,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -546,6 +551,7 @@ func exemplar() *Metrics {
 	m.OrphanCollected("tunnel")
 	m.SweepDone(time.Second, nil)
 	m.SetTunnelsByStatus(map[string]int{"healthy": 1})
+	m.SetWatchInterval("tunnels", 15*time.Second)
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	return m

@@ -60,7 +60,10 @@ type Config struct {
 
 	SweepInterval time.Duration // default 5m; <0 disables the periodic sweep
 	GC            bool          // collect orphans (false: only report them)
-	OrphanGrace   time.Duration // default 10m
+	// Watch runs each listing on its own, budget-aware interval between
+	// sweeps (watch.go); the sweep interval is its ceiling.
+	Watch       WatchConfig
+	OrphanGrace time.Duration // default 10m
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -81,6 +84,7 @@ type Observer interface {
 	SetTunnelsByStatus(counts map[string]int)
 	SetNotReadySince(since time.Time)
 	ObserveTimeToReady(d time.Duration)
+	SetWatchInterval(listing string, d time.Duration)
 }
 
 type noMetrics struct{}
@@ -95,6 +99,7 @@ func (noMetrics) SetOrgsByCondition(map[string]int)      {}
 func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
 func (noMetrics) SetNotReadySince(time.Time)             {}
 func (noMetrics) ObserveTimeToReady(time.Duration)       {}
+func (noMetrics) SetWatchInterval(string, time.Duration) {}
 
 func (c *Config) defaults() error {
 	if c.ZoneName == "" {
@@ -142,6 +147,7 @@ func (c *Config) defaults() error {
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 5 * time.Minute
 	}
+	c.Watch.defaults()
 	if c.OrphanGrace <= 0 {
 		c.OrphanGrace = 10 * time.Minute
 	}
@@ -189,9 +195,16 @@ type Engine struct {
 	sweepMu   sync.Mutex
 	lastSweep SweepReport
 
+	viewMu sync.Mutex
+	view   invView    // the newest result of each listing
+	passMu sync.Mutex // one inventory pass at a time (the sweep and the watches)
+
 	// planned, when set (tests), sees each pass's final plan: the dry run
 	// is checked against exactly what a pass decided.
 	planned func(orgID string, p plan.Result)
+	// gate, when set (tests), is called before each reconcile: a test holds
+	// repairs back to see the status a listing wrote before them.
+	gate func(orgID string)
 
 	// tagged maps an org id to the instance id this process last tagged
 	// (or saw tagged) on the org's token parameter, so the tag is read back
@@ -283,11 +296,23 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.log.Info("reconcile engine started", "workers", e.cfg.Workers, "orgs_queued", n,
-		"sweep_interval", e.cfg.SweepInterval, "gc", e.cfg.GC)
+	if err := e.CountConditions(); err != nil {
+		return err
+	}
+	sched := e.WatchSchedule()
+	attrs := []any{"workers", e.cfg.Workers, "orgs_queued", n, "sweep_interval", e.cfg.SweepInterval, "gc", e.cfg.GC,
+		"watch_budget_share", e.cfg.Watch.BudgetShare}
+	for _, l := range Listings {
+		attrs = append(attrs, "watch_"+string(l), sched[l])
+		e.cfg.Metrics.SetWatchInterval(string(l), sched[l])
+	}
+	e.log.Info("reconcile engine started", attrs...)
 	var wg sync.WaitGroup
 	if e.cfg.SweepInterval > 0 {
 		wg.Go(func() { e.sweepLoop(ctx) })
+		if e.cfg.Watch.BudgetShare > 0 {
+			wg.Go(func() { e.watchLoops(ctx) })
+		}
 	}
 	e.ctrl.Run(ctx)
 	wg.Wait()
@@ -311,6 +336,9 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 
 // Reconcile converges one org and records the outcome in its status.
 func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
+	if e.gate != nil {
+		e.gate(orgID)
+	}
 	org, ok, err := e.store.Get(orgID)
 	if err != nil {
 		return Result{}, fmt.Errorf("reconcile org %s: read state: %w", orgID, err)
@@ -454,4 +482,22 @@ func (f *fanOut) run(fn func() error) {
 func (f *fanOut) wait() error {
 	f.wg.Wait()
 	return errors.Join(f.errs...)
+}
+
+// CountConditions sets the orgs-by-condition gauge from bbolt: at start,
+// so it is right from the first scrape; the inventory passes keep it.
+func (e *Engine) CountConditions() error {
+	by := map[string]int{}
+	if err := e.store.ForEach(func(o state.Org) error {
+		for _, c := range o.Conditions {
+			if c.Status {
+				by[c.Type]++
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reconcile: count conditions: %w", err)
+	}
+	e.cfg.Metrics.SetOrgsByCondition(by)
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -54,9 +56,36 @@ type Inventory struct {
 	Params    []Param
 }
 
+// Listing names one of the four listings of owned resources. Each runs on
+// its own watch interval (watch.go); the full sweep runs them all.
+type Listing string
+
+const (
+	ListTunnels   Listing = "tunnels"
+	ListDNS       Listing = "dns_records"
+	ListInstances Listing = "instances"
+	ListParams    Listing = "parameters"
+)
+
+// Listings are the four, in the order they are shown.
+var Listings = []Listing{ListTunnels, ListDNS, ListInstances, ListParams}
+
+// invView is the inventory view: the newest result of each listing and when
+// that listing started (a listing that started before an org's last
+// observation says nothing new about that org).
+type invView struct {
+	inv Inventory
+	at  map[Listing]time.Time
+}
+
 // List reads the inventory: four listings (the AWS ones in every served
 // region), cost in pages, not orgs.
 func (e *Engine) List(ctx context.Context) (Inventory, error) {
+	return e.list(ctx, Listings...)
+}
+
+// list runs the named listings at once; the others stay empty.
+func (e *Engine) list(ctx context.Context, which ...Listing) (Inventory, error) {
 	var (
 		inv  Inventory
 		wg   sync.WaitGroup
@@ -74,37 +103,69 @@ func (e *Engine) List(ctx context.Context) (Inventory, error) {
 			}
 		}()
 	}
-	do("tunnels", func() (err error) { inv.Tunnels, err = e.clouds.Tunnels.ListTunnels(ctx); return })
-	do("dns records", func() (err error) { inv.Records, err = e.clouds.DNS.ListRecords(ctx); return })
+	want := func(l Listing) bool { return slices.Contains(which, l) }
+	if want(ListTunnels) {
+		do("tunnels", func() (err error) { inv.Tunnels, err = e.clouds.Tunnels.ListTunnels(ctx); return })
+	}
+	if want(ListDNS) {
+		do("dns records", func() (err error) { inv.Records, err = e.clouds.DNS.ListRecords(ctx); return })
+	}
 	for _, region := range e.clouds.served() {
 		aw, _ := e.regionClouds(region)
 		where := ""
 		if region != "" {
 			where = " in " + region
 		}
-		do("instances"+where, func() error {
-			ins, err := aw.Instances.ManagedInstances(ctx)
-			for i := range ins {
-				ins[i].Region = region
-			}
-			mu.Lock()
-			inv.Instances = append(inv.Instances, ins...)
-			mu.Unlock()
-			return err
-		})
-		do("parameters"+where, func() error {
-			ps, err := aw.Params.ListParams(ctx, e.cfg.ParamPrefix)
-			for i := range ps {
-				ps[i].Region = region
-			}
-			mu.Lock()
-			inv.Params = append(inv.Params, ps...)
-			mu.Unlock()
-			return err
-		})
+		if want(ListInstances) {
+			do("instances"+where, func() error {
+				ins, err := aw.Instances.ManagedInstances(ctx)
+				for i := range ins {
+					ins[i].Region = region
+				}
+				mu.Lock()
+				inv.Instances = append(inv.Instances, ins...)
+				mu.Unlock()
+				return err
+			})
+		}
+		if want(ListParams) {
+			do("parameters"+where, func() error {
+				ps, err := aw.Params.ListParams(ctx, e.cfg.ParamPrefix)
+				for i := range ps {
+					ps[i].Region = region
+				}
+				mu.Lock()
+				inv.Params = append(inv.Params, ps...)
+				mu.Unlock()
+				return err
+			})
+		}
 	}
 	wg.Wait()
 	return inv, errors.Join(errs...)
+}
+
+// remember puts fresh listings into the engine's inventory view.
+func (e *Engine) remember(inv Inventory, at time.Time, which ...Listing) invView {
+	e.viewMu.Lock()
+	defer e.viewMu.Unlock()
+	if e.view.at == nil {
+		e.view.at = map[Listing]time.Time{}
+	}
+	for _, l := range which {
+		switch l {
+		case ListTunnels:
+			e.view.inv.Tunnels = inv.Tunnels
+		case ListDNS:
+			e.view.inv.Records = inv.Records
+		case ListInstances:
+			e.view.inv.Instances = inv.Instances
+		case ListParams:
+			e.view.inv.Params = inv.Params
+		}
+		e.view.at[l] = at
+	}
+	return invView{inv: e.view.inv, at: maps.Clone(e.view.at)}
 }
 
 // ObservedFrom builds an org's plan input from an inventory. Ingress is not
@@ -128,21 +189,55 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		return rep, fmt.Errorf("sweep: %w", err)
 	}
 	rep.Tunnels, rep.Records, rep.Instances, rep.Params = len(inv.Tunnels), len(inv.Records), len(inv.Instances), len(inv.Params)
+	v := e.remember(inv, now, Listings...)
+	live, err := e.inventoryPass(v, now, true, &rep)
+	if err != nil {
+		return rep, fmt.Errorf("sweep: list orgs: %w", err)
+	}
+	e.orphans(ctx, inv, live, now, &rep)
+	rep.Took = time.Since(start)
+	e.sweepMu.Lock()
+	e.lastSweep = rep
+	e.sweepMu.Unlock()
+	e.log.Info("sweep done", "tunnels", rep.Tunnels, "dns_records", rep.Records, "instances", rep.Instances,
+		"parameters", rep.Params, "requeued", len(rep.Requeued), "orphans", len(rep.Orphans), "took", rep.Took.Round(time.Millisecond))
+	return rep, nil
+}
+
+// inventoryPass compares every org with the inventory view through
+// plan.Compute: a Ready org whose resources drifted or whose tunnel is not
+// healthy turns Ready=false at once, with a reason naming what was seen
+// (driftReason), and is queued; repair is a normal pass. It recounts the
+// condition gauges on the way (the orgs are read anyway). full is the
+// sweep's pass: it also requeues every org that is not Ready (the safety
+// net) and counts each change as drift; a watch's pass queues only what it
+// newly found. It returns the orgs that may own resources, with their AWS
+// region, for the orphan check.
+func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepReport) (map[string]string, error) {
+	e.passMu.Lock()
+	defer e.passMu.Unlock()
 	// Read bbolt after listing: anything listed was made for an org that
 	// was already recorded, so a fresh org is never mistaken for an orphan.
 	// Records are streamed (100,000 decoded at once cost ~180 MB of RSS);
 	// writes wait until the read transaction ends (a write that grows the
 	// file cannot remap it under an open read), and each org's status is
 	// recorded before it is requeued, as a worker may pick it up at once.
-	ix := indexInventory(inv)
+	ix := indexInventory(v.inv)
 	live := map[string]string{} // orgs that may own resources -> their AWS region
 	byCondition := map[string]int{}
 	byTunnel := map[string]int{}
 	var notReadySince time.Time // oldest among present orgs that are not Ready
-	type statusUpdate struct{ orgID, status string }
+	type statusUpdate struct {
+		orgID, status  string
+		statusKnown    bool
+		reason, msg    string
+		listedAt       time.Time // the oldest listing the finding rests on
+		changes        []plan.Change
+		wasReady, full bool
+	}
 	var updates []statusUpdate
 	var requeue []string
-	err = e.store.ForEach(func(org state.Org) error {
+	err := e.store.ForEach(func(org state.Org) error {
 		for _, c := range org.Conditions {
 			if c.Status {
 				byCondition[c.Type]++
@@ -151,7 +246,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		if org.Desired.Presence == state.Deleted {
 			if !org.Observed.DeleteDone {
 				live[org.ID] = e.orgRegion(org)
-				requeue = append(requeue, org.ID)
+				if full {
+					requeue = append(requeue, org.ID)
+				}
 			}
 			return nil
 		}
@@ -165,67 +262,138 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		if _, _, err := e.regionFor(org); err != nil {
 			return nil // Failed (RegionNotServed) until its event or the served regions change
 		}
-		ob := e.observedFrom(ix, org)
+		ob, listedAt, tunnelFresh := e.viewedFrom(ix, v, org)
 		region := e.orgRegion(org)
 		p := withRegionConflict(plan.Compute(e.Desired(org), ob), region, e.regionConflict(org))
-		for _, c := range p.Changes {
-			rep.Drift = append(rep.Drift, org.ID+": "+c.String())
-			e.cfg.Metrics.DriftFound(string(c.Resource))
+		if full {
+			for _, c := range p.Changes {
+				rep.Drift = append(rep.Drift, org.ID+": "+c.String())
+				e.cfg.Metrics.DriftFound(string(c.Resource))
+			}
 		}
-		status := ""
-		if ob.Tunnel != nil {
-			status = ob.Tunnel.Status
+		status := org.Observed.TunnelStatus
+		if tunnelFresh {
+			status = ""
+			if ob.Tunnel != nil {
+				status = ob.Tunnel.Status
+			}
+		}
+		if status != "" {
 			byTunnel[status]++
 		} else {
 			byTunnel["missing"]++
 		}
-		if status != org.Observed.TunnelStatus {
-			updates = append(updates, statusUpdate{org.ID, status})
+		ready := IsTrue(org, state.CondReady)
+		reason, msg := "", ""
+		if ready {
+			// A conflict withholds creations, so what is left in the plan
+			// is still news (a region conflict leaves the org Ready where it is).
+			pr := pendingRemediation(org)
+			reason, msg = driftReason(p, status, replacing(pr != nil && pr.Action == ActReplace, ob))
+		}
+		if reason != "" || (tunnelFresh && status != org.Observed.TunnelStatus) {
+			updates = append(updates, statusUpdate{orgID: org.ID, status: status, statusKnown: tunnelFresh,
+				reason: reason, msg: msg, listedAt: listedAt, changes: p.Changes, wasReady: ready, full: full})
 		}
 		switch {
-		case !p.Empty():
+		case reason != "":
 			e.clearPoll(org.ID) // drift: the next look must be a full one
-		case p.Ready && IsTrue(org, state.CondReady) && len(p.Conflicts) == 0:
+		case !full:
+			return nil // a watch queues only what it newly found
+		case !p.Empty():
+			e.clearPoll(org.ID)
+		case p.Ready && ready && len(p.Conflicts) == 0:
 			return nil
-		case p.Empty() && IsTrue(org, state.CondReady) && conflictShown(org, p.Conflicts):
+		case p.Empty() && ready && conflictShown(org, p.Conflicts):
 			return nil // a Ready org whose status already shows its conflict
 		case e.polling(org.ID):
 			return nil // its readiness poll is already scheduled
 		}
-		e.log.Info("sweep requeues org", "org_id", org.ID, "changes", len(p.Changes), "conflicts", len(p.Conflicts), "tunnel_status", status)
+		e.log.Info("inventory pass requeues org", "org_id", org.ID, "changes", len(p.Changes), "conflicts", len(p.Conflicts),
+			"tunnel_status", status, "reason", reason, "full_sweep", full)
 		requeue = append(requeue, org.ID)
 		return nil
 	})
 	if err != nil {
-		return rep, fmt.Errorf("sweep: list orgs: %w", err)
+		return nil, err
 	}
 	for _, u := range updates {
+		flipped := false
 		if err := e.store.Update(u.orgID, func(o *state.Org) error {
-			o.Observed.TunnelStatus, o.Observed.ObservedAt = u.status, now
-			if u.status != "healthy" && IsTrue(*o, state.CondReady) {
-				setCondition(o, state.CondReady, false, "TunnelNotHealthy", "sweep saw tunnel status "+u.status, now)
+			flipped = false
+			if o.Observed.ObservedAt.After(u.listedAt) {
+				return nil // a pass looked since the listing: its word is newer
+			}
+			if u.statusKnown {
+				o.Observed.TunnelStatus = u.status
+			}
+			o.Observed.ObservedAt = now
+			if u.reason != "" && IsTrue(*o, state.CondReady) {
+				setCondition(o, state.CondReady, false, u.reason, u.msg, now)
+				flipped = true
 			}
 			return nil
 		}); err != nil {
-			e.log.Warn("sweep: record tunnel status", "org_id", u.orgID, "err", err)
+			e.log.Warn("inventory pass: record status", "org_id", u.orgID, "err", err)
+			continue
+		}
+		if flipped {
+			byCondition[state.CondReady]--
+			e.log.Info("listing found an org not ready", "org_id", u.orgID, "reason", u.reason, "detail", u.msg)
+			if !u.full {
+				for _, c := range u.changes {
+					e.cfg.Metrics.DriftFound(string(c.Resource))
+				}
+			}
 		}
 	}
 	for _, id := range requeue {
 		e.queue.Add(id)
 		rep.Requeued = append(rep.Requeued, id)
 	}
-
 	e.cfg.Metrics.SetOrgsByCondition(byCondition)
 	e.cfg.Metrics.SetTunnelsByStatus(byTunnel)
 	e.cfg.Metrics.SetNotReadySince(notReadySince)
-	e.orphans(ctx, inv, live, now, &rep)
-	rep.Took = time.Since(start)
-	e.sweepMu.Lock()
-	e.lastSweep = rep
-	e.sweepMu.Unlock()
-	e.log.Info("sweep done", "tunnels", rep.Tunnels, "dns_records", rep.Records, "instances", rep.Instances,
-		"parameters", rep.Params, "requeued", len(rep.Requeued), "orphans", len(rep.Orphans), "took", rep.Took.Round(time.Millisecond))
-	return rep, nil
+	return live, nil
+}
+
+// viewedFrom is observedFrom over the view, for one org: a listing that
+// started before the org's last observation (or has not run yet) counts as
+// not looked at, so a stale page never reports a resource created since as
+// missing. The recorded tunnel stands in for a stale tunnel listing.
+// listedAt is the oldest listing the observation rests on.
+func (e *Engine) viewedFrom(ix *invIndex, v invView, org state.Org) (ob plan.Observed, listedAt time.Time, tunnelFresh bool) {
+	ob = e.observedFrom(ix, org)
+	seen := org.Observed.ObservedAt
+	fresh := func(l Listing) bool {
+		at, ok := v.at[l]
+		if ok && !at.Before(seen) {
+			if listedAt.IsZero() || at.Before(listedAt) {
+				listedAt = at
+			}
+			return true
+		}
+		return false
+	}
+	if tunnelFresh = fresh(ListTunnels); !tunnelFresh {
+		ob.Tunnel = nil
+		if id := org.Observed.TunnelID; id != "" {
+			ob.Tunnel = &plan.Tunnel{ID: id, Status: org.Observed.TunnelStatus}
+		}
+	}
+	if !fresh(ListDNS) {
+		ob.Records, ob.RecordsKnown = nil, false
+	}
+	if !fresh(ListInstances) {
+		ob.Instances, ob.InstanceKnown = nil, false
+	}
+	if !fresh(ListParams) {
+		ob.Param, ob.ParamKnown = nil, false
+	}
+	if listedAt.IsZero() {
+		listedAt = seen
+	}
+	return ob, listedAt, tunnelFresh
 }
 
 // conflictShown reports whether the org's status shows the plan's first

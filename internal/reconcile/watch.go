@@ -1,0 +1,212 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+)
+
+// WatchConfig shapes the watches: each listing runs on its own interval,
+// the one that keeps its calls within BudgetShare of its provider's budget
+// for the pages it currently has.
+type WatchConfig struct {
+	// BudgetShare is the share of each provider's budget the watches may
+	// spend; default DefaultWatchBudgetShare; < 0 turns the watches off
+	// (only the full sweep lists).
+	BudgetShare float64
+	// Provider budgets in calls per second; default internal/ratelimit's:
+	// Cloudflare's window budget, EC2's non-mutating bucket, SSM's bucket.
+	CFPerSecond, EC2ReadPerSecond, SSMPerSecond float64
+	// Page sizes of each listing; default the largest each API allows.
+	TunnelPage, DNSPage, InstancePage, ParamPage int
+	// Floors replaces WatchFloors (the bench scales time down); nil keeps them.
+	Floors map[Listing]time.Duration
+}
+
+// DefaultWatchBudgetShare is the default WatchConfig.BudgetShare.
+const DefaultWatchBudgetShare = 0.05
+
+// WatchFloors are the shortest intervals: tunnel status is what tells a
+// dead connector, so it is looked at most often; SSM pages hold 50
+// parameters, so parameters are looked at least often.
+var WatchFloors = map[Listing]time.Duration{
+	ListTunnels: 15 * time.Second, ListDNS: 30 * time.Second,
+	ListInstances: 30 * time.Second, ListParams: 60 * time.Second,
+}
+
+// cfShare splits the Cloudflare share between its two listings: tunnel
+// status changes by itself (a connector dies), records only by hand.
+var cfShare = map[Listing]float64{ListTunnels: 2.0 / 3, ListDNS: 1.0 / 3}
+
+func (w *WatchConfig) defaults() {
+	if w.BudgetShare == 0 {
+		w.BudgetShare = DefaultWatchBudgetShare
+	}
+	if w.CFPerSecond <= 0 {
+		b := ratelimit.DefaultCloudflare
+		w.CFPerSecond = float64(b.Requests) / b.Window.Seconds()
+	}
+	if w.EC2ReadPerSecond <= 0 {
+		w.EC2ReadPerSecond = ratelimit.DefaultEC2().NonMutating.Rate
+	}
+	if w.SSMPerSecond <= 0 {
+		w.SSMPerSecond = ratelimit.DefaultSSM.Rate
+	}
+	if w.TunnelPage <= 0 {
+		w.TunnelPage = 1000
+	}
+	if w.DNSPage <= 0 {
+		w.DNSPage = 5000
+	}
+	if w.InstancePage <= 0 {
+		w.InstancePage = 1000
+	}
+	if w.ParamPage <= 0 {
+		w.ParamPage = 50
+	}
+}
+
+// WatchIntervals is the watch schedule: for each listing, the interval at
+// which pages[l] calls per run stay within the budget share of its
+// provider (AWS pages are per region, and so is the budget: pages is the
+// largest region's), at least its floor and at most ceiling (the full
+// sweep lists everything then anyway). A pure function of its inputs.
+func WatchIntervals(pages map[Listing]int, w WatchConfig, floors map[Listing]time.Duration, ceiling time.Duration) map[Listing]time.Duration {
+	w.defaults()
+	perSecond := map[Listing]float64{
+		ListTunnels: w.CFPerSecond * cfShare[ListTunnels], ListDNS: w.CFPerSecond * cfShare[ListDNS],
+		ListInstances: w.EC2ReadPerSecond, ListParams: w.SSMPerSecond,
+	}
+	out := make(map[Listing]time.Duration, len(Listings))
+	for _, l := range Listings {
+		n := max(pages[l], 1)
+		iv := floors[l]
+		if budget := perSecond[l] * w.BudgetShare; budget > 0 {
+			need := time.Duration(math.Ceil(float64(n) / budget * float64(time.Second)))
+			iv = max(iv, need)
+		}
+		if ceiling > 0 {
+			iv = min(iv, ceiling)
+		}
+		out[l] = iv
+	}
+	return out
+}
+
+// pagesOf is how many pages each listing of the view takes: at least one,
+// AWS ones in their largest region.
+func pagesOf(inv Inventory, w WatchConfig) map[Listing]int {
+	w.defaults()
+	perRegion := func(regions []string, size int) int {
+		n := map[string]int{}
+		for _, r := range regions {
+			n[r]++
+		}
+		most := 1
+		for _, c := range n {
+			most = max(most, (c+size-1)/size)
+		}
+		return most
+	}
+	ins := make([]string, len(inv.Instances))
+	for i, in := range inv.Instances {
+		ins[i] = in.Region
+	}
+	ps := make([]string, len(inv.Params))
+	for i, p := range inv.Params {
+		ps[i] = p.Region
+	}
+	return map[Listing]int{
+		ListTunnels:   max(1, (len(inv.Tunnels)+w.TunnelPage-1)/w.TunnelPage),
+		ListDNS:       max(1, (len(inv.Records)+w.DNSPage-1)/w.DNSPage),
+		ListInstances: perRegion(ins, w.InstancePage),
+		ListParams:    perRegion(ps, w.ParamPage),
+	}
+}
+
+// PagesFor is the pages of each listing for n orgs in one region (one
+// tunnel, record, instance and parameter each): the schedule a daemon would
+// start with, shown while it is not running.
+func PagesFor(n int, w WatchConfig) map[Listing]int {
+	w.defaults()
+	pages := func(size int) int { return max(1, (n+size-1)/size) }
+	return map[Listing]int{ListTunnels: pages(w.TunnelPage), ListDNS: pages(w.DNSPage),
+		ListInstances: pages(w.InstancePage), ListParams: pages(w.ParamPage)}
+}
+
+// WatchSchedule is the effective interval of each listing now (the sweep
+// interval for all of them while the watches are off).
+func (e *Engine) WatchSchedule() map[Listing]time.Duration {
+	e.viewMu.Lock()
+	inv := e.view.inv
+	e.viewMu.Unlock()
+	if e.cfg.Watch.BudgetShare < 0 || e.cfg.SweepInterval <= 0 {
+		out := map[Listing]time.Duration{}
+		for _, l := range Listings {
+			out[l] = max(e.cfg.SweepInterval, 0)
+		}
+		return out
+	}
+	floors := WatchFloors
+	if e.cfg.Watch.Floors != nil {
+		floors = e.cfg.Watch.Floors
+	}
+	return WatchIntervals(pagesOf(inv, e.cfg.Watch), e.cfg.Watch, floors, e.cfg.SweepInterval)
+}
+
+// WatchReport is what one watch found.
+type WatchReport struct {
+	Listing  Listing   `json:"listing"`
+	At       time.Time `json:"at"`
+	Items    int       `json:"items"`
+	Requeued []string  `json:"requeued"`
+}
+
+// Watch runs one listing, puts it into the inventory view and runs the
+// inventory pass over the view: what the listing shows wrong with a Ready
+// org turns it not Ready at once, and queues it.
+func (e *Engine) Watch(ctx context.Context, l Listing) (WatchReport, error) {
+	now := e.cfg.Now()
+	rep := WatchReport{Listing: l, At: now, Requeued: []string{}}
+	inv, err := e.list(ctx, l)
+	if err != nil {
+		return rep, fmt.Errorf("watch %s: %w", l, err)
+	}
+	rep.Items = len(inv.Tunnels) + len(inv.Records) + len(inv.Instances) + len(inv.Params)
+	v := e.remember(inv, now, l)
+	var sr SweepReport
+	if _, err := e.inventoryPass(v, now, false, &sr); err != nil {
+		return rep, fmt.Errorf("watch %s: list orgs: %w", l, err)
+	}
+	rep.Requeued = append(rep.Requeued, sr.Requeued...)
+	return rep, nil
+}
+
+// watchLoops runs each listing on its interval, recomputed after every run
+// from the pages it then had, until ctx ends.
+func (e *Engine) watchLoops(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, l := range Listings {
+		wg.Go(func() {
+			for {
+				iv := e.WatchSchedule()[l]
+				e.cfg.Metrics.SetWatchInterval(string(l), iv)
+				t := time.NewTimer(iv)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				if _, err := e.Watch(ctx, l); err != nil && ctx.Err() == nil {
+					e.log.Warn("watch failed", "listing", l, "err", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

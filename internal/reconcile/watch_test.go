@@ -1,0 +1,343 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+func TestWatchIntervals(t *testing.T) {
+	floors := WatchFloors
+	def := WatchConfig{}
+	for _, tc := range []struct {
+		name    string
+		pages   map[Listing]int
+		w       WatchConfig
+		ceiling time.Duration
+		want    map[Listing]time.Duration
+	}{
+		{name: "1,000 orgs: every listing at its floor", ceiling: 5 * time.Minute, w: def,
+			// 1 tunnel page, 1 DNS page, 1 instance page, 20 SSM pages
+			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 20},
+			want:  map[Listing]time.Duration{ListTunnels: 15 * time.Second, ListDNS: 30 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+		{name: "10,000 orgs: tunnels and parameters slow down to keep 5%", ceiling: 5 * time.Minute, w: def,
+			pages: map[Listing]int{ListTunnels: 10, ListDNS: 2, ListInstances: 10, ListParams: 200},
+			// CF 1150/300 s × 5% × 2/3 = 0.1278/s: 10 pages -> 78.3 s; DNS 1/3: 2 pages -> 31.3 s;
+			// SSM 36/s × 5% = 1.8/s: 200 pages -> 111.2 s; EC2 18/s × 5%: 10 pages -> 11.2 s (floor 30 s)
+			want: map[Listing]time.Duration{ListTunnels: 78260870 * time.Microsecond, ListDNS: 31304348 * time.Microsecond,
+				ListInstances: 30 * time.Second, ListParams: 111111112 * time.Microsecond}},
+		{name: "100,000 orgs: the sweep interval is the ceiling", ceiling: 5 * time.Minute, w: def,
+			pages: map[Listing]int{ListTunnels: 100, ListDNS: 20, ListInstances: 100, ListParams: 2000},
+			want:  map[Listing]time.Duration{ListTunnels: 5 * time.Minute, ListDNS: 5 * time.Minute, ListInstances: 111111112 * time.Microsecond, ListParams: 5 * time.Minute}},
+		{name: "a short sweep interval caps the floors", ceiling: 10 * time.Second, w: def,
+			pages: map[Listing]int{},
+			want:  map[Listing]time.Duration{ListTunnels: 10 * time.Second, ListDNS: 10 * time.Second, ListInstances: 10 * time.Second, ListParams: 10 * time.Second}},
+		{name: "a larger share looks more often", ceiling: 5 * time.Minute, w: WatchConfig{BudgetShare: 0.10},
+			pages: map[Listing]int{ListTunnels: 10, ListDNS: 1, ListInstances: 1, ListParams: 1},
+			want:  map[Listing]time.Duration{ListTunnels: 39130435 * time.Microsecond, ListDNS: 30 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+		{name: "a smaller budget (a shared account) looks less often", ceiling: 5 * time.Minute, w: WatchConfig{CFPerSecond: 1},
+			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 1},
+			want:  map[Listing]time.Duration{ListTunnels: 30 * time.Second, ListDNS: 60 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := WatchIntervals(tc.pages, tc.w, floors, tc.ceiling)
+			for _, l := range Listings {
+				if d := got[l] - tc.want[l]; d < -time.Millisecond || d > time.Millisecond {
+					t.Errorf("%s: %v, want %v", l, got[l], tc.want[l])
+				}
+			}
+		})
+	}
+}
+
+// The share is honoured: calls per 5 minutes of each provider stay within
+// 5% of its budget at every org count the schedule is built for.
+func TestWatchIntervalsKeepTheShare(t *testing.T) {
+	w := WatchConfig{}
+	w.defaults()
+	for _, orgs := range []int{1, 1000, 10000, 30000} {
+		inv := Inventory{}
+		for i := range orgs {
+			inv.Tunnels = append(inv.Tunnels, Tunnel{})
+			inv.Records = append(inv.Records, plan.Record{ID: fmt.Sprint(i)})
+			inv.Instances = append(inv.Instances, Instance{})
+			inv.Params = append(inv.Params, Param{})
+		}
+		pages := pagesOf(inv, w)
+		iv := WatchIntervals(pages, w, WatchFloors, time.Hour)
+		per := func(l Listing) float64 { return float64(pages[l]) / iv[l].Seconds() }
+		for _, c := range []struct {
+			name   string
+			rate   float64
+			budget float64
+		}{
+			{"cloudflare", per(ListTunnels) + per(ListDNS), w.CFPerSecond},
+			{"ec2", per(ListInstances), w.EC2ReadPerSecond},
+			{"ssm", per(ListParams), w.SSMPerSecond},
+		} {
+			if share := c.rate / c.budget; share > w.BudgetShare*1.0001 {
+				t.Errorf("%d orgs: %s watches use %.2f%% of the budget", orgs, c.name, share*100)
+			}
+		}
+	}
+}
+
+// Each kind of out-of-band change is seen by the listing that shows it,
+// turns a Ready org Ready=false at once with a reason naming what was
+// seen (before any repair: repairs are held back until the status is
+// checked), and the normal pass repairs it without duplicate or orphan.
+func TestWatchDetectsAndRepairsDrift(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		act     cloudsim.WorldAction
+		listing Listing
+		reason  string
+		others  []Listing // listings that must not see anything wrong
+	}{
+		{"record deleted", cloudsim.WorldAction{Action: "delete", Kind: "dns_record", Org: "acme"}, ListDNS, ReasonDNSRecordMissing,
+			[]Listing{ListTunnels, ListInstances, ListParams}},
+		{"record altered", cloudsim.WorldAction{Action: "alter_dns", Org: "acme", Content: "elsewhere.example.net"}, ListDNS, ReasonDNSRecordChanged,
+			[]Listing{ListTunnels, ListInstances, ListParams}},
+		{"instance terminated", cloudsim.WorldAction{Action: "terminate_instance", Org: "acme"}, ListInstances, ReasonInstanceGone,
+			[]Listing{ListDNS, ListParams}},
+		{"cloudflared killed", cloudsim.WorldAction{Action: "kill_connector", Org: "acme"}, ListTunnels, ReasonTunnelDown,
+			[]Listing{ListDNS, ListInstances, ListParams}},
+		{"tunnel deleted", cloudsim.WorldAction{Action: "delete", Kind: "tunnel", Org: "acme"}, ListTunnels, ReasonTunnelGone,
+			[]Listing{ListInstances, ListParams}},
+		{"parameter deleted", cloudsim.WorldAction{Action: "delete", Kind: "parameter", Org: "acme"}, ListParams, ReasonParameterMissing,
+			[]Listing{ListTunnels, ListDNS, ListInstances}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{})
+			hold := newRepairHold()
+			h.eng.gate = hold.wait
+			h.start()
+			h.apply(created("acme", "acme"))
+			h.waitReady("acme")
+			ctx := context.Background()
+			// Every listing has looked at the healthy org: nothing to say.
+			for _, l := range Listings {
+				if _, err := h.eng.Watch(ctx, l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if o := h.org("acme"); !IsTrue(o, state.CondReady) {
+				t.Fatalf("a healthy org turned not Ready: %+v", o.Conditions)
+			}
+			hold.close()
+			h.worldAction(tc.act)
+			for _, l := range tc.others {
+				rep, err := h.eng.Watch(ctx, l)
+				if err != nil || len(rep.Requeued) != 0 || !IsTrue(h.org("acme"), state.CondReady) {
+					t.Fatalf("the %s listing saw something: %+v %v\n%+v", l, rep, err, h.org("acme").Conditions)
+				}
+			}
+			h.waitFor("the "+string(tc.listing)+" listing sees it", 10*time.Second, func() bool {
+				rep, err := h.eng.Watch(ctx, tc.listing)
+				return err == nil && len(rep.Requeued) == 1
+			})
+			c, _ := Condition(h.org("acme"), state.CondReady)
+			if c.Status || c.Reason != tc.reason {
+				t.Fatalf("Ready after the %s listing: %+v, want false %s", tc.listing, c, tc.reason)
+			}
+			hold.open()
+			h.waitFor("repaired", 15*time.Second, func() bool { return h.convergedErr("acme") == nil && IsTrue(h.org("acme"), state.CondReady) })
+			h.requireOneEach("acme")
+			h.requireClean("acme")
+		})
+	}
+}
+
+// Many orgs drift at once: the listings queue them all, the repairs go
+// through the normal passes and the client's Cloudflare budget, and the
+// emulator enforcing that budget never answers 429.
+func TestWatchNoRepairStorm(t *testing.T) {
+	budget, window := 80, 2*time.Second
+	h := newHarness(t, harnessOpts{
+		sim: func(c *cloudsim.Config) {
+			c.Limits = cloudsim.RateLimits{CFEnabled: true, CFBudget: budget, CFWindow: cloudsim.Duration(window)}
+		},
+		cfBudget: &ratelimit.WindowBudget{Requests: budget, Window: window, Burst: 5},
+	})
+	var (
+		mu       sync.Mutex
+		seen     = map[string]string{}
+		watching atomic.Bool
+	)
+	h.eng.gate = func(id string) {
+		if !watching.Load() {
+			return
+		}
+		o, _, _ := h.store.Get(id)
+		if c, ok := Condition(o, state.CondReady); ok && !c.Status {
+			mu.Lock()
+			if _, dup := seen[id]; !dup {
+				seen[id] = c.Reason
+			}
+			mu.Unlock()
+		}
+	}
+	h.start()
+	var orgs []string
+	for i := range 8 {
+		orgs = append(orgs, fmt.Sprintf("s%d", i))
+		h.apply(created(orgs[i], orgs[i]))
+	}
+	h.waitReady(orgs...)
+	ctx := context.Background()
+	for i, o := range orgs {
+		act := cloudsim.WorldAction{Action: "delete", Kind: "dns_record", Org: o}
+		if i%2 == 1 {
+			act = cloudsim.WorldAction{Action: "kill_connector", Org: o}
+		}
+		h.worldAction(act)
+	}
+	// Each repair starts with the org already not Ready, for the reason
+	// its listing gave: the gate sees the status every repair begins with.
+	watching.Store(true)
+	h.waitFor("every drift seen", 20*time.Second, func() bool {
+		for _, l := range []Listing{ListDNS, ListTunnels} {
+			if _, err := h.eng.Watch(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == len(orgs)
+	})
+	mu.Lock()
+	for i, o := range orgs {
+		want := ReasonDNSRecordMissing
+		if i%2 == 1 {
+			want = ReasonTunnelDown
+		}
+		if seen[o] != want {
+			t.Errorf("org %s: repair began with Ready=false %q, want %q", o, seen[o], want)
+		}
+	}
+	mu.Unlock()
+	h.waitFor("all repaired", 30*time.Second, func() bool {
+		for _, o := range orgs {
+			if !IsTrue(h.org(o), state.CondReady) {
+				return false
+			}
+		}
+		w := h.world()
+		n := len(orgs)
+		return len(w.tunnels) == n && len(w.records) == n && len(w.instances) == n && len(w.params) == n
+	})
+	// No duplicate, no orphan, every resource the org's recorded one.
+	h.requireClean(orgs...)
+	for op, st := range h.sim.Calls() {
+		if strings.HasPrefix(op, "cf.") && st[429] > 0 {
+			t.Fatalf("%s answered 429 %d times: the budget was exceeded", op, st[429])
+		}
+	}
+}
+
+// The orgs gauge is right at start, before any sweep.
+func TestConditionsCountedAtStart(t *testing.T) {
+	m := &condRecorder{}
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics = m }})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.stop()
+	e2, err := New(h.eng.cfg, h.eng.clouds, h.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.reset()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e2.Run(ctx) }()
+	h.waitFor("orgs counted", 5*time.Second, func() bool { return m.last()[state.CondReady] == 1 })
+	cancel()
+	<-done
+}
+
+type condRecorder struct {
+	noMetrics
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (r *condRecorder) SetOrgsByCondition(c map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.by = c
+}
+func (r *condRecorder) last() map[string]int { r.mu.Lock(); defer r.mu.Unlock(); return r.by }
+func (r *condRecorder) reset()               { r.mu.Lock(); defer r.mu.Unlock(); r.by = nil }
+
+// repairHold holds reconciles back while closed.
+type repairHold struct {
+	mu     sync.Mutex
+	closed bool
+	ch     chan struct{}
+}
+
+func newRepairHold() *repairHold { return &repairHold{ch: make(chan struct{})} }
+
+func (r *repairHold) close() { r.mu.Lock(); r.closed = true; r.mu.Unlock() }
+func (r *repairHold) open() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		r.closed = false
+		close(r.ch)
+	}
+}
+func (r *repairHold) wait(string) {
+	r.mu.Lock()
+	closed, ch := r.closed, r.ch
+	r.mu.Unlock()
+	if closed {
+		<-ch
+	}
+}
+
+// A listing that started before the org's last observation is no news
+// about it: a Ready org is not turned not Ready by a page taken before its
+// resources were made, and is by the next page, with the injected clock.
+func TestStaleListingIsNoNews(t *testing.T) {
+	fe := newFakeEngine(t)
+	fe.apply(state.Fact{Type: state.FactCreated, OrgID: "acme", Slug: "acme"})
+	observed := fe.now
+	if err := fe.store.Update("acme", func(o *state.Org) error {
+		o.Observed.TunnelID, o.Observed.TunnelStatus, o.Observed.ObservedAt = "t-1", "healthy", observed
+		setCondition(o, state.CondReady, true, "TunnelHealthy", "", observed)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Empty listings, taken a second before the org was observed.
+	v := fe.e.remember(Inventory{}, observed.Add(-time.Second), Listings...)
+	var rep SweepReport
+	if _, err := fe.e.inventoryPass(v, observed, false, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ := fe.store.Get("acme")
+	if !IsTrue(o, state.CondReady) || len(rep.Requeued) != 0 {
+		t.Fatalf("a stale listing turned the org not Ready: %+v %v", o.Conditions, rep.Requeued)
+	}
+	// The same empty listing, taken after: everything is gone.
+	fe.now = observed.Add(time.Second)
+	v = fe.e.remember(Inventory{}, fe.now, Listings...)
+	if _, err := fe.e.inventoryPass(v, fe.now, false, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ = fe.store.Get("acme")
+	if c, _ := Condition(o, state.CondReady); c.Status || c.Reason != ReasonTunnelGone || len(rep.Requeued) != 1 {
+		t.Fatalf("a fresh listing: Ready %+v, requeued %v", c, rep.Requeued)
+	}
+}
