@@ -224,10 +224,11 @@ func Compute(d Desired, o Observed) Result {
 }
 
 // InstanceWork says what the plan does to the org's instances before any
-// remedy: how many it deletes and whether it launches one. The health
-// diagnosis asks it (a replacement of a stopped instance is a remediation),
-// so the rule for which instance stays lives in this package only.
-func InstanceWork(d Desired, o Observed) (deletes int, launch bool) {
+// remedy: how many it deletes, whether it launches one, and which live one
+// it keeps. The health diagnosis asks it (a replacement of a stopped
+// instance is a remediation; the kept instance is the one whose health is
+// judged), so the rule for which instance stays lives in this package only.
+func InstanceWork(d Desired, o Observed) (deletes int, launch bool, keep string) {
 	var r Result
 	tunnelID := ""
 	if o.Tunnel != nil {
@@ -242,7 +243,7 @@ func InstanceWork(d Desired, o Observed) (deletes int, launch bool) {
 			launch = true
 		}
 	}
-	return deletes, launch || o.Tunnel == nil
+	return deletes, launch || o.Tunnel == nil, r.KeepInstance
 }
 
 // applyRemedy turns the health verdict into instance changes.

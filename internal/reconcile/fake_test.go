@@ -279,7 +279,16 @@ func (f *fakeCloud) DeleteParam(_ context.Context, name string) error {
 }
 
 func (f *fakeCloud) TagParam(_ context.Context, name string, tags map[string]string) error {
-	return f.PutToken(context.Background(), name, secret.Token{}, tags)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("AddTagsToResource")
+	if f.params[name] == nil {
+		return ErrNotFound
+	}
+	for k, v := range tags {
+		f.params[name][k] = v
+	}
+	return nil
 }
 
 func (f *fakeCloud) ParamTags(_ context.Context, name string) (map[string]string, error) {

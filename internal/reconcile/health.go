@@ -80,7 +80,7 @@ func (e *Engine) diagnose(org state.Org, ob observation, d plan.Desired, now tim
 	pending := pendingRemediation(org)
 	limited, until := e.rateLimited(org, now)
 
-	deletes, launch := plan.InstanceWork(d, ob.plan)
+	deletes, launch, keep := plan.InstanceWork(d, ob.plan)
 	if deletes > 0 && launch {
 		// The plan replaces a stopped (or gone-wrong) instance: a remediation.
 		if limited {
@@ -98,14 +98,11 @@ func (e *Engine) diagnose(org state.Org, ob observation, d plan.Desired, now tim
 	if ob.tunnel == nil || launch {
 		return v // provisioning: nothing to diagnose yet
 	}
+	// The instance whose health is judged is the one the plan keeps.
 	var live *Instance
 	for i := range ob.instances {
-		in := &ob.instances[i]
-		if in.State != "running" && in.State != "pending" {
-			continue
-		}
-		if live == nil || in.Generation > live.Generation || (in.Generation == live.Generation && in.ID < live.ID) {
-			live = in
+		if ob.instances[i].ID == keep {
+			live = &ob.instances[i]
 		}
 	}
 	if live == nil {

@@ -255,7 +255,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	}
 	// Only after both the token and the instance are in place: the tag
 	// names the instance on the parameter.
-	if err := e.tagTokenForInstance(ctx, log, org, ob, launchedInst, len(by[plan.ResToken]) > 0, kill, aw); err != nil {
+	if err := e.tagTokenForInstance(ctx, log, org, ob, launchedInst, len(by[plan.ResToken]) > 0, p.KeepInstance, aw); err != nil {
 		return ap, fmt.Errorf("org %s: %w", org.ID, err)
 	}
 	return ap, nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/state"
@@ -42,19 +41,13 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 // and tag). The instance role may read only the parameter tagged with its
 // own ARN; until then its boot script retries.
 func (e *Engine) tagTokenForInstance(ctx context.Context, log *slog.Logger, org state.Org, ob observation,
-	launched Instance, tokenPut bool, killed []string, aw RegionClouds) error {
+	launched Instance, tokenPut bool, keep string, aw RegionClouds) error {
+	// The instance just launched, else the one the plan keeps (recorded, or
+	// adopted this pass after a crash before it was recorded).
 	inst := launched
-	if inst.ID == "" {
-		for _, in := range ob.instances {
-			if slices.Contains(killed, in.ID) {
-				continue
-			}
-			// The recorded instance, or (a crash before it was recorded)
-			// the one launched for this generation.
-			if in.ID == org.Observed.InstanceID ||
-				(org.Observed.InstanceID == "" && in.Generation == org.Desired.Generation) {
-				inst = in
-			}
+	for _, in := range ob.instances {
+		if inst.ID == "" && in.ID == keep {
+			inst = in
 		}
 	}
 	if inst.ID == "" {
