@@ -458,6 +458,24 @@ func mutate(ctx context.Context, log *slog.Logger, op, target string, fn func(co
 	return err
 }
 
+// deleteStep is every resource's delete: one mutation where "not found" is
+// success, then, for an org (orgID "" for an orphan), forgetting what its
+// record says of the resource (forget edits the observed ids).
+func (e *Engine) deleteStep(ctx context.Context, log *slog.Logger, op, target, what string,
+	del func(context.Context) error, orgID string, forget func(*state.Observed)) error {
+	err := mutate(ctx, log, op, target, del)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if orgID == "" {
+		return nil
+	}
+	if err := e.store.Update(orgID, func(o *state.Org) error { forget(&o.Observed); return nil }); err != nil {
+		return fmt.Errorf("record after %s: %w", what, err)
+	}
+	return nil
+}
+
 // fanOut runs independent cloud steps at once and keeps every error: errgroup
 // would stop at the first, and a reconcile reports (and retries) them all.
 type fanOut struct {

@@ -119,22 +119,11 @@ func (e *Engine) adoptRecord(log *slog.Logger, org *state.Org, p plan.Result, ho
 // forgets it in the org's record when it was the recorded one (orgID ""
 // for an orphan's).
 func (e *Engine) deleteRecord(ctx context.Context, log *slog.Logger, orgID, id string) error {
-	err := mutate(ctx, log, "cf.dns.delete", id, func(ctx context.Context) error {
-		return e.clouds.DNS.DeleteRecord(ctx, id)
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("delete dns record %s: %w", id, err)
-	}
-	if orgID == "" {
-		return nil
-	}
-	if err := e.store.Update(orgID, func(o *state.Org) error {
-		if o.Observed.DNSRecordID == id {
-			o.Observed.DNSRecordID, o.Observed.DNSName = "", ""
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("record deletion of dns record %s: %w", id, err)
-	}
-	return nil
+	return e.deleteStep(ctx, log, "cf.dns.delete", id, "delete dns record "+id,
+		func(ctx context.Context) error { return e.clouds.DNS.DeleteRecord(ctx, id) },
+		orgID, func(ob *state.Observed) {
+			if ob.DNSRecordID == id {
+				ob.DNSRecordID, ob.DNSName = "", ""
+			}
+		})
 }

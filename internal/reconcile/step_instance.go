@@ -162,19 +162,11 @@ func (e *Engine) adoptInstance(log *slog.Logger, org *state.Org, ob observation,
 // terminateInstances terminates instances ("not found" is success) and
 // forgets the recorded one if it is among them (orgID "" for orphans).
 func (e *Engine) terminateInstances(ctx context.Context, log *slog.Logger, orgID string, ids []string, aw RegionClouds) error {
-	err := mutate(ctx, log, "ec2.TerminateInstances", strings.Join(ids, ","), func(ctx context.Context) error {
-		return aw.Instances.TerminateInstances(ctx, ids)
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("terminate instances %v: %w", ids, err)
-	}
-	if orgID == "" {
-		return nil
-	}
-	return e.store.Update(orgID, func(o *state.Org) error {
-		if slices.Contains(ids, o.Observed.InstanceID) {
-			o.Observed.InstanceID, o.Observed.InstanceTunnelID = "", ""
-		}
-		return nil
-	})
+	return e.deleteStep(ctx, log, "ec2.TerminateInstances", strings.Join(ids, ","), fmt.Sprintf("terminate instances %v", ids),
+		func(ctx context.Context) error { return aw.Instances.TerminateInstances(ctx, ids) },
+		orgID, func(ob *state.Observed) {
+			if slices.Contains(ids, ob.InstanceID) {
+				ob.InstanceID, ob.InstanceTunnelID = "", ""
+			}
+		})
 }

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -86,19 +85,11 @@ func (e *Engine) taggedFor(orgID, instanceID string) bool {
 // deleteToken deletes the token parameter ("not found" is success) and
 // forgets it in the org's record (orgID "" for an orphan's).
 func (e *Engine) deleteToken(ctx context.Context, log *slog.Logger, orgID, name string, aw RegionClouds) error {
-	err := mutate(ctx, log, "ssm.DeleteParameter", name, func(ctx context.Context) error {
-		return aw.Params.DeleteParam(ctx, name)
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("delete parameter %s: %w", name, err)
-	}
-	if orgID == "" {
-		return nil
-	}
-	return e.store.Update(orgID, func(o *state.Org) error {
-		if o.Observed.ParameterName == name {
-			o.Observed.ParameterName, o.Observed.ParamTunnelID = "", ""
-		}
-		return nil
-	})
+	return e.deleteStep(ctx, log, "ssm.DeleteParameter", name, "delete parameter "+name,
+		func(ctx context.Context) error { return aw.Params.DeleteParam(ctx, name) },
+		orgID, func(ob *state.Observed) {
+			if ob.ParameterName == name {
+				ob.ParameterName, ob.ParamTunnelID = "", ""
+			}
+		})
 }
