@@ -80,7 +80,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	// DNS and instance are decided in this same pass with it in place. The
 	// plan decides whether it is created (a conflict withholds it).
 	tunnelCreated := false
-	if first := plan.Compute(d, ob.plan); hasChange(first, plan.ResTunnel, plan.OpCreate) {
+	if ob.plan.Tunnel == nil && hasChange(plan.Compute(d, ob.plan), plan.ResTunnel, plan.OpCreate) {
 		t, err := e.ensureTunnel(ctx, log, org.ID)
 		if err != nil {
 			return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
