@@ -38,6 +38,7 @@ func (a *app) startEngine(ctx context.Context) error {
 			}
 			return out
 		})
+		a.admin.SetOrgView(eng.Seen)
 	}
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))

@@ -44,6 +44,7 @@ type Server struct {
 	readiness []check
 	auth      *auth // nil: every endpoint open (see RequireToken)
 	watch     func() map[string]time.Duration
+	view      func(state.Org) state.Org
 }
 
 // SetWatchSchedule makes GET /v1/orgs also name the effective interval of
@@ -52,6 +53,24 @@ func (s *Server) SetWatchSchedule(fn func() map[string]time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watch = fn
+}
+
+// SetOrgView makes GET /v1/orgs and /v1/orgs/{id} show each record through
+// fn: the engine's view, whose observed-at includes the watches' looks.
+func (s *Server) SetOrgView(fn func(state.Org) state.Org) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.view = fn
+}
+
+func (s *Server) viewed(o state.Org) state.Org {
+	s.mu.RLock()
+	fn := s.view
+	s.mu.RUnlock()
+	if fn == nil {
+		return o
+	}
+	return fn(o)
 }
 
 // New returns a server reading orgs from o.
@@ -170,6 +189,9 @@ func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) {
 	if orgs == nil {
 		orgs = []state.Org{}
 	}
+	for i := range orgs {
+		orgs[i] = s.viewed(orgs[i])
+	}
 	body := map[string]any{"orgs": orgs}
 	s.mu.RLock()
 	watch := s.watch
@@ -198,7 +220,7 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("org %q not found", id))
 	default:
-		writeJSON(w, http.StatusOK, o)
+		writeJSON(w, http.StatusOK, s.viewed(o))
 	}
 }
 

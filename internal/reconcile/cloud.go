@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -237,13 +238,31 @@ type Store interface {
 // against a store whose read path can miss a just-committed write of a
 // concurrent Update (state's decoded-record cache publishes after commit,
 // outside the write lock), which lost fields the engine had recorded.
+//
+// It is also where the engine sees every change of an org's conditions
+// (the engine is the only writer of conditions): changed is called after
+// each committed Update with the conditions before and after it, so the
+// orgs-by-condition gauge follows each change instead of a recount.
 type serialStore struct {
 	Store
-	mu sync.Mutex
+	mu      sync.Mutex
+	changed func(before, after []state.Condition)
 }
 
 func (s *serialStore) Update(orgID string, fn func(*state.Org) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.Store.Update(orgID, fn)
+	var before, after []state.Condition
+	err := s.Store.Update(orgID, func(o *state.Org) error {
+		before = slices.Clone(o.Conditions)
+		if err := fn(o); err != nil {
+			return err
+		}
+		after = slices.Clone(o.Conditions)
+		return nil
+	})
+	if err == nil && s.changed != nil {
+		s.changed(before, after)
+	}
+	return err
 }

@@ -210,6 +210,12 @@ type Engine struct {
 	// (or saw tagged) on the org's token parameter, so the tag is read back
 	// only after a restart (present.go, tagTokenForInstance).
 	tagged sync.Map
+
+	// tally is the orgs-by-condition gauge, moved by each status write.
+	tally conditionTally
+	// confirmed maps an org id to when the inventory passes last saw all
+	// of its resources as recorded (Seen).
+	confirmed sync.Map
 }
 
 type pollState struct {
@@ -234,9 +240,11 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 		queue = workqueue.New(workqueue.Config{})
 	}
 	e := &Engine{
-		cfg: cfg, clouds: clouds, store: &serialStore{Store: store}, queue: queue, log: cfg.Logger,
+		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{},
 	}
+	e.tally.set = cfg.Metrics.SetOrgsByCondition
+	e.store = &serialStore{Store: store, changed: e.tally.change}
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger, KeyAttr: "org_id",
 		Observe: cfg.Metrics.ObserveReconcile, Retry: cfg.Metrics.QueueRetry}, e, queue)
@@ -502,8 +510,9 @@ func (f *fanOut) wait() error {
 	return errors.Join(f.errs...)
 }
 
-// CountConditions sets the orgs-by-condition gauge from bbolt: at start,
-// so it is right from the first scrape; the inventory passes keep it.
+// CountConditions sets the orgs-by-condition gauge from bbolt: at start
+// (before any worker writes), so it is right from the first scrape; each
+// status write moves it from then on (tally.go).
 func (e *Engine) CountConditions() error {
 	by := map[string]int{}
 	if err := e.store.ForEach(func(o state.Org) error {
@@ -516,6 +525,6 @@ func (e *Engine) CountConditions() error {
 	}); err != nil {
 		return fmt.Errorf("reconcile: count conditions: %w", err)
 	}
-	e.cfg.Metrics.SetOrgsByCondition(by)
+	e.tally.reset(by)
 	return nil
 }

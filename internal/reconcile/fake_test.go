@@ -183,7 +183,18 @@ func (f *fakeCloud) DeleteRecord(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeCloud) ListRecords(context.Context) ([]plan.Record, error) { return nil, nil }
+func (f *fakeCloud) ListRecords(context.Context) ([]plan.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("dns.list")
+	var out []plan.Record
+	for _, r := range f.records {
+		if _, ok := owner.OrgFromDNSComment(r.Comment); ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
 
 func (f *fakeCloud) OwnedRecords(_ context.Context, orgID string) ([]plan.Record, error) {
 	f.mu.Lock()
@@ -230,7 +241,18 @@ func (f *fakeCloud) OrgInstances(_ context.Context, orgID string) ([]Instance, e
 	return f.live(orgID), nil
 }
 
-func (f *fakeCloud) ManagedInstances(context.Context) ([]Instance, error) { return nil, nil }
+func (f *fakeCloud) ManagedInstances(context.Context) ([]Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("DescribeInstances")
+	var out []Instance
+	for _, in := range f.insts {
+		if in.State != "terminated" {
+			out = append(out, *in)
+		}
+	}
+	return out, nil
+}
 
 func (f *fakeCloud) TerminateInstances(_ context.Context, ids []string) error {
 	f.mu.Lock()
@@ -266,7 +288,18 @@ func (f *fakeCloud) DescribeParam(_ context.Context, name string) (*Param, error
 	return &Param{Name: name}, nil
 }
 
-func (f *fakeCloud) ListParams(context.Context, string) ([]Param, error) { return nil, nil }
+func (f *fakeCloud) ListParams(_ context.Context, prefix string) ([]Param, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("DescribeParameters")
+	var out []Param
+	for name := range f.params {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, Param{Name: name})
+		}
+	}
+	return out, nil
+}
 
 func (f *fakeCloud) DeleteParam(_ context.Context, name string) error {
 	f.mu.Lock()
@@ -340,6 +373,13 @@ type fakeEngine struct {
 
 func newFakeEngine(t *testing.T) *fakeEngine {
 	t.Helper()
+	return newFakeEngineWith(t, nil)
+}
+
+// newFakeEngineWith is newFakeEngine with the engine's config adjusted by
+// opt (nil: none) before the engine is built.
+func newFakeEngineWith(t *testing.T, opt func(*Config)) *fakeEngine {
+	t.Helper()
 	fe := &fakeEngine{t: t, cloud: newFakeCloud(), now: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
 	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
 	if err != nil {
@@ -350,9 +390,13 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	c := fe.cloud
 	clouds := Clouds{Tunnels: c, DNS: c, Instances: c, Params: c, Commands: c,
 		UserData: func(org, param string) (string, error) { return "#!/bin/sh\n# " + param + "\n", nil }}
-	e, err := New(Config{ZoneName: "example.test", Instance: InstanceSpec{ImageID: "ami-1"},
+	cfg := Config{ZoneName: "example.test", Instance: InstanceSpec{ImageID: "ami-1"},
 		BootConnect: 90 * time.Second, PollInterval: 10 * time.Second, HealthGrace: time.Minute,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return fe.now }}, clouds, st, nil)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return fe.now }}
+	if opt != nil {
+		opt(&cfg)
+	}
+	e, err := New(cfg, clouds, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

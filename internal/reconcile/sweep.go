@@ -224,7 +224,6 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	// recorded before it is requeued, as a worker may pick it up at once.
 	ix := indexInventory(v.inv)
 	live := map[string]string{} // orgs that may own resources -> their AWS region
-	byCondition := map[string]int{}
 	byTunnel := map[string]int{}
 	var notReadySince time.Time // oldest among present orgs that are not Ready
 	type statusUpdate struct {
@@ -238,12 +237,8 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	var updates []statusUpdate
 	var requeue []string
 	err := e.store.ForEach(func(org state.Org) error {
-		for _, c := range org.Conditions {
-			if c.Status {
-				byCondition[c.Type]++
-			}
-		}
 		if org.Desired.Presence == state.Deleted {
+			e.confirmed.Delete(org.ID)
 			if !org.Observed.DeleteDone {
 				live[org.ID] = e.orgRegion(org)
 				if full {
@@ -290,6 +285,12 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			// is still news (a region conflict leaves the org Ready where it is).
 			pr := pendingRemediation(org)
 			reason, msg = driftReason(p, status, replacing(pr != nil && pr.Action == ActReplace, ob))
+		}
+		if reason == "" && p.Empty() && len(p.Conflicts) == 0 && listedAll(v, org.Observed.ObservedAt) {
+			// Every listing saw the org as recorded: that is a look at it,
+			// kept in memory (a bbolt write per org per watch would cost more
+			// than the watch) and shown as its observed-at (Seen).
+			e.confirmed.Store(org.ID, listedAt)
 		}
 		if reason != "" || (tunnelFresh && status != org.Observed.TunnelStatus) {
 			updates = append(updates, statusUpdate{orgID: org.ID, status: status, statusKnown: tunnelFresh,
@@ -338,7 +339,6 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			continue
 		}
 		if flipped {
-			byCondition[state.CondReady]--
 			e.log.Info("listing found an org not ready", "org_id", u.orgID, "reason", u.reason, "detail", u.msg)
 			if !u.full {
 				for _, c := range u.changes {
@@ -351,7 +351,6 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 		e.queue.Add(id)
 		rep.Requeued = append(rep.Requeued, id)
 	}
-	e.cfg.Metrics.SetOrgsByCondition(byCondition)
 	e.cfg.Metrics.SetTunnelsByStatus(byTunnel)
 	e.cfg.Metrics.SetNotReadySince(notReadySince)
 	return live, nil
@@ -394,6 +393,29 @@ func (e *Engine) viewedFrom(ix *invIndex, v invView, org state.Org) (ob plan.Obs
 		listedAt = seen
 	}
 	return ob, listedAt, tunnelFresh
+}
+
+// listedAll reports whether every listing of the view ran after seen.
+func listedAll(v invView, seen time.Time) bool {
+	for _, l := range Listings {
+		if at, ok := v.at[l]; !ok || at.Before(seen) {
+			return false
+		}
+	}
+	return true
+}
+
+// Seen is o as the status shows it: its observed-at is the later of the
+// last pass's look and the oldest listing of the last inventory pass that
+// saw every resource of the org as recorded, so a Ready org the watches
+// keep confirming shows a fresh observed-at without a write per watch.
+func (e *Engine) Seen(o state.Org) state.Org {
+	if v, ok := e.confirmed.Load(o.ID); ok {
+		if at := v.(time.Time); at.After(o.Observed.ObservedAt) && o.Desired.Presence != state.Deleted {
+			o.Observed.ObservedAt = at
+		}
+	}
+	return o
 }
 
 // conflictShown reports whether the org's status shows the plan's first
