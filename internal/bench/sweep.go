@@ -106,7 +106,7 @@ func preloadFleet(w *world, n int, observed bool) error {
 			o.Observed = state.Observed{TunnelID: id.tunnel, TunnelName: owner.TunnelName(org), DNSRecordID: id.record,
 				DNSName: org + "." + zone, ParameterName: id.param, InstanceID: id.instance, InstanceGeneration: 1,
 				IngressHost: org + "." + zone, TunnelStatus: "healthy", ObservedAt: now, LaunchGeneration: 1,
-				LaunchAttempt: 1, ParamTunnelID: id.tunnel}
+				LaunchAttempt: 1, ParamTunnelID: id.tunnel, ReconciledSeq: o.LastSeq}
 			o.Conditions = []state.Condition{
 				{Type: state.CondReady, Status: true, Reason: "TunnelHealthy", LastTransitionTime: now},
 				{Type: state.CondProvisioning, Status: false, Reason: "Ready", LastTransitionTime: now},

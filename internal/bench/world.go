@@ -55,6 +55,9 @@ type worldOpts struct {
 	ssm      ratelimit.Bucket
 	cfPage   int // 0: the client's default (what the reconciler runs with)
 	policy   apicall.Policy
+	// store, when set, wraps the bbolt store the engine writes through
+	// (a figure watching the engine's status writes).
+	store func(reconcile.Store) reconcile.Store
 }
 
 // generous limits for figures that do not measure rate limiting: the
@@ -146,7 +149,11 @@ func newWorld(o worldOpts) (*world, error) {
 		return nil, err
 	}
 	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: time.Second})
-	w.eng, err = reconcile.New(ecfg, clouds, w.store, q)
+	var es reconcile.Store = w.store
+	if o.store != nil {
+		es = o.store(es)
+	}
+	w.eng, err = reconcile.New(ecfg, clouds, es, q)
 	if err != nil {
 		w.close()
 		return nil, err

@@ -32,10 +32,14 @@ const DefaultWatchBudgetShare = 0.05
 
 // WatchFloors are the shortest intervals: tunnel status is what tells a
 // dead connector, so it is looked at most often; SSM pages hold 50
-// parameters, so parameters are looked at least often.
+// parameters (and are read one after another), so past a few hundred orgs
+// parameters are looked at least often. Each floor is short
+// enough that a change is seen within 30 s (the listing's own time
+// included) while the fleet's pages fit the budget share; past that the
+// share sets the interval (WatchIntervals).
 var WatchFloors = map[Listing]time.Duration{
-	ListTunnels: 15 * time.Second, ListDNS: 30 * time.Second,
-	ListInstances: 30 * time.Second, ListParams: 60 * time.Second,
+	ListTunnels: 15 * time.Second, ListDNS: 20 * time.Second,
+	ListInstances: 20 * time.Second, ListParams: 20 * time.Second,
 }
 
 // cfShare splits the Cloudflare share between its two listings: tunnel
@@ -172,7 +176,10 @@ type WatchReport struct {
 func (e *Engine) Watch(ctx context.Context, l Listing) (WatchReport, error) {
 	now := e.cfg.Now()
 	rep := WatchReport{Listing: l, At: now, Requeued: []string{}}
-	inv, err := e.list(ctx, l)
+	// A watch goes ahead of waiting repairs and creations: its calls are
+	// bounded by its share of the budget, and a burst of repairs queued on
+	// the limiter must not delay the listing that notices the next drift.
+	inv, err := e.list(ratelimit.WithPriority(ctx, ratelimit.High), l)
 	if err != nil {
 		return rep, fmt.Errorf("watch %s: %w", l, err)
 	}
@@ -187,21 +194,25 @@ func (e *Engine) Watch(ctx context.Context, l Listing) (WatchReport, error) {
 }
 
 // watchLoops runs each listing on its interval, recomputed after every run
-// from the pages it then had, until ctx ends.
+// from the pages it then had, until ctx ends. The interval is from the
+// start of one run to the start of the next (the run's own time is not
+// added), so a change waits at most one interval plus one run to be seen.
 func (e *Engine) watchLoops(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, l := range Listings {
 		wg.Go(func() {
+			last := time.Now()
 			for {
 				iv := e.WatchSchedule()[l]
 				e.cfg.Metrics.SetWatchInterval(string(l), iv)
-				t := time.NewTimer(iv)
+				t := time.NewTimer(time.Until(last.Add(iv)))
 				select {
 				case <-ctx.Done():
 					t.Stop()
 					return
 				case <-t.C:
 				}
+				last = time.Now()
 				if _, err := e.Watch(ctx, l); err != nil && ctx.Err() == nil {
 					e.log.Warn("watch failed", "listing", l, "err", err)
 				}

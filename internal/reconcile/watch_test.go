@@ -28,13 +28,13 @@ func TestWatchIntervals(t *testing.T) {
 		{name: "1,000 orgs: every listing at its floor", ceiling: 5 * time.Minute, w: def,
 			// 1 tunnel page, 1 DNS page, 1 instance page, 20 SSM pages
 			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 20},
-			want:  map[Listing]time.Duration{ListTunnels: 15 * time.Second, ListDNS: 30 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 15 * time.Second, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 		{name: "10,000 orgs: tunnels and parameters slow down to keep 5%", ceiling: 5 * time.Minute, w: def,
 			pages: map[Listing]int{ListTunnels: 10, ListDNS: 2, ListInstances: 10, ListParams: 200},
 			// CF 1150/300 s × 5% × 2/3 = 0.1278/s: 10 pages -> 78.3 s; DNS 1/3: 2 pages -> 31.3 s;
-			// SSM 36/s × 5% = 1.8/s: 200 pages -> 111.2 s; EC2 18/s × 5%: 10 pages -> 11.2 s (floor 30 s)
+			// SSM 36/s × 5% = 1.8/s: 200 pages -> 111.2 s; EC2 18/s × 5%: 10 pages -> 11.2 s (floor 20 s)
 			want: map[Listing]time.Duration{ListTunnels: 78260870 * time.Microsecond, ListDNS: 31304348 * time.Microsecond,
-				ListInstances: 30 * time.Second, ListParams: 111111112 * time.Microsecond}},
+				ListInstances: 20 * time.Second, ListParams: 111111112 * time.Microsecond}},
 		{name: "100,000 orgs: the sweep interval is the ceiling", ceiling: 5 * time.Minute, w: def,
 			pages: map[Listing]int{ListTunnels: 100, ListDNS: 20, ListInstances: 100, ListParams: 2000},
 			want:  map[Listing]time.Duration{ListTunnels: 5 * time.Minute, ListDNS: 5 * time.Minute, ListInstances: 111111112 * time.Microsecond, ListParams: 5 * time.Minute}},
@@ -43,10 +43,10 @@ func TestWatchIntervals(t *testing.T) {
 			want:  map[Listing]time.Duration{ListTunnels: 10 * time.Second, ListDNS: 10 * time.Second, ListInstances: 10 * time.Second, ListParams: 10 * time.Second}},
 		{name: "a larger share looks more often", ceiling: 5 * time.Minute, w: WatchConfig{BudgetShare: 0.10},
 			pages: map[Listing]int{ListTunnels: 10, ListDNS: 1, ListInstances: 1, ListParams: 1},
-			want:  map[Listing]time.Duration{ListTunnels: 39130435 * time.Microsecond, ListDNS: 30 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 39130435 * time.Microsecond, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 		{name: "a smaller budget (a shared account) looks less often", ceiling: 5 * time.Minute, w: WatchConfig{CFPerSecond: 1},
 			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 1},
-			want:  map[Listing]time.Duration{ListTunnels: 30 * time.Second, ListDNS: 60 * time.Second, ListInstances: 30 * time.Second, ListParams: 60 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 30 * time.Second, ListDNS: 60 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := WatchIntervals(tc.pages, tc.w, floors, tc.ceiling)
