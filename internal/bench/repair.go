@@ -35,7 +35,7 @@ var repairKinds = []repairKind{
 	{"cloudflared killed", "kill_connector", "", reconcile.ListTunnels,
 		[]string{"ssm.SendCommand", "connect", "cf.tunnel.get"}},
 	{"tunnel deleted", "delete", "tunnel", reconcile.ListTunnels,
-		[]string{"cf.tunnel.create", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.get"}},
+		[]string{"cf.tunnel.create", "cf.tunnel_token.get", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.get"}},
 	{"parameter deleted", "delete", "parameter", reconcile.ListParams, []string{"ssm.PutParameter"}},
 }
 

@@ -56,6 +56,12 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		}
 	}
 
+	// An older generation's region left behind first (re-created elsewhere).
+	if from, moving := e.movingFrom(org); moving {
+		if err := e.leaveRegion(ctx, log, &org, from); err != nil {
+			return Result{}, err
+		}
+	}
 	// The org's AWS region, committed before anything is written there.
 	region, aw, err := e.regionFor(org)
 	if err != nil {

@@ -1,11 +1,14 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -25,8 +28,12 @@ func (e *Engine) wantRegion(org state.Org) string {
 }
 
 // orgRegion is where the org's AWS resources are, or go when it has none.
+// An org moving to another region (movingFrom) goes to the new one.
 func (e *Engine) orgRegion(org state.Org) string {
 	ob := org.Observed
+	if _, moving := e.movingFrom(org); moving {
+		return e.wantRegion(org)
+	}
 	switch {
 	case ob.Region != "":
 		return ob.Region
@@ -111,10 +118,75 @@ func (e *Engine) planRegion(org state.Org) (string, RegionClouds, error) {
 // the org is where it asks to be.
 func (e *Engine) regionConflict(org state.Org) string {
 	have, want := org.Observed.Region, e.wantRegion(org)
-	if have == "" || have == want {
+	if _, moving := e.movingFrom(org); moving || have == "" || have == want {
 		return ""
 	}
 	return fmt.Sprintf("org asks for AWS region %s but its instance and parameter are in %s; an org's region is fixed while it exists (delete and re-create the org to move it)", want, have)
+}
+
+// movingFrom reports the region an org leaves: one committed by an older
+// generation of the org, when the current generation asks for another.
+// That is an org deleted and re-created in another region before the old
+// generation's cascade ran (both events in one batch, or the delete not yet
+// reconciled): the new generation is not refused, the old one's AWS
+// resources are removed from the old region first (leaveRegion). The same
+// generation asking for another region is refused (regionConflict).
+func (e *Engine) movingFrom(org state.Org) (string, bool) {
+	ob := org.Observed
+	if org.Desired.Presence == state.Deleted || ob.Region == "" || ob.Region == e.wantRegion(org) {
+		return "", false
+	}
+	gen := ob.RegionGeneration
+	if gen == 0 { // recorded before it was kept: the generation that launched there
+		gen = max(ob.InstanceGeneration, ob.LaunchGeneration)
+	}
+	return ob.Region, gen < max(org.Desired.Generation, 1)
+}
+
+// leaveRegion removes an older generation's instances and token parameter
+// from the region the org leaves, then forgets the region so the current
+// generation pins its own. Every step tolerates "already gone", and the
+// region is forgotten only after them: a crash in between repeats them.
+func (e *Engine) leaveRegion(ctx context.Context, log *slog.Logger, org *state.Org, from string) error {
+	aw, ok := e.regionClouds(from)
+	if !ok {
+		return &TerminalError{Reason: "RegionNotServed", Err: fmt.Errorf(
+			"org %s moves to AWS region %s, but its old generation's instance and parameter are in %s, which this reconciler no longer serves (it serves %s); add the region back (--aws-regions) so they can be removed",
+			org.ID, e.wantRegion(*org), from, e.servedList())}
+	}
+	log.Info("org re-created in another region: removing the old generation's instance and parameter", "from_region", from, "to_region", e.wantRegion(*org))
+	insts, err := aw.Instances.OrgInstances(ctx, org.ID)
+	if err != nil {
+		return fmt.Errorf("org %s: list instances in %s: %w", org.ID, from, err)
+	}
+	var kill []string
+	for _, in := range insts {
+		kill = append(kill, in.ID)
+	}
+	if len(kill) > 0 {
+		if err := e.terminateInstances(ctx, log, org.ID, kill, aw); err != nil {
+			return err
+		}
+	}
+	if err := e.deleteToken(ctx, log, org.ID, owner.ParamName(e.cfg.ParamPrefix, org.ID), aw); err != nil {
+		return err
+	}
+	err = e.store.Update(org.ID, func(o *state.Org) error {
+		if o.Observed.Region != from {
+			return nil
+		}
+		ob := &o.Observed
+		ob.Region, ob.RegionGeneration = "", 0
+		ob.InstanceID, ob.InstanceGeneration, ob.InstanceTunnelID = "", 0, ""
+		ob.ParameterName, ob.ParamTunnelID = "", ""
+		ob.LaunchInFlight = false // a launch in flight was the old region's
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record leaving region %s: %w", org.ID, from, err)
+	}
+	org.Observed.Region = ""
+	return nil
 }
 
 // pinRegion commits the org's region before its first AWS write, so a
@@ -125,7 +197,7 @@ func (e *Engine) pinRegion(org *state.Org, region string) error {
 	}
 	err := e.store.Update(org.ID, func(o *state.Org) error {
 		if o.Observed.Region == "" {
-			o.Observed.Region = region
+			o.Observed.Region, o.Observed.RegionGeneration = region, max(o.Desired.Generation, 1)
 		}
 		return nil
 	})

@@ -248,3 +248,38 @@ func TestRegionConflictAfterRestartMatchesPlan(t *testing.T) {
 		t.Fatalf("the refused move broke the org: %+v", o)
 	}
 }
+
+// Deleted and re-created in another region in one batch, before the old
+// generation's cascade ran: the new generation is not refused as a region
+// change; the old generation's instance and parameter are removed from the
+// old region and the org is built in the new one.
+func TestRecreatedInAnotherRegionBeforeCascadeMoves(t *testing.T) {
+	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
+	h.start()
+	h.apply(createdIn("acme", "acme", "eu-west-1"))
+	h.waitReady("acme")
+	old := h.org("acme").Observed.InstanceID
+	h.apply(deleted("acme"), createdIn("acme", "acme", "us-east-1"))
+	h.waitFor("one instance, in us-east-1, Ready", 15*time.Second, func() bool {
+		w := h.world()
+		o := h.org("acme")
+		return IsTrue(o, state.CondReady) && o.Observed.InstanceID != old && o.Desired.Generation == 2 &&
+			len(w.instances) == 1 && regionOf(w.instances[0]) == "us-east-1"
+	})
+	h.requireClean("acme")
+	o := h.org("acme")
+	if c, _ := Condition(o, state.CondConflict); c.Status {
+		t.Fatalf("Conflict after a move across generations: %+v", c)
+	}
+	if o.Observed.Region != "us-east-1" || o.Observed.RegionGeneration != 2 {
+		t.Fatalf("region %q generation %d, want us-east-1 pinned by generation 2", o.Observed.Region, o.Observed.RegionGeneration)
+	}
+	for _, p := range h.world().params {
+		if regionOf(p) != "us-east-1" {
+			t.Fatalf("parameter left in %s:\n%s", regionOf(p), h.describe())
+		}
+	}
+	if op, err := h.eng.PlanOrg(context.Background(), "acme"); err != nil || len(op.Plan.Changes) != 0 || len(op.Plan.Conflicts) != 0 {
+		t.Fatalf("plan after the move: %+v, %v", op.Plan, err)
+	}
+}

@@ -61,6 +61,10 @@ type Observed struct {
 	// fixed while it has resources ("" in records from before regions: the
 	// reconciler's default region).
 	Region string `json:"region,omitempty"`
+	// RegionGeneration is the org generation that committed Region (0 in
+	// records from before it was kept). A later generation that asks for
+	// another region moves the org there: it was deleted and re-created.
+	RegionGeneration int64 `json:"region_generation,omitempty"`
 	// ReconciledSeq is the org's LastSeq when a reconcile last finished: an
 	// org whose LastSeq is newer has an event no pass has acted on yet (the
 	// process died between ingest's ack and the reconcile), so a restart
