@@ -63,9 +63,9 @@ func fromCFTunnel(t cloudflare.Tunnel) Tunnel {
 	return Tunnel{ID: t.ID, Name: t.Name, Status: t.Status, Deleted: t.Deleted}
 }
 
-func (a cfAdapter) CreateTunnel(ctx context.Context, name string) (Tunnel, error) {
-	t, err := a.c.CreateTunnel(ctx, name)
-	return fromCFTunnel(t), cfKind(err)
+func (a cfAdapter) CreateTunnel(ctx context.Context, name string) (Tunnel, secret.Token, error) {
+	t, tok, err := a.c.CreateTunnelWithSecret(ctx, name)
+	return fromCFTunnel(t), tok, cfKind(err)
 }
 
 func (a cfAdapter) FindTunnel(ctx context.Context, name string) (*Tunnel, error) {

@@ -210,6 +210,9 @@ type Engine struct {
 	// (or saw tagged) on the org's token parameter, so the tag is read back
 	// only after a restart (present.go, tagTokenForInstance).
 	tagged sync.Map
+	// tokens holds the tokens of tunnels created by this process until
+	// they are in SSM (step_token.go).
+	tokens heldTokens
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally

@@ -45,18 +45,18 @@ func newFakeCloud() *fakeCloud {
 func (f *fakeCloud) id(prefix string) string { f.seq++; return fmt.Sprintf("%s%04d", prefix, f.seq) }
 func (f *fakeCloud) call(op string)          { f.calls[op]++ }
 
-func (f *fakeCloud) CreateTunnel(_ context.Context, name string) (Tunnel, error) {
+func (f *fakeCloud) CreateTunnel(_ context.Context, name string) (Tunnel, secret.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("tunnel.create")
 	for _, t := range f.tunnels {
 		if t.Name == name && !t.Deleted {
-			return Tunnel{}, ErrExists
+			return Tunnel{}, secret.Token{}, ErrExists
 		}
 	}
 	t := &Tunnel{ID: f.id("t-"), Name: name, Status: "inactive"}
 	f.tunnels[t.ID] = t
-	return *t, nil
+	return *t, secret.NewToken("token-of-" + t.ID), nil
 }
 
 func (f *fakeCloud) FindTunnel(_ context.Context, name string) (*Tunnel, error) {
@@ -126,6 +126,9 @@ func (f *fakeCloud) PutIngress(_ context.Context, id string, rules []plan.Ingres
 }
 
 func (f *fakeCloud) Token(_ context.Context, id string) (secret.Token, error) {
+	f.mu.Lock()
+	f.call("tunnel_token.get")
+	f.mu.Unlock()
 	return secret.NewToken("token-of-" + id), nil
 }
 
