@@ -7,8 +7,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // The tunnel is created with a secret drawn here and its token is built
@@ -67,5 +69,73 @@ func TestLostSecretTokenReadFromAPI(t *testing.T) {
 	}
 	if n := h.sim.CallCount("cf.tunnel_token.get"); n != 1 {
 		t.Fatalf("token read %d times, want once (the secret was lost)", n)
+	}
+}
+
+// Orgs waiting for their tunnels take the status from one shared tunnel
+// listing, not a GET each; a tunnel the listing shows not yet connected
+// keeps its org Provisioning with the status the listing showed, and the
+// next listing (not before the gap) makes it Ready.
+func TestFakeReadinessFromOneSharedListing(t *testing.T) {
+	fe := newFakeEngine(t)
+	orgs := []string{"a1", "a2", "a3", "a4", "a5"}
+	for _, o := range orgs {
+		fe.apply(created(o, o))
+		fe.pass(o)
+	}
+	c := fe.cloud
+	fe.now = fe.now.Add(90 * time.Second)
+	for _, o := range orgs[:4] {
+		c.setStatus(o, "healthy")
+	}
+	for _, o := range orgs {
+		fe.pass(o)
+	}
+	for _, o := range orgs[:4] {
+		if !IsTrue(fe.org(o), state.CondReady) {
+			t.Fatalf("%s not Ready: %+v", o, fe.org(o).Conditions)
+		}
+	}
+	if c.calls["tunnel.get"] != 0 || c.calls["tunnels.list"] != 1 {
+		t.Fatalf("readiness cost %d GETs and %d listings, want 0 and 1 (%v)", c.calls["tunnel.get"], c.calls["tunnels.list"], c.calls)
+	}
+	a5 := fe.org("a5")
+	if IsTrue(a5, state.CondReady) || a5.Observed.TunnelStatus != "inactive" {
+		t.Fatalf("a5: Ready %v, status %q; want not Ready, inactive", IsTrue(a5, state.CondReady), a5.Observed.TunnelStatus)
+	}
+	// Polled again at once: the listing it read is not news, and the next
+	// one waits for the gap.
+	if res := fe.pass("a5"); res.RequeueAfter <= 0 || c.calls["tunnels.list"] != 1 {
+		t.Fatalf("second poll at once: requeue %v, listings %d", res.RequeueAfter, c.calls["tunnels.list"])
+	}
+	fe.now = fe.now.Add(10 * time.Second)
+	c.setStatus("a5", "healthy")
+	fe.pass("a5")
+	if !IsTrue(fe.org("a5"), state.CondReady) || c.calls["tunnels.list"] != 2 || c.calls["tunnel.get"] != 0 {
+		t.Fatalf("a5 Ready %v after the next listing; calls %v", IsTrue(fe.org("a5"), state.CondReady), c.calls)
+	}
+}
+
+// A listing costs its pages: while fewer orgs wait than it has pages, each
+// waiting org reads its own tunnel instead.
+func TestFakeReadinessGETWhenListingCostsMore(t *testing.T) {
+	fe := newFakeEngineWith(t, func(c *Config) { c.Watch.TunnelPage = 1 })
+	for _, o := range []string{"a1", "a2", "a3"} {
+		fe.apply(created(o, o))
+		fe.pass(o)
+	}
+	c := fe.cloud
+	fe.now = fe.now.Add(90 * time.Second)
+	c.setStatus("a1", "healthy")
+	fe.pass("a1") // 3 waiting, 1 page so far (nothing listed yet): one listing
+	if c.calls["tunnels.list"] != 1 || !IsTrue(fe.org("a1"), state.CondReady) {
+		t.Fatalf("calls %v", c.calls)
+	}
+	fe.e.clearPoll("a3") // only a2 waits now, and the listing has 3 pages
+	c.setStatus("a2", "healthy")
+	fe.now = fe.now.Add(10 * time.Second)
+	fe.pass("a2")
+	if c.calls["tunnels.list"] != 1 || c.calls["tunnel.get"] != 1 || !IsTrue(fe.org("a2"), state.CondReady) {
+		t.Fatalf("calls %v, a2 Ready %v", c.calls, IsTrue(fe.org("a2"), state.CondReady))
 	}
 }

@@ -213,6 +213,8 @@ type Engine struct {
 	// tokens holds the tokens of tunnels created by this process until
 	// they are in SSM (step_token.go).
 	tokens heldTokens
+	// ready runs the early tunnel listings readiness polls share (ready.go).
+	ready readyLister
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally
@@ -226,6 +228,7 @@ type pollState struct {
 	reports   int
 	tunnelID  string
 	converged time.Time
+	listedAt  time.Time // start of the tunnel listing the last poll read (ready.go)
 }
 
 // New builds an engine. queue may be nil (a fresh one is made).

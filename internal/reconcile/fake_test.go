@@ -85,6 +85,7 @@ func (f *fakeCloud) GetTunnel(_ context.Context, id string) (Tunnel, error) {
 func (f *fakeCloud) ListTunnels(context.Context) ([]Tunnel, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.call("tunnels.list")
 	var out []Tunnel
 	for _, t := range f.tunnels {
 		if !t.Deleted {
