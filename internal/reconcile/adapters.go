@@ -171,6 +171,18 @@ func (a cfAdapter) DeleteRecord(ctx context.Context, id string) error {
 	return cfKind(err)
 }
 
+func (a cfAdapter) Batch(ctx context.Context, deletes []string, creates []CNAME) ([]plan.Record, error) {
+	specs := make([]cloudflare.RecordSpec, len(creates))
+	for i, c := range creates {
+		specs[i] = cloudflare.RecordSpec{Name: c.Name, Content: c.Target, Comment: c.Comment}
+	}
+	res, err := a.c.Batch(ctx, deletes, specs)
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	return fromCFRecords(res.Created), nil
+}
+
 // OwnedRecords lists the records whose ownership comment names orgID, under
 // any name: one filtered listing finds what a crash may have left unrecorded.
 func (a cfAdapter) OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error) {

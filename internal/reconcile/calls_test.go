@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -137,5 +141,69 @@ func TestFakeReadinessGETWhenListingCostsMore(t *testing.T) {
 	fe.pass("a2")
 	if c.calls["tunnels.list"] != 1 || c.calls["tunnel.get"] != 1 || !IsTrue(fe.org("a2"), state.CondReady) {
 		t.Fatalf("calls %v, a2 Ready %v", c.calls, IsTrue(fe.org("a2"), state.CondReady))
+	}
+}
+
+// Orgs created together get their records in DNS batches, fewer requests
+// than orgs, through the real SDK and the emulator's batch endpoint; an
+// owned record a crash left unrecorded is still adopted and a name another
+// party holds is still a Conflict while others are batched beside them.
+func TestDNSBatchAndFallback(t *testing.T) {
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.DNSBatchWindow = 300 * time.Millisecond }})
+	ctx := context.Background()
+	adopted, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "b2." + h.sim.Config().ZoneName,
+		Content: "x.cfargotunnel.com", Comment: owner.DNSComment("b2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "held." + h.sim.Config().ZoneName,
+		Content: "elsewhere.example.com", Comment: "not ours"}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	good := []string{"a1", "a2", "a3", "a4", "a5"}
+	for _, o := range good {
+		h.apply(created(o, o))
+	}
+	h.waitReady(good...)
+	if b, c := h.sim.CallCount("cf.dns.batch"), h.sim.CallCount("cf.dns.create"); b == 0 || b+c >= len(good) {
+		t.Fatalf("%d orgs' records took %d batches and %d single creates", len(good), b, c)
+	}
+	h.sim.ResetCalls()
+	h.apply(created("b1", "b1"), created("b2", "b2"), created("b3", "held"))
+	h.waitReady("b1", "b2")
+	h.waitFor("b3 in conflict", 10*time.Second, func() bool { return IsTrue(h.org("b3"), state.CondConflict) })
+	if got := h.org("b2").Observed.DNSRecordID; got != adopted.ID {
+		t.Fatalf("b2 records %s, want the adopted %s", got, adopted.ID)
+	}
+	h.requireClean(append(good, "b1", "b2")...)
+}
+
+// A batch that fails (one name is taken) falls back to single creates: the
+// others are made, the taken one answers "already exists" (the caller's
+// adoption path), nothing is made twice.
+func TestFakeDNSBatchFallsBackToSingles(t *testing.T) {
+	fe := newFakeEngineWith(t, func(c *Config) { c.DNSBatchWindow = 50 * time.Millisecond })
+	c := fe.cloud
+	c.records["r-taken"] = plan.Record{ID: "r-taken", Name: "taken.example.test", Type: "CNAME", Content: "x", Comment: "not ours"}
+	names := []string{"x1.example.test", "taken.example.test", "x2.example.test"}
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() { _, errs[i] = fe.e.batchedCreate(context.Background(), n, "t.cfargotunnel.com", "tunnelward:org=x") })
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], ErrExists) {
+		t.Fatalf("errors %v; want nil, ErrExists, nil", errs)
+	}
+	byName := map[string]int{}
+	for _, r := range c.records {
+		byName[r.Name]++
+	}
+	if len(c.records) != 3 || byName["x1.example.test"] != 1 || byName["x2.example.test"] != 1 {
+		t.Fatalf("records %v", byName)
+	}
+	if c.calls["dns.batch"] != 1 || c.calls["dns.create"] != 3 {
+		t.Fatalf("calls %v: want the failed batch, then three single creates", c.calls)
 	}
 }

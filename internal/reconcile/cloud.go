@@ -83,7 +83,13 @@ type DNSAPI interface {
 	// OwnedRecords returns the records marked as orgID's, whatever their
 	// name (all pages).
 	OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error)
+	// Batch deletes and creates (proxied CNAMEs) in one request, all or
+	// nothing; it returns the created records in the order of creates.
+	Batch(ctx context.Context, deletes []string, creates []CNAME) ([]plan.Record, error)
 }
+
+// CNAME is one proxied CNAME to create.
+type CNAME struct{ Name, Target, Comment string }
 
 // Instance is an EC2 instance as the engine sees it.
 type Instance struct {

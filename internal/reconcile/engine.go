@@ -64,6 +64,12 @@ type Config struct {
 	// sweeps (watch.go); the sweep interval is its ceiling.
 	Watch       WatchConfig
 	OrphanGrace time.Duration // default 10m
+	// DNSBatchWindow is how long a DNS record create or delete waits for
+	// others to go out in one batch (dnsbatch.go); default 200ms, < 0 sends
+	// each alone. DNSBatchMax bounds a batch (the zone plan's: 200 Free,
+	// 3,500 paid); default 200.
+	DNSBatchWindow time.Duration
+	DNSBatchMax    int
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -151,6 +157,7 @@ func (c *Config) defaults() error {
 	if c.OrphanGrace <= 0 {
 		c.OrphanGrace = 10 * time.Minute
 	}
+	c.dnsBatchDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -215,6 +222,8 @@ type Engine struct {
 	tokens heldTokens
 	// ready runs the early tunnel listings readiness polls share (ready.go).
 	ready readyLister
+	// dnsBatch gathers the DNS changes of orgs in flight (dnsbatch.go).
+	dnsBatch dnsBatcher
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally

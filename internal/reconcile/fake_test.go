@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -145,6 +146,33 @@ func (f *fakeCloud) CreateCNAME(_ context.Context, name, target, comment string)
 	r := plan.Record{ID: f.id("r-"), Name: name, Type: "CNAME", Content: target, Proxied: true, Comment: comment}
 	f.records[r.ID] = r
 	return r, nil
+}
+
+// Batch is all or nothing, deletes before creates, as Cloudflare's.
+func (f *fakeCloud) Batch(_ context.Context, deletes []string, creates []CNAME) ([]plan.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("dns.batch")
+	left := maps.Clone(f.records)
+	for _, id := range deletes {
+		if _, ok := left[id]; !ok {
+			return nil, ErrNotFound
+		}
+		delete(left, id)
+	}
+	var out []plan.Record
+	for _, c := range creates {
+		for _, r := range left {
+			if strings.EqualFold(r.Name, c.Name) {
+				return nil, ErrExists
+			}
+		}
+		r := plan.Record{ID: f.id("r-"), Name: c.Name, Type: "CNAME", Content: c.Target, Proxied: true, Comment: c.Comment}
+		left[r.ID] = r
+		out = append(out, r)
+	}
+	f.records = left
+	return out, nil
 }
 
 func (f *fakeCloud) FindRecords(_ context.Context, name string) ([]plan.Record, error) {
