@@ -60,7 +60,7 @@ type Config struct {
 	// DNSBatchLimit is how many record changes one dns_records/batch may
 	// hold (Cloudflare: 200 on Free, 3,500 on paid plans); 0 means 200.
 	DNSBatchLimit int
-	Seed                int64         // fault injection and id generation are deterministic under it
+	Seed          int64 // fault injection and id generation are deterministic under it
 
 	// RetryInterval is how often a simulated cloudflared that could not
 	// connect (no parameter, bad token) tries again; 0 means 5s.

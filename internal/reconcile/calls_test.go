@@ -190,7 +190,9 @@ func TestFakeDNSBatchFallsBackToSingles(t *testing.T) {
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, n := range names {
-		wg.Go(func() { _, errs[i] = fe.e.batchedCreate(context.Background(), n, "t.cfargotunnel.com", "tunnelward:org=x") })
+		wg.Go(func() {
+			_, errs[i] = fe.e.batchedCreate(context.Background(), n, "t.cfargotunnel.com", "tunnelward:org=x")
+		})
 	}
 	wg.Wait()
 	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], ErrExists) {
