@@ -98,21 +98,21 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	real := func(d time.Duration) time.Duration { return time.Duration(float64(d) * f).Round(time.Second) }
 	createPer, deletePer := float64(cc.cf)/float64(n), float64(dc.cf)/float64(n)
 	return []Row{{
-		Figure:   fmt.Sprintf("9a fleet: CF calls per org, %d created to Ready", n),
+		Figure:   fmt.Sprintf("9 fleet: CF calls per org, %d created to Ready", n),
 		Measured: fmt.Sprintf("%.2f (%d calls), %d x 429", createPer, cc.cf, cc.cf429),
 		Bound:    "issue 17: 2.2 (from 5)",
 		Goal:     "<= 2.2, zero 429",
 		Met:      met(createPer <= 2.2 && cc.cf429 == 0),
 		Note:     "calls counted by the emulator: " + cc.detail(),
 	}, {
-		Figure:   fmt.Sprintf("9b fleet: time for %d orgs to Ready on one budget", n),
+		Figure:   fmt.Sprintf("9 fleet: time for %d orgs to Ready on one budget", n),
 		Measured: fmt.Sprintf("%s (%s at the real budget)", secs(took), real(took)),
 		Bound:    fmt.Sprintf("budget-bound ideal for its %d calls: %s (%s real)", cc.cf, secs(ideal), real(ideal)),
 		Goal:     "1,000 orgs < 10 min",
 		Met:      met(n < 1000 || real(took) < 10*time.Minute),
 		Note:     fmt.Sprintf("time compressed %gx (1200 per 5 min -> per %s; boot 30 s, connect 5 s /%g); from the first event applied to the last org Ready", f, secs(window), f),
 	}, {
-		Figure:   fmt.Sprintf("9c fleet: CF calls per deleted org, %d deleted", n),
+		Figure:   fmt.Sprintf("9 fleet: CF calls per deleted org, %d deleted", n),
 		Measured: fmt.Sprintf("%.2f (%d calls), %d x 429", deletePer, dc.cf, dc.cf429),
 		Bound:    "issue 17: 1.2 (from 4)",
 		Goal:     "<= 1.2, zero 429",
