@@ -60,7 +60,8 @@ func latencyRules() []cloudsim.FaultRule {
 // whose cloudflared needs its token, the hostname is claimed (a new org's
 // DNS record is created before anything billable is built: an org whose
 // name another party holds gets no instance), the instance boots,
-// cloudflared connects, and a read of the tunnel sees it healthy.
+// cloudflared connects, and a tunnel listing (shared by every org waiting
+// then) sees it healthy.
 // Everything else (ingress, token into SSM) runs beside them.
 func criticalPath(boot, connect time.Duration) (time.Duration, string) {
 	steps := []struct {
@@ -72,7 +73,7 @@ func criticalPath(boot, connect time.Duration) (time.Duration, string) {
 		{"RunInstances", happyLatency["ec2.RunInstances"]},
 		{"boot", boot},
 		{"connect", connect},
-		{"tunnel read", happyLatency["cf.tunnel.get"]},
+		{"tunnel listing", happyLatency["cf.tunnel.list"]},
 	}
 	var total time.Duration
 	var parts []string

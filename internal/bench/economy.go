@@ -11,11 +11,14 @@ import (
 // in short, with the engine's create-first / adopt-on-exists strategy
 // (docs/decisions.md):
 //
-//	create: CF tunnel create, ingress config put, token get, DNS create, one
-//	        DNS read by name (the hostname must be free, or ours, before a
-//	        token and an instance are built for the org: a record another
-//	        party holds withholds them), and one tunnel read that sees it
-//	        healthy (Ready needs an observation); EC2 DescribeInstances by
+//	create: CF tunnel create (with a secret drawn here: the token is built
+//	        locally, no token read; issue 17), ingress config put, DNS
+//	        create (a batch when other orgs are in flight), one DNS read by
+//	        name (the hostname must be free, or ours, before a token and an
+//	        instance are built for the org: a record another party holds
+//	        withholds them), and one tunnel listing that sees it healthy
+//	        (Ready needs an observation; the listing is shared by every org
+//	        waiting then); EC2 DescribeInstances by
 //	        OrgID tag (EC2 has no unique names: the only way to know no
 //	        instance of the org exists) and RunInstances; SSM PutParameter
 //	        and AddTagsToResource (InstanceArn=<the instance's ARN>: the
@@ -27,7 +30,7 @@ import (
 //	        when the delete is refused); EC2 DescribeInstances by tag and
 //	        TerminateInstances; SSM DeleteParameter.
 var minCalls = map[string][3]int{
-	"create": {6, 2, 2},
+	"create": {5, 2, 2},
 	"delete": {4, 2, 1},
 }
 

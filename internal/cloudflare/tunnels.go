@@ -2,6 +2,8 @@ package cloudflare
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -68,13 +70,50 @@ type IngressRule struct {
 	Service  string
 }
 
-// CreateTunnel creates a remotely-managed tunnel (config_src cloudflare).
+// CreateTunnel creates a remotely-managed tunnel (config_src cloudflare)
+// with a secret Cloudflare draws; its token must then be read with Token.
 // A name already in use gives ErrConflict: the caller then finds it by name.
 func (c *Client) CreateTunnel(ctx context.Context, name string) (Tunnel, error) {
+	return c.createTunnel(ctx, name, secret.TunnelSecret{})
+}
+
+// CreateTunnelWithSecret creates a remotely-managed tunnel with a secret
+// drawn here (crypto/rand) and returns its token, built locally in
+// cloudflared's format (BuildToken): no token read. The secret lives only
+// in the returned token; a caller that loses the token before storing it
+// reads it back with Token. ErrConflict as CreateTunnel.
+func (c *Client) CreateTunnelWithSecret(ctx context.Context, name string) (Tunnel, secret.Token, error) {
+	s, err := secret.NewTunnelSecret()
+	if err != nil {
+		return Tunnel{}, secret.Token{}, fmt.Errorf("cloudflare tunnel.create %s: %w", name, err)
+	}
+	t, err := c.createTunnel(ctx, name, s)
+	if err != nil {
+		return t, secret.Token{}, err
+	}
+	return t, BuildToken(c.cfg.AccountID, t.ID, s), nil
+}
+
+// BuildToken is a remotely-managed tunnel's token as cloudflared reads it
+// (cloudflared connection.TunnelToken): base64 of the JSON {"a": account
+// tag, "t": tunnel id, "s": base64 of the tunnel secret}.
+func BuildToken(accountTag, tunnelID string, s secret.TunnelSecret) secret.Token {
+	b, _ := json.Marshal(struct {
+		A string `json:"a"`
+		T string `json:"t"`
+		S string `json:"s"`
+	}{accountTag, tunnelID, s.Base64()})
+	return secret.NewToken(base64.StdEncoding.EncodeToString(b))
+}
+
+func (c *Client) createTunnel(ctx context.Context, name string, s secret.TunnelSecret) (Tunnel, error) {
 	var p zero_trust.TunnelCloudflaredNewParams
 	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
 	setField(&p.Name.Value, &p.Name.Present, name)
 	setField(&p.ConfigSrc.Value, &p.ConfigSrc.Present, zero_trust.TunnelCloudflaredNewParamsConfigSrcCloudflare)
+	if !s.IsZero() {
+		setField(&p.TunnelSecret.Value, &p.TunnelSecret.Present, s.Base64())
+	}
 	var out Tunnel
 	err := c.do(ctx, "tunnel.create", name, func(ctx context.Context) error {
 		t, err := c.tunnels.New(ctx, p)

@@ -128,6 +128,9 @@ func routeCF(method, p string) (cfRoute, bool) {
 		case 4:
 			rt.id = parts[3]
 			rt.op = map[string]string{"GET": "cf.dns.get", "PUT": "cf.dns.update", "PATCH": "cf.dns.patch", "DELETE": "cf.dns.delete"}[method]
+			if parts[3] == "batch" {
+				rt.id, rt.op = "", map[string]string{"POST": "cf.dns.batch"}[method]
+			}
 		}
 	}
 	return rt, rt.op != ""
@@ -271,6 +274,8 @@ func (s *Sim) dispatchCF(rt cfRoute, r *http.Request, body map[string]any) (any,
 		return s.cfDNSCreate(body)
 	case "cf.dns.list":
 		return s.cfDNSList(q)
+	case "cf.dns.batch":
+		return s.cfDNSBatch(body)
 	case "cf.dns.get":
 		rec := s.dnsRecords[rt.id]
 		if rec == nil {

@@ -57,7 +57,10 @@ type Config struct {
 	ShutdownDelay       time.Duration // shutting-down -> terminated / stopping -> stopped
 	TerminatedRetention time.Duration // terminated instances stay visible this long (AWS: ~1h)
 	DNSQuota            int           // records per zone; 0 means 200
-	Seed                int64         // fault injection and id generation are deterministic under it
+	// DNSBatchLimit is how many record changes one dns_records/batch may
+	// hold (Cloudflare: 200 on Free, 3,500 on paid plans); 0 means 200.
+	DNSBatchLimit int
+	Seed          int64 // fault injection and id generation are deterministic under it
 
 	// RetryInterval is how often a simulated cloudflared that could not
 	// connect (no parameter, bad token) tries again; 0 means 5s.
@@ -198,6 +201,9 @@ func New(cfg Config) *Sim {
 	normaliseRegions(&cfg)
 	if cfg.DNSQuota == 0 {
 		cfg.DNSQuota = 200
+	}
+	if cfg.DNSBatchLimit <= 0 {
+		cfg.DNSBatchLimit = 200
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 5 * time.Second

@@ -63,9 +63,9 @@ func fromCFTunnel(t cloudflare.Tunnel) Tunnel {
 	return Tunnel{ID: t.ID, Name: t.Name, Status: t.Status, Deleted: t.Deleted}
 }
 
-func (a cfAdapter) CreateTunnel(ctx context.Context, name string) (Tunnel, error) {
-	t, err := a.c.CreateTunnel(ctx, name)
-	return fromCFTunnel(t), cfKind(err)
+func (a cfAdapter) CreateTunnel(ctx context.Context, name string) (Tunnel, secret.Token, error) {
+	t, tok, err := a.c.CreateTunnelWithSecret(ctx, name)
+	return fromCFTunnel(t), tok, cfKind(err)
 }
 
 func (a cfAdapter) FindTunnel(ctx context.Context, name string) (*Tunnel, error) {
@@ -169,6 +169,18 @@ func (a cfAdapter) DeleteRecord(ctx context.Context, id string) error {
 		return ErrNotFound
 	}
 	return cfKind(err)
+}
+
+func (a cfAdapter) Batch(ctx context.Context, deletes []string, creates []CNAME) ([]plan.Record, error) {
+	specs := make([]cloudflare.RecordSpec, len(creates))
+	for i, c := range creates {
+		specs[i] = cloudflare.RecordSpec{Name: c.Name, Content: c.Target, Comment: c.Comment}
+	}
+	res, err := a.c.Batch(ctx, deletes, specs)
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	return fromCFRecords(res.Created), nil
 }
 
 // OwnedRecords lists the records whose ownership comment names orgID, under

@@ -43,9 +43,10 @@ type Tunnel struct {
 
 // TunnelAPI is the Cloudflare tunnel surface the engine uses.
 type TunnelAPI interface {
-	// CreateTunnel creates a remotely managed tunnel; ErrExists when a live
-	// tunnel already has the name.
-	CreateTunnel(ctx context.Context, name string) (Tunnel, error)
+	// CreateTunnel creates a remotely managed tunnel with a secret drawn by
+	// the caller's side and returns its token, built without a call;
+	// ErrExists when a live tunnel already has the name.
+	CreateTunnel(ctx context.Context, name string) (Tunnel, secret.Token, error)
 	// FindTunnel returns the live tunnel with exactly this name, nil if none.
 	FindTunnel(ctx context.Context, name string) (*Tunnel, error)
 	// GetTunnel reads one tunnel; ErrNotFound when unknown.
@@ -59,6 +60,8 @@ type TunnelAPI interface {
 	CleanConnections(ctx context.Context, id string) error
 	GetIngress(ctx context.Context, id string) ([]plan.IngressRule, error)
 	PutIngress(ctx context.Context, id string, rules []plan.IngressRule) error
+	// Token reads the tunnel's token from the API: only for a tunnel whose
+	// token this process does not hold (adopted, or created before a crash).
 	Token(ctx context.Context, id string) (secret.Token, error)
 }
 
@@ -80,7 +83,13 @@ type DNSAPI interface {
 	// OwnedRecords returns the records marked as orgID's, whatever their
 	// name (all pages).
 	OwnedRecords(ctx context.Context, orgID string) ([]plan.Record, error)
+	// Batch deletes and creates (proxied CNAMEs) in one request, all or
+	// nothing; it returns the created records in the order of creates.
+	Batch(ctx context.Context, deletes []string, creates []CNAME) ([]plan.Record, error)
 }
+
+// CNAME is one proxied CNAME to create.
+type CNAME struct{ Name, Target, Comment string }
 
 // Instance is an EC2 instance as the engine sees it.
 type Instance struct {

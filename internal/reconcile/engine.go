@@ -64,6 +64,12 @@ type Config struct {
 	// sweeps (watch.go); the sweep interval is its ceiling.
 	Watch       WatchConfig
 	OrphanGrace time.Duration // default 10m
+	// DNSBatchWindow is how long a DNS record create or delete waits for
+	// others to go out in one batch (dnsbatch.go); default 200ms, < 0 sends
+	// each alone. DNSBatchMax bounds a batch (the zone plan's: 200 Free,
+	// 3,500 paid); default 200.
+	DNSBatchWindow time.Duration
+	DNSBatchMax    int
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -151,6 +157,7 @@ func (c *Config) defaults() error {
 	if c.OrphanGrace <= 0 {
 		c.OrphanGrace = 10 * time.Minute
 	}
+	c.dnsBatchDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -210,6 +217,13 @@ type Engine struct {
 	// (or saw tagged) on the org's token parameter, so the tag is read back
 	// only after a restart (present.go, tagTokenForInstance).
 	tagged sync.Map
+	// tokens holds the tokens of tunnels created by this process until
+	// they are in SSM (step_token.go).
+	tokens heldTokens
+	// ready runs the early tunnel listings readiness polls share (ready.go).
+	ready readyLister
+	// dnsBatch gathers the DNS changes of orgs in flight (dnsbatch.go).
+	dnsBatch dnsBatcher
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally
@@ -223,6 +237,7 @@ type pollState struct {
 	reports   int
 	tunnelID  string
 	converged time.Time
+	listedAt  time.Time // start of the tunnel listing the last poll read (ready.go)
 }
 
 // New builds an engine. queue may be nil (a fresh one is made).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -45,18 +46,18 @@ func newFakeCloud() *fakeCloud {
 func (f *fakeCloud) id(prefix string) string { f.seq++; return fmt.Sprintf("%s%04d", prefix, f.seq) }
 func (f *fakeCloud) call(op string)          { f.calls[op]++ }
 
-func (f *fakeCloud) CreateTunnel(_ context.Context, name string) (Tunnel, error) {
+func (f *fakeCloud) CreateTunnel(_ context.Context, name string) (Tunnel, secret.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("tunnel.create")
 	for _, t := range f.tunnels {
 		if t.Name == name && !t.Deleted {
-			return Tunnel{}, ErrExists
+			return Tunnel{}, secret.Token{}, ErrExists
 		}
 	}
 	t := &Tunnel{ID: f.id("t-"), Name: name, Status: "inactive"}
 	f.tunnels[t.ID] = t
-	return *t, nil
+	return *t, secret.NewToken("token-of-" + t.ID), nil
 }
 
 func (f *fakeCloud) FindTunnel(_ context.Context, name string) (*Tunnel, error) {
@@ -85,6 +86,7 @@ func (f *fakeCloud) GetTunnel(_ context.Context, id string) (Tunnel, error) {
 func (f *fakeCloud) ListTunnels(context.Context) ([]Tunnel, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.call("tunnels.list")
 	var out []Tunnel
 	for _, t := range f.tunnels {
 		if !t.Deleted {
@@ -126,6 +128,9 @@ func (f *fakeCloud) PutIngress(_ context.Context, id string, rules []plan.Ingres
 }
 
 func (f *fakeCloud) Token(_ context.Context, id string) (secret.Token, error) {
+	f.mu.Lock()
+	f.call("tunnel_token.get")
+	f.mu.Unlock()
 	return secret.NewToken("token-of-" + id), nil
 }
 
@@ -141,6 +146,33 @@ func (f *fakeCloud) CreateCNAME(_ context.Context, name, target, comment string)
 	r := plan.Record{ID: f.id("r-"), Name: name, Type: "CNAME", Content: target, Proxied: true, Comment: comment}
 	f.records[r.ID] = r
 	return r, nil
+}
+
+// Batch is all or nothing, deletes before creates, as Cloudflare's.
+func (f *fakeCloud) Batch(_ context.Context, deletes []string, creates []CNAME) ([]plan.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("dns.batch")
+	left := maps.Clone(f.records)
+	for _, id := range deletes {
+		if _, ok := left[id]; !ok {
+			return nil, ErrNotFound
+		}
+		delete(left, id)
+	}
+	var out []plan.Record
+	for _, c := range creates {
+		for _, r := range left {
+			if strings.EqualFold(r.Name, c.Name) {
+				return nil, ErrExists
+			}
+		}
+		r := plan.Record{ID: f.id("r-"), Name: c.Name, Type: "CNAME", Content: c.Target, Proxied: true, Comment: c.Comment}
+		left[r.ID] = r
+		out = append(out, r)
+	}
+	f.records = left
+	return out, nil
 }
 
 func (f *fakeCloud) FindRecords(_ context.Context, name string) ([]plan.Record, error) {

@@ -445,13 +445,37 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		e.clearPoll(org.ID)
 		return Result{}, false, nil
 	}
-	t, err := e.clouds.Tunnels.GetTunnel(ctx, ps.tunnelID)
-	if errors.Is(err, ErrNotFound) || (err == nil && t.Deleted) {
-		e.clearPoll(org.ID)
-		return Result{}, false, nil
-	}
+	// The status from a shared tunnel listing newer than the org's last
+	// step (ready.go); a GET only while fewer orgs wait than it has pages.
+	listed, at, wait, fromList, err := e.listedTunnel(ctx, ps.tunnelID, ps.converged, ps.listedAt)
 	if err != nil {
 		return Result{}, true, fmt.Errorf("org %s: poll tunnel %s: %w", org.ID, ps.tunnelID, err)
+	}
+	if fromList && wait > 0 {
+		return Result{RequeueAfter: wait}, true, nil // the next shared listing answers
+	}
+	var t Tunnel
+	if fromList {
+		if listed == nil {
+			e.clearPoll(org.ID) // not among the live tunnels: a full look
+			return Result{}, false, nil
+		}
+		t, now = *listed, at // the status is as of the listing
+		e.pollMu.Lock()
+		if p, ok := e.polls[org.ID]; ok {
+			p.listedAt = at
+			e.polls[org.ID] = p
+		}
+		e.pollMu.Unlock()
+	} else {
+		t, err = e.clouds.Tunnels.GetTunnel(ctx, ps.tunnelID)
+		if errors.Is(err, ErrNotFound) || (err == nil && t.Deleted) {
+			e.clearPoll(org.ID)
+			return Result{}, false, nil
+		}
+		if err != nil {
+			return Result{}, true, fmt.Errorf("org %s: poll tunnel %s: %w", org.ID, ps.tunnelID, err)
+		}
 	}
 	if t.Status == "healthy" {
 		e.clearPoll(org.ID)

@@ -43,7 +43,7 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 			}
 		case plan.OpCreate:
 			err = mutate(ctx, log, "cf.dns.create", d.Hostname, func(ctx context.Context) error {
-				rec, err = e.clouds.DNS.CreateCNAME(ctx, d.Hostname, target, comment)
+				rec, err = e.batchedCreate(ctx, d.Hostname, target, comment)
 				return err
 			})
 			if errors.Is(err, ErrExists) {
@@ -120,7 +120,7 @@ func (e *Engine) adoptRecord(log *slog.Logger, org *state.Org, p plan.Result, ho
 // for an orphan's).
 func (e *Engine) deleteRecord(ctx context.Context, log *slog.Logger, orgID, id string) error {
 	return e.deleteStep(ctx, log, "cf.dns.delete", id, "delete dns record "+id,
-		func(ctx context.Context) error { return e.clouds.DNS.DeleteRecord(ctx, id) },
+		func(ctx context.Context) error { return e.batchedDelete(ctx, id) },
 		orgID, func(ob *state.Observed) {
 			if ob.DNSRecordID == id {
 				ob.DNSRecordID, ob.DNSName = "", ""

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -13,21 +15,31 @@ import (
 // SecureString (and nowhere else), the parameter's InstanceArn tag, and its
 // deletion.
 
-// putToken moves the tunnel token from Cloudflare into SSM. The token lives
-// only in this function's stack.
+// putToken puts the tunnel token into SSM. A tunnel this process created
+// left its token in e.tokens (built locally from the secret it drew, no
+// call); otherwise (adopted after a 409, or created before a crash that
+// came before the SSM write) the token is read from Cloudflare. The token
+// lives only in this function's stack and, until the put succeeds, in
+// e.tokens.
 func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string, aw RegionClouds) error {
-	tok, err := e.clouds.Tunnels.Token(ctx, tunnelID)
-	if err != nil {
-		return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
+	tok, held := e.tokens.get(tunnelID)
+	if !held {
+		var err error
+		tok, err = e.clouds.Tunnels.Token(ctx, tunnelID)
+		if err != nil {
+			return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
+		}
+		log.Info("tunnel token read from Cloudflare (not held by this process)", "tunnel_id", tunnelID)
 	}
 	name := owner.ParamName(e.cfg.ParamPrefix, orgID)
 	tags := map[string]string{owner.TagManagedBy: owner.ManagedBy, owner.TagOrgID: orgID, owner.TagTunnelID: tunnelID}
-	err = mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
+	err := mutate(ctx, log, "ssm.PutParameter", name, func(ctx context.Context) error {
 		return aw.Params.PutToken(ctx, name, tok, tags)
 	})
 	if err != nil {
 		return fmt.Errorf("put token parameter %s: %w", name, err)
 	}
+	e.tokens.drop(tunnelID)
 	return e.store.Update(orgID, func(o *state.Org) error {
 		o.Observed.ParameterName, o.Observed.ParamTunnelID = name, tunnelID
 		return nil
@@ -92,4 +104,35 @@ func (e *Engine) deleteToken(ctx context.Context, log *slog.Logger, orgID, name 
 				ob.ParameterName, ob.ParamTunnelID = "", ""
 			}
 		})
+}
+
+// heldTokens are the tokens of tunnels this process created, built locally
+// from the secret it drew, kept in memory only until the token step has
+// put them into SSM (never in bbolt, logs or errors). A process that dies
+// in between loses them; the next one reads the token from Cloudflare.
+type heldTokens struct {
+	mu sync.Mutex
+	m  map[string]secret.Token // tunnel id -> token
+}
+
+func (h *heldTokens) hold(tunnelID string, tok secret.Token) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]secret.Token{}
+	}
+	h.m[tunnelID] = tok
+}
+
+func (h *heldTokens) get(tunnelID string) (secret.Token, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	tok, ok := h.m[tunnelID]
+	return tok, ok
+}
+
+func (h *heldTokens) drop(tunnelID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, tunnelID)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -18,11 +19,15 @@ import (
 func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID string) (Tunnel, error) {
 	name := owner.TunnelName(orgID)
 	var t Tunnel
+	var tok secret.Token
 	err := mutate(ctx, log, "cf.tunnel.create", name, func(ctx context.Context) error {
 		var err error
-		t, err = e.clouds.Tunnels.CreateTunnel(ctx, name)
+		t, tok, err = e.clouds.Tunnels.CreateTunnel(ctx, name)
 		return err
 	})
+	if err == nil && !tok.IsZero() {
+		e.tokens.hold(t.ID, tok) // the token step takes it: no token read
+	}
 	if errors.Is(err, ErrExists) {
 		found, ferr := e.clouds.Tunnels.FindTunnel(ctx, name)
 		if ferr != nil {
@@ -68,5 +73,6 @@ func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) 
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete tunnel %s: %w", id, err)
 	}
+	e.tokens.drop(id)
 	return nil
 }
