@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/admin"
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/progress"
@@ -244,8 +246,26 @@ func planLocal(ctx context.Context, cx *cmdContext, org string) (planReport, err
 	cloudURL := ""
 	switch c.Cloud {
 	case config.ModeSandbox:
-		return planReport{}, fmt.Errorf("the sandbox cloud lives inside the running reconciler, which is not running on %s; "+
-			"start it, or plan against a cloudsim with --cloud http://HOST:PORT", c.DataDir)
+		// The daemon is stopped: plan against the sandbox cloud it saved,
+		// loaded into this process and served on loopback for the run.
+		// Nothing is saved back, and a plan only reads.
+		sim, loaded, err := cloudsim.OpenFile(sandboxConfig(c), sandboxPath(c))
+		if err != nil {
+			return planReport{}, fmt.Errorf("sandbox cloud: %w", err)
+		}
+		if !loaded {
+			return planReport{}, fmt.Errorf("no sandbox cloud saved at %s: the reconciler has not run on this --data-dir yet, or its cloud was removed; "+
+				"start it, or plan against a cloudsim with --cloud http://HOST:PORT", sandboxPath(c))
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return planReport{}, fmt.Errorf("serve the saved sandbox cloud: %w", err)
+		}
+		srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		defer srv.Close()
+		cloudURL = "http://" + l.Addr().String()
+		fmt.Fprintf(cx.stderr, "note: the reconciler is not running; planning against the sandbox cloud it saved in %s\n", sandboxPath(c))
 	case config.ModeURL:
 		cloudURL = strings.TrimRight(c.CloudURL, "/")
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -133,6 +134,13 @@ func TestSandboxCloudSurvivesRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(snapshot); err != nil {
 		t.Errorf("no %s after a graceful stop: %v", sandboxFile, err)
+	}
+	// With the daemon stopped, `plan` reads the cloud it saved: acme is
+	// there and converged, so nothing would change.
+	var pout, perr bytes.Buffer
+	if code := realMain([]string{"plan", "--data-dir", dataDir}, &pout, &perr); code != planNoChanges ||
+		!strings.Contains(pout.String(), "acme") || !strings.Contains(perr.String(), "planning against the sandbox cloud it saved") {
+		t.Errorf("plan with the daemon stopped: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, planNoChanges, pout.String(), perr.String())
 	}
 	rec = start(t, filepath.Join(bin, "reconciler"), args...)
 	sameCloud("after SIGTERM")
