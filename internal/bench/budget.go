@@ -30,19 +30,8 @@ func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	// The client runs with tunnelward's default budget (1200 minus a 50
 	// request margin kept for the dashboard and arrival-time jitter), its
 	// window scaled; the emulator enforces Cloudflare's full 1200.
-	budget := ratelimit.DefaultCloudflare
-	budget.Window = window
+	budget, ec2, ssm := compressedBudgets(f)
 	cfLimit := ratelimit.CloudflareLimit
-
-	ec2 := ratelimit.DefaultEC2()
-	for k, b := range ec2.PerAction {
-		b.Burst, b.Rate = int(float64(b.Burst)*f), b.Rate*f
-		ec2.PerAction[k] = b
-	}
-	ec2.Mutating.Burst, ec2.Mutating.Rate = int(float64(ec2.Mutating.Burst)*f), ec2.Mutating.Rate*f
-	ec2.NonMutating.Burst, ec2.NonMutating.Rate = int(float64(ec2.NonMutating.Burst)*f), ec2.NonMutating.Rate*f
-	ssm := ratelimit.DefaultSSM
-	ssm.Burst, ssm.Rate = int(float64(ssm.Burst)*f), ssm.Rate*f
 
 	w, err := newWorld(worldOpts{
 		sim: func(c *cloudsim.Config) {
@@ -134,4 +123,22 @@ func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 			f, cfLimit, secs(window), f, f, budget.Requests, budget.Burst, windows, served, pc.cf429, readyN, pc.ec2, pc.ssm, pc.throttled-pc.cf429,
 			firstReady, orgs, medianReady),
 	}}, nil
+}
+
+// compressedBudgets are tunnelward's default client budgets with time
+// compressed by f: Cloudflare's window shortened f times, the EC2 buckets'
+// and SSM's bursts and rates multiplied by f.
+func compressedBudgets(f float64) (ratelimit.WindowBudget, ratelimit.EC2Buckets, ratelimit.Bucket) {
+	cf := ratelimit.DefaultCloudflare
+	cf.Window = time.Duration(float64(cf.Window) / f)
+	scale := func(b ratelimit.Bucket) ratelimit.Bucket {
+		b.Burst, b.Rate = int(float64(b.Burst)*f), b.Rate*f
+		return b
+	}
+	ec2 := ratelimit.DefaultEC2()
+	for k, b := range ec2.PerAction {
+		ec2.PerAction[k] = scale(b)
+	}
+	ec2.Mutating, ec2.NonMutating = scale(ec2.Mutating), scale(ec2.NonMutating)
+	return cf, ec2, scale(ratelimit.DefaultSSM)
 }

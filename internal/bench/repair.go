@@ -123,17 +123,7 @@ func repairAt(ctx context.Context, rep *Report, n, perKind int, f float64) ([]Ro
 	// Budgets x f, enforced by the emulator as Cloudflare and AWS do
 	// (a 429 or a throttle would show in the row), and by the clients.
 	window := scaled(5 * time.Minute)
-	cfBudget := ratelimit.DefaultCloudflare
-	cfBudget.Window = window
-	ec2 := ratelimit.DefaultEC2()
-	for k, b := range ec2.PerAction {
-		b.Burst, b.Rate = int(float64(b.Burst)*f), b.Rate*f
-		ec2.PerAction[k] = b
-	}
-	ec2.Mutating.Burst, ec2.Mutating.Rate = int(float64(ec2.Mutating.Burst)*f), ec2.Mutating.Rate*f
-	ec2.NonMutating.Burst, ec2.NonMutating.Rate = int(float64(ec2.NonMutating.Burst)*f), ec2.NonMutating.Rate*f
-	ssm := ratelimit.DefaultSSM
-	ssm.Burst, ssm.Rate = int(float64(ssm.Burst)*f), ssm.Rate*f
+	cfBudget, ec2, ssm := compressedBudgets(f)
 	cfPerSec := float64(ratelimit.CloudflareLimit) / window.Seconds()
 	ec2ReadPerSec := ratelimit.DefaultEC2().NonMutating.Rate * f
 	ssmPerSec := ratelimit.DefaultSSM.Rate * f
