@@ -131,17 +131,6 @@ func (d *daemon) waitReady(ids ...string) {
 	}
 }
 
-func waitForLong(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // sample is one line of the Prometheus text format.
 type sample struct {
 	name   string
@@ -209,6 +198,7 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a lifecycle in the sandbox")
 	}
+	t.Parallel()
 	cfg := testConfig(t, t.TempDir())
 	d := startDaemon(t, cfg)
 
@@ -328,6 +318,7 @@ func probe(t *testing.T, url string) (int, admin.ProbeResponse) {
 // TUNNELWARD_ADMIN_LISTEN) take effect, and /readyz names the NATS check
 // while the broker is down and recovers when it is back.
 func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
+	// Not parallel: replaces getenv, which parallel tests read.
 	natsAddr, storeDir := freeAddr(t), t.TempDir()
 	ns, err := broker.StartEmbedded(natsAddr, storeDir)
 	if err != nil {
@@ -461,6 +452,7 @@ func TestPlanReportsDriftOnlyReads(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a lifecycle in the sandbox")
 	}
+	t.Parallel()
 	sim := httptest.NewServer(cloudsim.New(cloudsim.DefaultConfig()).Handler())
 	defer sim.Close()
 	dir := t.TempDir()

@@ -34,6 +34,7 @@ func busy(t *testing.T) string {
 // Every taken listen address is reported in one go, and with an external
 // NATS server the failed start created no stream there.
 func TestBusyPortsReportedAtOnceBeforeNATS(t *testing.T) {
+	t.Parallel()
 	ns, err := broker.StartEmbedded("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +93,7 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the reconciler")
 	}
+	t.Parallel()
 	root, err := os.MkdirTemp("", "tw-preflight-")
 	if err != nil {
 		t.Fatal(err)
@@ -101,13 +103,10 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 		_ = os.Chmod(locked, 0o755)
 		_ = os.RemoveAll(root)
 	})
-	if err := os.Chmod(root, 0o755); err != nil { // the other user runs the binary from here
+	if err := os.Chmod(root, 0o755); err != nil { // the other user reaches the data dir through here
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "reconciler")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/tunnelward/tunnelward/cmd/reconciler").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := reconcilerBinary(t) // in a directory every user may read
 	// Writable by its owner only; as root, run as nobody, who is not it.
 	if err := os.Mkdir(locked, 0o555); err != nil {
 		t.Fatal(err)

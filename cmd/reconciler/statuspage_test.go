@@ -33,6 +33,7 @@ var statusScreenshot = flag.String("status-page-screenshot", "",
 // and a dead letter, and reads GET / as HTML and then in a real headless
 // browser (Debian's chromium), which must render the same orgs.
 func TestStatusPage(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, testConfig(t, t.TempDir(), "--health-grace", "10m"))
 	sim := "http://" + d.cfg.SandboxListen
 
