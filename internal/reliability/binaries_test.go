@@ -1,10 +1,12 @@
 package reliability
 
 import (
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -15,7 +17,21 @@ var (
 	binDone = map[string]error{}
 )
 
+// waitingParallel is how many parallel tests (and crash kills) run at once
+// in the default run when -parallel is not given: each is a world of child
+// processes that mostly waits on them, so the default (GOMAXPROCS) would
+// leave the cores idle. The heavy run keeps the default.
+const waitingParallel = 8
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if !Heavy() {
+		given := false
+		flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+		if !given {
+			_ = flag.Set("test.parallel", strconv.Itoa(waitingParallel))
+		}
+	}
 	dir, err := os.MkdirTemp("", "tw-reliability-bin-")
 	if err != nil {
 		panic(err)

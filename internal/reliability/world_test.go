@@ -494,20 +494,16 @@ func maps(m map[string]uint64) map[string]uint64 {
 // waitConverged polls until convergence or the deadline; it returns the
 // last problem ("" converged).
 func (w *world) waitConverged(timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
 	var last string
-	for {
+	poll(timeout, 250*time.Millisecond, func() bool {
 		if w.rec != nil && !w.rec.running() {
-			return fmt.Sprintf("reconciler exited: %v\n%s", w.rec.err, tail(w.rec.log(), 30))
+			last = fmt.Sprintf("reconciler exited: %v\n%s", w.rec.err, tail(w.rec.log(), 30))
+			return true
 		}
-		if last = w.convergence(); last == "" {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return last
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		last = w.convergence()
+		return last == ""
+	})
+	return last
 }
 
 // simCallsLost returns the emulator's call counts and how many responses it
@@ -580,14 +576,26 @@ func getJSON(url string, v any) error {
 	return json.Unmarshal([]byte(body), v)
 }
 
+// waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(timeout, 50*time.Millisecond, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// poll is this package's one polling loop: cond every interval until it
+// holds (true) or timeout passes (false, after one last try).
+func poll(timeout, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	for {
+		if cond() {
+			return true
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(every)
 	}
 }
 
