@@ -420,6 +420,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the commands and runs the walkthrough on a sandbox")
 	}
+	t.Parallel()
 	natsBin := findNATS(t)
 	docs := walkthroughDocs(t)
 

@@ -228,8 +228,9 @@ func (d *daemon) ready(t *testing.T, id string) bool {
 	return false
 }
 
-// waitFor polls cond every 100 ms until it holds, failing the test at the
-// deadline.
+// waitFor polls cond every 20 ms until it holds, failing the test at the
+// deadline. The alert test scrapes and evaluates once per poll, so the
+// interval is also how long a compressed scrape interval takes.
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -237,7 +238,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", limit, what)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
