@@ -19,6 +19,7 @@ import (
 )
 
 func TestAllEventTypesReachState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	run(t, in)
@@ -53,6 +54,7 @@ func TestAllEventTypesReachState(t *testing.T) {
 }
 
 func TestSameEventIDStoredOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ev, err := events.New(events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
 	if err != nil {
@@ -77,6 +79,7 @@ func TestSameEventIDStoredOnce(t *testing.T) {
 }
 
 func TestDeleteBeforeCreateAndRecreate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	run(t, e.ingester(t, nil))
 	// deleted before created: a tombstone, then the newer created wins.
@@ -101,6 +104,7 @@ func TestDeleteBeforeCreateAndRecreate(t *testing.T) {
 // A crash after the bbolt commit but before the acks: the events come back
 // and change nothing.
 func TestRedeliveryAfterCommitBeforeAck(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
@@ -144,6 +148,7 @@ func (e *env) consumerSettledAfterRedelivery(t *testing.T) bool {
 }
 
 func TestInvalidEventsDeadLetteredValidOnesFlow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, func(c *Config) { c.BatchSize = 4 }) // several batches, mixed
 	run(t, in)
@@ -218,6 +223,7 @@ func TestInvalidEventsDeadLetteredValidOnesFlow(t *testing.T) {
 // An event on a subject of the wrong shape is dead-lettered naming the
 // subject, not a field of a payload that is itself fine.
 func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	run(t, in)
@@ -258,6 +264,7 @@ func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
 // If the dead-letter publish fails, the event is nak'ed and retried, never
 // dropped; once the DLQ is back it lands there.
 func TestDeadLetterFailureNaks(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	if err := e.js.DeleteStream(ctx, events.DLQStream); err != nil {
@@ -290,6 +297,7 @@ func (e *env) startDLQ() error {
 }
 
 func TestRestartResumesFromDurableConsumer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	first := e.ingester(t, nil)
 	stop := run(t, first)

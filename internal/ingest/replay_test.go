@@ -13,6 +13,7 @@ import (
 )
 
 func TestReplayEqualsLiveState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	stop := run(t, in)
@@ -95,6 +96,7 @@ func TestReplayEqualsLiveState(t *testing.T) {
 }
 
 func TestReplayRebuildsCorruptFile(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	run(t, e.ingester(t, nil))
 	_, ack := e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
