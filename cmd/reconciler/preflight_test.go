@@ -103,10 +103,19 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 		_ = os.Chmod(locked, 0o755)
 		_ = os.RemoveAll(root)
 	})
-	if err := os.Chmod(root, 0o755); err != nil { // the other user reaches the data dir through here
+	if err := os.Chmod(root, 0o755); err != nil { // the other user runs the binary from here
 		t.Fatal(err)
 	}
-	bin := reconcilerBinary(t) // in a directory every user may read
+	// A copy the other user may reach (the shared one may be under a home
+	// directory only its owner enters).
+	bin := filepath.Join(root, "reconciler")
+	b, err := os.ReadFile(reconcilerBinary(t))
+	if err == nil {
+		err = os.WriteFile(bin, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Writable by its owner only; as root, run as nobody, who is not it.
 	if err := os.Mkdir(locked, 0o555); err != nil {
 		t.Fatal(err)

@@ -3,18 +3,10 @@ package reliability
 import (
 	"flag"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
-	"sync"
 	"testing"
-)
 
-var (
-	binDir  string
-	binMu   sync.Mutex
-	binDone = map[string]error{}
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // waitingParallel is how many parallel tests (and crash kills) run at once
@@ -32,51 +24,15 @@ func TestMain(m *testing.M) {
 			_ = flag.Set("test.parallel", strconv.Itoa(waitingParallel))
 		}
 	}
-	dir, err := os.MkdirTemp("", "tw-reliability-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// binary builds a main package of this module (or a module dependency) once
-// per test process and returns the executable's path.
+// binary returns a main package of this module (or a module dependency)
+// built once for every test package and run (internal/testbin).
 func binary(t testing.TB, name, pkg string) string {
 	t.Helper()
-	binMu.Lock()
-	defer binMu.Unlock()
-	out := filepath.Join(binDir, name)
-	err, done := binDone[name]
-	if !done {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = repoRoot(t)
-		b, berr := cmd.CombinedOutput()
-		if berr != nil {
-			err = &buildError{pkg: pkg, out: string(b), err: berr}
-		}
-		binDone[name] = err
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testbin.Path(t, name, pkg)
 }
-
-type buildError struct {
-	pkg, out string
-	err      error
-}
-
-func (e *buildError) Error() string { return "go build " + e.pkg + ": " + e.err.Error() + "\n" + e.out }
 
 // reconcilerBinary builds cmd/reconciler.
 func reconcilerBinary(t testing.TB) string {
