@@ -318,7 +318,8 @@ func probe(t *testing.T, url string) (int, admin.ProbeResponse) {
 // TUNNELWARD_ADMIN_LISTEN) take effect, and /readyz names the NATS check
 // while the broker is down and recovers when it is back.
 func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
-	// Not parallel: replaces getenv, which parallel tests read.
+	// Parallel only once the configuration is parsed: parsing replaces
+	// getenv, which parallel tests read.
 	natsAddr, storeDir := freeAddr(t), t.TempDir()
 	ns, err := broker.StartEmbedded(natsAddr, storeDir)
 	if err != nil {
@@ -336,11 +337,12 @@ func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
 		"TUNNELWARD_DATA_DIR":     t.TempDir(),
 	}
 	getenv = func(k string) string { return env[k] }
-	defer func() { getenv = os.Getenv }()
 	_, cx, code := parseCommand(nil, io.Discard, io.Discard)
+	getenv = os.Getenv
 	if cx == nil {
 		t.Fatalf("parse: exit %d", code)
 	}
+	t.Parallel()
 	c := cx.cfg
 	if c.Cloud != config.ModeURL || c.CloudURL != sim.URL || c.NATS.URL != ns.ClientURL() || c.AdminListen != adminAddr {
 		t.Fatalf("environment not applied: %+v", c)
