@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // busy holds a listener on a free loopback port for the test's duration.
@@ -108,11 +109,7 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 	}
 	// A copy the other user may reach (the shared one may be under a home
 	// directory only its owner enters).
-	bin := filepath.Join(root, "reconciler")
-	b, err := os.ReadFile(reconcilerBinary(t))
-	if err == nil {
-		err = os.WriteFile(bin, b, 0o755)
-	}
+	bin, err := testbin.CopyTo(root, "reconciler", "./cmd/reconciler")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,4 +95,33 @@ func build(dir, out, pkg string) error {
 		return fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)
 	}
 	return nil
+}
+
+// CopyTo copies the binary of pkg, built as name, into dir (created if
+// need be) and returns the copy's path: for a test that runs it where the
+// cache directory cannot be reached, or where it must find the file.
+func CopyTo(dir, name, pkg string) (string, error) {
+	src, err := Build(name, pkg)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, name)
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return "", err
+	}
+	// io.Copy between files copies in the kernel (copy_file_range).
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return "", err
+	}
+	return dst, out.Close()
 }
