@@ -242,7 +242,7 @@ func remediations(o state.Org, action string) []state.Remediation {
 }
 
 func TestHealthKilledConnectorRestarted(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -350,7 +350,7 @@ func TestHealthFalseAlarm(t *testing.T) {
 }
 
 func TestRemediationRateLimited(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.RemediationLimit = 1; c.RemediationWindow = time.Hour }})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -766,7 +766,7 @@ func TestLaunchInFlightReusesClientToken(t *testing.T) {
 // The token must never leave Cloudflare and SSM: not in logs, bbolt,
 // user-data or the emulator's view of anything but the parameter.
 func TestTokenNeverLeaks(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	orgs := []string{"acme", "beta"}
@@ -814,7 +814,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 // No health event at all: the sweep sees the tunnel down, the org is
 // requeued, and the engine restarts cloudflared on its own.
 func TestSweepFindsDownTunnel(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -872,7 +872,7 @@ func TestRestartLeavesReadyOrgsToTheSweep(t *testing.T) {
 // Cloudflare refuses to delete a tunnel with active connections; the
 // engine cleans them and deletes again.
 func TestDeleteTunnelWithActiveConnections(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the emulated cloudflared reconnects within 100 ms of its connections being cleaned.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -896,7 +896,7 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 // the same budget, a burst of orgs converges without a single 429: the
 // budget is kept by tunnelward, not discovered.
 func TestCloudflareBudgetNeverExceeded(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the client budget equals the emulator's: a loaded machine's delivery delays would spend it twice.
 	budget := 40
 	window := 2 * time.Second
 	h := newHarness(t, harnessOpts{

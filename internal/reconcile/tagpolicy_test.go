@@ -58,7 +58,7 @@ func TestCreateReadyUnderInstanceRoleTagPolicy(t *testing.T) {
 // tags the parameter), and the parameter ends tagged for the instance the
 // org records, whose cloudflared is the one connected.
 func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the re-tag must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
