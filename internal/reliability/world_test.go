@@ -416,6 +416,17 @@ func (st simState) resources(org string) (tunnels, records, instances, params in
 	return
 }
 
+// running counts the org's instances in state running.
+func (st simState) running(org string) int {
+	n := 0
+	for _, i := range st.Instances {
+		if i.liveOf(org) && i.State.Name == "running" {
+			n++
+		}
+	}
+	return n
+}
+
 func isTrue(o state.Org, cond string) bool {
 	for _, c := range o.Conditions {
 		if c.Type == cond {
@@ -456,6 +467,10 @@ func (w *world) convergence() string {
 		}
 		if tu, re, in, pa := st.resources(org); tu != 1 || re != 1 || in != 1 || pa != 1 {
 			problems = append(problems, fmt.Sprintf("%s: %d tunnels, %d records, %d instances, %d parameters; want one each", org, tu, re, in, pa))
+		} else if n := st.running(org); n != 1 {
+			// A stopped instance is not converged, even while the org still
+			// reads Ready from before its health report was handled.
+			problems = append(problems, fmt.Sprintf("%s: its instance is not running", org))
 		}
 	}
 	for _, org := range deleted {
