@@ -14,7 +14,6 @@ import (
 // readiness names the failure, shutdown gives the events back, and the next
 // run applies them all, in order.
 func TestFailedCommitLosesNothing(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
@@ -55,7 +54,6 @@ func TestFailedCommitLosesNothing(t *testing.T) {
 // was in flight to a crashed process arrives after the org's next health
 // report. The report is deferred until the org exists, not dropped.
 func TestHealthReportWaitsForLateCreated(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	crashed := e.ingester(t, func(c *Config) { c.AckWait = time.Second })

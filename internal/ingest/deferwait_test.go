@@ -13,7 +13,6 @@ import (
 // died) is redelivered. With the old fixed 5 attempts the report was acked
 // as ignored before the created came back: the random-kill runs lost one.
 func TestHealthReportOutlastsAckWait(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	crashed := e.ingester(t, func(c *Config) { c.AckWait = 2 * time.Second })

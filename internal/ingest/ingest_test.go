@@ -19,7 +19,6 @@ import (
 )
 
 func TestAllEventTypesReachState(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	run(t, in)
@@ -54,7 +53,6 @@ func TestAllEventTypesReachState(t *testing.T) {
 }
 
 func TestSameEventIDStoredOnce(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	ev, err := events.New(events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
 	if err != nil {
@@ -79,7 +77,6 @@ func TestSameEventIDStoredOnce(t *testing.T) {
 }
 
 func TestDeleteBeforeCreateAndRecreate(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	run(t, e.ingester(t, nil))
 	// deleted before created: a tombstone, then the newer created wins.
@@ -104,7 +101,6 @@ func TestDeleteBeforeCreateAndRecreate(t *testing.T) {
 // A crash after the bbolt commit but before the acks: the events come back
 // and change nothing.
 func TestRedeliveryAfterCommitBeforeAck(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
@@ -148,7 +144,6 @@ func (e *env) consumerSettledAfterRedelivery(t *testing.T) bool {
 }
 
 func TestInvalidEventsDeadLetteredValidOnesFlow(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, func(c *Config) { c.BatchSize = 4 }) // several batches, mixed
 	run(t, in)
@@ -223,7 +218,6 @@ func TestInvalidEventsDeadLetteredValidOnesFlow(t *testing.T) {
 // An event on a subject of the wrong shape is dead-lettered naming the
 // subject, not a field of a payload that is itself fine.
 func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	run(t, in)
@@ -264,7 +258,6 @@ func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
 // If the dead-letter publish fails, the event is nak'ed and retried, never
 // dropped; once the DLQ is back it lands there.
 func TestDeadLetterFailureNaks(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	if err := e.js.DeleteStream(ctx, events.DLQStream); err != nil {
@@ -297,7 +290,6 @@ func (e *env) startDLQ() error {
 }
 
 func TestRestartResumesFromDurableConsumer(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	first := e.ingester(t, nil)
 	stop := run(t, first)

@@ -17,7 +17,6 @@ import (
 // fetched, and a restart must apply the rest: each event applied exactly
 // once, every org ending at its last event.
 func TestStopMidStreamLosesNothing(t *testing.T) {
-	t.Parallel()
 	const n, orgs = 3000, 30
 	e := newEnv(t)
 	last := map[string]uint64{} // org -> stream seq of its last event

@@ -13,7 +13,6 @@ import (
 )
 
 func TestReplayEqualsLiveState(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	in := e.ingester(t, nil)
 	stop := run(t, in)
@@ -96,7 +95,6 @@ func TestReplayEqualsLiveState(t *testing.T) {
 }
 
 func TestReplayRebuildsCorruptFile(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	run(t, e.ingester(t, nil))
 	_, ack := e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})

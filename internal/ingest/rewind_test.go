@@ -18,7 +18,6 @@ import (
 // events: ingest rebuilds desired state from the whole stream instead of
 // starting empty (which would let the sweep collect every org as an orphan).
 func TestEmptyStoreRebuildsFromStream(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.Created{OrgID: "beta", Slug: "beta"})
@@ -86,7 +85,6 @@ func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 // again, and ends with exactly the state it had before the file was
 // swapped: every org, generation, presence and health report.
 func TestRewindRestoredOlderStateFile(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.Created{OrgID: "beta", Slug: "beta"})
@@ -179,7 +177,6 @@ func TestRewindRestoredOlderStateFile(t *testing.T) {
 // no evidence of being behind: ingest does not rewind (a needless full
 // replay), it goes on from the consumer's position and writes the mark.
 func TestNoRewindForFileWithoutMark(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publish(t, events.Created{OrgID: "acme", Slug: "acme"})
 	e.publish(t, events.Created{OrgID: "beta", Slug: "beta"})
@@ -224,7 +221,6 @@ func TestNoRewindForFileWithoutMark(t *testing.T) {
 // dead letters advance its mark: the next start does not rewind (and
 // dead-letter everything again) just because the file holds no org.
 func TestNoRewindAfterOnlyDeadLetters(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.publishRaw(t, "orgs.acme.created", []byte(`{"broken":`))
 	last := e.publishRaw(t, "orgs.beta.created", []byte(`{}`))
