@@ -357,6 +357,7 @@ var guide = []step{
 }
 
 func TestNATSCLIGuide(t *testing.T) {
+	t.Parallel()
 	bin := findNATS(t)
 	cmds := guideCommands(t, "nats-cli.md")
 	var want []string

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // The README's examples, run top to bottom on one sandbox: every block
@@ -420,6 +421,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the commands and runs the walkthrough on a sandbox")
 	}
+	t.Parallel()
 	natsBin := findNATS(t)
 	docs := walkthroughDocs(t)
 
@@ -435,6 +437,10 @@ func TestREADMEWalkthrough(t *testing.T) {
 	for i, step := range walkthrough {
 		if step.cmd == buildLine {
 			// The README's build, from the repository into the sandbox's bin/.
+			// bin/ starts with the binaries the other test packages share
+			// (internal/testbin): go build keeps a binary whose build ID says
+			// it is what it would link, and links again otherwise.
+			seedBin(t, s.bin, "reconciler", "publisher")
 			args := strings.Fields(strings.Replace(buildLine, "-o bin/", "-o "+s.bin+"/", 1))
 			cmd := exec.Command(args[0], args[1:]...)
 			cmd.Dir = ".."
@@ -501,4 +507,15 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Errorf("plan after the walkthrough: exit %d, want 0 (nothing to do)\n%s", code, out)
 	}
 	t.Logf("walkthrough done in %s", time.Since(began).Round(time.Millisecond))
+}
+
+// seedBin copies the shared builds of the named commands into dir; a
+// command that does not build is left to the README's own build to report.
+func seedBin(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := testbin.CopyTo(dir, name, "./cmd/"+name); err != nil {
+			t.Logf("no shared build of %s: %v", name, err)
+		}
+	}
 }

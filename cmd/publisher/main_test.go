@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,15 +162,18 @@ func TestRetriesUntilServerUp(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	type result struct {
-		code     int
-		out, err string
+		code int
+		out  string
 	}
 	done := make(chan result, 1)
+	errb := &lockedBuffer{}
 	go func() {
-		code, out, errs := runCLI("", "created", "--org", "late", "--slug", "late", "--nats-url", "nats://"+addr, "--timeout", "20s")
-		done <- result{code, out, errs}
+		var out bytes.Buffer
+		code := run([]string{"created", "--org", "late", "--slug", "late", "--nats-url", "nats://" + addr, "--timeout", "20s"},
+			strings.NewReader(""), &out, errb)
+		done <- result{code, out.String()}
 	}()
-	time.Sleep(700 * time.Millisecond) // the publisher is retrying meanwhile
+	waitFor(t, "the publisher retrying", 15*time.Second, func() bool { return strings.Contains(errb.String(), "retrying in") })
 	e, err := broker.StartEmbedded(addr, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -178,10 +182,41 @@ func TestRetriesUntilServerUp(t *testing.T) {
 	select {
 	case r := <-done:
 		if r.code != 0 || !strings.Contains(r.out, "published org.created org=late") {
-			t.Fatalf("%d %q %q", r.code, r.out, r.err)
+			t.Fatalf("%d %q %q", r.code, r.out, errb.String())
 		}
 	case <-time.After(25 * time.Second):
 		t.Fatal("publisher did not finish")
+	}
+}
+
+// lockedBuffer is a stderr the test reads while the publisher writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor polls cond every 10 ms until it holds, failing the test after
+// limit.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -56,6 +56,7 @@ func adminCall(t *testing.T, url, authz string) (int, http.Header, string) {
 // probes without it; status and plan, given the same file or variable,
 // send it; the token is in no log line and no command output.
 func TestAdminTokenDaemon(t *testing.T) {
+	// Not parallel: cli replaces getenv, which parallel tests read.
 	dir := t.TempDir()
 	file := tokenFile(t, daemonToken)
 	cfg := testConfig(t, dir, "--admin-token-file", file)
@@ -132,6 +133,7 @@ func TestAdminTokenDaemon(t *testing.T) {
 // --admin-metrics-public: Prometheus may scrape without the token; nothing
 // else opens. The token comes from TUNNELWARD_ADMIN_TOKEN here.
 func TestAdminMetricsPublicDaemon(t *testing.T) {
+	t.Parallel()
 	cfg, err := config.Parse([]string{"--data-dir", t.TempDir(), "--nats-listen", freeAddr(t), "--admin-listen", freeAddr(t),
 		"--sandbox-listen", freeAddr(t), "--admin-metrics-public"}, func(k string) string {
 		return map[string]string{config.EnvAdminToken: daemonToken}[k]
@@ -153,6 +155,7 @@ func TestAdminMetricsPublicDaemon(t *testing.T) {
 // An admin address that is not loopback without a token is refused before
 // anything starts (no state file, no NATS), naming what to set.
 func TestAdminExposedRefusedBeforeStart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	natsAddr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(freeAddr(t))
@@ -179,6 +182,7 @@ func TestAdminExposedRefusedBeforeStart(t *testing.T) {
 // so loudly; a token or loopback says nothing alarming. (Configurations
 // only: the tests bind loopback addresses alone.)
 func TestAdminAccessLogged(t *testing.T) {
+	t.Parallel()
 	logOf := func(args ...string) string {
 		t.Helper()
 		c, err := config.Parse(args, func(string) string { return "" })
@@ -211,6 +215,7 @@ func TestAdminAccessLogged(t *testing.T) {
 // past that, 429 with Retry-After and no cloud call. Counted by the cloud
 // emulator; the limiter runs on a test clock, so nothing depends on speed.
 func TestPlanEndpointCachedAndLimited(t *testing.T) {
+	t.Parallel()
 	sim := httptest.NewServer(cloudsim.New(cloudsim.DefaultConfig()).Handler())
 	defer sim.Close()
 	dir := t.TempDir()

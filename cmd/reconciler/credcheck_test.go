@@ -21,6 +21,7 @@ import (
 // change, and the log says the reconciler is not ready. With matching
 // credentials both checks pass.
 func TestCredentialsCheckFailsReadinessAgainstEmulator(t *testing.T) {
+	t.Parallel()
 	sc := cloudsim.DefaultConfig()
 	sc.CFToken, sc.AWSAccessKey = "some-other-token", "AKIAOTHEREXAMPLE"
 	sim := httptest.NewServer(cloudsim.New(sc).Handler())
@@ -81,6 +82,7 @@ func readyz(addr string) (int, string) {
 // STS at a small handler via AWS_ENDPOINT_URL_STS (the emulator serves no
 // STS), Cloudflare at the emulator.
 func TestCredentialsCheckLive(t *testing.T) {
+	// Not parallel: sets the process environment (t.Setenv).
 	const (
 		cfToken  = "cfTok_LiveSecretValue_0123456789abcdefghij"
 		awsKey   = "AKIATESTEXAMPLE00001"

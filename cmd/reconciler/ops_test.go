@@ -131,17 +131,6 @@ func (d *daemon) waitReady(ids ...string) {
 	}
 }
 
-func waitForLong(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // sample is one line of the Prometheus text format.
 type sample struct {
 	name   string
@@ -209,6 +198,7 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a lifecycle in the sandbox")
 	}
+	t.Parallel()
 	cfg := testConfig(t, t.TempDir())
 	d := startDaemon(t, cfg)
 
@@ -328,6 +318,8 @@ func probe(t *testing.T, url string) (int, admin.ProbeResponse) {
 // TUNNELWARD_ADMIN_LISTEN) take effect, and /readyz names the NATS check
 // while the broker is down and recovers when it is back.
 func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
+	// Parallel only once the configuration is parsed: parsing replaces
+	// getenv, which parallel tests read.
 	natsAddr, storeDir := freeAddr(t), t.TempDir()
 	ns, err := broker.StartEmbedded(natsAddr, storeDir)
 	if err != nil {
@@ -345,11 +337,12 @@ func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
 		"TUNNELWARD_DATA_DIR":     t.TempDir(),
 	}
 	getenv = func(k string) string { return env[k] }
-	defer func() { getenv = os.Getenv }()
 	_, cx, code := parseCommand(nil, io.Discard, io.Discard)
+	getenv = os.Getenv
 	if cx == nil {
 		t.Fatalf("parse: exit %d", code)
 	}
+	t.Parallel()
 	c := cx.cfg
 	if c.Cloud != config.ModeURL || c.CloudURL != sim.URL || c.NATS.URL != ns.ClientURL() || c.AdminListen != adminAddr {
 		t.Fatalf("environment not applied: %+v", c)
@@ -461,6 +454,7 @@ func TestPlanReportsDriftOnlyReads(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a lifecycle in the sandbox")
 	}
+	t.Parallel()
 	sim := httptest.NewServer(cloudsim.New(cloudsim.DefaultConfig()).Handler())
 	defer sim.Close()
 	dir := t.TempDir()

@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // busy holds a listener on a free loopback port for the test's duration.
@@ -34,6 +35,7 @@ func busy(t *testing.T) string {
 // Every taken listen address is reported in one go, and with an external
 // NATS server the failed start created no stream there.
 func TestBusyPortsReportedAtOnceBeforeNATS(t *testing.T) {
+	t.Parallel()
 	ns, err := broker.StartEmbedded("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +94,7 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the reconciler")
 	}
+	t.Parallel()
 	root, err := os.MkdirTemp("", "tw-preflight-")
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +107,11 @@ func TestDataDirNotWritableNamesFlagAndFix(t *testing.T) {
 	if err := os.Chmod(root, 0o755); err != nil { // the other user runs the binary from here
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "reconciler")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/tunnelward/tunnelward/cmd/reconciler").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	// A copy the other user may reach (the shared one may be under a home
+	// directory only its owner enters).
+	bin, err := testbin.CopyTo(root, "reconciler", "./cmd/reconciler")
+	if err != nil {
+		t.Fatal(err)
 	}
 	// Writable by its owner only; as root, run as nobody, who is not it.
 	if err := os.Mkdir(locked, 0o555); err != nil {

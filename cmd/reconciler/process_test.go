@@ -28,17 +28,10 @@ func TestProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries")
 	}
-	bin := t.TempDir()
-	for pkg, name := range map[string]string{
-		"github.com/tunnelward/tunnelward/cmd/reconciler": "reconciler",
-		"github.com/tunnelward/tunnelward/cmd/publisher":  "publisher",
-		"github.com/nats-io/nats-server/v2":               "nats-server",
-	} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	t.Parallel()
+	bin := filepath.Dir(reconcilerBinary(t))
+	publisherBinary(t)
+	binary(t, "nats-server", "github.com/nats-io/nats-server/v2")
 	natsPort, adminAddr, sandboxAddr := freePort(t), freeAddr(t), freeAddr(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	ns := start(t, filepath.Join(bin, "nats-server"), "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort))
@@ -228,12 +221,20 @@ func getJSON(t *testing.T, url string, into any) {
 	}
 }
 
+// waitFor polls cond until it holds, for up to 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitForLong(t, what, 30*time.Second, cond)
+}
+
+// waitForLong is this package's one polling loop: cond every 50 ms until
+// it holds, failing the test after limit.
+func waitForLong(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -28,6 +28,7 @@ func testConfig(t *testing.T, dataDir string, extra ...string) config.Config {
 }
 
 func TestRunServesAndStopsOnCancel(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	o := testConfig(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -61,6 +62,7 @@ func TestRunServesAndStopsOnCancel(t *testing.T) {
 }
 
 func TestRunRejectsBadCloud(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	code := realMain([]string{"--cloud", "aws", "--data-dir", t.TempDir()}, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "--cloud") {
@@ -69,6 +71,7 @@ func TestRunRejectsBadCloud(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	if code := realMain([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Fatalf("%d %q", code, errb.String())
@@ -82,6 +85,7 @@ func TestUsageErrors(t *testing.T) {
 // A flag the reconciler does not know is named as typed (not Go's -bogus),
 // with the closest known flag and the command's --help.
 func TestUnknownFlagNamedAsTyped(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -102,6 +106,7 @@ func TestUnknownFlagNamedAsTyped(t *testing.T) {
 // --help of the reconciler and of every command is generated from the
 // definitions: every setting, each command's own flags, every command.
 func TestHelpEveryCommand(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	if code := realMain([]string{"--help"}, &out, &errb); code != 0 {
 		t.Fatalf("--help: exit %d %s", code, errb.String())
@@ -134,6 +139,7 @@ func TestHelpEveryCommand(t *testing.T) {
 // Every wrong setting is named at once, from flags and environment alike,
 // and nothing starts (exit 2; plan's errors exit 1 since its 2 means changes).
 func TestConfigErrorsNamedBeforeStart(t *testing.T) {
+	// Not parallel: replaces getenv, which parallel tests read.
 	getenv = func(k string) string {
 		return map[string]string{"TUNNELWARD_SWEEP_INTERVAL": "often", "TUNNELWARD_ADMIN_LISTEN": "nowhere"}[k]
 	}
@@ -160,6 +166,7 @@ func TestConfigErrorsNamedBeforeStart(t *testing.T) {
 // environment reaches the engine as live settings (no sandbox identities):
 // the engine is built from the one resolved configuration.
 func TestLiveFlagWithEnvironmentReachesTheEngine(t *testing.T) {
+	// Not parallel: replaces getenv, which parallel tests read.
 	env := map[string]string{
 		"TUNNELWARD_NATS_URL":              "nats://nats.internal:4222",
 		"TUNNELWARD_CLOUDFLARE_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
@@ -201,6 +208,7 @@ func TestLiveFlagWithEnvironmentReachesTheEngine(t *testing.T) {
 // and says it keeps retrying (each attempt, with a growing wait); stopped,
 // the error names them too.
 func TestUnreachableNATSSaysWhereAndWhy(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -216,13 +224,14 @@ func TestUnreachableNATSSaysWhereAndWhy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, c, slog.New(slog.NewTextHandler(logs, nil))) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(logText(logs), "cannot reach NATS; retrying") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no retry lines within 10s:\n%s", logText(logs))
+	defer func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logText(logs))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	waitForLong(t, "two retry lines", 10*time.Second, func() bool {
+		return strings.Count(logText(logs), "cannot reach NATS; retrying") >= 2
+	})
 	cancel()
 	select {
 	case err = <-done:

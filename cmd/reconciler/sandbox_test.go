@@ -29,15 +29,9 @@ func TestSandboxCloudSurvivesRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two binaries")
 	}
-	bin := t.TempDir()
-	for pkg, name := range map[string]string{
-		"github.com/tunnelward/tunnelward/cmd/reconciler": "reconciler",
-		"github.com/tunnelward/tunnelward/cmd/publisher":  "publisher",
-	} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	t.Parallel()
+	bin := filepath.Dir(reconcilerBinary(t))
+	publisherBinary(t)
 	dataDir := t.TempDir()
 	natsAddr, adminAddr, sandboxAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	args := []string{"--data-dir", dataDir, "--nats-listen", natsAddr, "--admin-listen", adminAddr,
@@ -175,6 +169,7 @@ func TestSandboxCloudSurvivesRestart(t *testing.T) {
 // naming the file and how to start from empty: the sandbox never starts
 // empty in its place (the reconciler would rebuild every org).
 func TestSandboxCloudUnreadableStopsStart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, sandboxFile)
 	if err := os.WriteFile(path, []byte(`{"format":"tunnelward-cloudsim-world","version":1,"sha2`), 0o600); err != nil {

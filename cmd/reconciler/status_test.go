@@ -14,6 +14,7 @@ import (
 // time the publisher wrote into the event (updated_at); both stay in the
 // JSON, and the detail view names both.
 func TestStatusUpdatedIsWhenTheRecordChanged(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	eventTime := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC) // an event published days earlier
 	changed := time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)

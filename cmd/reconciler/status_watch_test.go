@@ -11,6 +11,7 @@ import (
 )
 
 func TestObservedAge(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		at   time.Time
@@ -31,6 +32,7 @@ func TestObservedAge(t *testing.T) {
 // The table has an OBSERVED column and the list a WATCH header line: the
 // daemon's intervals when it answers, else the schedule for the org count.
 func TestStatusShowsObservedAndWatch(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	orgs := []state.Org{{ID: "acme", Observed: state.Observed{ObservedAt: now.Add(-20 * time.Second)}}, {ID: "beta"}}
 	var b bytes.Buffer

@@ -33,6 +33,7 @@ var statusScreenshot = flag.String("status-page-screenshot", "",
 // and a dead letter, and reads GET / as HTML and then in a real headless
 // browser (Debian's chromium), which must render the same orgs.
 func TestStatusPage(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, testConfig(t, t.TempDir(), "--health-grace", "10m"))
 	sim := "http://" + d.cfg.SandboxListen
 
@@ -189,11 +190,11 @@ func browser(t *testing.T, url string) {
 		}
 		return out
 	}
-	dom := string(run("--dump-dom"))
+	// One load of the page gives both the DOM and the screenshot.
+	shot := filepath.Join(t.TempDir(), "status.png")
+	dom := string(run("--dump-dom", "--screenshot="+shot, "--window-size=1280,1500", "--hide-scrollbars"))
 	checkStatusPage(t, "chromium's DOM", dom)
 
-	shot := filepath.Join(t.TempDir(), "status.png")
-	run("--screenshot="+shot, "--window-size=1280,1500", "--hide-scrollbars")
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // scrapeInterval is the interval the evaluation stamps successive scrapes
@@ -130,11 +130,7 @@ type daemon struct {
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "reconciler")
-	build := exec.Command("go", "build", "-o", bin, "github.com/tunnelward/tunnelward/cmd/reconciler")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build reconciler: %v\n%s", err, out)
-	}
+	bin := testbin.Path(t, "reconciler", "./cmd/reconciler")
 	d := &daemon{admin: freeAddr(t), sandbox: freeAddr(t), nats: freeAddr(t)}
 	args := append([]string{"--data-dir", t.TempDir(), "--nats-listen", d.nats, "--admin-listen", d.admin,
 		"--sandbox-listen", d.sandbox, "--log-format", "json"}, extra...)
@@ -228,8 +224,9 @@ func (d *daemon) ready(t *testing.T, id string) bool {
 	return false
 }
 
-// waitFor polls cond every 100 ms until it holds, failing the test at the
-// deadline.
+// waitFor polls cond every 20 ms until it holds, failing the test at the
+// deadline. The alert test scrapes and evaluates once per poll, so the
+// interval is also how long a compressed scrape interval takes.
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -237,7 +234,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", limit, what)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

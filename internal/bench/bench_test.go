@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -18,11 +21,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// tinyGroups split the figures for TestTinyTableShape into runs that share
+// nothing: headroom compares with the rates economy, sweep, convergence and
+// budget drove, so it runs after them, as in a whole run.
+var tinyGroups = [][]string{{"ingest"}, {"economy", "sweep", "convergence", "budget", "headroom"}, {"scale"}, {"repair"}}
+
 // TestTinyTableShape runs every figure at its smallest size (the figures
 // mean nothing at that size; no timing is asserted) and checks that each
 // one produced rows without errors and that the table has the promised
 // shape: a header, one numbered row per figure line, notes, and the final
-// "N of M goals met" line agreeing with the rows.
+// "N of M goals met" line agreeing with the rows. The groups of figures
+// run at once and their rows are put back in table order.
 func TestTinyTableShape(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs every figure (about 15 s)")
@@ -31,7 +40,31 @@ func TestTinyTableShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := Run(context.Background(), Options{Tiny: true, Exe: exe})
+	reps := make([]*Report, len(tinyGroups))
+	t.Run("figures", func(t *testing.T) {
+		for i, g := range tinyGroups {
+			t.Run(strings.Join(g, "+"), func(t *testing.T) {
+				t.Parallel()
+				reps[i] = Run(context.Background(), Options{Tiny: true, Exe: exe, Only: g})
+			})
+		}
+	})
+	rep := &Report{}
+	for _, r := range reps {
+		rep.Rows = append(rep.Rows, r.Rows...)
+	}
+	sort.SliceStable(rep.Rows, func(i, j int) bool { return figureIndex(t, rep.Rows[i]) < figureIndex(t, rep.Rows[j]) })
+	grouped := map[string]bool{}
+	for _, g := range tinyGroups {
+		for _, f := range g {
+			grouped[f] = true
+		}
+	}
+	for _, f := range Figures {
+		if !grouped[f] {
+			t.Errorf("figure %s is in no group of tinyGroups", f)
+		}
+	}
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
 		if r.Measured == "error" {
@@ -74,4 +107,18 @@ func TestTinyTableShape(t *testing.T) {
 	if total < 10 {
 		t.Errorf("%d goals in the table, want every figure's (at least 10)\n%s", total, out)
 	}
+}
+
+// figureIndex is the position in Figures of the figure a row belongs to:
+// rows start with the figure's number, error rows with its name.
+func figureIndex(t *testing.T, r Row) int {
+	first := strings.Fields(r.Figure + " ?")[0]
+	if n, err := strconv.Atoi(first); err == nil {
+		return n - 1
+	}
+	if i := slices.Index(Figures, first); i >= 0 {
+		return i
+	}
+	t.Fatalf("row %q names no figure", r.Figure)
+	return 0
 }

@@ -105,6 +105,7 @@ func jpath(v any, path ...any) any {
 // I, launch an instance with IMDSv2 required, find it by a tag's value, list
 // its tags, write and read back its token parameter.
 func TestAWSCLIFirstHour(t *testing.T) {
+	t.Parallel()
 	w := newAWSTestWorld(t, Config{BootDelay: time.Second})
 	cli := newAWSCLI(t, w.srv.URL)
 

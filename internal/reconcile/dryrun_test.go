@@ -11,6 +11,7 @@ import (
 // The dry run reports exactly the drift made out of band, nothing once the
 // org is converged, and only ever reads.
 func TestPlanReportsDriftAndOnlyReads(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"), created("beta", "beta"))

@@ -97,6 +97,7 @@ func (h *harness) requireOneEach(org string) {
 }
 
 func TestCreateReadyDelete(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -126,6 +127,7 @@ func TestCreateReadyDelete(t *testing.T) {
 }
 
 func TestCreateDeleteCreateNewGeneration(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -149,6 +151,7 @@ func TestCreateDeleteCreateNewGeneration(t *testing.T) {
 // All three events land before the engine looks: it sees only the newest
 // desired state (present, generation 2) and builds it once.
 func TestCreateDeleteCreateCoalesced(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.apply(created("acme", "acme"), deleted("acme"), created("acme", "acme"))
 	h.start()
@@ -160,6 +163,7 @@ func TestCreateDeleteCreateCoalesced(t *testing.T) {
 }
 
 func TestDeletedBeforeCreated(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(state.Fact{Seq: 10, Type: state.FactDeleted, OrgID: "ghost"})
@@ -177,6 +181,7 @@ func TestDeletedBeforeCreated(t *testing.T) {
 // Replayed and duplicate events change nothing, and a reconcile of a
 // converged org sends no write at all.
 func TestReplayAndDuplicatesChangeNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	facts := []state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme"}}
@@ -204,6 +209,7 @@ func TestReplayAndDuplicatesChangeNothing(t *testing.T) {
 }
 
 func TestSlugChangeMovesIngressAndDNS(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -236,6 +242,7 @@ func remediations(o state.Org, action string) []state.Remediation {
 }
 
 func TestHealthKilledConnectorRestarted(t *testing.T) {
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -264,6 +271,7 @@ func TestHealthKilledConnectorRestarted(t *testing.T) {
 }
 
 func TestHealthStoppedInstanceReplaced(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -293,6 +301,7 @@ func TestHealthStoppedInstanceReplaced(t *testing.T) {
 // A connector that does not come back after a restart (its instance keeps
 // failing) gets the instance replaced after the grace period.
 func TestHealthRestartFailsThenReplace(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -322,6 +331,7 @@ func TestHealthRestartFailsThenReplace(t *testing.T) {
 }
 
 func TestHealthFalseAlarm(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -340,6 +350,7 @@ func TestHealthFalseAlarm(t *testing.T) {
 }
 
 func TestRemediationRateLimited(t *testing.T) {
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.RemediationLimit = 1; c.RemediationWindow = time.Hour }})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -362,6 +373,7 @@ func TestRemediationRateLimited(t *testing.T) {
 }
 
 func TestUnownedRecordConflict(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	ctx := context.Background()
 	theirs, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "acme.sandbox.tunnelward.test",
@@ -414,6 +426,7 @@ func TestUnownedRecordConflict(t *testing.T) {
 }
 
 func TestSweepRestoresDrift(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		act  cloudsim.WorldAction
@@ -425,6 +438,7 @@ func TestSweepRestoresDrift(t *testing.T) {
 		{"record altered", cloudsim.WorldAction{Action: "alter_dns", Org: "acme", Content: "elsewhere.example.net"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, harnessOpts{})
 			h.start()
 			h.apply(created("acme", "acme"))
@@ -457,8 +471,10 @@ func TestSweepRestoresDrift(t *testing.T) {
 }
 
 func TestSweepCollectsOrphans(t *testing.T) {
+	t.Parallel()
 	for _, gc := range []bool{true, false} {
 		t.Run(fmt.Sprintf("gc=%v", gc), func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, harnessOpts{engine: func(c *Config) { c.GC = gc }})
 			ctx := context.Background()
 			// Left by an org tunnelward no longer knows (lost bbolt, a bug):
@@ -527,6 +543,7 @@ func TestSweepCollectsOrphans(t *testing.T) {
 // the ClientToken, an overwrite of the parameter, not-found on deletes —
 // and still end with exactly one of each, then nothing.
 func TestLostResponsesConvergeWithoutDuplicates(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
 		{Op: "cf.tunnel.create", LostRate: 0.5}, {Op: "cf.tunnel.delete", LostRate: 0.5},
@@ -571,6 +588,7 @@ func TestLostResponsesConvergeWithoutDuplicates(t *testing.T) {
 // Throttling and server errors on every API: the engine still converges,
 // and the throttles were really served (and waited out).
 func TestFaultsStillConverge(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
 		{Op: "cf.*", ThrottleRate: 0.1, RetryAfter: cloudsim.Duration(50 * time.Millisecond), ErrorRate: 0.15, ErrorStatus: 502},
@@ -638,6 +656,7 @@ func TestFaultsStillConverge(t *testing.T) {
 }
 
 func TestManyOrgsInParallel(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Workers = 8 }})
 	h.start()
 	var orgs []string
@@ -690,6 +709,7 @@ func TestManyOrgsInParallel(t *testing.T) {
 // A crash right after a create, before its id reached bbolt: the next
 // reconcile's create meets "already exists" and adopts what is ours.
 func TestAdoptsUnrecordedResources(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	ctx := context.Background()
 	tun, err := h.cf.CreateTunnel(ctx, owner.TunnelName("acme"))
@@ -714,6 +734,7 @@ func TestAdoptsUnrecordedResources(t *testing.T) {
 // A crash after the launch attempt was committed but before the instance id
 // was: the retry uses the same ClientToken and gets the same instance.
 func TestLaunchInFlightReusesClientToken(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -746,6 +767,7 @@ func TestLaunchInFlightReusesClientToken(t *testing.T) {
 // The token must never leave Cloudflare and SSM: not in logs, bbolt,
 // user-data or the emulator's view of anything but the parameter.
 func TestTokenNeverLeaks(t *testing.T) {
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	orgs := []string{"acme", "beta"}
@@ -793,6 +815,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 // No health event at all: the sweep sees the tunnel down, the org is
 // requeued, and the engine restarts cloudflared on its own.
 func TestSweepFindsDownTunnel(t *testing.T) {
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -817,6 +840,7 @@ func TestSweepFindsDownTunnel(t *testing.T) {
 // A restart on the same bbolt file: Ready orgs are left to the startup
 // sweep (no per-org reads), a drifted one is found by it and repaired.
 func TestRestartLeavesReadyOrgsToTheSweep(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"), created("beta", "beta"))
@@ -849,6 +873,7 @@ func TestRestartLeavesReadyOrgsToTheSweep(t *testing.T) {
 // Cloudflare refuses to delete a tunnel with active connections; the
 // engine cleans them and deletes again.
 func TestDeleteTunnelWithActiveConnections(t *testing.T) {
+	// Not parallel: the emulated cloudflared reconnects within 100 ms of its connections being cleaned.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -872,6 +897,7 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 // the same budget, a burst of orgs converges without a single 429: the
 // budget is kept by tunnelward, not discovered.
 func TestCloudflareBudgetNeverExceeded(t *testing.T) {
+	// Not parallel: the client budget equals the emulator's: a loaded machine's delivery delays would spend it twice.
 	budget := 40
 	window := 2 * time.Second
 	h := newHarness(t, harnessOpts{
@@ -912,6 +938,7 @@ func TestCloudflareBudgetNeverExceeded(t *testing.T) {
 // failing) turns the org around: generation 2 converges, the Deleting
 // condition is cleared, nothing is duplicated.
 func TestRecreatedDuringDelete(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))

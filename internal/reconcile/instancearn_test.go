@@ -18,6 +18,7 @@ const sandboxAccount = "123456789012"
 // once on create, again when the instance is replaced or the parameter is
 // re-created, and repaired after a crash between launch and tag.
 func TestTokenTaggedWithInstanceArn(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))

@@ -17,6 +17,7 @@ import (
 
 // The engine's figures reach tunnelward's Prometheus metrics.
 func TestMetricsMove(t *testing.T) {
+	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
 	m := metrics.New()
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics = m }})
 	h.start()
@@ -57,6 +58,7 @@ func TestMetricsMove(t *testing.T) {
 // The sweep counts tunnels by status and finds the org that has been not
 // Ready the longest; the first Ready of a build records its time to Ready.
 func TestFleetMetrics(t *testing.T) {
+	t.Parallel()
 	m := metrics.New()
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics = m }})
 	h.start()

@@ -34,6 +34,7 @@ func changeKeys(p plan.Result) []string {
 // through the engine's hook) have the same changes, and a conflict the dry
 // run reports is the one the pass records in status.
 func TestDryRunAgreesWithPass(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name    string
@@ -107,6 +108,7 @@ func TestDryRunAgreesWithPass(t *testing.T) {
 		}, want: func(p []string) bool { return len(p) == 1 && p[0][:len("delete dns")] == "delete dns" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, harnessOpts{regions: tc.regions})
 			if tc.setup != nil {
 				tc.setup(h)

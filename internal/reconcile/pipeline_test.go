@@ -83,6 +83,7 @@ func (p *pipeline) publishEvent(ev events.Event) {
 }
 
 func TestPipelineLifecycleOverNATS(t *testing.T) {
+	t.Parallel()
 	p := newPipeline(t)
 	ev := p.publish(events.Created{OrgID: "acme", Slug: "acme"})
 	p.waitReady("acme")

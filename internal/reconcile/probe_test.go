@@ -47,6 +47,7 @@ func (h *harness) liveInstance(org string) (id, gen string) {
 // DNS record under another name that was never recorded: the cascade finds
 // both by name and ownership marker, and only then says Deleted.
 func TestDeleteFindsUnrecordedTunnelAndRecords(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.GC = false }})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -84,6 +85,7 @@ func TestDeleteFindsUnrecordedTunnelAndRecords(t *testing.T) {
 // Deleted stamped when it ends, and nothing of the old generation left on a
 // re-created org.
 func TestDeleteConditionsAndRecreate(t *testing.T) {
+	t.Parallel()
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
@@ -143,6 +145,7 @@ func TestDeleteConditionsAndRecreate(t *testing.T) {
 // every instance carries its Generation tag, and exactly one is live at the
 // end of every step.
 func TestLongOrgIDCreateReplaceDelete(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created(longOrg, "long"))
@@ -173,6 +176,7 @@ func TestLongOrgIDCreateReplaceDelete(t *testing.T) {
 // tombstone): the org is at generation 2 and must not keep the generation-1
 // instance, which the ClientToken of a 63-character id cannot tell.
 func TestLongOrgIDRecreatedInOneBatchGetsNewInstance(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created(longOrg, "long"))
@@ -216,6 +220,7 @@ func (c *crashAfterRun) RunInstance(ctx context.Context, s RunSpec) (Instance, e
 // read it, and ends the launch that was in flight. No restart, no
 // replacement, no second instance.
 func TestLongOrgIDKilledAfterRunInstancesAdopts(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	crash := &crashAfterRun{InstanceAPI: h.eng.clouds.Instances}
 	crash.armed.Store(true)
@@ -244,6 +249,7 @@ func TestLongOrgIDKilledAfterRunInstancesAdopts(t *testing.T) {
 // A replacement after a launch that was left in flight takes a new
 // ClientToken: the old one would hand back the instance being terminated.
 func TestReplacementAfterInFlightLaunchTakesNewToken(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	crash := &crashAfterRun{InstanceAPI: h.eng.clouds.Instances}
 	crash.armed.Store(true)
@@ -272,6 +278,7 @@ func TestReplacementAfterInFlightLaunchTakesNewToken(t *testing.T) {
 // other a Conflict, and no token parameter or instance (nothing billable
 // that could never serve), whichever order their passes interleave in.
 func TestSlugRaceLoserBuildsNothingBillable(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.apply(created("first", "shared"), created("second", "shared"))
 	h.start()

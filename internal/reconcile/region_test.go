@@ -25,6 +25,7 @@ func orgTag(in map[string]any) string { return tagOf(in, "OrgID") }
 // (launched with that region's AMI), one that names none the default one;
 // deleting both leaves nothing in either region.
 func TestRegionOrgLandsInItsRegion(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
 	h.start()
 	h.apply(createdIn("eu", "eu", "eu-west-1"), created("us", "us"))
@@ -67,6 +68,7 @@ func TestRegionOrgLandsInItsRegion(t *testing.T) {
 // An org naming a region this reconciler does not serve is not provisioned
 // anywhere: Failed with a reason naming the served regions, no resource.
 func TestRegionNotServed(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
 	h.start()
 	h.apply(createdIn("far", "far", "ap-southeast-2"))
@@ -109,6 +111,7 @@ func TestRegionNotServed(t *testing.T) {
 // Deleting an org whose region was never served completes: it has nothing
 // anywhere.
 func TestRegionNotServedDeleted(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
 	h.start()
 	h.apply(createdIn("far", "far", "ap-southeast-2"))
@@ -125,6 +128,7 @@ func TestRegionNotServedDeleted(t *testing.T) {
 // stays Ready where it is, with a Conflict saying why; delete and re-create
 // moves it, and nothing is left in the old region.
 func TestRegionChangeRefusedThenMovedByRecreate(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
 	h.start()
 	h.apply(createdIn("acme", "acme", "eu-west-1"))
@@ -169,6 +173,7 @@ func TestRegionChangeRefusedThenMovedByRecreate(t *testing.T) {
 // a region that is not the org's is an orphan there, and is collected with
 // that region's client.
 func TestSweepCollectsInstanceInWrongRegion(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -219,6 +224,7 @@ func TestSweepCollectsInstanceInWrongRegion(t *testing.T) {
 // is Ready, so it is not queued for being unready; it must still be looked
 // at, and status must show the conflict `reconciler plan` shows.
 func TestRegionConflictAfterRestartMatchesPlan(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{regions: []string{"eu-west-1"}, engine: func(c *Config) { c.SweepInterval = time.Hour }})
 	h.start()
 	h.apply(createdIn("acme", "acme", "eu-west-1"))

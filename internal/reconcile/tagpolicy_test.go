@@ -27,6 +27,7 @@ func (h *harness) connectorOf(id string) (cloudsim.ConnectorState, bool) {
 // engine tags the parameter with the ARN the emulator's policy wants, and
 // the tunnel is really connected by the org's instance.
 func TestCreateReadyUnderInstanceRoleTagPolicy(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	if !h.sim.Config().InstanceRoleTagPolicy {
 		t.Fatal("the harness's emulator does not enforce the instance role's tag policy")
@@ -57,6 +58,7 @@ func TestCreateReadyUnderInstanceRoleTagPolicy(t *testing.T) {
 // tags the parameter), and the parameter ends tagged for the instance the
 // org records, whose cloudflared is the one connected.
 func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
+	// Not parallel: the re-tag must bring cloudflared back within the 400 ms health grace.
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))

@@ -96,6 +96,7 @@ func TestWatchIntervalsKeepTheShare(t *testing.T) {
 // seen (before any repair: repairs are held back until the status is
 // checked), and the normal pass repairs it without duplicate or orphan.
 func TestWatchDetectsAndRepairsDrift(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		act     cloudsim.WorldAction
@@ -117,6 +118,7 @@ func TestWatchDetectsAndRepairsDrift(t *testing.T) {
 			[]Listing{ListTunnels, ListDNS, ListInstances}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, harnessOpts{})
 			hold := newRepairHold()
 			h.eng.gate = hold.wait
@@ -161,6 +163,7 @@ func TestWatchDetectsAndRepairsDrift(t *testing.T) {
 // through the normal passes and the client's Cloudflare budget, and the
 // emulator enforcing that budget never answers 429.
 func TestWatchNoRepairStorm(t *testing.T) {
+	// Not parallel: the client budget equals the emulator's: a loaded machine's delivery delays would spend it twice.
 	budget, window := 80, 2*time.Second
 	h := newHarness(t, harnessOpts{
 		sim: func(c *cloudsim.Config) {
@@ -246,6 +249,7 @@ func TestWatchNoRepairStorm(t *testing.T) {
 
 // The orgs gauge is right at start, before any sweep.
 func TestConditionsCountedAtStart(t *testing.T) {
+	t.Parallel()
 	m := &condRecorder{}
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics = m }})
 	h.start()
@@ -310,6 +314,7 @@ func (r *repairHold) wait(string) {
 // about it: a Ready org is not turned not Ready by a page taken before its
 // resources were made, and is by the next page, with the injected clock.
 func TestStaleListingIsNoNews(t *testing.T) {
+	t.Parallel()
 	fe := newFakeEngine(t)
 	fe.apply(state.Fact{Type: state.FactCreated, OrgID: "acme", Slug: "acme"})
 	observed := fe.now

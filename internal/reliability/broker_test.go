@@ -54,7 +54,10 @@ func TestBrokerRestart(t *testing.T) {
 				data = events.Created{OrgID: fmt.Sprintf("flow-%03d", i), Slug: fmt.Sprintf("flow-%03d", i)}
 			}
 			ev, _ := events.New(data)
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			// Long enough to outlast the outage; a publish whose ack was lost
+			// with the killed broker gives up after it (counted as failed)
+			// instead of holding the flow up for a minute.
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			ack, err := broker.PublishEvent(ctx, w.js, w.v, ev)
 			cancel()
 			mu.Lock()
@@ -92,12 +95,14 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatalf("publisher during the outage: %v, want exit 1 naming the failed publish:\n%s", err, out)
 	}
 	patient := exec.Command(pub, "created", "--org", "patient", "--slug", "patient", "--id", "patient-1", "--nats-url", w.natsURL(), "--timeout", "60s")
-	var patientOut strings.Builder
-	patient.Stdout, patient.Stderr = &patientOut, &patientOut
+	patientOut := &lockedBuilder{}
+	patient.Stdout, patient.Stderr = patientOut, patientOut
 	if err := patient.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // an outage long enough to matter
+	// The broker comes back once the patient publisher has met the outage
+	// (a failed attempt, and it retries).
+	waitFor(t, 20*time.Second, "the patient publisher retrying", func() bool { return strings.Contains(patientOut.String(), "retrying in") })
 	w.startNATS()
 	outage := time.Since(outageStart)
 	if err := patient.Wait(); err != nil || !strings.Contains(patientOut.String(), "published") {
@@ -110,7 +115,11 @@ func TestBrokerRestart(t *testing.T) {
 	if !w.rec.running() || w.rec.cmd.Process.Pid != recPID {
 		t.Fatal("the reconciler did not survive the broker outage")
 	}
-	time.Sleep(time.Second) // more events after the restart
+	// More events after the restart.
+	mu.Lock()
+	ackedBefore := acked
+	mu.Unlock()
+	waitFor(t, 45*time.Second, "events acked after the restart", func() bool { mu.Lock(); defer mu.Unlock(); return acked >= ackedBefore+10 })
 	close(stop)
 	wg.Wait()
 
@@ -149,4 +158,22 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	t.Logf("FIGURE broker restart: outage %s; %d events acked by the stream (%d publishes gave up), all applied once, 0 lost, 0 duplicated; /readyz during the outage: 503 (%s: %v)",
 		outage.Round(100*time.Millisecond), acked, failed, ready.Status, ready.Failed)
+}
+
+// lockedBuilder collects a child process's output while the test reads it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,21 +40,28 @@ var crashScenarios = []crashScenario{
 		w.create(crashOrg)
 	}, timeout: 45 * time.Second, check: func(w *world) string {
 		// The invalid event is dead-lettered exactly once, never lost, never twice.
-		var n uint64
+		var (
+			n       uint64
+			problem string
+		)
 		// An event in flight to the killed process comes back after the
 		// consumer's 30 s ack wait.
-		for deadline := time.Now().Add(50 * time.Second); n == 0 && time.Now().Before(deadline); {
+		poll(50*time.Second, 100*time.Millisecond, func() bool {
 			s, err := w.js.Stream(context.Background(), events.DLQStream)
 			if err != nil {
-				return err.Error()
+				problem = err.Error()
+				return true
 			}
 			info, err := s.Info(context.Background())
 			if err != nil {
-				return err.Error()
+				problem = err.Error()
+				return true
 			}
-			if n = info.State.Msgs; n == 0 {
-				time.Sleep(100 * time.Millisecond)
-			}
+			n = info.State.Msgs
+			return n > 0
+		})
+		if problem != "" {
+			return problem
 		}
 		if n != 1 {
 			return fmt.Sprintf("DLQ holds %d messages, want 1", n)
@@ -158,13 +166,7 @@ func crashRun(t *testing.T, sc crashScenario, point string) (crashResult, []stri
 	}
 	// Wait for the kill, or for convergence without reaching the point.
 	killedOrConverged := func() {
-		deadline := time.Now().Add(sc.timeout)
-		for rec.running() && time.Now().Before(deadline) {
-			if w.convergence() == "" {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		poll(sc.timeout, 100*time.Millisecond, func() bool { return !rec.running() || w.convergence() == "" })
 	}
 	killedOrConverged()
 	thenDone := false
@@ -215,7 +217,7 @@ func points(trace []string) []string {
 
 // crashPointsQuick are the default run's points: the windows where a
 // crash most plausibly leaks or duplicates (created, not yet recorded;
-// committed, not yet acked).
+// committed, not yet acked). Every scenario has at least one.
 var crashPointsQuick = map[string][]string{
 	"create": {"ingest.commit.after:1", "cloud.after.ec2.RunInstances:1"},
 	"delete": {"cloud.after.cf.tunnel.delete:1"},
@@ -230,47 +232,70 @@ var crashPointsQuick = map[string][]string{
 	"delete-after-tunnel-recreated": {"cloud.after.cf.tunnel.create:1"},
 	// a 63-character org's instance launched, not yet recorded
 	"create-long-id": {"cloud.after.ec2.RunInstances:1"},
+	// the replacement of the stopped instance launched, not yet recorded
+	"replace-stopped-instance": {"cloud.after.ec2.RunInstances:1"},
+	// the new generation's instance launched, not yet recorded
+	"recreate": {"cloud.after.ec2.RunInstances:1"},
 }
 
 // TestCrashPoints kills the reconciler binary with SIGKILL at crash points
 // while it creates, deletes and remediates an org, restarts it, and checks
 // convergence, the invariant checker and that no event was lost. The
-// default run covers the quick points; TUNNELWARD_RELIABILITY=1 traces
-// each scenario and kills at every point it passes, in turn.
+// default run kills each scenario at its quick points; TUNNELWARD_RELIABILITY=1
+// traces each scenario and kills at every point it passes. Each kill is a
+// world of its own, run in parallel with the others.
 // TUNNELWARD_RELIABILITY_SCENARIOS=a,b runs only the named scenarios.
 func TestCrashPoints(t *testing.T) {
 	t.Parallel()
-	var results []crashResult
+	var (
+		mu      sync.Mutex
+		results []crashResult
+	)
 	only := map[string]bool{}
 	for _, n := range strings.Split(os.Getenv("TUNNELWARD_RELIABILITY_SCENARIOS"), ",") {
 		if n != "" {
 			only[n] = true
 		}
 	}
-	for _, sc := range crashScenarios {
-		if len(only) > 0 && !only[sc.name] {
-			continue
-		}
-		var pts []string
-		if Heavy() {
-			_, trace := crashRun(t, sc, "")
-			pts = points(trace)
-			t.Logf("%s: %d crash points traced", sc.name, len(pts))
-		} else {
-			pts = crashPointsQuick[sc.name]
-		}
-		for _, pt := range pts {
-			res, _ := crashRun(t, sc, pt)
-			results = append(results, res)
-			switch {
-			case res.reached && res.problem != "":
-				t.Errorf("%s killed at %s: not converged after restart: %s", sc.name, pt, res.problem)
-			case !res.reached && res.problem != "":
-				t.Errorf("%s at %s (not reached): not converged: %s", sc.name, pt, res.problem)
+	// Every kill is a world of its own (processes, ports, directories), so
+	// the kills run in parallel; the figures below wait for all of them.
+	t.Run("kills", func(t *testing.T) {
+		for _, sc := range crashScenarios {
+			if len(only) > 0 && !only[sc.name] {
+				continue
 			}
-			t.Logf("%-26s %-45s reached=%-5v converged=%-5v %s", sc.name, pt, res.reached, res.problem == "", res.took.Round(100*time.Millisecond))
+			t.Run(sc.name, func(t *testing.T) {
+				t.Parallel()
+				var pts []string
+				if Heavy() {
+					_, trace := crashRun(t, sc, "")
+					pts = points(trace)
+					t.Logf("%s: %d crash points traced", sc.name, len(pts))
+				} else if pts = crashPointsQuick[sc.name]; len(pts) == 0 {
+					t.Errorf("scenario %s has no quick crash point: the default run would not kill it", sc.name)
+				}
+				for _, pt := range pts {
+					t.Run(pt, func(t *testing.T) {
+						t.Parallel()
+						res, _ := crashRun(t, sc, pt)
+						mu.Lock()
+						results = append(results, res)
+						mu.Unlock()
+						switch {
+						case res.reached && res.problem != "":
+							t.Errorf("%s killed at %s: not converged after restart: %s", sc.name, pt, res.problem)
+						case !res.reached && res.problem != "":
+							t.Errorf("%s at %s (not reached): not converged: %s", sc.name, pt, res.problem)
+						}
+						t.Logf("%-26s %-45s reached=%-5v converged=%-5v %s", sc.name, pt, res.reached, res.problem == "", res.took.Round(100*time.Millisecond))
+					})
+				}
+			})
 		}
-	}
+	})
+	sort.Slice(results, func(i, j int) bool {
+		return results[i].scenario+" "+results[i].point < results[j].scenario+" "+results[j].point
+	})
 	reached, survived, notReached := 0, 0, 0
 	byScenario := map[string][2]int{}
 	for _, r := range results {

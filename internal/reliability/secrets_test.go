@@ -163,6 +163,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 // TestAdminLoopbackByDefault starts the reconciler without --admin-listen:
 // the admin API answers on 127.0.0.1:8081 and on no other address.
 func TestAdminLoopbackByDefault(t *testing.T) {
+	// Not parallel: it needs the fixed port 127.0.0.1:8081.
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:8081", 200*time.Millisecond); err == nil {
 		c.Close()
 		t.Skip("127.0.0.1:8081 is taken by another process on this machine")
@@ -262,6 +263,7 @@ func operatorCreds(t *testing.T, dir string) (conf, credsFile string) {
 // an nkey seed and with a JWT .creds file: with its credentials it ingests
 // events; without them it fails clearly and in bounded time.
 func TestNATSAuth(t *testing.T) {
+	t.Parallel()
 	recBin := reconcilerBinary(t)
 	natsBin := binary(t, "nats-server", "github.com/nats-io/nats-server/v2")
 	simBin := binary(t, "cloudsim", "./cmd/cloudsim")

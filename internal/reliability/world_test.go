@@ -416,6 +416,17 @@ func (st simState) resources(org string) (tunnels, records, instances, params in
 	return
 }
 
+// running counts the org's instances in state running.
+func (st simState) running(org string) int {
+	n := 0
+	for _, i := range st.Instances {
+		if i.liveOf(org) && i.State.Name == "running" {
+			n++
+		}
+	}
+	return n
+}
+
 func isTrue(o state.Org, cond string) bool {
 	for _, c := range o.Conditions {
 		if c.Type == cond {
@@ -456,6 +467,10 @@ func (w *world) convergence() string {
 		}
 		if tu, re, in, pa := st.resources(org); tu != 1 || re != 1 || in != 1 || pa != 1 {
 			problems = append(problems, fmt.Sprintf("%s: %d tunnels, %d records, %d instances, %d parameters; want one each", org, tu, re, in, pa))
+		} else if n := st.running(org); n != 1 {
+			// A stopped instance is not converged, even while the org still
+			// reads Ready from before its health report was handled.
+			problems = append(problems, fmt.Sprintf("%s: its instance is not running", org))
 		}
 	}
 	for _, org := range deleted {
@@ -494,20 +509,16 @@ func maps(m map[string]uint64) map[string]uint64 {
 // waitConverged polls until convergence or the deadline; it returns the
 // last problem ("" converged).
 func (w *world) waitConverged(timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
 	var last string
-	for {
+	poll(timeout, 250*time.Millisecond, func() bool {
 		if w.rec != nil && !w.rec.running() {
-			return fmt.Sprintf("reconciler exited: %v\n%s", w.rec.err, tail(w.rec.log(), 30))
+			last = fmt.Sprintf("reconciler exited: %v\n%s", w.rec.err, tail(w.rec.log(), 30))
+			return true
 		}
-		if last = w.convergence(); last == "" {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return last
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		last = w.convergence()
+		return last == ""
+	})
+	return last
 }
 
 // simCallsLost returns the emulator's call counts and how many responses it
@@ -580,14 +591,26 @@ func getJSON(url string, v any) error {
 	return json.Unmarshal([]byte(body), v)
 }
 
+// waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(timeout, 50*time.Millisecond, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// poll is this package's one polling loop: cond every interval until it
+// holds (true) or timeout passes (false, after one last try).
+func poll(timeout, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	for {
+		if cond() {
+			return true
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(every)
 	}
 }
 
