@@ -459,14 +459,8 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 			}
 			continue
 		}
-		// Ack after commit. A lost ack means a redelivery, which
-		// the seq check turns into a no-op.
-		crashpoint.Hit("ingest.ack.before")
-		err := it.msg.Ack()
-		crashpoint.Hit("ingest.ack.after")
-		if err != nil {
-			in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
-		}
+		// Counted when committed (what the counters say), before the
+		// ack's round trip.
 		in.cfg.Metrics.IngestedEvent(it.ev.Type, string(oc.Result))
 		switch oc.Result {
 		case state.ResultApplied:
@@ -475,6 +469,14 @@ func (in *Ingester) settle(items []item, valid []int, outcomes []state.Outcome) 
 			in.stale.Add(1)
 		default:
 			in.ignored.Add(1)
+		}
+		// Ack after commit. A lost ack means a redelivery, which
+		// the seq check turns into a no-op.
+		crashpoint.Hit("ingest.ack.before")
+		err := it.msg.Ack()
+		crashpoint.Hit("ingest.ack.after")
+		if err != nil {
+			in.log.Warn("ack failed; the event will be redelivered and skipped as stale", "org_id", oc.OrgID, "seq", it.seq, "err", err)
 		}
 		if debug {
 			in.log.Debug("event", "org_id", oc.OrgID, "seq", it.seq, "event_id", it.ev.ID, "type", it.ev.Type, "result", oc.Result, "detail", oc.Detail)

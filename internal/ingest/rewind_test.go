@@ -149,6 +149,11 @@ func TestRewindRestoredOlderStateFile(t *testing.T) {
 		return err == nil && reflect.DeepEqual(unstamped(got), want)
 	})
 	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
+	// Counted after the ack: wait for the counters, then check them exactly.
+	counted := func(in *Ingester, n uint64) func() bool {
+		return func() bool { st := in.Stats(); return st.Applied+st.Stale+st.Ignored >= n }
+	}
+	waitFor(t, "the restored run's events counted", counted(third, 5))
 	stop()
 	got, _ := e.store.List()
 	if got = unstamped(got); !reflect.DeepEqual(got, want) {
@@ -168,6 +173,7 @@ func TestRewindRestoredOlderStateFile(t *testing.T) {
 	fourth := e.ingester(t, nil)
 	run(t, fourth)
 	waitFor(t, "delta applied", func() bool { o, _ := e.org(t, "delta"); return o.LastSeq == ack.Sequence })
+	waitFor(t, "delta counted", counted(fourth, 1))
 	if st := fourth.Stats(); st.Applied != 1 || st.Stale != 0 {
 		t.Fatalf("the start after the rewind: %+v", st)
 	}
