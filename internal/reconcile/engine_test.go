@@ -872,7 +872,7 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 // the same budget, a burst of orgs converges without a single 429: the
 // budget is kept by tunnelward, not discovered.
 func TestCloudflareBudgetNeverExceeded(t *testing.T) {
-	budget := 40
+	budget := 20
 	window := 2 * time.Second
 	h := newHarness(t, harnessOpts{
 		sim: func(c *cloudsim.Config) {

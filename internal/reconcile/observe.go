@@ -44,6 +44,10 @@ type observation struct {
 	// cannot read its token until it is fixed.
 	paramTags      map[string]string
 	paramTagsKnown bool
+	// claim: the pass claims the hostname by creating its record
+	// (claimsHostname), so it did not read the name; claimHostname adds
+	// what the create found before the plan is made.
+	claim bool
 }
 
 // observe builds the observed state of one org: the one place that does,
@@ -64,6 +68,9 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 	set := func(f func()) { mu.Lock(); f(); mu.Unlock() }
 	rec := org.Observed
 	ob.plan.RecordsKnown, ob.plan.ParamKnown, ob.plan.InstanceKnown = true, true, true
+	// A pass learns who holds a new org's hostname from its record create
+	// (claimHostname); the dry run cannot create and reads the name.
+	ob.claim = mode == forPass && claimsHostname(org, d)
 
 	// Tunnel and its ingress. A pass knows the id: both reads at once.
 	ingressOf := func(id string) {
@@ -117,13 +124,14 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 			set(func() { ob.plan.Records = found })
 			return
 		}
-		// By name when nothing is recorded (a new org, or a crash before
-		// the id reached bbolt: a name held by another party's record must be
-		// seen before anything billable is built), when the recorded record
-		// has another name (a slug change's new record may stand
-		// unrecorded), and while in conflict.
+		// By name when the recorded record has another name (a slug
+		// change's new record may stand unrecorded) and while in conflict.
+		// When nothing is recorded (a new org, or a crash before the id
+		// reached bbolt) a pass claims the name by creating the record
+		// instead (ob.claim, claimHostname: "already exists" is the read),
+		// before anything billable is built; the dry run reads it.
 		byName := d.Hostname != "" && (IsTrue(org, state.CondConflict) || rec.DNSRecordID == "" ||
-			!strings.EqualFold(rec.DNSName, d.Hostname))
+			!strings.EqualFold(rec.DNSName, d.Hostname)) && !ob.claim
 		var recs []plan.Record
 		if rec.DNSRecordID != "" {
 			r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID)
