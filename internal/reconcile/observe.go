@@ -54,6 +54,13 @@ type observation struct {
 // for a pass, the dry run and the delete cascade (the sweep's view of an
 // org comes from its inventory, observeInventory, with the same tunnel rule).
 func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode) (observation, error) {
+	return e.observeListed(ctx, org, d, aw, mode, nil)
+}
+
+// observeListed is observe where a tombstone's lookups by name and by
+// ownership comment are answered from listed, shared listings that
+// started after its floor (tombstone.go), when listed is not nil.
+func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode, listed *Inventory) (observation, error) {
 	var (
 		ob   observation
 		mu   sync.Mutex
@@ -99,7 +106,9 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 				t = &got
 			}
 		}
-		if t == nil && mode != forPass {
+		if t == nil && mode == forDelete && listed != nil {
+			t = listedTunnelOf(listed, org.ID)
+		} else if t == nil && mode != forPass {
 			found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 			if err != nil {
 				fail("find tunnel "+owner.TunnelName(org.ID), err)
@@ -115,6 +124,10 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 
 	// DNS records.
 	wg.Go(func() {
+		if mode == forDelete && listed != nil {
+			set(func() { ob.plan.Records = listedRecordsOf(listed, org.ID) })
+			return
+		}
 		if mode == forDelete {
 			found, err := e.clouds.DNS.OwnedRecords(ctx, org.ID)
 			if err != nil {
