@@ -41,9 +41,12 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		e.tombs.running--
 		e.tombs.mu.Unlock()
 	}()
-	listed, err := e.listedForDelete(ctx, e.tombstoneFloor(org.ID))
+	listed, wait, err := e.listedForDelete(ctx, e.tombstoneFloor(org.ID))
 	if err != nil {
 		return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
+	}
+	if wait > 0 {
+		return Result{RequeueAfter: wait}, nil // the next shared listing serves it
 	}
 	obs, err := e.observeListed(ctx, org, d, aw, forDelete, listed)
 	if err != nil {

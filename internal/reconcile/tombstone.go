@@ -22,9 +22,10 @@ import (
 // listing page answers for 1,000 tunnels or 5,000 records. The watches'
 // listings serve when they are new enough; otherwise a tombstone asks for
 // an early listing of both, one at a time (tombstones that follow its
-// start wait for it), at most one per deleteGap. While fewer tombstones
-// are being deleted than the listings have pages (two lookups each), or
-// the gap holds the next listing back, a tombstone looks itself up.
+// start wait for it), at most one per deleteGap; a tombstone the gap holds
+// back comes back when it ends (its worker is free meanwhile) and then
+// shares the next one. While fewer tombstones are being deleted than the
+// listings have pages (two lookups each), a tombstone looks itself up.
 
 // deleteShare is the share of the Cloudflare budget early listings for
 // tombstones may take.
@@ -85,8 +86,9 @@ func (e *Engine) deleteGap(pages int) time.Duration {
 }
 
 // listedForDelete returns a tunnel and DNS listing that both started after
-// floor, or nil when the tombstone should look itself up.
-func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Inventory, error) {
+// floor, or nil when the tombstone should look itself up, or how long to
+// wait for the next early listing.
+func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Inventory, time.Duration, error) {
 	w := e.cfg.Watch
 	w.defaults()
 	e.viewMu.Lock()
@@ -98,7 +100,7 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 	running := l.running
 	l.mu.Unlock()
 	if 2*running <= tp+dp {
-		return nil, nil // the lookups cost no more (and decode less)
+		return nil, 0, nil // the lookups cost no more (and decode less)
 	}
 	fresh := func() *Inventory {
 		e.viewMu.Lock()
@@ -111,7 +113,7 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 		return &Inventory{Tunnels: e.view.inv.Tunnels, Records: e.view.inv.Records}
 	}
 	if inv := fresh(); inv != nil {
-		return inv, nil
+		return inv, 0, nil
 	}
 	now := e.cfg.Now()
 	l.mu.Lock()
@@ -120,13 +122,14 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 		select { // the running listing serves this tombstone
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
-		return fresh(), nil // nil (look itself up) when it failed
+		return fresh(), 0, nil // nil (look itself up) when it failed
 	}
-	if l.inflight != nil || (!l.startedAt.IsZero() && now.Sub(l.startedAt) < e.deleteGap(tp+dp)) {
+	if gap := e.deleteGap(tp + dp); l.inflight != nil || (!l.startedAt.IsZero() && now.Sub(l.startedAt) < gap) {
+		wait := gap - now.Sub(l.startedAt)
 		l.mu.Unlock()
-		return nil, nil
+		return nil, max(wait, time.Millisecond), nil
 	}
 	ch := make(chan struct{})
 	l.inflight, l.startedAt = ch, now
@@ -140,9 +143,9 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 	l.mu.Unlock()
 	close(ch)
 	if err != nil {
-		return nil, fmt.Errorf("list tunnels and dns records for deletes: %w", err)
+		return nil, 0, fmt.Errorf("list tunnels and dns records for deletes: %w", err)
 	}
-	return &inv, nil // started after floor, by this tombstone
+	return &inv, 0, nil // started after floor, by this tombstone
 }
 
 // listedTunnelOf is the org's live tunnel in a listing, by its name.
