@@ -375,6 +375,7 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 		return Result{}, fmt.Errorf("reconcile org %s: read state: %w", orgID, err)
 	}
 	if !ok {
+		e.tombs.floors.Delete(orgID)
 		return Result{}, nil // never created: nothing of it can exist
 	}
 	log := e.log.With("org_id", orgID)
@@ -384,6 +385,7 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 	var res Result
 	if org.Desired.Presence == state.Deleted {
 		if org.Observed.DeleteDone {
+			e.tombs.floors.Delete(orgID)
 			return Result{}, nil
 		}
 		res, err = e.converge(ctx, log, org, e.deleteOrg)
