@@ -13,10 +13,10 @@ import (
 //
 //	create: CF tunnel create (with a secret drawn here: the token is built
 //	        locally, no token read; issue 17), ingress config put, DNS
-//	        create (a batch when other orgs are in flight), one DNS read by
-//	        name (the hostname must be free, or ours, before a token and an
-//	        instance are built for the org: a record another party holds
-//	        withholds them), and one tunnel listing that sees it healthy
+//	        create (a batch when other orgs are in flight; it is also the
+//	        claim on the hostname: "already exists" is the only time the
+//	        name is read, and a record another party holds withholds the
+//	        token and the instance), and one tunnel listing that sees it healthy
 //	        (Ready needs an observation; the listing is shared by every org
 //	        waiting then); EC2 DescribeInstances by
 //	        OrgID tag (EC2 has no unique names: the only way to know no
@@ -30,7 +30,7 @@ import (
 //	        when the delete is refused); EC2 DescribeInstances by tag and
 //	        TerminateInstances; SSM DeleteParameter.
 var minCalls = map[string][3]int{
-	"create": {5, 2, 2},
+	"create": {4, 2, 2},
 	"delete": {4, 2, 1},
 }
 

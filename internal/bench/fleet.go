@@ -8,6 +8,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
+	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // benchFleet onboards a fleet on one Cloudflare budget (issue 17): n orgs
@@ -16,7 +17,7 @@ import (
 // time that took beside the budget-bound ideal for those calls (calls ÷
 // the budget's rate), and the calls per org of deleting them all.
 func benchFleet(ctx context.Context, o Options, rep *Report) ([]Row, error) {
-	sizes := pick(o, []int{20}, []int{100}, []int{100, 1000})
+	sizes := pick(o, []int{20}, []int{100, 1000}, []int{100, 1000})
 	var rows []Row
 	for _, n := range sizes {
 		r, err := fleetRun(ctx, o, n)
@@ -30,6 +31,14 @@ func benchFleet(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 
 func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	f := pick(o, 100.0, 50.0, 20.0)
+	if n >= 1000 {
+		// Compression speeds the budgets up, not bbolt: at 50x a fleet of
+		// 1,000 needs ~95 orgs/s, ~8 commits (fsync) each, and the store's
+		// commits (~550/s on the bench machine) become the bound instead of
+		// the budget. At 20x (full mode's) the budget binds, as it does at
+		// the real scale (~2 orgs/s).
+		f = 20
+	}
 	window := time.Duration(float64(5*time.Minute) / f)
 	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) / f) }
 	budget := ratelimit.DefaultCloudflare
@@ -51,7 +60,7 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 				EC2Enabled: true, EC2Scale: f, SSMEnabled: true, SSMReadTPS: 40 * f}
 		},
 		engine: func(c *reconcile.Config) {
-			c.Workers = 0
+			c.Workers = fleetWorkers
 			c.BootConnect = scaled(35 * time.Second)
 			c.PollInterval = scaled(10 * time.Second)
 			c.Watch.CFPerSecond = float64(ratelimit.CloudflareLimit) / window.Seconds()
@@ -67,9 +76,9 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	orgs := make([]string, n)
 	for i := range orgs {
 		orgs[i] = fmt.Sprintf("fleet-%04d", i)
-		if err := w.apply(created(orgs[i])); err != nil {
-			return nil, err
-		}
+	}
+	if err := applyBursts(w, orgs, created); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 20*window+time.Minute)
@@ -80,10 +89,8 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	took := time.Since(start)
 	cc := sumCalls(w.sim.Calls())
 	w.sim.ResetCalls()
-	for _, org := range orgs {
-		if err := w.apply(deleted(org)); err != nil {
-			return nil, err
-		}
+	if err := applyBursts(w, orgs, deleted); err != nil {
+		return nil, err
 	}
 	if _, err := w.waitOrgs(wctx, orgs, 20*time.Millisecond, deleteDone); err != nil {
 		return nil, fmt.Errorf("delete: %w", err)
@@ -95,6 +102,15 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	}
 	perSec := float64(ratelimit.CloudflareLimit) / window.Seconds()
 	ideal := time.Duration(float64(cc.cf) / perSec * float64(time.Second))
+	// EC2 bounds the fleet too: RunInstances has a bucket of its own (2 per
+	// second at the real scale), so n launches take at least (n - burst) ÷
+	// its rate; the ideal is whichever budget is slower.
+	ri := ec2.PerAction["RunInstances"]
+	idealEC2 := time.Duration(float64(max(0, n-ri.Burst)) / ri.Rate * float64(time.Second))
+	bound := "Cloudflare"
+	if idealEC2 > ideal {
+		ideal, bound = idealEC2, "EC2 RunInstances"
+	}
 	real := func(d time.Duration) time.Duration { return time.Duration(float64(d) * f).Round(time.Second) }
 	createPer, deletePer := float64(cc.cf)/float64(n), float64(dc.cf)/float64(n)
 	return []Row{{
@@ -107,10 +123,11 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	}, {
 		Figure:   fmt.Sprintf("9 fleet: time for %d orgs to Ready on one budget", n),
 		Measured: fmt.Sprintf("%s (%s at the real budget)", secs(took), real(took)),
-		Bound:    fmt.Sprintf("budget-bound ideal for its %d calls: %s (%s real)", cc.cf, secs(ideal), real(ideal)),
+		Bound:    fmt.Sprintf("budget-bound ideal (%s; %d CF calls): %s (%s real)", bound, cc.cf, secs(ideal), real(ideal)),
 		Goal:     "1,000 orgs < 10 min",
 		Met:      met(n < 1000 || real(took) < 10*time.Minute),
-		Note:     fmt.Sprintf("time compressed %gx (1200 per 5 min -> per %s; boot 30 s, connect 5 s /%g); from the first event applied to the last org Ready", f, secs(window), f),
+		Note: fmt.Sprintf("time compressed %gx (1200 per 5 min -> per %s; boot 30 s, connect 5 s, EC2 and SSM budgets /%g); %d workers; "+
+			"ideal = the slower of CF calls / the CF budget and RunInstances / its EC2 bucket; from the first event applied to the last org Ready", f, secs(window), f, fleetWorkers),
 	}, {
 		Figure:   fmt.Sprintf("9 fleet: CF calls per deleted org, %d deleted", n),
 		Measured: fmt.Sprintf("%.2f (%d calls), %d x 429", deletePer, dc.cf, dc.cf429),
@@ -119,4 +136,24 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 		Met:      met(deletePer <= 1.2 && dc.cf429 == 0),
 		Note:     "calls counted by the emulator: " + dc.detail(),
 	}}, nil
+}
+
+// fleetWorkers is the reconciler's --workers for onboarding a fleet: a DNS
+// batch can hold only the changes of orgs in flight at once, and the
+// default 4 workers would cap batches at 4 changes.
+const fleetWorkers = 64
+
+// applyBursts commits one event per org as ingest commits a burst
+// published at once: transactions of up to 1024 events (ingest's batch).
+func applyBursts(w *world, orgs []string, fact func(string) state.Fact) error {
+	for i := 0; i < len(orgs); i += 1024 {
+		var facts []state.Fact
+		for _, org := range orgs[i:min(i+1024, len(orgs))] {
+			facts = append(facts, fact(org))
+		}
+		if err := w.apply(facts...); err != nil {
+			return err
+		}
+	}
+	return nil
 }

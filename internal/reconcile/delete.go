@@ -31,7 +31,24 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	if err != nil {
 		return Result{}, err
 	}
-	obs, err := e.observe(ctx, org, d, aw, forDelete)
+	// The lookups by name and comment from shared listings when they pay
+	// (tombstone.go); the instances are always described by tag.
+	e.tombs.mu.Lock()
+	e.tombs.running++
+	e.tombs.mu.Unlock()
+	defer func() {
+		e.tombs.mu.Lock()
+		e.tombs.running--
+		e.tombs.mu.Unlock()
+	}()
+	listed, wait, err := e.listedForDelete(ctx, e.tombstoneFloor(org.ID))
+	if err != nil {
+		return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
+	}
+	if wait > 0 {
+		return Result{RequeueAfter: wait}, nil // the next shared listing serves it
+	}
+	obs, err := e.observeListed(ctx, org, d, aw, forDelete, listed)
 	if err != nil {
 		return Result{}, err
 	}
@@ -90,6 +107,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	if err != nil {
 		return Result{}, fmt.Errorf("org %s: record delete done: %w", org.ID, err)
 	}
+	e.tombs.floors.Delete(org.ID)
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil
 }

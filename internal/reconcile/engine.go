@@ -224,6 +224,8 @@ type Engine struct {
 	ready readyLister
 	// dnsBatch gathers the DNS changes of orgs in flight (dnsbatch.go).
 	dnsBatch dnsBatcher
+	// tombs runs the listings tombstones share (tombstone.go).
+	tombs deleteLister
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally
@@ -273,7 +275,10 @@ func (e *Engine) Config() Config { return e.cfg }
 func (e *Engine) Queue() *workqueue.Queue { return e.queue }
 
 // OnApplied is ingest's hook: an event for orgID was committed to bbolt.
-func (e *Engine) OnApplied(orgID string) { e.queue.Add(orgID) }
+func (e *Engine) OnApplied(orgID string) {
+	e.noteApplied(orgID)
+	e.queue.Add(orgID)
+}
 
 // Enqueue asks for a reconcile of orgID.
 func (e *Engine) Enqueue(orgID string) { e.queue.Add(orgID) }
@@ -295,6 +300,9 @@ func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	err := e.store.ForEach(func(o state.Org) error {
 		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
 			return nil
+		}
+		if o.Desired.Presence == state.Deleted {
+			e.noteApplied(o.ID) // committed before now (tombstone.go)
 		}
 		if skipReady && o.Desired.Presence != state.Deleted && IsTrue(o, state.CondReady) &&
 			unhandledReports(o) == 0 && pendingRemediation(o) == nil && o.Observed.ReconciledSeq >= o.LastSeq {
@@ -367,6 +375,7 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 		return Result{}, fmt.Errorf("reconcile org %s: read state: %w", orgID, err)
 	}
 	if !ok {
+		e.tombs.floors.Delete(orgID)
 		return Result{}, nil // never created: nothing of it can exist
 	}
 	log := e.log.With("org_id", orgID)
@@ -376,11 +385,14 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 	var res Result
 	if org.Desired.Presence == state.Deleted {
 		if org.Observed.DeleteDone {
+			e.tombs.floors.Delete(orgID)
 			return Result{}, nil
 		}
 		res, err = e.converge(ctx, log, org, e.deleteOrg)
 	} else {
+		e.notePassStarted(orgID)
 		res, err = e.converge(ctx, log, org, e.presentOrg)
+		e.notePassEnded(orgID)
 	}
 	return res, err
 }

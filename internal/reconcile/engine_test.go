@@ -898,7 +898,7 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 // budget is kept by tunnelward, not discovered.
 func TestCloudflareBudgetNeverExceeded(t *testing.T) {
 	// Not parallel: the client budget equals the emulator's: a loaded machine's delivery delays would spend it twice.
-	budget := 40
+	budget := 20
 	window := 2 * time.Second
 	h := newHarness(t, harnessOpts{
 		sim: func(c *cloudsim.Config) {

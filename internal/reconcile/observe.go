@@ -44,12 +44,23 @@ type observation struct {
 	// cannot read its token until it is fixed.
 	paramTags      map[string]string
 	paramTagsKnown bool
+	// claim: the pass claims the hostname by creating its record
+	// (claimsHostname), so it did not read the name; claimHostname adds
+	// what the create found before the plan is made.
+	claim bool
 }
 
 // observe builds the observed state of one org: the one place that does,
 // for a pass, the dry run and the delete cascade (the sweep's view of an
 // org comes from its inventory, observeInventory, with the same tunnel rule).
 func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode) (observation, error) {
+	return e.observeListed(ctx, org, d, aw, mode, nil)
+}
+
+// observeListed is observe where a tombstone's lookups by name and by
+// ownership comment are answered from listed, shared listings that
+// started after its floor (tombstone.go), when listed is not nil.
+func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode, listed *Inventory) (observation, error) {
 	var (
 		ob   observation
 		mu   sync.Mutex
@@ -64,6 +75,9 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 	set := func(f func()) { mu.Lock(); f(); mu.Unlock() }
 	rec := org.Observed
 	ob.plan.RecordsKnown, ob.plan.ParamKnown, ob.plan.InstanceKnown = true, true, true
+	// A pass learns who holds a new org's hostname from its record create
+	// (claimHostname); the dry run cannot create and reads the name.
+	ob.claim = mode == forPass && claimsHostname(org, d)
 
 	// Tunnel and its ingress. A pass knows the id: both reads at once.
 	ingressOf := func(id string) {
@@ -92,7 +106,9 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 				t = &got
 			}
 		}
-		if t == nil && mode != forPass {
+		if t == nil && mode == forDelete && listed != nil {
+			t = listedTunnelOf(listed, org.ID)
+		} else if t == nil && mode != forPass {
 			found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 			if err != nil {
 				fail("find tunnel "+owner.TunnelName(org.ID), err)
@@ -108,6 +124,10 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 
 	// DNS records.
 	wg.Go(func() {
+		if mode == forDelete && listed != nil {
+			set(func() { ob.plan.Records = listedRecordsOf(listed, org.ID) })
+			return
+		}
 		if mode == forDelete {
 			found, err := e.clouds.DNS.OwnedRecords(ctx, org.ID)
 			if err != nil {
@@ -117,13 +137,14 @@ func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw 
 			set(func() { ob.plan.Records = found })
 			return
 		}
-		// By name when nothing is recorded (a new org, or a crash before
-		// the id reached bbolt: a name held by another party's record must be
-		// seen before anything billable is built), when the recorded record
-		// has another name (a slug change's new record may stand
-		// unrecorded), and while in conflict.
+		// By name when the recorded record has another name (a slug
+		// change's new record may stand unrecorded) and while in conflict.
+		// When nothing is recorded (a new org, or a crash before the id
+		// reached bbolt) a pass claims the name by creating the record
+		// instead (ob.claim, claimHostname: "already exists" is the read),
+		// before anything billable is built; the dry run reads it.
 		byName := d.Hostname != "" && (IsTrue(org, state.CondConflict) || rec.DNSRecordID == "" ||
-			!strings.EqualFold(rec.DNSName, d.Hostname))
+			!strings.EqualFold(rec.DNSName, d.Hostname)) && !ob.claim
 		var recs []plan.Record
 		if rec.DNSRecordID != "" {
 			r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID)

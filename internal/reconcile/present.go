@@ -86,7 +86,9 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	// DNS and instance are decided in this same pass with it in place. The
 	// plan decides whether it is created (a conflict withholds it).
 	tunnelCreated := false
-	if ob.plan.Tunnel == nil && hasChange(plan.Compute(d, ob.plan), plan.ResTunnel, plan.OpCreate) {
+	var tunnelChange plan.Change
+	if p0 := plan.Compute(d, ob.plan); ob.plan.Tunnel == nil && hasChange(p0, plan.ResTunnel, plan.OpCreate) {
+		tunnelChange = p0.Changes[slices.IndexFunc(p0.Changes, func(c plan.Change) bool { return c.Resource == plan.ResTunnel })]
 		t, err := e.ensureTunnel(ctx, log, org.ID)
 		if err != nil {
 			return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
@@ -95,6 +97,27 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		ob.tunnel = &t
 		ob.plan.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
 		ob.plan.Ingress, ob.plan.IngressKnown = nil, true // a new (or adopted) tunnel's ingress is written once
+	}
+	// Then the hostname, claimed by creating its record (a batch with the
+	// other orgs in flight) instead of reading the name first: what the
+	// create found joins the observation, so the plan below keeps the org's
+	// record, or withholds every creation when another party holds the
+	// name. Nothing billable exists before this; a tunnel this pass made
+	// for the claim is withdrawn again, so the org is left exactly as a
+	// read by name would have left it.
+	if ob.claim && ob.tunnel != nil && hasChange(plan.Compute(d, ob.plan), plan.ResDNS, plan.OpCreate) {
+		found, held, err := e.claimHostname(ctx, log, &org, d, ob.tunnel.ID)
+		if err != nil {
+			return Result{}, err
+		}
+		ob.plan.Records = append(ob.plan.Records, found...)
+		if held && tunnelCreated {
+			if err := e.withdrawTunnel(ctx, log, org.ID, ob.tunnel.ID); err != nil {
+				return Result{}, fmt.Errorf("org %s: withdraw tunnel made for the hostname claim: %w", org.ID, err)
+			}
+			tunnelCreated, ob.tunnel, ob.plan.Tunnel = false, nil, nil
+			ob.plan.Ingress, ob.plan.IngressKnown = nil, false
+		}
 	}
 
 	// The health verdict is an input of the plan: a restart or a
@@ -106,10 +129,15 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	}
 	ob.plan.Remedy = hv.remedy()
 	p := plan.Compute(d, ob.plan)
-	if e.planned != nil {
-		e.planned(org.ID, p)
+	// The pass's plan as shown: with the tunnel create it made first.
+	shown := p
+	if tunnelCreated {
+		shown.Changes = append([]plan.Change{tunnelChange}, p.Changes...)
 	}
-	for _, c := range p.Changes {
+	if e.planned != nil {
+		e.planned(org.ID, shown)
+	}
+	for _, c := range shown.Changes {
 		log.Info("planned change", "resource", c.Resource, "op", c.Op, "target", c.Target, "reason", c.Reason)
 	}
 	if err := e.recordRemediationStart(org.ID, hv, now); err != nil {

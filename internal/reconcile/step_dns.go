@@ -42,46 +42,18 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 				return nil, fmt.Errorf("update dns record %s: %w", c.Target, err)
 			}
 		case plan.OpCreate:
-			err = mutate(ctx, log, "cf.dns.create", d.Hostname, func(ctx context.Context) error {
-				rec, err = e.batchedCreate(ctx, d.Hostname, target, comment)
-				return err
-			})
-			if errors.Is(err, ErrExists) {
-				found, ferr := e.clouds.DNS.FindRecords(ctx, d.Hostname)
-				if ferr != nil {
-					return nil, fmt.Errorf("find dns records named %s after conflict: %w", d.Hostname, ferr)
-				}
-				var mine *plan.Record
-				var conflicts []plan.Conflict
-				for i, f := range found {
-					if owner, ok := owner.OrgFromDNSComment(f.Comment); ok && owner == org.ID {
-						if mine == nil {
-							mine = &found[i]
-						}
-						continue
-					}
-					conflicts = append(conflicts, plan.Conflict{Resource: plan.ResDNS, Target: f.Name,
-						Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", f.Type, f.Name, f.ID, org.ID)})
-				}
-				if len(conflicts) > 0 || mine == nil {
-					if len(conflicts) == 0 {
-						return nil, fmt.Errorf("dns create of %s says it exists but no record has the name", d.Hostname)
-					}
-					log.Warn("dns record not owned by tunnelward; left untouched", "name", d.Hostname, "detail", conflicts[0].Reason)
-					return conflicts, nil
-				}
-				rec, err = *mine, nil
-				log.Info("adopted owned dns record", "record_id", rec.ID, "name", rec.Name)
-				if rec.Type != "CNAME" || !strings.EqualFold(rec.Content, target) || !rec.Proxied {
-					err = mutate(ctx, log, "cf.dns.update", rec.ID, func(ctx context.Context) error {
-						rec, err = e.clouds.DNS.UpdateCNAME(ctx, rec.ID, d.Hostname, target, comment)
-						return err
-					})
-				}
-			}
+			var mine *plan.Record
+			var others []plan.Record
+			mine, others, err = e.createOwnRecord(ctx, log, org.ID, d.Hostname, target)
 			if err != nil {
-				return nil, fmt.Errorf("create dns record %s: %w", d.Hostname, err)
+				return nil, err
 			}
+			if mine == nil {
+				conflicts := recordConflicts(org.ID, others)
+				log.Warn("dns record not owned by tunnelward; left untouched", "name", d.Hostname, "detail", conflicts[0].Reason)
+				return conflicts, nil
+			}
+			rec = *mine
 		default:
 			continue
 		}
@@ -93,6 +65,99 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 		}
 	}
 	return nil, nil
+}
+
+// createOwnRecord creates the org's proxied CNAME (in a DNS batch when
+// other orgs' changes are in flight). The create is the claim on the
+// hostname: when it answers "already exists", the records of that name are
+// read once, an owned one is adopted (and fixed), and records another party
+// holds come back in others, untouched (mine nil).
+func (e *Engine) createOwnRecord(ctx context.Context, log *slog.Logger, orgID, hostname, target string) (mine *plan.Record, others []plan.Record, err error) {
+	comment := owner.DNSComment(orgID)
+	var rec plan.Record
+	err = mutate(ctx, log, "cf.dns.create", hostname, func(ctx context.Context) error {
+		rec, err = e.batchedCreate(ctx, hostname, target, comment)
+		return err
+	})
+	if errors.Is(err, ErrExists) {
+		found, ferr := e.clouds.DNS.FindRecords(ctx, hostname)
+		if ferr != nil {
+			return nil, nil, fmt.Errorf("find dns records named %s after conflict: %w", hostname, ferr)
+		}
+		for i, f := range found {
+			if o, ok := owner.OrgFromDNSComment(f.Comment); ok && o == orgID {
+				if mine == nil {
+					mine = &found[i]
+				}
+				continue
+			}
+			others = append(others, f)
+		}
+		if len(others) > 0 {
+			return nil, others, nil
+		}
+		if mine == nil {
+			return nil, nil, fmt.Errorf("dns create of %s says it exists but no record has the name", hostname)
+		}
+		rec, err = *mine, nil
+		log.Info("adopted owned dns record", "record_id", rec.ID, "name", rec.Name)
+		if rec.Type != "CNAME" || !strings.EqualFold(rec.Content, target) || !rec.Proxied {
+			err = mutate(ctx, log, "cf.dns.update", rec.ID, func(ctx context.Context) error {
+				rec, err = e.clouds.DNS.UpdateCNAME(ctx, rec.ID, hostname, target, comment)
+				return err
+			})
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("create dns record %s: %w", hostname, err)
+	}
+	return &rec, nil, nil
+}
+
+// recordConflicts are the conflicts of records another party holds at the
+// org's hostname, worded as the plan words them.
+func recordConflicts(orgID string, others []plan.Record) []plan.Conflict {
+	out := make([]plan.Conflict, 0, len(others))
+	for _, f := range others {
+		out = append(out, plan.Conflict{Resource: plan.ResDNS, Target: f.Name,
+			Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", f.Type, f.Name, f.ID, orgID)})
+	}
+	return out
+}
+
+// claimsHostname reports whether a pass claims the org's hostname by
+// creating its record instead of reading the name first: while no record
+// is recorded (a new org, or a crash before the id reached bbolt) and no
+// conflict stands (a standing conflict is read by name, so it does not
+// cost a failing create on every pass).
+func claimsHostname(org state.Org, d plan.Desired) bool {
+	return d.Hostname != "" && org.Observed.DNSRecordID == "" && !IsTrue(org, state.CondConflict)
+}
+
+// claimHostname claims a new org's hostname before its plan is made and
+// anything billable is built: the record create (batched) either makes the
+// org's record, adopts an owned one of the name, or finds the records
+// another party holds (held true). What it finds joins the observation, so
+// the plan keeps the org's record or, on a conflict, withholds the
+// creations, exactly as a read by name would have made it do. The org's
+// record is recorded in bbolt at once.
+func (e *Engine) claimHostname(ctx context.Context, log *slog.Logger, org *state.Org, d plan.Desired, tunnelID string) (found []plan.Record, held bool, err error) {
+	mine, others, err := e.createOwnRecord(ctx, log, org.ID, d.Hostname, plan.TunnelTarget(tunnelID))
+	if err != nil {
+		return nil, false, fmt.Errorf("org %s: claim hostname: %w", org.ID, err)
+	}
+	if mine == nil {
+		log.Warn("hostname held by a record tunnelward does not own; nothing is built", "name", d.Hostname)
+		return others, true, nil
+	}
+	if err := e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.DNSRecordID, o.Observed.DNSName = mine.ID, d.Hostname
+		org.Observed = o.Observed
+		return nil
+	}); err != nil {
+		return nil, false, fmt.Errorf("org %s: record dns record %s: %w", org.ID, mine.ID, err)
+	}
+	return []plan.Record{*mine}, false, nil
 }
 
 // adoptRecord records the org's own record at its hostname when bbolt does

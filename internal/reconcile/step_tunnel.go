@@ -53,6 +53,22 @@ func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID strin
 	return t, nil
 }
 
+// withdrawTunnel deletes the tunnel a pass created for its hostname claim
+// when the claim found the name held by another party (the record had to
+// name a tunnel): the org is left as a read by name would have left it,
+// with nothing built, and the id forgotten.
+func (e *Engine) withdrawTunnel(ctx context.Context, log *slog.Logger, orgID, id string) error {
+	if err := e.deleteTunnel(ctx, log, id); err != nil {
+		return err
+	}
+	return e.store.Update(orgID, func(o *state.Org) error {
+		if o.Observed.TunnelID == id {
+			o.Observed.TunnelID, o.Observed.TunnelName, o.Observed.TunnelStatus, o.Observed.IngressHost = "", "", "", ""
+		}
+		return nil
+	})
+}
+
 // deleteTunnel deletes a tunnel, cleaning its connections first when the
 // API refuses because some are still active.
 func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) error {

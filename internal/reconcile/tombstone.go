@@ -1,0 +1,172 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/plan"
+)
+
+// A tombstone's lookups from shared listings (issue 17). Before it may say
+// Deleted, a tombstone looks for everything the org may still own: its
+// tunnel by name and its records by ownership comment, wherever a crash
+// left them unrecorded. Nothing new is created for an org once its
+// tombstone is committed and the last pass of the live org has ended, so a
+// tunnel listing and a DNS listing that both started after that moment
+// (the tombstone's floor) see every leftover, crash orphans included, and
+// answer those lookups for every tombstone whose floor they follow: one
+// listing page answers for 1,000 tunnels or 5,000 records. The watches'
+// listings serve when they are new enough; otherwise a tombstone asks for
+// an early listing of both, one at a time (tombstones that follow its
+// start wait for it), at most one per deleteGap; a tombstone the gap holds
+// back comes back when it ends (its worker is free meanwhile) and then
+// shares the next one. While fewer tombstones are being deleted than the
+// listings have pages (two lookups each), a tombstone looks itself up.
+
+// deleteShare is the share of the Cloudflare budget early listings for
+// tombstones may take.
+const deleteShare = 0.10
+
+// deleteLister runs the early listings tombstones share.
+type deleteLister struct {
+	mu        sync.Mutex
+	inflight  chan struct{} // closed when the running listing is remembered
+	startedAt time.Time     // start of the running (or last) early listing
+	running   int           // tombstones in their cascade now
+	// floors maps an org id to its tombstone floor: a time after the
+	// tombstone was committed and after the live org's last pass ended
+	// (noteApplied, notePassEnded), kept until its cascade is done.
+	floors sync.Map
+}
+
+// noteApplied raises the org's floor to now: an event for it has just been
+// committed (ingest's hook, or a start-up enqueue of a tombstone).
+func (e *Engine) noteApplied(orgID string) {
+	now := e.cfg.Now()
+	for {
+		old, loaded := e.tombs.floors.LoadOrStore(orgID, now)
+		if !loaded || !old.(time.Time).Before(now) || e.tombs.floors.CompareAndSwap(orgID, old, now) {
+			return
+		}
+	}
+}
+
+// notePassStarted forgets the floor of a live org whose pass starts (it
+// is not a tombstone); notePassEnded raises it to now when a tombstone was
+// committed while the pass ran (the pass may still have created something).
+func (e *Engine) notePassStarted(orgID string) { e.tombs.floors.Delete(orgID) }
+
+func (e *Engine) notePassEnded(orgID string) {
+	if _, ok := e.tombs.floors.Load(orgID); ok {
+		e.noteApplied(orgID)
+	}
+}
+
+// tombstoneFloor is the org's floor; when none was noted (the tombstone
+// was read some other way), now: the tombstone is committed (it was read)
+// and no pass of the org runs beside this one.
+func (e *Engine) tombstoneFloor(orgID string) time.Time {
+	if t, ok := e.tombs.floors.Load(orgID); ok {
+		return t.(time.Time)
+	}
+	now := e.cfg.Now()
+	e.tombs.floors.Store(orgID, now)
+	return now
+}
+
+// deleteGap is the least time between two early listings for tombstones.
+func (e *Engine) deleteGap(pages int) time.Duration {
+	w := e.cfg.Watch
+	w.defaults()
+	return time.Duration(math.Ceil(float64(max(pages, 1)) / (w.CFPerSecond * deleteShare) * float64(time.Second)))
+}
+
+// listedForDelete returns a tunnel and DNS listing that both started after
+// floor, or nil when the tombstone should look itself up, or how long to
+// wait for the next early listing.
+func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Inventory, time.Duration, error) {
+	w := e.cfg.Watch
+	w.defaults()
+	e.viewMu.Lock()
+	tp := max(1, (len(e.view.inv.Tunnels)+w.TunnelPage-1)/w.TunnelPage)
+	dp := max(1, (len(e.view.inv.Records)+w.DNSPage-1)/w.DNSPage)
+	e.viewMu.Unlock()
+	l := &e.tombs
+	l.mu.Lock()
+	running := l.running
+	l.mu.Unlock()
+	if 2*running <= tp+dp {
+		return nil, 0, nil // the lookups cost no more (and decode less)
+	}
+	fresh := func() *Inventory {
+		e.viewMu.Lock()
+		defer e.viewMu.Unlock()
+		tat, tok := e.view.at[ListTunnels]
+		dat, dok := e.view.at[ListDNS]
+		if !tok || !dok || !tat.After(floor) || !dat.After(floor) {
+			return nil
+		}
+		return &Inventory{Tunnels: e.view.inv.Tunnels, Records: e.view.inv.Records}
+	}
+	if inv := fresh(); inv != nil {
+		return inv, 0, nil
+	}
+	now := e.cfg.Now()
+	l.mu.Lock()
+	if ch := l.inflight; ch != nil && l.startedAt.After(floor) {
+		l.mu.Unlock()
+		select { // the running listing serves this tombstone
+		case <-ch:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		return fresh(), 0, nil // nil (look itself up) when it failed
+	}
+	if gap := e.deleteGap(tp + dp); l.inflight != nil || (!l.startedAt.IsZero() && now.Sub(l.startedAt) < gap) {
+		wait := gap - now.Sub(l.startedAt)
+		l.mu.Unlock()
+		return nil, max(wait, time.Millisecond), nil
+	}
+	ch := make(chan struct{})
+	l.inflight, l.startedAt = ch, now
+	l.mu.Unlock()
+	inv, err := e.list(ctx, ListTunnels, ListDNS)
+	if err == nil {
+		e.remember(inv, now, ListTunnels, ListDNS)
+	}
+	l.mu.Lock()
+	l.inflight = nil
+	l.mu.Unlock()
+	close(ch)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tunnels and dns records for deletes: %w", err)
+	}
+	return &inv, 0, nil // started after floor, by this tombstone
+}
+
+// listedTunnelOf is the org's live tunnel in a listing, by its name.
+func listedTunnelOf(inv *Inventory, orgID string) *Tunnel {
+	name := owner.TunnelName(orgID)
+	for i := range inv.Tunnels {
+		if t := inv.Tunnels[i]; t.Name == name && !t.Deleted {
+			return &t
+		}
+	}
+	return nil
+}
+
+// listedRecordsOf are the records a listing shows with the org's
+// ownership comment.
+func listedRecordsOf(inv *Inventory, orgID string) []plan.Record {
+	var out []plan.Record
+	for _, r := range inv.Records {
+		if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == orgID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
