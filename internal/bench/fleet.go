@@ -41,17 +41,7 @@ func fleetRun(ctx context.Context, o Options, n int) ([]Row, error) {
 	}
 	window := time.Duration(float64(5*time.Minute) / f)
 	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) / f) }
-	budget := ratelimit.DefaultCloudflare
-	budget.Window = window
-	ec2 := ratelimit.DefaultEC2()
-	for k, b := range ec2.PerAction {
-		b.Burst, b.Rate = int(float64(b.Burst)*f), b.Rate*f
-		ec2.PerAction[k] = b
-	}
-	ec2.Mutating.Burst, ec2.Mutating.Rate = int(float64(ec2.Mutating.Burst)*f), ec2.Mutating.Rate*f
-	ec2.NonMutating.Burst, ec2.NonMutating.Rate = int(float64(ec2.NonMutating.Burst)*f), ec2.NonMutating.Rate*f
-	ssm := ratelimit.DefaultSSM
-	ssm.Burst, ssm.Rate = int(float64(ssm.Burst)*f), ssm.Rate*f
+	budget, ec2, ssm := compressedBudgets(f)
 	w, err := newWorld(worldOpts{
 		sim: func(c *cloudsim.Config) {
 			c.BootDelay, c.ConnectDelay = scaled(30*time.Second), scaled(5*time.Second)

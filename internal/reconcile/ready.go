@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -24,9 +23,8 @@ const readyShare = 0.10
 // readyLister runs the early tunnel listings: one at a time, shared by
 // every poll that needs one while it runs.
 type readyLister struct {
-	mu        sync.Mutex
-	inflight  chan struct{} // closed when the running listing is remembered
-	startedAt time.Time     // start of the running (or last) early listing
+	earlyLister
+	mu sync.Mutex // guards the index
 	// index of the view's tunnel listing by id, rebuilt when a newer
 	// listing lands.
 	indexAt time.Time
@@ -95,39 +93,11 @@ func (e *Engine) listedTunnel(ctx context.Context, id string, need, prev time.Ti
 	if t, at, ok := fresh(); ok {
 		return t, at, 0, true, nil
 	}
-	now := e.cfg.Now()
-	e.ready.mu.Lock()
-	if ch := e.ready.inflight; ch != nil && !e.ready.startedAt.Before(need) && e.ready.startedAt.After(prev) {
-		e.ready.mu.Unlock()
-		select { // the running listing serves this org: wait for it
-		case <-ch:
-		case <-ctx.Done():
-			return nil, time.Time{}, 0, false, ctx.Err()
-		}
-		if t, at, ok := fresh(); ok {
-			return t, at, 0, true, nil
-		}
-		return nil, time.Time{}, e.cfg.PollInterval, true, nil // it failed; look again later
-	}
-	gap := e.readyGap(pages)
-	if e.ready.inflight != nil || (!e.ready.startedAt.IsZero() && now.Sub(e.ready.startedAt) < gap) {
-		wait = gap - now.Sub(e.ready.startedAt)
-		e.ready.mu.Unlock()
-		return nil, time.Time{}, max(wait, time.Millisecond), true, nil
-	}
-	ch := make(chan struct{})
-	e.ready.inflight, e.ready.startedAt = ch, now
-	e.ready.mu.Unlock()
-	inv, lerr := e.list(ctx, ListTunnels)
-	if lerr == nil {
-		e.remember(inv, now, ListTunnels)
-	}
-	e.ready.mu.Lock()
-	e.ready.inflight = nil
-	e.ready.mu.Unlock()
-	close(ch)
-	if lerr != nil {
-		return nil, time.Time{}, 0, true, fmt.Errorf("list tunnels for readiness: %w", lerr)
+	wait, err = e.share(ctx, &e.ready.earlyLister, func(started time.Time) bool {
+		return !started.Before(need) && started.After(prev)
+	}, e.readyGap(pages), ListTunnels)
+	if err != nil || wait > 0 {
+		return nil, time.Time{}, wait, true, err
 	}
 	if t, at, ok := fresh(); ok {
 		return t, at, 0, true, nil

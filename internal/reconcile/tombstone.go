@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -33,10 +32,9 @@ const deleteShare = 0.10
 
 // deleteLister runs the early listings tombstones share.
 type deleteLister struct {
-	mu        sync.Mutex
-	inflight  chan struct{} // closed when the running listing is remembered
-	startedAt time.Time     // start of the running (or last) early listing
-	running   int           // tombstones in their cascade now
+	earlyLister
+	mu      sync.Mutex // guards running
+	running int        // tombstones in their cascade now
 	// floors maps an org id to its tombstone floor: a time after the
 	// tombstone was committed and after the live org's last pass ended
 	// (noteApplied, notePassEnded), kept until its cascade is done.
@@ -115,37 +113,12 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 	if inv := fresh(); inv != nil {
 		return inv, 0, nil
 	}
-	now := e.cfg.Now()
-	l.mu.Lock()
-	if ch := l.inflight; ch != nil && l.startedAt.After(floor) {
-		l.mu.Unlock()
-		select { // the running listing serves this tombstone
-		case <-ch:
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		}
-		return fresh(), 0, nil // nil (look itself up) when it failed
+	wait, err := e.share(ctx, &l.earlyLister, func(started time.Time) bool { return started.After(floor) },
+		e.deleteGap(tp+dp), ListTunnels, ListDNS)
+	if err != nil || wait > 0 {
+		return nil, wait, err
 	}
-	if gap := e.deleteGap(tp + dp); l.inflight != nil || (!l.startedAt.IsZero() && now.Sub(l.startedAt) < gap) {
-		wait := gap - now.Sub(l.startedAt)
-		l.mu.Unlock()
-		return nil, max(wait, time.Millisecond), nil
-	}
-	ch := make(chan struct{})
-	l.inflight, l.startedAt = ch, now
-	l.mu.Unlock()
-	inv, err := e.list(ctx, ListTunnels, ListDNS)
-	if err == nil {
-		e.remember(inv, now, ListTunnels, ListDNS)
-	}
-	l.mu.Lock()
-	l.inflight = nil
-	l.mu.Unlock()
-	close(ch)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list tunnels and dns records for deletes: %w", err)
-	}
-	return &inv, 0, nil // started after floor, by this tombstone
+	return fresh(), 0, nil // nil (look itself up) when a joined listing failed
 }
 
 // listedTunnelOf is the org's live tunnel in a listing, by its name.
