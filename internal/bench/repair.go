@@ -35,7 +35,7 @@ var repairKinds = []repairKind{
 	{"cloudflared killed", "kill_connector", "", reconcile.ListTunnels,
 		[]string{"ssm.SendCommand", "connect", "cf.tunnel.get"}},
 	{"tunnel deleted", "delete", "tunnel", reconcile.ListTunnels,
-		[]string{"cf.tunnel.create", "cf.tunnel_token.get", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.get"}},
+		[]string{"cf.tunnel.create", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.get"}},
 	{"parameter deleted", "delete", "parameter", reconcile.ListParams, []string{"ssm.PutParameter"}},
 }
 
@@ -195,7 +195,8 @@ func repairAt(ctx context.Context, rep *Report, n, perKind int, f float64) ([]Ro
 		if healthy == n {
 			break
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		// A look at the whole world costs ~n maps: not too often.
+		if err := sleepCtx(ctx, connect+200*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
