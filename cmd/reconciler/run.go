@@ -147,7 +147,7 @@ func (a *app) start(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(sctx, a.js, log); err != nil {
+	if err := broker.EnsureStreamsReplicated(sctx, a.js, c.StreamReplicas, log); err != nil {
 		return withNATSCause(a.nc, err)
 	}
 
