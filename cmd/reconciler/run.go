@@ -156,7 +156,8 @@ func (a *app) start(ctx context.Context) error {
 	}
 
 	a.ingest, err = ingest.New(ctx, ingest.Config{
-		JS: a.js, Store: a.store, Validator: a.validator, Log: log, Metrics: a.metrics,
+		Consumer: ingest.ConsumerFor(c.ReplicaID),
+		JS:       a.js, Store: a.store, Validator: a.validator, Log: log, Metrics: a.metrics,
 		OnApplied: func(orgID string) {
 			if a.onApplied != nil {
 				a.onApplied(orgID)
@@ -166,8 +167,8 @@ func (a *app) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if a.consumer, err = a.js.Consumer(sctx, events.Stream, ingest.ConsumerName); err != nil {
-		return fmt.Errorf("bind consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
+	if a.consumer, err = a.js.Consumer(sctx, events.Stream, ingest.ConsumerFor(c.ReplicaID)); err != nil {
+		return fmt.Errorf("bind consumer %s on %s: %w", ingest.ConsumerFor(c.ReplicaID), events.Stream, err)
 	}
 	a.metrics.SetConsumerStatsFunc(a.consumerStats)
 
@@ -244,7 +245,7 @@ func logAdminAccess(c config.Config, log *slog.Logger) {
 func (a *app) consumerStats(ctx context.Context) (metrics.ConsumerStats, error) {
 	info, err := a.consumer.Info(ctx)
 	if err != nil {
-		return metrics.ConsumerStats{}, fmt.Errorf("consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
+		return metrics.ConsumerStats{}, fmt.Errorf("consumer %s on %s: %w", ingest.ConsumerFor(a.cfg.ReplicaID), events.Stream, err)
 	}
 	return metrics.ConsumerStats{Pending: info.NumPending, AckPending: uint64(info.NumAckPending),
 		Redelivered: uint64(info.NumRedelivered)}, nil
