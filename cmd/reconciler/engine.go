@@ -23,6 +23,9 @@ func (a *app) startEngine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.cluster != nil {
+		cfg.Fence, cfg.Replica = a.cluster, a.cfg.ReplicaID
+	}
 	eng, err := reconcile.New(cfg, clouds, a.store, nil)
 	if err != nil {
 		return err
@@ -43,6 +46,9 @@ func (a *app) startEngine(ctx context.Context) error {
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))
 
+	if a.cluster != nil {
+		a.runCluster() // its closer runs after the engine's
+	}
 	ectx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -17,6 +17,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/cluster"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
@@ -41,6 +42,7 @@ type app struct {
 	ingest    *ingest.Ingester
 	consumer  jetstream.Consumer
 	engine    *reconcile.Engine
+	cluster   *cluster.Manager // partition leases (cluster.go)
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
@@ -149,6 +151,9 @@ func (a *app) start(ctx context.Context) error {
 	defer cancel()
 	if err := broker.EnsureStreamsReplicated(sctx, a.js, c.StreamReplicas, log); err != nil {
 		return withNATSCause(a.nc, err)
+	}
+	if err := a.startCluster(sctx); err != nil {
+		return err
 	}
 
 	if err := a.startCloud(ctx); err != nil {

@@ -58,6 +58,7 @@ func (m *Manager) View() View {
 		by[id] = r
 		return r
 	}
+	get(m.cfg.Replica).Announced = m.memberRev != 0
 	var ids []string
 	for id := range m.members {
 		get(id).Announced = true
@@ -68,7 +69,18 @@ func (m *Manager) View() View {
 		r.Share = Share(ids, id, m.cfg.Partitions)
 	}
 	for p := range m.cfg.Partitions {
+		if l, mine := m.held[p]; mine { // our own leases as of now, not as of the last reading
+			r := get(m.cfg.Replica)
+			r.Partitions = append(r.Partitions, p)
+			r.Leases = append(r.Leases, LeaseView{Partition: p,
+				AgeSeconds:  local.Sub(l.deadline.Add(-(m.cfg.TTL - m.cfg.Margin))).Round(time.Millisecond).Seconds(),
+				HeldSeconds: local.Sub(l.acquired).Round(time.Second).Seconds()})
+			continue
+		}
 		e, ok := m.partitions[p]
+		if ok && e.lease.Replica == m.cfg.Replica && e.lease.Incarnation == m.incarnation {
+			ok = false // ours until lately: lost or given back since the reading
+		}
 		if !ok {
 			v.Free = append(v.Free, p)
 			continue
