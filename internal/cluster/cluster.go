@@ -6,8 +6,8 @@
 // of the TTL, given back with a revision-checked Delete; a dead replica's
 // leases expire with the bucket's TTL. Replicas announce themselves in the
 // same bucket and balance to a fair share: each takes free partitions up
-// to its share and gives back one extra a round while another replica is
-// under its own.
+// to its share and gives back extras (an eighth of the partitions a round
+// at most) while another replica is under its own.
 //
 // Fencing: a replica writes to the clouds for an org only through Hold,
 // which fails once the lease of the org's partition is gone or its renew

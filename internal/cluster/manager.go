@@ -390,8 +390,8 @@ func Share(ids []string, id string, n int) int {
 
 // balance takes free partitions up to this replica's share (and any left
 // free for several rounds), adopts its own predecessor's with AdoptOwn,
-// and gives back one extra a round while another replica is under its
-// share. It returns the partitions taken.
+// and gives back extras, at most an eighth of the partitions a round,
+// while another replica is under its share. It returns the partitions taken.
 func (m *Manager) balance(ctx context.Context) []int {
 	m.mu.Lock()
 	ids := make([]string, 0, len(m.members)+1)
@@ -429,13 +429,17 @@ func (m *Manager) balance(ctx context.Context) []int {
 			under = true
 		}
 	}
-	var extra *lease
+	var extra []*lease
 	if owned > share && under {
+		// The highest partitions first, at most an eighth of them a
+		// round: a newcomer gets its share within a few rounds, and a
+		// replica flapping in and out moves little.
+		ls := make([]*lease, 0, len(m.held))
 		for _, l := range m.held {
-			if extra == nil || l.p > extra.p {
-				extra = l
-			}
+			ls = append(ls, l)
 		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].p > ls[j].p })
+		extra = ls[:min(owned-share, max(1, m.cfg.Partitions/8))]
 	}
 	freeRounds := maps(m.freeRounds)
 	m.mu.Unlock()
@@ -456,9 +460,12 @@ func (m *Manager) balance(ctx context.Context) []int {
 			owned++
 		}
 	}
-	if extra != nil && len(gained) == 0 {
-		m.log.Info("giving back a partition above this replica's share", "partition", extra.p, "owned", owned, "share", share, "replicas", len(ids))
-		m.release(ctx, extra)
+	if len(extra) > 0 && len(gained) == 0 {
+		for _, l := range extra {
+			m.log.Info("giving back a partition above this replica's share", "partition", l.p, "owned", owned, "share", share, "replicas", len(ids))
+			m.release(ctx, l)
+			owned--
+		}
 	}
 	m.mu.Lock()
 	n := len(m.held)

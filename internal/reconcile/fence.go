@@ -122,3 +122,8 @@ func (e *Engine) recordReplica(org state.Org) {
 		e.log.Warn("record the reconciling replica", "org_id", org.ID, "err", err)
 	}
 }
+
+// FencedOrgs is the orgs a request's context is fenced for (nil: none):
+// tests tag each request to the emulator with it, to check that every
+// cloud write went out under a lease.
+func FencedOrgs(ctx context.Context) []string { return fenceOrgs(ctx) }
