@@ -147,6 +147,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	}
 }
 
+// jsErrNoSuitablePeers is JetStream's "no suitable peers for placement".
+const jsErrNoSuitablePeers jetstream.ErrorCode = 10005
+
 func transient(err error) bool {
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
@@ -154,9 +157,11 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrNoServers) {
 		return true
 	}
-	// The server answered: only "temporarily unavailable" is worth retrying.
+	// The server answered: only "temporarily unavailable" is worth
+	// retrying, and "no suitable peers" while a JetStream cluster is still
+	// forming (a replicated stream needs its peers to have joined).
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 503
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jsErrNoSuitablePeers)
 }
 
 // ReplicasError reports an existing stream or KV bucket whose replica count

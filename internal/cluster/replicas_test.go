@@ -290,6 +290,7 @@ type replica struct {
 	nc     *nats.Conn
 	proxy  *proxy
 	store  *state.Store
+	in     *ingest.Ingester
 	mgr    *cluster.Manager
 	eng    *reconcile.Engine
 	cancel context.CancelFunc
@@ -415,13 +416,21 @@ func (w *world) startReplica(id string, viaProxy bool) *replica {
 		t.Fatal(err)
 	}
 	in, err := ingest.New(ctx, ingest.Config{Consumer: ingest.ConsumerFor(id), JS: js, Store: r.store, Validator: w.v,
-		MaxWait: 200 * time.Millisecond, RetryDelay: 100 * time.Millisecond, OnApplied: r.eng.OnApplied})
+		MaxWait: 200 * time.Millisecond, RetryDelay: 100 * time.Millisecond, OnApplied: r.eng.OnApplied,
+		// A fetch the client gave up on under load is redelivered after
+		// AckWait: short here, so the test does not wait 30 s for it.
+		AckWait: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	r.cancel = stop
-	r.wg.Go(func() { _ = in.Run(rctx) })
+	r.in = in
+	r.wg.Go(func() {
+		if err := in.Run(rctx); err != nil {
+			t.Errorf("replica %s: ingest stopped: %v", id, err)
+		}
+	})
 	r.wg.Go(func() { _ = r.eng.Run(rctx) })
 	r.wg.Go(func() { r.mgr.Run(rctx) })
 	t.Cleanup(r.stop)
@@ -501,8 +510,12 @@ func (w *world) converged(orgs []string) (bool, string) {
 			return false, org + ": no live owner"
 		}
 		o, ok, err := owner.store.Get(org)
-		if err != nil || !ok || !reconcile.IsTrue(o, state.CondReady) || o.Observed.Replica != owner.id {
-			return false, fmt.Sprintf("%s: not Ready on its owner %s", org, owner.id)
+		if !ok {
+			return false, fmt.Sprintf("%s: not ingested by its owner %s (ingest %+v, check %v)", org, owner.id, owner.in.Stats(), owner.in.Check(context.Background()))
+		}
+		if err != nil || !reconcile.IsTrue(o, state.CondReady) || o.Observed.Replica != owner.id {
+			return false, fmt.Sprintf("%s: not Ready on its owner %s (partition %d; queued %d; conditions %+v; last error %q; observed %+v)",
+				org, owner.id, cluster.Partition(org, cluster.DefaultPartitions), owner.eng.Queue().Len(), o.Conditions, o.LastError, o.Observed)
 		}
 	}
 	return true, ""
