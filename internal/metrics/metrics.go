@@ -557,5 +557,7 @@ func exemplar() *Metrics {
 	m.SetWatchInterval("tunnels", 15*time.Second)
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
+	m.LeaseRenewal("ok")
+	m.LeaseTakeover("free")
 	return m
 }
