@@ -36,6 +36,16 @@ func (a *app) startCluster(ctx context.Context) error {
 				a.engine.PartitionsGained()
 			}
 		},
+		OnOwned: func(owned, total int) {
+			// At least one partition's worth: a replica that owns none
+			// still answers /v1/plan and lists for its sweep.
+			if a.cf != nil {
+				share := float64(max(owned, 1)) / float64(total)
+				a.cf.SetBudgetShare(share)
+				a.log.Info("cloudflare budget share follows the partitions owned", "owned", owned, "partitions", total,
+					"share", fmt.Sprintf("%.3f", share))
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("partition leases: %w", err)

@@ -19,7 +19,10 @@ import (
 // reconcile engine (workers and sweep) and connects it to ingest. It stops
 // before bbolt closes (closers run in reverse).
 func (a *app) startEngine(ctx context.Context) error {
-	cfg, clouds, err := engineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics)
+	// The Cloudflare budget is per user: with partitions, this replica's
+	// client spends the share of the partitions it owns (cluster.go).
+	cfg, clouds, err := wiring.EngineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics,
+		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cf = c }})
 	if err != nil {
 		return err
 	}

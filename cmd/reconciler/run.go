@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/broker"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/cluster"
 	"github.com/tunnelward/tunnelward/internal/config"
@@ -42,7 +43,8 @@ type app struct {
 	ingest    *ingest.Ingester
 	consumer  jetstream.Consumer
 	engine    *reconcile.Engine
-	cluster   *cluster.Manager // partition leases (cluster.go)
+	cluster   *cluster.Manager   // partition leases (cluster.go)
+	cf        *cloudflare.Client // the engine's, for its share of the budget
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string

@@ -56,6 +56,9 @@ type Config struct {
 	// OnGained is told the partitions a round took (after the round, not
 	// under any lock): their orgs may need work.
 	OnGained func(partitions []int)
+	// OnOwned is told how many partitions this replica holds, after each
+	// round in which that changed (and 0 after ReleaseAll).
+	OnOwned func(owned, total int)
 }
 
 // lease is one partition this replica holds.
@@ -101,6 +104,7 @@ type Manager struct {
 
 	mu        sync.Mutex
 	held      map[int]*lease
+	lastOwned int // as last told to OnOwned (-1: never)
 	memberRev uint64
 	// the last round's view of the bucket
 	seenAt     time.Time
@@ -138,7 +142,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		cfg: cfg, log: cfg.Log.With("component", "cluster", "replica", cfg.Replica),
 		incarnation: nuid.Next(), started: cfg.Clock.Now(),
-		held: map[int]*lease{}, partitions: map[int]entry{}, members: map[string]entry{}, freeRounds: map[int]int{},
+		held: map[int]*lease{}, lastOwned: -1, partitions: map[int]entry{}, members: map[string]entry{}, freeRounds: map[int]int{},
 	}, nil
 }
 
@@ -181,11 +185,24 @@ func (m *Manager) Round(ctx context.Context) {
 	m.announce(ctx)
 	if err := m.read(ctx); err != nil {
 		m.log.Warn("cannot read the lease bucket; renewing only", "err", err)
+		m.tellOwned()
 		return
 	}
 	gained := m.balance(ctx)
 	if len(gained) > 0 && m.cfg.OnGained != nil {
 		m.cfg.OnGained(gained)
+	}
+	m.tellOwned()
+}
+
+func (m *Manager) tellOwned() {
+	m.mu.Lock()
+	n := len(m.held)
+	changed := n != m.lastOwned
+	m.lastOwned = n
+	m.mu.Unlock()
+	if changed && m.cfg.OnOwned != nil {
+		m.cfg.OnOwned(n, m.cfg.Partitions)
 	}
 }
 
@@ -577,6 +594,7 @@ func (m *Manager) ReleaseAll(ctx context.Context) {
 		_ = m.cfg.KV.Delete(ctx, replicaKey(m.cfg.Replica), jetstream.LastRevision(rev))
 	}
 	m.cfg.Metrics.SetPartitionsOwned(0)
+	m.tellOwned()
 }
 
 // Owns reports whether this replica holds the lease of orgID's partition
