@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +22,9 @@ import (
 // startCluster creates (or checks) the lease bucket and builds this
 // replica's lease manager; runCluster starts it once the engine exists.
 // The embedded default is the same code with one replica: it takes every
-// partition in its first round, and adopts its own leases left by a
-// crashed predecessor at once (no other process can hold its id there).
+// partition in its first round. A process restarted after a crash on the
+// same host and data dir takes its predecessor's leases at once (see
+// leaseHolder).
 func (a *app) startCluster(ctx context.Context) error {
 	c := a.cfg
 	kv, err := broker.EnsureLeaseBucket(ctx, a.js, c.StreamReplicas, c.LeaseTTL)
@@ -29,7 +32,7 @@ func (a *app) startCluster(ctx context.Context) error {
 		return withNATSCause(a.nc, err)
 	}
 	a.cluster, err = cluster.New(cluster.Config{
-		KV: kv, Replica: c.ReplicaID, TTL: c.LeaseTTL, AdoptOwn: c.NATS.Embedded(),
+		KV: kv, Replica: c.ReplicaID, TTL: c.LeaseTTL, Holder: leaseHolder(c),
 		Log: a.log, Metrics: a.metrics,
 		OnGained: func([]int) {
 			if a.engine != nil {
@@ -59,6 +62,12 @@ func (a *app) startCluster(ctx context.Context) error {
 // engine's, it runs after the engine stopped writing, then gives every
 // lease back so the other replicas take over at once.
 func (a *app) runCluster() {
+	// The first round before ingest starts: events applied at start find
+	// their partitions already taken (a fresh start, or after a graceful
+	// stop that gave the leases back), so the engine acts on them at once.
+	rctx, cancel := context.WithTimeout(context.Background(), a.cfg.LeaseTTL/4)
+	a.cluster.Round(rctx)
+	cancel()
 	cctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.cluster.Run(cctx) })
@@ -127,4 +136,21 @@ func orgOwnerLine(c config.Config, org string) string {
 		owner = "none (being taken over)"
 	}
 	return fmt.Sprintf("partition %d, owned now by replica %s", o.Partition, owner)
+}
+
+// leaseHolder names this process's exclusive hold for the lease manager:
+// the host and the absolute data dir, whose state file the process has
+// locked by the time leases are taken (preflight). A lease left by a
+// process of the same replica id with the same holder was left by a dead
+// process (a live one would still hold the lock), so it is adopted at once.
+func leaseHolder(c config.Config) string {
+	host, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	dir, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return ""
+	}
+	return host + ":" + dir
 }

@@ -45,14 +45,15 @@ type Config struct {
 	// Margin is taken off the TTL for the fence deadline: a write let
 	// through must take effect within it. Default TTL/4.
 	Margin time.Duration
-	// AdoptOwn takes over leases held under this replica id by an earlier
-	// process at once, without waiting for them to expire. Safe only when
-	// no other live process can hold this id: with the embedded NATS
-	// server, which lives and dies with the process that holds the data dir.
-	AdoptOwn bool
-	Clock    Clock
-	Log      *slog.Logger
-	Metrics  Metrics
+	// Holder names what this process holds exclusively, e.g. its host and
+	// the data dir whose state file it has locked. Leases carry it; one
+	// left by another process of this replica id with the same Holder is
+	// taken over at once instead of after the TTL: that process held the
+	// same lock, which this one now has, so it is gone. "" adopts nothing.
+	Holder  string
+	Clock   Clock
+	Log     *slog.Logger
+	Metrics Metrics
 	// OnGained is told the partitions a round took (after the round, not
 	// under any lock): their orgs may need work.
 	OnGained func(partitions []int)
@@ -76,6 +77,7 @@ type lease struct {
 
 type leaseValue struct {
 	Replica     string    `json:"replica"`
+	Holder      string    `json:"holder,omitempty"`
 	Incarnation string    `json:"incarnation"`
 	Acquired    time.Time `json:"acquired"`
 }
@@ -160,7 +162,7 @@ func (m *Manager) TTL() time.Duration { return m.cfg.TTL }
 // writing), so other replicas take over at once instead of after the TTL.
 func (m *Manager) Run(ctx context.Context) {
 	m.log.Info("partition leases started", "partitions", m.cfg.Partitions, "lease_ttl", m.cfg.TTL,
-		"renew_every", m.cfg.Renew, "fence_margin", m.cfg.Margin, "adopt_own", m.cfg.AdoptOwn)
+		"renew_every", m.cfg.Renew, "fence_margin", m.cfg.Margin, "holder", m.cfg.Holder)
 	t := time.NewTicker(m.cfg.Renew)
 	defer t.Stop()
 	for {
@@ -210,7 +212,7 @@ func partitionKey(p int) string   { return partitionPrefix + strconv.Itoa(p) }
 func replicaKey(id string) string { return replicaPrefix + id }
 
 func (m *Manager) leaseValue(acquired time.Time) []byte {
-	b, _ := json.Marshal(leaseValue{Replica: m.cfg.Replica, Incarnation: m.incarnation, Acquired: acquired.UTC()})
+	b, _ := json.Marshal(leaseValue{Replica: m.cfg.Replica, Holder: m.cfg.Holder, Incarnation: m.incarnation, Acquired: acquired.UTC()})
 	return b
 }
 
@@ -222,55 +224,74 @@ func (m *Manager) renewAll(ctx context.Context) {
 		ls = append(ls, l)
 	}
 	m.mu.Unlock()
-	for _, l := range ls {
-		sent := m.cfg.Clock.Now()
-		rev, err := m.cfg.KV.Update(ctx, partitionKey(l.p), m.leaseValue(l.acquired), l.rev)
-		switch {
-		case err == nil:
-			m.mu.Lock()
-			if m.held[l.p] == l {
-				l.rev = rev
-				m.extend(l, sent)
-			}
-			m.mu.Unlock()
-			m.cfg.Metrics.LeaseRenewal("ok")
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-			// Expired and taken (or expired: a lease is never renewed back
-			// from the dead), or an earlier renewal whose answer was lost
-			// did land: then the lease is still ours under a newer revision.
-			if e, gerr := m.cfg.KV.Get(ctx, partitionKey(l.p)); gerr == nil {
-				var v leaseValue
-				if json.Unmarshal(e.Value(), &v) == nil && v.Incarnation == m.incarnation {
-					m.mu.Lock()
-					if m.held[l.p] == l {
-						l.rev = e.Revision() // the deadline stays that of the last write we know landed
-					}
-					m.mu.Unlock()
-					m.cfg.Metrics.LeaseRenewal("failed")
-					continue
-				}
-			}
-			m.cfg.Metrics.LeaseRenewal("lost")
-			m.log.Warn("partition lease lost: it expired or another replica holds it; cloud writes for its orgs stopped", "partition", l.p)
-			m.drop(l, fmt.Errorf("%w: lease of partition %d lost", ErrFenced, l.p))
-		default:
-			m.cfg.Metrics.LeaseRenewal("failed")
-			m.mu.Lock()
-			expired := m.held[l.p] == l && !m.cfg.Clock.Now().Before(l.deadline.Add(m.cfg.Margin))
-			m.mu.Unlock()
-			if expired {
-				m.log.Warn("partition lease not renewed within its TTL; given up", "partition", l.p, "err", err)
-				m.drop(l, fmt.Errorf("%w: lease of partition %d not renewed within its TTL", ErrFenced, l.p))
-				continue
-			}
-			m.log.Warn("partition lease renewal failed; retrying next round (cloud writes stop at the fence deadline)",
-				"partition", l.p, "deadline_in", l.deadline.Sub(m.cfg.Clock.Now()).Round(time.Millisecond), "err", err)
-		}
-	}
+	parallel(len(ls), func(i int) { m.renew(ctx, ls[i]) })
 	m.mu.Lock()
 	n := len(m.held)
 	m.mu.Unlock()
 	m.cfg.Metrics.SetPartitionsOwned(n)
+}
+
+// renew renews one lease with Update(revision).
+func (m *Manager) renew(ctx context.Context, l *lease) {
+	sent := m.cfg.Clock.Now()
+	rev, err := m.cfg.KV.Update(ctx, partitionKey(l.p), m.leaseValue(l.acquired), l.rev)
+	switch {
+	case err == nil:
+		m.mu.Lock()
+		if m.held[l.p] == l {
+			l.rev = rev
+			m.extend(l, sent)
+		}
+		m.mu.Unlock()
+		m.cfg.Metrics.LeaseRenewal("ok")
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		// Expired and taken (or expired: a lease is never renewed back
+		// from the dead), or an earlier renewal whose answer was lost
+		// did land: then the lease is still ours under a newer revision.
+		if e, gerr := m.cfg.KV.Get(ctx, partitionKey(l.p)); gerr == nil {
+			var v leaseValue
+			if json.Unmarshal(e.Value(), &v) == nil && v.Incarnation == m.incarnation {
+				m.mu.Lock()
+				if m.held[l.p] == l {
+					l.rev = e.Revision() // the deadline stays that of the last write we know landed
+				}
+				m.mu.Unlock()
+				m.cfg.Metrics.LeaseRenewal("failed")
+				return
+			}
+		}
+		m.cfg.Metrics.LeaseRenewal("lost")
+		m.log.Warn("partition lease lost: it expired or another replica holds it; cloud writes for its orgs stopped", "partition", l.p)
+		m.drop(l, fmt.Errorf("%w: lease of partition %d lost", ErrFenced, l.p))
+	default:
+		m.cfg.Metrics.LeaseRenewal("failed")
+		m.mu.Lock()
+		expired := m.held[l.p] == l && !m.cfg.Clock.Now().Before(l.deadline.Add(m.cfg.Margin))
+		m.mu.Unlock()
+		if expired {
+			m.log.Warn("partition lease not renewed within its TTL; given up", "partition", l.p, "err", err)
+			m.drop(l, fmt.Errorf("%w: lease of partition %d not renewed within its TTL", ErrFenced, l.p))
+			return
+		}
+		m.log.Warn("partition lease renewal failed; retrying next round (cloud writes stop at the fence deadline)",
+			"partition", l.p, "err", err)
+	}
+}
+
+// parallel runs fn(0..n-1), at most 16 at a time: renewing or taking
+// dozens of leases one after the other would, on a slow link, outlast the
+// renew interval.
+func parallel(n int, fn func(i int)) {
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
 }
 
 // extend moves l's fence deadline to sent+TTL-Margin and re-arms its timer;
@@ -406,7 +427,7 @@ func Share(ids []string, id string, n int) int {
 }
 
 // balance takes free partitions up to this replica's share (and any left
-// free for several rounds), adopts its own predecessor's with AdoptOwn,
+// free for several rounds), adopts its own dead predecessor's (Holder),
 // and gives back extras, at most an eighth of the partitions a round,
 // while another replica is under its share. It returns the partitions taken.
 func (m *Manager) balance(ctx context.Context) []int {
@@ -436,7 +457,8 @@ func (m *Manager) balance(ctx context.Context) []int {
 		}
 		delete(m.freeRounds, p)
 		count[e.lease.Replica]++
-		if _, mine := m.held[p]; !mine && m.cfg.AdoptOwn && e.lease.Replica == m.cfg.Replica && e.lease.Incarnation != m.incarnation {
+		if _, mine := m.held[p]; !mine && m.cfg.Holder != "" && e.lease.Replica == m.cfg.Replica &&
+			e.lease.Holder == m.cfg.Holder && e.lease.Incarnation != m.incarnation {
 			adopt = append(adopt, p)
 		}
 	}
@@ -462,27 +484,40 @@ func (m *Manager) balance(ctx context.Context) []int {
 	m.mu.Unlock()
 
 	var gained []int
-	for _, p := range adopt {
-		if m.take(ctx, p, true) {
-			gained = append(gained, p)
-			owned++
-		}
+	// What to take this round, then all at once: adoptions, free
+	// partitions up to the share, and any left free for several rounds.
+	type want struct {
+		p     int
+		adopt bool
 	}
+	var wants []want
+	for _, p := range adopt {
+		wants = append(wants, want{p, true})
+	}
+	room := share - owned - len(adopt)
 	for _, p := range free {
-		if owned >= share && freeRounds[p] < freeRoundsBeforeAnyone {
+		if room > 0 {
+			room--
+		} else if freeRounds[p] < freeRoundsBeforeAnyone {
 			continue
 		}
-		if m.take(ctx, p, false) {
-			gained = append(gained, p)
-			owned++
-		}
+		wants = append(wants, want{p, false})
 	}
+	var gmu sync.Mutex
+	parallel(len(wants), func(i int) {
+		if m.take(ctx, wants[i].p, wants[i].adopt) {
+			gmu.Lock()
+			gained = append(gained, wants[i].p)
+			gmu.Unlock()
+		}
+	})
+	sort.Ints(gained)
+	owned += len(gained)
 	if len(extra) > 0 && len(gained) == 0 {
 		for _, l := range extra {
 			m.log.Info("giving back a partition above this replica's share", "partition", l.p, "owned", owned, "share", share, "replicas", len(ids))
-			m.release(ctx, l)
-			owned--
 		}
+		parallel(len(extra), func(i int) { m.release(ctx, extra[i]) })
 	}
 	m.mu.Lock()
 	n := len(m.held)
@@ -643,7 +678,7 @@ func (m *Manager) Hold(ctx context.Context, orgID string) (context.Context, func
 	now := m.cfg.Clock.Now()
 	if !now.Before(l.deadline) || l.ctx.Err() != nil {
 		m.mu.Unlock()
-		return ctx, func() {}, fmt.Errorf("%w: lease of partition %d (org %s) not renewed since %s before its deadline; writes wait for a renewal",
+		return ctx, func() {}, fmt.Errorf("%w: lease of partition %d (org %s) last renewed %s ago, past its renew deadline; writes wait for a renewal",
 			ErrFenced, p, orgID, now.Sub(l.deadline.Add(-(m.cfg.TTL - m.cfg.Margin))).Round(time.Millisecond))
 	}
 	l.inflight++

@@ -269,15 +269,27 @@ func TestExpiredLeasesAreTakenOver(t *testing.T) {
 	}
 }
 
-// With AdoptOwn (the embedded server), a restarted process takes its own
-// predecessor's leases at once instead of waiting for them to expire.
+// A restarted process with the same Holder (host and locked data dir)
+// takes its dead predecessor's leases at once instead of waiting for them
+// to expire; one with another Holder waits.
 func TestAdoptOwnLeases(t *testing.T) {
 	t.Parallel()
 	kv := startKV(t, time.Minute)
 	clk := &fakeClock{now: time.Unix(1000, 0)}
-	old := newManager(t, kv, "a", clk, time.Minute, nil)
+	old, err := New(Config{KV: kv, Replica: "a", Partitions: 8, TTL: time.Minute, Clock: clk, Holder: "host1:/data"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	round(t, old)
-	m, err := New(Config{KV: kv, Replica: "a", Partitions: 8, TTL: time.Minute, Clock: clk, AdoptOwn: true})
+	elsewhere, err := New(Config{KV: kv, Replica: "a", Partitions: 8, TTL: time.Minute, Clock: clk, Holder: "host2:/data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	round(t, elsewhere)
+	if n := len(elsewhere.Owned()); n != 0 {
+		t.Fatalf("a process with another holder took %d of the live leases", n)
+	}
+	m, err := New(Config{KV: kv, Replica: "a", Partitions: 8, TTL: time.Minute, Clock: clk, Holder: "host1:/data"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +297,11 @@ func TestAdoptOwnLeases(t *testing.T) {
 	if len(m.Owned()) != 8 {
 		t.Fatalf("restarted replica owns %v, want its predecessor's 8", m.Owned())
 	}
-	round(t, old)
+	// Were the predecessor alive after all (it cannot be: the lock), its
+	// renewals would fail and its writes stop.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	old.renewAll(ctx)
 	if len(old.Owned()) != 0 {
 		t.Fatalf("the predecessor still renews %v", old.Owned())
 	}
