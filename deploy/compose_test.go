@@ -244,16 +244,28 @@ func TestComposeReconciler(t *testing.T) {
 	if cfg.NATS.Embedded() {
 		t.Fatal("reconciler would run an embedded NATS server beside the nats service")
 	}
-	nu, _ := url.Parse(cfg.NATS.URL)
-	if nu.Hostname() != "nats" {
-		t.Errorf("--nats-url %s does not name the nats service", cfg.NATS.URL)
+	// A comma-separated list: every server of the NATS cluster, each a nats
+	// service on its client port (the nats service's, published).
+	for _, u := range strings.Split(cfg.NATS.URL, ",") {
+		nu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil {
+			t.Fatalf("--nats-url entry %q: %v", u, err)
+		}
+		ns, ok := p.Services[nu.Hostname()]
+		if !ok || !strings.HasPrefix(ns.Image, "nats:") {
+			t.Errorf("--nats-url entry %s does not name a nats service", u)
+			continue
+		}
+		np, _ := strconv.Atoi(nu.Port())
+		if np == 0 {
+			np = 4222
+		}
+		if np != 4222 {
+			t.Errorf("--nats-url entry %s: nats services take clients on 4222", u)
+		}
 	}
-	np, _ := strconv.Atoi(nu.Port())
-	if np == 0 {
-		np = 4222
-	}
-	if !publishes(service(t, p, "nats"), np) {
-		t.Errorf("--nats-url port %d is not a port of the nats service", np)
+	if !publishes(service(t, p, "nats"), 4222) {
+		t.Errorf("the nats service does not publish its client port 4222")
 	}
 
 	// Admin: listening on all interfaces inside the container, and published.
@@ -399,7 +411,13 @@ const composeAdminToken = "compose-test-admin-token-0123456789"
 // the reconciler reads no token file).
 func reconcilerEnv(t *testing.T, p *types.Project) (env map[string]string, secret string) {
 	t.Helper()
-	rec := service(t, p, "reconciler")
+	return serviceEnv(t, p, "reconciler")
+}
+
+// serviceEnv is reconcilerEnv for any reconciler service (the replicas).
+func serviceEnv(t *testing.T, p *types.Project, name string) (env map[string]string, secret string) {
+	t.Helper()
+	rec := service(t, p, name)
 	env = map[string]string{}
 	for k, v := range rec.Environment {
 		if v != nil {
@@ -592,6 +610,113 @@ func TestDockerfile(t *testing.T) {
 	for _, want := range []string{".git", "data", "**/*.db"} {
 		if !slices.Contains(strings.Fields(string(ig)), want) {
 			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+}
+
+// compose runs the replicated setup: three nats services forming one
+// JetStream cluster, and several reconciler replicas, each with its own
+// --replica-id, state volume and admin port, all on every NATS server with
+// --stream-replicas equal to the cluster's size, every one scraped.
+func TestComposeReplicas(t *testing.T) {
+	p := loadCompose(t)
+	var natsNames, recNames []string
+	for name, s := range p.Services {
+		if strings.HasPrefix(s.Image, "nats:") {
+			natsNames = append(natsNames, name)
+		}
+		if s.Build != nil && s.Build.Target == "reconciler" {
+			recNames = append(recNames, name)
+		}
+	}
+	slices.Sort(natsNames)
+	slices.Sort(recNames)
+	if len(natsNames) != 3 {
+		t.Fatalf("nats services %v: want a 3-node JetStream cluster", natsNames)
+	}
+	if len(recNames) < 2 {
+		t.Fatalf("reconciler services %v: want at least two replicas", recNames)
+	}
+	clusterName, names := "", map[string]bool{}
+	for _, n := range natsNames {
+		cmd := []string(p.Services[n].Command)
+		cn, ok := flagValue(cmd, "--cluster_name")
+		if !ok || (clusterName != "" && cn != clusterName) {
+			t.Errorf("%s: cluster name %q, want one shared by every nats service", n, cn)
+		}
+		clusterName = cn
+		name, _ := flagValue(cmd, "-n", "--name", "--server_name")
+		if name == "" || names[name] {
+			t.Errorf("%s: server name %q, want a unique one", n, name)
+		}
+		names[name] = true
+		routes, _ := flagValue(cmd, "--routes")
+		for _, other := range natsNames {
+			if !strings.Contains(routes, "nats://"+other+":6222") {
+				t.Errorf("%s: routes %q do not reach %s", n, routes, other)
+			}
+		}
+		if sd, _ := flagValue(cmd, "-sd", "--store_dir"); !hasVolumeAt(p.Services[n], sd) {
+			t.Errorf("%s: JetStream store %s not on a volume", n, sd)
+		}
+	}
+	ids, ports, dirs := map[string]bool{}, map[int]bool{}, map[string]bool{}
+	var targets []string
+	for _, n := range recNames {
+		env, _ := serviceEnv(t, p, n)
+		cfg, err := config.Parse(nil, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatalf("%s: configuration rejected: %v", n, err)
+		}
+		if ids[cfg.ReplicaID] {
+			t.Errorf("%s: --replica-id %s is another replica's too", n, cfg.ReplicaID)
+		}
+		ids[cfg.ReplicaID] = true
+		if cfg.StreamReplicas != len(natsNames) {
+			t.Errorf("%s: --stream-replicas %d on a %d-node cluster", n, cfg.StreamReplicas, len(natsNames))
+		}
+		for _, other := range natsNames {
+			if !strings.Contains(cfg.NATS.URL, "nats://"+other+":4222") {
+				t.Errorf("%s: --nats-url %s lacks %s", n, cfg.NATS.URL, other)
+			}
+		}
+		s := p.Services[n]
+		for _, pc := range s.Ports {
+			if pc.Target == uint32(port(t, cfg.AdminListen)) {
+				hp, _ := strconv.Atoi(pc.Published)
+				if ports[hp] {
+					t.Errorf("%s: admin published on host port %d, as another replica", n, hp)
+				}
+				ports[hp] = true
+			}
+		}
+		for _, v := range s.Volumes {
+			if v.Target == cfg.DataDir {
+				if dirs[v.Source] {
+					t.Errorf("%s: data volume %s is another replica's too", n, v.Source)
+				}
+				dirs[v.Source] = true
+			}
+		}
+		targets = append(targets, n+":"+strconv.Itoa(port(t, cfg.AdminListen)))
+	}
+	var pc struct {
+		ScrapeConfigs []struct {
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, filepath.Join(repoRoot(t), "deploy", "prometheus", "prometheus.yml"), &pc)
+	var scraped []string
+	for _, sc := range pc.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			scraped = append(scraped, st.Targets...)
+		}
+	}
+	for _, tg := range targets {
+		if !slices.Contains(scraped, tg) {
+			t.Errorf("prometheus does not scrape %s", tg)
 		}
 	}
 }

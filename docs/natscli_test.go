@@ -92,7 +92,7 @@ func startWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := ingest.New(ctx, ingest.Config{JS: js, Store: store, Validator: v, MaxWait: 100 * time.Millisecond})
+	in, err := ingest.New(ctx, ingest.Config{Consumer: ingest.ConsumerFor("r1"), JS: js, Store: store, Validator: v, MaxWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func startWorld(t *testing.T) *world {
 
 	w := &world{url: srv.ClientURL(), js: js, store: store, home: t.TempDir()}
 	w.waitFor(t, "the ingester to settle every event and dead-letter one", func() (bool, error) {
-		ci, err := js.Consumer(ctx, events.Stream, ingest.ConsumerName)
+		ci, err := js.Consumer(ctx, events.Stream, ingest.ConsumerFor("r1"))
 		if err != nil {
 			return false, err
 		}
@@ -284,8 +284,8 @@ func consumerJSON(pending, ackPending, redelivered uint64) func(*testing.T, *wor
 		if err := json.Unmarshal([]byte(out), &ci); err != nil {
 			t.Fatalf("not consumer JSON: %v", err)
 		}
-		if ci.Config.Durable != ingest.ConsumerName || ci.Config.AckPolicy != "explicit" {
-			t.Errorf("consumer %q ack %q, want durable %q with explicit acks", ci.Config.Durable, ci.Config.AckPolicy, ingest.ConsumerName)
+		if ci.Config.Durable != ingest.ConsumerFor("r1") || ci.Config.AckPolicy != "explicit" {
+			t.Errorf("consumer %q ack %q, want durable %q with explicit acks", ci.Config.Durable, ci.Config.AckPolicy, ingest.ConsumerFor("r1"))
 		}
 		if ci.NumPending != pending || ci.NumAckPending != ackPending || ci.NumRedelivered != redelivered {
 			t.Errorf("pending %d ack-pending %d redelivered %d, want %d %d %d",
@@ -315,8 +315,8 @@ var guide = []step{
 		lacks("globex", "initech"))},
 	{"nats stream get ORG_EVENTS --last-for orgs.acme.created", contains("ORG_EVENTS#1", "orgs.acme.created", `"slug":"acme"`)},
 	{"nats stream get ORG_EVENTS 1", contains("ORG_EVENTS#1", "Nats-Msg-Id:", `"type":"org.created"`)},
-	{"nats consumer info ORG_EVENTS reconciler", contains("Name: reconciler", "Ack Policy: Explicit", "Unprocessed Messages: 0", "Outstanding Acks: 0", "Redelivered Messages: 0", "Stream sequence: 4")},
-	{"nats consumer info ORG_EVENTS reconciler --json", consumerJSON(0, 0, 0)},
+	{"nats consumer info ORG_EVENTS reconciler-r1", contains("Name: reconciler-r1", "Ack Policy: Explicit", "Unprocessed Messages: 0", "Outstanding Acks: 0", "Redelivered Messages: 0", "Stream sequence: 4")},
+	{"nats consumer info ORG_EVENTS reconciler-r1 --json", consumerJSON(0, 0, 0)},
 	{"nats stream info ORG_EVENTS_DLQ", contains("Subjects: dlq.orgs.>", "Messages: 1")},
 	{"nats stream subjects ORG_EVENTS_DLQ", all(contains("dlq.orgs.initech.created"), lacks("acme", "globex"))},
 	{"nats stream get ORG_EVENTS_DLQ 1", contains(
@@ -332,7 +332,7 @@ var guide = []step{
 			return ok && o.Desired.Slug == "initech", err
 		})
 	}},
-	{"nats consumer info ORG_EVENTS reconciler --json", consumerJSON(0, 0, 0)},
+	{"nats consumer info ORG_EVENTS reconciler-r1 --json", consumerJSON(0, 0, 0)},
 	{"nats stream rmm ORG_EVENTS_DLQ 1 -f", func(*testing.T, *world, string) {}},
 	{"nats stream info ORG_EVENTS_DLQ", contains("Messages: 0")},
 	{"nats stream info ORG_EVENTS --json", func(t *testing.T, _ *world, out string) {

@@ -19,9 +19,15 @@ import (
 // reconcile engine (workers and sweep) and connects it to ingest. It stops
 // before bbolt closes (closers run in reverse).
 func (a *app) startEngine(ctx context.Context) error {
-	cfg, clouds, err := engineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics)
+	// The Cloudflare budget is per user: with partitions, this replica's
+	// client spends the share of the partitions it owns (cluster.go).
+	cfg, clouds, err := wiring.EngineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics,
+		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cf = c }})
 	if err != nil {
 		return err
+	}
+	if a.cluster != nil {
+		cfg.Fence, cfg.Replica = a.cluster, a.cfg.ReplicaID
 	}
 	eng, err := reconcile.New(cfg, clouds, a.store, nil)
 	if err != nil {
@@ -43,6 +49,9 @@ func (a *app) startEngine(ctx context.Context) error {
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))
 
+	if a.cluster != nil {
+		a.runCluster() // its closer runs after the engine's
+	}
 	ectx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

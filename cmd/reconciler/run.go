@@ -16,7 +16,9 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/broker"
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/cluster"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
@@ -41,6 +43,8 @@ type app struct {
 	ingest    *ingest.Ingester
 	consumer  jetstream.Consumer
 	engine    *reconcile.Engine
+	cluster   *cluster.Manager   // partition leases (cluster.go)
+	cf        *cloudflare.Client // the engine's, for its share of the budget
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
@@ -147,8 +151,11 @@ func (a *app) start(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(sctx, a.js, log); err != nil {
+	if err := broker.EnsureStreamsReplicated(sctx, a.js, c.StreamReplicas, log); err != nil {
 		return withNATSCause(a.nc, err)
+	}
+	if err := a.startCluster(sctx); err != nil {
+		return err
 	}
 
 	if err := a.startCloud(ctx); err != nil {
@@ -156,7 +163,8 @@ func (a *app) start(ctx context.Context) error {
 	}
 
 	a.ingest, err = ingest.New(ctx, ingest.Config{
-		JS: a.js, Store: a.store, Validator: a.validator, Log: log, Metrics: a.metrics,
+		Consumer: ingest.ConsumerFor(c.ReplicaID),
+		JS:       a.js, Store: a.store, Validator: a.validator, Log: log, Metrics: a.metrics,
 		OnApplied: func(orgID string) {
 			if a.onApplied != nil {
 				a.onApplied(orgID)
@@ -166,8 +174,8 @@ func (a *app) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if a.consumer, err = a.js.Consumer(sctx, events.Stream, ingest.ConsumerName); err != nil {
-		return fmt.Errorf("bind consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
+	if a.consumer, err = a.js.Consumer(sctx, events.Stream, ingest.ConsumerFor(c.ReplicaID)); err != nil {
+		return fmt.Errorf("bind consumer %s on %s: %w", ingest.ConsumerFor(c.ReplicaID), events.Stream, err)
 	}
 	a.metrics.SetConsumerStatsFunc(a.consumerStats)
 
@@ -244,7 +252,7 @@ func logAdminAccess(c config.Config, log *slog.Logger) {
 func (a *app) consumerStats(ctx context.Context) (metrics.ConsumerStats, error) {
 	info, err := a.consumer.Info(ctx)
 	if err != nil {
-		return metrics.ConsumerStats{}, fmt.Errorf("consumer %s on %s: %w", ingest.ConsumerName, events.Stream, err)
+		return metrics.ConsumerStats{}, fmt.Errorf("consumer %s on %s: %w", ingest.ConsumerFor(a.cfg.ReplicaID), events.Stream, err)
 	}
 	return metrics.ConsumerStats{Pending: info.NumPending, AckPending: uint64(info.NumAckPending),
 		Redelivered: uint64(info.NumRedelivered)}, nil

@@ -26,6 +26,7 @@ func status(cx *cmdContext) int {
 		org = cx.args[0]
 	}
 	orgs, err := readOrgs(c, org)
+	err0 := err
 	var watch map[string]string // the running daemon's effective watch intervals
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
@@ -51,10 +52,20 @@ func status(cx *cmdContext) int {
 	}
 	if org == "" {
 		fmt.Fprintln(stdout, watchHeader(c, orgs, watch))
+		if watch != nil { // the daemon answered: it knows the cluster
+			if line := clusterSummary(c); line != "" {
+				fmt.Fprintln(stdout, line)
+			}
+		}
 	}
 	printTable(stdout, orgs, time.Now())
 	if org != "" {
 		printDetail(stdout, orgs[0]) // status_detail.go
+		if errors.Is(err0, state.ErrLocked) {
+			if line := orgOwnerLine(c, org); line != "" {
+				fmt.Fprintln(stdout, "cluster: "+line)
+			}
+		}
 	}
 	return 0
 }

@@ -34,6 +34,7 @@ func printDetail(w io.Writer, o state.Org) {
 		{"token parameter", ob.ParameterName}, {"instance", ob.InstanceID},
 		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
 		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
+		{"reconciled by", ob.Replica}, // the replica whose state file this is, when it last reconciled the org
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], dash(strings.TrimSpace(kv[1])))
 	}

@@ -83,9 +83,21 @@ type StreamResult struct {
 }
 
 // EnsureStreams creates or updates ORG_EVENTS and ORG_EVENTS_DLQ. Whichever
-// process starts first creates them; the other finds them in place.
+// process starts first creates them; the other finds them in place. It
+// neither sets nor checks the replica count (the server's default, R1, for
+// a stream it creates): the publisher's way. The reconciler uses
+// EnsureStreamsReplicated.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	return EnsureStreamsReplicated(ctx, js, 0, log)
+}
+
+// EnsureStreamsReplicated is EnsureStreams with the replica count of the
+// cluster (--stream-replicas): streams it creates get replicas copies, and
+// an existing stream with another count is a *ReplicasError, never changed.
+// replicas 0 neither sets nor checks it.
+func EnsureStreamsReplicated(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
 	for _, cfg := range []jetstream.StreamConfig{EventsStreamConfig(), DLQStreamConfig()} {
+		cfg.Replicas = replicas
 		res, err := EnsureStream(ctx, js, cfg)
 		if err != nil {
 			return err
@@ -135,6 +147,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	}
 }
 
+// jsErrNoSuitablePeers is JetStream's "no suitable peers for placement".
+const jsErrNoSuitablePeers jetstream.ErrorCode = 10005
+
 func transient(err error) bool {
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
@@ -142,13 +157,48 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrNoServers) {
 		return true
 	}
-	// The server answered: only "temporarily unavailable" is worth retrying.
+	// The server answered: only "temporarily unavailable" is worth
+	// retrying, and "no suitable peers" while a JetStream cluster is still
+	// forming (a replicated stream needs its peers to have joined).
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 503
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jsErrNoSuitablePeers)
+}
+
+// ReplicasError reports an existing stream or KV bucket whose replica count
+// is not the one configured (--stream-replicas). tunnelward never changes
+// it: moving a stream between R1 and R3 is an operator's decision (and on
+// a single server R3 is impossible).
+type ReplicasError struct {
+	Stream     string
+	Have, Want int
+}
+
+func (e *ReplicasError) Error() string {
+	return fmt.Sprintf("stream %s has %d replica(s) but --stream-replicas is %d: either start every reconciler with --stream-replicas %d, "+
+		"or change the stream first (nats stream edit %s --replicas %d; a 3-node JetStream cluster is needed for 3) — tunnelward does not change it",
+		e.Stream, e.Have, e.Want, e.Have, e.Stream, e.Want)
+}
+
+// CheckReplicas compares an existing stream's replica count with want (0:
+// not checked). A count of 0 is the server's default, 1.
+func CheckReplicas(stream string, have, want int) error {
+	if want <= 0 {
+		return nil
+	}
+	if have <= 0 {
+		have = 1
+	}
+	if have != want {
+		return &ReplicasError{Stream: stream, Have: have, Want: want}
+	}
+	return nil
 }
 
 func reconcileStream(ctx context.Context, js jetstream.JetStream, have, want jetstream.StreamConfig) (StreamResult, error) {
 	res := StreamResult{Stream: want.Name, Action: "unchanged"}
+	if err := CheckReplicas(want.Name, have.Replicas, want.Replicas); err != nil {
+		return res, err
+	}
 	var diffs []string
 	hs, ws := slices.Clone(have.Subjects), slices.Clone(want.Subjects)
 	slices.Sort(hs)

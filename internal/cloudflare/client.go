@@ -22,6 +22,7 @@ import (
 	"github.com/cloudflare/cloudflare-go/v7/option"
 	"github.com/cloudflare/cloudflare-go/v7/packages/pagination"
 	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
+	"golang.org/x/time/rate"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -85,6 +86,7 @@ const (
 // shared.
 type Client struct {
 	cfg     Config
+	window  *rate.Limiter // the budget's limiter (SetBudgetShare)
 	call    *apicall.Caller
 	tunnels *zero_trust.TunnelCloudflaredService
 	records *dns.RecordService
@@ -134,7 +136,8 @@ func New(cfg Config) (*Client, error) {
 		option.WithMaxRetries(0), // apicall is the one retry layer
 	}
 	return &Client{
-		cfg: cfg,
+		cfg:    cfg,
+		window: window,
 		call: apicall.New(apicall.Options{
 			Provider: "cloudflare", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
 			Limit: func(string) ratelimit.Limiter { return lim },
@@ -230,4 +233,11 @@ func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id 
 			return page, nil
 		}
 	}
+}
+
+// SetBudgetShare makes this client spend share (0..1] of Config.Budget:
+// the budget is per Cloudflare user, so replicas each take the share of
+// the partitions they own, and together stay within it.
+func (c *Client) SetBudgetShare(share float64) {
+	ratelimit.SetWindowShare(c.window, c.cfg.Budget, share)
 }

@@ -77,6 +77,11 @@ const (
 	DefaultAdminListen     = "127.0.0.1:8081"
 	DefaultSandboxListen   = "127.0.0.1:8787"
 	DefaultWorkers         = 4
+	// DefaultLeaseTTL outlasts a NATS leader election of the lease bucket
+	// (nats-server's Raft election timeout is 4 to 9 s), so an election
+	// pauses writes (fencing) without losing leases, and keeps a dead
+	// replica's orgs waiting at most this long.
+	DefaultLeaseTTL = 10 * time.Second
 	// SandboxRegions are the regions sandbox mode serves (the in-process
 	// emulator's account has them all): orgs naming one are launched there.
 	SandboxRegions           = "us-east-1,us-east-2,us-west-2,eu-west-1,eu-central-1,ap-southeast-2"
@@ -102,7 +107,15 @@ type Config struct {
 	// Admin is who may call the admin API on AdminListen.
 	Admin Admin
 
-	NATS       NATS
+	NATS NATS
+	// ReplicaID names this replica among those sharing the NATS cluster
+	// (default: the host name, see DefaultReplicaID).
+	ReplicaID string
+	// StreamReplicas is the replica count of the streams and the lease
+	// bucket (--stream-replicas).
+	StreamReplicas int
+	// LeaseTTL is the partition leases' lifetime without renewal.
+	LeaseTTL   time.Duration
 	Cloudflare Cloudflare
 	AWS        AWS
 	// Instance is how instances are launched in the default region
@@ -400,6 +413,9 @@ func (l *Loader) Load(env func(string) string) (Config, error) {
 	c.resolveToken(env, &probs)
 	adminTokenGiven := c.resolveAdminToken(env, &probs)
 	c.applyModeDefaults(env)
+	if c.ReplicaID == "" {
+		c.ReplicaID = DefaultReplicaID()
+	}
 	c.validate(&probs)
 	c.validateAdmin(adminTokenGiven, &probs)
 	if len(probs) > 0 {
@@ -463,3 +479,29 @@ func (r *rawFlag) Set(v string) error {
 
 // IsBoolFlag lets "--gc" stand for "--gc=true".
 func (r *rawFlag) IsBoolFlag() bool { return r.boolean }
+
+// DefaultReplicaID is the host name with every character a NATS consumer
+// or KV key name cannot hold (dots included) turned into '-', at most 64
+// characters; "reconciler" when the host has no name.
+func DefaultReplicaID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "reconciler"
+	}
+	b := []byte(h)
+	for i, ch := range b {
+		if !replicaIDChar(ch) {
+			b[i] = '-'
+		}
+	}
+	if len(b) > maxReplicaID {
+		b = b[:maxReplicaID]
+	}
+	return string(b)
+}
+
+const maxReplicaID = 64
+
+func replicaIDChar(ch byte) bool {
+	return ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
+}

@@ -58,16 +58,17 @@ func (s *setting) usageLine() string {
 
 // Groups, in help order.
 const (
-	groupMode       = "Mode and addresses"
-	groupAdmin      = "Admin API"
-	groupNATS       = "NATS"
-	groupCloudflare = "Cloudflare"
-	groupAWS        = "AWS and instances"
-	groupEngine     = "Reconciler"
-	groupLog        = "Logging"
+	groupMode        = "Mode and addresses"
+	groupAdmin       = "Admin API"
+	groupNATS        = "NATS"
+	groupCloudflare  = "Cloudflare"
+	groupAWS         = "AWS and instances"
+	groupEngine      = "Reconciler"
+	groupReplication = "Replication"
+	groupLog         = "Logging"
 )
 
-var groups = []string{groupMode, groupAdmin, groupNATS, groupCloudflare, groupAWS, groupEngine, groupLog}
+var groups = []string{groupMode, groupAdmin, groupNATS, groupCloudflare, groupAWS, groupEngine, groupReplication, groupLog}
 
 func str(p func(c *Config) *string) (func(*Config, string) error, func(*Config) string) {
 	return func(c *Config, v string) error { *p(c) = v; return nil },
@@ -139,6 +140,12 @@ var settings = func() []*setting {
 			help: "client address of the embedded NATS server (used when --nats-url is empty)"},
 		{name: "nats-url", env: "TUNNELWARD_NATS_URL", group: groupNATS, metavar: "URL",
 			help: "external NATS server(s), comma-separated, instead of the embedded one"},
+		{name: "replica-id", env: "TUNNELWARD_REPLICA_ID", group: groupReplication, metavar: "ID",
+			help: "this replica's name among the reconcilers sharing the NATS cluster, unique among them: names its durable consumer (reconciler-<ID>), its partition leases and its announcement; letters, digits, - and _ (default: the host name, other characters turned into -)"},
+		{name: "stream-replicas", env: "TUNNELWARD_STREAM_REPLICAS", group: groupReplication, metavar: "N", kind: kindInt, def: "1",
+			help: "copies of ORG_EVENTS, ORG_EVENTS_DLQ and the lease bucket: 1 on a single server (the embedded one), 3 on a 3-node JetStream cluster; checked against existing streams at start, never changed"},
+		{name: "lease-ttl", env: "TUNNELWARD_LEASE_TTL", group: groupReplication, metavar: "DURATION", kind: kindDuration, def: DefaultLeaseTTL.String(),
+			help: "lifetime of a partition lease without renewal (the lease bucket's TTL; the same on every replica): a dead replica's orgs are taken over after at most this long; renewed every quarter of it, and a replica stops cloud writes three quarters after its last renewal"},
 		{name: "creds", env: "TUNNELWARD_NATS_CREDS", group: groupNATS, metavar: "FILE",
 			help: "NATS user credentials (JWT + seed) file for --nats-url"},
 		{name: "nkey", env: "TUNNELWARD_NATS_NKEY", group: groupNATS, metavar: "FILE",
@@ -221,14 +228,29 @@ var settings = func() []*setting {
 				return c.Cloud
 			}
 		},
-		"data-dir":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.DataDir }) },
-		"admin-listen":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AdminListen }) },
-		"sandbox-listen":        func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.SandboxListen }) },
-		adminTokenFileFlag:      func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Admin.TokenFile }) },
-		"admin-metrics-public":  func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.MetricsPublic }) },
-		"admin-insecure":        func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.Insecure }) },
-		"nats-listen":           func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Listen }) },
-		"nats-url":              func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.URL }) },
+		"data-dir":             func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.DataDir }) },
+		"admin-listen":         func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.AdminListen }) },
+		"sandbox-listen":       func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.SandboxListen }) },
+		adminTokenFileFlag:     func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Admin.TokenFile }) },
+		"admin-metrics-public": func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.MetricsPublic }) },
+		"admin-insecure":       func(s *setting) { s.set, s.get = boolSetting(func(c *Config) *bool { return &c.Admin.Insecure }) },
+		"nats-listen":          func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Listen }) },
+		"nats-url":             func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.URL }) },
+		"replica-id":           func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.ReplicaID }) },
+		"stream-replicas": func(s *setting) {
+			s.set = func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return errors.New("not a whole number")
+				}
+				c.StreamReplicas = n
+				return nil
+			}
+			s.get = func(c *Config) string { return strconv.Itoa(c.StreamReplicas) }
+		},
+		"lease-ttl": func(s *setting) {
+			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.LeaseTTL })
+		},
 		"creds":                 func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.Creds }) },
 		"nkey":                  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.NKey }) },
 		"tls-ca":                func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.NATS.TLSCA }) },

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v4"
 
@@ -293,6 +294,17 @@ func (c *Config) validate(probs *problems) {
 	}
 	if len(badSlugs) > 0 {
 		probs.add(f("reserved-slugs"), "%s not a DNS label (lowercase letters, digits and inner hyphens, at most 63)", pluralIs(badSlugs))
+	}
+	if n := len(c.ReplicaID); n > maxReplicaID || strings.IndexFunc(c.ReplicaID, func(r rune) bool { return r > 127 || !replicaIDChar(byte(r)) }) >= 0 {
+		probs.add(f("replica-id"), "%q: want 1 to %d letters, digits, - or _ (it names a NATS consumer and KV keys)", c.ReplicaID, maxReplicaID)
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		probs.add(f("stream-replicas"), "%d is out of range; want 1 to 5 (JetStream's limit; 1 on a single server, 3 on a 3-node cluster)", c.StreamReplicas)
+	} else if c.NATS.Embedded() && c.StreamReplicas != 1 {
+		probs.add(f("stream-replicas"), "%d needs a JetStream cluster; the embedded server is a single node (use 1, or --nats-url to a cluster)", c.StreamReplicas)
+	}
+	if c.LeaseTTL < 2*time.Second || c.LeaseTTL > 10*time.Minute {
+		probs.add(f("lease-ttl"), "%s is out of range; want 2s to 10m (the default %s outlasts a NATS leader election)", c.LeaseTTL, DefaultLeaseTTL)
 	}
 	if c.Workers < 1 || c.Workers > maxWorkers {
 		probs.add(f("workers"), "%d is out of range; want 1 to %d", c.Workers, maxWorkers)

@@ -35,6 +35,9 @@ type Knobs struct {
 	SSMBucket  ratelimit.Bucket
 	// Engine edits the engine's configuration last.
 	Engine func(*reconcile.Config)
+	// OnCloudflare receives the Cloudflare client once built (the daemon
+	// sets its share of the budget as its partitions change).
+	OnCloudflare func(*cloudflare.Client)
 }
 
 // ProviderConfigs are the Cloudflare and default-region AWS client
@@ -90,6 +93,9 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	cf, err := cloudflare.New(cfc)
 	if err != nil {
 		return cfg, reconcile.Clouds{}, fmt.Errorf("cloudflare client: %w", err)
+	}
+	if k.OnCloudflare != nil {
+		k.OnCloudflare(cf)
 	}
 	aw, err := aws.New(ctx, awc)
 	if err != nil {

@@ -25,8 +25,17 @@ import (
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
-// ConsumerName is the durable consumer ingest reads through.
+// ConsumerName is the durable consumer ingest reads through when
+// Config.Consumer is empty, and the one every reconciler shared before
+// replicas (a daemon now reads through ConsumerFor its replica id and takes
+// over this one's position: consumer.go).
 const ConsumerName = "reconciler"
+
+// DefaultInactiveThreshold is how long the server keeps a replica's
+// durable consumer without a fetch before it removes it (a replica taken
+// out of service). A replica back after longer gets a new consumer that
+// resumes from its state file's applied-through mark.
+const DefaultInactiveThreshold = 72 * time.Hour
 
 // Dead-letter headers.
 const (
@@ -41,10 +50,16 @@ const (
 
 // Config configures an Ingester.
 type Config struct {
-	JS        jetstream.JetStream
-	Store     *state.Store
-	Validator *events.Validator
-	Log       *slog.Logger
+	// Consumer is the durable consumer's name: ConsumerFor(replica id) in
+	// the daemon, ConsumerName when empty.
+	Consumer string
+	// InactiveThreshold: the server removes the consumer after this long
+	// without a fetch (default DefaultInactiveThreshold; < 0: never).
+	InactiveThreshold time.Duration
+	JS                jetstream.JetStream
+	Store             *state.Store
+	Validator         *events.Validator
+	Log               *slog.Logger
 	// BatchSize is the most events fetched and committed in one bbolt
 	// transaction (default 1024). Big batches amortise bbolt's page
 	// rewrites and fsync; when idle a batch is whatever has arrived.
@@ -136,6 +151,12 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1024
 	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = ConsumerName
+	}
+	if cfg.InactiveThreshold == 0 {
+		cfg.InactiveThreshold = DefaultInactiveThreshold
+	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = time.Second
 	}
@@ -161,14 +182,26 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	ccfg, err := rewindIfBehind(ctx, cfg.JS, cfg.Store, cfg.AckWait, log)
+	base := ConsumerConfig(cfg.AckWait)
+	base.Durable = cfg.Consumer
+	if cfg.InactiveThreshold > 0 {
+		base.InactiveThreshold = cfg.InactiveThreshold
+	}
+	start, err := takeOverLegacy(ctx, cfg.JS, cfg.Store, cfg.Consumer, log)
+	if err != nil {
+		return nil, err
+	}
+	if start > 1 {
+		base.DeliverPolicy, base.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	ccfg, err := rewindIfBehind(ctx, cfg.JS, cfg.Store, base, log)
 	if err != nil {
 		return nil, err
 	}
 	cons, err := cfg.JS.CreateOrUpdateConsumer(ctx, events.Stream, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: create or update durable consumer %s on %s (an existing consumer with another deliver/ack policy must be removed by an operator: nats consumer rm %s %s): %w",
-			ConsumerName, events.Stream, events.Stream, ConsumerName, err)
+			cfg.Consumer, events.Stream, events.Stream, cfg.Consumer, err)
 	}
 	return &Ingester{cfg: cfg, log: log.With("component", "ingest"), cons: cons}, nil
 }
@@ -233,7 +266,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return
 				}
-				in.setErr(&in.fetchErr, fmt.Errorf("fetch from %s/%s: %w", events.Stream, ConsumerName, err))
+				in.setErr(&in.fetchErr, fmt.Errorf("fetch from %s/%s: %w", events.Stream, in.cfg.Consumer, err))
 				in.log.Warn("fetch failed; retrying", "err", err)
 				sleep(ctx, in.cfg.RetryDelay)
 				continue

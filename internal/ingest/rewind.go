@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -38,8 +37,9 @@ var errStop = errors.New("stop")
 // outstanding when the backup was taken (redelivered after a crash, a
 // deferred health report) is not recovered by this; `reconciler replay`
 // rebuilds from the whole stream.
-func rewindIfBehind(ctx context.Context, js jetstream.JetStream, store *state.Store, ackWait time.Duration, log *slog.Logger) (jetstream.ConsumerConfig, error) {
-	ccfg := ConsumerConfig(ackWait)
+func rewindIfBehind(ctx context.Context, js jetstream.JetStream, store *state.Store, base jetstream.ConsumerConfig, log *slog.Logger) (jetstream.ConsumerConfig, error) {
+	ccfg := base
+	ConsumerName := base.Durable
 	cons, err := js.Consumer(ctx, events.Stream, ConsumerName)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return ccfg, nil
@@ -88,7 +88,8 @@ func rewindIfBehind(ctx context.Context, js jetstream.JetStream, store *state.St
 	if err := js.DeleteConsumer(ctx, events.Stream, ConsumerName); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return ccfg, fmt.Errorf("ingest: reset durable consumer %s to redeliver from seq %d into the state file %s: %w", ConsumerName, start, store.Path(), err)
 	}
-	ccfg = ConsumerConfig(ackWait)
+	ccfg = base
+	ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverAllPolicy, 0
 	if start > 1 {
 		ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}

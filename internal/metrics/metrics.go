@@ -69,6 +69,7 @@ type Metrics struct {
 	tunnels          *prometheus.GaugeVec
 	watchInterval    *prometheus.GaugeVec
 	timeToReady      prometheus.Histogram
+	cluster          clusterMetrics // cluster.go
 
 	consumer *consumerCollector
 	sweepAge *sweepAgeCollector
@@ -174,6 +175,7 @@ func New() *Metrics {
 	m.notReady = &notReadyCollector{desc: prometheus.NewDesc(namespace+"_org_not_ready_longest_seconds",
 		"Seconds the present org that has been not Ready the longest has been so, as of the last sweep's listing (0 when every present org was Ready).",
 		nil, nil)}
+	m.cluster = newClusterMetrics()
 	m.consumer = newConsumerCollector()
 	m.sweepAge = &sweepAgeCollector{start: time.Now(), desc: prometheus.NewDesc(
 		namespace+"_sweep_last_success_age_seconds",
@@ -185,6 +187,7 @@ func New() *Metrics {
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
 		m.tunnels, m.timeToReady, m.notReady, m.watchInterval,
+		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -554,5 +557,7 @@ func exemplar() *Metrics {
 	m.SetWatchInterval("tunnels", 15*time.Second)
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
+	m.LeaseRenewal("ok")
+	m.LeaseTakeover("free")
 	return m
 }

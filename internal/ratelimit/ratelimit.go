@@ -46,6 +46,31 @@ var DefaultCloudflare = WindowBudget{Requests: CloudflareLimit - 50, Window: 5 *
 // r = (Requests − B) / W. Going over Cloudflare's budget blocks every call for
 // the rest of the window, so the bound must hold exactly, not on average.
 func NewWindowLimiter(b WindowBudget) (*rate.Limiter, error) {
+	b, err := b.normalized()
+	if err != nil {
+		return nil, err
+	}
+	r := rate.Limit(float64(b.Requests-b.Burst) / b.Window.Seconds())
+	return rate.NewLimiter(r, b.Burst), nil
+}
+
+// SetWindowShare makes l, built by NewWindowLimiter(b), admit share (0..1]
+// of b: rate and burst both scaled, so replicas whose shares add up to 1
+// together stay within the budget in any window (each burst rounded down,
+// at least 1). For a budget several processes share, like Cloudflare's
+// per-user one.
+func SetWindowShare(l *rate.Limiter, b WindowBudget, share float64) {
+	b, err := b.normalized()
+	if err != nil || share <= 0 {
+		return
+	}
+	share = min(share, 1)
+	burst := max(1, int(float64(b.Burst)*share))
+	l.SetBurst(burst)
+	l.SetLimit(rate.Limit(float64(b.Requests-b.Burst) * share / b.Window.Seconds()))
+}
+
+func (b WindowBudget) normalized() (WindowBudget, error) {
 	if b.Requests == 0 {
 		b.Requests = DefaultCloudflare.Requests
 	}
@@ -56,11 +81,10 @@ func NewWindowLimiter(b WindowBudget) (*rate.Limiter, error) {
 		b.Burst = min(DefaultCloudflare.Burst, b.Requests/2)
 	}
 	if b.Requests < 2 || b.Window < 0 || b.Burst < 1 || b.Burst >= b.Requests {
-		return nil, fmt.Errorf("rate budget %d per %v with burst %d: need 1 <= burst < requests and a positive window",
+		return b, fmt.Errorf("rate budget %d per %v with burst %d: need 1 <= burst < requests and a positive window",
 			b.Requests, b.Window, b.Burst)
 	}
-	r := rate.Limit(float64(b.Requests-b.Burst) / b.Window.Seconds())
-	return rate.NewLimiter(r, b.Burst), nil
+	return b, nil
 }
 
 // Bucket is one token bucket's shape.

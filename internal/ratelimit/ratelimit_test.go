@@ -88,3 +88,24 @@ func TestEC2Buckets(t *testing.T) {
 		t.Error("verb classification wrong")
 	}
 }
+
+// Replicas splitting one window budget by shares that add up to 1 admit
+// together no more than the budget in a window.
+func TestSetWindowShareSplitsTheBudget(t *testing.T) {
+	b := WindowBudget{Requests: 1200, Window: 5 * time.Minute, Burst: 10}
+	var total float64
+	for _, share := range []float64{22.0 / 64, 21.0 / 64, 21.0 / 64} {
+		l, err := NewWindowLimiter(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		SetWindowShare(l, b, share)
+		total += float64(l.Burst()) + float64(l.Limit())*b.Window.Seconds()
+	}
+	if total > float64(b.Requests)+0.001 {
+		t.Fatalf("three shares admit %.1f requests per window, budget %d", total, b.Requests)
+	}
+	if total < float64(b.Requests)*0.97 {
+		t.Fatalf("three shares admit only %.1f of %d", total, b.Requests)
+	}
+}

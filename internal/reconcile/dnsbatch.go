@@ -157,6 +157,12 @@ func (e *Engine) dnsFlush(ops []*dnsChange) {
 	// the reconcile timeout, at the first change's priority.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), e.cfg.ReconcileTimeout)
 	defer cancel()
+	// Fenced for every org in it, not only the first's (fence.go).
+	var orgs []string
+	for _, c := range live {
+		orgs = append(orgs, fenceOrgs(c.ctx)...)
+	}
+	ctx = e.withFence(ctx, orgs...)
 	var recs []plan.Record
 	target := fmt.Sprintf("%d creates, %d deletes", len(creates), len(deletes))
 	err := mutate(ctx, e.log, "cf.dns.batch", target, func(ctx context.Context) error {

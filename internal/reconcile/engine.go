@@ -71,6 +71,13 @@ type Config struct {
 	DNSBatchWindow time.Duration
 	DNSBatchMax    int
 
+	// Fence decides which orgs this replica reconciles and holds each
+	// cloud write to its partition's lease (fence.go); nil: all, always.
+	Fence Fence
+	// Replica names this replica in the statuses it writes
+	// (observed.replica); "" writes none.
+	Replica string
+
 	Logger *slog.Logger
 	Now    func() time.Time
 	// Metrics receives the engine's figures; nil records nothing.
@@ -232,6 +239,8 @@ type Engine struct {
 	// confirmed maps an org id to when the inventory passes last saw all
 	// of its resources as recorded (Seen).
 	confirmed sync.Map
+	// sweepKick asks the sweep loop for a sweep now (KickSweep).
+	sweepKick chan struct{}
 }
 
 type pollState struct {
@@ -258,7 +267,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	}
 	e := &Engine{
 		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
-		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{},
+		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{}, sweepKick: make(chan struct{}, 1),
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
@@ -361,6 +370,7 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-e.sweepKick:
 		}
 	}
 }
@@ -378,6 +388,11 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 		e.tombs.floors.Delete(orgID)
 		return Result{}, nil // never created: nothing of it can exist
 	}
+	if !e.owns(orgID) {
+		return Result{}, nil // another replica's; queued again when this one takes its partition
+	}
+	ctx = e.withFence(ctx, orgID)
+	defer e.recordReplica(org)
 	log := e.log.With("org_id", orgID)
 	if e.finishing(org) {
 		ctx = ratelimit.WithPriority(ctx, ratelimit.High)
@@ -468,6 +483,15 @@ func addRemediation(o *state.Org, r state.Remediation) {
 // mutate runs one cloud mutation and logs it with its outcome: one line per
 // mutation, the operator's audit trail.
 func mutate(ctx context.Context, log *slog.Logger, op, target string, fn func(context.Context) error) error {
+	// The fence: no write for an org whose partition lease this replica
+	// does not hold fresh, and a write in flight is cancelled when it stops
+	// holding it (fence.go).
+	ctx, release, ferr := holdFence(ctx)
+	if ferr != nil {
+		log.Log(ctx, slog.LevelWarn, "cloud mutation", "op", op, "target", target, "outcome", "fenced", "err", ferr)
+		return ferr
+	}
+	defer release()
 	start := time.Now()
 	crashpoint.Hit("cloud.before." + op)
 	err := fn(ctx)

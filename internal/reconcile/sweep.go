@@ -241,13 +241,16 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			e.confirmed.Delete(org.ID)
 			if !org.Observed.DeleteDone {
 				live[org.ID] = e.orgRegion(org)
-				if full {
+				if full && e.owns(org.ID) {
 					requeue = append(requeue, org.ID)
 				}
 			}
 			return nil
 		}
 		live[org.ID] = e.orgRegion(org)
+		if !e.owns(org.ID) {
+			return nil // another replica's: its own passes look at it
+		}
 		if since, ok := notReadySinceOf(org); ok && (notReadySince.IsZero() || since.Before(notReadySince)) {
 			notReadySince = since
 		}
@@ -472,6 +475,9 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]str
 			log.Info("orphan found; within grace period", "first_seen", o.FirstSeen)
 			continue
 		}
+		if !e.owns(o.OrgID) {
+			continue // the replica owning the org id's partition collects it
+		}
 		if !e.cfg.GC {
 			log.Warn("orphan found; gc disabled, only reported", "first_seen", o.FirstSeen)
 			continue
@@ -499,6 +505,9 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]str
 
 // collect deletes one orphan (owned by construction: it carries our marker).
 func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error {
+	// Collected by the replica that owns the org id's partition, fenced
+	// like the org's own writes (fence.go).
+	ctx = e.withFence(ctx, o.OrgID)
 	var err error
 	aw, ok := e.regionClouds(o.Region)
 	if !ok && (o.Kind == "instance" || o.Kind == "parameter") {

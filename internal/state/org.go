@@ -70,6 +70,9 @@ type Observed struct {
 	// process died between ingest's ack and the reconcile), so a restart
 	// queues it even when it is Ready.
 	ReconciledSeq uint64 `json:"reconciled_seq,omitempty"`
+	// Replica is the replica (--replica-id) that last reconciled the org:
+	// with several replicas, the one whose record of the org is current.
+	Replica string `json:"replica,omitempty"`
 }
 
 // Condition types (docs/operations.md, "Org conditions").
