@@ -221,6 +221,11 @@ func (c *Caller) Do(ctx context.Context, op, resource string, fn func(ctx contex
 		}
 		last = &Error{Provider: c.provider, Op: op, Resource: resource, Attempts: n, Status: a.Status,
 			Throttled: class == Throttled, RetryAfter: a.RetryAfter, Err: err}
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// The caller's context ended while the attempt ran: that, not
+			// the attempt's answer, is why no more are made.
+			return c.fail(op, resource, n, last, ctx.Err())
+		}
 		if class == Permanent || n >= c.policy.MaxAttempts {
 			return last
 		}
