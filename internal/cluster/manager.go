@@ -317,6 +317,13 @@ func (m *Manager) extend(l *lease, sent time.Time) {
 // drop forgets l and stops its writes; it does not touch the bucket.
 func (m *Manager) drop(l *lease, why error) {
 	m.mu.Lock()
+	m.forgetLocked(l, why)
+	m.mu.Unlock()
+}
+
+// forgetLocked forgets l and cancels its writes in flight with why. Caller
+// holds m.mu.
+func (m *Manager) forgetLocked(l *lease, why error) {
 	if m.held[l.p] == l {
 		delete(m.held, l.p)
 	}
@@ -326,7 +333,6 @@ func (m *Manager) drop(l *lease, why error) {
 	if l.cancel != nil {
 		l.cancel(why)
 	}
-	m.mu.Unlock()
 }
 
 // announce keeps this replica's announcement alive (the balance counts the
@@ -574,15 +580,7 @@ func (m *Manager) take(ctx context.Context, p int, adopting bool) bool {
 // next replica takes it at once.
 func (m *Manager) release(ctx context.Context, l *lease) {
 	m.mu.Lock()
-	if m.held[l.p] == l {
-		delete(m.held, l.p)
-	}
-	if l.timer != nil {
-		l.timer.Stop()
-	}
-	if l.cancel != nil {
-		l.cancel(fmt.Errorf("%w: partition %d given back", ErrFenced, l.p))
-	}
+	m.forgetLocked(l, fmt.Errorf("%w: partition %d given back", ErrFenced, l.p))
 	var wait chan struct{}
 	if l.inflight > 0 {
 		l.drained = make(chan struct{})
