@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,24 +113,7 @@ type sandbox struct {
 	natsBin                     string
 	daemon                      *exec.Cmd
 	done                        chan struct{}
-	log                         *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log                         *testbin.Output
 }
 
 func freeLoopback(t *testing.T) string {
@@ -153,7 +135,7 @@ func (s *sandbox) start(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		natsAddr := freeLoopback(t)
 		s.natsURL, s.admin, s.sandboxAddr = "nats://"+natsAddr, freeLoopback(t), freeLoopback(t)
-		s.log = &syncBuffer{}
+		s.log = &testbin.Output{}
 		s.daemon = exec.Command(filepath.Join(s.bin, "reconciler"),
 			"--data-dir", filepath.Join(s.dir, "data"), "--nats-listen", natsAddr,
 			"--admin-listen", s.admin, "--sandbox-listen", s.sandboxAddr, "--log-format", "text")

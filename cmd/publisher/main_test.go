@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/events"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 func server(t *testing.T) (string, jetstream.JetStream) {
@@ -166,7 +166,7 @@ func TestRetriesUntilServerUp(t *testing.T) {
 		out  string
 	}
 	done := make(chan result, 1)
-	errb := &lockedBuffer{}
+	errb := &testbin.Output{}
 	go func() {
 		var out bytes.Buffer
 		code := run([]string{"created", "--org", "late", "--slug", "late", "--nats-url", "nats://" + addr, "--timeout", "20s"},
@@ -187,24 +187,6 @@ func TestRetriesUntilServerUp(t *testing.T) {
 	case <-time.After(25 * time.Second):
 		t.Fatal("publisher did not finish")
 	}
-}
-
-// lockedBuffer is a stderr the test reads while the publisher writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // waitFor polls cond every 10 ms until it holds, failing the test after

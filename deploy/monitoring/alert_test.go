@@ -1,7 +1,6 @@
 package monitoring
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,7 +133,7 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	args := append([]string{"--data-dir", t.TempDir(), "--nats-listen", d.nats, "--admin-listen", d.admin,
 		"--sandbox-listen", d.sandbox, "--log-format", "json"}, extra...)
 	cmd := exec.Command(bin, args...)
-	logs := &lockedBuffer{}
+	logs := &testbin.Output{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -256,21 +254,4 @@ func httpCode(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
