@@ -47,7 +47,7 @@ func TestStatusShowsObservedAndWatch(t *testing.T) {
 		t.Fatalf("header from the daemon: %q", h)
 	}
 	h = watchHeader(c, orgs, nil)
-	if !strings.Contains(h, "daemon not running; schedule for 2 orgs") || !strings.Contains(h, "tunnels=15s") || !strings.Contains(h, "parameters=20s") {
+	if !strings.Contains(h, "daemon not running; schedule for 2 orgs") || !strings.Contains(h, "tunnels=14s") || !strings.Contains(h, "parameters=20s") {
 		t.Fatalf("header offline: %q", h)
 	}
 	c.WatchBudgetShare = 0

@@ -74,3 +74,12 @@ func (m *Metrics) SetWatchInterval(listing string, d time.Duration) {
 	}
 	m.watchInterval.WithLabelValues(m.bound("watch/listing", listing)).Set(d.Seconds())
 }
+
+// Listing counts one listing run, by whom (watch, sweep, early,
+// early_extra).
+func (m *Metrics) Listing(listing, by string) {
+	if m == nil {
+		return
+	}
+	m.listings.WithLabelValues(m.bound("watch/listing", listing), m.bound("listings/by", by)).Inc()
+}

@@ -68,6 +68,7 @@ type Metrics struct {
 	sweepLastSuccess prometheus.Gauge
 	tunnels          *prometheus.GaugeVec
 	watchInterval    *prometheus.GaugeVec
+	listings         *prometheus.CounterVec
 	timeToReady      prometheus.Histogram
 	cluster          clusterMetrics // cluster.go
 
@@ -138,6 +139,10 @@ func New() *Metrics {
 		Namespace: namespace, Name: "watch_interval_seconds",
 		Help: "Effective interval of each listing's watch (tunnels, dns_records, instances, parameters), from its share of the provider's budget.",
 	}, []string{"listing"})
+	m.listings = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "listings_total",
+		Help: "Listings run (each may take several pages), by listing and by whom: watch, sweep, early (a readiness or tombstone listing that took the watch's run), early_extra (one that added a listing).",
+	}, []string{"listing", "by"})
 	m.remediations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "remediations_total",
 		Help: "Health remediations, by action (restart_cloudflared, replace_instance) and outcome.",
@@ -186,7 +191,7 @@ func New() *Metrics {
 		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
-		m.tunnels, m.timeToReady, m.notReady, m.watchInterval,
+		m.tunnels, m.timeToReady, m.notReady, m.watchInterval, m.listings,
 		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -555,6 +560,7 @@ func exemplar() *Metrics {
 	m.SweepDone(time.Second, nil)
 	m.SetTunnelsByStatus(map[string]int{"healthy": 1})
 	m.SetWatchInterval("tunnels", 15*time.Second)
+	m.Listing("tunnels", "watch")
 	m.SetConsumerStatsFunc(func(context.Context) (ConsumerStats, error) { return ConsumerStats{}, nil })
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	m.LeaseRenewal("ok")

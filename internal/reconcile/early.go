@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/tunnelward/tunnelward/internal/ratelimit"
 )
 
 // earlyLister runs listings on demand, ahead of the watches' schedule, for
@@ -44,10 +46,7 @@ func (e *Engine) share(ctx context.Context, l *earlyLister, fits func(started ti
 	ch := make(chan struct{})
 	l.inflight, l.startedAt = ch, now
 	l.mu.Unlock()
-	inv, err := e.list(ctx, which...)
-	if err == nil {
-		e.remember(inv, now, which...)
-	}
+	err := e.early(ctx, now, which...)
 	l.mu.Lock()
 	l.inflight = nil
 	l.mu.Unlock()
@@ -56,4 +55,19 @@ func (e *Engine) share(ctx context.Context, l *earlyLister, fits func(started ti
 		return 0, fmt.Errorf("early listing of %v: %w", which, err)
 	}
 	return 0, nil
+}
+
+// early runs one early listing of which, starting at now, as a watch run
+// would (the inventory pass included): each listing either takes the
+// watch's run of the current slot or is counted as an extra one.
+func (e *Engine) early(ctx context.Context, now time.Time, which ...Listing) error {
+	by := make(map[Listing]string, len(which))
+	for _, l := range which {
+		if by[l] = e.claimSlot(l, now); by[l] == "early" {
+			// It does a watch's work: it goes ahead as the watch would.
+			ctx = ratelimit.WithPriority(ctx, ratelimit.High)
+		}
+	}
+	_, _, err := e.listPass(ctx, now, by)
+	return err
 }

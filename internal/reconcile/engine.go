@@ -98,6 +98,7 @@ type Observer interface {
 	SetNotReadySince(since time.Time)
 	ObserveTimeToReady(d time.Duration)
 	SetWatchInterval(listing string, d time.Duration)
+	Listing(listing, by string)
 }
 
 type noMetrics struct{}
@@ -113,6 +114,7 @@ func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
 func (noMetrics) SetNotReadySince(time.Time)             {}
 func (noMetrics) ObserveTimeToReady(time.Duration)       {}
 func (noMetrics) SetWatchInterval(string, time.Duration) {}
+func (noMetrics) Listing(string, string)                 {}
 
 func (c *Config) defaults() error {
 	if c.ZoneName == "" {
@@ -210,8 +212,9 @@ type Engine struct {
 	lastSweep SweepReport
 
 	viewMu sync.Mutex
-	view   invView    // the newest result of each listing
-	passMu sync.Mutex // one inventory pass at a time (the sweep and the watches)
+	view   invView               // the newest result of each listing
+	slots  map[Listing]watchSlot // each watch's current slot (watch.go)
+	passMu sync.Mutex            // one inventory pass at a time (the sweep and the watches)
 
 	// planned, when set (tests), sees each pass's final plan: the dry run
 	// is checked against exactly what a pass decided.
@@ -249,6 +252,10 @@ type pollState struct {
 	tunnelID  string
 	converged time.Time
 	listedAt  time.Time // start of the tunnel listing the last poll read (ready.go)
+	// notBefore is when a launched instance can first be connected: a pass
+	// that comes sooner (the org requeued for another reason) looks at
+	// nothing and waits.
+	notBefore time.Time
 }
 
 // New builds an engine. queue may be nil (a fresh one is made).
@@ -268,6 +275,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	e := &Engine{
 		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{}, sweepKick: make(chan struct{}, 1),
+		slots: map[Listing]watchSlot{},
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}

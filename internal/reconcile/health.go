@@ -348,6 +348,20 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	} else {
 		e.clearPoll(org.ID)
 	}
+	if awaiting {
+		// The instance cannot have connected before its boot: polls that
+		// come sooner (the org requeued for another reason) wait. (Only a launch this pass made: the cloud's LaunchTime is on
+		// another clock.)
+		if ap.launched {
+			launched := e.cfg.Now() // the pass's now is its start; the launch came after the DNS claim
+			e.pollMu.Lock()
+			if p, ok := e.polls[org.ID]; ok {
+				p.notBefore = launched.Add(e.cfg.BootConnect)
+				e.polls[org.ID] = p
+			}
+			e.pollMu.Unlock()
+		}
+	}
 	switch {
 	case ap.launched:
 		return Result{RequeueAfter: e.cfg.BootConnect}, nil
@@ -445,6 +459,9 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		e.clearPoll(org.ID)
 		return Result{}, false, nil
 	}
+	if now.Before(ps.notBefore) {
+		return Result{RequeueAfter: ps.notBefore.Sub(now)}, true, nil // it cannot have connected yet
+	}
 	// The status from a shared tunnel listing newer than the org's last
 	// step (ready.go); a GET only while fewer orgs wait than it has pages.
 	listed, at, wait, fromList, err := e.listedTunnel(ctx, ps.tunnelID, ps.converged, ps.listedAt)
@@ -501,6 +518,11 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		return nil
 	}); err != nil {
 		return Result{}, true, fmt.Errorf("org %s: record tunnel status: %w", org.ID, err)
+	}
+	if fromList {
+		// A shared listing costs no more for being looked at sooner: poll
+		// again at the listings' pace (a quarter of the GET's at least).
+		return Result{RequeueAfter: max(e.readyGap(e.tunnelPages()), e.cfg.PollInterval/4)}, true, nil
 	}
 	return Result{RequeueAfter: e.cfg.PollInterval}, true, nil
 }

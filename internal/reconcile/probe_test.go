@@ -91,8 +91,24 @@ func TestDeleteConditionsAndRecreate(t *testing.T) {
 	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Now = now }})
 	h.start()
+	// While it builds, the clock runs (a readiness poll waits for the
+	// boot on the engine's clock); it stands still for the steps below.
+	ticking, ticked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ticked)
+		for {
+			select {
+			case <-ticking:
+				return
+			case <-time.After(5 * time.Millisecond):
+				clock.Add(int64(100 * time.Millisecond))
+			}
+		}
+	}()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")
+	close(ticking)
+	<-ticked
 	h.stop()
 	ctx := context.Background()
 	h.apply(deleted("acme"))

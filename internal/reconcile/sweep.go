@@ -189,6 +189,14 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 		return rep, fmt.Errorf("sweep: %w", err)
 	}
 	rep.Tunnels, rep.Records, rep.Instances, rep.Params = len(inv.Tunnels), len(inv.Records), len(inv.Instances), len(inv.Params)
+	e.viewMu.Lock()
+	for _, l := range Listings {
+		// The sweep's listing is every watch's run: their next is an
+		// interval after it.
+		e.slots[l] = watchSlot{start: now, iv: e.slots[l].iv}
+		e.cfg.Metrics.Listing(string(l), "sweep")
+	}
+	e.viewMu.Unlock()
 	v := e.remember(inv, now, Listings...)
 	live, err := e.inventoryPass(v, now, true, &rep)
 	if err != nil {

@@ -36,9 +36,11 @@ const DefaultWatchBudgetShare = 0.05
 // parameters are looked at least often. Each floor is short
 // enough that a change is seen within 30 s (the listing's own time
 // included) while the fleet's pages fit the budget share; past that the
-// share sets the interval (WatchIntervals).
+// share sets the interval (WatchIntervals). Tunnels are 14 s rather than
+// 15: a listing made early for readiness may take the watch's next run
+// (watchSlot), and two 14 s intervals still leave room in 30 s.
 var WatchFloors = map[Listing]time.Duration{
-	ListTunnels: 15 * time.Second, ListDNS: 20 * time.Second,
+	ListTunnels: 14 * time.Second, ListDNS: 20 * time.Second,
 	ListInstances: 20 * time.Second, ListParams: 20 * time.Second,
 }
 
@@ -174,46 +176,139 @@ type WatchReport struct {
 // inventory pass over the view: what the listing shows wrong with a Ready
 // org turns it not Ready at once, and queues it.
 func (e *Engine) Watch(ctx context.Context, l Listing) (WatchReport, error) {
-	now := e.cfg.Now()
+	return e.watchAt(ctx, l, e.cfg.Now())
+}
+
+// watchAt is Watch with the listing's start time given.
+func (e *Engine) watchAt(ctx context.Context, l Listing, now time.Time) (WatchReport, error) {
 	rep := WatchReport{Listing: l, At: now, Requeued: []string{}}
 	// A watch goes ahead of waiting repairs and creations: its calls are
 	// bounded by its share of the budget, and a burst of repairs queued on
 	// the limiter must not delay the listing that notices the next drift.
-	inv, err := e.list(ratelimit.WithPriority(ctx, ratelimit.High), l)
+	inv, requeued, err := e.listPass(ratelimit.WithPriority(ctx, ratelimit.High), now, map[Listing]string{l: "watch"})
 	if err != nil {
 		return rep, fmt.Errorf("watch %s: %w", l, err)
 	}
 	rep.Items = len(inv.Tunnels) + len(inv.Records) + len(inv.Instances) + len(inv.Params)
-	v := e.remember(inv, now, l)
+	rep.Requeued = append(rep.Requeued, requeued...)
+	return rep, nil
+}
+
+// listPass lists, puts the listings into the inventory view and runs the
+// inventory pass over the view, as a watch does; early listings do the
+// same (one that takes a watch's run must do its work). by names, per
+// listing, who asked for it (tunnelward_listings_total).
+func (e *Engine) listPass(ctx context.Context, now time.Time, by map[Listing]string) (Inventory, []string, error) {
+	which := make([]Listing, 0, len(by))
+	for _, l := range Listings {
+		if _, ok := by[l]; ok {
+			which = append(which, l)
+		}
+	}
+	inv, err := e.list(ctx, which...)
+	if err != nil {
+		return inv, nil, err
+	}
+	for _, l := range which {
+		e.cfg.Metrics.Listing(string(l), by[l])
+	}
+	v := e.remember(inv, now, which...)
 	var sr SweepReport
 	if _, err := e.inventoryPass(v, now, false, &sr); err != nil {
-		return rep, fmt.Errorf("watch %s: list orgs: %w", l, err)
+		return inv, nil, fmt.Errorf("list orgs: %w", err)
 	}
-	rep.Requeued = append(rep.Requeued, sr.Requeued...)
-	return rep, nil
+	return inv, sr.Requeued, nil
+}
+
+// watchMaxGap bounds the time between two listings of one kind when an
+// early listing takes a watch's run (never below the listing's interval):
+// a change is then seen within it plus the listing's own time.
+const watchMaxGap = 28 * time.Second
+
+// watchSlot is the watch schedule of one listing: the watch runs once per
+// interval (a slot); a listing made early in a slot (for readiness or a
+// tombstone, early.go) takes the slot's run when the watch's next run
+// after it stays within watchMaxGap of it, so readiness rides on a listing
+// the watch would have made anyway instead of adding one.
+type watchSlot struct {
+	start time.Time     // the slot's start: the last run, or the end of the slot before
+	iv    time.Duration // the slot's length
+	taken bool          // an early listing in this slot made its run
+}
+
+// takes reports whether a listing starting at t takes the slot's run: t
+// is within the slot, no other listing took it, and the watch's run after
+// it (one interval after the slot's end) comes at most max(watchMaxGap,
+// iv) after t.
+func (s watchSlot) takes(t time.Time) bool {
+	if s.start.IsZero() || s.taken || t.Before(s.start) || !t.Before(s.start.Add(s.iv)) {
+		return false
+	}
+	return s.start.Add(2*s.iv).Sub(t) <= max(watchMaxGap, s.iv)
+}
+
+// claimSlot says who an early listing of l starting at now is counted as:
+// "early" when it takes the watch's run of the current slot (the watch
+// then skips it), "early_extra" when it adds a listing.
+func (e *Engine) claimSlot(l Listing, now time.Time) string {
+	e.viewMu.Lock()
+	defer e.viewMu.Unlock()
+	s, ok := e.slots[l]
+	if !ok || !s.takes(now) {
+		return "early_extra"
+	}
+	s.taken = true
+	e.slots[l] = s
+	return "early"
 }
 
 // watchLoops runs each listing on its interval, recomputed after every run
 // from the pages it then had, until ctx ends. The interval is from the
 // start of one run to the start of the next (the run's own time is not
-// added), so a change waits at most one interval plus one run to be seen.
+// added), so a change waits at most one interval plus one run to be seen;
+// a slot whose run an early listing made is skipped (watchSlot), and a
+// sweep (which lists everything) restarts every slot.
 func (e *Engine) watchLoops(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, l := range Listings {
 		wg.Go(func() {
-			last := time.Now()
+			e.viewMu.Lock()
+			if _, ok := e.slots[l]; !ok {
+				e.slots[l] = watchSlot{start: e.cfg.Now()}
+			}
+			e.viewMu.Unlock()
 			for {
 				iv := e.WatchSchedule()[l]
 				e.cfg.Metrics.SetWatchInterval(string(l), iv)
-				t := time.NewTimer(time.Until(last.Add(iv)))
+				e.viewMu.Lock()
+				s := e.slots[l]
+				s.iv = iv
+				e.slots[l] = s
+				e.viewMu.Unlock()
+				due := s.start.Add(iv)
+				t := time.NewTimer(due.Sub(e.cfg.Now()))
 				select {
 				case <-ctx.Done():
 					t.Stop()
 					return
 				case <-t.C:
 				}
-				last = time.Now()
-				if _, err := e.Watch(ctx, l); err != nil && ctx.Err() == nil {
+				e.viewMu.Lock()
+				now := e.cfg.Now()
+				cur := e.slots[l]
+				switch {
+				case cur.start.After(s.start):
+					// A sweep listed everything meanwhile: the slot restarted there.
+				case cur.taken:
+					e.slots[l] = watchSlot{start: due} // an early listing made this run
+				default:
+					e.slots[l] = watchSlot{start: now}
+				}
+				e.viewMu.Unlock()
+				if cur.start.After(s.start) || cur.taken {
+					continue
+				}
+				if _, err := e.watchAt(ctx, l, now); err != nil && ctx.Err() == nil {
 					e.log.Warn("watch failed", "listing", l, "err", err)
 				}
 			}

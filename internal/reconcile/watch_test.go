@@ -28,7 +28,7 @@ func TestWatchIntervals(t *testing.T) {
 		{name: "1,000 orgs: every listing at its floor", ceiling: 5 * time.Minute, w: def,
 			// 1 tunnel page, 1 DNS page, 1 instance page, 20 SSM pages
 			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 20},
-			want:  map[Listing]time.Duration{ListTunnels: 15 * time.Second, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 14 * time.Second, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 		{name: "10,000 orgs: tunnels and parameters slow down to keep 5%", ceiling: 5 * time.Minute, w: def,
 			pages: map[Listing]int{ListTunnels: 10, ListDNS: 2, ListInstances: 10, ListParams: 200},
 			// CF 1150/300 s × 5% × 2/3 = 0.1278/s: 10 pages -> 78.3 s; DNS 1/3: 2 pages -> 31.3 s;
@@ -344,5 +344,105 @@ func TestStaleListingIsNoNews(t *testing.T) {
 	o, _, _ = fe.store.Get("acme")
 	if c, _ := Condition(o, state.CondReady); c.Status || c.Reason != ReasonTunnelGone || len(rep.Requeued) != 1 {
 		t.Fatalf("a fresh listing: Ready %+v, requeued %v", c, rep.Requeued)
+	}
+}
+
+func TestWatchSlotTakes(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	for _, tc := range []struct {
+		name string
+		slot watchSlot
+		t    time.Time
+		want bool
+	}{
+		{"tunnels (14 s): anywhere in the slot", watchSlot{start: t0, iv: 14 * time.Second}, at(0.5), true},
+		{"tunnels: at the slot's end", watchSlot{start: t0, iv: 14 * time.Second}, at(13.9), true},
+		{"after the slot: the watch's run is due", watchSlot{start: t0, iv: 14 * time.Second}, at(14), false},
+		{"before the slot", watchSlot{start: t0, iv: 14 * time.Second}, at(-1), false},
+		{"taken already", watchSlot{start: t0, iv: 14 * time.Second, taken: true}, at(3), false},
+		{"no watch runs", watchSlot{}, at(3), false},
+		// 20 s: skipping leaves 40 - t until the next run; at most 28 s.
+		{"dns (20 s): early in the slot would leave 39 s", watchSlot{start: t0, iv: 20 * time.Second}, at(1), false},
+		{"dns: from 12 s on", watchSlot{start: t0, iv: 20 * time.Second}, at(12), true},
+		// Past watchMaxGap the interval itself bounds the gap: only a
+		// listing at the slot's end could take it.
+		{"78 s (10,000 orgs): never inside the slot", watchSlot{start: t0, iv: 78 * time.Second}, at(77), false},
+	} {
+		if got := tc.slot.takes(tc.t); got != tc.want {
+			t.Errorf("%s: takes = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// listingCounter counts tunnelward_listings_total as the engine reports it.
+type listingCounter struct {
+	noMetrics
+	mu sync.Mutex
+	n  map[string]int // "listing/by"
+}
+
+func (c *listingCounter) Listing(l, by string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[l+"/"+by]++
+}
+
+func (c *listingCounter) get(k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[k]
+}
+
+// A lone org's readiness comes from a tunnel listing that takes the tunnel
+// watch's run of the current slot (issue 17: no call of its own beyond
+// the three writes); a second listing in the same slot is counted as
+// extra. A pass before the launched instance can have booted looks at
+// nothing.
+func TestReadinessListingTakesTheWatchRun(t *testing.T) {
+	mc := &listingCounter{n: map[string]int{}}
+	fe := newFakeEngineWith(t, func(c *Config) { c.Metrics = mc })
+	c := fe.cloud
+	fe.apply(created("acme", "acme"), created("beta", "beta"))
+	fe.pass("acme")
+	fe.pass("beta")
+	if c.calls["tunnel.create"] != 2 || c.calls["tunnel_config.put"] != 2 {
+		t.Fatalf("first passes' calls %v", c.calls)
+	}
+	// Requeued early (another event, a batch): nothing is looked at.
+	fe.now = fe.now.Add(30 * time.Second)
+	if res := fe.pass("acme"); res.RequeueAfter != 60*time.Second || c.calls["tunnels.list"] != 0 {
+		t.Fatalf("a pass during the boot: requeue %v, calls %v; want a wait of 60 s and no call", res.RequeueAfter, c.calls)
+	}
+	// The tunnel watch's slot began a second before the polls are due.
+	fe.now = fe.now.Add(60 * time.Second)
+	fe.e.viewMu.Lock()
+	fe.e.slots[ListTunnels] = watchSlot{start: fe.now.Add(-time.Second), iv: WatchFloors[ListTunnels]}
+	fe.e.viewMu.Unlock()
+	c.setStatus("acme", "healthy")
+	fe.pass("acme")
+	fe.pass("beta") // shares acme's listing: beta still connecting
+	if !IsTrue(fe.org("acme"), state.CondReady) || IsTrue(fe.org("beta"), state.CondReady) {
+		t.Fatalf("acme Ready %v, beta Ready %v: want only acme", IsTrue(fe.org("acme"), state.CondReady), IsTrue(fe.org("beta"), state.CondReady))
+	}
+	if c.calls["tunnel.get"] != 0 || c.calls["tunnels.list"] != 1 {
+		t.Fatalf("readiness calls %v, want one shared tunnel listing and no GET", c.calls)
+	}
+	fe.e.viewMu.Lock()
+	taken := fe.e.slots[ListTunnels].taken
+	fe.e.viewMu.Unlock()
+	if !taken || mc.get("tunnels/early") != 1 || mc.get("tunnels/early_extra") != 0 {
+		t.Fatalf("slot taken %v, listings %v: want the watch's run taken by the readiness listing", taken, mc.n)
+	}
+
+	// beta's next look needs a newer listing, in the same slot: an extra one.
+	fe.now = fe.now.Add(5 * time.Second)
+	c.setStatus("beta", "healthy")
+	fe.pass("beta")
+	if !IsTrue(fe.org("beta"), state.CondReady) {
+		t.Fatalf("beta not Ready: %+v", fe.org("beta").Conditions)
+	}
+	if mc.get("tunnels/early") != 1 || mc.get("tunnels/early_extra") != 1 || c.calls["tunnel.get"] != 0 || c.calls["tunnels.list"] != 2 {
+		t.Fatalf("listings %v, calls %v: want the second one counted as extra", mc.n, c.calls)
 	}
 }
