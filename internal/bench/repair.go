@@ -31,11 +31,11 @@ type repairKind struct {
 var repairKinds = []repairKind{
 	{"DNS record deleted", "delete", "dns_record", reconcile.ListDNS, []string{"cf.dns.create"}},
 	{"instance terminated", "terminate_instance", "", reconcile.ListInstances,
-		[]string{"ec2.RunInstances", "boot", "connect", "cf.tunnel.get"}},
+		[]string{"ec2.RunInstances", "boot", "connect", "cf.tunnel.list"}},
 	{"cloudflared killed", "kill_connector", "", reconcile.ListTunnels,
-		[]string{"ssm.SendCommand", "connect", "cf.tunnel.get"}},
+		[]string{"ssm.SendCommand", "connect", "cf.tunnel.list"}},
 	{"tunnel deleted", "delete", "tunnel", reconcile.ListTunnels,
-		[]string{"cf.tunnel.create", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.get"}},
+		[]string{"cf.tunnel.create", "ssm.PutParameter", "ssm.SendCommand", "connect", "cf.tunnel.list"}},
 	{"parameter deleted", "delete", "parameter", reconcile.ListParams, []string{"ssm.PutParameter"}},
 }
 

@@ -367,8 +367,19 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 		return Result{RequeueAfter: e.cfg.BootConnect}, nil
 	case v.wait > 0:
 		return Result{RequeueAfter: v.wait}, nil
+	case awaiting:
+		// Only the tunnel's connection is awaited (after a restart, or a
+		// new token): the next look is a shared listing, at its pace.
+		return Result{RequeueAfter: e.readyPollAfter()}, nil
 	}
 	return Result{RequeueAfter: e.cfg.PollInterval}, nil
+}
+
+// readyPollAfter is when an org awaiting its tunnel's connection looks
+// again: at the shared listings' pace (readyGap), at least a quarter of
+// the poll interval.
+func (e *Engine) readyPollAfter() time.Duration {
+	return max(e.readyGap(e.tunnelPages()), e.cfg.PollInterval/4)
 }
 
 // setConflict derives the Conflict condition from what this pass saw: a
@@ -522,7 +533,7 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 	if fromList {
 		// A shared listing costs no more for being looked at sooner: poll
 		// again at the listings' pace (a quarter of the GET's at least).
-		return Result{RequeueAfter: max(e.readyGap(e.tunnelPages()), e.cfg.PollInterval/4)}, true, nil
+		return Result{RequeueAfter: e.readyPollAfter()}, true, nil
 	}
 	return Result{RequeueAfter: e.cfg.PollInterval}, true, nil
 }
