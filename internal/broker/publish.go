@@ -24,13 +24,22 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, v *events.Validat
 	return PublishPayload(ctx, js, ev.NATSSubject(), ev.ID, payload)
 }
 
+// publishAttempt bounds one publish attempt's wait for the stream's ack.
+const publishAttempt = 2 * time.Second
+
 // PublishPayload publishes an already validated payload.
 func PublishPayload(ctx context.Context, js jetstream.JetStream, subject, id string, payload []byte) (*jetstream.PubAck, error) {
 	msg := &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	backoff := 100 * time.Millisecond
 	for {
-		ack, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.Stream))
+		// Each attempt has its own deadline: a request sent just as its
+		// server died (a cluster node, the stream's leader) gets no ack,
+		// and waiting for one until ctx ends would never try the new
+		// leader. The message id makes the retry safe.
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := js.PublishMsg(actx, msg, jetstream.WithExpectStream(events.Stream))
+		cancel()
 		if err == nil {
 			return ack, nil
 		}
