@@ -41,13 +41,21 @@ func (a *app) startCluster(ctx context.Context) error {
 		},
 		OnOwned: func(owned, total int) {
 			// At least one partition's worth: a replica that owns none
-			// still answers /v1/plan and lists for its sweep.
+			// still answers /v1/plan and lists for its sweep. Every budget
+			// is per user or per account, not per process: the replicas'
+			// shares add up to the whole, the watches' listings included.
+			share := float64(max(owned, 1)) / float64(total)
 			if a.cf != nil {
-				share := float64(max(owned, 1)) / float64(total)
 				a.cf.SetBudgetShare(share)
-				a.log.Info("cloudflare budget share follows the partitions owned", "owned", owned, "partitions", total,
-					"share", fmt.Sprintf("%.3f", share))
 			}
+			for _, c := range a.aws {
+				c.SetBudgetShare(share)
+			}
+			if a.engine != nil {
+				a.engine.SetBudgetShare(share)
+			}
+			a.log.Info("budget share follows the partitions owned", "owned", owned, "partitions", total,
+				"share", fmt.Sprintf("%.3f", share))
 		},
 	})
 	if err != nil {

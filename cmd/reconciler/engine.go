@@ -22,7 +22,8 @@ func (a *app) startEngine(ctx context.Context) error {
 	// The Cloudflare budget is per user: with partitions, this replica's
 	// client spends the share of the partitions it owns (cluster.go).
 	cfg, clouds, err := wiring.EngineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics,
-		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cf = c }})
+		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cf = c },
+			OnAWS: func(c *aws.Client) { a.aws = append(a.aws, c) }})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelward/tunnelward/internal/admin"
+	"github.com/tunnelward/tunnelward/internal/aws"
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
@@ -45,6 +46,7 @@ type app struct {
 	engine    *reconcile.Engine
 	cluster   *cluster.Manager   // partition leases (cluster.go)
 	cf        *cloudflare.Client // the engine's, for its share of the budget
+	aws       []*aws.Client      // the engine's, one per region, likewise
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string

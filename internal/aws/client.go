@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
+	"golang.org/x/time/rate"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -64,6 +65,12 @@ type Client struct {
 	ssmCall  *apicall.Caller
 	pageSize int
 	region   string // for instance ARNs
+
+	// The limiters and the buckets they were built from (SetBudgetShare).
+	ec2Lim  *ratelimit.EC2
+	ssmLim  *rate.Limiter
+	buckets ratelimit.EC2Buckets
+	ssmB    ratelimit.Bucket
 
 	// For VerifyCredentials: the credential chain, and STS (nil with an
 	// endpoint override: the emulator serves no STS).
@@ -147,7 +154,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			Limit: func(string) ratelimit.Limiter { return ssmLim }}),
 		pageSize: cfg.PageSize,
 		region:   cfg.Region,
+		ec2Lim:   ec2Lim, ssmLim: ssmLim, buckets: cfg.EC2Buckets, ssmB: cfg.SSMBucket,
 	}, nil
+}
+
+// SetBudgetShare makes this client spend share (0..1] of the account's EC2
+// and SSM buckets in its region: replicas of one account split them by the
+// partitions they own, as they split Cloudflare's.
+func (c *Client) SetBudgetShare(share float64) {
+	c.ec2Lim.SetShare(c.buckets, share)
+	ratelimit.SetBucketShare(c.ssmLim, c.ssmB, share)
 }
 
 // sdkLogger turns the SDK's printf-style log lines into slog records, so

@@ -201,6 +201,13 @@ func repairAt(ctx context.Context, rep *Report, n, perKind int, f float64) ([]Ro
 		}
 	}
 	w.start()
+	// The schedule follows the pages each listing has: read it once the
+	// sweep at start has listed everything (before that it is the floors').
+	for w.eng.LastSweep().At.IsZero() {
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
 	sched := w.eng.WatchSchedule()
 	longest := slices.Max(mapValues(sched))
 	// Warm-up: the sweep at start and every watch once; then a quiet

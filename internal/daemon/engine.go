@@ -38,6 +38,8 @@ type Knobs struct {
 	// OnCloudflare receives the Cloudflare client once built (the daemon
 	// sets its share of the budget as its partitions change).
 	OnCloudflare func(*cloudflare.Client)
+	// OnAWS receives each region's AWS client once built (likewise).
+	OnAWS func(*aws.Client)
 }
 
 // ProviderConfigs are the Cloudflare and default-region AWS client
@@ -101,6 +103,9 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	if err != nil {
 		return cfg, reconcile.Clouds{}, fmt.Errorf("aws client: %w", err)
 	}
+	if k.OnAWS != nil {
+		k.OnAWS(aw)
+	}
 	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
 	clouds.DefaultRegion = c.AWS.Region
 	for _, region := range c.ServedRegions() {
@@ -113,6 +118,9 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 		awr, err := aws.New(ctx, rc)
 		if err != nil {
 			return cfg, reconcile.Clouds{}, fmt.Errorf("aws client for region %s: %w", region, err)
+		}
+		if k.OnAWS != nil {
+			k.OnAWS(awr)
 		}
 		clouds = clouds.WithRegion(region, awr, reconcile.InstanceSpec{ImageID: in.AMI, InstanceType: in.Type,
 			SubnetID: in.Subnet, SecurityGroupIDs: in.SecurityGroups, InstanceProfile: in.Profile})

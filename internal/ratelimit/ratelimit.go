@@ -165,6 +165,28 @@ func IsNonMutating(action string) bool {
 	return false
 }
 
+// SetBucketShare makes l, built from b, admit share (0..1] of it: rate and
+// burst scaled (burst at least 1), so replicas whose shares add up to 1
+// together stay within one account's bucket.
+func SetBucketShare(l *rate.Limiter, b Bucket, share float64) {
+	if share <= 0 {
+		return
+	}
+	share = min(share, 1)
+	l.SetBurst(max(1, int(float64(b.Burst)*share)))
+	l.SetLimit(rate.Limit(b.Rate * share))
+}
+
+// SetShare scales every EC2 bucket to share of b (the buckets e was built
+// from), as SetBucketShare.
+func (e *EC2) SetShare(b EC2Buckets, share float64) {
+	for a, l := range e.perAction {
+		SetBucketShare(l, b.PerAction[a], share)
+	}
+	SetBucketShare(e.mutating, b.Mutating, share)
+	SetBucketShare(e.nonMutating, b.NonMutating, share)
+}
+
 // DefaultSSM is Parameter Store's default throughput (40 TPS), refill
 // scaled by RefillHeadroom.
 var DefaultSSM = Bucket{Burst: 40, Rate: 40 * RefillHeadroom}

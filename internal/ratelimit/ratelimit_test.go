@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // TestWindowLimiterNeverExceedsBudget drives the limiter with a greedy client
@@ -107,5 +109,23 @@ func TestSetWindowShareSplitsTheBudget(t *testing.T) {
 	}
 	if total < float64(b.Requests)*0.97 {
 		t.Fatalf("three shares admit only %.1f of %d", total, b.Requests)
+	}
+}
+
+func TestEC2SetShare(t *testing.T) {
+	b := DefaultEC2()
+	e := NewEC2(b)
+	e.SetShare(b, 0.5)
+	ri := e.For("RunInstances").(*rate.Limiter)
+	if ri.Burst() != 2 || float64(ri.Limit()) != b.PerAction["RunInstances"].Rate/2 {
+		t.Errorf("RunInstances at half: burst %d rate %v", ri.Burst(), ri.Limit())
+	}
+	d := e.For("DescribeInstances").(*rate.Limiter)
+	if d.Burst() != 50 || float64(d.Limit()) != b.NonMutating.Rate/2 {
+		t.Errorf("DescribeInstances at half: burst %d rate %v", d.Burst(), d.Limit())
+	}
+	e.SetShare(b, 1)
+	if ri.Burst() != 5 || float64(ri.Limit()) != b.PerAction["RunInstances"].Rate {
+		t.Errorf("RunInstances back to whole: burst %d rate %v", ri.Burst(), ri.Limit())
 	}
 }

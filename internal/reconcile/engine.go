@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/controller"
@@ -214,7 +215,10 @@ type Engine struct {
 	viewMu sync.Mutex
 	view   invView               // the newest result of each listing
 	slots  map[Listing]watchSlot // each watch's current slot (watch.go)
-	passMu sync.Mutex            // one inventory pass at a time (the sweep and the watches)
+	// budgetPPM is this process's share of the budgets in millionths
+	// (SetBudgetShare); 0: all of them.
+	budgetPPM atomic.Int64
+	passMu    sync.Mutex // one inventory pass at a time (the sweep and the watches)
 
 	// planned, when set (tests), sees each pass's final plan: the dry run
 	// is checked against exactly what a pass decided.

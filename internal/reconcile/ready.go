@@ -37,7 +37,7 @@ type readyLister struct {
 // least as many orgs wait as it has pages, so at that rate it costs no more
 // than the GETs it replaces).
 func (e *Engine) readyGap(pages int) time.Duration {
-	w := e.cfg.Watch
+	w := e.watchConfig()
 	w.defaults()
 	budget := time.Duration(math.Ceil(float64(max(pages, 1)) / (w.CFPerSecond * readyShare) * float64(time.Second)))
 	return min(e.cfg.PollInterval, budget)
@@ -45,7 +45,7 @@ func (e *Engine) readyGap(pages int) time.Duration {
 
 // tunnelPages is how many pages the tunnel listing takes now.
 func (e *Engine) tunnelPages() int {
-	w := e.cfg.Watch
+	w := e.watchConfig()
 	w.defaults()
 	e.viewMu.Lock()
 	n := len(e.view.inv.Tunnels)

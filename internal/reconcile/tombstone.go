@@ -78,7 +78,7 @@ func (e *Engine) tombstoneFloor(orgID string) time.Time {
 
 // deleteGap is the least time between two early listings for tombstones.
 func (e *Engine) deleteGap(pages int) time.Duration {
-	w := e.cfg.Watch
+	w := e.watchConfig()
 	w.defaults()
 	return time.Duration(math.Ceil(float64(max(pages, 1)) / (w.CFPerSecond * deleteShare) * float64(time.Second)))
 }
@@ -87,7 +87,7 @@ func (e *Engine) deleteGap(pages int) time.Duration {
 // floor, or nil when the tombstone should look itself up, or how long to
 // wait for the next early listing.
 func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Inventory, time.Duration, error) {
-	w := e.cfg.Watch
+	w := e.watchConfig()
 	w.defaults()
 	e.viewMu.Lock()
 	tp := max(1, (len(e.view.inv.Tunnels)+w.TunnelPage-1)/w.TunnelPage)

@@ -161,7 +161,37 @@ func (e *Engine) WatchSchedule() map[Listing]time.Duration {
 	if e.cfg.Watch.Floors != nil {
 		floors = e.cfg.Watch.Floors
 	}
-	return WatchIntervals(pagesOf(inv, e.cfg.Watch), e.cfg.Watch, floors, e.cfg.SweepInterval)
+	w := e.watchConfig()
+	return WatchIntervals(pagesOf(inv, w), w, floors, e.cfg.SweepInterval)
+}
+
+// watchConfig is the watches' configuration with each provider's budget
+// scaled to this process's share of it (SetBudgetShare).
+func (e *Engine) watchConfig() WatchConfig {
+	w := e.cfg.Watch
+	w.defaults()
+	if s := e.budgetShare(); s < 1 {
+		w.CFPerSecond, w.EC2ReadPerSecond, w.SSMPerSecond = w.CFPerSecond*s, w.EC2ReadPerSecond*s, w.SSMPerSecond*s
+	}
+	return w
+}
+
+// SetBudgetShare tells the engine which share (0..1] of each provider's
+// budget this process spends (a replica: the partitions it owns). Every
+// replica lists everything, so the watches' intervals stretch by it:
+// adding a replica does not multiply the listing calls.
+func (e *Engine) SetBudgetShare(share float64) {
+	if share <= 0 || share > 1 {
+		share = 1
+	}
+	e.budgetPPM.Store(int64(share * 1e6))
+}
+
+func (e *Engine) budgetShare() float64 {
+	if v := e.budgetPPM.Load(); v > 0 {
+		return float64(v) / 1e6
+	}
+	return 1
 }
 
 // WatchReport is what one watch found.

@@ -446,3 +446,26 @@ func TestReadinessListingTakesTheWatchRun(t *testing.T) {
 		t.Fatalf("listings %v, calls %v: want the second one counted as extra", mc.n, c.calls)
 	}
 }
+
+// A replica that owns half the partitions spends half of each budget on
+// its watches: two replicas list no more than one did.
+func TestWatchScheduleFollowsBudgetShare(t *testing.T) {
+	fe := newFakeEngineWith(t, func(c *Config) { c.SweepInterval = time.Hour })
+	inv := Inventory{}
+	for i := range 10000 {
+		inv.Tunnels = append(inv.Tunnels, Tunnel{ID: fmt.Sprint(i)})
+		inv.Params = append(inv.Params, Param{Name: fmt.Sprint(i)})
+	}
+	fe.e.remember(inv, fe.now, Listings...)
+	whole := fe.e.WatchSchedule()
+	fe.e.SetBudgetShare(0.5)
+	half := fe.e.WatchSchedule()
+	for _, l := range []Listing{ListTunnels, ListParams} { // past their floors at 10,000
+		if d := half[l] - 2*whole[l]; d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("%s: %v with the whole budget, %v with half; want twice as long", l, whole[l], half[l])
+		}
+	}
+	if half[ListInstances] != WatchFloors[ListInstances] {
+		t.Errorf("instances: %v, want the floor (the budget does not bind)", half[ListInstances])
+	}
+}
