@@ -11,7 +11,8 @@
 //
 //	TUNNELWARD_RELIABILITY=1   every crash point, random-instant kills,
 //	                           hundreds of orgs under injected faults
-//	TUNNELWARD_RELIABILITY_RUNS=N   random-instant kill runs (default 20)
+//	TUNNELWARD_RELIABILITY_RUNS=N   random-instant kill runs (default 20;
+//	                                10 of TestClusterRandomKills)
 //	TUNNELWARD_RELIABILITY_ORGS=N   orgs in the fault storm (default 300)
 package reliability
 
