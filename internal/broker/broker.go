@@ -121,20 +121,33 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	res := StreamResult{Stream: want.Name}
 	backoff := 100 * time.Millisecond
 	for {
-		s, err := js.Stream(ctx, want.Name)
+		// Each attempt has its own deadline (AttemptTimeout): a request
+		// lost with its server (a cluster node killed, a leader being
+		// elected) is tried again instead of waiting out ctx.
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		s, err := js.Stream(actx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			_, err = js.CreateStream(ctx, want)
+			_, err = js.CreateStream(actx, want)
 			if err == nil {
+				cancel()
 				res.Action = "created"
 				return res, nil
 			}
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				cancel()
 				continue // the other side won the race; compare its config
 			}
 		}
 		if err == nil {
-			return reconcileStream(ctx, js, s.CachedInfo().Config, want)
+			var r StreamResult
+			r, err = reconcileStream(actx, js, s.CachedInfo().Config, want)
+			if err == nil || !transient(err) || ctx.Err() != nil {
+				cancel()
+				return r, err
+			}
+			// The update's answer was lost: look again after the backoff.
 		}
+		cancel()
 		if !transient(err) {
 			return res, fmt.Errorf("ensure stream %s: %w", want.Name, err)
 		}
@@ -146,6 +159,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		backoff = min(backoff*2, 2*time.Second)
 	}
 }
+
+// AttemptTimeout bounds one JetStream API request's wait for its answer in
+// the calls that retry (streams, the lease bucket, ingest's consumer).
+const AttemptTimeout = 3 * time.Second
+
+// Transient reports whether a JetStream or NATS error is worth another
+// attempt: no responders or no answer (a server starting, a leader being
+// elected, a connection being re-established), or JetStream saying it is
+// temporarily unavailable.
+func Transient(err error) bool { return transient(err) }
 
 // jsErrNoSuitablePeers is JetStream's "no suitable peers for placement".
 const jsErrNoSuitablePeers jetstream.ErrorCode = 10005

@@ -52,19 +52,26 @@ func EnsureLeaseBucket(ctx context.Context, js jetstream.JetStream, replicas int
 	want := LeaseBucketConfig(replicas, ttl)
 	backoff := 100 * time.Millisecond
 	for {
-		kv, err := js.KeyValue(ctx, want.Bucket)
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout) // as EnsureStream
+		kv, err := js.KeyValue(actx, want.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(ctx, want)
+			kv, err = js.CreateKeyValue(actx, want)
 			if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				cancel()
 				continue // another replica created it; check its config
 			}
 			if err == nil {
+				cancel()
 				return kv, nil
 			}
 		}
 		if err == nil {
-			return kv, checkLeaseBucket(ctx, kv, want)
+			if err = checkLeaseBucket(actx, kv, want); err == nil || !transient(err) || ctx.Err() != nil {
+				cancel()
+				return kv, err
+			}
 		}
+		cancel()
 		if !transient(err) {
 			return nil, fmt.Errorf("ensure KV bucket %s: %w", want.Bucket, err)
 		}

@@ -942,3 +942,33 @@ func BenchmarkFailover(b *testing.B) {
 	b.Logf("%d kills, lease TTL %s: failover p50 %s, p99 %s, max %s; orgs written by two replicas (one after the other) %d of %d; no overlapping write and clean emulator invariants (checked: the run fails otherwise)",
 		len(took), ttl, q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), taken, len(orgs))
 }
+
+// A replica that starts while the event stream's leader has just died
+// (the streams, the lease bucket and its consumer looked up during the
+// election) starts once the cluster answers again: a request lost with its
+// server is tried again, not waited on until the start-up deadline ends.
+func TestStartDuringLeaderElection(t *testing.T) {
+	t.Parallel()
+	for round := range 3 {
+		w := newWorld(t)
+		var leader *server.Server
+		waitFor(t, 10*time.Second, "the event stream's leader", func() bool {
+			for _, s := range w.srvs {
+				if s.JetStreamIsStreamLeader("$G", events.Stream) {
+					leader = s
+					return true
+				}
+			}
+			return false
+		})
+		leader.Shutdown()
+		// startReplica ensures the streams and the lease bucket and makes
+		// its ingest consumer, each within a 20 s context: it fails the
+		// test if any of them gives up.
+		r := w.startReplica(fmt.Sprint("late-", round), false)
+		w.balanced(r)
+		org := fmt.Sprint("election-", round)
+		w.publishCreated(org)
+		w.waitConverged([]string{org}, 30*time.Second)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/state"
@@ -187,6 +188,34 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 	if cfg.InactiveThreshold > 0 {
 		base.InactiveThreshold = cfg.InactiveThreshold
 	}
+	// Each attempt has its own deadline and a lost answer (a server
+	// killed, a leader being elected) is tried again until ctx ends: the
+	// steps are idempotent (an existing consumer of ours is kept).
+	backoff := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, broker.AttemptTimeout)
+		cons, err := consumerFor(actx, cfg, base, log)
+		cancel()
+		if err == nil {
+			return &Ingester{cfg: cfg, log: log.With("component", "ingest"), cons: cons}, nil
+		}
+		if !broker.Transient(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("ingest: JetStream did not answer; trying again", "consumer", cfg.Consumer, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// consumerFor takes over the earlier shared consumer if there is one,
+// rewinds when the state file is behind, and creates or updates this
+// process's durable consumer.
+func consumerFor(ctx context.Context, cfg Config, base jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
 	start, err := takeOverLegacy(ctx, cfg.JS, cfg.Store, cfg.Consumer, log)
 	if err != nil {
 		return nil, err
@@ -203,7 +232,7 @@ func New(ctx context.Context, cfg Config) (*Ingester, error) {
 		return nil, fmt.Errorf("ingest: create or update durable consumer %s on %s (an existing consumer with another deliver/ack policy must be removed by an operator: nats consumer rm %s %s): %w",
 			cfg.Consumer, events.Stream, events.Stream, cfg.Consumer, err)
 	}
-	return &Ingester{cfg: cfg, log: log.With("component", "ingest"), cons: cons}, nil
+	return cons, nil
 }
 
 // Stats returns the counters.
