@@ -73,6 +73,16 @@ func holdFence(ctx context.Context) (context.Context, func(), error) {
 	return ctx, release, nil
 }
 
+// ownsNothing reports whether this replica holds no partition now (a
+// replica just started, or one whose partitions all went elsewhere): its
+// sweep and watches have nothing to act on, and would only reserve calls
+// at the one-partition share of the budgets it has then (the limiter keeps
+// a reservation's delay when the share grows later).
+func (e *Engine) ownsNothing() bool {
+	o, ok := e.cfg.Fence.(interface{ Owned() []int })
+	return ok && len(o.Owned()) == 0
+}
+
 // owns reports whether this replica reconciles orgID.
 func (e *Engine) owns(orgID string) bool { return e.cfg.Fence == nil || e.cfg.Fence.Owns(orgID) }
 

@@ -77,3 +77,42 @@ func TestFenceGatesReconcileAndWrites(t *testing.T) {
 		t.Fatalf("globex after gaining: %+v", o.Observed)
 	}
 }
+
+// partitionFence is a testFence that also says which partitions it holds.
+type partitionFence struct {
+	testFence
+	partitions []int
+}
+
+func (f *partitionFence) Owned() []int { f.mu.Lock(); defer f.mu.Unlock(); return f.partitions }
+
+// A replica that holds no partition (just started, or all moved away)
+// neither sweeps nor watches: nothing there is its to act on, and the calls
+// would wait at a one-partition share of the budget.
+func TestOwningNothingListsNothing(t *testing.T) {
+	t.Parallel()
+	f := &partitionFence{testFence: testFence{owned: map[string]bool{}, fenced: map[string]bool{}}}
+	fe := newFakeEngineWith(t, func(c *Config) { c.Fence = f })
+	fe.apply(created("acme", "acme"))
+	ctx := context.Background()
+	if _, err := fe.e.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range Listings {
+		if _, err := fe.e.Watch(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(fe.cloud.calls) != 0 {
+		t.Fatalf("owning nothing, the sweep and watches called %v", fe.cloud.calls)
+	}
+	f.mu.Lock()
+	f.partitions, f.owned["acme"] = []int{3}, true
+	f.mu.Unlock()
+	if _, err := fe.e.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fe.cloud.calls["tunnels.list"] == 0 {
+		t.Fatalf("owning a partition, the sweep listed nothing: %v", fe.cloud.calls)
+	}
+}

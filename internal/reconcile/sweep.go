@@ -184,6 +184,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	defer func() { e.cfg.Metrics.SweepDone(time.Since(start), err) }()
 	now := e.cfg.Now()
 	rep = SweepReport{At: now, Requeued: []string{}, Orphans: []Orphan{}}
+	if e.ownsNothing() {
+		return rep, nil // PartitionsGained asks for one when there is something to do
+	}
 	inv, err := e.List(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("sweep: %w", err)

@@ -212,6 +212,9 @@ func (e *Engine) Watch(ctx context.Context, l Listing) (WatchReport, error) {
 // watchAt is Watch with the listing's start time given.
 func (e *Engine) watchAt(ctx context.Context, l Listing, now time.Time) (WatchReport, error) {
 	rep := WatchReport{Listing: l, At: now, Requeued: []string{}}
+	if e.ownsNothing() {
+		return rep, nil // nothing of this replica's to look at (fence.go)
+	}
 	// A watch goes ahead of waiting repairs and creations: its calls are
 	// bounded by its share of the budget, and a burst of repairs queued on
 	// the limiter must not delay the listing that notices the next drift.
