@@ -77,8 +77,8 @@ func (w *WatchConfig) defaults() {
 }
 
 // WatchIntervals is the watch schedule: for each listing, the interval at
-// which pages[l] calls per run stay within the budget share of its
-// provider (AWS pages are per region, and so is the budget: pages is the
+// which pages[l] calls per run, with the sweep's listing of the same pages
+// every ceiling, stay within the budget share of its provider (AWS pages are per region, and so is the budget: pages is the
 // largest region's), at least its floor and at most ceiling (the full
 // sweep lists everything then anyway). A pure function of its inputs.
 func WatchIntervals(pages map[Listing]int, w WatchConfig, floors map[Listing]time.Duration, ceiling time.Duration) map[Listing]time.Duration {
@@ -92,7 +92,15 @@ func WatchIntervals(pages map[Listing]int, w WatchConfig, floors map[Listing]tim
 		n := max(pages[l], 1)
 		iv := floors[l]
 		if budget := perSecond[l] * w.BudgetShare; budget > 0 {
-			need := time.Duration(math.Ceil(float64(n) / budget * float64(time.Second)))
+			// The sweep lists the same pages every ceiling: its calls come
+			// out of the share too.
+			if ceiling > 0 {
+				budget -= float64(n) / ceiling.Seconds()
+			}
+			need := ceiling
+			if budget > 0 {
+				need = time.Duration(math.Ceil(float64(n) / budget * float64(time.Second)))
+			}
 			iv = max(iv, need)
 		}
 		if ceiling > 0 {

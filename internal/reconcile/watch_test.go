@@ -31,22 +31,23 @@ func TestWatchIntervals(t *testing.T) {
 			want:  map[Listing]time.Duration{ListTunnels: 14 * time.Second, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 		{name: "10,000 orgs: tunnels and parameters slow down to keep 5%", ceiling: 5 * time.Minute, w: def,
 			pages: map[Listing]int{ListTunnels: 10, ListDNS: 2, ListInstances: 10, ListParams: 200},
-			// CF 1150/300 s × 5% × 2/3 = 0.1278/s: 10 pages -> 78.3 s; DNS 1/3: 2 pages -> 31.3 s;
-			// SSM 36/s × 5% = 1.8/s: 200 pages -> 111.2 s; EC2 18/s × 5%: 10 pages -> 11.2 s (floor 20 s)
-			want: map[Listing]time.Duration{ListTunnels: 78260870 * time.Microsecond, ListDNS: 31304348 * time.Microsecond,
-				ListInstances: 20 * time.Second, ListParams: 111111112 * time.Microsecond}},
+			// CF 1150/300 s × 5% × 2/3 = 0.1278/s less the sweep's 10 pages per 300 s: 10 pages -> 105.9 s;
+			// DNS 1/3, less 2/300: 2 pages -> 35.0 s; SSM 36/s × 5% = 1.8/s less 200/300: 200 pages ->
+			// 176.5 s; EC2 18/s × 5% less 10/300: 10 pages -> 11.5 s (floor 20 s)
+			want: map[Listing]time.Duration{ListTunnels: 105882353 * time.Microsecond, ListDNS: 34951456 * time.Microsecond,
+				ListInstances: 20 * time.Second, ListParams: 176470588 * time.Microsecond}},
 		{name: "100,000 orgs: the sweep interval is the ceiling", ceiling: 5 * time.Minute, w: def,
 			pages: map[Listing]int{ListTunnels: 100, ListDNS: 20, ListInstances: 100, ListParams: 2000},
-			want:  map[Listing]time.Duration{ListTunnels: 5 * time.Minute, ListDNS: 5 * time.Minute, ListInstances: 111111112 * time.Microsecond, ListParams: 5 * time.Minute}},
+			want:  map[Listing]time.Duration{ListTunnels: 5 * time.Minute, ListDNS: 5 * time.Minute, ListInstances: 176470588 * time.Microsecond, ListParams: 5 * time.Minute}},
 		{name: "a short sweep interval caps the floors", ceiling: 10 * time.Second, w: def,
 			pages: map[Listing]int{},
 			want:  map[Listing]time.Duration{ListTunnels: 10 * time.Second, ListDNS: 10 * time.Second, ListInstances: 10 * time.Second, ListParams: 10 * time.Second}},
 		{name: "a larger share looks more often", ceiling: 5 * time.Minute, w: WatchConfig{BudgetShare: 0.10},
 			pages: map[Listing]int{ListTunnels: 10, ListDNS: 1, ListInstances: 1, ListParams: 1},
-			want:  map[Listing]time.Duration{ListTunnels: 39130435 * time.Microsecond, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 45 * time.Second, ListDNS: 20 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 		{name: "a smaller budget (a shared account) looks less often", ceiling: 5 * time.Minute, w: WatchConfig{CFPerSecond: 1},
 			pages: map[Listing]int{ListTunnels: 1, ListDNS: 1, ListInstances: 1, ListParams: 1},
-			want:  map[Listing]time.Duration{ListTunnels: 30 * time.Second, ListDNS: 60 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
+			want:  map[Listing]time.Duration{ListTunnels: 33333334 * time.Microsecond, ListDNS: 75 * time.Second, ListInstances: 20 * time.Second, ListParams: 20 * time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := WatchIntervals(tc.pages, tc.w, floors, tc.ceiling)
@@ -59,12 +60,18 @@ func TestWatchIntervals(t *testing.T) {
 	}
 }
 
-// The share is honoured: calls per 5 minutes of each provider stay within
-// 5% of its budget at every org count the schedule is built for.
+// The share is honoured: the watches' and the sweep's calls per 5 minutes
+// of each provider stay within 5% of its budget at every org count where
+// the sweep alone fits in it (past that, a listing's watch runs at the
+// sweep interval: the sweep, which restarts it, is its only run).
 func TestWatchIntervalsKeepTheShare(t *testing.T) {
 	w := WatchConfig{}
 	w.defaults()
-	for _, orgs := range []int{1, 1000, 10000, 30000} {
+	over := WatchIntervals(PagesFor(30000, w), w, WatchFloors, 5*time.Minute)
+	if over[ListParams] != 5*time.Minute || over[ListTunnels] != 5*time.Minute {
+		t.Errorf("30,000 orgs: %v, want the sweep interval for tunnels and parameters", over)
+	}
+	for _, orgs := range []int{1, 1000, 10000} {
 		inv := Inventory{}
 		for i := range orgs {
 			inv.Tunnels = append(inv.Tunnels, Tunnel{})
@@ -73,8 +80,12 @@ func TestWatchIntervalsKeepTheShare(t *testing.T) {
 			inv.Params = append(inv.Params, Param{})
 		}
 		pages := pagesOf(inv, w)
-		iv := WatchIntervals(pages, w, WatchFloors, time.Hour)
-		per := func(l Listing) float64 { return float64(pages[l]) / iv[l].Seconds() }
+		const sweep = 5 * time.Minute
+		iv := WatchIntervals(pages, w, WatchFloors, sweep)
+		// The watches' calls and the sweep's together.
+		per := func(l Listing) float64 {
+			return float64(pages[l])/iv[l].Seconds() + float64(pages[l])/sweep.Seconds()
+		}
 		for _, c := range []struct {
 			name   string
 			rate   float64
