@@ -472,8 +472,10 @@ func TestWatchScheduleFollowsBudgetShare(t *testing.T) {
 	fe.e.SetBudgetShare(0.5)
 	half := fe.e.WatchSchedule()
 	for _, l := range []Listing{ListTunnels, ListParams} { // past their floors at 10,000
-		if d := half[l] - 2*whole[l]; d < -time.Millisecond || d > time.Millisecond {
-			t.Errorf("%s: %v with the whole budget, %v with half; want twice as long", l, whole[l], half[l])
+		// At least twice as long (the sweep's own calls come out of the
+		// smaller share too), so this replica's watch calls are at most half.
+		if half[l] < 2*whole[l] {
+			t.Errorf("%s: %v with the whole budget, %v with half; want at least twice as long", l, whole[l], half[l])
 		}
 	}
 	if half[ListInstances] != WatchFloors[ListInstances] {
