@@ -411,6 +411,9 @@ type clusterKillPlan struct {
 // Each replica gets its partitions' share of the Cloudflare budget
 // (1140 requests per 5 min in all), which paces the runs.
 func TestClusterRandomKills(t *testing.T) {
+	// Beside the other process-level tests: it mostly waits on its
+	// processes (the suite's wall time stays under 3 minutes).
+	t.Parallel()
 	plan := clusterKillPlan{replicas: 2, orgs: 6, kills: 3, serial: true}
 	runs, first := 1, 0
 	if Heavy() {
