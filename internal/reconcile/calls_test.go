@@ -21,6 +21,7 @@ import (
 // locally: no token read, and the emulator's connector (which refuses a
 // token whose secret is not the tunnel's) connects with it.
 func TestLocalTokenNeedsNoRead(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	h.start()
 	h.apply(created("acme", "acme"))
@@ -59,6 +60,7 @@ func TestLocalTokenNeedsNoRead(t *testing.T) {
 // name) without its token, reads the token from Cloudflare once, and the
 // org gets Ready with exactly one tunnel.
 func TestLostSecretTokenReadFromAPI(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	tun, err := h.cf.CreateTunnel(context.Background(), owner.TunnelName("acme")) // secret drawn by Cloudflare, never seen here
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 // answers the create with "already exists", is adopted, fixed to the new
 // tunnel and recorded; nothing is made twice.
 func TestClaimAdoptsOwnedRecordLeftByCrash(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	ctx := context.Background()
 	left, err := h.cf.CreateRecord(ctx, cloudflare.RecordSpec{Name: "acme." + h.sim.Config().ZoneName,

@@ -105,6 +105,7 @@ func TestFakeLoneTombstoneLooksItselfUp(t *testing.T) {
 // cascades share listings while several run at once) leave nothing, a
 // tunnel re-created and unrecorded before the delete included.
 func TestBulkDeleteLeavesNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.GC = false }})
 	h.start()
 	orgs := []string{"d1", "d2", "d3", "d4", "d5", "d6"}
