@@ -781,16 +781,7 @@ func TestStreamLeaderKilledLosesNoAckedEvent(t *testing.T) {
 	w.balanced(a, b)
 	orgs := orgNames("leader", 20)
 	w.publishCreated(orgs[:10]...)
-	var leader *server.Server
-	waitFor(t, 10*time.Second, "the event stream's leader", func() bool {
-		for _, s := range w.srvs {
-			if s.JetStreamIsStreamLeader("$G", events.Stream) {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := w.streamLeader()
 	leader.Shutdown()
 	killed := time.Now()
 	// Published through the election: each is acked once a new leader
@@ -950,16 +941,7 @@ func BenchmarkFailover(b *testing.B) {
 func TestStartDuringLeaderElection(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	var leader *server.Server
-	waitFor(t, 10*time.Second, "the event stream's leader", func() bool {
-		for _, s := range w.srvs {
-			if s.JetStreamIsStreamLeader("$G", events.Stream) {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := w.streamLeader()
 	leader.Shutdown()
 	// startReplica ensures the streams and the lease bucket and makes its
 	// ingest consumer, each within a 20 s context: it fails the test if any
@@ -968,4 +950,20 @@ func TestStartDuringLeaderElection(t *testing.T) {
 	w.balanced(r)
 	w.publishCreated("election")
 	w.waitConverged([]string{"election"}, 30*time.Second)
+}
+
+// streamLeader is the server leading the event stream.
+func (w *world) streamLeader() *server.Server {
+	w.t.Helper()
+	var leader *server.Server
+	waitFor(w.t, 10*time.Second, "the event stream's leader", func() bool {
+		for _, s := range w.srvs {
+			if s.JetStreamIsStreamLeader("$G", events.Stream) {
+				leader = s
+				return true
+			}
+		}
+		return false
+	})
+	return leader
 }
