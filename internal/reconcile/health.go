@@ -350,8 +350,9 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	}
 	if awaiting {
 		// The instance cannot have connected before its boot: polls that
-		// come sooner (the org requeued for another reason) wait. (Only a launch this pass made: the cloud's LaunchTime is on
-		// another clock.)
+		// come sooner (the org requeued for another reason) wait. Only a
+		// launch this pass made counts (the cloud's LaunchTime is on
+		// another clock).
 		if ap.launched {
 			launched := e.cfg.Now() // the pass's now is its start; the launch came after the DNS claim
 			e.pollMu.Lock()

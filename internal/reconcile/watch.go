@@ -78,9 +78,10 @@ func (w *WatchConfig) defaults() {
 
 // WatchIntervals is the watch schedule: for each listing, the interval at
 // which pages[l] calls per run, with the sweep's listing of the same pages
-// every ceiling, stay within the budget share of its provider (AWS pages are per region, and so is the budget: pages is the
-// largest region's), at least its floor and at most ceiling (the full
-// sweep lists everything then anyway). A pure function of its inputs.
+// every ceiling, stay within the budget share of its provider (AWS pages
+// are per region, and so is the budget: pages is the largest region's), at
+// least its floor and at most ceiling (the full sweep lists everything
+// then anyway). A pure function of its inputs.
 func WatchIntervals(pages map[Listing]int, w WatchConfig, floors map[Listing]time.Duration, ceiling time.Duration) map[Listing]time.Duration {
 	w.defaults()
 	perSecond := map[Listing]float64{
