@@ -22,7 +22,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
-	"golang.org/x/time/rate"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -68,7 +67,7 @@ type Client struct {
 
 	// The limiters and the buckets they were built from (SetBudgetShare).
 	ec2Lim  *ratelimit.EC2
-	ssmLim  *rate.Limiter
+	ssmLim  *ratelimit.Resizable
 	buckets ratelimit.EC2Buckets
 	ssmB    ratelimit.Bucket
 

@@ -22,7 +22,6 @@ import (
 	"github.com/cloudflare/cloudflare-go/v7/option"
 	"github.com/cloudflare/cloudflare-go/v7/packages/pagination"
 	"github.com/cloudflare/cloudflare-go/v7/zero_trust"
-	"golang.org/x/time/rate"
 
 	"github.com/tunnelward/tunnelward/internal/apicall"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
@@ -86,7 +85,7 @@ const (
 // shared.
 type Client struct {
 	cfg     Config
-	window  *rate.Limiter // the budget's limiter (SetBudgetShare)
+	window  *ratelimit.Resizable // the budget's limiter (SetBudgetShare)
 	call    *apicall.Caller
 	tunnels *zero_trust.TunnelCloudflaredService
 	records *dns.RecordService

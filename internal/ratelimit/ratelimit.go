@@ -45,13 +45,13 @@ var DefaultCloudflare = WindowBudget{Requests: CloudflareLimit - 50, Window: 5 *
 // refilled at rate r admits at most B + r·W requests in any window W, so
 // r = (Requests − B) / W. Going over Cloudflare's budget blocks every call for
 // the rest of the window, so the bound must hold exactly, not on average.
-func NewWindowLimiter(b WindowBudget) (*rate.Limiter, error) {
+func NewWindowLimiter(b WindowBudget) (*Resizable, error) {
 	b, err := b.normalized()
 	if err != nil {
 		return nil, err
 	}
 	r := rate.Limit(float64(b.Requests-b.Burst) / b.Window.Seconds())
-	return rate.NewLimiter(r, b.Burst), nil
+	return NewResizable(r, b.Burst), nil
 }
 
 // SetWindowShare makes l, built by NewWindowLimiter(b), admit share (0..1]
@@ -59,15 +59,14 @@ func NewWindowLimiter(b WindowBudget) (*rate.Limiter, error) {
 // together stay within the budget in any window (each burst rounded down,
 // at least 1). For a budget several processes share, like Cloudflare's
 // per-user one.
-func SetWindowShare(l *rate.Limiter, b WindowBudget, share float64) {
+func SetWindowShare(l *Resizable, b WindowBudget, share float64) {
 	b, err := b.normalized()
 	if err != nil || share <= 0 {
 		return
 	}
 	share = min(share, 1)
 	burst := max(1, int(float64(b.Burst)*share))
-	l.SetBurst(burst)
-	l.SetLimit(rate.Limit(float64(b.Requests-b.Burst) * share / b.Window.Seconds()))
+	l.Resize(rate.Limit(float64(b.Requests-b.Burst)*share/b.Window.Seconds()), burst)
 }
 
 func (b WindowBudget) normalized() (WindowBudget, error) {
@@ -93,7 +92,7 @@ type Bucket struct {
 	Rate  float64 // tokens per second
 }
 
-func (b Bucket) limiter() *rate.Limiter { return rate.NewLimiter(rate.Limit(b.Rate), b.Burst) }
+func (b Bucket) limiter() *Resizable { return NewResizable(rate.Limit(b.Rate), b.Burst) }
 
 // EC2Buckets are EC2's per-action throttling buckets. Actions not named in
 // PerAction fall into Mutating or NonMutating by their verb.
@@ -129,14 +128,14 @@ func DefaultEC2() EC2Buckets {
 // EC2 hands out the bucket for an action. All clients of one account share
 // one EC2 value.
 type EC2 struct {
-	perAction   map[string]*rate.Limiter
-	mutating    *rate.Limiter
-	nonMutating *rate.Limiter
+	perAction   map[string]*Resizable
+	mutating    *Resizable
+	nonMutating *Resizable
 }
 
 // NewEC2 builds the limiters.
 func NewEC2(b EC2Buckets) *EC2 {
-	e := &EC2{perAction: map[string]*rate.Limiter{}, mutating: b.Mutating.limiter(), nonMutating: b.NonMutating.limiter()}
+	e := &EC2{perAction: map[string]*Resizable{}, mutating: b.Mutating.limiter(), nonMutating: b.NonMutating.limiter()}
 	for a, bk := range b.PerAction {
 		e.perAction[a] = bk.limiter()
 	}
@@ -168,13 +167,12 @@ func IsNonMutating(action string) bool {
 // SetBucketShare makes l, built from b, admit share (0..1] of it: rate and
 // burst scaled (burst at least 1), so replicas whose shares add up to 1
 // together stay within one account's bucket.
-func SetBucketShare(l *rate.Limiter, b Bucket, share float64) {
+func SetBucketShare(l *Resizable, b Bucket, share float64) {
 	if share <= 0 {
 		return
 	}
 	share = min(share, 1)
-	l.SetBurst(max(1, int(float64(b.Burst)*share)))
-	l.SetLimit(rate.Limit(b.Rate * share))
+	l.Resize(rate.Limit(b.Rate*share), max(1, int(float64(b.Burst)*share)))
 }
 
 // SetShare scales every EC2 bucket to share of b (the buckets e was built
@@ -192,4 +190,4 @@ func (e *EC2) SetShare(b EC2Buckets, share float64) {
 var DefaultSSM = Bucket{Burst: 40, Rate: 40 * RefillHeadroom}
 
 // NewSSM returns the limiter shared by every SSM call.
-func NewSSM(b Bucket) *rate.Limiter { return b.limiter() }
+func NewSSM(b Bucket) *Resizable { return b.limiter() }

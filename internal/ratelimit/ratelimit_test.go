@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"testing"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // TestWindowLimiterNeverExceedsBudget drives the limiter with a greedy client
@@ -116,11 +114,11 @@ func TestEC2SetShare(t *testing.T) {
 	b := DefaultEC2()
 	e := NewEC2(b)
 	e.SetShare(b, 0.5)
-	ri := e.For("RunInstances").(*rate.Limiter)
+	ri := e.For("RunInstances").(*Resizable)
 	if ri.Burst() != 2 || float64(ri.Limit()) != b.PerAction["RunInstances"].Rate/2 {
 		t.Errorf("RunInstances at half: burst %d rate %v", ri.Burst(), ri.Limit())
 	}
-	d := e.For("DescribeInstances").(*rate.Limiter)
+	d := e.For("DescribeInstances").(*Resizable)
 	if d.Burst() != 50 || float64(d.Limit()) != b.NonMutating.Rate/2 {
 		t.Errorf("DescribeInstances at half: burst %d rate %v", d.Burst(), d.Limit())
 	}
