@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +42,7 @@ var minCalls = map[string][3]int{
 func benchEconomy(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	// The daemon's schedule: the watches run (sweep every 5 minutes, the
 	// watch floors), so readiness can take the tunnel watch's run.
-	lc := &listingCount{n: map[string]int{}}
+	lc := &listingCount{}
 	w, err := newWorld(worldOpts{engine: func(c *reconcile.Config) {
 		c.SweepInterval = 5 * time.Minute
 		c.Metrics = lc.wrap(c.Metrics)
@@ -57,11 +56,10 @@ func benchEconomy(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// The sweep at start lists everything once: not the org's calls.
-	for !lc.swept() {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("the sweep at start did not run: %w", ctx.Err())
+	for w.eng.LastSweep().At.IsZero() {
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("the sweep at start did not run: %w", err)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	w.sim.ResetCalls()
 
@@ -115,13 +113,12 @@ func benchEconomy(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 }
 
 // listingCount counts the engine's Cloudflare listings that took a
-// watch's run (tunnelward_listings_total{by="early"} or "sweep"), beside
-// the metrics the engine already reports to.
+// watch's run (tunnelward_listings_total{by="early"}), beside the metrics
+// the engine already reports to.
 type listingCount struct {
 	reconcile.Observer
-	mu     sync.Mutex
-	n      map[string]int
-	sweeps int
+	mu    sync.Mutex
+	early int
 }
 
 func (c *listingCount) wrap(o reconcile.Observer) reconcile.Observer {
@@ -134,19 +131,11 @@ func (c *listingCount) wrap(o reconcile.Observer) reconcile.Observer {
 
 func (c *listingCount) Listing(l, by string) {
 	c.Observer.Listing(l, by)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if by == "early" && (l == string(reconcile.ListTunnels) || l == string(reconcile.ListDNS)) {
-		c.n[l]++
+		c.mu.Lock()
+		c.early++
+		c.mu.Unlock()
 	}
-	c.sweeps += min(1, strings.Count(by, "sweep"))
-}
-
-// swept reports whether a sweep has listed.
-func (c *listingCount) swept() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sweeps > 0
 }
 
 // take returns the Cloudflare listings that took a watch's run since the
@@ -154,10 +143,7 @@ func (c *listingCount) swept() bool {
 func (c *listingCount) take() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
-	for _, v := range c.n {
-		n += v
-	}
-	clear(c.n)
+	n := c.early
+	c.early = 0
 	return n
 }

@@ -348,20 +348,18 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 	} else {
 		e.clearPoll(org.ID)
 	}
-	if awaiting {
+	if awaiting && ap.launched {
 		// The instance cannot have connected before its boot: polls that
 		// come sooner (the org requeued for another reason) wait. Only a
 		// launch this pass made counts (the cloud's LaunchTime is on
-		// another clock).
-		if ap.launched {
-			launched := e.cfg.Now() // the pass's now is its start; the launch came after the DNS claim
-			e.pollMu.Lock()
-			if p, ok := e.polls[org.ID]; ok {
-				p.notBefore = launched.Add(e.cfg.BootConnect)
-				e.polls[org.ID] = p
-			}
-			e.pollMu.Unlock()
+		// another clock); the pass's now is its start, and the launch came
+		// after the DNS claim.
+		e.pollMu.Lock()
+		if p, ok := e.polls[org.ID]; ok {
+			p.notBefore = e.cfg.Now().Add(e.cfg.BootConnect)
+			e.polls[org.ID] = p
 		}
+		e.pollMu.Unlock()
 	}
 	switch {
 	case ap.launched:
