@@ -36,11 +36,21 @@ type InstanceSpec struct {
 }
 
 // Config shapes the engine. Zero values take the defaults named beside them.
+// Placement policies (Config.Placement).
+const (
+	PlaceFill      = "fill"
+	PlaceLeastUsed = "least-used"
+)
+
 type Config struct {
 	ZoneName    string // e.g. sandbox.tunnelward.test (required)
 	Service     string // ingress service; default http://localhost:8080
 	ParamPrefix string // SSM path prefix; default /tunnelward/tunnels
 	Instance    InstanceSpec
+	// Placement is how an org that names no pool is placed among
+	// Clouds.Pools: PlaceFill (default: the first pool in order with room)
+	// or PlaceLeastUsed (the pool with the most room left, as a fraction).
+	Placement string
 
 	Workers          int           // default 4
 	ReconcileTimeout time.Duration // one Reconcile call; default 2m
