@@ -71,6 +71,7 @@ type Metrics struct {
 	listings         *prometheus.CounterVec
 	timeToReady      prometheus.Histogram
 	cluster          clusterMetrics // cluster.go
+	pools            poolMetrics    // pool.go
 
 	consumer *consumerCollector
 	sweepAge *sweepAgeCollector
@@ -181,6 +182,7 @@ func New() *Metrics {
 		"Seconds the present org that has been not Ready the longest has been so, as of the last sweep's listing (0 when every present org was Ready).",
 		nil, nil)}
 	m.cluster = newClusterMetrics()
+	m.pools = newPoolMetrics()
 	m.consumer = newConsumerCollector()
 	m.sweepAge = &sweepAgeCollector{start: time.Now(), desc: prometheus.NewDesc(
 		namespace+"_sweep_last_success_age_seconds",
@@ -192,7 +194,7 @@ func New() *Metrics {
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
 		m.tunnels, m.timeToReady, m.notReady, m.watchInterval, m.listings,
-		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers,
+		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers, m.pools.used, m.pools.limit,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -565,5 +567,6 @@ func exemplar() *Metrics {
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	m.LeaseRenewal("ok")
 	m.LeaseTakeover("free")
+	m.SetPool("default", PoolTunnels, 0, 1000)
 	return m
 }
