@@ -85,10 +85,10 @@ func TestRecentAPICallsSlide(t *testing.T) {
 // resources keep theirs.
 func TestSetPool(t *testing.T) {
 	m := New()
-	m.SetPool("sandbox", PoolTunnels, 120, 1000)
-	m.SetPool("sandbox", PoolDNSRecords, 199, 200)
-	m.SetPool("sandbox2", PoolDNSRecords, 3, 0)
-	m.SetPool("sandbox", PoolTunnels, 121, 1000)
+	m.SetPool("sandbox", "tunnels", 120, 1000)
+	m.SetPool("sandbox", "dns_records", 199, 200)
+	m.SetPool("sandbox2", "dns_records", 3, 0)
+	m.SetPool("sandbox", "tunnels", 121, 1000)
 	for _, tc := range []struct {
 		pool, resource string
 		used, limit    float64
@@ -97,14 +97,14 @@ func TestSetPool(t *testing.T) {
 		{"sandbox", "dns_records", 199, 200},
 		{"sandbox2", "dns_records", 3, 0},
 	} {
-		if got := toFloat64(t, m.pools.used.WithLabelValues(tc.pool, tc.resource)); got != tc.used {
+		if got := toFloat64(t, m.poolUsed.WithLabelValues(tc.pool, tc.resource)); got != tc.used {
 			t.Errorf("tunnelward_pool_used{pool=%q,resource=%q} = %v, want %v", tc.pool, tc.resource, got, tc.used)
 		}
-		if got := toFloat64(t, m.pools.limit.WithLabelValues(tc.pool, tc.resource)); got != tc.limit {
+		if got := toFloat64(t, m.poolLimit.WithLabelValues(tc.pool, tc.resource)); got != tc.limit {
 			t.Errorf("tunnelward_pool_limit{pool=%q,resource=%q} = %v, want %v", tc.pool, tc.resource, got, tc.limit)
 		}
 	}
-	if n := collectAndCount(t, m.pools.used); n != 3 {
+	if n := collectAndCount(t, m.poolUsed); n != 3 {
 		t.Errorf("%d pool_used series, want 3", n)
 	}
 }

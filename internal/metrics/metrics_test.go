@@ -392,7 +392,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.SetTunnelsByStatus(map[string]int{"down": 1})
 	m.SetNotReadySince(time.Now())
 	m.ObserveTimeToReady(time.Second)
-	m.SetPool("default", PoolTunnels, 1, 2)
+	m.SetPool("default", "tunnels", 1, 2)
 	if m.RecentAPICalls() != nil {
 		t.Fatal("nil metrics has recent calls")
 	}
