@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/metrics"
@@ -137,7 +138,7 @@ func TestCredentialsCheckLive(t *testing.T) {
 		}
 		cfc, awc := providerConfigs(c, "", slog.New(slog.DiscardHandler), metrics.New())
 		cfc.BaseURL = sim.URL + "/client/v4/"
-		ks, err := credentialChecks(context.Background(), c, "", cfc, awc)
+		ks, err := credentialChecks(context.Background(), c, "", []cloudflare.Config{cfc}, awc)
 		if err != nil || len(ks) != 2 {
 			t.Fatalf("checks: %v %v", ks, err)
 		}

@@ -44,9 +44,9 @@ type app struct {
 	ingest    *ingest.Ingester
 	consumer  jetstream.Consumer
 	engine    *reconcile.Engine
-	cluster   *cluster.Manager   // partition leases (cluster.go)
-	cf        *cloudflare.Client // the engine's, for its share of the budget
-	aws       []*aws.Client      // the engine's, one per region, likewise
+	cluster   *cluster.Manager     // partition leases (cluster.go)
+	cfs       []*cloudflare.Client // the engine's, one per pool, for their share of the budgets
+	aws       []*aws.Client        // the engine's, one per region, likewise
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
@@ -209,8 +209,8 @@ func (a *app) start(ctx context.Context) error {
 	})
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
-	cfc, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
-	creds, err := credentialChecks(ctx, c, a.cloudURL, cfc, awc)
+	_, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
+	creds, err := credentialChecks(ctx, c, a.cloudURL, poolConfigs(c, a.cloudURL, a.metrics), awc)
 	if err != nil {
 		return err
 	}

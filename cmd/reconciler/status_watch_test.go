@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -34,7 +35,7 @@ func TestObservedAge(t *testing.T) {
 func TestStatusShowsObservedAndWatch(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	orgs := []state.Org{{ID: "acme", Observed: state.Observed{ObservedAt: now.Add(-20 * time.Second)}}, {ID: "beta"}}
+	orgs := []admin.Org{{Org: state.Org{ID: "acme", Observed: state.Observed{ObservedAt: now.Add(-20 * time.Second)}}}, {Org: state.Org{ID: "beta"}}}
 	var b bytes.Buffer
 	printTable(&b, orgs, now)
 	lines := strings.Split(b.String(), "\n")
