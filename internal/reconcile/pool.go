@@ -369,7 +369,7 @@ func (e *Engine) reportPools() {
 		e.cfg.Metrics.SetPool(u.Pool, "tunnels", u.Tunnels, u.MaxTunnels)
 		e.cfg.Metrics.SetPool(u.Pool, "dns_records", u.Records, u.MaxRecords)
 		for _, r := range []struct {
-			what       string
+			what        string
 			used, limit int
 		}{{"tunnels", u.Tunnels, u.MaxTunnels}, {"dns_records", u.Records, u.MaxRecords}} {
 			key := u.Pool + "/" + r.what
@@ -385,7 +385,6 @@ func (e *Engine) reportPools() {
 		}
 	}
 }
-
 
 // planPool is the pool a reconcile of org would use, without placing it:
 // the one it is in, else the one placement would choose now. A tombstone
