@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/tunnelward/tunnelward/internal/aws"
@@ -38,6 +39,24 @@ func (c Clouds) WithRegion(region string, aw *aws.Client, spec InstanceSpec) Clo
 	}
 	regions[region] = RegionClouds{Instances: a, Params: a, Commands: a, Instance: spec}
 	c.Regions = regions
+	return c
+}
+
+// WithPool returns c serving one more Cloudflare pool through cf (a client
+// built for the pool's account, zone and token); pools fill in the order
+// they are added. The default pool (DefaultPool, the client of NewClouds)
+// is added the same way to give it limits.
+func (c Clouds) WithPool(name string, cf *cloudflare.Client, limits PoolLimits) Clouds {
+	a := cfAdapter{c: cf}
+	pools := make(map[string]PoolClouds, len(c.Pools)+1)
+	for k, v := range c.Pools {
+		pools[k] = v
+	}
+	if _, ok := pools[name]; !ok {
+		c.PoolOrder = append(slices.Clone(c.PoolOrder), name)
+	}
+	pools[name] = PoolClouds{Tunnels: a, DNS: a, ZoneName: cf.ZoneName(), Limits: limits}
+	c.Pools = pools
 	return c
 }
 

@@ -39,6 +39,7 @@ type Tunnel struct {
 	Name    string
 	Status  string // inactive, healthy, degraded, down
 	Deleted bool
+	Pool    string // set by listings that span pools (Engine.List)
 }
 
 // TunnelAPI is the Cloudflare tunnel surface the engine uses.
@@ -177,6 +178,35 @@ type Clouds struct {
 	// ask for no region go there. "" when the engine serves one region.
 	DefaultRegion string
 	Regions       map[string]RegionClouds
+	// DefaultPool names the Cloudflare pool of Tunnels/DNS (zone
+	// Config.ZoneName): orgs placed before pools existed ("" in bbolt) are
+	// in it. Pools holds every pool by name, the default's too when its
+	// limits are set; PoolOrder is the order pools fill in (the default
+	// first). A Clouds without pools serves one unlimited pool.
+	DefaultPool string
+	Pools       map[string]PoolClouds
+	PoolOrder   []string
+}
+
+// PoolClouds are one Cloudflare pool: an account, a zone in it and the
+// credentials' surfaces, with the limits placement keeps under.
+type PoolClouds struct {
+	Name     string // set by the engine (poolClouds)
+	Tunnels  TunnelAPI
+	DNS      DNSAPI
+	ZoneName string // lowercase, no trailing dot; hostnames are <slug>.<ZoneName>
+	Limits   PoolLimits
+}
+
+// PoolLimits bound what placement puts in a pool. Pools in one account
+// share its tunnels; a zone is one pool's. Zero means unlimited.
+type PoolLimits struct {
+	Account string // the Cloudflare account id: pools naming one share MaxTunnels
+	// Budget names the API budget (the user behind the token) the pool's
+	// calls draw from: pools on one budget list at that budget's pace.
+	Budget     string
+	MaxTunnels int // tunnels in the account (Cloudflare: 1,000)
+	MaxRecords int // DNS records in the zone (Free: 200; paid: 3,500)
 }
 
 // RegionClouds are the AWS surfaces of one region, with how org instances

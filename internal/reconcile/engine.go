@@ -36,11 +36,21 @@ type InstanceSpec struct {
 }
 
 // Config shapes the engine. Zero values take the defaults named beside them.
+// Placement policies (Config.Placement).
+const (
+	PlaceFill      = "fill"
+	PlaceLeastUsed = "least-used"
+)
+
 type Config struct {
 	ZoneName    string // e.g. sandbox.tunnelward.test (required)
 	Service     string // ingress service; default http://localhost:8080
 	ParamPrefix string // SSM path prefix; default /tunnelward/tunnels
 	Instance    InstanceSpec
+	// Placement is how an org that names no pool is placed among
+	// Clouds.Pools: PlaceFill (default: the first pool in order with room)
+	// or PlaceLeastUsed (the pool with the most room left, as a fraction).
+	Placement string
 
 	Workers          int           // default 4
 	ReconcileTimeout time.Duration // one Reconcile call; default 2m
@@ -96,6 +106,9 @@ type Observer interface {
 	SweepDone(d time.Duration, err error)
 	SetOrgsByCondition(counts map[string]int)
 	SetTunnelsByStatus(counts map[string]int)
+	// SetPool sets a Cloudflare pool's use of one resource ("tunnels",
+	// "dns_records") against its limit (0: none).
+	SetPool(pool, resource string, used, limit int)
 	SetNotReadySince(since time.Time)
 	ObserveTimeToReady(d time.Duration)
 	SetWatchInterval(listing string, d time.Duration)
@@ -112,6 +125,7 @@ func (noMetrics) OrphanCollected(string)                 {}
 func (noMetrics) SweepDone(time.Duration, error)         {}
 func (noMetrics) SetOrgsByCondition(map[string]int)      {}
 func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
+func (noMetrics) SetPool(string, string, int, int)       {}
 func (noMetrics) SetNotReadySince(time.Time)             {}
 func (noMetrics) ObserveTimeToReady(time.Duration)       {}
 func (noMetrics) SetWatchInterval(string, time.Duration) {}
@@ -237,9 +251,11 @@ type Engine struct {
 	// ready runs the early tunnel listings readiness polls share (ready.go).
 	ready readyLister
 	// dnsBatch gathers the DNS changes of orgs in flight (dnsbatch.go).
-	dnsBatch dnsBatcher
+	dnsBatch dnsBatchers
 	// tombs runs the listings tombstones share (tombstone.go).
 	tombs deleteLister
+	// pools counts placements in Cloudflare pools (pool.go).
+	pools poolBook
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally
@@ -283,6 +299,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
+	e.loadBook() // before any listing pass reads orgs (no read inside a read)
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger, KeyAttr: "org_id",
 		Observe: cfg.Metrics.ObserveReconcile, Retry: cfg.Metrics.QueueRetry}, e, queue)

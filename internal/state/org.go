@@ -23,6 +23,13 @@ type Desired struct {
 	Slug         string   `json:"slug,omitempty"`
 	InstanceType string   `json:"instance_type,omitempty"` // optional override from org.created
 	Region       string   `json:"region,omitempty"`        // optional override from org.created
+	// Pool is the Cloudflare pool org.created asked for (data.pool), "" for
+	// the placement policy's choice.
+	Pool string `json:"pool,omitempty"`
+	// TokenRotationSeq is the stream sequence of the newest applied
+	// org.token_rotation_requested of this generation (0: none asked);
+	// Observed.TokenRotatedSeq says which request a finished rotation served.
+	TokenRotationSeq uint64 `json:"token_rotation_seq,omitempty"`
 	// Generation starts at 1 with the first created and is bumped when a
 	// deleted org is created again; EC2 ClientTokens include it.
 	Generation int64 `json:"generation"`
@@ -65,6 +72,15 @@ type Observed struct {
 	// records from before it was kept). A later generation that asks for
 	// another region moves the org there: it was deleted and re-created.
 	RegionGeneration int64 `json:"region_generation,omitempty"`
+	// Pool is the Cloudflare pool (account and zone) the org is placed in,
+	// committed before its first Cloudflare write and fixed while it has
+	// resources ("" in records from before pools: the default pool).
+	Pool string `json:"pool,omitempty"`
+	// TokenRotatedAt is when the org's tunnel token was last rotated (zero:
+	// never, the token is the one the tunnel was created with);
+	// TokenRotatedSeq the request (Desired.TokenRotationSeq) it served.
+	TokenRotatedAt  time.Time `json:"token_rotated_at,omitzero"`
+	TokenRotatedSeq uint64    `json:"token_rotated_seq,omitempty"`
 	// ReconciledSeq is the org's LastSeq when a reconcile last finished: an
 	// org whose LastSeq is newer has an event no pass has acted on yet (the
 	// process died between ingest's ack and the reconcile), so a restart
