@@ -83,3 +83,14 @@ func (m *Metrics) Listing(listing, by string) {
 	}
 	m.listings.WithLabelValues(m.bound("watch/listing", listing), m.bound("listings/by", by)).Inc()
 }
+
+// SetPool sets a Cloudflare pool's use of one resource ("tunnels",
+// "dns_records") and its limit (0: unlimited). Pool names come from the
+// configuration, so the label set is bounded.
+func (m *Metrics) SetPool(pool, resource string, used, limit int) {
+	if m == nil {
+		return
+	}
+	m.poolUsed.WithLabelValues(pool, resource).Set(float64(used))
+	m.poolLimit.WithLabelValues(pool, resource).Set(float64(limit))
+}

@@ -67,6 +67,8 @@ type Metrics struct {
 	sweepSeconds     prometheus.Histogram
 	sweepLastSuccess prometheus.Gauge
 	tunnels          *prometheus.GaugeVec
+	poolUsed         *prometheus.GaugeVec
+	poolLimit        *prometheus.GaugeVec
 	watchInterval    *prometheus.GaugeVec
 	listings         *prometheus.CounterVec
 	timeToReady      prometheus.Histogram
@@ -172,6 +174,14 @@ func New() *Metrics {
 		Namespace: namespace, Name: "tunnels",
 		Help: "Tunnels of present orgs by the status the last sweep listed (healthy, degraded, down, inactive; missing when the org has none).",
 	}, []string{"status"})
+	m.poolUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "pool_used",
+		Help: "Orgs placed in each Cloudflare pool, by resource: tunnels (counted over the pool's account) and dns_records (its zone).",
+	}, []string{"pool", "resource"})
+	m.poolLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "pool_limit",
+		Help: "Each Cloudflare pool's limit by resource (tunnels in its account, dns_records in its zone); 0 means unlimited.",
+	}, []string{"pool", "resource"})
 	m.timeToReady = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "org_time_to_ready_seconds",
 		Help:    "Time from an org's Provisioning condition turning true (its first reconcile pass requested the resources) to Ready.",
@@ -191,7 +201,7 @@ func New() *Metrics {
 		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
-		m.tunnels, m.timeToReady, m.notReady, m.watchInterval, m.listings,
+		m.tunnels, m.poolUsed, m.poolLimit, m.timeToReady, m.notReady, m.watchInterval, m.listings,
 		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -48,6 +48,9 @@ type Record struct {
 	Content string
 	Proxied bool
 	Comment string
+	// Pool is the Cloudflare pool whose zone holds the record, set by
+	// listings that span pools (reconcile's Engine.List).
+	Pool string
 }
 
 // Param is the observed token parameter (metadata only; the value is never read

@@ -193,7 +193,7 @@ func TestFakeDNSBatchFallsBackToSingles(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, n := range names {
 		wg.Go(func() {
-			_, errs[i] = fe.e.batchedCreate(context.Background(), n, "t.cfargotunnel.com", "tunnelward:org=x")
+			_, errs[i] = fe.e.batchedCreate(context.Background(), fe.e.mustPool(""), n, "t.cfargotunnel.com", "tunnelward:org=x")
 		})
 	}
 	wg.Wait()

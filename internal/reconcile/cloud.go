@@ -39,6 +39,7 @@ type Tunnel struct {
 	Name    string
 	Status  string // inactive, healthy, degraded, down
 	Deleted bool
+	Pool    string // set by listings that span pools (Engine.List)
 }
 
 // TunnelAPI is the Cloudflare tunnel surface the engine uses.
@@ -190,6 +191,7 @@ type Clouds struct {
 // PoolClouds are one Cloudflare pool: an account, a zone in it and the
 // credentials' surfaces, with the limits placement keeps under.
 type PoolClouds struct {
+	Name     string // set by the engine (poolClouds)
 	Tunnels  TunnelAPI
 	DNS      DNSAPI
 	ZoneName string // lowercase, no trailing dot; hostnames are <slug>.<ZoneName>

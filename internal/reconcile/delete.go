@@ -48,7 +48,11 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	if wait > 0 {
 		return Result{RequeueAfter: wait}, nil // the next shared listing serves it
 	}
-	obs, err := e.observeListed(ctx, org, d, aw, forDelete, listed)
+	cf, err := e.deletePool(org, listed)
+	if err != nil {
+		return Result{}, err
+	}
+	obs, err := e.observeListed(ctx, org, d, aw, cf, forDelete, listed)
 	if err != nil {
 		return Result{}, err
 	}
@@ -69,7 +73,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		case plan.ResInstance:
 			kill = append(kill, c.Target)
 		case plan.ResDNS:
-			run(func() error { return e.deleteRecord(ctx, log, org.ID, c.Target) })
+			run(func() error { return e.deleteRecord(ctx, log, org.ID, c.Target, cf) })
 		case plan.ResToken:
 			run(func() error { return e.deleteToken(ctx, log, org.ID, c.Target, aw) })
 		case plan.ResTunnel:
@@ -83,7 +87,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
 	}
 	if tunnelID != "" {
-		if err := e.deleteTunnel(ctx, log, tunnelID); err != nil {
+		if err := e.deleteTunnel(ctx, log, tunnelID, cf); err != nil {
 			return Result{}, fmt.Errorf("delete org %s: %w", org.ID, err)
 		}
 	}
@@ -108,6 +112,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		return Result{}, fmt.Errorf("org %s: record delete done: %w", org.ID, err)
 	}
 	e.tombs.floors.Delete(org.ID)
+	e.releasePlacement(org.ID)
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil
 }

@@ -51,40 +51,64 @@ type dnsChange struct {
 	err    error
 }
 
+// dnsBatcher gathers one zone's changes (a batch is per zone): one per
+// Cloudflare pool, made on first use.
 type dnsBatcher struct {
+	dns     DNSAPI
 	mu      sync.Mutex
 	pending []*dnsChange
 	timer   *time.Timer // the open window's, nil when none is open
 }
 
+// dnsBatchers are the engine's batchers by zone name.
+type dnsBatchers struct {
+	mu sync.Mutex
+	by map[string]*dnsBatcher
+}
+
+// batcher returns the batcher of a pool's zone.
+func (e *Engine) batcher(cf PoolClouds) *dnsBatcher {
+	bs := &e.dnsBatch
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.by == nil {
+		bs.by = map[string]*dnsBatcher{}
+	}
+	b := bs.by[cf.ZoneName]
+	if b == nil {
+		b = &dnsBatcher{dns: cf.DNS}
+		bs.by[cf.ZoneName] = b
+	}
+	return b
+}
+
 // batchedCreate creates a proxied CNAME, in a batch when others are in
 // flight; ErrExists as the single create (the caller adopts).
-func (e *Engine) batchedCreate(ctx context.Context, name, target, comment string) (plan.Record, error) {
+func (e *Engine) batchedCreate(ctx context.Context, cf PoolClouds, name, target, comment string) (plan.Record, error) {
 	if e.cfg.DNSBatchWindow > 0 {
 		c := &dnsChange{ctx: ctx, create: &CNAME{Name: name, Target: target, Comment: comment}}
-		if err := e.dnsSubmit(c); !errors.Is(err, errAlone) {
+		if err := e.dnsSubmit(e.batcher(cf), c); !errors.Is(err, errAlone) {
 			return c.rec, err
 		}
 	}
-	return e.clouds.DNS.CreateCNAME(ctx, name, target, comment)
+	return cf.DNS.CreateCNAME(ctx, name, target, comment)
 }
 
 // batchedDelete deletes a record, in a batch when others are in flight;
 // ErrNotFound as the single delete.
-func (e *Engine) batchedDelete(ctx context.Context, id string) error {
+func (e *Engine) batchedDelete(ctx context.Context, cf PoolClouds, id string) error {
 	if e.cfg.DNSBatchWindow > 0 {
-		if err := e.dnsSubmit(&dnsChange{ctx: ctx, del: id}); !errors.Is(err, errAlone) {
+		if err := e.dnsSubmit(e.batcher(cf), &dnsChange{ctx: ctx, del: id}); !errors.Is(err, errAlone) {
 			return err
 		}
 	}
-	return e.clouds.DNS.DeleteRecord(ctx, id)
+	return cf.DNS.DeleteRecord(ctx, id)
 }
 
 // dnsSubmit queues c for the open window (opening one if none is) and
 // waits for its outcome; a full batch is sent at once.
-func (e *Engine) dnsSubmit(c *dnsChange) error {
+func (e *Engine) dnsSubmit(b *dnsBatcher, c *dnsChange) error {
 	c.done = make(chan struct{})
-	b := &e.dnsBatch
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	var full []*dnsChange
@@ -96,11 +120,11 @@ func (e *Engine) dnsSubmit(c *dnsChange) error {
 			b.timer = nil
 		}
 	case b.timer == nil:
-		b.timer = time.AfterFunc(e.cfg.DNSBatchWindow, e.dnsWindowClosed)
+		b.timer = time.AfterFunc(e.cfg.DNSBatchWindow, func() { e.dnsWindowClosed(b) })
 	}
 	b.mu.Unlock()
 	if full != nil {
-		go e.dnsFlush(full)
+		go e.dnsFlush(b, full)
 	}
 	select {
 	case <-c.done:
@@ -112,17 +136,16 @@ func (e *Engine) dnsSubmit(c *dnsChange) error {
 	}
 }
 
-func (e *Engine) dnsWindowClosed() {
-	b := &e.dnsBatch
+func (e *Engine) dnsWindowClosed(b *dnsBatcher) {
 	b.mu.Lock()
 	ops := b.pending
 	b.pending, b.timer = nil, nil
 	b.mu.Unlock()
-	e.dnsFlush(ops)
+	e.dnsFlush(b, ops)
 }
 
 // dnsFlush sends one batch and hands each change its outcome.
-func (e *Engine) dnsFlush(ops []*dnsChange) {
+func (e *Engine) dnsFlush(b *dnsBatcher, ops []*dnsChange) {
 	finish := func(err error) {
 		for _, c := range ops {
 			if err != nil {
@@ -167,7 +190,7 @@ func (e *Engine) dnsFlush(ops []*dnsChange) {
 	target := fmt.Sprintf("%d creates, %d deletes", len(creates), len(deletes))
 	err := mutate(ctx, e.log, "cf.dns.batch", target, func(ctx context.Context) error {
 		var err error
-		recs, err = e.clouds.DNS.Batch(ctx, deletes, creates)
+		recs, err = b.dns.Batch(ctx, deletes, creates)
 		return err
 	})
 	if err != nil {

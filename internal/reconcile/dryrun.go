@@ -14,6 +14,8 @@ type OrgPlan struct {
 	OrgID   string       `json:"org_id"`
 	Desired plan.Desired `json:"desired"`
 	Plan    plan.Result  `json:"plan"`
+	// Pool is the Cloudflare pool the org is in, or would be placed in.
+	Pool string `json:"pool,omitempty"`
 }
 
 // PlanOrg reads the clouds for one org and returns what a reconcile would
@@ -32,17 +34,21 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 	if err != nil {
 		return OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, err.Error())}, nil
 	}
+	pool, cf, err := e.planPool(org)
+	if err != nil {
+		return OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: poolPlan(pool, err.Error())}, nil
+	}
 	if !d.Present {
-		obs, err := e.observe(ctx, org, d, aw, forDelete)
+		obs, err := e.observe(ctx, org, d, aw, cf, forDelete)
 		if err != nil {
 			return OrgPlan{}, err
 		}
 		if org.Observed.DeleteDone {
 			obs.plan.Param = nil // a finished tombstone: the sweep's orphan check owns leftovers
 		}
-		return OrgPlan{OrgID: org.ID, Desired: d, Plan: plan.Compute(d, obs.plan)}, nil
+		return OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: plan.Compute(d, obs.plan)}, nil
 	}
-	ob, err := e.observe(ctx, org, d, aw, forDryRun)
+	ob, err := e.observe(ctx, org, d, aw, cf, forDryRun)
 	if err != nil {
 		return OrgPlan{}, err
 	}
@@ -51,13 +57,28 @@ func (e *Engine) PlanOrg(ctx context.Context, orgID string) (OrgPlan, error) {
 	if ob.tunnel != nil {
 		ob.plan.Remedy = e.diagnose(org, ob, d, e.cfg.Now()).remedy()
 	}
-	return OrgPlan{OrgID: org.ID, Desired: d, Plan: withRegionConflict(plan.Compute(d, ob.plan), region, e.regionConflict(org))}, nil
+	return OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: e.withPlacement(plan.Compute(d, ob.plan), org, region)}, nil
+}
+
+// poolPlan is the plan of an org that cannot be placed, or whose pool is
+// not served: nothing happens for it, and the conflict says why.
+func poolPlan(pool, why string) plan.Result {
+	return plan.Result{Changes: []plan.Change{}, Conflicts: []plan.Conflict{{Resource: plan.ResTunnel, Target: pool, Reason: why}}}
 }
 
 // regionPlan is the plan of an org whose region is not served: nothing
 // happens for it, and the conflict says why.
 func regionPlan(region, why string) plan.Result {
 	return plan.Result{Changes: []plan.Change{}, Conflicts: []plan.Conflict{{Resource: plan.ResInstance, Target: region, Reason: why}}}
+}
+
+// withPlacement adds a refused region or pool change to a plan.
+func (e *Engine) withPlacement(p plan.Result, org state.Org, region string) plan.Result {
+	p = withRegionConflict(p, region, e.regionConflict(org))
+	if why := e.poolConflict(org); why != "" {
+		p.Conflicts = append(p.Conflicts, plan.Conflict{Resource: plan.ResTunnel, Target: e.PoolOf(org), Reason: why})
+	}
+	return p
 }
 
 // withRegionConflict adds a refused region change to a plan.
@@ -79,12 +100,12 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	}
 	ix := indexInventory(inv)
 	var out []OrgPlan
-	live := map[string]string{}
+	live := map[string]liveOrg{}
 	err = e.store.ForEach(func(org state.Org) error {
 		if org.Desired.Presence == state.Deleted && org.Observed.DeleteDone {
 			return nil
 		}
-		live[org.ID] = e.orgRegion(org)
+		live[org.ID] = e.liveOrg(org)
 		d := e.Desired(org)
 		if d.Present && d.Hostname == "" {
 			return nil
@@ -94,8 +115,13 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, rerr.Error())})
 			return nil
 		}
-		p := withRegionConflict(plan.Compute(d, e.observedFrom(ix, org)), region, e.regionConflict(org))
-		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: p})
+		pool, _, perr := e.planPool(org)
+		if perr != nil {
+			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: poolPlan(pool, perr.Error())})
+			return nil
+		}
+		p := e.withPlacement(plan.Compute(d, e.observedFrom(ix, org)), org, region)
+		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: p})
 		return nil
 	})
 	if err != nil {

@@ -106,6 +106,9 @@ type Observer interface {
 	SweepDone(d time.Duration, err error)
 	SetOrgsByCondition(counts map[string]int)
 	SetTunnelsByStatus(counts map[string]int)
+	// SetPool sets a Cloudflare pool's use of one resource ("tunnels",
+	// "dns_records") against its limit (0: none).
+	SetPool(pool, resource string, used, limit int)
 	SetNotReadySince(since time.Time)
 	ObserveTimeToReady(d time.Duration)
 	SetWatchInterval(listing string, d time.Duration)
@@ -122,6 +125,7 @@ func (noMetrics) OrphanCollected(string)                 {}
 func (noMetrics) SweepDone(time.Duration, error)         {}
 func (noMetrics) SetOrgsByCondition(map[string]int)      {}
 func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
+func (noMetrics) SetPool(string, string, int, int)       {}
 func (noMetrics) SetNotReadySince(time.Time)             {}
 func (noMetrics) ObserveTimeToReady(time.Duration)       {}
 func (noMetrics) SetWatchInterval(string, time.Duration) {}
@@ -247,9 +251,11 @@ type Engine struct {
 	// ready runs the early tunnel listings readiness polls share (ready.go).
 	ready readyLister
 	// dnsBatch gathers the DNS changes of orgs in flight (dnsbatch.go).
-	dnsBatch dnsBatcher
+	dnsBatch dnsBatchers
 	// tombs runs the listings tombstones share (tombstone.go).
 	tombs deleteLister
+	// pools counts placements in Cloudflare pools (pool.go).
+	pools poolBook
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally
@@ -293,6 +299,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
+	e.loadBook() // before any listing pass reads orgs (no read inside a read)
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger, KeyAttr: "org_id",
 		Observe: cfg.Metrics.ObserveReconcile, Retry: cfg.Metrics.QueueRetry}, e, queue)

@@ -884,7 +884,7 @@ func TestDeleteTunnelWithActiveConnections(t *testing.T) {
 	if !errors.Is(err, ErrActiveConnections) {
 		t.Fatalf("delete of a connected tunnel: %v, want ErrActiveConnections", err)
 	}
-	if err := h.eng.deleteTunnel(context.Background(), h.eng.log, id); err != nil {
+	if err := h.eng.deleteTunnel(context.Background(), h.eng.log, id, h.eng.mustPool("")); err != nil {
 		t.Fatal(err)
 	}
 	if tun, err := h.cf.GetTunnel(context.Background(), id); err == nil && !tun.Deleted {

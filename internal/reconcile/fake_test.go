@@ -551,3 +551,13 @@ func TestFakeDelete(t *testing.T) {
 		t.Fatalf("tombstone %+v", o)
 	}
 }
+
+// mustPool is a served pool's surfaces ("" the default), for tests that
+// call a step directly.
+func (e *Engine) mustPool(name string) PoolClouds {
+	pc, ok := e.poolClouds(name)
+	if !ok {
+		panic("pool " + name + " not served")
+	}
+	return pc
+}

@@ -387,11 +387,14 @@ func (e *Engine) readyPollAfter() time.Duration {
 // where it is), else none. Every path that writes status goes through it,
 // so a conflict is never cleared by a path that did not look for one.
 func (e *Engine) setConflict(o *state.Org, dns []plan.Conflict, now time.Time) {
+	pool := e.poolConflict(*o)
 	switch msg := e.regionConflict(*o); {
 	case len(dns) > 0:
 		setCondition(o, state.CondConflict, true, "DNSRecordNotOwned", dns[0].Reason, now)
 	case msg != "":
 		setCondition(o, state.CondConflict, true, "RegionChangeRefused", msg, now)
+	case pool != "":
+		setCondition(o, state.CondConflict, true, "PoolChangeRefused", pool, now)
 	default:
 		setCondition(o, state.CondConflict, false, "NoConflict", "", now)
 	}
@@ -495,7 +498,11 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		}
 		e.pollMu.Unlock()
 	} else {
-		t, err = e.clouds.Tunnels.GetTunnel(ctx, ps.tunnelID)
+		cf, cerr := e.cfOf(org)
+		if cerr != nil {
+			return Result{}, true, cerr
+		}
+		t, err = cf.Tunnels.GetTunnel(ctx, ps.tunnelID)
 		if errors.Is(err, ErrNotFound) || (err == nil && t.Deleted) {
 			e.clearPoll(org.ID)
 			return Result{}, false, nil

@@ -16,7 +16,7 @@ import (
 // scans did.
 type invIndex struct {
 	inv       Inventory
-	tunnel    map[string]int   // tunnel name -> first live tunnel of that name
+	tunnel    map[string]int   // pool and tunnel name -> first live tunnel of that name there
 	byOwner   map[string][]int // org id in the ownership comment -> records
 	byName    map[string][]int // lower-cased record name -> records
 	param     map[paramKey]int // region and name -> last parameter of that name there
@@ -31,8 +31,10 @@ func indexInventory(inv Inventory) *invIndex {
 		byName: make(map[string][]int, len(inv.Records)), param: make(map[paramKey]int, len(inv.Params)),
 		instances: make(map[string][]int, len(inv.Instances))}
 	for i, t := range inv.Tunnels {
-		if _, seen := ix.tunnel[t.Name]; !seen && !t.Deleted {
-			ix.tunnel[t.Name] = i
+		if k := t.Pool + "/" + t.Name; !t.Deleted {
+			if _, seen := ix.tunnel[k]; !seen {
+				ix.tunnel[k] = i
+			}
 		}
 	}
 	for i, r := range inv.Records {
@@ -55,15 +57,22 @@ func indexInventory(inv Inventory) *invIndex {
 func (e *Engine) observedFrom(ix *invIndex, org state.Org) plan.Observed {
 	d := e.Desired(org)
 	ob := plan.Observed{RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
-	if i, ok := ix.tunnel[owner.TunnelName(org.ID)]; ok {
+	// The org's Cloudflare resources are those in its pool (in the one
+	// placement would choose while it is not placed); owned ones elsewhere
+	// are orphans.
+	pool := e.PoolOf(org)
+	if pool == "" {
+		pool, _, _ = e.planPool(org)
+	}
+	if i, ok := ix.tunnel[pool+"/"+owner.TunnelName(org.ID)]; ok {
 		t := ix.inv.Tunnels[i]
 		ob.Tunnel = &plan.Tunnel{ID: t.ID, Status: t.Status}
 	}
-	recs := slices.Clone(ix.byOwner[org.ID])
+	recs := slices.DeleteFunc(slices.Clone(ix.byOwner[org.ID]), func(i int) bool { return ix.inv.Records[i].Pool != pool })
 	if d.Hostname != "" {
 		for _, i := range ix.byName[strings.ToLower(d.Hostname)] {
 			r := ix.inv.Records[i]
-			if strings.EqualFold(r.Name, d.Hostname) && !slices.Contains(recs, i) {
+			if strings.EqualFold(r.Name, d.Hostname) && r.Pool == pool && !slices.Contains(recs, i) {
 				recs = append(recs, i)
 			}
 		}

@@ -53,14 +53,14 @@ type observation struct {
 // observe builds the observed state of one org: the one place that does,
 // for a pass, the dry run and the delete cascade (the sweep's view of an
 // org comes from its inventory, observeInventory, with the same tunnel rule).
-func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode) (observation, error) {
-	return e.observeListed(ctx, org, d, aw, mode, nil)
+func (e *Engine) observe(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, cf PoolClouds, mode observeMode) (observation, error) {
+	return e.observeListed(ctx, org, d, aw, cf, mode, nil)
 }
 
 // observeListed is observe where a tombstone's lookups by name and by
 // ownership comment are answered from listed, shared listings that
 // started after its floor (tombstone.go), when listed is not nil.
-func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, mode observeMode, listed *Inventory) (observation, error) {
+func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desired, aw RegionClouds, cf PoolClouds, mode observeMode, listed *Inventory) (observation, error) {
 	var (
 		ob   observation
 		mu   sync.Mutex
@@ -81,7 +81,7 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 
 	// Tunnel and its ingress. A pass knows the id: both reads at once.
 	ingressOf := func(id string) {
-		rules, err := e.clouds.Tunnels.GetIngress(ctx, id)
+		rules, err := cf.Tunnels.GetIngress(ctx, id)
 		switch {
 		case errors.Is(err, ErrNotFound): // gone: the tunnel read says so
 		case err != nil:
@@ -96,7 +96,7 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 	wg.Go(func() {
 		var t *Tunnel
 		if mode != forDelete && rec.TunnelID != "" {
-			got, err := e.clouds.Tunnels.GetTunnel(ctx, rec.TunnelID)
+			got, err := cf.Tunnels.GetTunnel(ctx, rec.TunnelID)
 			switch {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:
@@ -107,9 +107,9 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 			}
 		}
 		if t == nil && mode == forDelete && listed != nil {
-			t = listedTunnelOf(listed, org.ID)
+			t = listedTunnelOf(listed, org.ID, cf.Name)
 		} else if t == nil && mode != forPass {
-			found, err := e.clouds.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
+			found, err := cf.Tunnels.FindTunnel(ctx, owner.TunnelName(org.ID))
 			if err != nil {
 				fail("find tunnel "+owner.TunnelName(org.ID), err)
 				return
@@ -125,11 +125,11 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 	// DNS records.
 	wg.Go(func() {
 		if mode == forDelete && listed != nil {
-			set(func() { ob.plan.Records = listedRecordsOf(listed, org.ID) })
+			set(func() { ob.plan.Records = listedRecordsOf(listed, org.ID, cf.Name) })
 			return
 		}
 		if mode == forDelete {
-			found, err := e.clouds.DNS.OwnedRecords(ctx, org.ID)
+			found, err := cf.DNS.OwnedRecords(ctx, org.ID)
 			if err != nil {
 				fail("find dns records owned by the org", err)
 				return
@@ -147,7 +147,7 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 			!strings.EqualFold(rec.DNSName, d.Hostname)) && !ob.claim
 		var recs []plan.Record
 		if rec.DNSRecordID != "" {
-			r, err := e.clouds.DNS.GetRecord(ctx, rec.DNSRecordID)
+			r, err := cf.DNS.GetRecord(ctx, rec.DNSRecordID)
 			switch {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:
@@ -158,7 +158,7 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 			}
 		}
 		if byName {
-			found, err := e.clouds.DNS.FindRecords(ctx, d.Hostname)
+			found, err := cf.DNS.FindRecords(ctx, d.Hostname)
 			if err != nil {
 				fail("find dns records named "+d.Hostname, err)
 				return

@@ -1,6 +1,14 @@
 package reconcile
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/tunnelward/tunnelward/internal/owner"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -8,7 +16,31 @@ import (
 // a zone in it): the one org.created named (data.pool), else the one the
 // placement policy picks among those with room. The placement is committed
 // to bbolt before the org's first Cloudflare write and stays while the org
-// has resources, like its AWS region.
+// has resources, like its AWS region. Owned resources of an org found in
+// another pool are orphans.
+
+// Reasons of the Failed condition placement sets.
+const (
+	ReasonPoolFull      = "PoolFull"
+	ReasonPoolNotServed = "PoolNotServed"
+)
+
+// poolWarnAt is the share of a limit at which a pool is reported as
+// filling (a log line; the gauges show it all along).
+const poolWarnAt = 0.8
+
+// poolBook is the engine's count of placements: which pool holds each org
+// that may own Cloudflare resources, loaded from bbolt once and kept with
+// every placement and finished delete. Placement reserves in the book
+// before it commits, under one lock, so concurrent creations never
+// overfill a pool.
+type poolBook struct {
+	once    sync.Once
+	mu      sync.Mutex
+	placed  map[string]string // org id -> pool
+	waiting map[string]bool   // orgs Failed with PoolFull, retried when room appears
+	warned  map[string]bool   // pool/resource already reported as filling
+}
 
 // PoolOf is the pool an org is placed in, "" when it is not placed yet.
 // Records from before pools name none: an org with a Cloudflare resource
@@ -22,4 +54,378 @@ func (e *Engine) PoolOf(org state.Org) string {
 		return e.clouds.DefaultPool
 	}
 	return ""
+}
+
+// poolClouds returns a served pool's surfaces; "" is the default pool.
+func (e *Engine) poolClouds(name string) (PoolClouds, bool) {
+	if name == "" {
+		name = e.clouds.DefaultPool
+	}
+	if pc, ok := e.clouds.Pools[name]; ok {
+		pc.Name = name
+		return pc, true
+	}
+	if name == e.clouds.DefaultPool {
+		return PoolClouds{Name: name, Tunnels: e.clouds.Tunnels, DNS: e.clouds.DNS, ZoneName: e.cfg.ZoneName}, true
+	}
+	return PoolClouds{}, false
+}
+
+// poolNames lists the served pools in fill order, the default first.
+func (e *Engine) poolNames() []string {
+	if len(e.clouds.Pools) == 0 {
+		return []string{e.clouds.DefaultPool}
+	}
+	out := slices.Clone(e.clouds.PoolOrder)
+	for _, n := range sortedKeys(e.clouds.Pools) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if i := slices.Index(out, e.clouds.DefaultPool); i > 0 {
+		out = append([]string{out[i]}, slices.Delete(out, i, i+1)...)
+	}
+	return out
+}
+
+// cfOf returns the surfaces of the pool an org is placed in (the default
+// pool while it is not placed: it owns nothing yet). A pool that is no
+// longer served is an error naming it.
+func (e *Engine) cfOf(org state.Org) (PoolClouds, error) {
+	name := e.PoolOf(org)
+	pc, ok := e.poolClouds(name)
+	if !ok {
+		return pc, &TerminalError{Reason: ReasonPoolNotServed, Err: fmt.Errorf(
+			"org %s has its tunnel and DNS record in Cloudflare pool %s, which this reconciler no longer serves (it serves %s); add the pool back to manage them",
+			org.ID, name, strings.Join(e.poolNames(), ", "))}
+	}
+	return pc, nil
+}
+
+// zoneOf is the zone an org's hostname is in: its pool's, or for an org not
+// placed yet the pool placement would choose now (the default's when none
+// has room: it is not built until one has).
+func (e *Engine) zoneOf(org state.Org) string {
+	name := e.PoolOf(org)
+	if name == "" {
+		e.loadBook()
+		e.pools.mu.Lock()
+		name, _ = e.choosePool(org)
+		e.pools.mu.Unlock()
+	}
+	if pc, ok := e.poolClouds(name); ok {
+		return pc.ZoneName
+	}
+	return e.cfg.ZoneName
+}
+
+// loadBook counts the placements in bbolt once.
+func (e *Engine) loadBook() {
+	e.pools.once.Do(func() {
+		placed := map[string]string{}
+		err := e.store.ForEach(func(o state.Org) error {
+			if p := e.PoolOf(o); p != "" && !o.Observed.DeleteDone {
+				placed[o.ID] = p
+			}
+			return nil
+		})
+		if err != nil {
+			e.log.Warn("count pool placements", "err", err)
+		}
+		e.pools.mu.Lock()
+		e.pools.placed, e.pools.waiting, e.pools.warned = placed, map[string]bool{}, map[string]bool{}
+		e.pools.mu.Unlock()
+		e.reportPools()
+	})
+}
+
+// poolUse is one pool's use against its limits. Tunnels are the account's:
+// pools in one account share them.
+type poolUse struct{ tunnels, records int }
+
+// usage counts placements by pool and by account. Caller holds pools.mu.
+func (e *Engine) usage() (byPool map[string]int, byAccount map[string]int) {
+	byPool, byAccount = map[string]int{}, map[string]int{}
+	for _, p := range e.pools.placed {
+		byPool[p]++
+	}
+	for _, name := range e.poolNames() {
+		pc, _ := e.poolClouds(name)
+		if a := pc.Limits.Account; a != "" {
+			byAccount[a] += byPool[name]
+		}
+	}
+	return byPool, byAccount
+}
+
+// room says whether pool name can take one more org. Caller holds pools.mu.
+func (e *Engine) room(name string, byPool, byAccount map[string]int) (poolUse, bool) {
+	pc, ok := e.poolClouds(name)
+	if !ok {
+		return poolUse{}, false
+	}
+	tunnels := byPool[name]
+	if a := pc.Limits.Account; a != "" {
+		tunnels = byAccount[a]
+	}
+	u := poolUse{tunnels: tunnels, records: byPool[name]}
+	l := pc.Limits
+	return u, (l.MaxTunnels <= 0 || u.tunnels < l.MaxTunnels) && (l.MaxRecords <= 0 || u.records < l.MaxRecords)
+}
+
+// free is the smallest fraction of a pool's limits left (1 when unlimited).
+func free(u poolUse, l PoolLimits) float64 {
+	f := 1.0
+	if l.MaxTunnels > 0 {
+		f = min(f, 1-float64(u.tunnels)/float64(l.MaxTunnels))
+	}
+	if l.MaxRecords > 0 {
+		f = min(f, 1-float64(u.records)/float64(l.MaxRecords))
+	}
+	return f
+}
+
+// choosePool picks the pool for an org not placed yet: the one it names,
+// else by policy among the pools with room. "" with the reason when none
+// can take it. Caller holds pools.mu.
+func (e *Engine) choosePool(org state.Org) (string, error) {
+	byPool, byAccount := e.usage()
+	if want := org.Desired.Pool; want != "" {
+		if _, ok := e.poolClouds(want); !ok {
+			return "", &TerminalError{Reason: ReasonPoolNotServed, Err: fmt.Errorf(
+				"org %s asks for Cloudflare pool %s, which this reconciler does not serve (it serves %s); nothing was created",
+				org.ID, want, strings.Join(e.poolNames(), ", "))}
+		}
+		if _, ok := e.room(want, byPool, byAccount); !ok {
+			return "", &TerminalError{Reason: ReasonPoolFull, Err: fmt.Errorf(
+				"org %s asks for Cloudflare pool %s, which is full (%s); nothing was created, and the org is built when the pool has room",
+				org.ID, want, e.describeUse(want, byPool, byAccount))}
+		}
+		return want, nil
+	}
+	best, bestFree := "", -1.0
+	var full []string
+	for _, name := range e.poolNames() {
+		u, ok := e.room(name, byPool, byAccount)
+		if !ok {
+			full = append(full, name+" ("+e.describeUse(name, byPool, byAccount)+")")
+			continue
+		}
+		if e.cfg.Placement != PlaceLeastUsed {
+			return name, nil
+		}
+		pc, _ := e.poolClouds(name)
+		if f := free(u, pc.Limits); f > bestFree {
+			best, bestFree = name, f
+		}
+	}
+	if best != "" {
+		return best, nil
+	}
+	return "", &TerminalError{Reason: ReasonPoolFull, Err: fmt.Errorf(
+		"org %s: every Cloudflare pool is full: %s; nothing was created, and the org is built when a pool has room (an org deleted, a pool added or its limits raised)",
+		org.ID, strings.Join(full, ", "))}
+}
+
+// describeUse words a pool's use against its limits. Caller holds pools.mu.
+func (e *Engine) describeUse(name string, byPool, byAccount map[string]int) string {
+	pc, _ := e.poolClouds(name)
+	u, _ := e.room(name, byPool, byAccount)
+	var parts []string
+	if l := pc.Limits.MaxTunnels; l > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d tunnels in its account", u.tunnels, l))
+	}
+	if l := pc.Limits.MaxRecords; l > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d DNS records in zone %s", u.records, l, pc.ZoneName))
+	}
+	if len(parts) == 0 {
+		return "no limits"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// place returns the pool of an org about to be written to Cloudflare,
+// placing it first when it is not placed: chosen and reserved under the
+// book's lock, then committed to bbolt before any Cloudflare write, so a
+// crash after a write can never lose where it happened. An org that asks
+// for another pool than the one it is in stays where it is (poolConflict).
+func (e *Engine) place(log *slog.Logger, org *state.Org) (PoolClouds, error) {
+	e.loadBook()
+	if name := e.PoolOf(*org); name != "" {
+		e.pools.mu.Lock()
+		e.pools.placed[org.ID] = name // counted even when written to bbolt after the count
+		e.pools.mu.Unlock()
+		pc, err := e.cfOf(*org)
+		if err == nil && org.Observed.Pool == "" {
+			// A record from before pools: its pool is written down now.
+			err = e.commitPool(org, e.clouds.DefaultPool)
+		}
+		return pc, err
+	}
+	e.pools.mu.Lock()
+	name, err := e.choosePool(*org)
+	if err != nil {
+		var term *TerminalError
+		if errors.As(err, &term) && term.Reason == ReasonPoolFull {
+			e.pools.waiting[org.ID] = true
+		}
+		e.pools.mu.Unlock()
+		return PoolClouds{}, err
+	}
+	e.pools.placed[org.ID] = name
+	delete(e.pools.waiting, org.ID)
+	e.pools.mu.Unlock()
+	if err := e.commitPool(org, name); err != nil {
+		e.pools.mu.Lock()
+		delete(e.pools.placed, org.ID)
+		e.pools.mu.Unlock()
+		return PoolClouds{}, err
+	}
+	log.Info("org placed in Cloudflare pool", "pool", name)
+	e.reportPools()
+	pc, _ := e.poolClouds(name)
+	return pc, nil
+}
+
+func (e *Engine) commitPool(org *state.Org, name string) error {
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		if o.Observed.Pool == "" {
+			o.Observed.Pool = name
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record Cloudflare pool %s: %w", org.ID, name, err)
+	}
+	org.Observed.Pool = name
+	return nil
+}
+
+// releasePlacement frees an org's place once its delete cascade is done,
+// and queues the orgs waiting for room.
+func (e *Engine) releasePlacement(orgID string) {
+	e.loadBook()
+	e.pools.mu.Lock()
+	_, had := e.pools.placed[orgID]
+	delete(e.pools.placed, orgID)
+	var wake []string
+	if had {
+		for id := range e.pools.waiting {
+			wake = append(wake, id)
+		}
+		clear(e.pools.waiting)
+	}
+	e.pools.mu.Unlock()
+	if !had {
+		return
+	}
+	e.reportPools()
+	for _, id := range wake {
+		e.queue.Add(id)
+	}
+}
+
+// poolConflict says why a later event's pool is not followed, "" when the
+// org is where it asks to be (or names no pool).
+func (e *Engine) poolConflict(org state.Org) string {
+	have, want := e.PoolOf(org), org.Desired.Pool
+	if have == "" || want == "" || have == want {
+		return ""
+	}
+	return fmt.Sprintf("org asks for Cloudflare pool %s but its tunnel and DNS record are in %s; an org's pool is fixed while it exists (delete and re-create the org to move it)", want, have)
+}
+
+// PoolUsage is one pool's use against its limits (status, /v1/cluster).
+type PoolUsage struct {
+	Pool       string `json:"pool"`
+	Zone       string `json:"zone"`
+	Tunnels    int    `json:"tunnels"`
+	MaxTunnels int    `json:"max_tunnels,omitempty"`
+	Records    int    `json:"dns_records"`
+	MaxRecords int    `json:"max_dns_records,omitempty"`
+	Waiting    int    `json:"waiting,omitempty"` // orgs Failed with PoolFull (all pools)
+}
+
+// Pools reports every served pool's use, in fill order.
+func (e *Engine) Pools() []PoolUsage {
+	e.loadBook()
+	e.pools.mu.Lock()
+	defer e.pools.mu.Unlock()
+	byPool, byAccount := e.usage()
+	var out []PoolUsage
+	for _, name := range e.poolNames() {
+		pc, _ := e.poolClouds(name)
+		u, _ := e.room(name, byPool, byAccount)
+		out = append(out, PoolUsage{Pool: name, Zone: pc.ZoneName, Tunnels: u.tunnels, MaxTunnels: pc.Limits.MaxTunnels,
+			Records: u.records, MaxRecords: pc.Limits.MaxRecords, Waiting: len(e.pools.waiting)})
+	}
+	return out
+}
+
+// reportPools sets the pool gauges and logs a pool that crossed poolWarnAt
+// of a limit, once per crossing, well before placement refuses it.
+func (e *Engine) reportPools() {
+	for _, u := range e.Pools() {
+		e.cfg.Metrics.SetPool(u.Pool, "tunnels", u.Tunnels, u.MaxTunnels)
+		e.cfg.Metrics.SetPool(u.Pool, "dns_records", u.Records, u.MaxRecords)
+		for _, r := range []struct {
+			what       string
+			used, limit int
+		}{{"tunnels", u.Tunnels, u.MaxTunnels}, {"dns_records", u.Records, u.MaxRecords}} {
+			key := u.Pool + "/" + r.what
+			filling := r.limit > 0 && float64(r.used) >= poolWarnAt*float64(r.limit)
+			e.pools.mu.Lock()
+			was := e.pools.warned[key]
+			e.pools.warned[key] = filling
+			e.pools.mu.Unlock()
+			if filling && !was {
+				e.log.Warn("Cloudflare pool is filling: add a pool or raise its limits before placement refuses new orgs",
+					"pool", u.Pool, "resource", r.what, "used", r.used, "limit", r.limit)
+			}
+		}
+	}
+}
+
+
+// planPool is the pool a reconcile of org would use, without placing it:
+// the one it is in, else the one placement would choose now. A tombstone
+// not placed owns nothing: the default pool.
+func (e *Engine) planPool(org state.Org) (string, PoolClouds, error) {
+	name := e.PoolOf(org)
+	if name == "" && org.Desired.Presence != state.Deleted {
+		e.loadBook()
+		e.pools.mu.Lock()
+		n, err := e.choosePool(org)
+		e.pools.mu.Unlock()
+		if err != nil {
+			return org.Desired.Pool, PoolClouds{}, err
+		}
+		name = n
+	}
+	pc, err := e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: name}})
+	if err != nil {
+		return name, pc, err
+	}
+	return pc.Name, pc, nil
+}
+
+// deletePool is where a tombstone's Cloudflare resources are: its pool, or
+// for one this replica never placed (placed by another replica before a
+// takeover), the pool the shared listings show its tunnel, else a record,
+// in; the default pool when they show nothing.
+func (e *Engine) deletePool(org state.Org, listed *Inventory) (PoolClouds, error) {
+	if e.PoolOf(org) == "" && listed != nil {
+		name := owner.TunnelName(org.ID)
+		for _, t := range listed.Tunnels {
+			if t.Name == name && !t.Deleted {
+				return e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: t.Pool}})
+			}
+		}
+		for _, r := range listed.Records {
+			if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == org.ID {
+				return e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: r.Pool}})
+			}
+		}
+	}
+	return e.cfOf(org)
 }

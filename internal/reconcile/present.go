@@ -21,7 +21,7 @@ func (e *Engine) Desired(org state.Org) plan.Desired {
 	}
 	host := ""
 	if org.Desired.Slug != "" {
-		host = strings.ToLower(org.Desired.Slug + "." + e.cfg.ZoneName)
+		host = strings.ToLower(org.Desired.Slug + "." + e.zoneOf(org))
 	}
 	return plan.Desired{OrgID: org.ID, Present: org.Desired.Presence != state.Deleted,
 		Hostname: host, Service: e.cfg.Service, Generation: gen}
@@ -70,12 +70,19 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	if err := e.pinRegion(&org, region); err != nil {
 		return Result{}, err
 	}
+	// Its Cloudflare pool likewise, before anything is written there; the
+	// hostname is in the pool's zone.
+	cf, err := e.place(log, &org)
+	if err != nil {
+		return Result{}, err
+	}
+	d = e.Desired(org)
 
 	if res, done, err := e.readinessPoll(ctx, log, org); done || err != nil {
 		return res, err
 	}
 
-	ob, err := e.observe(ctx, org, d, aw, forPass)
+	ob, err := e.observe(ctx, org, d, aw, cf, forPass)
 	if err != nil {
 		return Result{}, err
 	}
@@ -89,7 +96,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	var tunnelChange plan.Change
 	if p0 := plan.Compute(d, ob.plan); ob.plan.Tunnel == nil && hasChange(p0, plan.ResTunnel, plan.OpCreate) {
 		tunnelChange = p0.Changes[slices.IndexFunc(p0.Changes, func(c plan.Change) bool { return c.Resource == plan.ResTunnel })]
-		t, err := e.ensureTunnel(ctx, log, org.ID)
+		t, err := e.ensureTunnel(ctx, log, org.ID, cf)
 		if err != nil {
 			return Result{}, fmt.Errorf("org %s: %w", org.ID, err)
 		}
@@ -106,13 +113,13 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	// for the claim is withdrawn again, so the org is left exactly as a
 	// read by name would have left it.
 	if ob.claim && ob.tunnel != nil && hasChange(plan.Compute(d, ob.plan), plan.ResDNS, plan.OpCreate) {
-		found, held, err := e.claimHostname(ctx, log, &org, d, ob.tunnel.ID)
+		found, held, err := e.claimHostname(ctx, log, &org, d, ob.tunnel.ID, cf)
 		if err != nil {
 			return Result{}, err
 		}
 		ob.plan.Records = append(ob.plan.Records, found...)
 		if held && tunnelCreated {
-			if err := e.withdrawTunnel(ctx, log, org.ID, ob.tunnel.ID); err != nil {
+			if err := e.withdrawTunnel(ctx, log, org.ID, ob.tunnel.ID, cf); err != nil {
 				return Result{}, fmt.Errorf("org %s: withdraw tunnel made for the hostname claim: %w", org.ID, err)
 			}
 			tunnelCreated, ob.tunnel, ob.plan.Tunnel = false, nil, nil
@@ -150,7 +157,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 		return Result{}, err
 	}
 
-	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw)
+	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw, cf)
 	ap.tunnelCreated = tunnelCreated
 	if hv.restart != nil && ap.restartErr != nil {
 		_ = e.finishRemediation(org.ID, ActRestart, OutcomeFailed, ap.restartErr.Error(), now)
@@ -183,7 +190,7 @@ type applied struct {
 
 // apply carries out a plan: the tunnel first (everything names it), then
 // every independent step at once.
-func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation, p plan.Result, aw RegionClouds) (applied, error) {
+func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, ob observation, p plan.Result, aw RegionClouds, cf PoolClouds) (applied, error) {
 	ap := applied{conflicts: p.Conflicts}
 	if ob.tunnel != nil {
 		ap.tunnelID = ob.tunnel.ID
@@ -202,14 +209,14 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	)
 	run := steps.run
 	if len(by[plan.ResIngress]) > 0 {
-		run(func() error { return e.putIngress(ctx, log, org.ID, ap.tunnelID, d) })
+		run(func() error { return e.putIngress(ctx, log, org.ID, ap.tunnelID, d, cf) })
 	}
 	if hasOp(by[plan.ResDNS], plan.OpCreate) {
 		// The hostname is claimed before anything billable is made: when
 		// another party's record holds it (two orgs with one slug, created at
 		// once), no token or instance is built for an org that could never
 		// serve. One DNS call on the critical path of a new org buys that.
-		cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS])
+		cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], cf)
 		if err == nil && len(cs) > 0 {
 			ap.conflicts = append(ap.conflicts, cs...)
 			by[plan.ResToken] = withoutOp(by[plan.ResToken], plan.OpCreate)
@@ -230,7 +237,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	if len(by[plan.ResToken]) > 0 || len(restarts) > 0 {
 		run(func() error {
 			if len(by[plan.ResToken]) > 0 {
-				if err := e.putToken(ctx, log, org.ID, ap.tunnelID, aw); err != nil {
+				if err := e.putToken(ctx, log, org.ID, ap.tunnelID, aw, cf); err != nil {
 					return err
 				}
 			}
@@ -248,7 +255,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	}
 	if len(by[plan.ResDNS]) > 0 {
 		run(func() error {
-			cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS])
+			cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], cf)
 			mu.Lock()
 			ap.conflicts = append(ap.conflicts, cs...)
 			mu.Unlock()

@@ -19,12 +19,12 @@ import (
 // applyDNS deletes owned records that are not the org's hostname first
 // (so a crash never strands one under an old slug), then creates or fixes
 // the org's CNAME. It returns conflicts found on the way.
-func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, tunnelID string, changes []plan.Change) ([]plan.Conflict, error) {
+func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, d plan.Desired, tunnelID string, changes []plan.Change, cf PoolClouds) ([]plan.Conflict, error) {
 	target := plan.TunnelTarget(tunnelID)
 	comment := owner.DNSComment(org.ID)
 	for _, c := range changes {
 		if c.Op == plan.OpDelete {
-			if err := e.deleteRecord(ctx, log, org.ID, c.Target); err != nil {
+			if err := e.deleteRecord(ctx, log, org.ID, c.Target, cf); err != nil {
 				return nil, err
 			}
 		}
@@ -35,7 +35,7 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 		switch c.Op {
 		case plan.OpUpdate:
 			err = mutate(ctx, log, "cf.dns.update", c.Target, func(ctx context.Context) error {
-				rec, err = e.clouds.DNS.UpdateCNAME(ctx, c.Target, d.Hostname, target, comment)
+				rec, err = cf.DNS.UpdateCNAME(ctx, c.Target, d.Hostname, target, comment)
 				return err
 			})
 			if err != nil {
@@ -44,7 +44,7 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 		case plan.OpCreate:
 			var mine *plan.Record
 			var others []plan.Record
-			mine, others, err = e.createOwnRecord(ctx, log, org.ID, d.Hostname, target)
+			mine, others, err = e.createOwnRecord(ctx, log, org.ID, d.Hostname, target, cf)
 			if err != nil {
 				return nil, err
 			}
@@ -72,15 +72,15 @@ func (e *Engine) applyDNS(ctx context.Context, log *slog.Logger, org state.Org, 
 // hostname: when it answers "already exists", the records of that name are
 // read once, an owned one is adopted (and fixed), and records another party
 // holds come back in others, untouched (mine nil).
-func (e *Engine) createOwnRecord(ctx context.Context, log *slog.Logger, orgID, hostname, target string) (mine *plan.Record, others []plan.Record, err error) {
+func (e *Engine) createOwnRecord(ctx context.Context, log *slog.Logger, orgID, hostname, target string, cf PoolClouds) (mine *plan.Record, others []plan.Record, err error) {
 	comment := owner.DNSComment(orgID)
 	var rec plan.Record
 	err = mutate(ctx, log, "cf.dns.create", hostname, func(ctx context.Context) error {
-		rec, err = e.batchedCreate(ctx, hostname, target, comment)
+		rec, err = e.batchedCreate(ctx, cf, hostname, target, comment)
 		return err
 	})
 	if errors.Is(err, ErrExists) {
-		found, ferr := e.clouds.DNS.FindRecords(ctx, hostname)
+		found, ferr := cf.DNS.FindRecords(ctx, hostname)
 		if ferr != nil {
 			return nil, nil, fmt.Errorf("find dns records named %s after conflict: %w", hostname, ferr)
 		}
@@ -103,7 +103,7 @@ func (e *Engine) createOwnRecord(ctx context.Context, log *slog.Logger, orgID, h
 		log.Info("adopted owned dns record", "record_id", rec.ID, "name", rec.Name)
 		if rec.Type != "CNAME" || !strings.EqualFold(rec.Content, target) || !rec.Proxied {
 			err = mutate(ctx, log, "cf.dns.update", rec.ID, func(ctx context.Context) error {
-				rec, err = e.clouds.DNS.UpdateCNAME(ctx, rec.ID, hostname, target, comment)
+				rec, err = cf.DNS.UpdateCNAME(ctx, rec.ID, hostname, target, comment)
 				return err
 			})
 		}
@@ -141,8 +141,8 @@ func claimsHostname(org state.Org, d plan.Desired) bool {
 // the plan keeps the org's record or, on a conflict, withholds the
 // creations, exactly as a read by name would have made it do. The org's
 // record is recorded in bbolt at once.
-func (e *Engine) claimHostname(ctx context.Context, log *slog.Logger, org *state.Org, d plan.Desired, tunnelID string) (found []plan.Record, held bool, err error) {
-	mine, others, err := e.createOwnRecord(ctx, log, org.ID, d.Hostname, plan.TunnelTarget(tunnelID))
+func (e *Engine) claimHostname(ctx context.Context, log *slog.Logger, org *state.Org, d plan.Desired, tunnelID string, cf PoolClouds) (found []plan.Record, held bool, err error) {
+	mine, others, err := e.createOwnRecord(ctx, log, org.ID, d.Hostname, plan.TunnelTarget(tunnelID), cf)
 	if err != nil {
 		return nil, false, fmt.Errorf("org %s: claim hostname: %w", org.ID, err)
 	}
@@ -183,9 +183,9 @@ func (e *Engine) adoptRecord(log *slog.Logger, org *state.Org, p plan.Result, ho
 // deleteRecord deletes one owned record ("not found" is success) and
 // forgets it in the org's record when it was the recorded one (orgID ""
 // for an orphan's).
-func (e *Engine) deleteRecord(ctx context.Context, log *slog.Logger, orgID, id string) error {
+func (e *Engine) deleteRecord(ctx context.Context, log *slog.Logger, orgID, id string, cf PoolClouds) error {
 	return e.deleteStep(ctx, log, "cf.dns.delete", id, "delete dns record "+id,
-		func(ctx context.Context) error { return e.batchedDelete(ctx, id) },
+		func(ctx context.Context) error { return e.batchedDelete(ctx, cf, id) },
 		orgID, func(ob *state.Observed) {
 			if ob.DNSRecordID == id {
 				ob.DNSRecordID, ob.DNSName = "", ""

@@ -11,9 +11,9 @@ import (
 
 // The ingress step: the tunnel's remotely-managed configuration.
 
-func (e *Engine) putIngress(ctx context.Context, log *slog.Logger, orgID, tunnelID string, d plan.Desired) error {
+func (e *Engine) putIngress(ctx context.Context, log *slog.Logger, orgID, tunnelID string, d plan.Desired, cf PoolClouds) error {
 	err := mutate(ctx, log, "cf.tunnel_config.put", tunnelID, func(ctx context.Context) error {
-		return e.clouds.Tunnels.PutIngress(ctx, tunnelID, plan.WantIngress(d))
+		return cf.Tunnels.PutIngress(ctx, tunnelID, plan.WantIngress(d))
 	})
 	if err != nil {
 		return fmt.Errorf("put ingress of tunnel %s: %w", tunnelID, err)

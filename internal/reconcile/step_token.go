@@ -21,11 +21,11 @@ import (
 // came before the SSM write) the token is read from Cloudflare. The token
 // lives only in this function's stack and, until the put succeeds, in
 // e.tokens.
-func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string, aw RegionClouds) error {
+func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID string, aw RegionClouds, cf PoolClouds) error {
 	tok, held := e.tokens.get(tunnelID)
 	if !held {
 		var err error
-		tok, err = e.clouds.Tunnels.Token(ctx, tunnelID)
+		tok, err = cf.Tunnels.Token(ctx, tunnelID)
 		if err != nil {
 			return fmt.Errorf("get token of tunnel %s: %w", tunnelID, err)
 		}

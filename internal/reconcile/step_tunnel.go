@@ -16,20 +16,20 @@ import (
 
 // ensureTunnel creates the org's tunnel, adopting a live one of the same
 // name (ours by its name) when the create says it exists, and records the id.
-func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID string) (Tunnel, error) {
+func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID string, cf PoolClouds) (Tunnel, error) {
 	name := owner.TunnelName(orgID)
 	var t Tunnel
 	var tok secret.Token
 	err := mutate(ctx, log, "cf.tunnel.create", name, func(ctx context.Context) error {
 		var err error
-		t, tok, err = e.clouds.Tunnels.CreateTunnel(ctx, name)
+		t, tok, err = cf.Tunnels.CreateTunnel(ctx, name)
 		return err
 	})
 	if err == nil && !tok.IsZero() {
 		e.tokens.hold(t.ID, tok) // the token step takes it: no token read
 	}
 	if errors.Is(err, ErrExists) {
-		found, ferr := e.clouds.Tunnels.FindTunnel(ctx, name)
+		found, ferr := cf.Tunnels.FindTunnel(ctx, name)
 		if ferr != nil {
 			return t, fmt.Errorf("find tunnel %s after conflict: %w", name, ferr)
 		}
@@ -57,8 +57,8 @@ func (e *Engine) ensureTunnel(ctx context.Context, log *slog.Logger, orgID strin
 // when the claim found the name held by another party (the record had to
 // name a tunnel): the org is left as a read by name would have left it,
 // with nothing built, and the id forgotten.
-func (e *Engine) withdrawTunnel(ctx context.Context, log *slog.Logger, orgID, id string) error {
-	if err := e.deleteTunnel(ctx, log, id); err != nil {
+func (e *Engine) withdrawTunnel(ctx context.Context, log *slog.Logger, orgID, id string, cf PoolClouds) error {
+	if err := e.deleteTunnel(ctx, log, id, cf); err != nil {
 		return err
 	}
 	return e.store.Update(orgID, func(o *state.Org) error {
@@ -71,16 +71,16 @@ func (e *Engine) withdrawTunnel(ctx context.Context, log *slog.Logger, orgID, id
 
 // deleteTunnel deletes a tunnel, cleaning its connections first when the
 // API refuses because some are still active.
-func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string) error {
+func (e *Engine) deleteTunnel(ctx context.Context, log *slog.Logger, id string, cf PoolClouds) error {
 	del := func() error {
 		return mutate(ctx, log, "cf.tunnel.delete", id, func(ctx context.Context) error {
-			return e.clouds.Tunnels.DeleteTunnel(ctx, id)
+			return cf.Tunnels.DeleteTunnel(ctx, id)
 		})
 	}
 	err := del()
 	if errors.Is(err, ErrActiveConnections) {
 		if cerr := mutate(ctx, log, "cf.tunnel_connections.delete", id, func(ctx context.Context) error {
-			return e.clouds.Tunnels.CleanConnections(ctx, id)
+			return cf.Tunnels.CleanConnections(ctx, id)
 		}); cerr != nil && !errors.Is(cerr, ErrNotFound) {
 			return fmt.Errorf("clean connections of tunnel %s: %w", id, cerr)
 		}

@@ -21,6 +21,7 @@ type Orphan struct {
 	Kind      string    `json:"kind"` // tunnel, dns_record, instance, parameter
 	ID        string    `json:"id"`
 	Region    string    `json:"region,omitempty"` // AWS region of an instance or parameter
+	Pool      string    `json:"pool,omitempty"`   // Cloudflare pool of a tunnel or record
 	Name      string    `json:"name,omitempty"`
 	OrgID     string    `json:"org_id"`
 	FirstSeen time.Time `json:"first_seen"`
@@ -104,11 +105,37 @@ func (e *Engine) list(ctx context.Context, which ...Listing) (Inventory, error) 
 		}()
 	}
 	want := func(l Listing) bool { return slices.Contains(which, l) }
-	if want(ListTunnels) {
-		do("tunnels", func() (err error) { inv.Tunnels, err = e.clouds.Tunnels.ListTunnels(ctx); return })
-	}
-	if want(ListDNS) {
-		do("dns records", func() (err error) { inv.Records, err = e.clouds.DNS.ListRecords(ctx); return })
+	pools := e.poolNames()
+	for _, name := range pools {
+		cf, _ := e.poolClouds(name)
+		where := ""
+		if len(pools) > 1 {
+			where = " in pool " + name
+		}
+		if want(ListTunnels) {
+			do("tunnels"+where, func() error {
+				ts, err := cf.Tunnels.ListTunnels(ctx)
+				for i := range ts {
+					ts[i].Pool = name
+				}
+				mu.Lock()
+				inv.Tunnels = append(inv.Tunnels, ts...)
+				mu.Unlock()
+				return err
+			})
+		}
+		if want(ListDNS) {
+			do("dns records"+where, func() error {
+				rs, err := cf.DNS.ListRecords(ctx)
+				for i := range rs {
+					rs[i].Pool = name
+				}
+				mu.Lock()
+				inv.Records = append(inv.Records, rs...)
+				mu.Unlock()
+				return err
+			})
+		}
 	}
 	for _, region := range e.clouds.served() {
 		aw, _ := e.regionClouds(region)
@@ -224,7 +251,7 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 // net) and counts each change as drift; a watch's pass queues only what it
 // newly found. It returns the orgs that may own resources, with their AWS
 // region, for the orphan check.
-func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepReport) (map[string]string, error) {
+func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepReport) (map[string]liveOrg, error) {
 	e.passMu.Lock()
 	defer e.passMu.Unlock()
 	// Read bbolt after listing: anything listed was made for an org that
@@ -234,7 +261,7 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	// file cannot remap it under an open read), and each org's status is
 	// recorded before it is requeued, as a worker may pick it up at once.
 	ix := indexInventory(v.inv)
-	live := map[string]string{} // orgs that may own resources -> their AWS region
+	live := map[string]liveOrg{} // orgs that may own resources -> where
 	byTunnel := map[string]int{}
 	var notReadySince time.Time // oldest among present orgs that are not Ready
 	type statusUpdate struct {
@@ -251,14 +278,14 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 		if org.Desired.Presence == state.Deleted {
 			e.confirmed.Delete(org.ID)
 			if !org.Observed.DeleteDone {
-				live[org.ID] = e.orgRegion(org)
+				live[org.ID] = e.liveOrg(org)
 				if full && e.owns(org.ID) {
 					requeue = append(requeue, org.ID)
 				}
 			}
 			return nil
 		}
-		live[org.ID] = e.orgRegion(org)
+		live[org.ID] = e.liveOrg(org)
 		if !e.owns(org.ID) {
 			return nil // another replica's: its own passes look at it
 		}
@@ -273,7 +300,10 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 		}
 		ob, listedAt, tunnelFresh := e.viewedFrom(ix, v, org)
 		region := e.orgRegion(org)
-		p := withRegionConflict(plan.Compute(e.Desired(org), ob), region, e.regionConflict(org))
+		if _, _, err := e.planPool(org); err != nil {
+			return nil // Failed (PoolFull, PoolNotServed) until room appears or its pool is served
+		}
+		p := e.withPlacement(plan.Compute(e.Desired(org), ob), org, region)
 		if full {
 			for _, c := range p.Changes {
 				rep.Drift = append(rep.Drift, org.ID+": "+c.String())
@@ -462,7 +492,7 @@ func (e *Engine) polling(orgID string) bool {
 
 // orphans finds owned resources of orgs that may not own any, ages them and
 // collects the ones past the grace period.
-func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]string, now time.Time, rep *SweepReport) {
+func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]liveOrg, now time.Time, rep *SweepReport) {
 	found := findOrphans(e.cfg.ParamPrefix, inv, live)
 	e.orphanMu.Lock()
 	seen := map[string]time.Time{}
@@ -498,7 +528,8 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]str
 		// org's is still the org's leftover).
 		org, ok, err := e.store.Get(o.OrgID)
 		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone) &&
-			!((o.Kind == "instance" || o.Kind == "parameter") && e.orgRegion(org) != o.Region)) {
+			!((o.Kind == "instance" || o.Kind == "parameter") && e.orgRegion(org) != o.Region) &&
+			!((o.Kind == "tunnel" || o.Kind == "dns_record") && e.PoolOf(org) != "" && e.PoolOf(org) != o.Pool)) {
 			continue
 		}
 		if err := e.collect(ctx, log, *o); err != nil {
@@ -524,11 +555,15 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 	if !ok && (o.Kind == "instance" || o.Kind == "parameter") {
 		return fmt.Errorf("collect orphan %s %s of org %s: region %s not served", o.Kind, o.ID, o.OrgID, o.Region)
 	}
+	cf, served := e.poolClouds(o.Pool)
+	if !served && (o.Kind == "tunnel" || o.Kind == "dns_record") {
+		return fmt.Errorf("collect orphan %s %s of org %s: Cloudflare pool %s not served", o.Kind, o.ID, o.OrgID, o.Pool)
+	}
 	switch o.Kind {
 	case "tunnel":
-		err = e.deleteTunnel(ctx, log, o.ID)
+		err = e.deleteTunnel(ctx, log, o.ID, cf)
 	case "dns_record":
-		err = e.deleteRecord(ctx, log, "", o.ID)
+		err = e.deleteRecord(ctx, log, "", o.ID, cf)
 	case "instance":
 		err = e.terminateInstances(ctx, log, "", []string{o.ID}, aw)
 	case "parameter":
@@ -545,31 +580,44 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 // findOrphans lists the owned resources of orgs that may not own any:
 // live maps each org that may own resources to its AWS region, and an
 // instance or parameter in any other region is not the org's.
-func findOrphans(prefix string, inv Inventory, live map[string]string) []Orphan {
+func findOrphans(prefix string, inv Inventory, live map[string]liveOrg) []Orphan {
 	var found []Orphan
 	for _, t := range inv.Tunnels {
-		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !isLive(live, org) {
-			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org})
+		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org].inPool(t.Pool) {
+			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org, Pool: t.Pool})
 		}
 	}
 	for _, r := range inv.Records {
-		if org, ok := owner.OrgFromDNSComment(r.Comment); ok && !isLive(live, org) {
-			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org})
+		if org, ok := owner.OrgFromDNSComment(r.Comment); ok && !live[org].inPool(r.Pool) {
+			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org, Pool: r.Pool})
 		}
 	}
 	for _, in := range inv.Instances {
-		if region, ok := live[in.OrgID]; in.OrgID != "" && (!ok || region != in.Region) &&
+		if lo, ok := live[in.OrgID]; in.OrgID != "" && (!ok || lo.Region != in.Region) &&
 			in.State != "terminated" && in.State != "shutting-down" {
 			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID, Region: in.Region})
 		}
 	}
 	for _, p := range inv.Params {
 		org, ok := owner.OrgFromParamName(prefix, p.Name)
-		if region, known := live[org]; ok && (!known || region != p.Region) {
+		if lo, known := live[org]; ok && (!known || lo.Region != p.Region) {
 			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org, Region: p.Region})
 		}
 	}
 	return found
 }
 
-func isLive(live map[string]string, org string) bool { _, ok := live[org]; return ok }
+// liveOrg is where an org that may own resources has them: its AWS region
+// and Cloudflare pool ("" when not placed, or not known to this replica:
+// then its resources in any pool are its own).
+type liveOrg struct {
+	Region, Pool string
+	known        bool
+}
+
+func (e *Engine) liveOrg(org state.Org) liveOrg {
+	return liveOrg{Region: e.orgRegion(org), Pool: e.PoolOf(org), known: true}
+}
+
+// inPool reports whether a Cloudflare resource in pool may be the org's.
+func (lo liveOrg) inPool(pool string) bool { return lo.known && (lo.Pool == "" || lo.Pool == pool) }

@@ -122,10 +122,10 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 }
 
 // listedTunnelOf is the org's live tunnel in a listing, by its name.
-func listedTunnelOf(inv *Inventory, orgID string) *Tunnel {
+func listedTunnelOf(inv *Inventory, orgID, pool string) *Tunnel {
 	name := owner.TunnelName(orgID)
 	for i := range inv.Tunnels {
-		if t := inv.Tunnels[i]; t.Name == name && !t.Deleted {
+		if t := inv.Tunnels[i]; t.Name == name && !t.Deleted && t.Pool == pool {
 			return &t
 		}
 	}
@@ -134,10 +134,10 @@ func listedTunnelOf(inv *Inventory, orgID string) *Tunnel {
 
 // listedRecordsOf are the records a listing shows with the org's
 // ownership comment.
-func listedRecordsOf(inv *Inventory, orgID string) []plan.Record {
+func listedRecordsOf(inv *Inventory, orgID, pool string) []plan.Record {
 	var out []plan.Record
 	for _, r := range inv.Records {
-		if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == orgID {
+		if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == orgID && r.Pool == pool {
 			out = append(out, r)
 		}
 	}
