@@ -97,6 +97,14 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&cfg.AccountID, "account-id", d.AccountID, "Cloudflare account `ID`")
 	fs.StringVar(&cfg.ZoneID, "zone-id", d.ZoneID, "Cloudflare zone `ID`")
 	fs.StringVar(&cfg.ZoneName, "zone-name", d.ZoneName, "Cloudflare zone `NAME`")
+	d2 := d.CFExtra[0]
+	cf2Token := fs.String("cf2-token", d2.Token,
+		"the second Cloudflare identity's API `TOKEN`: it reaches --account2-id and --zone2-id (and only those); the same token as --cf-token is one user "+
+			"with access to both identities (one rate budget). Empty: serve the first identity only")
+	account2 := fs.String("account2-id", d2.AccountID, "the second identity's Cloudflare account `ID` (the same as --account-id: a second zone in one account)")
+	zone2 := fs.String("zone2-id", d2.ZoneID, "the second identity's Cloudflare zone `ID`")
+	zone2Name := fs.String("zone2-name", d2.ZoneName, "the second identity's Cloudflare zone `NAME`")
+	fs.IntVar(&cfg.TunnelQuota, "tunnel-quota", d.TunnelQuota, "live tunnels per Cloudflare account (1000: Cloudflare's limit)")
 	fs.StringVar(&cfg.AWSAccessKey, "aws-access-key", d.AWSAccessKey, "AWS access key `ID` clients sign with")
 	fs.StringVar(&cfg.AWSSecret, "aws-secret", d.AWSSecret, "AWS secret access `KEY` clients sign with")
 	fs.StringVar(&cfg.Region, "region", d.Region, "the AWS account's home `REGION` (Go loaders' default; always one of --regions)")
@@ -141,6 +149,16 @@ func parseFlags(args []string) (options, error) {
 	if !regionsSet && !slices.Contains(cfg.Regions, cfg.Region) {
 		// Only --region was given: the default set grows by it.
 		cfg.Regions = append(cfg.Regions, cfg.Region)
+	}
+	cfg.CFExtra = nil
+	if *cf2Token != "" {
+		if *account2 == "" || *zone2 == "" || *zone2Name == "" {
+			return options{}, fmt.Errorf("--cf2-token: --account2-id, --zone2-id and --zone2-name must not be empty (an empty --cf2-token serves the first identity only)")
+		}
+		cfg.CFExtra = []cloudsim.CFIdentity{{Token: *cf2Token, AccountID: *account2, ZoneID: *zone2, ZoneName: *zone2Name}}
+	}
+	if err := cfg.ValidateCF(); err != nil {
+		return options{}, fmt.Errorf("Cloudflare identities (--cf-token, --account-id, --zone-id, --zone-name, their --cf2-* / *2-* twins, --tunnel-quota, --dns-quota): %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return options{}, fmt.Errorf("--region / --regions: %w", err)
@@ -210,7 +228,7 @@ func serve(ctx context.Context, o options, logw io.Writer) error {
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("cloudsim serving: Cloudflare at /client/v4/, EC2, SSM and STS at /, emulator at /_sim/",
 		"addr", "http://"+ln.Addr().String(), "account_id", cfg.AccountID, "zone_id", cfg.ZoneID,
-		"zone_name", cfg.ZoneName, "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed, "state_file", o.state)
+		"zone_name", cfg.ZoneName, "more_cf_identities", identities(cfg.CFExtra), "region", cfg.Region, "regions", strings.Join(sim.Regions(), ","), "instance_role_tag_policy", cfg.InstanceRoleTagPolicy, "rate_limits", !o.noLimits, "fault_rules", len(settings.Rules), "seed", cfg.Seed, "state_file", o.state)
 	select {
 	case err = <-errc:
 		err = fmt.Errorf("serve: %w", err)
@@ -229,4 +247,14 @@ func serve(ctx context.Context, o options, logw io.Writer) error {
 		}
 	}
 	return err
+}
+
+// identities names extra Cloudflare identities for the start log: account
+// and zone, never the token.
+func identities(ids []cloudsim.CFIdentity) string {
+	var out []string
+	for _, id := range ids {
+		out = append(out, "account "+id.AccountID+" zone "+id.ZoneID+" ("+id.ZoneName+")")
+	}
+	return strings.Join(out, "; ")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,6 +34,9 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--regions", " , "}, "--regions: empty"},
 		{[]string{"--region", "ap-southeast-2", "--regions", "eu-west-1"}, "not one of regions"},
 		{[]string{"--region", "nowhere"}, "not an AWS region"},
+		{[]string{"--zone2-name", ""}, "must not be empty"},
+		{[]string{"--tunnel-quota", "-1"}, "negative"},
+		{[]string{"--zone2-id", cloudsim.DefaultZoneID}, "one name and one account"},
 	} {
 		err := run(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -58,6 +62,32 @@ func TestParseFlagsRegions(t *testing.T) {
 		got := cloudsim.New(o.cfg)
 		if got.Config().Region != tc.home || strings.Join(got.Regions(), ",") != tc.want {
 			t.Errorf("parse %q: home %s regions %v, want %s and %s", tc.args, got.Config().Region, got.Regions(), tc.home, tc.want)
+		}
+	}
+}
+
+// The second Cloudflare identity is DefaultConfig's unless the flags say
+// otherwise; an empty --cf2-token serves the first only.
+func TestParseFlagsIdentities(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		want  string
+		quota int
+	}{
+		{nil, "[{sandbox-token a1b2c3d4e5f60718293a4b5c6d7e8f90 f0e1d2c3b4a5968778695a4b3c2d1e0f sandbox.tunnelward.test} " +
+			"{sandbox2-token b2c3d4e5f60718293a4b5c6d7e8f90a1 e0f1d2c3b4a5968778695a4b3c2d1e0f sandbox2.tunnelward.test}]", 1000},
+		{[]string{"--cf2-token", ""}, "[{sandbox-token a1b2c3d4e5f60718293a4b5c6d7e8f90 f0e1d2c3b4a5968778695a4b3c2d1e0f sandbox.tunnelward.test}]", 1000},
+		{[]string{"--cf2-token", "sandbox-token", "--account2-id", cloudsim.DefaultAccountID, "--zone2-id", "0123456789abcdef0123456789abcdef",
+			"--zone2-name", "other.test", "--tunnel-quota", "5"},
+			"[{sandbox-token a1b2c3d4e5f60718293a4b5c6d7e8f90 f0e1d2c3b4a5968778695a4b3c2d1e0f sandbox.tunnelward.test} " +
+				"{sandbox-token a1b2c3d4e5f60718293a4b5c6d7e8f90 0123456789abcdef0123456789abcdef other.test}]", 5},
+	} {
+		o, err := parseFlags(tc.args)
+		if err != nil {
+			t.Fatalf("parse %q: %v", tc.args, err)
+		}
+		if got := fmt.Sprint(o.cfg.CFIdentities()); got != tc.want || o.cfg.TunnelQuota != tc.quota {
+			t.Errorf("parse %q: identities %s quota %d, want %s and %d", tc.args, got, o.cfg.TunnelQuota, tc.want, tc.quota)
 		}
 	}
 }
@@ -160,19 +190,66 @@ func (r *cloudsimRun) stop(t *testing.T) {
 
 func (r *cloudsimRun) createTunnel(t *testing.T, name string) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", r.url+"/client/v4/accounts/"+cloudsim.DefaultAccountID+"/cfd_tunnel",
+	status, id := r.createTunnelAs(t, cloudsim.DefaultCFToken, cloudsim.DefaultAccountID, name)
+	if status != 200 {
+		t.Fatalf("create tunnel %s: %d", name, status)
+	}
+	return id
+}
+
+// createTunnelAs creates a tunnel in account with token: the status and id.
+func (r *cloudsimRun) createTunnelAs(t *testing.T, token, account, name string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", r.url+"/client/v4/accounts/"+account+"/cfd_tunnel",
 		strings.NewReader(`{"name":"`+name+`","config_src":"cloudflare"}`))
-	req.Header.Set("Authorization", "Bearer "+cloudsim.DefaultCFToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out struct{ Result struct{ ID string } }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatalf("create tunnel %s: %d %v", name, resp.StatusCode, err)
 	}
-	return out.Result.ID
+	return resp.StatusCode, out.Result.ID
+}
+
+// The process serves the second identity by default, keeps its tunnels in
+// the state file, and serves the first only with an empty --cf2-token.
+func TestServesTheSecondIdentity(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "world.json")
+	r := startCloudsim(t, "--state-file", path)
+	st, id := r.createTunnelAs(t, cloudsim.DefaultCF2Token, cloudsim.DefaultAccount2ID, "tw-acme")
+	if st != 200 || id == "" {
+		t.Fatalf("token 2 in account 2: %d", st)
+	}
+	if st, _ := r.createTunnelAs(t, cloudsim.DefaultCFToken, cloudsim.DefaultAccount2ID, "tw-acme"); st != http.StatusForbidden {
+		t.Fatalf("token 1 in account 2: %d, want 403", st)
+	}
+	r.createTunnel(t, "tw-acme") // the same name in account 1
+	r.stop(t)
+
+	r = startCloudsim(t, "--state-file", path)
+	if got := r.tunnels(t); got[id] != "tw-acme" || len(got) != 2 {
+		t.Fatalf("after a restart: tunnels %v, want account 2's %s among two", got, id)
+	}
+	if st, _ := r.createTunnelAs(t, cloudsim.DefaultCF2Token, cloudsim.DefaultAccount2ID, "tw-acme"); st != http.StatusConflict {
+		t.Fatalf("account 2's tw-acme again after the restart: %d, want 409", st)
+	}
+	r.stop(t)
+
+	r = startCloudsim(t, "--cf2-token", "")
+	if st, _ := r.createTunnelAs(t, cloudsim.DefaultCF2Token, cloudsim.DefaultAccount2ID, "tw-acme"); st != http.StatusForbidden {
+		t.Fatalf("token 2 without a second identity: %d, want 403", st)
+	}
+	r.stop(t)
+	// A world holding account 2's tunnels needs an emulator serving it.
+	var out, errb strings.Builder
+	if code := realMain([]string{"--listen", "127.0.0.1:0", "--state-file", path, "--cf2-token", ""}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), cloudsim.DefaultAccount2ID) {
+		t.Fatalf("account 2's world without account 2: exit %d, stderr %q", code, errb.String())
+	}
 }
 
 func (r *cloudsimRun) tunnels(t *testing.T) map[string]string {

@@ -1,9 +1,11 @@
 // Command publisher validates org lifecycle events against the schemas and
 // publishes them to the ORG_EVENTS stream with Nats-Msg-Id = event id.
 //
-//	publisher created --org acme --slug acme [--instance-type t4g.small] [--region eu-west-1]
+//	publisher created --org acme --slug acme [--instance-type t4g.small] [--region eu-west-1] [--pool eu-2]
+//	          [--takeover-type A|AAAA|CNAME (--takeover-content VALUE | --takeover-record-id ID)...]
 //	publisher deleted --org acme [--reason "contract ended"]
 //	publisher health-failed --org acme --reason "530 from edge" --observer probe-eu-1
+//	publisher rotate-token --org acme [--reason "token leaked"]
 //	publisher batch [--file events.jsonl]     (JSON lines; stdin by default)
 //
 // The connection flags (--nats-url, --creds, --timeout) may come before
@@ -54,9 +56,16 @@ type command struct {
 }
 
 var commands = []command{
-	{"created", "--org ID --slug SLUG", "publish org.created: the org should exist at <slug>.<zone>", ""},
+	{"created", "--org ID --slug SLUG", "publish org.created: the org should exist at <slug>.<zone>",
+		"To move an existing tenant onto its tunnel, name the DNS record already at <slug>.<zone> that tunnelward may " +
+			"replace with its tunnel CNAME: --takeover-type and its current content (--takeover-content), its Cloudflare " +
+			"record id (--takeover-record-id), or both. Without them a record tunnelward does not own is a conflict, " +
+			"never overwritten."},
 	{"deleted", "--org ID", "publish org.deleted: everything of the org should go", ""},
 	{"health-failed", "--org ID --reason TEXT --observer NAME", "publish org.health_failed: an observer saw the org's tunnel fail", ""},
+	{"rotate-token", "--org ID [--reason TEXT]", "publish org.token_rotation_requested: the org's tunnel token should be replaced",
+		"The request is recorded on the org (desired token_rotation_seq in reconciler status -o json: the request's stream " +
+			"sequence). A request for an org that does not exist (never created, or deleted) changes nothing."},
 	{"batch", "[--file FILE | FILE]", "publish JSON-lines events from a file or stdin, in order",
 		"Every line is validated before anything is published. Lines may carry only type and data; id, time, specversion, " +
 			"source and subject are filled in (lines that name their id are idempotent across re-runs). " +
@@ -141,7 +150,8 @@ func splitConnectionFlags(args []string) (before, rest []string, err error) {
 // eventFlags are the values of a command's own flags (pointers: set by
 // declareFlags for the flags the command takes, nil for the others).
 type eventFlags struct {
-	org, slug, itype, region, reason, observer, file *string
+	org, slug, itype, region, pool, reason, observer, file *string
+	takeoverType, takeoverContent, takeoverRecordID        *string
 }
 
 // declareFlags declares command's flags on fs.
@@ -156,6 +166,10 @@ func declareFlags(command string, fs *flag.FlagSet, c *common, e *eventFlags) {
 		e.slug = fs.String("slug", "", "subdomain `LABEL` (one DNS label, not a reserved name)")
 		e.itype = fs.String("instance-type", "", "EC2 instance `TYPE` for this org (default: the reconciler's)")
 		e.region = fs.String("region", "", "AWS `REGION` for this org (default: the reconciler's)")
+		e.pool = fs.String("pool", "", "Cloudflare pool `NAME` (account and zone) for this org (default: the reconciler's placement)")
+		e.takeoverType = fs.String("takeover-type", "", "`TYPE` (A, AAAA or CNAME) of the existing DNS record at the org's hostname that tunnelward may replace; needs --takeover-content or --takeover-record-id")
+		e.takeoverContent = fs.String("takeover-content", "", "current content of that record (an IPv4 or IPv6 address, or a hostname), as `VALUE`")
+		e.takeoverRecordID = fs.String("takeover-record-id", "", "Cloudflare `ID` of that record (32 hex digits)")
 	} else {
 		e.reason = fs.String("reason", "", "why, as `TEXT`")
 	}
@@ -241,7 +255,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var e eventFlags
 	declareFlags(cmd.name, fs, &c, &e)
 	switch cmd.name {
-	case "created", "deleted", "health-failed":
+	case "created", "deleted", "health-failed", "rotate-token":
 		org, slug, itype, region, reason, observer := e.org, e.slug, e.itype, e.region, e.reason, e.observer
 		if code := parse(); code >= 0 {
 			return code
@@ -253,9 +267,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		var data any
 		switch cmd.name {
 		case "created":
-			data = events.Created{OrgID: *org, Slug: *slug, InstanceType: *itype, Region: *region}
+			takeover, err := takeoverFlags(e)
+			if err != nil {
+				fmt.Fprintf(stderr, "publisher %s: %v\nnothing published\n", cmd.name, err)
+				return exitInvalid
+			}
+			data = events.Created{OrgID: *org, Slug: *slug, InstanceType: *itype, Region: *region, Pool: *e.pool, Takeover: takeover}
 		case "deleted":
 			data = events.Deleted{OrgID: *org, Reason: *reason}
+		case "rotate-token":
+			data = events.TokenRotationRequested{OrgID: *org, Reason: *reason}
 		default:
 			data = events.HealthFailed{OrgID: *org, Reason: *reason, Observer: *observer}
 		}
@@ -316,6 +337,26 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return publish(c, evs, payloads, stdout, stderr, bar)
 }
 
+// takeoverFlags builds data.takeover from created's --takeover-* flags: nil
+// when none is given; the type and at least one of content and record id
+// otherwise (the schema says so too; this names the flags).
+func takeoverFlags(e eventFlags) (*events.Takeover, error) {
+	t := events.Takeover{Type: *e.takeoverType, Content: *e.takeoverContent, RecordID: *e.takeoverRecordID}
+	switch {
+	case t == events.Takeover{}:
+		return nil, nil
+	case t.Type == "":
+		given := "--takeover-content"
+		if t.Content == "" {
+			given = "--takeover-record-id"
+		}
+		return nil, fmt.Errorf("%s needs --takeover-type (A, AAAA or CNAME), the type of the record to take over", given)
+	case t.Content == "" && t.RecordID == "":
+		return nil, errors.New("--takeover-type needs the record it names: --takeover-content (its current content), --takeover-record-id (its Cloudflare id), or both")
+	}
+	return &t, nil
+}
+
 // connectHint says what to check when NATS cannot be used, naming the
 // flags.
 func connectHint(err error) string {
@@ -341,6 +382,8 @@ func flagHint(err error) string {
 	flags := map[string]string{
 		"/data/org_id": "--org", "/subject": "--org", "/data/slug": "--slug", "/data/instance_type": "--instance-type",
 		"/data/region": "--region", "/data/reason": "--reason", "/data/observer": "--observer", "/id": "--id", "/source": "--source",
+		"/data/pool": "--pool", "/data/takeover": "--takeover-content or --takeover-record-id", "/data/takeover/type": "--takeover-type",
+		"/data/takeover/content": "--takeover-content", "/data/takeover/record_id": "--takeover-record-id",
 	}
 	if f, ok := flags[ve.Field]; ok {
 		return fmt.Sprintf("%s (flag %s)", err, f)

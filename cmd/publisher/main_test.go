@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -215,9 +216,11 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	want := map[string][]string{
-		"created":       {"--org", "--slug", "--instance-type", "--region", "--id", "--nats-url", "--creds", "--timeout", "--source"},
+		"created": {"--org", "--slug", "--instance-type", "--region", "--pool", "--takeover-type", "--takeover-content",
+			"--takeover-record-id", "--id", "--nats-url", "--creds", "--timeout", "--source"},
 		"deleted":       {"--org", "--reason", "--id", "--nats-url"},
 		"health-failed": {"--org", "--reason", "--observer", "--id"},
+		"rotate-token":  {"--org", "--reason", "--id", "--nats-url", "--creds", "--timeout", "--source"},
 		"batch":         {"--file", "--nats-url", "--creds", "--timeout", "--source"},
 	}
 	for cmd, flags := range want {
@@ -295,5 +298,141 @@ func TestConnectionFlagsBeforeCommand(t *testing.T) {
 	}
 	if code, out, _ := runCLI("", "--nats-url", url, "--help"); code != 0 || !strings.Contains(out, "Connection flags (before or after the command") || !strings.Contains(out, "  --nats-url URL") {
 		t.Fatalf("--help after a connection flag: exit %d\n%s", code, out)
+	}
+}
+
+// storedEvent reads the event at seq from ORG_EVENTS and decodes it as
+// ingest would, on the subject it was stored under.
+func storedEvent(t *testing.T, js jetstream.JetStream, seq uint64) (string, events.Event) {
+	t.Helper()
+	s, err := js.Stream(context.Background(), events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(context.Background(), seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := events.NewValidator()
+	ev, err := v.Decode(m.Subject, m.Data)
+	if err != nil {
+		t.Fatalf("stored event %s does not validate: %v", m.Data, err)
+	}
+	if m.Header.Get(jetstream.MsgIDHeader) != ev.ID {
+		t.Fatalf("Nats-Msg-Id %q, event id %q", m.Header.Get(jetstream.MsgIDHeader), ev.ID)
+	}
+	return m.Subject, ev
+}
+
+// created --pool and --takeover-*, and rotate-token, publish what they say
+// on the subjects of their event types.
+func TestPoolTakeoverAndRotateToken(t *testing.T) {
+	url, js := server(t)
+	code, out, errs := runCLI("", "created", "--org", "acme", "--slug", "acme", "--pool", "eu-2", "--takeover-type", "A",
+		"--takeover-content", "203.0.113.10", "--takeover-record-id", "372e67954025e0ba6aaa6d586b9e0b59", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.created org=acme") {
+		t.Fatalf("created: %d %q %q", code, out, errs)
+	}
+	subj, ev := storedEvent(t, js, 1)
+	want := events.Takeover{Type: "A", Content: "203.0.113.10", RecordID: "372e67954025e0ba6aaa6d586b9e0b59"}
+	if subj != "orgs.acme.created" || ev.Created.Pool != "eu-2" || ev.Created.Takeover == nil || *ev.Created.Takeover != want {
+		t.Fatalf("created: %s %+v", subj, ev.Created)
+	}
+	// A takeover by content alone, by record id alone; and none at all
+	// leaves both members out of the event.
+	for i, args := range [][]string{
+		{"--takeover-type", "CNAME", "--takeover-content", "old-lb.example.com"},
+		{"--takeover-type", "AAAA", "--takeover-record-id", "0123456789abcdef0123456789abcdef"},
+		{},
+	} {
+		org := fmt.Sprintf("org-%d", i)
+		code, out, errs := runCLI("", append([]string{"created", "--org", org, "--slug", org, "--nats-url", url}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: %d %q %q", args, code, out, errs)
+		}
+		_, ev := storedEvent(t, js, uint64(i+2))
+		switch i {
+		case 0:
+			if *ev.Created.Takeover != (events.Takeover{Type: "CNAME", Content: "old-lb.example.com"}) {
+				t.Fatalf("%v: %+v", args, ev.Created.Takeover)
+			}
+		case 1:
+			if *ev.Created.Takeover != (events.Takeover{Type: "AAAA", RecordID: "0123456789abcdef0123456789abcdef"}) {
+				t.Fatalf("%v: %+v", args, ev.Created.Takeover)
+			}
+		case 2:
+			if ev.Created.Takeover != nil || ev.Created.Pool != "" {
+				t.Fatalf("no flags: %+v", ev.Created)
+			}
+		}
+	}
+
+	code, out, errs = runCLI("", "rotate-token", "--org", "acme", "--reason", "token leaked", "--id", "rot-1", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.token_rotation_requested org=acme id=rot-1 stream=ORG_EVENTS seq=5") {
+		t.Fatalf("rotate-token: %d %q %q", code, out, errs)
+	}
+	subj, ev = storedEvent(t, js, 5)
+	if subj != "orgs.acme.token_rotation_requested" || ev.Type != events.TypeTokenRotationRequested || ev.ID != "rot-1" ||
+		ev.TokenRotationRequested == nil || ev.TokenRotationRequested.Reason != "token leaked" {
+		t.Fatalf("rotate-token: %s %+v %+v", subj, ev, ev.TokenRotationRequested)
+	}
+	code, out, _ = runCLI("", "rotate-token", "--org", "acme", "--id", "rot-1", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "duplicate org.token_rotation_requested") {
+		t.Fatalf("same id again: %d %q", code, out)
+	}
+	code, out, errs = runCLI("", "rotate-token", "--org", "acme", "--nats-url", url) // --reason is optional
+	if code != 0 || !strings.Contains(out, "seq=6") {
+		t.Fatalf("rotate-token without reason: %d %q %q", code, out, errs)
+	}
+	if _, ev := storedEvent(t, js, 6); ev.TokenRotationRequested.Reason != "" {
+		t.Fatalf("reason %q", ev.TokenRotationRequested.Reason)
+	}
+	// Batch lines of the new type go to their subject too.
+	code, out, errs = runCLI(`{"id":"rot-b","type":"org.token_rotation_requested","data":{"org_id":"org-0"}}`+"\n", "batch", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "published org.token_rotation_requested org=org-0 id=rot-b") {
+		t.Fatalf("batch: %d %q %q", code, out, errs)
+	}
+	if subj, _ := storedEvent(t, js, 7); subj != "orgs.org-0.token_rotation_requested" {
+		t.Fatalf("batch subject %s", subj)
+	}
+}
+
+// Invalid pool, takeover and rotate-token input exits 2, names the flag and
+// publishes nothing.
+func TestPoolTakeoverRotateTokenInvalid(t *testing.T) {
+	url, js := server(t)
+	created := []string{"created", "--org", "acme", "--slug", "acme"}
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{append(created, "--pool", "EU"), []string{"/data/pool", "(flag --pool)"}},
+		{append(created, "--takeover-type", "A"), []string{"--takeover-type needs", "--takeover-content", "--takeover-record-id"}},
+		{append(created, "--takeover-content", "203.0.113.10"), []string{"--takeover-type"}},
+		{append(created, "--takeover-record-id", "0123456789abcdef0123456789abcdef"), []string{"--takeover-type"}},
+		{append(created, "--takeover-type", "MX", "--takeover-content", "mail.example.com"), []string{"/data/takeover/type", "(flag --takeover-type)"}},
+		{append(created, "--takeover-type", "A", "--takeover-content", "old-lb.example.com"), []string{"/data/takeover/content", "ipv4", "(flag --takeover-content)"}},
+		{append(created, "--takeover-type", "AAAA", "--takeover-content", "203.0.113.10"), []string{"/data/takeover/content", "ipv6", "(flag --takeover-content)"}},
+		{append(created, "--takeover-type", "CNAME", "--takeover-record-id", "XYZ"), []string{"/data/takeover/record_id", "(flag --takeover-record-id)"}},
+		{[]string{"rotate-token", "--org", "Acme"}, []string{"(flag --org)"}},
+		{[]string{"rotate-token", "--org", "acme", "--reason", strings.Repeat("r", 1025)}, []string{"/data/reason", "(flag --reason)"}},
+		{[]string{"rotate-token", "--org", "acme", "--observer", "x"}, []string{"unknown flag --observer"}},
+		{[]string{"rotate-token", "--org", "acme", "extra"}, []string{"unexpected arguments"}},
+		{[]string{"deleted", "--org", "acme", "--pool", "eu"}, []string{"unknown flag --pool"}},
+	}
+	for _, c := range cases {
+		code, out, errs := runCLI("", append(c.args, "--nats-url", url)...)
+		if code != exitInvalid || out != "" {
+			t.Errorf("%q: exit %d out %q err %q", c.args, code, out, errs)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%q: stderr %q lacks %q", c.args, errs, w)
+			}
+		}
+	}
+	if n := streamMsgs(t, js); n != 0 {
+		t.Fatalf("%d messages published from invalid input", n)
 	}
 }

@@ -15,11 +15,12 @@ var dnsTypes = map[string]bool{"A": true, "AAAA": true, "CNAME": true, "TXT": tr
 
 func proxiable(typ string) bool { return typ == "A" || typ == "AAAA" || typ == "CNAME" }
 
-// fqdn turns a record name into the stored form: lowercase, no trailing dot,
-// "@" is the apex, a relative name gets the zone appended.
-func (s *Sim) fqdn(name string) string {
+// fqdn turns a record name into the stored form for zone (a zone id):
+// lowercase, no trailing dot, "@" is the apex, a name not already in the
+// zone gets the zone's name appended.
+func (s *Sim) fqdn(zoneID, name string) string {
 	n := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".")
-	zone := strings.ToLower(s.cfg.ZoneName)
+	zone := s.zoneName(zoneID)
 	switch {
 	case n == "@" || n == "":
 		return zone
@@ -66,8 +67,9 @@ type dnsInput struct {
 	Tags                         []string
 }
 
-// readDNSInput validates body over base (PATCH merges into the current record).
-func (s *Sim) readDNSInput(body map[string]any, base dnsInput) (dnsInput, *cfErr) {
+// readDNSInput validates body over base (PATCH merges into the current
+// record) for a record of zone (a zone id).
+func (s *Sim) readDNSInput(zone string, body map[string]any, base dnsInput) (dnsInput, *cfErr) {
 	in := base
 	if v, has, e := bodyString(body, "type"); e != nil {
 		return in, e
@@ -121,7 +123,7 @@ func (s *Sim) readDNSInput(body map[string]any, base dnsInput) (dnsInput, *cfErr
 	if strings.TrimSpace(in.Name) == "" {
 		return in, cfErrorf(http.StatusBadRequest, 9000, "DNS name is invalid.") // approx
 	}
-	in.Name = s.fqdn(in.Name)
+	in.Name = s.fqdn(zone, in.Name)
 	if !hostnameRe.MatchString(in.Name) && !strings.HasPrefix(in.Name, "_") {
 		return in, cfErrorf(http.StatusBadRequest, 9000, "DNS name is invalid.")
 	}
@@ -161,12 +163,34 @@ func (s *Sim) readDNSInput(body map[string]any, base dnsInput) (dnsInput, *cfErr
 	return in, nil
 }
 
-// dnsConflict applies the coexistence rules against every record except self:
-// a CNAME shares its name with nothing; A/AAAA/others may not sit beside a
-// CNAME; an exact duplicate is refused.
-func (s *Sim) dnsConflict(in dnsInput, self string) *cfErr {
+// cfRecord finds a record of the zone by id; a record of another zone is
+// not found.
+func (s *Sim) cfRecord(zone, id string) (*DNSRecord, *cfErr) {
+	r := s.dnsRecords[id]
+	if r == nil || s.zoneOrFirst(r.ZoneID) != zone {
+		return nil, errCFRecordNotFound
+	}
+	return r, nil
+}
+
+// zoneRecordCount is how many records the zone holds (its quota's count).
+func (s *Sim) zoneRecordCount(zone string) int {
+	n := 0
+	for _, r := range s.dnsRecords {
+		if s.zoneOrFirst(r.ZoneID) == zone {
+			n++
+		}
+	}
+	return n
+}
+
+// dnsConflict applies the coexistence rules against every record of the
+// zone except self: a CNAME shares its name with nothing; A/AAAA/others may
+// not sit beside a CNAME; an exact duplicate is refused. Records of other
+// zones never conflict.
+func (s *Sim) dnsConflict(zone string, in dnsInput, self string) *cfErr {
 	for id, r := range s.dnsRecords {
-		if id == self || r.Name != in.Name {
+		if id == self || r.Name != in.Name || s.zoneOrFirst(r.ZoneID) != zone {
 			continue
 		}
 		if in.Type == "CNAME" || r.Type == "CNAME" {
@@ -179,20 +203,20 @@ func (s *Sim) dnsConflict(in dnsInput, self string) *cfErr {
 	return nil
 }
 
-func (s *Sim) cfDNSCreate(body map[string]any) (any, *cfResultInfo, *cfErr) {
-	in, e := s.readDNSInput(body, dnsInput{})
+func (s *Sim) cfDNSCreate(zone string, body map[string]any) (any, *cfResultInfo, *cfErr) {
+	in, e := s.readDNSInput(zone, body, dnsInput{})
 	if e != nil {
 		return nil, nil, e
 	}
-	if e := s.dnsConflict(in, ""); e != nil {
+	if e := s.dnsConflict(zone, in, ""); e != nil {
 		return nil, nil, e
 	}
-	if len(s.dnsRecords) >= s.cfg.DNSQuota {
+	if s.zoneRecordCount(zone) >= s.cfg.DNSQuota {
 		return nil, nil, errCFQuota
 	}
 	now := s.now()
 	r := &DNSRecord{
-		ID: s.newHex(32), ZoneID: s.cfg.ZoneID, Name: in.Name, Type: in.Type, Content: in.Content,
+		ID: s.newHex(32), ZoneID: zone, Name: in.Name, Type: in.Type, Content: in.Content,
 		Proxied: in.Proxied, TTL: in.TTL, Comment: in.Comment, Tags: in.Tags, CreatedOn: now, ModifiedOn: now,
 	}
 	s.dnsRecords[r.ID] = r
@@ -201,20 +225,20 @@ func (s *Sim) cfDNSCreate(body map[string]any) (any, *cfResultInfo, *cfErr) {
 
 // cfDNSWrite is PUT (overwrite: unspecified optional fields reset) and
 // PATCH (merge into the current record).
-func (s *Sim) cfDNSWrite(id string, body map[string]any, patch bool) (any, *cfResultInfo, *cfErr) {
-	r := s.dnsRecords[id]
-	if r == nil {
-		return nil, nil, errCFRecordNotFound
+func (s *Sim) cfDNSWrite(zone, id string, body map[string]any, patch bool) (any, *cfResultInfo, *cfErr) {
+	r, e := s.cfRecord(zone, id)
+	if e != nil {
+		return nil, nil, e
 	}
 	base := dnsInput{}
 	if patch {
 		base = dnsInput{Type: r.Type, Name: r.Name, Content: r.Content, Comment: r.Comment, Proxied: r.Proxied, TTL: r.TTL, Tags: r.Tags}
 	}
-	in, e := s.readDNSInput(body, base)
+	in, e := s.readDNSInput(zone, body, base)
 	if e != nil {
 		return nil, nil, e
 	}
-	if e := s.dnsConflict(in, id); e != nil {
+	if e := s.dnsConflict(zone, in, id); e != nil {
 		return nil, nil, e
 	}
 	r.Type, r.Name, r.Content, r.Comment, r.Proxied, r.TTL, r.Tags = in.Type, in.Name, in.Content, in.Comment, in.Proxied, in.TTL, in.Tags
@@ -259,7 +283,7 @@ func strFilter(q url.Values, field string, fold func(string) string) (match func
 	}, true
 }
 
-func (s *Sim) cfDNSList(q url.Values) (any, *cfResultInfo, *cfErr) {
+func (s *Sim) cfDNSList(zone string, q url.Values) (any, *cfResultInfo, *cfErr) {
 	page, perPage, e := cfPaging(q, 100, 5000)
 	if e != nil {
 		return nil, nil, e
@@ -296,6 +320,9 @@ func (s *Sim) cfDNSList(q url.Values) (any, *cfResultInfo, *cfErr) {
 	}
 	var out []*DNSRecord
 	for _, r := range s.dnsRecords {
+		if s.zoneOrFirst(r.ZoneID) != zone {
+			continue
+		}
 		keep := len(filters) == 0 || !matchAny
 		for _, f := range filters {
 			if matchAny && f(r) {

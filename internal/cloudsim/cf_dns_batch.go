@@ -11,9 +11,11 @@ import (
 // list in the order given, in one database transaction: if any action
 // fails nothing is applied and the answer is the first error. At most
 // Config.DNSBatchLimit changes per batch (200 on Free, 3,500 on paid
-// plans). The whole batch is one request, counted once against the rate
-// limit like any other (docs/decisions.md). Caller holds s.mu.
-func (s *Sim) cfDNSBatch(body map[string]any) (any, *cfResultInfo, *cfErr) {
+// plans). Every change applies within the zone of the path: an id of
+// another zone's record is not found. The whole batch is one request,
+// counted once against the rate limit like any other (docs/decisions.md).
+// Caller holds s.mu.
+func (s *Sim) cfDNSBatch(zone string, body map[string]any) (any, *cfResultInfo, *cfErr) {
 	lists := map[string][]map[string]any{}
 	total := 0
 	for _, k := range []string{"deletes", "patches", "puts", "posts"} {
@@ -53,8 +55,8 @@ func (s *Sim) cfDNSBatch(body map[string]any) (any, *cfResultInfo, *cfErr) {
 	out := map[string][]any{"deletes": {}, "patches": {}, "puts": {}, "posts": {}}
 	for _, m := range lists["deletes"] {
 		id, _, e := bodyString(m, "id")
-		if e == nil && s.dnsRecords[id] == nil {
-			e = errCFRecordNotFound
+		if e == nil {
+			_, e = s.cfRecord(zone, id)
 		}
 		if e != nil {
 			rollback()
@@ -68,7 +70,7 @@ func (s *Sim) cfDNSBatch(body map[string]any) (any, *cfResultInfo, *cfErr) {
 			id, _, e := bodyString(m, "id")
 			var res any
 			if e == nil {
-				res, _, e = s.cfDNSWrite(id, m, k == "patches")
+				res, _, e = s.cfDNSWrite(zone, id, m, k == "patches")
 			}
 			if e != nil {
 				rollback()
@@ -78,7 +80,7 @@ func (s *Sim) cfDNSBatch(body map[string]any) (any, *cfResultInfo, *cfErr) {
 		}
 	}
 	for _, m := range lists["posts"] {
-		res, _, e := s.cfDNSCreate(m)
+		res, _, e := s.cfDNSCreate(zone, m)
 		if e != nil {
 			rollback()
 			return nil, nil, e

@@ -13,26 +13,39 @@ import (
 )
 
 // cfTunnel finds a tunnel of the account by id (deleted ones too, as the
-// real API answers GET for a deleted tunnel with deleted_at set).
-func (s *Sim) cfTunnel(id string) (*Tunnel, *cfErr) {
+// real API answers GET for a deleted tunnel with deleted_at set). A tunnel
+// of another account is not found.
+func (s *Sim) cfTunnel(account, id string) (*Tunnel, *cfErr) {
 	t := s.tunnels[id]
-	if t == nil {
+	if t == nil || s.accountOrFirst(t.AccountTag) != account {
 		return nil, errCFTunnelNotFound
 	}
 	return t, nil
 }
 
-// liveTunnelNamed returns the not-deleted tunnel called name, if any.
-func (s *Sim) liveTunnelNamed(name string) *Tunnel {
+// liveTunnelNamed returns the account's not-deleted tunnel called name, if
+// any: names are unique per account.
+func (s *Sim) liveTunnelNamed(account, name string) *Tunnel {
 	for _, t := range s.tunnels {
-		if t.DeletedAt == nil && t.Name == name {
+		if t.DeletedAt == nil && t.Name == name && s.accountOrFirst(t.AccountTag) == account {
 			return t
 		}
 	}
 	return nil
 }
 
-func (s *Sim) cfTunnelCreate(body map[string]any) (any, *cfResultInfo, *cfErr) {
+// liveTunnelCount is how many not-deleted tunnels the account holds.
+func (s *Sim) liveTunnelCount(account string) int {
+	n := 0
+	for _, t := range s.tunnels {
+		if t.DeletedAt == nil && s.accountOrFirst(t.AccountTag) == account {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Sim) cfTunnelCreate(account string, body map[string]any) (any, *cfResultInfo, *cfErr) {
 	name, _, e := bodyString(body, "name")
 	if e != nil {
 		return nil, nil, e
@@ -64,20 +77,25 @@ func (s *Sim) cfTunnelCreate(body map[string]any) (any, *cfResultInfo, *cfErr) {
 		_, _ = rand.Read(raw) // a secret, so not from the seeded generator
 		secret = base64.StdEncoding.EncodeToString(raw)
 	}
-	if s.liveTunnelNamed(name) != nil {
+	// The name first: a retried create of a tunnel that exists is a 1013
+	// (which the client adopts), even with the account at its limit.
+	if s.liveTunnelNamed(account, name) != nil {
 		return nil, nil, errCFTunnelName
+	}
+	if s.liveTunnelCount(account) >= s.cfg.TunnelQuota {
+		return nil, nil, errCFTunnelQuota
 	}
 	now := s.now()
 	t := &Tunnel{
-		ID: s.newUUID(), AccountTag: s.cfg.AccountID, Name: name, ConfigSrc: src,
+		ID: s.newUUID(), AccountTag: account, Name: name, ConfigSrc: src,
 		Secret: secret, CreatedAt: now, Metadata: map[string]any{},
 	}
 	s.tunnels[t.ID] = t
 	return s.tunnelJSON(t), nil, nil
 }
 
-func (s *Sim) cfTunnelEdit(id string, body map[string]any) (any, *cfResultInfo, *cfErr) {
-	t, e := s.cfTunnel(id)
+func (s *Sim) cfTunnelEdit(account, id string, body map[string]any) (any, *cfResultInfo, *cfErr) {
+	t, e := s.cfTunnel(account, id)
 	if e != nil {
 		return nil, nil, e
 	}
@@ -92,7 +110,7 @@ func (s *Sim) cfTunnelEdit(id string, body map[string]any) (any, *cfResultInfo, 
 		if strings.TrimSpace(name) == "" {
 			return nil, nil, cfErrorf(http.StatusBadRequest, 1001, "name must not be empty")
 		}
-		if s.liveTunnelNamed(name) != nil {
+		if s.liveTunnelNamed(account, name) != nil {
 			return nil, nil, errCFTunnelName
 		}
 		t.Name = name
@@ -109,8 +127,8 @@ func (s *Sim) cfTunnelEdit(id string, body map[string]any) (any, *cfResultInfo, 
 	return s.tunnelJSON(t), nil, nil
 }
 
-func (s *Sim) cfTunnelDelete(id string) (any, *cfResultInfo, *cfErr) {
-	t, e := s.cfTunnel(id)
+func (s *Sim) cfTunnelDelete(account, id string) (any, *cfResultInfo, *cfErr) {
+	t, e := s.cfTunnel(account, id)
 	if e != nil {
 		return nil, nil, e
 	}
@@ -125,7 +143,7 @@ func (s *Sim) cfTunnelDelete(id string) (any, *cfResultInfo, *cfErr) {
 	return s.tunnelJSON(t), nil, nil
 }
 
-func (s *Sim) cfTunnelList(q url.Values) (any, *cfResultInfo, *cfErr) {
+func (s *Sim) cfTunnelList(account string, q url.Values) (any, *cfResultInfo, *cfErr) {
 	page, perPage, e := cfPaging(q, 20, 1000)
 	if e != nil {
 		return nil, nil, e
@@ -153,7 +171,8 @@ func (s *Sim) cfTunnelList(q url.Values) (any, *cfResultInfo, *cfErr) {
 	var out []*Tunnel
 	for _, t := range s.tunnels {
 		switch {
-		case q.Has("name") && t.Name != q.Get("name"),
+		case s.accountOrFirst(t.AccountTag) != account,
+			q.Has("name") && t.Name != q.Get("name"),
 			q.Get("uuid") != "" && t.ID != q.Get("uuid"),
 			q.Get("include_prefix") != "" && !strings.HasPrefix(t.Name, q.Get("include_prefix")),
 			q.Get("exclude_prefix") != "" && strings.HasPrefix(t.Name, q.Get("exclude_prefix")),
@@ -313,8 +332,8 @@ var (
 // cfTunnelConfigPut stores the remotely-managed configuration after the
 // checks cloudflared itself applies: every rule has a service, the last rule
 // is a catch-all (no hostname, no path) and no earlier rule is one.
-func (s *Sim) cfTunnelConfigPut(id string, body map[string]any) (any, *cfResultInfo, *cfErr) {
-	t, e := s.cfTunnel(id)
+func (s *Sim) cfTunnelConfigPut(account, id string, body map[string]any) (any, *cfResultInfo, *cfErr) {
+	t, e := s.cfTunnel(account, id)
 	if e != nil {
 		return nil, nil, e
 	}

@@ -99,8 +99,10 @@ type FaultRule struct {
 // (0 means 1) and SSMReadTPS is settable, so tests can hit them with a
 // handful of requests.
 type RateLimits struct {
-	// Cloudflare: Budget requests per Window per API token; going over blocks
-	// every Cloudflare call with 429 + Retry-After until the window ends.
+	// Cloudflare: Budget requests per Window per API token (a user; each
+	// token has its own window, requests with a token no identity has share
+	// one); going over blocks that token's every Cloudflare call with 429 +
+	// Retry-After until its window ends.
 	CFEnabled bool     `json:"cf_enabled"`
 	CFBudget  int      `json:"cf_budget"`
 	CFWindow  Duration `json:"cf_window"`
@@ -208,10 +210,9 @@ type faultSet struct {
 	settings FaultSettings
 	rnds     map[string]*rand.Rand
 
-	cfWindowStart time.Time
-	cfCount       int
-	ec2Buckets    map[string]*rate.Limiter // by region + "/" + class
-	ssmReads      map[string]*rate.Limiter // by region
+	cfWindows  map[string]*cfWindow     // by API token ("" for unknown tokens)
+	ec2Buckets map[string]*rate.Limiter // by region + "/" + class
+	ssmReads   map[string]*rate.Limiter // by region
 }
 
 func newFaultSet(seed int64, limits RateLimits) *faultSet {
@@ -226,8 +227,7 @@ func (f *faultSet) setLocked(fs FaultSettings) {
 		fs.Limits.EC2Scale = 1
 	}
 	f.settings = fs
-	f.cfWindowStart = time.Time{}
-	f.cfCount = 0
+	f.cfWindows = map[string]*cfWindow{}
 	f.ec2Buckets = map[string]*rate.Limiter{}
 	f.ssmReads = map[string]*rate.Limiter{}
 }
@@ -266,16 +266,22 @@ func (s *Sim) SetFaultSettings(fs FaultSettings) error {
 	return nil
 }
 
-// injectFault is injectFaultIn for the home region (Cloudflare has none).
+// injectFault is injectFaultIn in the home region or, for a Cloudflare
+// operation, against the budget of tokens no identity has.
 func (s *Sim) injectFault(ctx context.Context, op string) Fault {
+	if strings.HasPrefix(op, "cf.") {
+		return s.injectFaultIn(ctx, op, "")
+	}
 	return s.injectFaultIn(ctx, op, s.region())
 }
 
 // injectFaultIn applies latency/hangs and decides errors and throttles for
-// op, sent to region. Rules match by op only; the AWS rate limits are per
-// region. Must be called without s.mu held (it may sleep or block until ctx
-// is done).
-func (s *Sim) injectFaultIn(ctx context.Context, op, region string) Fault {
+// op. scope is whose rate limit the request counts against: for EC2, SSM
+// and STS the region it was sent to (AWS meters an account per region), for
+// Cloudflare the API token (a user; "" for a token no identity has). Rules
+// match by op only. Must be called without s.mu held (it may sleep or block
+// until ctx is done).
+func (s *Sim) injectFaultIn(ctx context.Context, op, scope string) Fault {
 	f := s.faults
 	now := s.cfg.Now() // without s.mu: the wall (or test) clock, never an event's time
 
@@ -316,7 +322,7 @@ func (s *Sim) injectFaultIn(ctx context.Context, op, region string) Fault {
 		}
 	}
 	if fault.Kind == FaultNone {
-		fault = f.rateLimitLocked(op, region, now)
+		fault = f.rateLimitLocked(op, scope, now)
 	}
 	if fault.Kind == FaultNone && lost != "" {
 		fault = Fault{Kind: FaultLost, Reason: "rule " + lost + ": response lost"}
@@ -350,18 +356,31 @@ func throttleStatus(op string) int {
 	}
 }
 
-// rateLimitLocked applies the provider-shaped rate limits. Caller holds f.mu.
-func (f *faultSet) rateLimitLocked(op, region string, now time.Time) Fault {
+// cfWindow is one API token's fixed rate-limit window.
+type cfWindow struct {
+	start time.Time
+	count int
+}
+
+// rateLimitLocked applies the provider-shaped rate limits; scope is the
+// region (AWS) or the API token (Cloudflare). Caller holds f.mu.
+func (f *faultSet) rateLimitLocked(op, scope string, now time.Time) Fault {
 	l := f.settings.Limits
+	region := scope
 	switch {
 	case strings.HasPrefix(op, "cf.") && l.CFEnabled:
 		win := time.Duration(l.CFWindow)
-		if f.cfWindowStart.IsZero() || !now.Before(f.cfWindowStart.Add(win)) {
-			f.cfWindowStart, f.cfCount = now, 0
+		cw := f.cfWindows[scope]
+		if cw == nil {
+			cw = &cfWindow{}
+			f.cfWindows[scope] = cw
 		}
-		f.cfCount++
-		if f.cfCount > l.CFBudget {
-			left := f.cfWindowStart.Add(win).Sub(now)
+		if cw.start.IsZero() || !now.Before(cw.start.Add(win)) {
+			cw.start, cw.count = now, 0
+		}
+		cw.count++
+		if cw.count > l.CFBudget {
+			left := cw.start.Add(win).Sub(now)
 			// Retry-After is whole seconds on the wire; round up so a client
 			// that honours it lands after the window, not just before.
 			left = time.Duration(math.Ceil(left.Seconds())) * time.Second

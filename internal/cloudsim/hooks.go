@@ -14,8 +14,9 @@ package cloudsim
 //   SSM:        "ssm.<Operation>", e.g. ssm.PutParameter, ssm.GetParameter
 //
 // Every emulated request, before taking s.mu:
-//   f := s.injectFault(r.Context(), op)     // faults.go: latency, hangs, errors, rate limits
-//   (EC2 and SSM: s.injectFaultIn(ctx, op, region), as their rate limits are per region)
+//   f := s.injectFaultIn(r.Context(), op, scope) // faults.go: latency, hangs, errors, rate limits
+//   (scope: EC2, SSM and STS the request's region, their rate limits are per region;
+//   Cloudflare the API token, its budget is per token, "" for tokens no identity has)
 //   if f.Kind != FaultNone { render provider-specific error; s.countCall(op, status); return }
 // and after answering: s.countCall(op, status)                       // calls.go
 // f.Status is already the provider's status: FaultError 5xx (rule's, default 500);
@@ -43,6 +44,12 @@ package cloudsim
 // across regions, so s.instances and s.commands stay keyed by id and every
 // lookup checks the region. Cloudflare has no region.
 //
+// Cloudflare identities (cf_identity.go): s.cf, built by New and read-only,
+// maps each API token to the accounts and zones it reaches, each zone to its
+// name and account. Every Tunnel names its account (AccountTag) and every
+// DNSRecord its zone (ZoneID); the handlers take the account or zone of the
+// path (s.cfTunnel(account, id), s.cfRecord(zone, id)) and see nothing else.
+//
 // Ownership conventions the invariant checker relies on (tunnelward's, written
 // down here because the emulator may not import tunnelward's code):
 //   tunnel name        "tw-<org_id>"
@@ -58,6 +65,7 @@ package cloudsim
 //   ApplyWorld(WorldAction), State(), Tick()        // world.go, simhttp.go, sim.go
 //   CheckInvariants(orgs)                           // invariants.go (nil orgs: structural only)
 //   Regions(), InstanceARN(id), Config.Validate()   // sim.go, world.go
+//   Config.CFIdentities(), LoadTunnelIn(account, name) // cf_identity.go, preload.go
 //   TunnelToken(t), TokenParameterOf(userData)      // cf.go, world.go
 //   OpenFile(cfg, path), Restore(cfg, data), Snapshot(), SaveFile(path),
 //   StartAutosave(path, window, onError), Counts()  // persist.go

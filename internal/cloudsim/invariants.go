@@ -184,13 +184,34 @@ func (s *Sim) checkLocked(orgs []string) []Violation {
 				add(ViolationDanglingDNS, org, "dns_record:"+id, "%s CNAME points at tunnel %s, which does not exist", r.Name, tid)
 			case t.DeletedAt != nil:
 				add(ViolationDanglingDNS, org, "dns_record:"+id, "%s CNAME points at tunnel %s (%s), deleted at %s", r.Name, tid, t.Name, cfTime(*t.DeletedAt))
+			default:
+				// Cloudflare routes a tunnel's hostname only in a zone of the
+				// tunnel's own account: across accounts the CNAME leads nowhere.
+				zone := s.zoneOrFirst(r.ZoneID)
+				if z, ok := s.cf.zones[zone]; ok && z.account != s.accountOrFirst(t.AccountTag) {
+					add(ViolationDanglingDNS, org, "dns_record:"+id, "%s CNAME in zone %s (account %s) points at tunnel %s (%s) of account %s: a tunnel is reachable only from a zone of its own account",
+						r.Name, z.name, z.account, tid, t.Name, s.accountOrFirst(t.AccountTag))
+				}
 			}
 		}
 		orphan(org, "dns_record:"+id, fmt.Sprintf("DNS record %s", r.Name))
 	}
+	// Counted across accounts: an org lives in one pool (account and
+	// zone), so a live tunnel in each of two accounts is a duplicate too.
 	for _, org := range sortedKeys(tunnelsOf) {
 		if ids := sortedKeys(tunnelsOf[org]); len(ids) > 1 {
-			add(ViolationDupTunnel, org, "tunnel:"+strings.Join(ids, ","), "org has %d live tunnels", len(ids))
+			accounts := map[string]bool{}
+			var where []string
+			for _, tid := range ids {
+				a := s.accountOrFirst(s.tunnels[tid].AccountTag)
+				accounts[a] = true
+				where = append(where, tid+" in account "+a)
+			}
+			if len(accounts) > 1 {
+				add(ViolationDupTunnel, org, "tunnel:"+strings.Join(ids, ","), "org has %d live tunnels, in %d accounts (%s)", len(ids), len(accounts), strings.Join(where, ", "))
+			} else {
+				add(ViolationDupTunnel, org, "tunnel:"+strings.Join(ids, ","), "org has %d live tunnels", len(ids))
+			}
 		}
 	}
 

@@ -41,9 +41,12 @@ import (
 // world in the file catches any other damage: a file that cannot be loaded
 // is an error naming it (SnapshotError), never an empty world.
 
+// Snapshot versions: 1 held one Cloudflare account and zone (its tunnels and
+// records were theirs); 2 lists the zones of every identity, each tunnel
+// naming its account and each record its zone. Version 1 files still load.
 const (
 	snapshotFormat  = "tunnelward-cloudsim-world"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 // SnapshotError is a state file that exists but cannot be loaded: damaged,
@@ -70,13 +73,18 @@ type snapshotEnvelope struct {
 }
 
 // worldSnapshot is the world. Resource types are stored with their Go field
-// names; what has unexported state gets a wrapper.
+// names; what has unexported state gets a wrapper. AccountID, ZoneID and
+// ZoneName are the first Cloudflare identity's; Zones (version 2) every
+// identity's zone with its account. Tunnels carry their account
+// (Tunnel.AccountTag) and records their zone (DNSRecord.ZoneID); empty ones
+// (version 1) are the first identity's.
 type worldSnapshot struct {
-	SavedAt   time.Time `json:"saved_at"`
-	AccountID string    `json:"account_id"`
-	ZoneID    string    `json:"zone_id"`
-	ZoneName  string    `json:"zone_name"`
-	Regions   []string  `json:"regions"`
+	SavedAt   time.Time  `json:"saved_at"`
+	AccountID string     `json:"account_id"`
+	ZoneID    string     `json:"zone_id"`
+	ZoneName  string     `json:"zone_name"`
+	Zones     []snapZone `json:"zones,omitempty"`
+	Regions   []string   `json:"regions"`
 	// The id generator: seed and draws since; Seq numbers private IPs.
 	IDSeed  int64  `json:"id_seed"`
 	IDDraws uint64 `json:"id_draws"`
@@ -91,6 +99,14 @@ type worldSnapshot struct {
 	Commands     []*Command          `json:"commands"`
 	Connectors   []snapConnector     `json:"connectors"`
 	Events       []snapEvent         `json:"events"`
+}
+
+// snapZone is one Cloudflare zone the saving emulator served. API tokens
+// are not kept: they are the emulator's configuration, not the world's.
+type snapZone struct {
+	ZoneID    string `json:"zone_id"`
+	ZoneName  string `json:"zone_name"`
+	AccountID string `json:"account_id"`
 }
 
 // snapTunnel adds what TunnelConfig's JSON leaves out (the configuration's
@@ -146,6 +162,10 @@ func (s *Sim) snapshot() ([]byte, uint64, error) {
 		Tunnels: []snapTunnel{}, DNSRecords: []*DNSRecord{}, Instances: []*Instance{}, Reservations: s.reservation,
 		ClientTokens: []snapClientToken{}, Parameters: s.allParams(), Commands: []*Command{},
 		Connectors: []snapConnector{}, Events: make([]snapEvent, 0, len(s.sched)),
+	}
+	for _, id := range s.cf.order {
+		z := s.cf.zones[id]
+		w.Zones = append(w.Zones, snapZone{ZoneID: id, ZoneName: z.name, AccountID: z.account})
 	}
 	for _, id := range sortedKeys(s.tunnels) {
 		t := s.tunnels[id]
@@ -213,9 +233,12 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// Restore builds the world a Snapshot holds, for cfg: the snapshot's
-// account and zone must be cfg's (its world is no other account's), and
-// the snapshot's regions join cfg.Regions (an account keeps its regions).
+// Restore builds the world a Snapshot holds, for cfg: the snapshot's first
+// Cloudflare identity (account and zone) must be cfg's, every tunnel's
+// account and every record's zone must be one cfg serves (a zone under the
+// same name, in the same account), and the snapshot's regions join
+// cfg.Regions (an account keeps its regions). A version 1 snapshot's
+// tunnels and records are the first identity's.
 // The id generator is seeded afresh (see the package's persistence notes).
 // An error says what is wrong with the snapshot; OpenFile wraps it in a
 // SnapshotError naming the file.
@@ -230,8 +253,8 @@ func Restore(cfg Config, data []byte) (*Sim, error) {
 	if env.Format != snapshotFormat {
 		return nil, fmt.Errorf("not a cloud emulator snapshot (format %q, want %q)", env.Format, snapshotFormat)
 	}
-	if env.Version != snapshotVersion {
-		return nil, fmt.Errorf("snapshot version %d; this emulator reads version %d (written by another version of tunnelward?)", env.Version, snapshotVersion)
+	if env.Version < 1 || env.Version > snapshotVersion {
+		return nil, fmt.Errorf("snapshot version %d; this emulator reads versions 1 to %d (written by another version of tunnelward?)", env.Version, snapshotVersion)
 	}
 	sum := sha256.Sum256(env.World)
 	if hex.EncodeToString(sum[:]) != env.SHA256 {
@@ -258,11 +281,29 @@ func Restore(cfg Config, data []byte) (*Sim, error) {
 		}
 	}
 	s := New(cfg)
+	if err := s.checkSnapshotZones(&w); err != nil {
+		return nil, err
+	}
 	if err := s.restore(&w); err != nil {
 		return nil, err
 	}
 	s.reseedIDs(w.IDSeed, w.IDDraws)
 	return s, nil
+}
+
+// checkSnapshotZones refuses a world whose Cloudflare zones this emulator
+// serves differently: a zone the snapshot names that s serves under
+// another name or in another account. (Resources of an account or zone s
+// does not serve at all are refused by restore.)
+func (s *Sim) checkSnapshotZones(w *worldSnapshot) error {
+	for _, z := range w.Zones {
+		cur, ok := s.cf.zones[z.ZoneID]
+		if ok && (cur.name != normZone(z.ZoneName) || cur.account != z.AccountID) {
+			return fmt.Errorf("it holds zone %s as %s in account %s; this emulator serves it as %s in account %s; start it with the same identities",
+				z.ZoneID, z.ZoneName, z.AccountID, cur.name, cur.account)
+		}
+	}
+	return nil
 }
 
 // restore fills the empty world s from w, checking what would break it.
@@ -272,6 +313,11 @@ func (s *Sim) restore(w *worldSnapshot) error {
 		t := w.Tunnels[i].Tunnel
 		if t.ID == "" || s.tunnels[t.ID] != nil {
 			return fmt.Errorf("tunnel %d: id %q missing or repeated", i, t.ID)
+		}
+		t.AccountTag = s.accountOrFirst(t.AccountTag) // version 1: the first identity's
+		if !s.cf.accounts[t.AccountTag] && t.AccountTag != s.cf.first.AccountID {
+			return fmt.Errorf("it holds tunnel %s (%s) of Cloudflare account %s, which this emulator does not serve; start it with that account among its identities",
+				t.ID, t.Name, t.AccountTag)
 		}
 		if t.Config != nil {
 			t.Config.Raw = w.Tunnels[i].ConfigRaw
@@ -284,6 +330,11 @@ func (s *Sim) restore(w *worldSnapshot) error {
 	for i, r := range w.DNSRecords {
 		if r == nil || r.ID == "" || s.dnsRecords[r.ID] != nil {
 			return fmt.Errorf("DNS record %d: missing, or id missing or repeated", i)
+		}
+		r.ZoneID = s.zoneOrFirst(r.ZoneID) // version 1: the first identity's
+		if _, ok := s.cf.zones[r.ZoneID]; !ok && r.ZoneID != s.cf.first.ZoneID {
+			return fmt.Errorf("it holds DNS record %s (%s) of Cloudflare zone %s, which this emulator does not serve; start it with that zone among its identities",
+				r.ID, r.Name, r.ZoneID)
 		}
 		s.dnsRecords[r.ID] = r
 	}

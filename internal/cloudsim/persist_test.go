@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -476,7 +477,7 @@ func TestCorruptSnapshotNamed(t *testing.T) {
 		{"garbage", []byte("hello\n"), "damaged or truncated"},
 		{"bit flip", flipped, "checksum mismatch"},
 		{"other format", []byte(`{"format":"something-else","version":1}`), "not a cloud emulator snapshot"},
-		{"newer version", bytes.Replace(good, []byte(`"version":1`), []byte(`"version":9`), 1), "version 9"},
+		{"newer version", bytes.Replace(good, []byte(fmt.Sprintf(`"version":%d`, snapshotVersion)), []byte(`"version":9`), 1), "version 9"},
 		{"other zone", otherZone, "not of account"},
 		{"unknown event", badEvent, `unknown kind "explode"`},
 	} {

@@ -16,19 +16,31 @@ import (
 // cloudflared exactly as a booted one does.
 //
 // The loaders skip the per-request checks that cost O(resources) each (DNS
-// name conflicts, tunnel name uniqueness) and the zone's record quota: the
-// caller loads a consistent world (one tunnel name, one record name each).
+// name conflicts, tunnel name uniqueness) and the quotas (records per zone,
+// tunnels per account): the caller loads a consistent world (one tunnel
+// name per account, one record name per zone).
 
-// LoadTunnel adds a remotely managed tunnel and returns it (its id and, via
-// TunnelToken, its token).
+// LoadTunnel adds a remotely managed tunnel to the first identity's account
+// and returns it (its id and, via TunnelToken, its token).
 func (s *Sim) LoadTunnel(name string) *Tunnel {
+	return s.LoadTunnelIn(s.cf.first.AccountID, name)
+}
+
+// LoadTunnelIn adds a remotely managed tunnel to account, one of the
+// identities' accounts (another panics: a world no token can reach is a
+// caller's mistake), and returns it. The account's tunnel quota is not
+// checked.
+func (s *Sim) LoadTunnelIn(account, name string) *Tunnel {
+	if !s.cf.accounts[account] && account != s.cf.first.AccountID {
+		panic(fmt.Sprintf("cloudsim: LoadTunnelIn: account %q is not one of the Cloudflare identities' accounts", account))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.changed()
 	raw := make([]byte, 32)
 	_, _ = rand.Read(raw)
 	t := &Tunnel{
-		ID: s.newUUID(), AccountTag: s.cfg.AccountID, Name: name, ConfigSrc: "cloudflare",
+		ID: s.newUUID(), AccountTag: account, Name: name, ConfigSrc: "cloudflare",
 		Secret: base64.StdEncoding.EncodeToString(raw), CreatedAt: s.now(), Metadata: map[string]any{},
 	}
 	s.tunnels[t.ID] = t
@@ -50,21 +62,31 @@ func (s *Sim) LoadTunnelConfig(tunnelID string, ingress []IngressRule) error {
 	return nil
 }
 
-// LoadDNSRecord adds a record (ID, zone and times are filled in) and returns
-// its id. A name without the zone gets the zone appended, as on create.
+// LoadDNSRecord adds a record to r.ZoneID, one of the identities' zones (the
+// first identity's when empty; another panics), and returns its id; ID and
+// times are filled in. A name not in the zone gets the zone's name
+// appended, as on create.
 func (s *Sim) LoadDNSRecord(r DNSRecord) string {
+	r.ZoneID = s.zoneOrFirst(r.ZoneID)
+	zone, ok := s.cf.zones[r.ZoneID]
+	if !ok {
+		if r.ZoneID != s.cf.first.ZoneID {
+			panic(fmt.Sprintf("cloudsim: LoadDNSRecord: zone %q is not one of the Cloudflare identities' zones", r.ZoneID))
+		}
+		zone.name = normZone(s.cf.first.ZoneName) // a Config without a zone id
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.changed()
 	r.Name = strings.ToLower(strings.TrimSuffix(r.Name, "."))
-	if zone := strings.ToLower(s.cfg.ZoneName); r.Name != zone && !strings.HasSuffix(r.Name, "."+zone) {
-		r.Name += "." + zone
+	if zone.name != "" && r.Name != zone.name && !strings.HasSuffix(r.Name, "."+zone.name) {
+		r.Name += "." + zone.name
 	}
 	if r.TTL == 0 {
 		r.TTL = 1
 	}
 	now := s.now()
-	r.ID, r.ZoneID, r.CreatedOn, r.ModifiedOn = s.newHex(32), s.cfg.ZoneID, now, now
+	r.ID, r.CreatedOn, r.ModifiedOn = s.newHex(32), now, now
 	rec := r
 	s.dnsRecords[rec.ID] = &rec
 	return rec.ID

@@ -25,10 +25,16 @@ import (
 // Sandbox identities: the defaults of both cmd/cloudsim and the reconciler's
 // sandbox mode (docs/cloudsim.md).
 const (
-	DefaultCFToken      = "sandbox-token"
-	DefaultAccountID    = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
-	DefaultZoneID       = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
-	DefaultZoneName     = "sandbox.tunnelward.test"
+	DefaultCFToken   = "sandbox-token"
+	DefaultAccountID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	DefaultZoneID    = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+	DefaultZoneName  = "sandbox.tunnelward.test"
+	// The second Cloudflare identity DefaultConfig serves (Config.CFExtra):
+	// another account, zone and API token, the sandbox's second pool.
+	DefaultCF2Token     = "sandbox2-token"
+	DefaultAccount2ID   = "b2c3d4e5f60718293a4b5c6d7e8f90a1"
+	DefaultZone2ID      = "e0f1d2c3b4a5968778695a4b3c2d1e0f"
+	DefaultZone2Name    = "sandbox2.tunnelward.test"
 	DefaultAWSAccessKey = "AKIASANDBOXEXAMPLE"
 	DefaultAWSSecret    = "sandbox-secret"
 	DefaultRegion       = "us-east-1"
@@ -36,10 +42,20 @@ const (
 
 // Config shapes one emulated world. Zero durations mean "immediately".
 type Config struct {
-	CFToken      string
-	AccountID    string
-	ZoneID       string
-	ZoneName     string
+	// CFToken, AccountID, ZoneID and ZoneName are the first Cloudflare
+	// identity: an API token with access to one account and one zone in it.
+	CFToken   string
+	AccountID string
+	ZoneID    string
+	ZoneName  string
+	// CFExtra are Cloudflare identities served besides the first: each is an
+	// API token with access to one account and one zone in it. The same token in
+	// two identities is one user with access to both (one rate budget); the same
+	// AccountID in two identities is two zones in one account (one tunnel limit).
+	CFExtra []CFIdentity
+	// TunnelQuota is how many live tunnels one account may hold; 0 means 1000 (Cloudflare's limit).
+	TunnelQuota int
+
 	AWSAccessKey string
 	AWSSecret    string
 	// Region is the home region: where Go loaders put resources that name
@@ -56,7 +72,7 @@ type Config struct {
 	ConnectDelay        time.Duration // running + token read -> tunnel connections up
 	ShutdownDelay       time.Duration // shutting-down -> terminated / stopping -> stopped
 	TerminatedRetention time.Duration // terminated instances stay visible this long (AWS: ~1h)
-	DNSQuota            int           // records per zone; 0 means 200
+	DNSQuota            int           // records per zone (each zone its own); 0 means 200
 	// DNSBatchLimit is how many record changes one dns_records/batch may
 	// hold (Cloudflare: 200 on Free, 3,500 on paid plans); 0 means 200.
 	DNSBatchLimit int
@@ -85,8 +101,10 @@ type Config struct {
 // DefaultConfig returns the sandbox identities with short but real delays.
 func DefaultConfig() Config {
 	return Config{
-		CFToken: DefaultCFToken, AccountID: DefaultAccountID, ZoneID: DefaultZoneID,
-		ZoneName: DefaultZoneName, AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
+		CFToken: DefaultCFToken, AccountID: DefaultAccountID, ZoneID: DefaultZoneID, ZoneName: DefaultZoneName,
+		CFExtra:      []CFIdentity{{Token: DefaultCF2Token, AccountID: DefaultAccount2ID, ZoneID: DefaultZone2ID, ZoneName: DefaultZone2Name}},
+		TunnelQuota:  DefaultTunnelQuota,
+		AWSAccessKey: DefaultAWSAccessKey, AWSSecret: DefaultAWSSecret,
 		Region: DefaultRegion, Regions: DefaultRegions(), BootDelay: 2 * time.Second, ConnectDelay: time.Second,
 		ShutdownDelay: time.Second, TerminatedRetention: time.Hour, DNSQuota: 200, Seed: 1,
 		RetryInterval: 5 * time.Second, Limits: DefaultRateLimits(), InstanceRoleTagPolicy: true,
@@ -103,11 +121,16 @@ func DefaultRegions() []string {
 // ap-southeast-2).
 var reRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 
-// Validate names the first thing wrong with the configuration's regions: a
+// Validate names the first thing wrong with the configuration's regions (a
 // malformed name, a region listed twice, or a home Region that is not one
-// of Regions. New does not refuse a Config (it normalises instead), so
-// callers that take regions from a user (cmd/cloudsim) call Validate first.
+// of Regions) or its Cloudflare identities (an extra identity with an empty
+// field, a zone id given two names or accounts, a negative quota). New does
+// not refuse a Config (it normalises instead), so callers that take them
+// from a user (cmd/cloudsim) call Validate first.
 func (c Config) Validate() error {
+	if err := c.ValidateCF(); err != nil {
+		return err
+	}
 	if c.Region != "" && !reRegion.MatchString(c.Region) {
 		return fmt.Errorf("region %q is not an AWS region name (like us-east-1)", c.Region)
 	}
@@ -163,6 +186,7 @@ func (s *Sim) hasRegion(r string) bool {
 // call s.tick() to run due scheduled events, then act.
 type Sim struct {
 	cfg Config
+	cf  cfDirectory // the Cloudflare identities (cf_identity.go); read-only after New
 
 	mu  sync.Mutex
 	rnd *rand.Rand
@@ -202,6 +226,10 @@ func New(cfg Config) *Sim {
 	if cfg.DNSQuota == 0 {
 		cfg.DNSQuota = 200
 	}
+	if cfg.TunnelQuota == 0 {
+		cfg.TunnelQuota = DefaultTunnelQuota
+	}
+	cfg.CFExtra = append([]CFIdentity(nil), cfg.CFExtra...) // the world's own copy
 	if cfg.DNSBatchLimit <= 0 {
 		cfg.DNSBatchLimit = 200
 	}
@@ -210,6 +238,7 @@ func New(cfg Config) *Sim {
 	}
 	s := &Sim{
 		cfg:         cfg,
+		cf:          newCFDirectory(cfg),
 		rnd:         rand.New(rand.NewSource(cfg.Seed)),
 		idSeed:      cfg.Seed,
 		notify:      make(chan struct{}, 1),
@@ -228,8 +257,14 @@ func New(cfg Config) *Sim {
 	return s
 }
 
-// Config returns the world's configuration.
-func (s *Sim) Config() Config { return s.cfg }
+// Config returns the world's configuration (a copy: its slices are the
+// caller's).
+func (s *Sim) Config() Config {
+	c := s.cfg
+	c.Regions = append([]string(nil), c.Regions...)
+	c.CFExtra = append([]CFIdentity(nil), c.CFExtra...)
+	return c
+}
 
 // now is the world's clock.
 // While a scheduled event runs, now is the event's own due time, so whatever

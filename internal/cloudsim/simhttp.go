@@ -116,13 +116,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // WorldState is /_sim/state.
 type WorldState struct {
-	Time       time.Time        `json:"time"`
-	Regions    []string         `json:"regions"` // the AWS account's regions, home region first
+	Time    time.Time `json:"time"`
+	Regions []string  `json:"regions"` // the AWS account's regions, home region first
+	// Zones are the Cloudflare zones served, each with its account, in the
+	// order of the identities (the first identity's first). Tokens are not
+	// shown. Tunnels name their account (account_tag), records their zone
+	// (zone_id).
+	Zones      []ZoneState      `json:"zones"`
 	Tunnels    []map[string]any `json:"tunnels"`
 	DNSRecords []map[string]any `json:"dns_records"`
 	Instances  []map[string]any `json:"instances"`
 	Parameters []map[string]any `json:"parameters"`
 	Connectors []ConnectorState `json:"connectors"`
+}
+
+// ZoneState is a Cloudflare zone as /_sim/state shows it.
+type ZoneState struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	AccountID string `json:"account_id"`
 }
 
 // State returns every resource as its provider's API shows it (EC2 and SSM
@@ -135,7 +147,11 @@ func (s *Sim) State() WorldState {
 	st := WorldState{
 		Time: s.now().UTC(), Tunnels: []map[string]any{}, DNSRecords: []map[string]any{},
 		Instances: []map[string]any{}, Parameters: []map[string]any{}, Connectors: []ConnectorState{},
-		Regions: s.Regions(),
+		Regions: s.Regions(), Zones: []ZoneState{},
+	}
+	for _, id := range s.cf.order {
+		z := s.cf.zones[id]
+		st.Zones = append(st.Zones, ZoneState{ID: id, Name: z.name, AccountID: z.account})
 	}
 	for _, id := range sortedKeys(s.tunnels) {
 		st.Tunnels = append(st.Tunnels, s.tunnelJSON(s.tunnels[id]))

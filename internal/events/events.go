@@ -18,6 +18,8 @@ const (
 	TypeCreated      = "org.created"
 	TypeDeleted      = "org.deleted"
 	TypeHealthFailed = "org.health_failed"
+	// TypeTokenRotationRequested asks for a new tunnel token for the org.
+	TypeTokenRotationRequested = "org.token_rotation_requested"
 )
 
 // Stream and subject names (public contract: README, docs/nats-cli.md).
@@ -31,9 +33,10 @@ const (
 
 // typeSuffix maps an event type to the last token of its subject.
 var typeSuffix = map[string]string{
-	TypeCreated:      "created",
-	TypeDeleted:      "deleted",
-	TypeHealthFailed: "health_failed",
+	TypeCreated:                "created",
+	TypeDeleted:                "deleted",
+	TypeHealthFailed:           "health_failed",
+	TypeTokenRotationRequested: "token_rotation_requested",
 }
 
 // SubjectShape is the form of every event subject, as error messages show it.
@@ -67,7 +70,7 @@ func wellFormedSubject(subject string) bool {
 }
 
 // Subject returns the NATS subject of an event type for an org:
-// orgs.<org_id>.<created|deleted|health_failed>.
+// orgs.<org_id>.<created|deleted|health_failed|token_rotation_requested>.
 func Subject(eventType, orgID string) (string, error) {
 	s, ok := typeSuffix[eventType]
 	if !ok {
@@ -76,8 +79,8 @@ func Subject(eventType, orgID string) (string, error) {
 	return SubjectPrefix + orgID + "." + s, nil
 }
 
-// Event is one decoded, validated event. Exactly one of Created, Deleted and
-// HealthFailed is set, matching Type.
+// Event is one decoded, validated event. Exactly one of Created, Deleted,
+// HealthFailed and TokenRotationRequested is set, matching Type.
 type Event struct {
 	SpecVersion     string    `json:"specversion"`
 	ID              string    `json:"id"`
@@ -88,9 +91,10 @@ type Event struct {
 	DataContentType string    `json:"datacontenttype,omitempty"`
 	DataSchema      string    `json:"dataschema,omitempty"`
 
-	Created      *Created      `json:"-"`
-	Deleted      *Deleted      `json:"-"`
-	HealthFailed *HealthFailed `json:"-"`
+	Created                *Created                `json:"-"`
+	Deleted                *Deleted                `json:"-"`
+	HealthFailed           *HealthFailed           `json:"-"`
+	TokenRotationRequested *TokenRotationRequested `json:"-"`
 }
 
 // Created is the data of org.created.
@@ -99,6 +103,27 @@ type Created struct {
 	Slug         string `json:"slug"`
 	InstanceType string `json:"instance_type,omitempty"`
 	Region       string `json:"region,omitempty"`
+	// Pool is the Cloudflare pool (account and zone) to place the org in;
+	// "" leaves the choice to the reconciler's placement policy.
+	Pool string `json:"pool,omitempty"`
+	// Takeover names the DNS record already at the org's hostname that
+	// tunnelward may replace with its tunnel CNAME; nil: none may be.
+	Takeover *Takeover `json:"takeover,omitempty"`
+}
+
+// Takeover record types (data.takeover.type).
+const (
+	TakeoverA     = "A"
+	TakeoverAAAA  = "AAAA"
+	TakeoverCNAME = "CNAME"
+)
+
+// Takeover is org.created's data.takeover: the existing record, by its type
+// and its current content, its Cloudflare record id, or both (at least one).
+type Takeover struct {
+	Type     string `json:"type"`
+	Content  string `json:"content,omitempty"`
+	RecordID string `json:"record_id,omitempty"`
 }
 
 // Deleted is the data of org.deleted.
@@ -114,6 +139,12 @@ type HealthFailed struct {
 	Observer string `json:"observer"`
 }
 
+// TokenRotationRequested is the data of org.token_rotation_requested.
+type TokenRotationRequested struct {
+	OrgID  string `json:"org_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // OrgID is the org the event is about (data.org_id).
 func (e Event) OrgID() string {
 	switch {
@@ -123,6 +154,8 @@ func (e Event) OrgID() string {
 		return e.Deleted.OrgID
 	case e.HealthFailed != nil:
 		return e.HealthFailed.OrgID
+	case e.TokenRotationRequested != nil:
+		return e.TokenRotationRequested.OrgID
 	}
 	return e.Subject
 }
@@ -144,6 +177,8 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		data = e.Deleted
 	case e.HealthFailed != nil:
 		data = e.HealthFailed
+	case e.TokenRotationRequested != nil:
+		data = e.TokenRotationRequested
 	default:
 		return nil, fmt.Errorf("event %s: no data", e.ID)
 	}
@@ -165,6 +200,8 @@ func New(data any) (Event, error) {
 		e.Type, e.Subject, e.Deleted = TypeDeleted, d.OrgID, &d
 	case HealthFailed:
 		e.Type, e.Subject, e.HealthFailed = TypeHealthFailed, d.OrgID, &d
+	case TokenRotationRequested:
+		e.Type, e.Subject, e.TokenRotationRequested = TypeTokenRotationRequested, d.OrgID, &d
 	default:
 		return Event{}, fmt.Errorf("unknown event data %T", data)
 	}

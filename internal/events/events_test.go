@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"path"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -132,7 +133,8 @@ func TestPayloadLevelRejections(t *testing.T) {
 	}
 }
 
-// A NATS subject that is not orgs.<org_id>.<created|deleted|health_failed>
+// A NATS subject that is not
+// orgs.<org_id>.<created|deleted|health_failed|token_rotation_requested>
 // is the subject's fault, not the payload's: the error names the subject and
 // the shape it should have had, whatever the payload says.
 func TestSubjectOfWrongShape(t *testing.T) {
@@ -151,7 +153,7 @@ func TestSubjectOfWrongShape(t *testing.T) {
 			if !errors.As(err, &ve) || ve.Code != CodeBadSubject || ve.Field != "subject" {
 				t.Fatalf("want %s on field subject, got %#v", CodeBadSubject, err)
 			}
-			for _, want := range []string{subject, "orgs.<org_id>.<created|deleted|health_failed>"} {
+			for _, want := range []string{subject, "orgs.<org_id>.<created|deleted|health_failed|token_rotation_requested>"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Fatalf("reason %q does not say %q", err, want)
 				}
@@ -207,5 +209,69 @@ func TestNewIDIsSortableULID(t *testing.T) {
 			t.Fatalf("time prefix went backwards: %s after %s", id, prev)
 		}
 		prev = id
+	}
+}
+
+// The fields of issues 15 and 16: org.created's pool and takeover, and
+// org.token_rotation_requested. Each refusal names its field; a takeover
+// naming neither content nor record_id names both alternatives.
+func TestPoolTakeoverAndRotation(t *testing.T) {
+	v := newValidator(t)
+	ok := []any{
+		Created{OrgID: "acme", Slug: "acme", Pool: "eu-2"},
+		Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverCNAME, Content: "old-lb.example.com"}},
+		Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverAAAA, RecordID: "372e67954025e0ba6aaa6d586b9e0b59"}},
+		TokenRotationRequested{OrgID: "acme"},
+		TokenRotationRequested{OrgID: "acme", Reason: "leaked"},
+	}
+	for _, d := range ok {
+		ev, err := New(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := v.Validate(ev)
+		if err != nil {
+			t.Fatalf("%+v: %v", d, err)
+		}
+		back, err := v.Decode(ev.NATSSubject(), b)
+		if err != nil || back.OrgID() != "acme" || !reflect.DeepEqual(back.Created, ev.Created) || !reflect.DeepEqual(back.TokenRotationRequested, ev.TokenRotationRequested) {
+			t.Fatalf("%+v: round trip %+v, %v", d, back, err)
+		}
+	}
+	ev, _ := New(TokenRotationRequested{OrgID: "acme"})
+	if ev.Type != "org.token_rotation_requested" || ev.NATSSubject() != "orgs.acme.token_rotation_requested" {
+		t.Fatalf("rotation: type %s subject %s", ev.Type, ev.NATSSubject())
+	}
+	b, _ := v.Validate(ev)
+	if strings.Contains(string(b), "reason") {
+		t.Fatalf("an empty reason is left out: %s", b)
+	}
+
+	bad := []struct {
+		data          any
+		field, detail string
+	}{
+		{Created{OrgID: "acme", Slug: "acme", Pool: "EU"}, "/data/pool", "does not match pattern"},
+		{Created{OrgID: "acme", Slug: "acme", Pool: "p" + strings.Repeat("a", 32)}, "/data/pool", ""},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverA}}, "/data/takeover", "'content' or 'record_id'"},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Content: "192.0.2.1"}}, "/data/takeover/type", ""},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: "TXT", Content: "x"}}, "/data/takeover/type", "'A', 'AAAA', 'CNAME'"},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverA, Content: "2001:db8::1"}}, "/data/takeover/content", "ipv4"},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverAAAA, Content: "192.0.2.1"}}, "/data/takeover/content", "ipv6"},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverCNAME, Content: "a..b"}}, "/data/takeover/content", "hostname"},
+		{Created{OrgID: "acme", Slug: "acme", Takeover: &Takeover{Type: TakeoverCNAME, RecordID: "xyz"}}, "/data/takeover/record_id", ""},
+		{TokenRotationRequested{OrgID: "acme", Reason: strings.Repeat("r", 1025)}, "/data/reason", ""},
+		{TokenRotationRequested{OrgID: "Acme"}, "/subject", ""},
+	}
+	for _, c := range bad {
+		ev, err := New(c.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Validate(ev)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Code != CodeSchema || ve.Field != c.field || !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), c.detail) {
+			t.Errorf("%+v: got %v, want a schema error on %s saying %q", c.data, err, c.field, c.detail)
+		}
 	}
 }

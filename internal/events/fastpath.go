@@ -3,6 +3,9 @@ package events
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -24,9 +27,10 @@ import (
 // hash are updated: the library validates it alone. TestFastPathCoversSchemas
 // fails in that case, as a reminder.
 var fastSchemas = map[string]string{
-	"urn:tunnelward:schema:org.created:v1":       "7b3683a783e70edec85c759d1e0ab2591f91e9ddeafa4a74de375f2cf581fba3",
-	"urn:tunnelward:schema:org.deleted:v1":       "f3689255f6ba70cdee275efaf1daf1af93ad83332563d0a0891307e112aefd0e",
-	"urn:tunnelward:schema:org.health_failed:v1": "97f86cbc8eaedce06c8565eb28069ffe6ab9bcef5bc918e6b109968662c4e7a0",
+	"urn:tunnelward:schema:org.created:v1":                  "ba0a553cf3373408fec26e7931c1f77277142b4cb0112594dae65bdff1505796",
+	"urn:tunnelward:schema:org.deleted:v1":                  "f3689255f6ba70cdee275efaf1daf1af93ad83332563d0a0891307e112aefd0e",
+	"urn:tunnelward:schema:org.health_failed:v1":            "97f86cbc8eaedce06c8565eb28069ffe6ab9bcef5bc918e6b109968662c4e7a0",
+	"urn:tunnelward:schema:org.token_rotation_requested:v1": "a8ab9e25cbae79b14869749a1906b88cc9089f2577b53e0d85d30f39572f5466",
 }
 
 func schemaSum(body []byte) string {
@@ -54,20 +58,31 @@ const (
 	dRegion
 	dReason
 	dObserver
+	dPool
+	dTakeover
+)
+
+// Members of org.created's data.takeover.
+const (
+	tType = 1 << iota
+	tContent
+	tRecordID
 )
 
 // Members each event type's data allows (additionalProperties: false) and
 // requires.
 var fastData = map[string]struct{ allowed, required int }{
-	TypeCreated:      {dOrgID | dSlug | dInstanceType | dRegion, dOrgID | dSlug},
-	TypeDeleted:      {dOrgID | dReason, dOrgID},
-	TypeHealthFailed: {dOrgID | dReason | dObserver, dOrgID | dReason | dObserver},
+	TypeCreated:                {dOrgID | dSlug | dInstanceType | dRegion | dPool | dTakeover, dOrgID | dSlug},
+	TypeDeleted:                {dOrgID | dReason, dOrgID},
+	TypeHealthFailed:           {dOrgID | dReason | dObserver, dOrgID | dReason | dObserver},
+	TypeTokenRotationRequested: {dOrgID | dReason, dOrgID},
 }
 
 type fastEvent struct {
-	has, dataHas                                                         int
+	has, dataHas, takeoverHas                                            int
 	specVersion, id, typ, source, time, subject, contentType, dataSchema string
-	orgID, slug, instanceType, region, reason, observer                  string
+	orgID, slug, instanceType, region, reason, observer, pool            string
+	takeoverType, takeoverContent, takeoverRecordID                      string
 }
 
 // decodeFast returns the event and true if payload is a valid event of a
@@ -155,10 +170,15 @@ func (v *Validator) decodeFast(payload []byte) (Event, bool) {
 	case TypeCreated:
 		if !isSlug(f.slug) ||
 			f.dataHas&dInstanceType != 0 && (len(f.instanceType) > 32 || !isInstanceType(f.instanceType)) ||
-			f.dataHas&dRegion != 0 && (len(f.region) > 32 || !isRegion(f.region)) {
+			f.dataHas&dRegion != 0 && (len(f.region) > 32 || !isRegion(f.region)) ||
+			f.dataHas&dPool != 0 && !isPool(f.pool) ||
+			f.dataHas&dTakeover != 0 && !f.validTakeover() {
 			return Event{}, false
 		}
-		ev.Created = &Created{OrgID: f.orgID, Slug: f.slug, InstanceType: f.instanceType, Region: f.region}
+		ev.Created = &Created{OrgID: f.orgID, Slug: f.slug, InstanceType: f.instanceType, Region: f.region, Pool: f.pool}
+		if f.dataHas&dTakeover != 0 {
+			ev.Created.Takeover = &Takeover{Type: f.takeoverType, Content: f.takeoverContent, RecordID: f.takeoverRecordID}
+		}
 	case TypeDeleted:
 		if !runeLen(f.reason, 0, 1024) {
 			return Event{}, false
@@ -169,6 +189,11 @@ func (v *Validator) decodeFast(payload []byte) (Event, bool) {
 			return Event{}, false
 		}
 		ev.HealthFailed = &HealthFailed{OrgID: f.orgID, Reason: f.reason, Observer: f.observer}
+	case TypeTokenRotationRequested:
+		if !runeLen(f.reason, 0, 1024) {
+			return Event{}, false
+		}
+		ev.TokenRotationRequested = &TokenRotationRequested{OrgID: f.orgID, Reason: f.reason}
 	default:
 		return Event{}, false
 	}
@@ -191,6 +216,14 @@ func (f *fastEvent) dataMember(p *scanner, key string) bool {
 		bit, dst = dReason, &f.reason
 	case "observer":
 		bit, dst = dObserver, &f.observer
+	case "pool":
+		bit, dst = dPool, &f.pool
+	case "takeover":
+		if f.dataHas&dTakeover != 0 {
+			return false
+		}
+		f.dataHas |= dTakeover
+		return p.object(func(key string) bool { return f.takeoverMember(p, key) })
 	default:
 		return false
 	}
@@ -203,8 +236,56 @@ func (f *fastEvent) dataMember(p *scanner, key string) bool {
 	return ok
 }
 
+func (f *fastEvent) takeoverMember(p *scanner, key string) bool {
+	var bit int
+	var dst *string
+	switch key {
+	case "type":
+		bit, dst = tType, &f.takeoverType
+	case "content":
+		bit, dst = tContent, &f.takeoverContent
+	case "record_id":
+		bit, dst = tRecordID, &f.takeoverRecordID
+	default:
+		return false
+	}
+	if f.takeoverHas&bit != 0 {
+		return false
+	}
+	f.takeoverHas |= bit
+	var ok bool
+	*dst, ok = p.str()
+	return ok
+}
+
+// validTakeover checks data.takeover as org.created's schema states it:
+// type required and one of A, AAAA, CNAME; content or record_id (or both);
+// content 1..255 characters, of the format its type names; record_id 32
+// lowercase hex digits.
+func (f *fastEvent) validTakeover() bool {
+	if f.takeoverHas&tType == 0 || f.takeoverHas&(tContent|tRecordID) == 0 {
+		return false
+	}
+	if f.takeoverHas&tRecordID != 0 && !isRecordID(f.takeoverRecordID) {
+		return false
+	}
+	var format func(string) bool
+	switch f.takeoverType {
+	case TakeoverA:
+		format = isIPv4Format
+	case TakeoverAAAA:
+		format = isIPv6Format
+	case TakeoverCNAME:
+		format = isHostnameFormat
+	default:
+		return false
+	}
+	return f.takeoverHas&tContent == 0 || runeLen(f.takeoverContent, 1, 255) && format(f.takeoverContent)
+}
+
 // scanner reads the subset of JSON the fast path accepts: objects whose
-// members are strings without escapes (or, one level down, such objects).
+// members are strings without escapes or, nested (data, data.takeover),
+// such objects.
 type scanner struct {
 	s string
 	i int
@@ -367,6 +448,69 @@ func isRegion(s string) bool {
 		}
 		return j > i && j == len(s) && groups >= 1
 	}
+}
+
+// isPool: ^[a-z][a-z0-9-]{0,31}$
+func isPool(s string) bool {
+	return len(s) >= 1 && len(s) <= 32 && isLower(s[0]) && allBytes(s, isLabelByte)
+}
+
+// isRecordID: ^[0-9a-f]{32}$
+func isRecordID(s string) bool {
+	return len(s) == 32 && allBytes(s, func(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' })
+}
+
+// The formats data.takeover.content is checked against, written as the
+// JSON Schema library (santhosh-tekuri/jsonschema v6) checks them, quirks
+// included (its ipv4 reads each part with strconv.Atoi, so "+1" passes):
+// what it accepts, the fast path must accept, and nothing more.
+// TestFastFormatsMatchLibrary compares them over a corpus.
+
+// isIPv4Format: format "ipv4".
+func isIPv4Format(s string) bool {
+	groups := strings.Split(s, ".")
+	if len(groups) != 4 {
+		return false
+	}
+	for _, g := range groups {
+		if len(g) > 1 && g[0] == '0' {
+			return false
+		}
+		n, err := strconv.Atoi(g)
+		if err != nil || n < 0 || n > 255 {
+			return false
+		}
+	}
+	return true
+}
+
+// isIPv6Format: format "ipv6".
+func isIPv6Format(s string) bool {
+	if !strings.Contains(s, ":") {
+		return false
+	}
+	addr, err := netip.ParseAddr(s)
+	return err == nil && addr.Zone() == ""
+}
+
+// isHostnameFormat: format "hostname" (labels of 1..63 letters, digits and
+// inner hyphens, 253 bytes at most without a trailing dot).
+func isHostnameFormat(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if len(label) < 1 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !isLabelByte(c) && !(c >= 'A' && c <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // fastTime accepts the strict RFC 3339 form YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)

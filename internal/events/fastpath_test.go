@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
 	"github.com/tunnelward/tunnelward/schemas"
 )
 
@@ -180,7 +182,12 @@ func edgeCases() []struct {
 	h := func(name string, fast bool, p []byte) ec {
 		return ec{diffCase{name, "orgs.acme.health_failed", p}, fast}
 	}
+	r := func(name string, fast bool, p []byte) ec {
+		return ec{diffCase{name, "orgs.acme.token_rotation_requested", p}, fast}
+	}
 	nosubj := func(name string, fast bool, p []byte) ec { return ec{diffCase{name, "", p}, fast} } // as the publisher checks
+	takeover := func(t string) []byte { return data(`{"org_id":"acme","slug":"acme","takeover":` + t + `}`) }
+	hex32 := "0123456789abcdef0123456789abcdef"
 	return []ec{
 		c("base", true, []byte(edgeBase)),
 		nosubj("no nats subject", true, []byte(edgeBase)),
@@ -276,6 +283,69 @@ func edgeCases() []struct {
 		c("region trailing letter", false, data(`{"org_id":"acme","slug":"acme","region":"eu-west-1a"}`)),
 		c("region 33", false, data(`{"org_id":"acme","slug":"acme","region":"eu-`+long("w", 28)+`-1"}`)),
 		c("region path", false, data(`{"org_id":"acme","slug":"acme","region":"../eu-west-1"}`)),
+		c("pool", true, data(`{"org_id":"acme","slug":"acme","pool":"eu-2"}`)),
+		c("pool 1", true, data(`{"org_id":"acme","slug":"acme","pool":"p"}`)),
+		c("pool 32", true, data(`{"org_id":"acme","slug":"acme","pool":"p`+long("a", 31)+`"}`)),
+		c("pool 33", false, data(`{"org_id":"acme","slug":"acme","pool":"p`+long("a", 32)+`"}`)),
+		c("pool trailing hyphen", true, data(`{"org_id":"acme","slug":"acme","pool":"p-"}`)),
+		c("pool digit first", false, data(`{"org_id":"acme","slug":"acme","pool":"1p"}`)),
+		c("pool hyphen first", false, data(`{"org_id":"acme","slug":"acme","pool":"-p"}`)),
+		c("pool upper", false, data(`{"org_id":"acme","slug":"acme","pool":"Pool"}`)),
+		c("pool dot", false, data(`{"org_id":"acme","slug":"acme","pool":"p.q"}`)),
+		c("pool empty", false, data(`{"org_id":"acme","slug":"acme","pool":""}`)),
+		c("pool number", false, data(`{"org_id":"acme","slug":"acme","pool":1}`)),
+		c("duplicate pool", false, data(`{"org_id":"acme","slug":"acme","pool":"a","pool":"b"}`)),
+		c("pool and everything", true, data(`{"org_id":"acme","slug":"acme","instance_type":"t4g.small","region":"eu-west-1","pool":"eu","takeover":{"type":"A","content":"192.0.2.1"}}`)),
+		c("takeover A", true, takeover(`{"type":"A","content":"192.0.2.1"}`)),
+		c("takeover A record id", true, takeover(`{"type":"A","record_id":"`+hex32+`"}`)),
+		c("takeover A both", true, takeover(`{"record_id":"`+hex32+`","content":"203.0.113.255","type":"A"}`)),
+		c("takeover A zeros", true, takeover(`{"type":"A","content":"0.0.0.0"}`)),
+		c("takeover A plus sign", true, takeover(`{"type":"A","content":"+1.2.3.4"}`)), // the library's ipv4 reads parts with Atoi
+		c("takeover A 256", false, takeover(`{"type":"A","content":"192.0.2.256"}`)),
+		c("takeover A leading zero", false, takeover(`{"type":"A","content":"192.0.2.01"}`)),
+		c("takeover A three parts", false, takeover(`{"type":"A","content":"192.0.2"}`)),
+		c("takeover A minus", false, takeover(`{"type":"A","content":"192.0.2.-1"}`)),
+		c("takeover A with ipv6", false, takeover(`{"type":"A","content":"2001:db8::1"}`)),
+		c("takeover A hostname", false, takeover(`{"type":"A","content":"old.example.com"}`)),
+		c("takeover AAAA", true, takeover(`{"type":"AAAA","content":"2001:db8::1"}`)),
+		c("takeover AAAA full", true, takeover(`{"type":"AAAA","content":"2001:0db8:0000:0000:0000:0000:0000:0001"}`)),
+		c("takeover AAAA mapped", true, takeover(`{"type":"AAAA","content":"::ffff:192.0.2.1"}`)),
+		c("takeover AAAA zone", false, takeover(`{"type":"AAAA","content":"fe80::1%eth0"}`)),
+		c("takeover AAAA ipv4", false, takeover(`{"type":"AAAA","content":"192.0.2.1"}`)),
+		c("takeover AAAA bad", false, takeover(`{"type":"AAAA","content":"2001:db8:::1"}`)),
+		c("takeover CNAME", true, takeover(`{"type":"CNAME","content":"old-lb.example.com"}`)),
+		c("takeover CNAME trailing dot", true, takeover(`{"type":"CNAME","content":"old-lb.example.com."}`)),
+		c("takeover CNAME upper", true, takeover(`{"type":"CNAME","content":"Old-LB.Example.COM"}`)),
+		c("takeover CNAME one label", true, takeover(`{"type":"CNAME","content":"localhost"}`)),
+		c("takeover CNAME label 63", true, takeover(`{"type":"CNAME","content":"`+long("a", 63)+`.com"}`)),
+		c("takeover CNAME label 64", false, takeover(`{"type":"CNAME","content":"`+long("a", 64)+`.com"}`)),
+		c("takeover CNAME 253", true, takeover(`{"type":"CNAME","content":"`+strings.Repeat(long("a", 62)+".", 4)+`a"}`)),
+		c("takeover CNAME 255", false, takeover(`{"type":"CNAME","content":"`+strings.Repeat(long("a", 62)+".", 4)+`abc"}`)),
+		c("takeover CNAME 256", false, takeover(`{"type":"CNAME","content":"`+strings.Repeat(long("a", 63)+".", 4)+`"}`)),
+		c("takeover CNAME empty label", false, takeover(`{"type":"CNAME","content":"a..b"}`)),
+		c("takeover CNAME hyphen label", false, takeover(`{"type":"CNAME","content":"a.-b.c"}`)),
+		c("takeover CNAME underscore", false, takeover(`{"type":"CNAME","content":"_acme.example.com"}`)),
+		c("takeover CNAME unicode", false, takeover(`{"type":"CNAME","content":"bücher.example"}`)),
+		c("takeover CNAME only dot", false, takeover(`{"type":"CNAME","content":"."}`)),
+		c("takeover CNAME record id", true, takeover(`{"type":"CNAME","record_id":"`+hex32+`"}`)),
+		c("takeover empty content", false, takeover(`{"type":"CNAME","content":""}`)),
+		c("takeover no content or id", false, takeover(`{"type":"A"}`)),
+		c("takeover no type", false, takeover(`{"content":"192.0.2.1"}`)),
+		c("takeover MX", false, takeover(`{"type":"MX","content":"mail.example.com"}`)),
+		c("takeover lower type", false, takeover(`{"type":"a","content":"192.0.2.1"}`)),
+		c("takeover record id upper", false, takeover(`{"type":"A","record_id":"`+strings.ToUpper(hex32)+`"}`)),
+		c("takeover record id 31", false, takeover(`{"type":"A","record_id":"`+hex32[1:]+`"}`)),
+		c("takeover record id 33", false, takeover(`{"type":"A","record_id":"`+hex32+`0"}`)),
+		c("takeover record id g", false, takeover(`{"type":"A","record_id":"`+hex32[1:]+`g"}`)),
+		c("takeover unknown member", false, takeover(`{"type":"A","content":"192.0.2.1","ttl":"1"}`)),
+		c("takeover duplicate member", false, takeover(`{"type":"A","content":"192.0.2.1","content":"192.0.2.2"}`)),
+		c("takeover duplicate", false, data(`{"org_id":"acme","slug":"acme","takeover":{"type":"A","content":"192.0.2.1"},"takeover":{"type":"A","content":"192.0.2.1"}}`)),
+		c("takeover empty", false, takeover(`{}`)),
+		c("takeover null", false, takeover(`null`)),
+		c("takeover string", false, takeover(`"A"`)),
+		c("takeover nested", false, takeover(`{"type":"A","content":{"v":"192.0.2.1"}}`)),
+		c("takeover escape", false, takeover(`{"type":"A","content":"192.0.2.\u0031"}`)),
+		d("takeover on deleted", false, typed("org.deleted", `{"org_id":"acme","takeover":{"type":"A","content":"192.0.2.1"}}`)),
 		d("deleted", true, typed("org.deleted", `{"org_id":"acme"}`)),
 		d("deleted empty reason", true, typed("org.deleted", `{"org_id":"acme","reason":""}`)),
 		d("deleted reason 1024 runes", true, typed("org.deleted", `{"org_id":"acme","reason":"`+long("ü", 1024)+`"}`)),
@@ -287,6 +357,20 @@ func edgeCases() []struct {
 		h("health observer 257", false, typed("org.health_failed", `{"org_id":"acme","reason":"r","observer":"`+long("o", 257)+`"}`)),
 		h("health no observer", false, typed("org.health_failed", `{"org_id":"acme","reason":"r"}`)),
 		c("health on created subject", false, typed("org.health_failed", `{"org_id":"acme","reason":"r","observer":"o"}`)),
+		r("rotation", true, typed("org.token_rotation_requested", `{"org_id":"acme"}`)),
+		r("rotation reason", true, typed("org.token_rotation_requested", `{"org_id":"acme","reason":"leaked in a support ticket"}`)),
+		r("rotation empty reason", true, typed("org.token_rotation_requested", `{"org_id":"acme","reason":""}`)),
+		r("rotation reason 1024 runes", true, typed("org.token_rotation_requested", `{"org_id":"acme","reason":"`+long("ü", 1024)+`"}`)),
+		r("rotation reason 1025", false, typed("org.token_rotation_requested", `{"org_id":"acme","reason":"`+long("r", 1025)+`"}`)),
+		r("rotation reason number", false, typed("org.token_rotation_requested", `{"org_id":"acme","reason":1}`)),
+		r("rotation no org", false, typed("org.token_rotation_requested", `{"reason":"x"}`)),
+		r("rotation slug", false, typed("org.token_rotation_requested", `{"org_id":"acme","slug":"acme"}`)),
+		r("rotation observer", false, typed("org.token_rotation_requested", `{"org_id":"acme","observer":"x"}`)),
+		r("rotation dataschema", true, []byte(strings.Replace(string(typed("org.token_rotation_requested", `{"org_id":"acme"}`)), `"subject"`, `"dataschema":"urn:tunnelward:schema:org.token_rotation_requested:v1","subject"`, 1))),
+		r("rotation dataschema of created", false, []byte(strings.Replace(string(typed("org.token_rotation_requested", `{"org_id":"acme"}`)), `"subject"`, `"dataschema":"urn:tunnelward:schema:org.created:v1","subject"`, 1))),
+		r("rotation of another org", false, []byte(strings.ReplaceAll(string(typed("org.token_rotation_requested", `{"org_id":"acme"}`)), `"acme"`, `"globex"`))),
+		c("rotation on created subject", false, typed("org.token_rotation_requested", `{"org_id":"acme"}`)),
+		nosubj("rotation without nats subject", true, typed("org.token_rotation_requested", `{"org_id":"acme"}`)),
 		c("unknown type", false, typed("org.renamed", `{"org_id":"acme"}`)),
 	}
 }
@@ -380,6 +464,8 @@ func TestFastPatternsMatchSchemaRegexps(t *testing.T) {
 		"slug":          isSlug,
 		"instance_type": isInstanceType,
 		"region":        isRegion,
+		"pool":          isPool,
+		"record_id":     isRecordID,
 	}
 	for name := range patterns {
 		if matchers[name] == nil {
@@ -400,7 +486,10 @@ func TestFastPatternsMatchSchemaRegexps(t *testing.T) {
 	}
 	gen(nil)
 	inputs = append(inputs, "t4g.small", "m5-4.large", "us-gov-west-1", "eu-west-12", "a-b-c-d-e-f-9", "ab-c-1-2",
-		"xx-y-0", strings.Repeat("a", 63), strings.Repeat("a", 64), "é", "a\n", "\na")
+		"xx-y-0", strings.Repeat("a", 63), strings.Repeat("a", 64), "é", "a\n", "\na",
+		"p"+strings.Repeat("a", 31), "p"+strings.Repeat("a", 32), "0123456789abcdef0123456789abcdef",
+		"0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef0", "0123456789ABCDEF0123456789ABCDEF",
+		"0123456789abcdef0123456789abcdeg", strings.Repeat("0", 32), strings.Repeat("f", 32)+"\n")
 	for name, p := range patterns {
 		re := regexp.MustCompile(p)
 		m := matchers[name]
@@ -460,4 +549,57 @@ func readFuzzSeed(file string) (string, []byte, bool) {
 	subject, err1 := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "string("), ")"))
 	payload, err2 := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[2], "[]byte("), ")"))
 	return subject, []byte(payload), err1 == nil && err2 == nil
+}
+
+// TestFastFormatsMatchLibrary checks the fast path's takeover content
+// formats against the JSON Schema library's own, over every string of up to
+// four characters from an alphabet covering what the formats look at, plus
+// longer samples.
+func TestFastFormatsMatchLibrary(t *testing.T) {
+	fast := map[string]func(string) bool{"ipv4": isIPv4Format, "ipv6": isIPv6Format, "hostname": isHostnameFormat}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	lib := map[string]*jsonschema.Schema{}
+	for name := range fast {
+		url := "urn:test:format:" + name
+		if err := c.AddResource(url, map[string]any{"format": name}); err != nil {
+			t.Fatal(err)
+		}
+		sch, err := c.Compile(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lib[name] = sch
+	}
+	alphabet := []byte("019.:af-Z_+%é")
+	var inputs []string
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		inputs = append(inputs, string(prefix))
+		if len(prefix) == 4 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(prefix, c))
+		}
+	}
+	gen(nil)
+	inputs = append(inputs, "192.0.2.1", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3.4.", "+1.2.3.4", "-0.1.2.3",
+		"1.2.3.04", " 1.2.3.4", "1.2.3.4 ", "0x1.2.3.4", "١.٢.٣.٤", "2001:db8::1", "::", "::1", "::ffff:192.0.2.1",
+		"fe80::1%eth0", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1::2", "[::1]", "1:2:3:4:5:6:7:8:9",
+		"example.com", "example.com.", "example.com..", "a-b.c", "-a.b", "a-.b", "a_b.c", "xn--bcher-kva.example",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a.", 126)+"a", strings.Repeat("a.", 127)+"a",
+		strings.Repeat("a.", 127), "a.b.c.1", "1.2.3.4")
+	for name, m := range fast {
+		bad := 0
+		for _, s := range inputs {
+			want := lib[name].Validate(s) == nil
+			if got := m(s); got != want {
+				if bad++; bad < 10 {
+					t.Errorf("format %s: %q: fast %v, library %v", name, s, got, want)
+				}
+			}
+		}
+	}
 }

@@ -241,11 +241,17 @@ func (v *Validator) decodeSchema(payload []byte) (Event, error) {
 	data, _ := obj["data"].(map[string]any)
 	switch typ {
 	case TypeCreated:
-		ev.Created = &Created{OrgID: str(data, "org_id"), Slug: str(data, "slug"), InstanceType: str(data, "instance_type"), Region: str(data, "region")}
+		ev.Created = &Created{OrgID: str(data, "org_id"), Slug: str(data, "slug"), InstanceType: str(data, "instance_type"),
+			Region: str(data, "region"), Pool: str(data, "pool")}
+		if to, ok := data["takeover"].(map[string]any); ok {
+			ev.Created.Takeover = &Takeover{Type: str(to, "type"), Content: str(to, "content"), RecordID: str(to, "record_id")}
+		}
 	case TypeDeleted:
 		ev.Deleted = &Deleted{OrgID: str(data, "org_id"), Reason: str(data, "reason")}
 	case TypeHealthFailed:
 		ev.HealthFailed = &HealthFailed{OrgID: str(data, "org_id"), Reason: str(data, "reason"), Observer: str(data, "observer")}
+	case TypeTokenRotationRequested:
+		ev.TokenRotationRequested = &TokenRotationRequested{OrgID: str(data, "org_id"), Reason: str(data, "reason")}
 	default:
 		// A schema was added without its Go type: a programming error, but
 		// never a panic.
@@ -317,6 +323,12 @@ func (v *Validator) schemaError(ve *jsonschema.ValidationError) *ValidationError
 	}
 	leaf := ve
 	for len(leaf.Causes) > 0 {
+		// "one of these members is required" (anyOf of required, as
+		// data.takeover's content or record_id) names the object and every
+		// alternative, not just the first one the library lists.
+		if alts, ok := requiredAlternatives(leaf); ok {
+			return invalid(CodeSchema, jsonPointer(leaf.InstanceLocation), "missing property %s: at least one is required", strings.Join(alts, " or "))
+		}
 		next := leaf.Causes[0]
 		for _, c := range leaf.Causes[1:] {
 			if before(c, next) {
@@ -336,9 +348,33 @@ func (v *Validator) schemaError(ve *jsonschema.ValidationError) *ValidationError
 			loc = append(loc, k.Properties[0])
 		}
 	}
+	return invalid(CodeSchema, jsonPointer(loc), "%s", leaf.ErrorKind.LocalizedString(v.printer))
+}
+
+// requiredAlternatives reports whether ve is a failed anyOf whose every
+// branch only misses required members, and names them ('content', ...).
+func requiredAlternatives(ve *jsonschema.ValidationError) ([]string, bool) {
+	if _, ok := ve.ErrorKind.(*kind.AnyOf); !ok || len(ve.Causes) < 2 {
+		return nil, false
+	}
+	var names []string
+	for _, c := range ve.Causes {
+		r, ok := c.ErrorKind.(*kind.Required)
+		if !ok || len(c.Causes) > 0 || len(r.Missing) == 0 {
+			return nil, false
+		}
+		for _, m := range r.Missing {
+			names = append(names, "'"+m+"'")
+		}
+	}
+	return names, true
+}
+
+// jsonPointer is the JSON pointer (RFC 6901) of an instance location.
+func jsonPointer(loc []string) string {
 	field := ""
 	for _, p := range loc {
 		field += "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(p)
 	}
-	return invalid(CodeSchema, field, "%s", leaf.ErrorKind.LocalizedString(v.printer))
+	return field
 }

@@ -72,10 +72,11 @@ type Config struct {
 	AckWait time.Duration
 	// RetryDelay is the pause after a failed fetch or commit (default 1 s).
 	RetryDelay time.Duration
-	// DeferAttempts and DeferDelay: a health_failed for an org not known
-	// (yet) is asked for again after DeferDelay until it was delivered
-	// DeferAttempts times (defaults: 2 s, and enough attempts to outlast
-	// AckWait plus three), then acked as ignored.
+	// DeferAttempts and DeferDelay: a health_failed or
+	// token_rotation_requested for an org not known (yet) is asked for
+	// again after DeferDelay until it was delivered DeferAttempts times
+	// (defaults: 2 s, and enough attempts to outlast AckWait plus three),
+	// then acked as ignored.
 	DeferAttempts int
 	DeferDelay    time.Duration
 	// OnApplied receives each org id whose record an event changed, after
@@ -100,7 +101,7 @@ func (noMetrics) DeadLetter(string)            {}
 // Ingest results beside state's (applied, stale, ignored_unknown,
 // ignored_deleted), for the events_ingested metric.
 const (
-	resultDeferred = "deferred" // health report for an org not known yet, asked for again later
+	resultDeferred = "deferred" // health report or rotation request for an org not known yet, asked for again later
 	resultInvalid  = "invalid"  // dead-lettered
 )
 
@@ -623,7 +624,7 @@ func eventType(subject string) string {
 	parts := strings.Split(subject, ".")
 	if len(parts) == 3 && parts[0] == "orgs" {
 		switch parts[2] {
-		case "created", "deleted", "health_failed":
+		case "created", "deleted", "health_failed", "token_rotation_requested":
 			return "org." + parts[2]
 		}
 	}
@@ -635,11 +636,16 @@ func ToFact(ev events.Event, seq uint64) state.Fact {
 	f := state.Fact{Seq: seq, EventID: ev.ID, OrgID: ev.OrgID(), Time: ev.Time}
 	switch {
 	case ev.Created != nil:
-		f.Type, f.Slug, f.InstanceType, f.Region = state.FactCreated, ev.Created.Slug, ev.Created.InstanceType, ev.Created.Region
+		f.Type, f.Slug, f.InstanceType, f.Region, f.Pool = state.FactCreated, ev.Created.Slug, ev.Created.InstanceType, ev.Created.Region, ev.Created.Pool
+		if t := ev.Created.Takeover; t != nil {
+			f.Takeover = &state.Takeover{Type: t.Type, Content: t.Content, RecordID: t.RecordID}
+		}
 	case ev.Deleted != nil:
 		f.Type = state.FactDeleted
 	case ev.HealthFailed != nil:
 		f.Type, f.Reason, f.Observer = state.FactHealthFailed, ev.HealthFailed.Reason, ev.HealthFailed.Observer
+	case ev.TokenRotationRequested != nil:
+		f.Type, f.Reason = state.FactTokenRotationRequested, ev.TokenRotationRequested.Reason
 	}
 	return f
 }

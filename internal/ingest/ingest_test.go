@@ -52,6 +52,47 @@ func TestAllEventTypesReachState(t *testing.T) {
 	}
 }
 
+// org.created's pool and takeover reach Desired; a token rotation request
+// sets Desired.TokenRotationSeq to its stream sequence and tells the engine;
+// one for an org that does not exist is acked as ignored, changing nothing.
+func TestPoolTakeoverAndRotationReachState(t *testing.T) {
+	e := newEnv(t)
+	in := e.ingester(t, nil)
+	run(t, in)
+
+	_, ack := e.publish(t, events.Created{OrgID: "acme", Slug: "acme", Pool: "eu-2",
+		Takeover: &events.Takeover{Type: events.TakeoverA, Content: "203.0.113.10", RecordID: "372e67954025e0ba6aaa6d586b9e0b59"}})
+	waitFor(t, "acme present", func() bool { o, ok := e.org(t, "acme"); return ok && o.LastSeq == ack.Sequence })
+	o, _ := e.org(t, "acme")
+	want := state.Takeover{Type: "A", Content: "203.0.113.10", RecordID: "372e67954025e0ba6aaa6d586b9e0b59"}
+	if o.Desired.Pool != "eu-2" || o.Desired.Takeover == nil || *o.Desired.Takeover != want || o.Desired.TokenRotationSeq != 0 {
+		t.Fatalf("desired: %+v takeover %+v", o.Desired, o.Desired.Takeover)
+	}
+	rot, ack := e.publish(t, events.TokenRotationRequested{OrgID: "acme", Reason: "leaked"})
+	waitFor(t, "rotation applied", func() bool { o, _ := e.org(t, "acme"); return o.Desired.TokenRotationSeq == ack.Sequence })
+	if o, _ := e.org(t, "acme"); o.LastSeq != ack.Sequence || o.LastEventID != rot.ID || o.Desired.Pool != "eu-2" {
+		t.Fatalf("after rotation: %+v", o)
+	}
+	e.publish(t, events.TokenRotationRequested{OrgID: "nobody"})
+	e.publish(t, events.Deleted{OrgID: "gone"})
+	e.publish(t, events.TokenRotationRequested{OrgID: "gone"})
+	waitFor(t, "all acked", func() bool { return e.consumerSettled(t) })
+	if _, ok := e.org(t, "nobody"); ok {
+		t.Fatal("a rotation request for an unknown org made a record")
+	}
+	if g, _ := e.org(t, "gone"); g.Desired.TokenRotationSeq != 0 {
+		t.Fatalf("a rotation request changed a tombstone: %+v", g.Desired)
+	}
+	if st := in.Stats(); st.Ignored != 2 || st.DeadLettered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if strings.Join(e.notified, ",") != "acme,acme,gone" {
+		t.Fatalf("engine notified of %v", e.notified)
+	}
+}
+
 func TestSameEventIDStoredOnce(t *testing.T) {
 	e := newEnv(t)
 	ev, err := events.New(events.HealthFailed{OrgID: "acme", Reason: "down", Observer: "p"})
@@ -249,7 +290,7 @@ func TestWrongShapeSubjectDeadLetterNamesTheSubject(t *testing.T) {
 		if h.Get(HeaderCode) != events.CodeBadSubject || h.Get(HeaderField) != "subject" || h.Get(HeaderOriginalSubject) != subject {
 			t.Fatalf("%s: headers %v, want code %s, field subject", subject, h, events.CodeBadSubject)
 		}
-		if r := h.Get(HeaderReason); !strings.Contains(r, subject) || !strings.Contains(r, "orgs.<org_id>.<created|deleted|health_failed>") {
+		if r := h.Get(HeaderReason); !strings.Contains(r, subject) || !strings.Contains(r, "orgs.<org_id>.<created|deleted|health_failed|token_rotation_requested>") {
 			t.Fatalf("%s: reason %q does not name the subject and the shape expected", subject, r)
 		}
 	}

@@ -246,7 +246,7 @@ func carryOver(old, fresh *state.Store, res *ReplayResult) error {
 }
 
 func sameDesired(a, b state.Org) bool {
-	if a.Desired != b.Desired || a.LastSeq != b.LastSeq || a.LastEventID != b.LastEventID || len(a.HealthReports) != len(b.HealthReports) {
+	if !a.Desired.Equal(b.Desired) || a.LastSeq != b.LastSeq || a.LastEventID != b.LastEventID || len(a.HealthReports) != len(b.HealthReports) {
 		return false
 	}
 	for i := range a.HealthReports {

@@ -24,7 +24,10 @@ func TestReplayEqualsLiveState(t *testing.T) {
 	e.publish(t, events.Deleted{OrgID: "ghost"})
 	e.publishRaw(t, "orgs.acme.created", []byte(`{"broken":`))
 	e.publish(t, events.HealthFailed{OrgID: "nobody", Reason: "x", Observer: "p"})
-	_, last := e.publish(t, events.Created{OrgID: "initech", Slug: "initech"})
+	e.publish(t, events.TokenRotationRequested{OrgID: "acme", Reason: "leak"})
+	e.publish(t, events.TokenRotationRequested{OrgID: "nobody"})
+	_, last := e.publish(t, events.Created{OrgID: "initech", Slug: "initech", Pool: "eu-2",
+		Takeover: &events.Takeover{Type: events.TakeoverCNAME, Content: "old-lb.example.com"}})
 	waitFor(t, "live ingest", func() bool { o, _ := e.org(t, "initech"); return o.LastSeq == last.Sequence })
 	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
 	stop()
@@ -74,7 +77,7 @@ func TestReplayEqualsLiveState(t *testing.T) {
 	}
 	for i := range live {
 		l, r := live[i], got[i]
-		if l.ID != r.ID || l.Desired != r.Desired || l.LastSeq != r.LastSeq || l.LastEventID != r.LastEventID || !l.UpdatedAt.Equal(r.UpdatedAt) ||
+		if l.ID != r.ID || !l.Desired.Equal(r.Desired) || l.LastSeq != r.LastSeq || l.LastEventID != r.LastEventID || !l.UpdatedAt.Equal(r.UpdatedAt) ||
 			len(l.HealthReports) != len(r.HealthReports) || l.Observed != r.Observed {
 			t.Fatalf("org %s differs:\nlive    %+v\nreplay  %+v", l.ID, l, r)
 		}
@@ -86,6 +89,12 @@ func TestReplayEqualsLiveState(t *testing.T) {
 	}
 	if g, _, _ := rebuilt.Get("globex"); g.Desired.Generation != 2 {
 		t.Fatalf("globex generation %d", g.Desired.Generation)
+	}
+	if a, _, _ := rebuilt.Get("acme"); a.Desired.TokenRotationSeq == 0 {
+		t.Fatalf("acme's rotation request not rebuilt: %+v", a.Desired)
+	}
+	if i, _, _ := rebuilt.Get("initech"); i.Desired.Pool != "eu-2" || i.Desired.Takeover == nil || i.Desired.Takeover.Content != "old-lb.example.com" {
+		t.Fatalf("initech's pool and takeover not rebuilt: %+v", i.Desired)
 	}
 	// The rebuilt file knows how far it is applied, so a later start can
 	// tell whether it is behind the consumer.

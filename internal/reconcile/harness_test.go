@@ -64,6 +64,9 @@ type harness struct {
 	requests *requestLog
 	// sends are the Cloudflare requests as the client saw them.
 	sends *requestLog
+	// clouds, ecfg and queue rebuild the engine on the same store (reopen).
+	clouds Clouds
+	ecfg   Config
 }
 
 // requestLog records when each Cloudflare request reached the emulator and
@@ -148,6 +151,22 @@ type harnessOpts struct {
 	// regions the engine serves besides the emulator's default region, each
 	// through its own aws client (as cmd/reconciler builds them).
 	regions []string
+	// pools, when set, serve one Cloudflare pool per entry, each on its own
+	// emulated identity (account, zone, token): "sandbox" (the emulator's
+	// first identity, the default pool), "sandbox2" (its second), then
+	// "pool3"... on identities added to the emulator.
+	pools []PoolLimits
+}
+
+// poolName is the harness's name of its i-th pool.
+func poolName(i int) string {
+	switch i {
+	case 0:
+		return "sandbox"
+	case 1:
+		return "sandbox2"
+	}
+	return fmt.Sprintf("pool%d", i+1)
 }
 
 // Emulated delays used by every test: short but real.
@@ -173,6 +192,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	scfg.Limits = cloudsim.RateLimits{}
 	if o.sim != nil {
 		o.sim(&scfg)
+	}
+	for i := len(scfg.CFExtra) + 1; i < len(o.pools); i++ {
+		scfg.CFExtra = append(scfg.CFExtra, cloudsim.CFIdentity{Token: fmt.Sprintf("token-%d", i),
+			AccountID: fmt.Sprintf("%032x", 0xacc0+i), ZoneID: fmt.Sprintf("%032x", 0x2000+i),
+			ZoneName: poolName(i) + ".tunnelward.test"})
 	}
 	sim := cloudsim.New(scfg)
 	rec := &requestLog{}
@@ -233,13 +257,46 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		clouds = clouds.WithRegion(r, awr, InstanceSpec{ImageID: "ami-0" + regionHex(r),
 			SubnetID: "subnet-0" + regionHex(r), SecurityGroupIDs: []string{"sg-0" + regionHex(r)}})
 	}
-	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
-	eng, err := New(ecfg, clouds, st, q)
-	if err != nil {
-		t.Fatal(err)
+	if len(o.pools) > 0 {
+		clouds.DefaultPool = poolName(0)
+		ids := scfg.CFIdentities()
+		for i, l := range o.pools {
+			pc := cf
+			if i > 0 {
+				id := ids[i]
+				if pc, err = cloudflare.New(cloudflare.Config{BaseURL: srv.URL + "/client/v4/", APIToken: id.Token,
+					AccountID: id.AccountID, ZoneID: id.ZoneID, ZoneName: id.ZoneName, HTTPClient: cfHTTP,
+					Policy: pol, PageSize: 20, Budget: budget}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if l.Account == "" {
+				l.Account = ids[i].AccountID
+			}
+			clouds = clouds.WithPool(poolName(i), pc, l)
+		}
 	}
-	h := &harness{t: t, sim: sim, srv: srv, store: st, eng: eng, logs: logs, cf: cf, aw: aw, requests: rec, sends: sends}
+	h := &harness{t: t, sim: sim, srv: srv, store: st, logs: logs, cf: cf, aw: aw, requests: rec, sends: sends,
+		clouds: clouds, ecfg: ecfg}
+	h.reopen(nil)
 	return h
+}
+
+// reopen builds a new engine on the same store, clients and emulator (a
+// process restart), with edit applied to its clouds; the old one must be
+// stopped.
+func (h *harness) reopen(edit func(*Clouds)) {
+	h.t.Helper()
+	clouds := h.clouds
+	if edit != nil {
+		edit(&clouds)
+	}
+	q := workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
+	eng, err := New(h.ecfg, clouds, h.store, q)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.eng = eng
 }
 
 // regionHex makes a region's fake resource ids distinct (17 hex digits).

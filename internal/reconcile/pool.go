@@ -349,6 +349,10 @@ type PoolUsage struct {
 // Pools reports every served pool's use, in fill order.
 func (e *Engine) Pools() []PoolUsage {
 	e.loadBook()
+	return e.poolUsage()
+}
+
+func (e *Engine) poolUsage() []PoolUsage {
 	e.pools.mu.Lock()
 	defer e.pools.mu.Unlock()
 	byPool, byAccount := e.usage()
@@ -365,11 +369,11 @@ func (e *Engine) Pools() []PoolUsage {
 // reportPools sets the pool gauges and logs a pool that crossed poolWarnAt
 // of a limit, once per crossing, well before placement refuses it.
 func (e *Engine) reportPools() {
-	for _, u := range e.Pools() {
+	for _, u := range e.poolUsage() {
 		e.cfg.Metrics.SetPool(u.Pool, "tunnels", u.Tunnels, u.MaxTunnels)
 		e.cfg.Metrics.SetPool(u.Pool, "dns_records", u.Records, u.MaxRecords)
 		for _, r := range []struct {
-			what       string
+			what        string
 			used, limit int
 		}{{"tunnels", u.Tunnels, u.MaxTunnels}, {"dns_records", u.Records, u.MaxRecords}} {
 			key := u.Pool + "/" + r.what
@@ -385,7 +389,6 @@ func (e *Engine) reportPools() {
 		}
 	}
 }
-
 
 // planPool is the pool a reconcile of org would use, without placing it:
 // the one it is in, else the one placement would choose now. A tombstone

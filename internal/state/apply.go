@@ -16,6 +16,8 @@ const (
 	FactCreated      FactType = "created"
 	FactDeleted      FactType = "deleted"
 	FactHealthFailed FactType = "health_failed"
+	// FactTokenRotationRequested asks for a new tunnel token.
+	FactTokenRotationRequested FactType = "token_rotation_requested"
 )
 
 // Fact is one event, reduced to what desired state needs.
@@ -30,7 +32,9 @@ type Fact struct {
 	Slug         string
 	InstanceType string
 	Region       string
-	// health_failed
+	Pool         string
+	Takeover     *Takeover
+	// health_failed (Reason also token_rotation_requested's)
 	Reason   string
 	Observer string
 }
@@ -41,8 +45,8 @@ type Result string
 const (
 	ResultApplied        Result = "applied"
 	ResultStale          Result = "stale"           // already applied or overtaken: a redelivery, a replay, an older event arriving late
-	ResultIgnoredUnknown Result = "ignored_unknown" // health_failed for an org never created
-	ResultIgnoredDeleted Result = "ignored_deleted" // health_failed for a deleted org
+	ResultIgnoredUnknown Result = "ignored_unknown" // health_failed or token_rotation_requested for an org never created
+	ResultIgnoredDeleted Result = "ignored_deleted" // health_failed or token_rotation_requested for a deleted org
 )
 
 // Outcome is the result of one fact.
@@ -61,8 +65,10 @@ func (o Outcome) Changed() bool { return o.Result == ResultApplied }
 // JetStream redelivery causes: a created or deleted whose Seq is not newer
 // than the org's last created/deleted (DesiredSeq) changes nothing; a
 // health report is kept once per Seq, ordered by Seq, and only for the
-// current generation. So a redelivered or replayed event never changes
-// anything twice, and a late one never undoes a newer one.
+// current generation; a token rotation request moves
+// Desired.TokenRotationSeq only forward, and only within the current
+// generation. So a redelivered or replayed event never changes anything
+// twice, and a late one never undoes a newer one.
 //
 // Apply also advances the file's applied-through mark (AppliedThrough) to
 // the highest fact seq, stale or not.
@@ -141,12 +147,23 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 			o.GenerationSeq = f.Seq
 			o.Observed.DeleteDone = false
 			o.HealthReports = nil
+			// A rotation request belongs to the generation it followed; one
+			// newer than this created was applied before a late deleted and
+			// this created arrived, and stays (as in stream order).
+			if o.Desired.TokenRotationSeq < f.Seq {
+				o.Desired.TokenRotationSeq = 0
+			}
 			oc.Detail = fmt.Sprintf("re-created, generation %d", o.Desired.Generation)
 		default:
 			oc.Detail = "updated slug/options"
 		}
 		o.Desired.Presence = Present
-		o.Desired.Slug, o.Desired.InstanceType, o.Desired.Region = f.Slug, f.InstanceType, f.Region
+		o.Desired.Slug, o.Desired.InstanceType, o.Desired.Region, o.Desired.Pool = f.Slug, f.InstanceType, f.Region, f.Pool
+		o.Desired.Takeover = nil
+		if f.Takeover != nil {
+			t := *f.Takeover
+			o.Desired.Takeover = &t
+		}
 		o.DesiredSeq = f.Seq
 	case FactDeleted:
 		if !exists {
@@ -161,6 +178,8 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 		}
 		// Slug and options stay: the engine needs them to find what to
 		// clean. Health reports go: nothing is remediated on a deleted org.
+		// TokenRotationSeq stays: nothing rotates on a tombstone, and a
+		// request newer than a late deleted must survive the re-create.
 		o.Desired.Presence = Deleted
 		o.HealthReports = nil
 		o.DesiredSeq = f.Seq
@@ -195,6 +214,25 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 			o.HealthReports = o.HealthReports[n:]
 		}
 		oc.Detail = "health report recorded"
+	case FactTokenRotationRequested:
+		// Like a health report: nothing to rotate on an org that does not
+		// exist, and no placeholder record for it.
+		if !exists {
+			oc.Result, oc.Detail = ResultIgnoredUnknown, "token_rotation_requested for an org that was never created"
+			return oc, nil
+		}
+		if o.Desired.Presence == Deleted {
+			oc.Result, oc.Detail = ResultIgnoredDeleted, "token_rotation_requested for a deleted org"
+			return oc, nil
+		}
+		if f.Seq < o.GenerationSeq {
+			return stale("seq %d is older than the current generation (began at seq %d)", f.Seq, o.GenerationSeq)
+		}
+		if f.Seq <= o.Desired.TokenRotationSeq {
+			return stale("rotation request seq %d is not newer than the last applied (seq %d)", f.Seq, o.Desired.TokenRotationSeq)
+		}
+		o.Desired.TokenRotationSeq = f.Seq
+		oc.Detail = "token rotation requested"
 	default:
 		return oc, fmt.Errorf("fact seq %d for org %s: unknown type %q", f.Seq, f.OrgID, f.Type)
 	}

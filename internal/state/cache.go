@@ -74,9 +74,13 @@ func (c *orgCache) len() int {
 	return c.lru.Len()
 }
 
-// clone copies the slices, so a caller appending to or editing a record
-// never changes the cached one.
+// clone copies the slices and the takeover, so a caller appending to or
+// editing a record never changes the cached one.
 func (o Org) clone() Org {
+	if o.Desired.Takeover != nil {
+		t := *o.Desired.Takeover
+		o.Desired.Takeover = &t
+	}
 	o.HealthReports = append([]HealthReport(nil), o.HealthReports...)
 	o.Conditions = append([]Condition(nil), o.Conditions...)
 	o.Remediations = append([]Remediation(nil), o.Remediations...)

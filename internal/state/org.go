@@ -26,6 +26,11 @@ type Desired struct {
 	// Pool is the Cloudflare pool org.created asked for (data.pool), "" for
 	// the placement policy's choice.
 	Pool string `json:"pool,omitempty"`
+	// Takeover is the existing DNS record at the org's hostname that
+	// org.created (data.takeover) allows tunnelward to replace with its
+	// tunnel CNAME; nil: a record tunnelward does not own is a conflict.
+	// Shared by copies of a record: read it, never write through it.
+	Takeover *Takeover `json:"takeover,omitempty"`
 	// TokenRotationSeq is the stream sequence of the newest applied
 	// org.token_rotation_requested of this generation (0: none asked);
 	// Observed.TokenRotatedSeq says which request a finished rotation served.
@@ -33,6 +38,22 @@ type Desired struct {
 	// Generation starts at 1 with the first created and is bumped when a
 	// deleted org is created again; EC2 ClientTokens include it.
 	Generation int64 `json:"generation"`
+}
+
+// Takeover names a DNS record by its type and its current content, its
+// Cloudflare record id, or both (at least one is set).
+type Takeover struct {
+	Type     string `json:"type,omitempty"` // A, AAAA or CNAME
+	Content  string `json:"content,omitempty"`
+	RecordID string `json:"record_id,omitempty"`
+}
+
+// Equal reports whether d and e say the same (Takeover by value: == on
+// Desired compares its pointer).
+func (d Desired) Equal(e Desired) bool {
+	dt, et := d.Takeover, e.Takeover
+	d.Takeover, e.Takeover = nil, nil
+	return d == e && (dt == nil) == (et == nil) && (dt == nil || *dt == *et)
 }
 
 // Observed holds the cloud resource ids the engine created or found. Never a
