@@ -270,10 +270,15 @@ func newValidator(c config.Config) (*events.Validator, error) {
 
 // sandboxConfig is the in-process emulator's configuration: it accepts the
 // identities the engine is configured with (the sandbox ones unless
-// overridden), and its account has every region served.
+// overridden: the default pool's first, then one per other pool), and its
+// account has every region served.
 func sandboxConfig(c config.Config) cloudsim.Config {
 	sc := cloudsim.DefaultConfig()
 	sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
+	sc.CFExtra = nil
+	for _, p := range c.Cloudflare.ExtraPools {
+		sc.CFExtra = append(sc.CFExtra, cloudsim.CFIdentity{Token: p.APIToken.Reveal(), AccountID: p.AccountID, ZoneID: p.ZoneID, ZoneName: p.ZoneName})
+	}
 	sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
 	for _, r := range c.ServedRegions() {
 		if !slices.Contains(sc.Regions, r) {

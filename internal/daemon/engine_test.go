@@ -269,3 +269,83 @@ func writeFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// Against an emulator that serves both sandbox identities, the engine the
+// wiring builds puts an org that asks for sandbox2 in that account and
+// zone, with sandbox2's token, and an org that names no pool in the
+// default pool.
+func TestEngineFromConfigServesTwoPools(t *testing.T) {
+	scfg := cloudsim.DefaultConfig()
+	scfg.BootDelay, scfg.ConnectDelay = 50*time.Millisecond, 50*time.Millisecond
+	sim := cloudsim.New(scfg)
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	c, err := config.Parse([]string{"--cloud", srv.URL}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecfg, clouds, err := EngineConfig(context.Background(), c, srv.URL, slog.New(slog.DiscardHandler), nil, Knobs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	eng, err := reconcile.New(ecfg, clouds, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply([]state.Fact{
+		{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme", Time: time.Now()},
+		{Seq: 2, EventID: "e2", Type: state.FactCreated, OrgID: "beta", Slug: "beta", Pool: "sandbox2", Time: time.Now()},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, org := range []string{"acme", "beta"} {
+		for {
+			if _, err := eng.Reconcile(context.Background(), org); err != nil {
+				t.Fatal(err)
+			}
+			o, _, _ := st.Get(org)
+			if reconcile.IsTrue(o, state.CondReady) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not Ready: %+v", org, o)
+			}
+			time.Sleep(20 * time.Millisecond)
+			sim.Tick()
+		}
+	}
+	want := map[string]struct{ pool, zone, fqdn, account string }{
+		"acme": {"sandbox", config.SandboxZoneID, "acme." + config.SandboxZoneName, config.SandboxAccountID},
+		"beta": {"sandbox2", config.SandboxPool2ZoneID, "beta." + config.SandboxPool2ZoneName, config.SandboxPool2AccountID},
+	}
+	ws := sim.State()
+	for org, w := range want {
+		o, _, _ := st.Get(org)
+		if got := eng.PoolOf(o); got != w.pool {
+			t.Errorf("%s placed in %q, want %q", org, got, w.pool)
+		}
+		var zone, account string
+		for _, r := range ws.DNSRecords {
+			if r["name"] == w.fqdn {
+				zone, _ = r["zone_id"].(string)
+			}
+		}
+		for _, tn := range ws.Tunnels {
+			if tn["id"] == o.Observed.TunnelID {
+				account, _ = tn["account_tag"].(string)
+			}
+		}
+		if zone != w.zone || account != w.account {
+			t.Errorf("%s: record %s in zone %q, tunnel in account %q; want zone %s, account %s", org, w.fqdn, zone, account, w.zone, w.account)
+		}
+	}
+	if v := sim.CheckInvariants([]string{"acme:1", "beta:1"}); len(v) != 0 {
+		t.Fatalf("invariants: %+v", v)
+	}
+}
