@@ -50,6 +50,7 @@ func (a *app) startEngine(ctx context.Context) error {
 		})
 		a.admin.SetOrgView(eng.Seen)
 		a.admin.SetPoolOf(eng.PoolOf)
+		a.admin.SetPoolUsage(func() any { return eng.Pools() })
 	}
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))

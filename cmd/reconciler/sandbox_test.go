@@ -239,6 +239,30 @@ func TestSandboxServesBothPools(t *testing.T) {
 		t.Errorf("records by zone %v: want acme in %s, beta in %s", zones, config.SandboxZoneName, config.SandboxPool2ZoneName)
 	}
 
+	// status asks the daemon: each org's pool, and the pools' use.
+	var out, errb strings.Builder
+	if code := realMain([]string{"status", "--data-dir", d.cfg.DataDir, "--admin-listen", d.cfg.AdminListen,
+		"--sandbox-listen", d.cfg.SandboxListen, "--nats-listen", d.cfg.NATS.Listen}, &out, &errb); code != 0 {
+		t.Fatalf("status: exit %d\n%s", code, errb.String())
+	}
+	for _, want := range []string{"POOLS  sandbox (sandbox.tunnelward.test): 1/1000 tunnels, 1/200 dns records  sandbox2 (sandbox2.tunnelward.test): 1/1000 tunnels, 1/200 dns records"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	var header []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 0 && f[0] == "ORG":
+			header = f
+		case header != nil && len(f) > 9:
+			if want := map[string]string{"acme": "sandbox", "beta": "sandbox2"}[f[0]]; f[9] != want || header[9] != "POOL" {
+				t.Errorf("status: %s in %s %q, want %q:\n%s", f[0], header[9], f[9], want, out.String())
+			}
+		}
+	}
+
 	log := d.log()
 	line := ""
 	for _, l := range strings.Split(log, "\n") {

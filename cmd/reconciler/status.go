@@ -28,10 +28,11 @@ func status(cx *cmdContext) int {
 	}
 	orgs, err := readOrgs(c, org)
 	err0 := err
-	var watch map[string]string // the running daemon's effective watch intervals
+	var watch map[string]string     // the running daemon's effective watch intervals
+	var pools []reconcile.PoolUsage // and its pools' use
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
-		orgs, watch, err = fetchOrgs(c, org)
+		orgs, watch, pools, err = fetchOrgs(c, org)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reconciler status:", err)
@@ -47,12 +48,18 @@ func status(cx *cmdContext) int {
 			if watch != nil {
 				body["watch_intervals"] = watch
 			}
+			if pools != nil {
+				body["pools"] = pools
+			}
 			_ = enc.Encode(body)
 		}
 		return 0
 	}
 	if org == "" {
 		fmt.Fprintln(stdout, watchHeader(c, orgs, watch))
+		if line := poolsHeader(pools); line != "" {
+			fmt.Fprintln(stdout, line)
+		}
 		if watch != nil { // the daemon answered: it knows the cluster
 			if line := clusterSummary(c); line != "" {
 				fmt.Fprintln(stdout, line)
@@ -153,7 +160,7 @@ func watchHeader(c config.Config, orgs []admin.Org, watch map[string]string) str
 	return b.String()
 }
 
-func fetchOrgs(c config.Config, org string) ([]admin.Org, map[string]string, error) {
+func fetchOrgs(c config.Config, org string) ([]admin.Org, map[string]string, []reconcile.PoolUsage, error) {
 	path := "/v1/orgs"
 	if org != "" {
 		path += "/" + org
@@ -162,30 +169,54 @@ func fetchOrgs(c config.Config, org string) ([]admin.Org, map[string]string, err
 	defer cancel()
 	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, nil, fmt.Errorf("%w: %q", errNotFound, org)
+		return nil, nil, nil, fmt.Errorf("%w: %q", errNotFound, org)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, adminError(u, resp)
+		return nil, nil, nil, adminError(u, resp)
 	}
 	if org != "" {
 		var x admin.Org
 		if err := json.NewDecoder(resp.Body).Decode(&x); err != nil {
-			return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
+			return nil, nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 		}
-		return []admin.Org{x}, nil, nil
+		return []admin.Org{x}, nil, nil, nil
 	}
 	var l struct {
 		Orgs           []admin.Org
-		WatchIntervals map[string]string `json:"watch_intervals"`
+		WatchIntervals map[string]string     `json:"watch_intervals"`
+		Pools          []reconcile.PoolUsage `json:"pools"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
-		return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
+		return nil, nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 	}
-	return l.Orgs, l.WatchIntervals, nil
+	return l.Orgs, l.WatchIntervals, l.Pools, nil
+}
+
+// poolsHeader is the line naming each Cloudflare pool's use against its
+// limits, as the running daemon counts it ("" when it did not say).
+func poolsHeader(pools []reconcile.PoolUsage) string {
+	if len(pools) == 0 {
+		return ""
+	}
+	of := func(used, limit int, what string) string {
+		if limit == 0 {
+			return fmt.Sprintf("%d %s (no limit)", used, what)
+		}
+		return fmt.Sprintf("%d/%d %s", used, limit, what)
+	}
+	var b strings.Builder
+	b.WriteString("POOLS")
+	for _, p := range pools {
+		fmt.Fprintf(&b, "  %s (%s): %s, %s", p.Pool, p.Zone, of(p.Tunnels, p.MaxTunnels, "tunnels"), of(p.Records, p.MaxRecords, "dns records"))
+	}
+	if n := pools[0].Waiting; n > 0 {
+		fmt.Fprintf(&b, "; %d org(s) wait for room (PoolFull)", n)
+	}
+	return b.String()
 }
 
 // adminGet sends GET path to the running daemon's admin API, with the

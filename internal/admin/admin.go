@@ -46,6 +46,7 @@ type Server struct {
 	watch     func() map[string]time.Duration
 	view      func(state.Org) state.Org
 	poolOf    func(state.Org) string
+	pools     func() any
 }
 
 // Org is one org as /v1/orgs and /v1/orgs/{id} show it: the record, and
@@ -54,6 +55,15 @@ type Server struct {
 type Org struct {
 	state.Org
 	Pool string `json:"pool"`
+}
+
+// SetPoolUsage makes GET /v1/orgs also show each Cloudflare pool's use
+// against its limits ("pools": what fn returns, the engine's Pools), for
+// `reconciler status`.
+func (s *Server) SetPoolUsage(fn func() any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pools = fn
 }
 
 // SetPoolOf makes /v1/orgs and /v1/orgs/{id} name each org's pool through
@@ -214,8 +224,11 @@ func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) {
 	}
 	body := map[string]any{"orgs": views}
 	s.mu.RLock()
-	watch := s.watch
+	watch, pools := s.watch, s.pools
 	s.mu.RUnlock()
+	if pools != nil {
+		body["pools"] = pools()
+	}
 	if watch != nil {
 		iv := map[string]string{}
 		for l, d := range watch() {

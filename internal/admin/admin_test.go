@@ -151,3 +151,24 @@ func TestOrgsNameTheirPool(t *testing.T) {
 		t.Fatalf("/v1/orgs/acme: %d %+v", code, typed)
 	}
 }
+
+// /v1/orgs shows the pools' use once the engine gives it.
+func TestOrgListShowsPoolUsage(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := New(st, nil)
+	var list map[string]any
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 || list["pools"] != nil {
+		t.Fatalf("before: %d %v", code, list)
+	}
+	s.SetPoolUsage(func() any { return []map[string]any{{"pool": "sandbox", "tunnels": 3}} })
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 {
+		t.Fatalf("after: %d", code)
+	}
+	if p, _ := list["pools"].([]any); len(p) != 1 || p[0].(map[string]any)["pool"] != "sandbox" {
+		t.Fatalf("pools %v", list["pools"])
+	}
+}

@@ -188,8 +188,7 @@ var settings = func() []*setting {
 			def:  strconv.Itoa(DefaultMaxDNSRecords),
 			help: "DNS records the default pool may hold in its zone: 200 on a Free zone created since September 2024, 1000 on an older Free zone, 3500 on a paid plan; 0: no limit kept"},
 		{name: poolsFileFlag, env: "TUNNELWARD_CLOUDFLARE_POOLS_FILE", group: groupCloudflare, metavar: "FILE",
-			sandboxDef: "a second pool, " + SandboxPool2Name,
-			help:       "YAML or JSON file declaring more pools (each an account, a zone in it, a token named by api_token_env or api_token_file, limits and a budget); see docs/operations.md, Pools"},
+			help: "YAML or JSON file declaring more pools (each an account, a zone in it, a token named by api_token_env or api_token_file, limits and a budget; docs/operations.md, Cloudflare pools); without it the sandbox and URL modes serve a second pool, " + SandboxPool2Name},
 		{name: "pool-placement", env: "TUNNELWARD_POOL_PLACEMENT", group: groupCloudflare, metavar: "POLICY", def: PlaceFill,
 			help: "how an org that names no pool is placed: fill (the first pool in order with room: the default pool, then the file's) or least-used (the pool with the most room left)"},
 
