@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -235,25 +236,33 @@ func resolveBudgets(pools []filePool, flag string, probs *problems) {
 		}
 		parent[b] = a // the earlier pool names the group
 	}
-	key := func(p filePool) string { return cmpOr(p.budget, p.Name) }
+	key := func(p filePool) string { return cmp.Or(p.budget, p.Name) }
 	byKey, byToken := map[string]int{}, map[string]int{}
+	named := map[string]int{} // token -> the first pool on it that names its budget
 	for i, p := range pools {
 		if j, ok := byKey[key(p)]; ok {
 			union(i, j)
 		} else {
 			byKey[key(p)] = i
 		}
-		if tok := p.APIToken.Reveal(); tok != "" {
-			if j, ok := byToken[tok]; ok {
-				// One token is one user: two budget names for it contradict.
-				if p.budget != "" && pools[j].budget != "" && p.budget != pools[j].budget {
-					probs.add(flag, "%s: budget: %q, but %s uses the same API token with budget %q; one token is one budget: give both the same budget or leave it out",
-						p.where(), p.budget, poolLabel(pools[j]), pools[j].budget)
-				}
-				union(i, j)
-			} else {
-				byToken[tok] = i
-			}
+		tok := p.APIToken.Reveal()
+		if tok == "" {
+			continue // reported; no token joins nothing
+		}
+		if j, ok := byToken[tok]; ok {
+			union(i, j)
+		} else {
+			byToken[tok] = i
+		}
+		if p.budget == "" {
+			continue
+		}
+		// One token is one user: two budget names for it contradict.
+		if j, ok := named[tok]; !ok {
+			named[tok] = i
+		} else if pools[j].budget != p.budget {
+			probs.add(flag, "%s: budget: %q, but %s uses the same API token with budget %q; one token is one budget: give both the same budget or leave it out",
+				p.where(), p.budget, poolLabel(pools[j]), pools[j].budget)
 		}
 	}
 	for i := range pools {
@@ -266,13 +275,6 @@ func poolLabel(p filePool) string {
 		return fmt.Sprintf("the default pool %q", p.Name)
 	}
 	return fmt.Sprintf("pool %q", p.Name)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // readPoolsFile reads and checks the pools file: a list of pools, or a

@@ -235,6 +235,9 @@ func TestPoolsFileProblems(t *testing.T) {
 		{"bad budget name", "pools:\n" + pool("eu", zoneEU, "eu.example.com", tok+"    budget: Main User\n"), []string{`budget: "Main User" is not a budget name`}},
 		{"one token two budgets", "pools:\n" + pool("eu", zoneEU, "eu.example.com", tok+"    budget: one\n") + pool("eu-2", zoneEU2, "eu2.example.com", tok+"    budget: two\n"),
 			[]string{`pool "eu-2"`, `budget: "two", but pool "eu" uses the same API token with budget "one"`}},
+		{"one token two budgets past an unnamed one", "pools:\n" + pool("eu", zoneEU, "eu.example.com", tok) + pool("eu-2", zoneEU2, "eu2.example.com", tok+"    budget: one\n") +
+			pool("eu-3", "dddddddddddddddddddddddddddddddd", "eu3.example.com", tok+"    budget: two\n"),
+			[]string{`pool "eu-3"`, `budget: "two", but pool "eu-2" uses the same API token with budget "one"`}},
 		{"one account two tunnel limits", "pools:\n" + pool("eu", zoneEU, "eu.example.com", tok+"    max_tunnels: 500\n") + pool("eu-2", zoneEU2, "eu2.example.com", tok),
 			[]string{`pool "eu-2"`, `max_tunnels: 1000, but pool "eu" has 500 in the same account`}},
 		{"not a list", "pools: eu\n", []string{"want a list of pools"}},
