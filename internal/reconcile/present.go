@@ -159,6 +159,12 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 
 	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw, cf)
 	ap.tunnelCreated = tunnelCreated
+	if ob.plan.Rotation.Stuck && ap.launched && applyErr == nil {
+		// The replacement boots on the new token: its grace starts now.
+		if err := e.rotationRestarted(org.ID); err != nil {
+			return Result{}, err
+		}
+	}
 	if hv.restart != nil && ap.restartErr != nil {
 		_ = e.finishRemediation(org.ID, ActRestart, OutcomeFailed, ap.restartErr.Error(), now)
 	}

@@ -25,8 +25,10 @@ import (
 //	token    the new token into the org's SSM parameter (built from the
 //	         secret, or read from Cloudflare after a crash)
 //	restart  cloudflared restarted through SSM RunCommand: it re-reads the
-//	         parameter; recorded as a pending restart remediation, so the
-//	         health rules (grace, then replace the instance) apply
+//	         parameter; the health diagnosis holds while the rotation waits,
+//	         and an instance with no connector on the new token after
+//	         rotationGrace is replaced (the health rules' next step after
+//	         a restart)
 //	connect  a connector not connected before the secret is the new token's:
 //	         the old connectors' connections are deleted and the rotation is
 //	         recorded (token_rotated_at)
@@ -49,7 +51,7 @@ func (e *Engine) rotationView(org state.Org, now time.Time) plan.Rotation {
 	var v plan.Rotation
 	if r := org.Observed.Rotation; r != nil {
 		v.Phase, v.Old = r.Phase, r.Old
-		v.Stuck = r.Phase == state.RotateConnect && !r.RestartedAt.IsZero() && now.Sub(r.RestartedAt) > e.cfg.HealthGrace
+		v.Stuck = r.Phase == state.RotateConnect && !r.RestartedAt.IsZero() && now.Sub(r.RestartedAt) > e.rotationGrace()
 		return v
 	}
 	v.Want = e.rotationWant(org, now)
@@ -209,17 +211,30 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 		if err := e.saveRotation(org.ID, r); err != nil {
 			return err
 		}
-		if r.Phase == state.RotateConnect && keep != "" {
-			// The health rules watch the restart: a grace, then a replacement.
-			if err := e.store.Update(org.ID, func(o *state.Org) error {
-				addRemediation(o, state.Remediation{At: r.RestartedAt, Action: ActRestart, Outcome: OutcomePending,
-					Detail: "token rotation: cloudflared restarted on the new token"})
-				return nil
-			}); err != nil {
-				return fmt.Errorf("record restart: %w", err)
-			}
-		}
 	}
+}
+
+// rotationGrace is how long a restarted cloudflared gets to connect on the
+// new token before the instance is replaced: the health grace a restart
+// remediation gets, plus a boot's (the restart may meet a booting
+// instance).
+func (e *Engine) rotationGrace() time.Duration { return e.cfg.HealthGrace + e.cfg.BootConnect }
+
+// rotationRestarted restarts a waiting rotation's grace (its instance was
+// replaced).
+func (e *Engine) rotationRestarted(orgID string) error {
+	now := e.cfg.Now()
+	if err := e.store.Update(orgID, func(o *state.Org) error {
+		if r := o.Observed.Rotation; r != nil && r.Phase == state.RotateConnect {
+			cp := *r
+			cp.RestartedAt = now
+			o.Observed.Rotation = &cp
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("org %s: record rotation's replacement: %w", orgID, err)
+	}
+	return nil
 }
 
 func (e *Engine) saveRotation(orgID string, r *state.Rotation) error {
