@@ -48,9 +48,9 @@ func (e *Engine) tunnelPages() int {
 	w := e.watchConfig()
 	w.defaults()
 	e.viewMu.Lock()
-	n := len(e.view.inv.Tunnels)
+	inv := Inventory{Tunnels: e.view.inv.Tunnels}
 	e.viewMu.Unlock()
-	return max(1, (n+w.TunnelPage-1)/w.TunnelPage)
+	return tunnelPagesOf(inv, w, e.poolBudgets()).busiest
 }
 
 // listedTunnel returns the tunnel id as the newest tunnel listing shows it

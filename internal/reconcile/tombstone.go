@@ -90,9 +90,12 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 	w := e.watchConfig()
 	w.defaults()
 	e.viewMu.Lock()
-	tp := max(1, (len(e.view.inv.Tunnels)+w.TunnelPage-1)/w.TunnelPage)
-	dp := max(1, (len(e.view.inv.Records)+w.DNSPage-1)/w.DNSPage)
+	inv := Inventory{Tunnels: e.view.inv.Tunnels, Records: e.view.inv.Records}
 	e.viewMu.Unlock()
+	// Calls of a listing of both (every pool's), against a tombstone's two
+	// lookups in its own pool; the gap is paced by the busiest budget.
+	tps, dps := tunnelPagesOf(inv, w, e.poolBudgets()), recordPagesOf(inv, w, e.poolBudgets())
+	tp, dp := tps.total, dps.total
 	l := &e.tombs
 	l.mu.Lock()
 	running := l.running
@@ -114,7 +117,7 @@ func (e *Engine) listedForDelete(ctx context.Context, floor time.Time) (*Invento
 		return inv, 0, nil
 	}
 	wait, err := e.share(ctx, &l.earlyLister, func(started time.Time) bool { return started.After(floor) },
-		e.deleteGap(tp+dp), ListTunnels, ListDNS)
+		e.deleteGap(tps.busiest+dps.busiest), ListTunnels, ListDNS)
 	if err != nil || wait > 0 {
 		return nil, wait, err
 	}

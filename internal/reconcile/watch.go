@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -114,7 +115,7 @@ func WatchIntervals(pages map[Listing]int, w WatchConfig, floors map[Listing]tim
 
 // pagesOf is how many pages each listing of the view takes: at least one,
 // AWS ones in their largest region.
-func pagesOf(inv Inventory, w WatchConfig) map[Listing]int {
+func pagesOf(inv Inventory, w WatchConfig, budgets map[string]string) map[Listing]int {
 	w.defaults()
 	perRegion := func(regions []string, size int) int {
 		n := map[string]int{}
@@ -136,11 +137,72 @@ func pagesOf(inv Inventory, w WatchConfig) map[Listing]int {
 		ps[i] = p.Region
 	}
 	return map[Listing]int{
-		ListTunnels:   max(1, (len(inv.Tunnels)+w.TunnelPage-1)/w.TunnelPage),
-		ListDNS:       max(1, (len(inv.Records)+w.DNSPage-1)/w.DNSPage),
+		ListTunnels:   tunnelPagesOf(inv, w, budgets).busiest,
+		ListDNS:       recordPagesOf(inv, w, budgets).busiest,
 		ListInstances: perRegion(ins, w.InstancePage),
 		ListParams:    perRegion(ps, w.ParamPage),
 	}
+}
+
+// cfPages is what one Cloudflare listing costs: every pool lists its own
+// account or zone (a page at least, empty or not), so total is the calls of
+// one run; pools on one budget spend it together, so busiest is the pages
+// of the budget that spends most, which paces the listing.
+type cfPages struct{ total, busiest int }
+
+// pagesByBudget counts the pages of a listing whose items are in pools
+// (each item's pool), with budgets mapping every served pool to its budget
+// (nil: one pool).
+func pagesByBudget(pools []string, budgets map[string]string, size int) cfPages {
+	n := map[string]int{}
+	for _, p := range pools {
+		n[p]++
+	}
+	if len(budgets) == 0 {
+		pages := max(1, (len(pools)+size-1)/size)
+		return cfPages{pages, pages}
+	}
+	var out cfPages
+	by := map[string]int{}
+	for pool, budget := range budgets {
+		pages := max(1, (n[pool]+size-1)/size)
+		out.total += pages
+		by[budget] += pages
+	}
+	for _, c := range by {
+		out.busiest = max(out.busiest, c)
+	}
+	return out
+}
+
+func tunnelPagesOf(inv Inventory, w WatchConfig, budgets map[string]string) cfPages {
+	pools := make([]string, len(inv.Tunnels))
+	for i, t := range inv.Tunnels {
+		pools[i] = t.Pool
+	}
+	return pagesByBudget(pools, budgets, w.TunnelPage)
+}
+
+func recordPagesOf(inv Inventory, w WatchConfig, budgets map[string]string) cfPages {
+	pools := make([]string, len(inv.Records))
+	for i, r := range inv.Records {
+		pools[i] = r.Pool
+	}
+	return pagesByBudget(pools, budgets, w.DNSPage)
+}
+
+// poolBudgets maps each served pool to the budget it draws from (its own
+// when the configuration names none); nil for one pool.
+func (e *Engine) poolBudgets() map[string]string {
+	if len(e.clouds.Pools) < 2 {
+		return nil
+	}
+	out := map[string]string{}
+	for _, name := range e.poolNames() {
+		pc, _ := e.poolClouds(name)
+		out[name] = cmp.Or(pc.Limits.Budget, name)
+	}
+	return out
 }
 
 // PagesFor is the pages of each listing for n orgs in one region (one
@@ -171,7 +233,7 @@ func (e *Engine) WatchSchedule() map[Listing]time.Duration {
 		floors = e.cfg.Watch.Floors
 	}
 	w := e.watchConfig()
-	return WatchIntervals(pagesOf(inv, w), w, floors, e.cfg.SweepInterval)
+	return WatchIntervals(pagesOf(inv, w, e.poolBudgets()), w, floors, e.cfg.SweepInterval)
 }
 
 // watchConfig is the watches' configuration with each provider's budget

@@ -79,7 +79,7 @@ func TestWatchIntervalsKeepTheShare(t *testing.T) {
 			inv.Instances = append(inv.Instances, Instance{})
 			inv.Params = append(inv.Params, Param{})
 		}
-		pages := pagesOf(inv, w)
+		pages := pagesOf(inv, w, nil)
 		const sweep = 5 * time.Minute
 		iv := WatchIntervals(pages, w, WatchFloors, sweep)
 		// The watches' calls and the sweep's together.
@@ -480,5 +480,34 @@ func TestWatchScheduleFollowsBudgetShare(t *testing.T) {
 	}
 	if half[ListInstances] != WatchFloors[ListInstances] {
 		t.Errorf("instances: %v, want the floor (the budget does not bind)", half[ListInstances])
+	}
+}
+
+// With several pools every pool's listing costs its own pages (one at
+// least); pools on one budget spend it together, so the watches are paced
+// by the budget that spends most, not by the sum over separate budgets.
+func TestWatchPagesByBudget(t *testing.T) {
+	w := WatchConfig{TunnelPage: 10}
+	var inv Inventory
+	for i := range 25 {
+		inv.Tunnels = append(inv.Tunnels, Tunnel{Pool: "a"})
+		if i < 5 {
+			inv.Tunnels = append(inv.Tunnels, Tunnel{Pool: "b"})
+		}
+	}
+	for _, c := range []struct {
+		name           string
+		budgets        map[string]string
+		total, busiest int
+	}{
+		{"one pool", nil, 3, 3},
+		{"separate budgets", map[string]string{"a": "a", "b": "b", "c": "c"}, 5, 3},
+		{"one budget", map[string]string{"a": "u", "b": "u", "c": "u"}, 5, 5},
+		{"a and c on one", map[string]string{"a": "u", "b": "b", "c": "u"}, 5, 4},
+	} {
+		got := tunnelPagesOf(inv, w, c.budgets)
+		if got.total != c.total || got.busiest != c.busiest {
+			t.Errorf("%s: %+v, want total %d busiest %d", c.name, got, c.total, c.busiest)
+		}
 	}
 }
