@@ -19,8 +19,8 @@ func benchPools(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	perPool := pick(o, 30, 200, 500)
 	f := pick(o, 20.0, 5.0, 5.0)
 	type run struct {
-		k       int
-		took    time.Duration
+		k        int
+		took     time.Duration
 		cf, c429 int
 	}
 	var runs []run
