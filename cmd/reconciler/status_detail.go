@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/admin"
+	"github.com/tunnelward/tunnelward/internal/state"
 )
 
 // printDetail follows the one-line table for `reconciler status ORG`:
@@ -34,6 +35,7 @@ func printDetail(w io.Writer, v admin.Org) {
 		{"ingress host", ob.IngressHost}, {"dns record", ob.DNSName + " " + ob.DNSRecordID},
 		{"token parameter", ob.ParameterName}, {"instance", ob.InstanceID},
 		{"pool", poolDetail(v)},
+		{"token rotated at", ts(ob.TokenRotatedAt)}, {"token rotation", rotationDetail(ob.Rotation)},
 		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
 		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
 		{"reconciled by", ob.Replica}, // the replica whose state file this is, when it last reconciled the org
@@ -51,6 +53,14 @@ func printDetail(w io.Writer, v admin.Org) {
 	fmt.Fprintf(w, "\nlast event: seq %d, id %s, event time %s\n", o.LastSeq, dash(o.LastEventID), ts(o.UpdatedAt))
 	fmt.Fprintf(w, "record changed: %s\n", ts(o.ChangedAt))
 	fmt.Fprintf(w, "last error: %s (at %s)\n", dash(o.LastError), ts(o.LastErrorAt))
+}
+
+// rotationDetail is a token rotation in flight, "" when none is.
+func rotationDetail(r *state.Rotation) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("in flight since %s, next step %s (%s)", r.StartedAt.UTC().Format(time.RFC3339), r.Phase, r.Reason)
 }
 
 // poolDetail is the org's Cloudflare pool, with the one its org.created

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -124,7 +125,7 @@ func TestStatusShowsThePool(t *testing.T) {
 	if want := map[string]string{"acme": "sandbox2", "old": "sandbox", "new": "-"}; !maps.Equal(pools, want) {
 		t.Errorf("POOL column %v, want %v:\n%s", pools, want, table)
 	}
-	if d := run("status", "acme"); !strings.Contains(d, "pool             sandbox2\n") {
+	if d := run("status", "acme"); !regexp.MustCompile(`\npool +sandbox2\n`).MatchString(d) {
 		t.Errorf("status acme does not name its pool:\n%s", d)
 	}
 	var o map[string]any
