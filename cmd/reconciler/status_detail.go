@@ -35,6 +35,7 @@ func printDetail(w io.Writer, o state.Org) {
 		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
 		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
 		{"reconciled by", ob.Replica}, // the replica whose state file this is, when it last reconciled the org
+		{"replaced record", replacedRecord(ob.Replaced)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], dash(strings.TrimSpace(kv[1])))
 	}
@@ -49,4 +50,13 @@ func printDetail(w io.Writer, o state.Org) {
 	fmt.Fprintf(w, "\nlast event: seq %d, id %s, event time %s\n", o.LastSeq, dash(o.LastEventID), ts(o.UpdatedAt))
 	fmt.Fprintf(w, "record changed: %s\n", ts(o.ChangedAt))
 	fmt.Fprintf(w, "last error: %s (at %s)\n", dash(o.LastError), ts(o.LastErrorAt))
+}
+
+// replacedRecord is the record a takeover replaced, as it was (what an
+// operator puts back to roll the cutover back); "" when none.
+func replacedRecord(r state.ReplacedRecord) string {
+	if r.ID == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s %s %s ttl %d proxied %t id %s (replaced %s)", r.Name, r.Type, r.Content, r.TTL, r.Proxied, r.ID, r.At.UTC().Format(time.RFC3339))
 }
