@@ -57,7 +57,7 @@ func (h *helpRequest) Error() string        { return "help requested" }
 func (h *helpRequest) Is(target error) bool { return target == flag.ErrHelp }
 
 const about = "Serves an emulated Cloudflare API v4 (/client/v4/), EC2, SSM and STS (/) and the emulator's own endpoints " +
-	"(/_sim/state, /_sim/invariants, /_sim/calls, /_sim/faults, /_sim/world) on one address. See docs/cloudsim.md."
+	"(/_sim/state, /_sim/invariants, /_sim/calls, /_sim/faults, /_sim/world, /_sim/resolve) on one address. See docs/cloudsim.md."
 
 // usage is --help, in the layout of the other commands' generated help.
 func usage(fs *flag.FlagSet) string {

@@ -293,6 +293,77 @@ func (c *Client) PutConfig(ctx context.Context, id string, rules []IngressRule) 
 	return err
 }
 
+// RotateSecret gives the tunnel a new secret, drawn here (PATCH
+// tunnel_secret), and returns the token built from it without a call: the
+// old token can open no new connection from now on, connectors already
+// running keep theirs until they restart or their connections are deleted.
+func (c *Client) RotateSecret(ctx context.Context, id string) (secret.Token, error) {
+	s, err := secret.NewTunnelSecret()
+	if err != nil {
+		return secret.Token{}, fmt.Errorf("cloudflare tunnel.edit %s: %w", id, err)
+	}
+	var p zero_trust.TunnelCloudflaredEditParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	setField(&p.TunnelSecret.Value, &p.TunnelSecret.Present, s.Base64())
+	err = c.do(ctx, "tunnel.edit", id, func(ctx context.Context) error {
+		_, err := c.tunnels.Edit(ctx, id, p)
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return secret.Token{}, apicall.WithKind(err, ErrNotFound)
+	}
+	if err != nil {
+		return secret.Token{}, err
+	}
+	return BuildToken(c.cfg.AccountID, id, s), nil
+}
+
+// Connector is one cloudflared process connected to a tunnel.
+type Connector struct {
+	ID    string // client_id
+	RunAt time.Time
+}
+
+// Connectors lists the tunnel's connected cloudflared processes.
+func (c *Client) Connectors(ctx context.Context, id string) ([]Connector, error) {
+	var p zero_trust.TunnelCloudflaredConnectionGetParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	var out []Connector
+	err := c.do(ctx, "tunnel_connections.get", id, func(ctx context.Context) error {
+		res, err := c.tunnels.Connections.Get(ctx, id, p)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, cl := range res.Result {
+			if len(cl.Conns) > 0 {
+				out = append(out, Connector{ID: cl.ID, RunAt: cl.RunAt})
+			}
+		}
+		return nil
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return nil, apicall.WithKind(err, ErrNotFound)
+	}
+	return out, err
+}
+
+// DropConnector deletes one connector's connections (client_id); the
+// others' stay.
+func (c *Client) DropConnector(ctx context.Context, id, clientID string) error {
+	var p zero_trust.TunnelCloudflaredConnectionDeleteParams
+	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
+	setField(&p.ClientID.Value, &p.ClientID.Present, clientID)
+	err := c.do(ctx, "tunnel_connections.delete", id, func(ctx context.Context) error {
+		_, err := c.tunnels.Connections.Delete(ctx, id, p)
+		return err
+	})
+	if apicall.StatusOf(err) == http.StatusNotFound {
+		return apicall.WithKind(err, ErrNotFound)
+	}
+	return err
+}
+
 // Token fetches the tunnel's connector token. It is a root credential for
 // the tunnel: it leaves this package only as a secret.Token.
 func (c *Client) Token(ctx context.Context, id string) (secret.Token, error) {

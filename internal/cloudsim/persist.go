@@ -23,8 +23,10 @@ import (
 // records, instances (with launch times, tags, user-data, metadata
 // options), the ClientTokens of every region, parameters of every region
 // (values, versions, tags), SSM commands, the simulated cloudflareds
-// (running, connected, their connections) and every pending world event
-// (a boot, a termination, a connect attempt) at the time it is due. A
+// (running, connected, their connections, the rotation generation of the
+// token each holds, Tunnel.SecretGen being the tunnel's) and every pending
+// world event (a boot, a termination, a connect attempt) at the time it is
+// due. A
 // loaded world resumes as if it had kept running while no process served
 // it: events that fell due meanwhile fire on the first request, at the
 // times they were due. Not kept: call counts (Calls), fault settings and

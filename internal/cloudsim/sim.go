@@ -8,7 +8,8 @@
 // Files: sim.go (core: state, clock, scheduler, routing), cf*.go (Cloudflare),
 // ec2*.go (EC2), ssm*.go (SSM), sts.go (STS), world.go (connectors,
 // user-data, /_sim/world), faults.go, calls.go, invariants.go, simhttp.go
-// (/_sim endpoints), persist.go (the world kept in a file).
+// (/_sim endpoints), resolve.go (the DNS resolution probe), persist.go (the
+// world kept in a file).
 package cloudsim
 
 import (
@@ -297,6 +298,10 @@ type event struct {
 	Token    string    `json:"token,omitempty"`    // evTokenExpire: the ClientToken
 	Gen      int       `json:"gen,omitempty"`      // connector events: the process generation they belong to
 	Since    time.Time `json:"since,omitzero"`     // evRebootUp: the instance's StateChangedAt when the reboot began
+	// Held (evConnectAttempt): a running cloudflared dials the edge again
+	// with the token it holds (its connections were closed under it),
+	// instead of reading its parameter as a starting one does.
+	Held bool `json:"held,omitempty"`
 }
 
 // Event kinds; each is handled in fire.
@@ -405,7 +410,7 @@ func (s *Sim) fire(ev event) {
 		s.expireToken(tokenKey{ev.Region, ev.Token})
 	case evConnectAttempt:
 		if c := s.connectors[ev.Instance]; c != nil {
-			s.connectAttempt(c, ev.Gen, at)
+			s.connectAttempt(c, ev.Gen, at, ev.Held)
 		}
 	case evConnectOpen:
 		if c := s.connectors[ev.Instance]; c != nil {
@@ -489,6 +494,10 @@ type Tunnel struct {
 	ConnsActiveAt   *time.Time
 	ConnsInactiveAt *time.Time
 	Metadata        map[string]any
+	// SecretGen counts the rotations of Secret (PATCH tunnel_secret with a
+	// new value): 0 as created. A connector's TokenGen is the generation it
+	// authenticated with; only the current one opens new connections.
+	SecretGen int `json:",omitempty"`
 }
 
 // TunnelConfig is the remotely-managed configuration (ingress rules).
@@ -652,7 +661,15 @@ type Connector struct {
 	// disk): set by /_sim/world break_connector, cured only by a new instance.
 	Broken bool
 
-	ClientID    string    // uuid the connector registers with (connections' client_id)
+	// ClientID is the uuid the connector registers with (connections'
+	// client_id): cloudflared draws a new one at every start, so a
+	// restarted cloudflared is a new connector.
+	ClientID string
+	// TokenGen is the generation (Tunnel.SecretGen) of the secret in the
+	// token the process authenticated TunnelID with: it holds that token
+	// until it restarts, and dials again with it when its connections are
+	// closed under it. The token itself is not kept here.
+	TokenGen    int       `json:",omitempty"`
 	RunAt       time.Time // when the process last started
 	Attempts    int       // connect attempts since the process started
 	ConnectedAt time.Time

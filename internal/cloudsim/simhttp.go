@@ -18,6 +18,7 @@ import (
 //	GET/DELETE /_sim/calls       request counts per operation and status (?reset=1 or DELETE zeroes)
 //	GET/PUT    /_sim/faults      fault rules and rate limits (JSON, FaultSettings)
 //	POST       /_sim/world       one WorldAction (JSON)
+//	GET        /_sim/resolve     ?name=<fqdn>: what a client resolving the name reaches (Resolution)
 //
 // They are not authenticated: the emulator listens on loopback only.
 func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request) {
@@ -81,8 +82,18 @@ func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
+	case "/_sim/resolve":
+		if !allow(w, r, http.MethodGet) {
+			return
+		}
+		name := strings.TrimSpace(r.URL.Query().Get("name"))
+		if name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "resolve: give the name to resolve: ?name=<fqdn>"})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.Resolve(name))
 	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint; see /_sim/state, /_sim/invariants, /_sim/calls, /_sim/faults, /_sim/world"})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint; see /_sim/state, /_sim/invariants, /_sim/calls, /_sim/faults, /_sim/world, /_sim/resolve"})
 	}
 }
 
@@ -167,22 +178,7 @@ func (s *Sim) State() WorldState {
 		st.Parameters = append(st.Parameters, paramStateJSON(p))
 	}
 	for _, id := range sortedKeys(s.connectors) {
-		c := s.connectors[id]
-		region := s.region()
-		if inst := s.instances[c.InstanceID]; inst != nil {
-			region = s.regionOf(inst)
-		}
-		cs := ConnectorState{InstanceID: c.InstanceID, Region: region, ClientID: c.ClientID, TunnelID: c.TunnelID, Running: c.Running,
-			Broken: c.Broken, Connected: c.Connected, LastError: c.LastError, Attempts: c.Attempts}
-		if !c.RunAt.IsZero() {
-			t := c.RunAt.UTC()
-			cs.RunAt = &t
-		}
-		if c.Connected {
-			t := c.ConnectedAt.UTC()
-			cs.ConnectedAt = &t
-		}
-		st.Connectors = append(st.Connectors, cs)
+		st.Connectors = append(st.Connectors, s.connectorState(s.connectors[id]))
 	}
 	return st
 }

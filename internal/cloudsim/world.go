@@ -77,9 +77,13 @@ func (s *Sim) instanceDown(inst *Instance) {
 func (s *Sim) startConnector(c *Connector) { s.startConnectorAt(c, s.now()) }
 
 // startConnectorAt (re)starts the process at at: drop what it held, then
-// try to connect. Caller holds mu.
+// try to connect. A restarted process is a new connector: cloudflared draws
+// a new connector id at every start. Caller holds mu.
 func (s *Sim) startConnectorAt(c *Connector, at time.Time) {
 	s.stopConnector(c, "")
+	if !c.RunAt.IsZero() { // it ran before: this is a restart
+		c.ClientID = s.newUUID()
+	}
 	if c.Broken {
 		c.RunAt = at
 		c.LastError = "cloudflared exited at start (instance broken out of band)"
@@ -109,12 +113,23 @@ func (s *Sim) stopConnector(c *Connector, why string) {
 }
 
 // connectAttempt is one try of the connector: read the parameter, check the
-// token, then connect after ConnectDelay. Caller holds mu.
-func (s *Sim) connectAttempt(c *Connector, gen int, at time.Time) {
+// token, then connect after ConnectDelay. With held, the process is running
+// and dials again with the token it already holds (it does not read SSM
+// again); the edge refuses it if the tunnel is gone or its secret has been
+// rotated since. Caller holds mu.
+func (s *Sim) connectAttempt(c *Connector, gen int, at time.Time, held bool) {
 	if c.gen != gen || !c.Running {
 		return
 	}
 	c.Attempts++
+	if held {
+		if why := s.heldTokenRefused(c); why != "" {
+			s.refusedAtEdge(c, gen, at, why)
+			return
+		}
+		s.schedule(at.Add(s.cfg.ConnectDelay), event{Kind: evConnectOpen, Instance: c.InstanceID, Gen: gen})
+		return
+	}
 	t, err := s.resolveToken(c)
 	if err != nil {
 		c.LastError = err.Error()
@@ -123,7 +138,36 @@ func (s *Sim) connectAttempt(c *Connector, gen int, at time.Time) {
 		return
 	}
 	c.TunnelID = t.ID
+	c.TokenGen = t.SecretGen
 	s.schedule(at.Add(s.cfg.ConnectDelay), event{Kind: evConnectOpen, Instance: c.InstanceID, Gen: gen})
+}
+
+// heldTokenRefused says why the edge refuses the token c holds (the one it
+// authenticated TunnelID with), "" when it accepts it: the tunnel must be
+// live and its secret the one c's token carries. Caller holds mu.
+func (s *Sim) heldTokenRefused(c *Connector) string {
+	t := s.tunnels[c.TunnelID]
+	switch {
+	case t == nil || t.DeletedAt != nil:
+		return "edge refused the tunnel token it holds: the tunnel was deleted"
+	case t.SecretGen != c.TokenGen:
+		return "edge refused the tunnel token it holds (the tunnel's secret was rotated since it started): Unauthorized: Invalid tunnel secret"
+	}
+	return ""
+}
+
+// refusedAtEdge is a running cloudflared whose held token the edge refused:
+// a permanent error, so cloudflared exits, and systemd (Restart=always in
+// the unit the user-data writes) starts it again after RetryInterval; its
+// ExecStartPre reads the parameter again. The restarted process is a new
+// connector (a new client id) and connects only if the parameter now holds
+// a valid token; otherwise it keeps failing every RetryInterval, as any
+// start with a bad token does. Caller holds mu.
+func (s *Sim) refusedAtEdge(c *Connector, gen int, at time.Time, why string) {
+	c.Connected = false
+	c.LastError = why
+	c.ClientID = s.newUUID()
+	s.schedule(at.Add(s.cfg.RetryInterval), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 }
 
 // resolveToken is what cloudflared does at start: fetch the token from SSM
@@ -239,6 +283,11 @@ func (s *Sim) connectOpen(c *Connector, gen int, now time.Time) {
 		s.schedule(now.Add(s.cfg.RetryInterval), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
 		return
 	}
+	if t.SecretGen != c.TokenGen {
+		// Rotated between the token read and the registration.
+		s.refusedAtEdge(c, gen, now, "edge refused the tunnel token at registration (the tunnel's secret was rotated after it was read): Unauthorized: Invalid tunnel secret")
+		return
+	}
 	s.removeConns(t, c.ClientID)
 	origin := "198.51.100.10"
 	if inst := s.instances[c.InstanceID]; inst != nil && inst.PrivateIP != "" {
@@ -279,21 +328,24 @@ func (s *Sim) removeConns(t *Tunnel, clientID string) int {
 	return n
 }
 
-// dropTunnelConns is DELETE .../connections: the edge closes the
-// connections. A cloudflared that is still running dials again at once, as
-// the real one does, and is registered after ConnectDelay. Caller holds mu.
+// dropTunnelConns is DELETE .../connections (clientID "" for every
+// connector's, else connector clientID's only): the edge closes the
+// connections. A cloudflared that is still running dials again at once with
+// the token it holds, as the real one does: if that token is still valid
+// (the tunnel lives and its secret was not rotated since the process
+// started) it is registered again after ConnectDelay under the same client
+// id; otherwise the edge refuses it (see refusedAtEdge). Caller holds mu.
 func (s *Sim) dropTunnelConns(t *Tunnel, clientID, why string) {
 	s.removeConns(t, clientID)
-	for _, c := range s.connectors {
+	for _, id := range sortedKeys(s.connectors) { // sorted: events queue in a fixed order
+		c := s.connectors[id]
 		if c.TunnelID != t.ID || (clientID != "" && c.ClientID != clientID) || !c.Running {
 			continue
 		}
 		c.Connected = false
 		c.LastError = why
 		c.gen++
-		gen := c.gen
-		// Dial again at once; registered after ConnectDelay.
-		s.schedule(s.now(), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: gen})
+		s.schedule(s.now(), event{Kind: evConnectAttempt, Instance: c.InstanceID, Gen: c.gen, Held: true})
 	}
 }
 
@@ -625,10 +677,13 @@ func (s *Sim) targetRecords(a WorldAction) []*DNSRecord {
 	return out
 }
 
-// ConnectorState is a connector as /_sim/state shows it.
+// ConnectorState is a connector as /_sim/state shows it. It never shows
+// the token or the secret.
 type ConnectorState struct {
-	InstanceID  string     `json:"instance_id"`
-	Region      string     `json:"region,omitempty"` // its instance's region, where it reads the token
+	InstanceID string `json:"instance_id"`
+	Region     string `json:"region,omitempty"` // its instance's region, where it reads the token
+	// ClientID is the connector id it registers with (connections'
+	// client_id); a restarted cloudflared has a new one.
 	ClientID    string     `json:"client_id"`
 	TunnelID    string     `json:"tunnel_id,omitempty"`
 	Running     bool       `json:"running"`
@@ -638,4 +693,55 @@ type ConnectorState struct {
 	Attempts    int        `json:"attempts"`
 	RunAt       *time.Time `json:"run_at,omitempty"`
 	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	// Current: the process runs and the token it holds (the one it last
+	// authenticated TunnelID with) carries the tunnel's current secret.
+	// False after a rotation until the process restarts with the new token,
+	// and when it holds no token or does not run.
+	Current bool `json:"token_current"`
+	// TokenGeneration is the rotation generation of that token's secret (0:
+	// the secret the tunnel was created with; each rotation adds 1).
+	TokenGeneration int `json:"token_generation"`
+}
+
+// connectorState shows c. Caller holds mu.
+func (s *Sim) connectorState(c *Connector) ConnectorState {
+	region := s.region()
+	if inst := s.instances[c.InstanceID]; inst != nil {
+		region = s.regionOf(inst)
+	}
+	cs := ConnectorState{InstanceID: c.InstanceID, Region: region, ClientID: c.ClientID, TunnelID: c.TunnelID, Running: c.Running,
+		Broken: c.Broken, Connected: c.Connected, LastError: c.LastError, Attempts: c.Attempts}
+	if c.TunnelID != "" {
+		cs.TokenGeneration = c.TokenGen
+		if t := s.tunnels[c.TunnelID]; c.Running && t != nil && t.DeletedAt == nil && t.SecretGen == c.TokenGen {
+			cs.Current = true
+		}
+	}
+	if !c.RunAt.IsZero() {
+		t := c.RunAt.UTC()
+		cs.RunAt = &t
+	}
+	if c.Connected {
+		t := c.ConnectedAt.UTC()
+		cs.ConnectedAt = &t
+	}
+	return cs
+}
+
+// Connectors returns the simulated cloudflareds whose token names tunnel
+// tunnelID (running or not, connected or not), ordered by instance id, as
+// /_sim/state shows them: each with its client id and whether it holds the
+// tunnel's current token (ConnectorState.Current). It advances the world
+// first, as a request does.
+func (s *Sim) Connectors(tunnelID string) []ConnectorState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tick()
+	out := []ConnectorState{}
+	for _, id := range sortedKeys(s.connectors) {
+		if c := s.connectors[id]; c.TunnelID == tunnelID {
+			out = append(out, s.connectorState(c))
+		}
+	}
+	return out
 }

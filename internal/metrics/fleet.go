@@ -94,3 +94,19 @@ func (m *Metrics) SetPool(pool, resource string, used, limit int) {
 	m.poolUsed.WithLabelValues(pool, resource).Set(float64(used))
 	m.poolLimit.WithLabelValues(pool, resource).Set(float64(limit))
 }
+
+// TokenRotated counts one finished token rotation.
+func (m *Metrics) TokenRotated(trigger string) {
+	if m == nil {
+		return
+	}
+	m.rotations.WithLabelValues(trigger).Inc()
+}
+
+// SetTokensPastMaxAge sets how many orgs' tokens are older than the max age.
+func (m *Metrics) SetTokensPastMaxAge(n int) {
+	if m == nil {
+		return
+	}
+	m.pastMaxAge.Set(float64(n))
+}

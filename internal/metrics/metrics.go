@@ -69,6 +69,8 @@ type Metrics struct {
 	tunnels          *prometheus.GaugeVec
 	poolUsed         *prometheus.GaugeVec
 	poolLimit        *prometheus.GaugeVec
+	rotations        *prometheus.CounterVec
+	pastMaxAge       prometheus.Gauge
 	watchInterval    *prometheus.GaugeVec
 	listings         *prometheus.CounterVec
 	timeToReady      prometheus.Histogram
@@ -182,6 +184,14 @@ func New() *Metrics {
 		Namespace: namespace, Name: "pool_limit",
 		Help: "Each Cloudflare pool's limit by resource (tunnels in its account, dns_records in its zone); 0 means unlimited.",
 	}, []string{"pool", "resource"})
+	m.rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "token_rotations_total",
+		Help: "Tunnel token rotations finished, by trigger: requested (org.token_rotation_requested) or max_age (--token-max-age).",
+	}, []string{"trigger"})
+	m.pastMaxAge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "tokens_past_max_age",
+		Help: "Orgs whose tunnel token is older than --token-max-age, at the last inventory pass (0 when the policy is off).",
+	})
 	m.timeToReady = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "org_time_to_ready_seconds",
 		Help:    "Time from an org's Provisioning condition turning true (its first reconcile pass requested the resources) to Ready.",
@@ -201,7 +211,7 @@ func New() *Metrics {
 		m.eventsIngested, m.deadLetters, m.reconcileSeconds, m.queue, m.queueRetries,
 		m.apiRequests, m.apiSeconds, m.apiThrottles, m.orgs, m.remediations, m.drift, m.orphans,
 		m.sweeps, m.sweepSeconds, m.sweepLastSuccess, m.consumer, m.sweepAge,
-		m.tunnels, m.poolUsed, m.poolLimit, m.timeToReady, m.notReady, m.watchInterval, m.listings,
+		m.tunnels, m.poolUsed, m.poolLimit, m.rotations, m.pastMaxAge, m.timeToReady, m.notReady, m.watchInterval, m.listings,
 		m.cluster.owned, m.cluster.renewals, m.cluster.takeovers,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

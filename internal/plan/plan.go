@@ -5,12 +5,13 @@
 package plan
 
 import (
-	"github.com/tunnelward/tunnelward/internal/owner"
-
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/tunnelward/tunnelward/internal/owner"
 )
 
 // CatchAllService answers every hostname the ingress does not name.
@@ -100,7 +101,33 @@ type Observed struct {
 	// (and the org's remediation history): an input of the plan, so that a
 	// pass and the dry run turn it into the same changes.
 	Remedy Remedy
+	// Rotation is the token rotation's part of the observation.
+	Rotation Rotation
 }
+
+// Rotation is what a token rotation needs to be decided: whether one
+// should start, where one in flight is, and the tunnel's connectors.
+type Rotation struct {
+	Want  string   // why a rotation should start ("" when none should)
+	Phase string   // next step of a rotation in flight ("" when none is)
+	Old   []string // connectors connected before its new secret
+	// Connectors are connected now (read while a rotation starts or waits
+	// for its connector: ConnectorsKnown).
+	Connectors      []string
+	ConnectorsKnown bool
+	// Stuck: no connector on the new token a health grace after the
+	// restart, while the old one may still serve: the instance is replaced
+	// (a new instance boots on the token in SSM).
+	Stuck bool
+}
+
+// Rotation phases (state.Rotation.Phase).
+const (
+	RotateSecret  = "secret"
+	RotateToken   = "token"
+	RotateRestart = "restart"
+	RotateConnect = "connect"
+)
 
 // Remedy is a health diagnosis's decision for one pass.
 type Remedy struct {
@@ -135,6 +162,14 @@ const (
 	// OpTakeover replaces another party's record named by the org's
 	// takeover (Target: its id) with the org's CNAME, in one DNS batch.
 	OpTakeover Op = "takeover"
+	// OpRotate runs a token rotation's next steps (ResToken): a new secret,
+	// its token into SSM, cloudflared restarted on it.
+	OpRotate Op = "rotate"
+	// OpDrop deletes a connector's connections (ResTunnel, Target the
+	// client id): one from before a rotation, once the new one connected.
+	OpDrop Op = "drop"
+	// OpRotated records a finished rotation (ResToken).
+	OpRotated Op = "rotated"
 )
 
 // Change is one step a reconcile would take.
@@ -239,6 +274,7 @@ func Compute(d Desired, o Observed) Result {
 		instanceChanges(d, o, tunnelID, &r)
 		applyRemedy(d, o.Remedy, &r)
 	}
+	rotationChanges(d, o, tunnelID, &r)
 	withholdOnConflict(&r)
 
 	r.Ready = len(r.Changes) == 0 && len(r.Conflicts) == 0 && o.Tunnel != nil && o.Tunnel.Status == "healthy"
@@ -303,6 +339,53 @@ func applyRemedy(d Desired, m Remedy, r *Result) {
 	}
 	if m.Restart != "" && !has(OpRestart, m.Restart) {
 		r.Changes = append(r.Changes, Change{Resource: ResInstance, Op: OpRestart, Target: m.Restart, Reason: m.Reason})
+	}
+}
+
+// rotationChanges adds a token rotation's steps. A rotation starts only on
+// a converged org (nothing else to change, its instance kept, its tunnel
+// healthy), so it never races a build or a repair; one in flight goes on
+// whatever else the pass does (a replaced instance boots on the token in
+// SSM, which is the new one from the token step on).
+func rotationChanges(d Desired, o Observed, tunnelID string, r *Result) {
+	rt := o.Rotation
+	if tunnelID == "" || (rt.Want == "" && rt.Phase == "") {
+		return
+	}
+	add := func(res Resource, op Op, target, reason string) {
+		r.Changes = append(r.Changes, Change{Resource: res, Op: op, Target: target, Reason: reason})
+	}
+	switch rt.Phase {
+	case "":
+		if len(r.Changes) > 0 || len(r.Conflicts) > 0 || r.KeepInstance == "" || o.Tunnel.Status != "healthy" || !rt.ConnectorsKnown {
+			r.Withheld = append(r.Withheld, Change{Resource: ResToken, Op: OpRotate, Target: tunnelID,
+				Reason: "withheld until the org is converged and its tunnel healthy (" + rt.Want + ")"})
+			return
+		}
+		add(ResToken, OpRotate, tunnelID, rt.Want)
+	case RotateSecret, RotateToken, RotateRestart:
+		add(ResToken, OpRotate, tunnelID, "rotation in flight; next step: "+rt.Phase)
+	case RotateConnect:
+		var fresh, old []string
+		for _, c := range rt.Connectors {
+			if slices.Contains(rt.Old, c) {
+				old = append(old, c)
+			} else {
+				fresh = append(fresh, c)
+			}
+		}
+		switch {
+		case rt.ConnectorsKnown && len(fresh) > 0:
+			for _, c := range old {
+				add(ResTunnel, OpDrop, c, "connector from before the rotation; "+strings.Join(fresh, ", ")+" runs on the new token")
+			}
+			add(ResToken, OpRotated, tunnelID, "connector "+strings.Join(fresh, ", ")+" runs on the new token")
+		case rt.Stuck && r.KeepInstance != "" && !slices.ContainsFunc(r.Changes, func(c Change) bool { return c.Resource == ResInstance && c.Op == OpDelete }):
+			why := "no connector on the new token a health grace after cloudflared's restart"
+			add(ResInstance, OpDelete, r.KeepInstance, why)
+			add(ResInstance, OpCreate, d.OrgID, "replacing "+r.KeepInstance+": "+why)
+			r.KeepInstance = ""
+		}
 	}
 }
 

@@ -125,6 +125,27 @@ func (a cfAdapter) CleanConnections(ctx context.Context, id string) error {
 	return cfKind(a.c.CleanConnections(ctx, id))
 }
 
+func (a cfAdapter) RotateSecret(ctx context.Context, id string) (secret.Token, error) {
+	tok, err := a.c.RotateSecret(ctx, id)
+	return tok, cfKind(err)
+}
+
+func (a cfAdapter) Connectors(ctx context.Context, id string) ([]string, error) {
+	cs, err := a.c.Connectors(ctx, id)
+	if err != nil {
+		return nil, cfKind(err)
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.ID
+	}
+	return out, nil
+}
+
+func (a cfAdapter) DropConnector(ctx context.Context, id, clientID string) error {
+	return cfKind(a.c.DropConnector(ctx, id, clientID))
+}
+
 func (a cfAdapter) GetIngress(ctx context.Context, id string) ([]plan.IngressRule, error) {
 	rules, _, err := a.c.GetConfig(ctx, id)
 	if err != nil {

@@ -64,6 +64,13 @@ type TunnelAPI interface {
 	// Token reads the tunnel's token from the API: only for a tunnel whose
 	// token this process does not hold (adopted, or created before a crash).
 	Token(ctx context.Context, id string) (secret.Token, error)
+	// RotateSecret gives the tunnel a new secret drawn by the caller's side
+	// and returns its token, built without a call.
+	RotateSecret(ctx context.Context, id string) (secret.Token, error)
+	// Connectors lists the client ids of the tunnel's connected connectors.
+	Connectors(ctx context.Context, id string) ([]string, error)
+	// DropConnector deletes one connector's connections.
+	DropConnector(ctx context.Context, id, clientID string) error
 }
 
 // DNSAPI is the Cloudflare DNS surface the engine uses (one zone).

@@ -47,6 +47,8 @@ type Config struct {
 	Service     string // ingress service; default http://localhost:8080
 	ParamPrefix string // SSM path prefix; default /tunnelward/tunnels
 	Instance    InstanceSpec
+	// TokenMaxAge rotates tokens older than this (0: never; rotate.go).
+	TokenMaxAge time.Duration
 	// Placement is how an org that names no pool is placed among
 	// Clouds.Pools: PlaceFill (default: the first pool in order with room)
 	// or PlaceLeastUsed (the pool with the most room left, as a fraction).
@@ -109,6 +111,11 @@ type Observer interface {
 	// SetPool sets a Cloudflare pool's use of one resource ("tunnels",
 	// "dns_records") against its limit (0: none).
 	SetPool(pool, resource string, used, limit int)
+	// TokenRotated counts a finished token rotation by trigger
+	// ("requested", "max_age"); SetTokensPastMaxAge is how many orgs'
+	// tokens are older than the max age, at a sweep.
+	TokenRotated(trigger string)
+	SetTokensPastMaxAge(n int)
 	SetNotReadySince(since time.Time)
 	ObserveTimeToReady(d time.Duration)
 	SetWatchInterval(listing string, d time.Duration)
@@ -126,6 +133,8 @@ func (noMetrics) SweepDone(time.Duration, error)         {}
 func (noMetrics) SetOrgsByCondition(map[string]int)      {}
 func (noMetrics) SetTunnelsByStatus(map[string]int)      {}
 func (noMetrics) SetPool(string, string, int, int)       {}
+func (noMetrics) TokenRotated(string)                    {}
+func (noMetrics) SetTokensPastMaxAge(int)                {}
 func (noMetrics) SetNotReadySince(time.Time)             {}
 func (noMetrics) ObserveTimeToReady(time.Duration)       {}
 func (noMetrics) SetWatchInterval(string, time.Duration) {}
@@ -256,6 +265,8 @@ type Engine struct {
 	tombs deleteLister
 	// pools counts placements in Cloudflare pools (pool.go).
 	pools poolBook
+	// rotating holds the max-age token rotations in flight (rotate.go).
+	rotating rotations
 
 	// tally is the orgs-by-condition gauge, moved by each status write.
 	tally conditionTally

@@ -110,6 +110,21 @@ func (f *fakeCloud) DeleteTunnel(_ context.Context, id string) error {
 
 func (f *fakeCloud) CleanConnections(context.Context, string) error { return nil }
 
+func (f *fakeCloud) RotateSecret(_ context.Context, id string) (secret.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("tunnel.edit")
+	if t, ok := f.tunnels[id]; !ok || t.Deleted {
+		return secret.Token{}, ErrNotFound
+	}
+	f.seq++
+	return secret.NewToken(fmt.Sprintf("token-of-%s-%d", id, f.seq)), nil
+}
+
+func (f *fakeCloud) Connectors(context.Context, string) ([]string, error) { return nil, nil }
+
+func (f *fakeCloud) DropConnector(context.Context, string, string) error { return nil }
+
 func (f *fakeCloud) GetIngress(_ context.Context, id string) ([]plan.IngressRule, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -98,6 +98,11 @@ func (e *Engine) diagnose(org state.Org, ob observation, d plan.Desired, now tim
 	if ob.tunnel == nil || launch {
 		return v // provisioning: nothing to diagnose yet
 	}
+	if r := org.Observed.Rotation; r != nil && r.Phase == state.RotateConnect && !ob.plan.Rotation.Stuck {
+		// cloudflared was restarted on a new token: the rotation waits for
+		// its connector (and replaces the instance when it is stuck).
+		return v
+	}
 	// The instance whose health is judged is the one the plan keeps.
 	var live *Instance
 	for i := range ob.instances {
@@ -469,7 +474,7 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		return Result{}, false, nil
 	}
 	now := e.cfg.Now()
-	if ps.lastSeq != org.LastSeq || ps.reports != len(org.HealthReports) || unhandledReports(org) > 0 ||
+	if ps.lastSeq != org.LastSeq || ps.reports != len(org.HealthReports) || unhandledReports(org) > 0 || org.Observed.Rotation != nil ||
 		org.Observed.TunnelID != ps.tunnelID || now.Sub(ps.converged) > e.cfg.BootConnect+e.cfg.HealthGrace {
 		e.clearPoll(org.ID)
 		return Result{}, false, nil

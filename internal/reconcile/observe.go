@@ -78,6 +78,9 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 	// A pass learns who holds a new org's hostname from its record create
 	// (claimHostname); the dry run cannot create and reads the name.
 	ob.claim = mode == forPass && claimsHostname(org, d)
+	if mode != forDelete {
+		ob.plan.Rotation = e.rotationView(org, e.cfg.Now())
+	}
 
 	// Tunnel and its ingress. A pass knows the id: both reads at once.
 	ingressOf := func(id string) {
@@ -119,6 +122,14 @@ func (e *Engine) observeListed(ctx context.Context, org state.Org, d plan.Desire
 		set(func() { ob.tunnel = t })
 		if t != nil && mode == forDryRun {
 			ingressOf(t.ID)
+		}
+		if t != nil && mode != forDelete && connectorsNeeded(ob.plan.Rotation) {
+			cs, err := cf.Tunnels.Connectors(ctx, t.ID)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				fail("list connectors of tunnel "+t.ID, err)
+				return
+			}
+			set(func() { ob.plan.Rotation.Connectors, ob.plan.Rotation.ConnectorsKnown = cs, err == nil })
 		}
 	})
 

@@ -159,11 +159,25 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 
 	ap, applyErr := e.apply(ctx, log, org, d, ob, p, aw, cf)
 	ap.tunnelCreated = tunnelCreated
+	if ob.plan.Rotation.Stuck && ap.launched && applyErr == nil {
+		// The replacement boots on the new token: its grace starts now.
+		if err := e.rotationRestarted(org.ID); err != nil {
+			return Result{}, err
+		}
+	}
 	if hv.restart != nil && ap.restartErr != nil {
 		_ = e.finishRemediation(org.ID, ActRestart, OutcomeFailed, ap.restartErr.Error(), now)
 	}
 
-	return e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
+	res, err := e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
+	if err == nil && (hasOp(p.Changes, plan.OpRotate) || org.Observed.Rotation != nil) && !hasOp(p.Changes, plan.OpRotated) {
+		// A rotation waits for its connector: look again at the shared
+		// listings' pace, as an org awaiting its tunnel does.
+		if after := e.readyPollAfter(); res.RequeueAfter == 0 || after < res.RequeueAfter {
+			res.RequeueAfter = after
+		}
+	}
+	return res, err
 }
 
 func hasChange(p plan.Result, res plan.Resource, op plan.Op) bool {
@@ -196,11 +210,23 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 		ap.tunnelID = ob.tunnel.ID
 	}
 	by := map[plan.Resource][]plan.Change{}
+	var rotation []plan.Change
 	for _, c := range p.Changes {
+		if c.Op == plan.OpRotate || c.Op == plan.OpDrop || c.Op == plan.OpRotated {
+			rotation = append(rotation, c)
+			continue
+		}
 		by[c.Resource] = append(by[c.Resource], c)
 	}
 	if ap.tunnelID == "" {
 		return ap, nil // nothing else can be done without a tunnel
+	}
+	// A rotation's steps first: they are ordered (secret, token, restart),
+	// and a restart must not race the pass's other instance steps.
+	if len(rotation) > 0 {
+		if err := e.applyRotation(ctx, log, org, ap.tunnelID, p.KeepInstance, ob, rotation, aw, cf); err != nil {
+			return ap, err
+		}
 	}
 
 	var (

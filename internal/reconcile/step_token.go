@@ -40,7 +40,11 @@ func (e *Engine) putToken(ctx context.Context, log *slog.Logger, orgID, tunnelID
 		return fmt.Errorf("put token parameter %s: %w", name, err)
 	}
 	e.tokens.drop(tunnelID)
+	now := e.cfg.Now()
 	return e.store.Update(orgID, func(o *state.Org) error {
+		if o.Observed.ParamTunnelID != tunnelID || o.Observed.TokenSince.IsZero() {
+			o.Observed.TokenSince = now // a new tunnel's token (a rotation's is stamped when it is done)
+		}
 		o.Observed.ParameterName, o.Observed.ParamTunnelID = name, tunnelID
 		return nil
 	})

@@ -264,6 +264,7 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	live := map[string]liveOrg{} // orgs that may own resources -> where
 	byTunnel := map[string]int{}
 	var notReadySince time.Time // oldest among present orgs that are not Ready
+	pastMaxAge := 0
 	type statusUpdate struct {
 		orgID, status  string
 		statusKnown    bool
@@ -340,6 +341,17 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			updates = append(updates, statusUpdate{orgID: org.ID, status: status, statusKnown: tunnelFresh,
 				reason: reason, msg: msg, listedAt: listedAt, changes: p.Changes, wasReady: ready, full: full})
 		}
+		if e.pastMaxAge(org, now) {
+			pastMaxAge++
+		}
+		if reason == "" && (org.Observed.Rotation != nil || e.rotationWant(org, now) != "") {
+			// A token rotation asked for, due, or in flight (after a
+			// restart): a pass runs it.
+			if !e.polling(org.ID) {
+				requeue = append(requeue, org.ID)
+			}
+			return nil
+		}
 		switch {
 		case reason != "":
 			e.clearPoll(org.ID) // drift: the next look must be a full one
@@ -396,6 +408,7 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 		rep.Requeued = append(rep.Requeued, id)
 	}
 	e.cfg.Metrics.SetTunnelsByStatus(byTunnel)
+	e.cfg.Metrics.SetTokensPastMaxAge(pastMaxAge)
 	e.cfg.Metrics.SetNotReadySince(notReadySince)
 	return live, nil
 }

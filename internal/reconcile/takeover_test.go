@@ -35,46 +35,31 @@ func (h *harness) loadLegacy(slug, typ, content string) (id, host string) {
 }
 
 // resolveProbe looks at the hostname as a resolver would, every 100 ms,
-// through the emulator's state (one consistent snapshot each): the name
-// must always have a record, and a CNAME to a tunnel must point at a
-// healthy tunnel. It reports the first violation and how many looks it
-// made.
+// through the emulator (Sim.Resolve: the record answered and the tunnel
+// behind a CNAME, one consistent look each): the name must always have a
+// record, and a CNAME to a tunnel must lead to a healthy tunnel that
+// serves it. It reports the first violation and how many looks it made.
 type resolveProbe struct {
 	stop chan struct{}
 	done chan struct{}
 	mu   sync.Mutex
 	bad  string
 	n    int
-	seen map[string]bool // record types seen at the name
+	seen map[string]bool // record types answered for the name
 }
 
 func (h *harness) probeName(host string) *resolveProbe {
 	p := &resolveProbe{stop: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
 	look := func() string {
-		st := h.sim.State()
-		status := map[string]string{}
-		for _, t := range st.Tunnels {
-			if t["deleted_at"] == nil {
-				status[fmt.Sprint(t["id"])] = fmt.Sprint(t["status"])
-			}
-		}
-		var at []map[string]any
-		for _, r := range st.DNSRecords {
-			if strings.EqualFold(fmt.Sprint(r["name"]), host) {
-				at = append(at, r)
-			}
-		}
-		if len(at) == 0 {
+		res := h.sim.Resolve(host)
+		if !res.Found {
 			return "the name has no record"
 		}
-		for _, r := range at {
-			typ, content := fmt.Sprint(r["type"]), fmt.Sprint(r["content"])
-			p.mu.Lock()
-			p.seen[typ] = true
-			p.mu.Unlock()
-			if id, ok := strings.CutSuffix(content, ".cfargotunnel.com"); ok && typ == "CNAME" && status[id] != "healthy" {
-				return fmt.Sprintf("CNAME to tunnel %s whose status is %q", id, status[id])
-			}
+		p.mu.Lock()
+		p.seen[res.Type] = true
+		p.mu.Unlock()
+		if res.TunnelID != "" && (res.TunnelStatus != "healthy" || !res.TunnelHealthy) {
+			return fmt.Sprintf("CNAME to tunnel %s whose status is %q (%s)", res.TunnelID, res.TunnelStatus, res.Reason)
 		}
 		return ""
 	}

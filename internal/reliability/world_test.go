@@ -465,6 +465,10 @@ func (w *world) convergence() string {
 			problems = append(problems, fmt.Sprintf("%s: not Ready (last error %q)", org, o.LastError))
 			continue
 		}
+		if o.Observed.Rotation != nil || o.Desired.TokenRotationSeq > o.Observed.TokenRotatedSeq {
+			problems = append(problems, fmt.Sprintf("%s: token rotation asked (seq %d) not finished (rotated %d)", org, o.Desired.TokenRotationSeq, o.Observed.TokenRotatedSeq))
+			continue
+		}
 		if tu, re, in, pa := st.resources(org); tu != 1 || re != 1 || in != 1 || pa != 1 {
 			problems = append(problems, fmt.Sprintf("%s: %d tunnels, %d records, %d instances, %d parameters; want one each", org, tu, re, in, pa))
 		} else if n := st.running(org); n != 1 {

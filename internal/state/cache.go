@@ -74,12 +74,17 @@ func (c *orgCache) len() int {
 	return c.lru.Len()
 }
 
-// clone copies the slices and the takeover, so a caller appending to or
+// clone copies the slices, the takeover and the rotation, so a caller appending to or
 // editing a record never changes the cached one.
 func (o Org) clone() Org {
 	if o.Desired.Takeover != nil {
 		t := *o.Desired.Takeover
 		o.Desired.Takeover = &t
+	}
+	if o.Observed.Rotation != nil {
+		r := *o.Observed.Rotation
+		r.Old = append([]string(nil), r.Old...)
+		o.Observed.Rotation = &r
 	}
 	o.HealthReports = append([]HealthReport(nil), o.HealthReports...)
 	o.Conditions = append([]Condition(nil), o.Conditions...)

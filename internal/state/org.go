@@ -102,6 +102,13 @@ type Observed struct {
 	// TokenRotatedSeq the request (Desired.TokenRotationSeq) it served.
 	TokenRotatedAt  time.Time `json:"token_rotated_at,omitzero"`
 	TokenRotatedSeq uint64    `json:"token_rotated_seq,omitempty"`
+	// TokenSince is when the token in use was issued (the tunnel's first
+	// token put, or the last rotation): what --token-max-age is counted
+	// from. Zero in records from before it: set at the next pass.
+	TokenSince time.Time `json:"token_since,omitzero"`
+	// Rotation is a token rotation in flight (nil: none), committed before
+	// each of its steps so a crash resumes it exactly once.
+	Rotation *Rotation `json:"rotation,omitempty"`
 	// ReconciledSeq is the org's LastSeq when a reconcile last finished: an
 	// org whose LastSeq is newer has an event no pass has acted on yet (the
 	// process died between ingest's ack and the reconcile), so a restart
@@ -127,6 +134,30 @@ type ReplacedRecord struct {
 	Comment string    `json:"comment,omitempty"`
 	At      time.Time `json:"at"` // when the takeover was sent
 }
+
+// Rotation is the progress of one token rotation. Never the token.
+type Rotation struct {
+	// Seq is the org.token_rotation_requested it serves (0: the max-age
+	// policy's).
+	Seq    uint64 `json:"seq,omitempty"`
+	Reason string `json:"reason"`
+	// Phase is the next step: secret (give the tunnel a new secret), token
+	// (put its token into SSM), restart (cloudflared re-reads it), connect
+	// (wait for a connector on the new token, then drop the old ones).
+	Phase string `json:"phase"`
+	// Old are the connectors (client ids) connected before the new secret.
+	Old         []string  `json:"old_connectors,omitempty"`
+	StartedAt   time.Time `json:"started_at"`
+	RestartedAt time.Time `json:"restarted_at,omitzero"`
+}
+
+// Rotation phases.
+const (
+	RotateSecret  = "secret"
+	RotateToken   = "token"
+	RotateRestart = "restart"
+	RotateConnect = "connect"
+)
 
 // Condition types (docs/operations.md, "Org conditions").
 const (

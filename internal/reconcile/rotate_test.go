@@ -1,0 +1,178 @@
+package reconcile
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+func rotationRequested(org string) state.Fact {
+	return state.Fact{Type: state.FactTokenRotationRequested, OrgID: org}
+}
+
+// tunnelToken is the tunnel's current token as Cloudflare hands it out
+// (compared, never printed).
+func (h *harness) tunnelToken(id string) string {
+	h.t.Helper()
+	tok, err := h.cf.Token(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok.Reveal()
+}
+
+// A requested rotation gives the tunnel a new secret, puts its token into
+// SSM, restarts cloudflared on it and ends with the org's instance
+// connected on the new token as a new connector, token_rotated_at set, and
+// nothing else changed (one tunnel, record, instance, parameter).
+func TestTokenRotationRequested(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	before := h.org("acme")
+	oldTok := h.tunnelToken(before.Observed.TunnelID)
+	oldConn, ok := h.connectorOf(before.Observed.InstanceID)
+	if !ok || !oldConn.Connected {
+		t.Fatalf("no connected connector before the rotation: %+v", oldConn)
+	}
+	h.apply(rotationRequested("acme"))
+	h.waitFor("rotation done", 20*time.Second, func() bool {
+		o := h.org("acme")
+		return !o.Observed.TokenRotatedAt.IsZero() && o.Observed.Rotation == nil && IsTrue(o, state.CondReady)
+	})
+	after := h.org("acme")
+	if after.Observed.TunnelID != before.Observed.TunnelID || after.Observed.InstanceID != before.Observed.InstanceID {
+		t.Fatalf("rotation replaced the tunnel or instance: %+v -> %+v", before.Observed, after.Observed)
+	}
+	if h.tunnelToken(after.Observed.TunnelID) == oldTok {
+		t.Fatal("the tunnel's token did not change")
+	}
+	conn, ok := h.connectorOf(after.Observed.InstanceID)
+	if !ok || !conn.Connected || conn.ClientID == oldConn.ClientID {
+		t.Fatalf("after the rotation the instance's connector is %+v; want connected as a new connector (old %s)", conn, oldConn.ClientID)
+	}
+	if after.Observed.TokenRotatedSeq != after.Desired.TokenRotationSeq || after.Observed.TokenSince.Before(after.Observed.TokenRotatedAt) {
+		t.Fatalf("rotation bookkeeping: rotated seq %d, asked %d, since %v, rotated at %v", after.Observed.TokenRotatedSeq,
+			after.Desired.TokenRotationSeq, after.Observed.TokenSince, after.Observed.TokenRotatedAt)
+	}
+	h.requireOneEach("acme")
+	h.requireClean("acme")
+
+	// A second request is a second rotation; an old request redelivered is not.
+	first := after.Observed.TokenRotatedAt
+	h.apply(rotationRequested("acme"))
+	h.waitFor("second rotation done", 20*time.Second, func() bool {
+		o := h.org("acme")
+		return o.Observed.TokenRotatedAt.After(first) && o.Observed.Rotation == nil && IsTrue(o, state.CondReady)
+	})
+	if n := h.sim.CallCount("cf.tunnel.edit"); n != 2 {
+		t.Fatalf("%d secret changes for two rotations", n)
+	}
+}
+
+// Cut off at each step (the step's call fails, or applies and its answer
+// is lost), then the process restarted: the rotation resumes from the
+// phase bbolt holds and finishes exactly once, the instance connected on
+// the tunnel's current token.
+func TestTokenRotationResumesAfterEachStep(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		phase string
+		rule  cloudsim.FaultRule
+	}{
+		{state.RotateSecret, cloudsim.FaultRule{Op: "cf.tunnel.edit", LostRate: 1}},
+		{state.RotateToken, cloudsim.FaultRule{Op: "ssm.PutParameter", LostRate: 1}},
+		{state.RotateRestart, cloudsim.FaultRule{Op: "ssm.SendCommand", ErrorRate: 1}},
+	} {
+		t.Run(c.phase, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessOpts{})
+			h.start()
+			h.apply(created("acme", "acme"))
+			h.waitReady("acme")
+			if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{c.rule}}); err != nil {
+				t.Fatal(err)
+			}
+			h.apply(rotationRequested("acme"))
+			h.waitFor("rotation held at "+c.phase, 20*time.Second, func() bool {
+				r := h.org("acme").Observed.Rotation
+				return r != nil && r.Phase == c.phase && h.sim.CallCount(c.rule.Op) > 0
+			})
+			h.stop()
+			if err := h.sim.SetFaultSettings(cloudsim.FaultSettings{}); err != nil {
+				t.Fatal(err)
+			}
+			h.reopen(nil)
+			h.start()
+			if _, err := h.eng.EnqueueAll(false); err != nil {
+				t.Fatal(err)
+			}
+			h.waitFor("rotation done after restart", 20*time.Second, func() bool {
+				o := h.org("acme")
+				return o.Observed.TokenRotatedSeq == o.Desired.TokenRotationSeq && o.Observed.Rotation == nil && IsTrue(o, state.CondReady)
+			})
+			o := h.org("acme")
+			conn, ok := h.connectorOf(o.Observed.InstanceID)
+			if !ok || !conn.Connected {
+				t.Fatalf("instance not connected after the rotation: %+v", conn)
+			}
+			h.requireOneEach("acme")
+			h.requireClean("acme")
+		})
+	}
+}
+
+// The dry run shows the rotation a pass would start, and the pass does
+// exactly that.
+func TestTokenRotationInPlan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	h.stop()
+	h.apply(rotationRequested("acme"))
+	op, err := h.eng.PlanOrg(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(op.Plan.Changes) != 1 || op.Plan.Changes[0].Op != plan.OpRotate || op.Plan.Changes[0].Resource != plan.ResToken {
+		t.Fatalf("dry run: %+v, want one token rotate", op.Plan.Changes)
+	}
+}
+
+// The max-age policy rotates a token issued longer ago than the max age,
+// and leaves a young one alone.
+func TestTokenMaxAgeRotates(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.TokenMaxAge = time.Hour }})
+	h.start()
+	h.apply(created("old", "old"), created("young", "young"))
+	h.waitReady("old", "young")
+	h.stop()
+	if err := h.store.Update("old", func(o *state.Org) error {
+		o.Observed.TokenSince = time.Now().Add(-2 * time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.reopen(nil)
+	h.start()
+	if _, err := h.eng.Sweep(context.Background()); err != nil { // the inventory pass finds it due
+		t.Fatal(err)
+	}
+	h.waitFor("old token rotated", 20*time.Second, func() bool {
+		o := h.org("old")
+		return !o.Observed.TokenRotatedAt.IsZero() && o.Observed.Rotation == nil && IsTrue(o, state.CondReady)
+	})
+	if y := h.org("young"); !y.Observed.TokenRotatedAt.IsZero() || y.Observed.Rotation != nil {
+		t.Fatalf("young token rotated: %+v", y.Observed)
+	}
+	h.requireClean("old", "young")
+}
