@@ -45,8 +45,8 @@ func (a *app) startCluster(ctx context.Context) error {
 			// is per user or per account, not per process: the replicas'
 			// shares add up to the whole, the watches' listings included.
 			share := float64(max(owned, 1)) / float64(total)
-			if a.cf != nil {
-				a.cf.SetBudgetShare(share)
+			for _, c := range a.cfs { // pools on one budget resize its one limiter
+				c.SetBudgetShare(share)
 			}
 			for _, c := range a.aws {
 				c.SetBudgetShare(share)

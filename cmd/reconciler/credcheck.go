@@ -59,30 +59,42 @@ func (k *credCheck) run(ctx context.Context) error {
 // it); an unanswered probe is tried again later.
 const credCheckTimeout = 15 * time.Second
 
-// credentialChecks builds the checks for the configured clouds. Sandbox
-// mode has none: its in-process emulator is built from the very identities
-// the engine uses, so they cannot disagree.
-func credentialChecks(ctx context.Context, c config.Config, cloudURL string, cfc cloudflare.Config, awc aws.Config) ([]*credCheck, error) {
+// credentialChecks builds the checks for the configured clouds: one per
+// Cloudflare pool (cfcs in c.Pools' order; "cloudflare-credentials" is the
+// default pool's, "cloudflare-<pool>-credentials" another's) and AWS's.
+// Sandbox mode has none: its in-process emulator is built from the very
+// identities the engine uses, so they cannot disagree.
+func credentialChecks(ctx context.Context, c config.Config, cloudURL string, cfcs []cloudflare.Config, awc aws.Config) ([]*credCheck, error) {
 	if c.Cloud == config.ModeSandbox {
 		return nil, nil
 	}
-	cf, err := cloudflare.New(cfc)
-	if err != nil {
-		return nil, fmt.Errorf("cloudflare client for the credentials check: %w", err)
+	pools := c.Pools()
+	var checks []*credCheck
+	for i, cfc := range cfcs {
+		cf, err := cloudflare.New(cfc)
+		if err != nil {
+			return nil, fmt.Errorf("cloudflare client of pool %s for the credentials check: %w", pools[i].Name, err)
+		}
+		p, isDefault := pools[i], i == 0
+		name := "cloudflare-credentials"
+		if !isDefault {
+			name = "cloudflare-" + p.Name + "-credentials"
+		}
+		checks = append(checks, &credCheck{name: name, probe: func(ctx context.Context) error {
+			if isDefault {
+				return explainCloudflare(c, cloudURL, cf.VerifyToken(ctx))
+			}
+			return explainPool(c, p, cloudURL, cf.VerifyToken(ctx))
+		}})
 	}
 	aw, err := aws.New(ctx, awc)
 	if err != nil {
 		return nil, fmt.Errorf("aws client for the credentials check: %w", err)
 	}
-	return []*credCheck{
-		{name: "cloudflare-credentials", probe: func(ctx context.Context) error {
-			return explainCloudflare(c, cloudURL, cf.VerifyToken(ctx))
-		}},
-		{name: "aws-credentials", probe: func(ctx context.Context) error {
-			id, err := aw.VerifyCredentials(ctx)
-			return explainAWS(c, cloudURL, id, err)
-		}},
-	}, nil
+	return append(checks, &credCheck{name: "aws-credentials", probe: func(ctx context.Context) error {
+		id, err := aw.VerifyCredentials(ctx)
+		return explainAWS(c, cloudURL, id, err)
+	}}), nil
 }
 
 // awsChain says where the AWS SDK's default chain looks, in its order.
@@ -125,6 +137,27 @@ func explainCloudflare(c config.Config, cloudURL string, err error) error {
 			"on the zone (docs/operations.md, Cloudflare API token) (%w)", tokenSource(c), c.Cloudflare.AccountID, config.EnvCloudflareAPIToken, err)}
 	}
 	return fmt.Errorf("could not check the Cloudflare API token yet (retrying): %w", err)
+}
+
+// explainPool is explainCloudflare for a pool of the pools file (or the
+// sandbox's second pool).
+func explainPool(c config.Config, p config.Pool, cloudURL string, err error) error {
+	where := "--cloudflare-pools-file " + c.Cloudflare.PoolsFile
+	if c.Cloudflare.PoolsFile == "" {
+		where = "the sandbox's second pool; a --cloudflare-pools-file replaces it"
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cloudflare.ErrTokenRefused) && cloudURL != "":
+		return definite{fmt.Errorf("the cloud emulator at %s refused the Cloudflare API token of pool %s %s (%s): run cloudsim with an identity of that token, "+
+			"account %s and zone %s, or correct the pool's api_token_env or api_token_file (%w)", cloudURL, p.Name, p.TokenSource(), where, p.AccountID, p.ZoneName, err)}
+	case errors.Is(err, cloudflare.ErrTokenRefused):
+		return definite{fmt.Errorf("Cloudflare refused the API token of pool %s %s for account %s (%s): the token must be valid and allow "+
+			"Account: Cloudflare Tunnel Edit on that account and Zone: DNS Edit on the zone %s (docs/operations.md, Cloudflare API token) (%w)",
+			p.Name, p.TokenSource(), p.AccountID, where, p.ZoneName, err)}
+	}
+	return fmt.Errorf("could not check the Cloudflare API token of pool %s yet (retrying): %w", p.Name, err)
 }
 
 // tokenSource says where the token came from, never what it is.
@@ -196,7 +229,7 @@ func (a *app) startCredentialChecks(ctx context.Context, checks []*credCheck) bo
 }
 
 func (a *app) logCheck(k *credCheck, err error, next time.Duration) {
-	provider := strings.TrimSuffix(k.name, "-credentials")
+	provider := strings.TrimSuffix(k.name, "-credentials") // cloudflare-<pool> for a pool besides the default
 	if err == nil {
 		a.log.Info("cloud credentials accepted", "provider", provider)
 		return

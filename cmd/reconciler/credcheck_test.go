@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/cloudflare"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/metrics"
@@ -137,7 +138,7 @@ func TestCredentialsCheckLive(t *testing.T) {
 		}
 		cfc, awc := providerConfigs(c, "", slog.New(slog.DiscardHandler), metrics.New())
 		cfc.BaseURL = sim.URL + "/client/v4/"
-		ks, err := credentialChecks(context.Background(), c, "", cfc, awc)
+		ks, err := credentialChecks(context.Background(), c, "", []cloudflare.Config{cfc}, awc)
 		if err != nil || len(ks) != 2 {
 			t.Fatalf("checks: %v %v", ks, err)
 		}
@@ -189,5 +190,44 @@ func TestCredentialsCheckLive(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s with accepted credentials: %v", name, err)
 		}
+	}
+}
+
+// Every pool's token is checked, each by a readiness check of its own that
+// names the pool: an emulator without the sandbox's second identity
+// refuses sandbox2's token and accepts the default pool's.
+func TestCredentialsCheckPerPool(t *testing.T) {
+	t.Parallel()
+	sc := cloudsim.DefaultConfig()
+	sc.CFExtra = nil // the first identity only
+	sim := httptest.NewServer(cloudsim.New(sc).Handler())
+	defer sim.Close()
+	c, err := config.Parse([]string{"--cloud", sim.URL}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, awc := providerConfigs(c, sim.URL, slog.New(slog.DiscardHandler), nil)
+	ks, err := credentialChecks(context.Background(), c, sim.URL, poolConfigs(c, sim.URL, nil), awc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]error{}
+	for _, k := range ks {
+		got[k.name] = k.run(context.Background())
+	}
+	if len(got) != 3 || got["cloudflare-credentials"] != nil || got["aws-credentials"] != nil {
+		t.Fatalf("checks %v: want the default pool's and AWS's to pass", got)
+	}
+	err = got["cloudflare-sandbox2-credentials"]
+	if err == nil {
+		t.Fatal("sandbox2's token was accepted by an emulator without its identity")
+	}
+	for _, want := range []string{"pool sandbox2", config.SandboxPool2AccountID, config.SandboxPool2ZoneName, "--cloudflare-pools-file replaces it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the check's error lacks %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), config.SandboxPool2Token) {
+		t.Errorf("the check's error shows the token: %v", err)
 	}
 }

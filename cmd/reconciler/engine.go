@@ -19,14 +19,17 @@ import (
 // reconcile engine (workers and sweep) and connects it to ingest. It stops
 // before bbolt closes (closers run in reverse).
 func (a *app) startEngine(ctx context.Context) error {
-	// The Cloudflare budget is per user: with partitions, this replica's
-	// client spends the share of the partitions it owns (cluster.go).
+	// The Cloudflare budgets are per user: with partitions, this replica's
+	// clients (one per pool) spend the share of the partitions it owns
+	// (cluster.go).
 	cfg, clouds, err := wiring.EngineConfig(ctx, a.cfg, a.cloudURL, a.log, a.metrics,
-		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cf = c },
+		wiring.Knobs{OnCloudflare: func(c *cloudflare.Client) { a.cfs = append(a.cfs, c) },
 			OnAWS: func(c *aws.Client) { a.aws = append(a.aws, c) }})
 	if err != nil {
 		return err
 	}
+	a.log.Info("cloudflare pools", "placement", a.cfg.Cloudflare.Placement, "count", len(a.cfg.Pools()),
+		"pools", a.cfg.PoolsSummary()) // never a token: Summary shows where it came from
 	if a.cluster != nil {
 		cfg.Fence, cfg.Replica = a.cluster, a.cfg.ReplicaID
 	}
@@ -46,6 +49,8 @@ func (a *app) startEngine(ctx context.Context) error {
 			return out
 		})
 		a.admin.SetOrgView(eng.Seen)
+		a.admin.SetPoolOf(eng.PoolOf)
+		a.admin.SetPoolUsage(func() any { return eng.Pools() })
 	}
 	servePlans(a.admin, func(ctx context.Context, org string) (planReport, error) { return planWith(ctx, eng, org) },
 		a.store, newPlanCache(nil))
@@ -92,6 +97,16 @@ func (a *app) startEngine(ctx context.Context) error {
 // daemon's own knobs.
 func engineConfig(ctx context.Context, c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics) (reconcile.Config, reconcile.Clouds, error) {
 	return wiring.EngineConfig(ctx, c, cloudURL, log, m, wiring.Knobs{})
+}
+
+// poolConfigs are every pool's Cloudflare client settings, in
+// config.Pools' order.
+func poolConfigs(c config.Config, cloudURL string, m *metrics.Metrics) []cloudflare.Config {
+	var out []cloudflare.Config
+	for _, p := range c.Pools() {
+		out = append(out, wiring.CloudflareConfig(p, cloudURL, m, wiring.Knobs{}))
+	}
+	return out
 }
 
 func providerConfigs(c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics) (cloudflare.Config, aws.Config) {

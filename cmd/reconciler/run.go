@@ -44,9 +44,9 @@ type app struct {
 	ingest    *ingest.Ingester
 	consumer  jetstream.Consumer
 	engine    *reconcile.Engine
-	cluster   *cluster.Manager   // partition leases (cluster.go)
-	cf        *cloudflare.Client // the engine's, for its share of the budget
-	aws       []*aws.Client      // the engine's, one per region, likewise
+	cluster   *cluster.Manager     // partition leases (cluster.go)
+	cfs       []*cloudflare.Client // the engine's, one per pool, for their share of the budgets
+	aws       []*aws.Client        // the engine's, one per region, likewise
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string
@@ -209,8 +209,8 @@ func (a *app) start(ctx context.Context) error {
 	})
 	a.admin.AddCheck("state", func(context.Context) error { return a.store.Ping() })
 	a.admin.AddCheck("ingest", a.ingest.Check)
-	cfc, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
-	creds, err := credentialChecks(ctx, c, a.cloudURL, cfc, awc)
+	_, awc := providerConfigs(c, a.cloudURL, log, a.metrics)
+	creds, err := credentialChecks(ctx, c, a.cloudURL, poolConfigs(c, a.cloudURL, a.metrics), awc)
 	if err != nil {
 		return err
 	}
@@ -270,10 +270,15 @@ func newValidator(c config.Config) (*events.Validator, error) {
 
 // sandboxConfig is the in-process emulator's configuration: it accepts the
 // identities the engine is configured with (the sandbox ones unless
-// overridden), and its account has every region served.
+// overridden: the default pool's first, then one per other pool), and its
+// account has every region served.
 func sandboxConfig(c config.Config) cloudsim.Config {
 	sc := cloudsim.DefaultConfig()
 	sc.CFToken, sc.AccountID, sc.ZoneID, sc.ZoneName = c.Cloudflare.APIToken.Reveal(), c.Cloudflare.AccountID, c.Cloudflare.ZoneID, c.Cloudflare.ZoneName
+	sc.CFExtra = nil
+	for _, p := range c.Cloudflare.ExtraPools {
+		sc.CFExtra = append(sc.CFExtra, cloudsim.CFIdentity{Token: p.APIToken.Reveal(), AccountID: p.AccountID, ZoneID: p.ZoneID, ZoneName: p.ZoneName})
+	}
 	sc.AWSAccessKey, sc.AWSSecret, sc.Region = c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal(), c.AWS.Region
 	for _, r := range c.ServedRegions() {
 		if !slices.Contains(sc.Regions, r) {

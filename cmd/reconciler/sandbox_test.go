@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
@@ -193,5 +196,89 @@ func TestSandboxCloudUnreadableStopsStart(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); !strings.HasSuffix(string(b), `"sha2`) {
 		t.Errorf("the damaged file was changed: %q", b)
+	}
+}
+
+// The sandbox serves two pools out of the box: an org that asks for
+// sandbox2 is built in the emulator's second account and zone, one that
+// asks for none in the default pool; /v1/orgs and status name each org's
+// pool, and the start-up log lists the pools without their tokens.
+func TestSandboxServesBothPools(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, testConfig(t, t.TempDir(), "--sweep-interval", "1h"))
+	d.publish(events.Created{OrgID: "acme", Slug: "acme"}, events.Created{OrgID: "beta", Slug: "beta", Pool: config.SandboxPool2Name})
+	d.waitReady("acme", "beta")
+
+	for org, want := range map[string]string{"acme": config.SandboxPoolName, "beta": config.SandboxPool2Name} {
+		resp, err := http.Get(d.url("/v1/orgs/" + org))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o admin.Org
+		err = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		if err != nil || o.Pool != want {
+			t.Errorf("/v1/orgs/%s: pool %q (%v), want %q", org, o.Pool, err, want)
+		}
+	}
+	resp, err := http.Get("http://" + d.cfg.SandboxListen + "/_sim/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws cloudsim.WorldState
+	err = json.NewDecoder(resp.Body).Decode(&ws)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zones := map[string]string{}
+	for _, r := range ws.DNSRecords {
+		zones[r["name"].(string)], _ = r["zone_id"].(string)
+	}
+	if zones["acme."+config.SandboxZoneName] != config.SandboxZoneID || zones["beta."+config.SandboxPool2ZoneName] != config.SandboxPool2ZoneID {
+		t.Errorf("records by zone %v: want acme in %s, beta in %s", zones, config.SandboxZoneName, config.SandboxPool2ZoneName)
+	}
+
+	// status asks the daemon: each org's pool, and the pools' use.
+	var out, errb strings.Builder
+	if code := realMain([]string{"status", "--data-dir", d.cfg.DataDir, "--admin-listen", d.cfg.AdminListen,
+		"--sandbox-listen", d.cfg.SandboxListen, "--nats-listen", d.cfg.NATS.Listen}, &out, &errb); code != 0 {
+		t.Fatalf("status: exit %d\n%s", code, errb.String())
+	}
+	for _, want := range []string{"POOLS  sandbox (sandbox.tunnelward.test): 1/1000 tunnels, 1/200 dns records  sandbox2 (sandbox2.tunnelward.test): 1/1000 tunnels, 1/200 dns records"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	var header []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 0 && f[0] == "ORG":
+			header = f
+		case header != nil && len(f) > 9:
+			if want := map[string]string{"acme": "sandbox", "beta": "sandbox2"}[f[0]]; f[9] != want || header[9] != "POOL" {
+				t.Errorf("status: %s in %s %q, want %q:\n%s", f[0], header[9], f[9], want, out.String())
+			}
+		}
+	}
+
+	log := d.log()
+	line := ""
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `msg="cloudflare pools"`) {
+			line = l
+		}
+	}
+	for _, want := range []string{"placement=fill", "count=2", "sandbox: account=" + config.SandboxAccountID + " zone=" + config.SandboxZoneName,
+		"sandbox2: account=" + config.SandboxPool2AccountID + " zone=" + config.SandboxPool2ZoneName, "max_tunnels=1000 max_dns_records=200"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the pools' start-up line lacks %q: %s", want, line)
+		}
+	}
+	for _, tok := range []string{config.SandboxCloudflareToken, config.SandboxPool2Token} {
+		if strings.Contains(log, tok) {
+			t.Errorf("the log shows the token %s", tok)
+		}
 	}
 }

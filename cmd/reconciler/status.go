@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/config"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
@@ -27,10 +28,11 @@ func status(cx *cmdContext) int {
 	}
 	orgs, err := readOrgs(c, org)
 	err0 := err
-	var watch map[string]string // the running daemon's effective watch intervals
+	var watch map[string]string     // the running daemon's effective watch intervals
+	var pools []reconcile.PoolUsage // and its pools' use
 	if errors.Is(err, state.ErrLocked) {
 		fmt.Fprintf(stderr, "note: %s is held by the running reconciler; reading its admin API at %s\n", statePath(c), c.AdminListen)
-		orgs, watch, err = fetchOrgs(c, org)
+		orgs, watch, pools, err = fetchOrgs(c, org)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reconciler status:", err)
@@ -46,12 +48,18 @@ func status(cx *cmdContext) int {
 			if watch != nil {
 				body["watch_intervals"] = watch
 			}
+			if pools != nil {
+				body["pools"] = pools
+			}
 			_ = enc.Encode(body)
 		}
 		return 0
 	}
 	if org == "" {
 		fmt.Fprintln(stdout, watchHeader(c, orgs, watch))
+		if line := poolsHeader(pools); line != "" {
+			fmt.Fprintln(stdout, line)
+		}
 		if watch != nil { // the daemon answered: it knows the cluster
 			if line := clusterSummary(c); line != "" {
 				fmt.Fprintln(stdout, line)
@@ -81,18 +89,20 @@ func openReadOnly(c config.Config) (*state.Store, error) {
 	return state.Open(statePath(c), state.Options{ReadOnly: true, Timeout: time.Second})
 }
 
-func readOrgs(c config.Config, org string) ([]state.Org, error) {
+func readOrgs(c config.Config, org string) ([]admin.Org, error) {
 	s, err := openReadOnly(c)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	view := func(o state.Org) admin.Org { return admin.Org{Org: o, Pool: poolOf(c, o)} }
 	if org == "" {
 		l, err := s.List()
-		if l == nil {
-			l = []state.Org{}
+		out := make([]admin.Org, len(l))
+		for i, o := range l {
+			out[i] = view(o)
 		}
-		return l, err
+		return out, err
 	}
 	x, ok, err := s.Get(org)
 	if err != nil {
@@ -101,14 +111,28 @@ func readOrgs(c config.Config, org string) ([]state.Org, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q is not in %s", errNotFound, org, statePath(c))
 	}
-	return []state.Org{x}, nil
+	return []admin.Org{view(x)}, nil
+}
+
+// poolOf is the Cloudflare pool of a record read from the state file, as
+// the engine's PoolOf says it (the daemon answers through it): the pool
+// it is placed in, the default pool (--cloudflare-pool) for an org with a
+// Cloudflare resource from before pools, "" for an org not placed yet.
+func poolOf(c config.Config, o state.Org) string {
+	switch ob := o.Observed; {
+	case ob.Pool != "":
+		return ob.Pool
+	case ob.TunnelID != "" || ob.DNSRecordID != "":
+		return c.Cloudflare.Pool
+	}
+	return ""
 }
 
 // watchHeader is the line above the table naming how often each listing
 // looks: the running daemon's effective intervals, or, read from the state
 // file with the daemon stopped, the schedule it would start with for this
 // many orgs (one page count per listing, the default region's).
-func watchHeader(c config.Config, orgs []state.Org, watch map[string]string) string {
+func watchHeader(c config.Config, orgs []admin.Org, watch map[string]string) string {
 	var b strings.Builder
 	b.WriteString("WATCH")
 	if watch == nil {
@@ -136,7 +160,7 @@ func watchHeader(c config.Config, orgs []state.Org, watch map[string]string) str
 	return b.String()
 }
 
-func fetchOrgs(c config.Config, org string) ([]state.Org, map[string]string, error) {
+func fetchOrgs(c config.Config, org string) ([]admin.Org, map[string]string, []reconcile.PoolUsage, error) {
 	path := "/v1/orgs"
 	if org != "" {
 		path += "/" + org
@@ -145,30 +169,54 @@ func fetchOrgs(c config.Config, org string) ([]state.Org, map[string]string, err
 	defer cancel()
 	resp, u, err := adminGet(ctx, c, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, nil, fmt.Errorf("%w: %q", errNotFound, org)
+		return nil, nil, nil, fmt.Errorf("%w: %q", errNotFound, org)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, adminError(u, resp)
+		return nil, nil, nil, adminError(u, resp)
 	}
 	if org != "" {
-		var x state.Org
+		var x admin.Org
 		if err := json.NewDecoder(resp.Body).Decode(&x); err != nil {
-			return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
+			return nil, nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 		}
-		return []state.Org{x}, nil, nil
+		return []admin.Org{x}, nil, nil, nil
 	}
 	var l struct {
-		Orgs           []state.Org
-		WatchIntervals map[string]string `json:"watch_intervals"`
+		Orgs           []admin.Org
+		WatchIntervals map[string]string     `json:"watch_intervals"`
+		Pools          []reconcile.PoolUsage `json:"pools"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
-		return nil, nil, fmt.Errorf("admin API %s: %w", u, err)
+		return nil, nil, nil, fmt.Errorf("admin API %s: %w", u, err)
 	}
-	return l.Orgs, l.WatchIntervals, nil
+	return l.Orgs, l.WatchIntervals, l.Pools, nil
+}
+
+// poolsHeader is the line naming each Cloudflare pool's use against its
+// limits, as the running daemon counts it ("" when it did not say).
+func poolsHeader(pools []reconcile.PoolUsage) string {
+	if len(pools) == 0 {
+		return ""
+	}
+	of := func(used, limit int, what string) string {
+		if limit == 0 {
+			return fmt.Sprintf("%d %s (no limit)", used, what)
+		}
+		return fmt.Sprintf("%d/%d %s", used, limit, what)
+	}
+	var b strings.Builder
+	b.WriteString("POOLS")
+	for _, p := range pools {
+		fmt.Fprintf(&b, "  %s (%s): %s, %s", p.Pool, p.Zone, of(p.Tunnels, p.MaxTunnels, "tunnels"), of(p.Records, p.MaxRecords, "dns records"))
+	}
+	if n := pools[0].Waiting; n > 0 {
+		fmt.Fprintf(&b, "; %d org(s) wait for room (PoolFull)", n)
+	}
+	return b.String()
 }
 
 // adminGet sends GET path to the running daemon's admin API, with the
@@ -213,9 +261,11 @@ func adminError(u string, resp *http.Response) error {
 	return fmt.Errorf("admin API %s: %s: %s", u, resp.Status, msg)
 }
 
-func printTable(w io.Writer, orgs []state.Org, now time.Time) {
+func printTable(w io.Writer, orgs []admin.Org, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tREGION\tCONDITIONS\tOBSERVED\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
+	// POOL after CONDITIONS: scripts read the columns up to CONDITIONS by
+	// position.
+	fmt.Fprintln(tw, "ORG\tPRESENCE\tSLUG\tGEN\tLAST_SEQ\tTUNNEL\tINSTANCE\tREGION\tCONDITIONS\tPOOL\tOBSERVED\tHEALTH_REPORTS\tLAST_ERROR\tUPDATED")
 	for _, o := range orgs {
 		var conds []string
 		for _, c := range o.Conditions {
@@ -246,10 +296,10 @@ func printTable(w io.Writer, orgs []state.Org, now time.Time) {
 		if region == "" {
 			region = o.Desired.Region
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d (%d open)\t%s\t%s\n",
 			o.ID, o.Desired.Presence, dash(o.Desired.Slug), o.Desired.Generation, o.LastSeq,
 			dash(o.Observed.TunnelID), dash(o.Observed.InstanceID), dash(region), dash(strings.Join(conds, ",")),
-			observedAge(o.Observed.ObservedAt, now), len(o.HealthReports), unhandled, dash(lastErr), updated)
+			dash(o.Pool), observedAge(o.Observed.ObservedAt, now), len(o.HealthReports), unhandled, dash(lastErr), updated)
 	}
 	_ = tw.Flush()
 }

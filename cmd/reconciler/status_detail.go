@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -14,7 +15,8 @@ import (
 // conditions with reasons, the observed resources, the remediation history,
 // the last event (with its publisher-given time), when the record last
 // changed, and the last error.
-func printDetail(w io.Writer, o state.Org) {
+func printDetail(w io.Writer, v admin.Org) {
+	o := v.Org
 	ts := func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -32,6 +34,7 @@ func printDetail(w io.Writer, o state.Org) {
 		{"tunnel", ob.TunnelName + " " + ob.TunnelID}, {"tunnel status", ob.TunnelStatus},
 		{"ingress host", ob.IngressHost}, {"dns record", ob.DNSName + " " + ob.DNSRecordID},
 		{"token parameter", ob.ParameterName}, {"instance", ob.InstanceID},
+		{"pool", poolDetail(v)},
 		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
 		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
 		{"reconciled by", ob.Replica}, // the replica whose state file this is, when it last reconciled the org
@@ -59,4 +62,13 @@ func replacedRecord(r state.ReplacedRecord) string {
 		return ""
 	}
 	return fmt.Sprintf("%s %s %s ttl %d proxied %t id %s (replaced %s)", r.Name, r.Type, r.Content, r.TTL, r.Proxied, r.ID, r.At.UTC().Format(time.RFC3339))
+}
+
+// poolDetail is the org's Cloudflare pool, with the one its org.created
+// asked for when that differs (or it is not placed yet).
+func poolDetail(v admin.Org) string {
+	if asked := v.Desired.Pool; asked != "" && asked != v.Pool {
+		return fmt.Sprintf("%s (asked for %s)", dash(v.Pool), asked)
+	}
+	return v.Pool
 }

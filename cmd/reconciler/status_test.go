@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -67,5 +70,87 @@ func TestStatusUpdatedIsWhenTheRecordChanged(t *testing.T) {
 	}
 	if o["updated_at"] != "2026-11-26T10:00:00Z" || o["changed_at"] != "2026-12-01T09:30:00Z" {
 		t.Errorf("status -o json: updated_at %v changed_at %v", o["updated_at"], o["changed_at"])
+	}
+}
+
+// status names each org's Cloudflare pool: the one it is placed in, the
+// default pool for an org placed before pools, "-" before placement; the
+// JSON has it as a top-level "pool", as the admin API does.
+func TestStatusShowsThePool(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	s, err := state.Open(filepath.Join(dataDir, "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply([]state.Fact{
+		{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme"},
+		{Seq: 2, EventID: "e2", Type: state.FactCreated, OrgID: "old", Slug: "old"},
+		{Seq: 3, EventID: "e3", Type: state.FactCreated, OrgID: "new", Slug: "new"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for org, f := range map[string]func(o *state.Org){
+		"acme": func(o *state.Org) { o.Observed.Pool, o.Observed.TunnelID = "sandbox2", "t-1" },
+		"old":  func(o *state.Org) { o.Observed.TunnelID = "t-2" }, // from before pools
+	} {
+		if err := s.Update(org, func(o *state.Org) error { f(o); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errb strings.Builder
+		if code := realMain(append(args, "--data-dir", dataDir), &out, &errb); code != 0 {
+			t.Fatalf("reconciler %v: exit %d\n%s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	table := run("status")
+	var header []string
+	pools := map[string]string{}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "ORG":
+			header = f
+		case header != nil && len(f) > 9:
+			pools[f[0]] = f[slices.Index(header, "POOL")]
+		}
+	}
+	if want := map[string]string{"acme": "sandbox2", "old": "sandbox", "new": "-"}; !maps.Equal(pools, want) {
+		t.Errorf("POOL column %v, want %v:\n%s", pools, want, table)
+	}
+	if d := run("status", "acme"); !strings.Contains(d, "pool             sandbox2\n") {
+		t.Errorf("status acme does not name its pool:\n%s", d)
+	}
+	var o map[string]any
+	if err := json.Unmarshal([]byte(run("status", "old", "-o", "json")), &o); err != nil {
+		t.Fatal(err)
+	}
+	if o["pool"] != "sandbox" || o["id"] != "old" {
+		t.Errorf("status old -o json: pool %v id %v", o["pool"], o["id"])
+	}
+}
+
+// The detail view names the pool org.created asked for while the org is
+// not placed there.
+func TestPoolDetail(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		asked, placed, want string
+	}{
+		{"", "", ""},
+		{"", "sandbox", "sandbox"},
+		{"eu", "eu", "eu"},
+		{"eu", "", "- (asked for eu)"},
+	} {
+		v := admin.Org{Org: state.Org{Desired: state.Desired{Pool: tc.asked}}, Pool: tc.placed}
+		if got := poolDetail(v); got != tc.want {
+			t.Errorf("asked %q placed %q: %q, want %q", tc.asked, tc.placed, got, tc.want)
+		}
 	}
 }

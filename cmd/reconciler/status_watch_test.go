@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/admin"
 	"github.com/tunnelward/tunnelward/internal/config"
+	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -34,7 +36,7 @@ func TestObservedAge(t *testing.T) {
 func TestStatusShowsObservedAndWatch(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	orgs := []state.Org{{ID: "acme", Observed: state.Observed{ObservedAt: now.Add(-20 * time.Second)}}, {ID: "beta"}}
+	orgs := []admin.Org{{Org: state.Org{ID: "acme", Observed: state.Observed{ObservedAt: now.Add(-20 * time.Second)}}}, {Org: state.Org{ID: "beta"}}}
 	var b bytes.Buffer
 	printTable(&b, orgs, now)
 	lines := strings.Split(b.String(), "\n")
@@ -53,5 +55,19 @@ func TestStatusShowsObservedAndWatch(t *testing.T) {
 	c.WatchBudgetShare = 0
 	if h := watchHeader(c, orgs, nil); !strings.HasPrefix(h, "WATCH off") {
 		t.Fatalf("header with watches off: %q", h)
+	}
+}
+
+func TestPoolsHeader(t *testing.T) {
+	t.Parallel()
+	if h := poolsHeader(nil); h != "" {
+		t.Fatalf("no pools: %q", h)
+	}
+	h := poolsHeader([]reconcile.PoolUsage{
+		{Pool: "default", Zone: "example.com", Tunnels: 180, MaxTunnels: 1000, Records: 180, MaxRecords: 200, Waiting: 3},
+		{Pool: "eu", Zone: "eu.example.com", Tunnels: 2, Records: 2},
+	})
+	if want := "POOLS  default (example.com): 180/1000 tunnels, 180/200 dns records  eu (eu.example.com): 2 tunnels (no limit), 2 dns records (no limit); 3 org(s) wait for room (PoolFull)"; h != want {
+		t.Fatalf("header\n%q\nwant\n%q", h, want)
 	}
 }

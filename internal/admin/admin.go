@@ -45,6 +45,34 @@ type Server struct {
 	auth      *auth // nil: every endpoint open (see RequireToken)
 	watch     func() map[string]time.Duration
 	view      func(state.Org) state.Org
+	poolOf    func(state.Org) string
+	pools     func() any
+}
+
+// Org is one org as /v1/orgs and /v1/orgs/{id} show it: the record, and
+// the Cloudflare pool it is placed in as a top-level "pool" ("" before
+// its placement).
+type Org struct {
+	state.Org
+	Pool string `json:"pool"`
+}
+
+// SetPoolUsage makes GET /v1/orgs also show each Cloudflare pool's use
+// against its limits ("pools": what fn returns, the engine's Pools), for
+// `reconciler status`.
+func (s *Server) SetPoolUsage(fn func() any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pools = fn
+}
+
+// SetPoolOf makes /v1/orgs and /v1/orgs/{id} name each org's pool through
+// fn (the engine's PoolOf, which knows the default pool of records from
+// before pools). Without it the pool is the record's observed one.
+func (s *Server) SetPoolOf(fn func(state.Org) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.poolOf = fn
 }
 
 // SetWatchSchedule makes GET /v1/orgs also name the effective interval of
@@ -63,14 +91,18 @@ func (s *Server) SetOrgView(fn func(state.Org) state.Org) {
 	s.view = fn
 }
 
-func (s *Server) viewed(o state.Org) state.Org {
+func (s *Server) viewed(o state.Org) Org {
 	s.mu.RLock()
-	fn := s.view
+	fn, poolOf := s.view, s.poolOf
 	s.mu.RUnlock()
-	if fn == nil {
-		return o
+	if fn != nil {
+		o = fn(o)
 	}
-	return fn(o)
+	v := Org{Org: o, Pool: o.Observed.Pool}
+	if poolOf != nil {
+		v.Pool = poolOf(o)
+	}
+	return v
 }
 
 // New returns a server reading orgs from o.
@@ -186,16 +218,17 @@ func (s *Server) listOrgs(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusInternalServerError, "reading org state failed: "+err.Error())
 		return
 	}
-	if orgs == nil {
-		orgs = []state.Org{}
-	}
+	views := make([]Org, len(orgs))
 	for i := range orgs {
-		orgs[i] = s.viewed(orgs[i])
+		views[i] = s.viewed(orgs[i])
 	}
-	body := map[string]any{"orgs": orgs}
+	body := map[string]any{"orgs": views}
 	s.mu.RLock()
-	watch := s.watch
+	watch, pools := s.watch, s.pools
 	s.mu.RUnlock()
+	if pools != nil {
+		body["pools"] = pools()
+	}
 	if watch != nil {
 		iv := map[string]string{}
 		for l, d := range watch() {

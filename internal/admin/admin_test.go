@@ -92,3 +92,83 @@ func TestOrgListNamesWatchIntervals(t *testing.T) {
 		t.Fatalf("after: %d %+v", code, list)
 	}
 }
+
+// Each org names its Cloudflare pool at the top level: the engine's
+// answer once it is wired (a record from before pools is in the default
+// pool), the observed pool before, "" while the org is not placed.
+func TestOrgsNameTheirPool(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Apply([]state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme"},
+		{Seq: 2, EventID: "e2", Type: state.FactCreated, OrgID: "beta", Slug: "beta"},
+		{Seq: 3, EventID: "e3", Type: state.FactCreated, OrgID: "old", Slug: "old"}})
+	st.Update("acme", func(o *state.Org) error { o.Observed.Pool, o.Observed.TunnelID = "eu", "t-1"; return nil })
+	st.Update("old", func(o *state.Org) error { o.Observed.TunnelID = "t-2"; return nil }) // placed before pools
+	s := New(st, nil)
+
+	pools := func() map[string]any {
+		var list struct{ Orgs []map[string]any }
+		if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 || len(list.Orgs) != 3 {
+			t.Fatalf("%d %+v", code, list)
+		}
+		out := map[string]any{}
+		for _, o := range list.Orgs {
+			out[o["id"].(string)] = o["pool"]
+		}
+		return out
+	}
+	if got := pools(); got["acme"] != "eu" || got["beta"] != "" || got["old"] != "" {
+		t.Fatalf("without the engine: pools %v", got)
+	}
+	s.SetPoolOf(func(o state.Org) string { // as reconcile.Engine.PoolOf
+		switch {
+		case o.Observed.Pool != "":
+			return o.Observed.Pool
+		case o.Observed.TunnelID != "":
+			return "default"
+		}
+		return ""
+	})
+	if got := pools(); got["acme"] != "eu" || got["beta"] != "" || got["old"] != "default" {
+		t.Fatalf("with the engine: pools %v", got)
+	}
+	var one map[string]any
+	if code := get(t, s.Handler(), "/v1/orgs/old", &one); code != 200 || one["pool"] != "default" || one["id"] != "old" {
+		t.Fatalf("/v1/orgs/old: %d %v", code, one)
+	}
+	// The record itself is unchanged beside it.
+	if obs, _ := one["observed"].(map[string]any); obs["tunnel_id"] != "t-2" {
+		t.Fatalf("/v1/orgs/old observed %v", one["observed"])
+	}
+	var typed struct {
+		state.Org
+		Pool string `json:"pool"`
+	}
+	if code := get(t, s.Handler(), "/v1/orgs/acme", &typed); code != 200 || typed.Pool != "eu" || typed.Desired.Slug != "acme" {
+		t.Fatalf("/v1/orgs/acme: %d %+v", code, typed)
+	}
+}
+
+// /v1/orgs shows the pools' use once the engine gives it.
+func TestOrgListShowsPoolUsage(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := New(st, nil)
+	var list map[string]any
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 || list["pools"] != nil {
+		t.Fatalf("before: %d %v", code, list)
+	}
+	s.SetPoolUsage(func() any { return []map[string]any{{"pool": "sandbox", "tunnels": 3}} })
+	if code := get(t, s.Handler(), "/v1/orgs", &list); code != 200 {
+		t.Fatalf("after: %d", code)
+	}
+	if p, _ := list["pools"].([]any); len(p) != 1 || p[0].(map[string]any)["pool"] != "sandbox" {
+		t.Fatalf("pools %v", list["pools"])
+	}
+}

@@ -70,7 +70,13 @@ type Config struct {
 	TunnelPageSize int
 	DNSPageSize    int
 
-	Budget  ratelimit.WindowBudget // default ratelimit.DefaultCloudflare
+	Budget ratelimit.WindowBudget // default ratelimit.DefaultCloudflare
+	// Limiter, when set, is the budget's window limiter, built by
+	// ratelimit.NewWindowLimiter(Budget) and shared by every client on the
+	// same budget (one Cloudflare user: pools whose tokens are one user's),
+	// so together they stay within it. Nil: the client builds its own from
+	// Budget.
+	Limiter *ratelimit.Resizable
 	Policy  apicall.Policy
 	Observe apicall.Observer
 }
@@ -85,7 +91,7 @@ const (
 // shared.
 type Client struct {
 	cfg     Config
-	window  *ratelimit.Resizable // the budget's limiter (SetBudgetShare)
+	window  *ratelimit.Resizable // the budget's limiter, maybe shared (SetBudgetShare)
 	call    *apicall.Caller
 	tunnels *zero_trust.TunnelCloudflaredService
 	records *dns.RecordService
@@ -115,9 +121,12 @@ func New(cfg Config) (*Client, error) {
 		cfg.DNSPageSize = cmp.Or(max(cfg.PageSize, 0), DefaultDNSPageSize)
 	}
 	cfg.ZoneName = strings.TrimSuffix(strings.ToLower(cfg.ZoneName), ".")
-	window, err := ratelimit.NewWindowLimiter(cfg.Budget)
-	if err != nil {
-		return nil, fmt.Errorf("cloudflare config: %w", err)
+	window := cfg.Limiter
+	if window == nil {
+		var err error
+		if window, err = ratelimit.NewWindowLimiter(cfg.Budget); err != nil {
+			return nil, fmt.Errorf("cloudflare config: %w", err)
+		}
 	}
 	// Calls whose context carries ratelimit.High (readiness polls, deletes)
 	// get the budget's next request before waiting creations.
@@ -236,7 +245,9 @@ func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id 
 
 // SetBudgetShare makes this client spend share (0..1] of Config.Budget:
 // the budget is per Cloudflare user, so replicas each take the share of
-// the partitions they own, and together stay within it.
+// the partitions they own, and together stay within it. With a shared
+// Config.Limiter it resizes that limiter, for every client on the budget:
+// give them all the same share.
 func (c *Client) SetBudgetShare(share float64) {
 	ratelimit.SetWindowShare(c.window, c.cfg.Budget, share)
 }

@@ -510,3 +510,40 @@ func TestVerifyToken(t *testing.T) {
 		t.Fatalf("an outage must not read as a refused token: %v", err)
 	}
 }
+
+// Clients on one budget share its window limiter (Config.Limiter): what
+// one spends, the other cannot; a client without it has its own.
+func TestSharedLimiter(t *testing.T) {
+	// A burst of 2, then about one call an hour.
+	budget := ratelimit.WindowBudget{Requests: 3, Window: time.Hour, Burst: 2}
+	shared, err := ratelimit.NewWindowLimiter(budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, a := newWorld(t, cloudsim.RateLimits{}, func(cc *cloudflare.Config) { cc.Budget, cc.Limiter = budget, shared })
+	b := w.client(t, func(cc *cloudflare.Config) { cc.Budget, cc.Limiter = budget, shared })
+	own := w.client(t, func(cc *cloudflare.Config) { cc.Budget = budget })
+
+	for i := range 2 {
+		if _, _, err := a.ListTunnels(ctx, "tw-"); err != nil {
+			t.Fatalf("call %d of the burst: %v", i, err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := b.ListTunnels(short, "tw-"); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("b's call after a spent the shared burst: %v, want it held by the limiter", err)
+	}
+	if _, _, err := own.ListTunnels(ctx, "tw-"); err != nil {
+		t.Fatalf("a client with its own limiter: %v", err)
+	}
+	if n := w.sim.Calls()["cf.tunnel.list"][200]; n != 3 {
+		t.Fatalf("emulator answered %d listings, want 3 (a's two, own's one)", n)
+	}
+
+	// SetBudgetShare on either client resizes the one limiter.
+	b.SetBudgetShare(0.5)
+	if got := shared.Burst(); got != 1 {
+		t.Fatalf("burst after a half share = %d, want 1", got)
+	}
+}

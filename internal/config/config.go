@@ -63,6 +63,15 @@ const (
 	SandboxAccountID       = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 	SandboxZoneID          = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
 	SandboxZoneName        = "sandbox.tunnelward.test"
+	SandboxPoolName        = "sandbox" // the default pool's name in the sandbox and URL modes
+	// The sandbox's second Cloudflare identity, the pool SandboxPool2Name
+	// of the sandbox and URL modes: another user (its own token and
+	// budget) with its own account and zone (docs/cloudsim.md).
+	SandboxPool2Name       = "sandbox2"
+	SandboxPool2Token      = "sandbox2-token"
+	SandboxPool2AccountID  = "b2c3d4e5f60718293a4b5c6d7e8f90a1"
+	SandboxPool2ZoneID     = "e0f1d2c3b4a5968778695a4b3c2d1e0f"
+	SandboxPool2ZoneName   = "sandbox2.tunnelward.test"
 	SandboxAWSAccessKeyID  = "AKIASANDBOXEXAMPLE"
 	SandboxAWSSecretKey    = "sandbox-secret"
 	SandboxAWSRegion       = "us-east-1"
@@ -77,6 +86,13 @@ const (
 	DefaultAdminListen     = "127.0.0.1:8081"
 	DefaultSandboxListen   = "127.0.0.1:8787"
 	DefaultWorkers         = 4
+	// DefaultPoolName is the default pool's name in live mode.
+	DefaultPoolName = "default"
+	// DefaultMaxTunnels is Cloudflare's tunnel limit per account.
+	DefaultMaxTunnels = 1000
+	// DefaultMaxDNSRecords is the record limit of a Free zone created since
+	// 2024-09-01 (older Free zones: 1000; paid plans: 3500).
+	DefaultMaxDNSRecords = 200
 	// DefaultLeaseTTL outlasts a NATS leader election of the lease bucket
 	// (nats-server's Raft election timeout is 4 to 9 s), so an election
 	// pauses writes (fencing) without losing leases, and keeps a dead
@@ -203,7 +219,8 @@ type NATS struct {
 // Embedded reports whether the reconciler runs its own NATS server.
 func (n NATS) Embedded() bool { return n.URL == "" }
 
-// Cloudflare is the account and zone the reconciler manages.
+// Cloudflare is the default pool (the account, zone and token of the
+// --cloudflare-* settings) and the pools the pools file adds.
 type Cloudflare struct {
 	AccountID string
 	ZoneID    string
@@ -212,6 +229,24 @@ type Cloudflare struct {
 	APIToken secret.Token
 	// APITokenFile is where the token was read from, if from a file.
 	APITokenFile string
+
+	// Pool is the default pool's name; MaxTunnels and MaxDNSRecords its
+	// limits (0: none kept); Budget the name of its API budget (after
+	// Load: the budget it shares with the pools on the same token or
+	// naming the same budget).
+	Pool          string
+	MaxTunnels    int
+	MaxDNSRecords int
+	Budget        string
+	// PoolsFile is the file the extra pools were read from, if any.
+	PoolsFile string
+	// ExtraPools are the pools besides the default one, in the file's
+	// order (in the sandbox and URL modes without a file: SandboxPool2Name).
+	// Pools lists them all.
+	ExtraPools []Pool
+	// Placement is how orgs are placed among the pools: PlaceFill or
+	// PlaceLeastUsed.
+	Placement string
 }
 
 // AWS is where instances and parameters live.
@@ -277,6 +312,13 @@ func (c Config) Values() []Value {
 		return secret.Redacted
 	}
 	out = append(out, Value{Name: EnvCloudflareAPIToken, Value: shown(c.Cloudflare.APIToken), Source: c.Source(EnvCloudflareAPIToken)})
+	for _, p := range c.Cloudflare.ExtraPools {
+		src := "file"
+		if c.Cloudflare.PoolsFile == "" {
+			src = "default"
+		}
+		out = append(out, Value{Name: "pool " + p.Name, Value: p.Summary(), Source: src})
+	}
 	out = append(out, Value{Name: EnvAdminToken, Value: shown(c.Admin.Token), Source: c.Source(EnvAdminToken)})
 	return out
 }
@@ -417,6 +459,8 @@ func (l *Loader) Load(env func(string) string) (Config, error) {
 		c.ReplicaID = DefaultReplicaID()
 	}
 	c.validate(&probs)
+	c.loadPools(env, &probs) // after validate: the default pool's zone name is normalized
+	c.validatePools(&probs)
 	c.validateAdmin(adminTokenGiven, &probs)
 	if len(probs) > 0 {
 		return Config{}, &Error{Problems: probs}

@@ -87,6 +87,18 @@ func durationSetting(p func(c *Config) *time.Duration) (func(*Config, string) er
 		func(c *Config) string { return p(c).String() }
 }
 
+func intSetting(p func(c *Config) *int) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("not a whole number")
+			}
+			*p(c) = n
+			return nil
+		},
+		func(c *Config) string { return strconv.Itoa(*p(c)) }
+}
+
 func boolSetting(p func(c *Config) *bool) (func(*Config, string) error, func(*Config) string) {
 	return func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
@@ -165,6 +177,20 @@ var settings = func() []*setting {
 			sandboxDef: SandboxZoneName, help: "DNS name of that zone; orgs get <slug>.<zone name>"},
 		{name: cloudflareTokenFileFlag, env: "TUNNELWARD_CLOUDFLARE_API_TOKEN_FILE", group: groupCloudflare, metavar: "FILE",
 			help: "file holding the Cloudflare API token (or set " + EnvCloudflareAPIToken + "; never a flag value)"},
+
+		{name: poolNameFlag, env: "TUNNELWARD_CLOUDFLARE_POOL", group: groupCloudflare, metavar: "NAME", def: DefaultPoolName,
+			sandboxDef: SandboxPoolName,
+			help:       "name of the default pool: the account, zone and token above (lowercase letters, digits and -, at most 32, starting with a letter); orgs placed before pools existed are in it"},
+		{name: "cloudflare-max-tunnels", env: "TUNNELWARD_CLOUDFLARE_MAX_TUNNELS", group: groupCloudflare, metavar: "N", kind: kindInt,
+			def:  strconv.Itoa(DefaultMaxTunnels),
+			help: "tunnels the default pool may hold in its account (Cloudflare allows 1000 per account); pools in one account share it; 0: no limit kept"},
+		{name: "cloudflare-max-dns-records", env: "TUNNELWARD_CLOUDFLARE_MAX_DNS_RECORDS", group: groupCloudflare, metavar: "N", kind: kindInt,
+			def:  strconv.Itoa(DefaultMaxDNSRecords),
+			help: "DNS records the default pool may hold in its zone: 200 on a Free zone created since September 2024, 1000 on an older Free zone, 3500 on a paid plan; 0: no limit kept"},
+		{name: poolsFileFlag, env: "TUNNELWARD_CLOUDFLARE_POOLS_FILE", group: groupCloudflare, metavar: "FILE",
+			help: "YAML or JSON file declaring more pools (each an account, a zone in it, a token named by api_token_env or api_token_file, limits and a budget; docs/operations.md, Cloudflare pools); without it the sandbox and URL modes serve a second pool, " + SandboxPool2Name},
+		{name: "pool-placement", env: "TUNNELWARD_POOL_PLACEMENT", group: groupCloudflare, metavar: "POLICY", def: PlaceFill,
+			help: "how an org that names no pool is placed: fill (the first pool in order with room: the default pool, then the file's) or least-used (the pool with the most room left)"},
 
 		{name: "aws-region", env: "TUNNELWARD_AWS_REGION", group: groupAWS, metavar: "REGION",
 			sandboxDef: SandboxAWSRegion, help: "default AWS region: orgs that name no region are launched here (falls back to AWS_REGION, AWS_DEFAULT_REGION); credentials come from the SDK's default chain"},
@@ -275,6 +301,21 @@ var settings = func() []*setting {
 		"ssm-path-prefix":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.SSMPathPrefix }) },
 		"ingress-service":  func(s *setting) { s.set, s.get = str(func(c *Config) *string { return &c.Instance.IngressService }) },
 		"reserved-slugs":   func(s *setting) { s.set, s.get = listSetting(func(c *Config) *[]string { return &c.ReservedSlugs }) },
+		poolNameFlag: func(s *setting) {
+			s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.Pool })
+		},
+		"cloudflare-max-tunnels": func(s *setting) {
+			s.set, s.get = intSetting(func(c *Config) *int { return &c.Cloudflare.MaxTunnels })
+		},
+		"cloudflare-max-dns-records": func(s *setting) {
+			s.set, s.get = intSetting(func(c *Config) *int { return &c.Cloudflare.MaxDNSRecords })
+		},
+		poolsFileFlag: func(s *setting) {
+			s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.PoolsFile })
+		},
+		"pool-placement": func(s *setting) {
+			s.set, s.get = str(func(c *Config) *string { return &c.Cloudflare.Placement })
+		},
 		"workers": func(s *setting) {
 			s.set = func(c *Config, v string) error {
 				n, err := strconv.Atoi(v)

@@ -28,6 +28,9 @@ import (
 type Knobs struct {
 	HTTPClient *http.Client
 	Policy     apicall.Policy
+	// CFBudget sizes every Cloudflare budget (each one user's; default
+	// ratelimit.DefaultCloudflare): the pools on one budget share one
+	// limiter of this size.
 	CFBudget   ratelimit.WindowBudget
 	CFPageSize int
 	AWSPage    int
@@ -35,31 +38,72 @@ type Knobs struct {
 	SSMBucket  ratelimit.Bucket
 	// Engine edits the engine's configuration last.
 	Engine func(*reconcile.Config)
-	// OnCloudflare receives the Cloudflare client once built (the daemon
-	// sets its share of the budget as its partitions change).
+	// OnCloudflare receives each pool's Cloudflare client once built, the
+	// default pool's first (the daemon sets each one's share of its budget
+	// as its partitions change).
 	OnCloudflare func(*cloudflare.Client)
 	// OnAWS receives each region's AWS client once built (likewise).
 	OnAWS func(*aws.Client)
 }
 
-// ProviderConfigs are the Cloudflare and default-region AWS client
-// settings: the emulator at cloudURL with the sandbox identities config
-// filled in, or the real APIs (cloudURL ""). Every HTTP attempt is
-// observed by m (nil: not observed).
+// ProviderConfigs are the default pool's Cloudflare and the default
+// region's AWS client settings: the emulator at cloudURL with the sandbox
+// identities config filled in, or the real APIs (cloudURL ""). Every HTTP
+// attempt is observed by m (nil: not observed).
 func ProviderConfigs(c config.Config, cloudURL string, log *slog.Logger, m *metrics.Metrics, k Knobs) (cloudflare.Config, aws.Config) {
-	cfc := cloudflare.Config{APIToken: c.Cloudflare.APIToken.Reveal(), AccountID: c.Cloudflare.AccountID,
-		ZoneID: c.Cloudflare.ZoneID, ZoneName: c.Cloudflare.ZoneName, HTTPClient: k.HTTPClient, Policy: k.Policy,
-		PageSize: k.CFPageSize, Budget: k.CFBudget}
+	cfc := CloudflareConfig(c.Pools()[0], cloudURL, m, k)
 	awc := aws.Config{Region: c.AWS.Region, Logger: log, HTTPClient: k.HTTPClient, Policy: k.Policy,
 		PageSize: k.AWSPage, EC2Buckets: k.EC2Buckets, SSMBucket: k.SSMBucket}
 	if m != nil {
-		cfc.Observe, awc.Observe = m.APICall, m.APICall
+		awc.Observe = m.APICall
 	}
 	if cloudURL != "" {
-		cfc.BaseURL = cloudURL + "/client/v4/"
 		awc.Endpoint, awc.AccessKeyID, awc.SecretAccessKey = cloudURL, c.AWS.AccessKeyID, c.AWS.SecretAccessKey.Reveal()
 	}
 	return cfc, awc
+}
+
+// CloudflareConfig is one pool's Cloudflare client settings: its token,
+// account and zone, on the emulator at cloudURL or the real API (cloudURL
+// ""), with the knobs' HTTP client, policy, page size and budget. Its
+// Limiter is left to the caller: EngineConfig shares one per budget.
+func CloudflareConfig(p config.Pool, cloudURL string, m *metrics.Metrics, k Knobs) cloudflare.Config {
+	cfc := cloudflare.Config{APIToken: p.APIToken.Reveal(), AccountID: p.AccountID, ZoneID: p.ZoneID, ZoneName: p.ZoneName,
+		HTTPClient: k.HTTPClient, Policy: k.Policy, PageSize: k.CFPageSize, Budget: k.CFBudget}
+	if m != nil {
+		cfc.Observe = m.APICall
+	}
+	if cloudURL != "" {
+		cfc.BaseURL = cloudURL + "/client/v4/"
+	}
+	return cfc
+}
+
+// cloudflareClients builds one client per pool, in c.Pools' order (the
+// default pool first), with one window limiter per budget shared by the
+// budget's pools: the budget is the Cloudflare user's, whichever pool's
+// zone a call is for.
+func cloudflareClients(c config.Config, cloudURL string, m *metrics.Metrics, k Knobs) ([]*cloudflare.Client, error) {
+	limiters := map[string]*ratelimit.Resizable{}
+	var out []*cloudflare.Client
+	for _, p := range c.Pools() {
+		cfc := CloudflareConfig(p, cloudURL, m, k)
+		lim, ok := limiters[p.Budget]
+		if !ok {
+			var err error
+			if lim, err = ratelimit.NewWindowLimiter(cfc.Budget); err != nil {
+				return nil, fmt.Errorf("cloudflare budget %s: %w", p.Budget, err)
+			}
+			limiters[p.Budget] = lim
+		}
+		cfc.Limiter = lim
+		cf, err := cloudflare.New(cfc)
+		if err != nil {
+			return nil, fmt.Errorf("cloudflare client of pool %s: %w", p.Name, err)
+		}
+		out = append(out, cf)
+	}
+	return out, nil
 }
 
 // EngineConfig is the engine's configuration and provider clients, all from
@@ -78,11 +122,12 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 		GC:            c.GC,
 		HealthGrace:   c.HealthGrace,
 		Watch:         watchConfig(c, k),
+		Placement:     c.Cloudflare.Placement,
 	}
 	if m != nil {
 		cfg.Metrics = m
 	}
-	cfc, awc := ProviderConfigs(c, cloudURL, log, m, k)
+	_, awc := ProviderConfigs(c, cloudURL, log, m, k)
 	if cloudURL != "" {
 		// The emulator boots in seconds, not minutes: poll soon after.
 		sc := cloudsim.DefaultConfig()
@@ -92,12 +137,14 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	if k.Engine != nil {
 		k.Engine(&cfg)
 	}
-	cf, err := cloudflare.New(cfc)
+	cfs, err := cloudflareClients(c, cloudURL, m, k)
 	if err != nil {
-		return cfg, reconcile.Clouds{}, fmt.Errorf("cloudflare client: %w", err)
+		return cfg, reconcile.Clouds{}, err
 	}
 	if k.OnCloudflare != nil {
-		k.OnCloudflare(cf)
+		for _, cf := range cfs {
+			k.OnCloudflare(cf)
+		}
 	}
 	aw, err := aws.New(ctx, awc)
 	if err != nil {
@@ -106,8 +153,15 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 	if k.OnAWS != nil {
 		k.OnAWS(aw)
 	}
-	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
+	clouds := reconcile.NewClouds(cfs[0], aw, userdata.Params{})
 	clouds.DefaultRegion = c.AWS.Region
+	// Every pool, the default first, then the pools file's in its order:
+	// the order placement fills them in.
+	clouds.DefaultPool = c.Cloudflare.Pool
+	for i, p := range c.Pools() {
+		clouds = clouds.WithPool(p.Name, cfs[i], reconcile.PoolLimits{Account: p.AccountID, Budget: p.Budget,
+			MaxTunnels: p.MaxTunnels, MaxRecords: p.MaxDNSRecords})
+	}
 	for _, region := range c.ServedRegions() {
 		if region == c.AWS.Region {
 			continue

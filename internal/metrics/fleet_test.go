@@ -80,3 +80,31 @@ func TestRecentAPICallsSlide(t *testing.T) {
 		t.Fatalf("after an idle window: %+v, want %+v", got, want)
 	}
 }
+
+// SetPool sets both gauges of one pool's resource; other pools and
+// resources keep theirs.
+func TestSetPool(t *testing.T) {
+	m := New()
+	m.SetPool("sandbox", "tunnels", 120, 1000)
+	m.SetPool("sandbox", "dns_records", 199, 200)
+	m.SetPool("sandbox2", "dns_records", 3, 0)
+	m.SetPool("sandbox", "tunnels", 121, 1000)
+	for _, tc := range []struct {
+		pool, resource string
+		used, limit    float64
+	}{
+		{"sandbox", "tunnels", 121, 1000},
+		{"sandbox", "dns_records", 199, 200},
+		{"sandbox2", "dns_records", 3, 0},
+	} {
+		if got := toFloat64(t, m.poolUsed.WithLabelValues(tc.pool, tc.resource)); got != tc.used {
+			t.Errorf("tunnelward_pool_used{pool=%q,resource=%q} = %v, want %v", tc.pool, tc.resource, got, tc.used)
+		}
+		if got := toFloat64(t, m.poolLimit.WithLabelValues(tc.pool, tc.resource)); got != tc.limit {
+			t.Errorf("tunnelward_pool_limit{pool=%q,resource=%q} = %v, want %v", tc.pool, tc.resource, got, tc.limit)
+		}
+	}
+	if n := collectAndCount(t, m.poolUsed); n != 3 {
+		t.Errorf("%d pool_used series, want 3", n)
+	}
+}

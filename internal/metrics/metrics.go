@@ -585,5 +585,6 @@ func exemplar() *Metrics {
 	m.SetQueueFuncs(func() int { return 0 }, func() int { return 0 })
 	m.LeaseRenewal("ok")
 	m.LeaseTakeover("free")
+	m.SetPool("default", "tunnels", 0, 1000)
 	return m
 }

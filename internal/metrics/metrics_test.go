@@ -339,7 +339,7 @@ func TestNamingAndLabels(t *testing.T) {
 		"tunnelward_drift_detected_total", "tunnelward_orphans_collected_total", "tunnelward_sweep_duration_seconds",
 		"tunnelward_sweep_last_success_timestamp_seconds", "tunnelward_sweep_last_success_age_seconds",
 		"tunnelward_tunnels", "tunnelward_org_time_to_ready_seconds", "tunnelward_org_not_ready_longest_seconds",
-		"tunnelward_build_info", "go_goroutines", "process_cpu_seconds_total",
+		"tunnelward_build_info", "tunnelward_pool_used", "tunnelward_pool_limit", "go_goroutines", "process_cpu_seconds_total",
 	}
 	fams := gather(t, m)
 	for _, name := range want {
@@ -392,6 +392,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.SetTunnelsByStatus(map[string]int{"down": 1})
 	m.SetNotReadySince(time.Now())
 	m.ObserveTimeToReady(time.Second)
+	m.SetPool("default", "tunnels", 1, 2)
 	if m.RecentAPICalls() != nil {
 		t.Fatal("nil metrics has recent calls")
 	}
