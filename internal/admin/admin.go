@@ -49,12 +49,14 @@ type Server struct {
 	pools     func() any
 }
 
-// Org is one org as /v1/orgs and /v1/orgs/{id} show it: the record, and
-// the Cloudflare pool it is placed in as a top-level "pool" ("" before
-// its placement).
+// Org is one org as /v1/orgs and /v1/orgs/{id} show it: the record, the
+// Cloudflare pool it is placed in as a top-level "pool" ("" before its
+// placement), and when its tunnel token was last rotated as a top-level
+// "token_rotated_at" (RFC 3339; absent before a rotation completed).
 type Org struct {
 	state.Org
-	Pool string `json:"pool"`
+	Pool           string     `json:"pool"`
+	TokenRotatedAt *time.Time `json:"token_rotated_at,omitempty"`
 }
 
 // SetPoolUsage makes GET /v1/orgs also show each Cloudflare pool's use
@@ -99,6 +101,10 @@ func (s *Server) viewed(o state.Org) Org {
 		o = fn(o)
 	}
 	v := Org{Org: o, Pool: o.Observed.Pool}
+	if t := o.Observed.TokenRotatedAt; !t.IsZero() {
+		t = t.UTC()
+		v.TokenRotatedAt = &t
+	}
 	if poolOf != nil {
 		v.Pool = poolOf(o)
 	}

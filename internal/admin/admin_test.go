@@ -172,3 +172,33 @@ func TestOrgListShowsPoolUsage(t *testing.T) {
 		t.Fatalf("pools %v", list["pools"])
 	}
 }
+
+// /v1/orgs/{id} shows token_rotated_at at the top, in RFC 3339, once a
+// rotation completed, and not before.
+func TestOrgShowsTokenRotatedAt(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	at := time.Date(2026, 12, 4, 15, 0, 0, 0, time.UTC)
+	if _, err := st.Apply([]state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "rotated", Slug: "rotated"},
+		{Seq: 2, EventID: "e2", Type: state.FactCreated, OrgID: "never", Slug: "never"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update("rotated", func(o *state.Org) error { o.Observed.TokenRotatedAt = at; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s := New(st, nil)
+	var one map[string]any
+	if code := get(t, s.Handler(), "/v1/orgs/rotated", &one); code != 200 || one["token_rotated_at"] != at.Format(time.RFC3339) {
+		t.Fatalf("code %d, token_rotated_at %v; want %s", code, one["token_rotated_at"], at.Format(time.RFC3339))
+	}
+	one = nil
+	if code := get(t, s.Handler(), "/v1/orgs/never", &one); code != 200 {
+		t.Fatalf("code %d", code)
+	}
+	if _, ok := one["token_rotated_at"]; ok {
+		t.Fatalf("token_rotated_at shown before any rotation: %v", one["token_rotated_at"])
+	}
+}

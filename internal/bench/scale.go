@@ -94,7 +94,12 @@ func runChild() (res childResult) {
 	}
 	simURL := os.Getenv(childSim)
 	// The daemon's own wiring, as `reconciler --cloud URL` builds it.
-	c, err := config.Parse([]string{"--cloud", simURL}, func(string) string { return "" })
+	// One unlimited pool: the figure is the engine's, not placement's.
+	poolArgs, err := writePools(filepath.Dir(os.Getenv(childDB)), &cloudsim.Config{}, 1)
+	if err != nil {
+		return fail(err)
+	}
+	c, err := config.Parse(append([]string{"--cloud", simURL}, poolArgs...), func(string) string { return "" })
 	if err != nil {
 		return fail(err)
 	}

@@ -58,6 +58,11 @@ type worldOpts struct {
 	// store, when set, wraps the bbolt store the engine writes through
 	// (a figure watching the engine's status writes).
 	store func(reconcile.Store) reconcile.Store
+	// pools is how many Cloudflare pools the engine serves, each on its own
+	// emulated identity (account, zone, token) and so its own budget; 0
+	// or 1: one. Every pool is unlimited (the figures measure the engine,
+	// not placement limits).
+	pools int
 }
 
 // generous limits for figures that do not measure rate limiting: the
@@ -80,6 +85,10 @@ func newWorld(o worldOpts) (*world, error) {
 	scfg.DNSQuota = 1_000_000
 	if o.sim != nil {
 		o.sim(&scfg)
+	}
+	poolArgs, err := writePools(dir, &scfg, o.pools)
+	if err != nil {
+		return nil, err
 	}
 	w := &world{sim: cloudsim.New(scfg), dir: dir}
 	h := w.sim.Handler()
@@ -119,7 +128,7 @@ func newWorld(o worldOpts) (*world, error) {
 	// The daemon's own wiring (internal/daemon) from a sandbox
 	// configuration, as `reconciler --cloud URL` builds it; only the knobs a
 	// figure needs differ.
-	c, err := config.Parse([]string{"--data-dir", dir, "--cloud", w.srv.URL}, func(string) string { return "" })
+	c, err := config.Parse(append([]string{"--data-dir", dir, "--cloud", w.srv.URL}, poolArgs...), func(string) string { return "" })
 	if err != nil {
 		w.close()
 		return nil, fmt.Errorf("bench configuration: %w", err)
@@ -292,4 +301,38 @@ func (pc providerCalls) detail() string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, " ")
+}
+
+// writePools gives the emulator one identity per pool (its first and
+// second are the sandbox's; more are added) and writes the pools file and
+// token files the configuration names: k unlimited pools, each on its own
+// token and so its own budget. It returns the configuration arguments.
+func writePools(dir string, scfg *cloudsim.Config, k int) ([]string, error) {
+	args := []string{"--cloudflare-max-dns-records", "0", "--cloudflare-max-tunnels", "0",
+		"--cloudflare-pools-file", filepath.Join(dir, "pools.yaml")}
+	var b strings.Builder
+	b.WriteString("pools:")
+	if k <= 1 {
+		b.WriteString(" []\n")
+	} else {
+		b.WriteString("\n")
+	}
+	for i := 1; i < k; i++ {
+		if i > len(scfg.CFExtra) {
+			scfg.CFExtra = append(scfg.CFExtra, cloudsim.CFIdentity{Token: fmt.Sprintf("bench-token-%d", i),
+				AccountID: fmt.Sprintf("%032x", 0xb0000+i), ZoneID: fmt.Sprintf("%032x", 0xc0000+i),
+				ZoneName: fmt.Sprintf("pool%d.tunnelward.test", i+1)})
+		}
+		id := scfg.CFExtra[i-1]
+		tok := filepath.Join(dir, fmt.Sprintf("pool%d.token", i+1))
+		if err := os.WriteFile(tok, []byte(id.Token), 0o600); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "  - name: pool%d\n    account_id: %s\n    zone_id: %s\n    zone_name: %s\n    api_token_file: %s\n    max_tunnels: 0\n    max_dns_records: 0\n",
+			i+1, id.AccountID, id.ZoneID, id.ZoneName, tok)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pools.yaml"), []byte(b.String()), 0o600); err != nil {
+		return nil, err
+	}
+	return args, nil
 }

@@ -152,6 +152,8 @@ type Config struct {
 	WatchBudgetShare float64
 	GC               bool
 	HealthGrace      time.Duration
+	// TokenMaxAge rotates tunnel tokens older than this (0: never).
+	TokenMaxAge time.Duration
 
 	Log Log
 

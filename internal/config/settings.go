@@ -230,6 +230,8 @@ var settings = func() []*setting {
 			help: "collect orphans (owned resources of no known org) during the sweep"},
 		{name: "health-grace", env: "TUNNELWARD_HEALTH_GRACE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "1m",
 			help: "how long a tunnel may stay unhealthy after a cloudflared restart before the instance is replaced"},
+		{name: "token-max-age", env: "TUNNELWARD_TOKEN_MAX_AGE", group: groupEngine, metavar: "DURATION", kind: kindDuration, def: "0s",
+			help: "rotate tunnel tokens older than this (0s: never; 2160h is 90 days), spread over 5% of it so a fleet's tokens are not rotated at once"},
 
 		{name: "log-format", env: "TUNNELWARD_LOG_FORMAT", group: groupLog, metavar: "FORMAT", def: DefaultLogFormat,
 			help: "auto (text on a terminal, JSON otherwise), text or json"},
@@ -332,6 +334,9 @@ var settings = func() []*setting {
 		},
 		"health-grace": func(s *setting) {
 			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.HealthGrace })
+		},
+		"token-max-age": func(s *setting) {
+			s.set, s.get = durationSetting(func(c *Config) *time.Duration { return &c.TokenMaxAge })
 		},
 		"watch-budget-share": func(s *setting) {
 			s.set = func(c *Config, v string) error {

@@ -315,6 +315,9 @@ func (c *Config) validate(probs *problems) {
 	if c.HealthGrace <= 0 {
 		probs.add(f("health-grace"), "%v must be positive", c.HealthGrace)
 	}
+	if c.TokenMaxAge < 0 || (c.TokenMaxAge > 0 && c.TokenMaxAge < time.Hour) {
+		probs.add(f("token-max-age"), "%v is out of range; want 0s (off) or at least 1h (the docs recommend 2160h, 90 days)", c.TokenMaxAge)
+	}
 	if c.WatchBudgetShare < 0 || c.WatchBudgetShare > 0.5 {
 		// Above half, the watches would starve the repairs they exist for.
 		probs.add(f("watch-budget-share"), "%g%% is out of range; want 0%% to 50%%", c.WatchBudgetShare*100)

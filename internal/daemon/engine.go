@@ -121,6 +121,7 @@ func EngineConfig(ctx context.Context, c config.Config, cloudURL string, log *sl
 		SweepInterval: c.SweepInterval,
 		GC:            c.GC,
 		HealthGrace:   c.HealthGrace,
+		TokenMaxAge:   c.TokenMaxAge,
 		Watch:         watchConfig(c, k),
 		Placement:     c.Cloudflare.Placement,
 	}

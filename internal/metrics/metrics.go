@@ -586,5 +586,6 @@ func exemplar() *Metrics {
 	m.LeaseRenewal("ok")
 	m.LeaseTakeover("free")
 	m.SetPool("default", "tunnels", 0, 1000)
+	m.TokenRotated("requested")
 	return m
 }

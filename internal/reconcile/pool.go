@@ -203,7 +203,7 @@ func (e *Engine) choosePool(org state.Org) (string, error) {
 		}
 		return want, nil
 	}
-	best, bestFree := "", -1.0
+	best, bestFree, bestUsed := "", -1.0, 0
 	var full []string
 	for _, name := range e.poolNames() {
 		u, ok := e.room(name, byPool, byAccount)
@@ -214,9 +214,11 @@ func (e *Engine) choosePool(org state.Org) (string, error) {
 		if e.cfg.Placement != PlaceLeastUsed {
 			return name, nil
 		}
+		// Most room left as a fraction of its limits; among equals (pools
+		// without limits) the one holding fewest orgs.
 		pc, _ := e.poolClouds(name)
-		if f := free(u, pc.Limits); f > bestFree {
-			best, bestFree = name, f
+		if f := free(u, pc.Limits); f > bestFree || (f == bestFree && u.records < bestUsed) {
+			best, bestFree, bestUsed = name, f, u.records
 		}
 	}
 	if best != "" {
