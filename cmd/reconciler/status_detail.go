@@ -39,6 +39,7 @@ func printDetail(w io.Writer, v admin.Org) {
 		{"launch", fmt.Sprintf("generation %d attempt %d", ob.LaunchGeneration, ob.LaunchAttempt)},
 		{"observed at", ts(ob.ObservedAt)}, {"delete done", fmt.Sprint(ob.DeleteDone)},
 		{"reconciled by", ob.Replica}, // the replica whose state file this is, when it last reconciled the org
+		{"replaced record", replacedRecord(ob.Replaced)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], dash(strings.TrimSpace(kv[1])))
 	}
@@ -61,6 +62,15 @@ func rotationDetail(r *state.Rotation) string {
 		return ""
 	}
 	return fmt.Sprintf("in flight since %s, next step %s (%s)", r.StartedAt.UTC().Format(time.RFC3339), r.Phase, r.Reason)
+}
+
+// replacedRecord is the record a takeover replaced, as it was (what an
+// operator puts back to roll the cutover back); "" when none.
+func replacedRecord(r state.ReplacedRecord) string {
+	if r.ID == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s %s %s ttl %d proxied %t id %s (replaced %s)", r.Name, r.Type, r.Content, r.TTL, r.Proxied, r.ID, r.At.UTC().Format(time.RFC3339))
 }
 
 // poolDetail is the org's Cloudflare pool, with the one its org.created

@@ -6,6 +6,7 @@ package plan
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +27,19 @@ type Desired struct {
 	Hostname   string // <slug>.<zone>, lowercase
 	Service    string // ingress service, e.g. http://localhost:8080
 	Generation int64
+	// Takeover, when set, names the record another party holds at the
+	// hostname that the org may replace with its CNAME (a cutover of an
+	// existing tenant, org.created's data.takeover); nil when none is
+	// allowed, or when the org already has its own record.
+	Takeover *Takeover `json:"Takeover,omitempty"`
+}
+
+// Takeover names an existing record by its type and its content, its
+// Cloudflare id, or both (both must then match).
+type Takeover struct {
+	Type     string `json:"type"`
+	Content  string `json:"content,omitempty"`
+	RecordID string `json:"record_id,omitempty"`
 }
 
 // Tunnel is an observed live (not deleted) tunnel named for the org.
@@ -48,6 +62,7 @@ type Record struct {
 	Type    string
 	Content string
 	Proxied bool
+	TTL     int // seconds; 1 is Cloudflare's "automatic"
 	Comment string
 	// Pool is the Cloudflare pool whose zone holds the record, set by
 	// listings that span pools (reconcile's Engine.List).
@@ -144,6 +159,9 @@ const (
 	OpUpdate  Op = "update"
 	OpDelete  Op = "delete"
 	OpRestart Op = "restart" // restart cloudflared on the instance (token changed under it)
+	// OpTakeover replaces another party's record named by the org's
+	// takeover (Target: its id) with the org's CNAME, in one DNS batch.
+	OpTakeover Op = "takeover"
 	// OpRotate runs a token rotation's next steps (ResToken): a new secret,
 	// its token into SSM, cloudflared restarted on it.
 	OpRotate Op = "rotate"
@@ -181,7 +199,8 @@ type Result struct {
 	// Withheld are the creations a conflict holds back: while another
 	// party's record holds the org's hostname nothing billable is built for
 	// it (a tunnel, token and instance that could never serve), and the
-	// plan says so instead of staying silent.
+	// plan says so instead of staying silent. A takeover waiting for the
+	// tunnel to be healthy is withheld too (TakeoverWaiting).
 	Withheld []Change `json:"withheld,omitempty"`
 	// KeepInstance is the live instance the plan keeps as the org's own
 	// ("" when it launches one): the one place that choice is made, so the
@@ -405,14 +424,21 @@ func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 	if tunnelID != "" {
 		target = TunnelTarget(tunnelID)
 	}
-	var mine *Record
+	var mine, taken *Record
 	for i := range o.Records {
 		rec := o.Records[i]
 		owner, owned := owner.OrgFromDNSComment(rec.Comment)
 		switch {
 		case strings.EqualFold(rec.Name, d.Hostname) && (!owned || owner != d.OrgID):
-			r.Conflicts = append(r.Conflicts, Conflict{Resource: ResDNS, Target: rec.Name,
-				Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", rec.Type, rec.Name, rec.ID, d.OrgID)})
+			c, held := RecordConflict(d, rec)
+			if !held && taken == nil {
+				taken = &o.Records[i]
+				continue
+			}
+			if !held {
+				c = heldConflict(d, rec) // a second record the takeover matches
+			}
+			r.Conflicts = append(r.Conflicts, c)
 		case owned && owner == d.OrgID && strings.EqualFold(rec.Name, d.Hostname) && mine == nil:
 			mine = &o.Records[i]
 		case owned && owner == d.OrgID:
@@ -421,10 +447,20 @@ func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 				Reason: fmt.Sprintf("owned record %s is not the org's hostname %s", rec.Name, d.Hostname)})
 		}
 	}
+	if taken != nil && mine != nil {
+		// The org's own record and the one to take over at one name
+		// (Cloudflare refuses a CNAME beside another record): never
+		// delete another party's record beside ours.
+		r.Conflicts = append(r.Conflicts, heldConflict(d, *taken))
+	}
 	for _, c := range r.Conflicts {
 		if c.Resource == ResDNS {
 			return // leave the name alone; the Conflict condition tells why
 		}
+	}
+	if taken != nil {
+		takeoverChange(o, *taken, target, r)
+		return
 	}
 	if mine != nil {
 		r.KeepRecord = mine.ID
@@ -436,6 +472,103 @@ func dnsChanges(d Desired, o Observed, tunnelID string, r *Result) {
 		r.Changes = append(r.Changes, Change{Resource: ResDNS, Op: OpUpdate, Target: mine.ID,
 			Reason: fmt.Sprintf("record is %s %s proxied=%t, want CNAME %s proxied=true", mine.Type, mine.Content, mine.Proxied, target)})
 	}
+}
+
+// takeoverChange replaces the record the takeover names with the org's
+// CNAME once the tunnel is healthy: before that, the old record keeps
+// serving and the plan holds the takeover back (Withheld), saying so.
+func takeoverChange(o Observed, old Record, target string, r *Result) {
+	what := fmt.Sprintf("replace %s %s with CNAME %s", old.Type, old.Content, target)
+	c := Change{Resource: ResDNS, Op: OpTakeover, Target: old.ID}
+	switch {
+	case o.Tunnel != nil && o.Tunnel.Status == "healthy":
+		c.Reason = what + ": tunnel healthy"
+		r.Changes = append(r.Changes, c)
+	case o.Tunnel == nil:
+		c.Reason = fmt.Sprintf("waits for the tunnel to be healthy (not created yet) to replace %s %s with the tunnel's CNAME; the old record stays until then", old.Type, old.Content)
+		r.Withheld = append(r.Withheld, c)
+	default:
+		status := o.Tunnel.Status
+		if status == "" {
+			status = "unknown"
+		}
+		c.Reason = fmt.Sprintf("waits for the tunnel to be healthy (it is %s) to %s; the old record stays until then", status, what)
+		r.Withheld = append(r.Withheld, c)
+	}
+}
+
+// TakeoverWaiting returns the takeover a plan holds back until the tunnel
+// is healthy, if it holds one.
+func TakeoverWaiting(r Result) (Change, bool) {
+	for _, c := range r.Withheld {
+		if c.Resource == ResDNS && c.Op == OpTakeover {
+			return c, true
+		}
+	}
+	return Change{}, false
+}
+
+// RecordConflict says whether rec, a record at the org's hostname that the
+// org does not own, is a conflict (held) and words it: every such record
+// is one, except one tunnelward owns for no org that matches the org's
+// takeover (MatchesTakeover), which the org replaces instead.
+func RecordConflict(d Desired, rec Record) (c Conflict, held bool) {
+	c = heldConflict(d, rec)
+	if d.Takeover == nil {
+		return c, true
+	}
+	if _, owned := owner.OrgFromDNSComment(rec.Comment); owned {
+		c.Reason += "; another org's record is never taken over"
+		return c, true
+	}
+	if MatchesTakeover(*d.Takeover, rec) {
+		return Conflict{}, false
+	}
+	c.Reason = fmt.Sprintf("%s record %s (%s, content %s) does not match the takeover (%s): it changed or is another record; nothing was replaced",
+		rec.Type, rec.Name, rec.ID, rec.Content, describeTakeover(*d.Takeover))
+	return c, true
+}
+
+// heldConflict is the conflict of a record another party holds at the
+// org's hostname.
+func heldConflict(d Desired, rec Record) Conflict {
+	return Conflict{Resource: ResDNS, Target: rec.Name,
+		Reason: fmt.Sprintf("%s record %s (%s) exists and is not owned by org %s", rec.Type, rec.Name, rec.ID, d.OrgID)}
+}
+
+// MatchesTakeover reports whether rec is the record t names: the same
+// type, and the same content (case-insensitive, without a trailing dot,
+// addresses in canonical form) and/or the same id, whichever t gives.
+func MatchesTakeover(t Takeover, rec Record) bool {
+	if !strings.EqualFold(t.Type, rec.Type) || (t.Content == "" && t.RecordID == "") {
+		return false
+	}
+	if t.RecordID != "" && !strings.EqualFold(t.RecordID, rec.ID) {
+		return false
+	}
+	return t.Content == "" || normContent(t.Content) == normContent(rec.Content)
+}
+
+// normContent is a record's content in one spelling: lower case, no
+// trailing dot, an IP address in its canonical form (2001:DB8:0::1 is
+// 2001:db8::1).
+func normContent(s string) string {
+	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String()
+	}
+	return s
+}
+
+func describeTakeover(t Takeover) string {
+	parts := []string{t.Type}
+	if t.Content != "" {
+		parts = append(parts, t.Content)
+	}
+	if t.RecordID != "" {
+		parts = append(parts, "id "+t.RecordID)
+	}
+	return strings.Join(parts, " ")
 }
 
 func instanceChanges(d Desired, o Observed, tunnelID string, r *Result) {

@@ -3,6 +3,8 @@ package plan
 import (
 	"github.com/tunnelward/tunnelward/internal/owner"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -322,5 +324,213 @@ func TestKeepInstanceAndRecord(t *testing.T) {
 	r = Compute(d, converged())
 	if r.KeepInstance != "" || !reflect.DeepEqual(keys(r), []key{{ResInstance, OpDelete, "i-1"}, {ResInstance, OpCreate, "acme"}}) {
 		t.Fatalf("generation 2 over a generation-1 instance: keep %q changes %v; want none kept, replaced", r.KeepInstance, keys(r))
+	}
+}
+
+// A cutover of an existing tenant (issue 16): the record another party
+// holds at the hostname is not a conflict when it matches the org's
+// takeover. The org is built; the record is replaced by the org's CNAME,
+// as one change, only once the tunnel is healthy, and held back (shown as
+// withheld, waiting) before. A record that does not match stays a
+// conflict, and nothing is built or replaced.
+func TestTakeover(t *testing.T) {
+	legacy := Record{ID: "0123456789abcdef0123456789abcdef", Name: "acme.example.test", Type: "A", Content: "192.0.2.10", TTL: 300}
+	withTakeover := func(tk Takeover) func() Desired {
+		return func() Desired {
+			d := desired()
+			d.Takeover = &tk
+			return d
+		}
+	}
+	byContent := withTakeover(Takeover{Type: "A", Content: "192.0.2.10"})
+	// built is the org built beside the legacy record, with its tunnel in
+	// the given status.
+	built := func(status string, recs ...Record) func() Observed {
+		return func() Observed {
+			o := converged()
+			o.Tunnel.Status = status
+			o.Records = recs
+			return o
+		}
+	}
+	fresh := func(recs ...Record) func() Observed {
+		return func() Observed {
+			return Observed{Records: recs, RecordsKnown: true, ParamKnown: true, InstanceKnown: true}
+		}
+	}
+	with := func(r Record, edit func(*Record)) Record { edit(&r); return r }
+	tests := []struct {
+		name      string
+		d         func() Desired
+		o         func() Observed
+		want      []key
+		withheld  []key
+		conflict  string // a substring of the one conflict's reason ("" = none)
+		reason    string // a substring of the takeover's reason (change or withheld)
+		keep      string
+		ready     bool
+		takenOver bool
+	}{
+		{
+			name: "new org: built, no record created, takeover waits for the tunnel",
+			d:    byContent, o: fresh(legacy),
+			want: []key{
+				{ResTunnel, OpCreate, "tw-acme"},
+				{ResIngress, OpUpdate, "acme.example.test"},
+				{ResToken, OpCreate, ""},
+				{ResInstance, OpCreate, "acme"},
+			},
+			withheld: []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason:   "waits for the tunnel to be healthy",
+		},
+		{
+			name: "built, tunnel still connecting: nothing to do, takeover waits, not ready",
+			d:    byContent, o: built("inactive", legacy),
+			withheld: []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason:   "waits for the tunnel to be healthy (it is inactive) to replace A 192.0.2.10 with CNAME t1.cfargotunnel.com",
+		},
+		{
+			name: "built, tunnel down: takeover still waits",
+			d:    byContent, o: built("down", legacy),
+			withheld: []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason:   "it is down",
+		},
+		{
+			name: "tunnel healthy: the record is taken over",
+			d:    byContent, o: built("healthy", legacy),
+			want:   []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason: "replace A 192.0.2.10 with CNAME t1.cfargotunnel.com: tunnel healthy",
+		},
+		{
+			name: "by record id alone: content is not compared",
+			d:    withTakeover(Takeover{Type: "A", RecordID: legacy.ID}),
+			o:    built("healthy", with(legacy, func(r *Record) { r.Content = "198.51.100.7" })),
+			want: []key{{ResDNS, OpTakeover, legacy.ID}},
+		},
+		{
+			name: "by id and content: both match",
+			d:    withTakeover(Takeover{Type: "A", Content: "192.0.2.10", RecordID: legacy.ID}),
+			o:    built("healthy", legacy),
+			want: []key{{ResDNS, OpTakeover, legacy.ID}},
+		},
+		{
+			name:     "content changed: conflict, nothing built, nothing replaced",
+			d:        byContent,
+			o:        fresh(with(legacy, func(r *Record) { r.Content = "198.51.100.7" })),
+			withheld: []key{{ResTunnel, OpCreate, "tw-acme"}, {ResIngress, OpUpdate, "acme.example.test"}, {ResToken, OpCreate, ""}, {ResInstance, OpCreate, "acme"}},
+			conflict: "does not match the takeover (A 192.0.2.10): it changed or is another record; nothing was replaced",
+		},
+		{
+			name:     "by id and content: id matches, content changed: conflict",
+			d:        withTakeover(Takeover{Type: "A", Content: "192.0.2.10", RecordID: legacy.ID}),
+			o:        built("healthy", with(legacy, func(r *Record) { r.Content = "198.51.100.7" })),
+			conflict: "does not match the takeover (A 192.0.2.10 id " + legacy.ID + ")",
+		},
+		{
+			name:     "another record id: conflict",
+			d:        withTakeover(Takeover{Type: "A", RecordID: "ffffffffffffffffffffffffffffffff"}),
+			o:        built("healthy", legacy),
+			conflict: "does not match the takeover",
+		},
+		{
+			name:     "another type: conflict",
+			d:        withTakeover(Takeover{Type: "AAAA", Content: "192.0.2.10"}),
+			o:        built("healthy", legacy),
+			conflict: "does not match the takeover",
+		},
+		{
+			name: "AAAA content compared in canonical form",
+			d:    withTakeover(Takeover{Type: "AAAA", Content: "2001:DB8:0:0:0::1"}),
+			o:    built("healthy", with(legacy, func(r *Record) { r.Type, r.Content = "AAAA", "2001:db8::1" })),
+			want: []key{{ResDNS, OpTakeover, legacy.ID}},
+		},
+		{
+			name:   "CNAME content: case and trailing dot do not matter",
+			d:      withTakeover(Takeover{Type: "cname", Content: "Legacy.Example.NET."}),
+			o:      built("healthy", with(legacy, func(r *Record) { r.Type, r.Content = "CNAME", "legacy.example.net" })),
+			want:   []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason: "replace CNAME legacy.example.net with CNAME t1.cfargotunnel.com",
+		},
+		{
+			name:     "a matching record another org owns is never taken over",
+			d:        byContent,
+			o:        built("healthy", with(legacy, func(r *Record) { r.Comment = owner.DNSComment("other") })),
+			conflict: "another org's record is never taken over",
+		},
+		{
+			name:     "another record beside the matching one: conflict, nothing replaced",
+			d:        byContent,
+			o:        built("healthy", legacy, Record{ID: "r7", Name: "acme.example.test", Type: "TXT", Content: "v=spf1 -all"}),
+			conflict: "TXT record acme.example.test (r7, content v=spf1 -all) does not match the takeover",
+		},
+		{
+			name: "after the takeover: the org's own record is kept, ready",
+			d:    byContent, o: converged,
+			keep: "r1", ready: true,
+		},
+		{
+			name: "takeover allowed but nothing at the name: the CNAME is created",
+			d:    byContent, o: built("healthy"),
+			want: []key{{ResDNS, OpCreate, "acme.example.test"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Compute(tc.d(), tc.o())
+			if got := keys(r); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("changes:\n got %v\nwant %v\n(%v)", got, tc.want, r.Changes)
+			}
+			var withheld []key
+			for _, c := range r.Withheld {
+				withheld = append(withheld, key{c.Resource, c.Op, c.Target})
+			}
+			if !reflect.DeepEqual(withheld, tc.withheld) {
+				t.Errorf("withheld:\n got %v\nwant %v\n(%v)", withheld, tc.withheld, r.Withheld)
+			}
+			switch {
+			case tc.conflict == "" && len(r.Conflicts) > 0:
+				t.Errorf("conflicts %v, want none", r.Conflicts)
+			case tc.conflict != "" && (len(r.Conflicts) != 1 || !strings.Contains(r.Conflicts[0].Reason, tc.conflict)):
+				t.Errorf("conflicts %v, want one saying %q", r.Conflicts, tc.conflict)
+			}
+			if tc.reason != "" {
+				var c Change
+				for _, x := range append(slices.Clone(r.Changes), r.Withheld...) {
+					if x.Op == OpTakeover {
+						c = x
+					}
+				}
+				if !strings.Contains(c.Reason, tc.reason) {
+					t.Errorf("takeover reason %q, want it to say %q", c.Reason, tc.reason)
+				}
+			}
+			if _, waits := TakeoverWaiting(r); waits != slices.Contains(withheld, key{ResDNS, OpTakeover, legacy.ID}) {
+				t.Errorf("TakeoverWaiting = %v, withheld %v", waits, withheld)
+			}
+			if r.KeepRecord != tc.keep || r.Ready != tc.ready {
+				t.Errorf("keep record %q ready %v, want %q %v", r.KeepRecord, r.Ready, tc.keep, tc.ready)
+			}
+		})
+	}
+}
+
+func TestMatchesTakeover(t *testing.T) {
+	rec := Record{ID: "0123456789abcdef0123456789abcdef", Type: "AAAA", Content: "2001:db8::10"}
+	for _, tc := range []struct {
+		tk   Takeover
+		want bool
+	}{
+		{Takeover{Type: "AAAA", Content: "2001:db8::10"}, true},
+		{Takeover{Type: "aaaa", Content: "2001:0DB8:0000::0010"}, true},
+		{Takeover{Type: "AAAA", Content: "2001:db8::1"}, false},
+		{Takeover{Type: "A", Content: "2001:db8::10"}, false},
+		{Takeover{Type: "AAAA", RecordID: "0123456789ABCDEF0123456789ABCDEF"}, true},
+		{Takeover{Type: "AAAA", RecordID: "0123456789abcdef0123456789abcdee"}, false},
+		{Takeover{Type: "AAAA", Content: "2001:db8::10", RecordID: "0123456789abcdef0123456789abcdee"}, false},
+		{Takeover{Type: "AAAA"}, false}, // names no record
+	} {
+		if got := MatchesTakeover(tc.tk, rec); got != tc.want {
+			t.Errorf("MatchesTakeover(%+v) = %v, want %v", tc.tk, got, tc.want)
+		}
 	}
 }

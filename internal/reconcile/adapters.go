@@ -172,7 +172,7 @@ func (a cfAdapter) Token(ctx context.Context, id string) (secret.Token, error) {
 }
 
 func fromCFRecord(r cloudflare.Record) plan.Record {
-	return plan.Record{ID: r.ID, Name: r.Name, Type: r.Type, Content: r.Content, Proxied: r.Proxied, Comment: r.Comment}
+	return plan.Record{ID: r.ID, Name: r.Name, Type: r.Type, Content: r.Content, Proxied: r.Proxied, TTL: r.TTL, Comment: r.Comment}
 }
 
 func fromCFRecords(rs []cloudflare.Record) []plan.Record {

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/tunnelward/tunnelward/internal/plan"
@@ -93,6 +94,8 @@ func withRegionConflict(p plan.Result, region, why string) plan.Result {
 // PlanAll is the dry run over every org from one inventory listing (cost:
 // list pages). Ingress is not listed, so ingress drift shows only in PlanOrg.
 // Orphans are owned resources whose org is absent or a finished tombstone.
+// The listing holds only owned records, so an org with a takeover pending
+// has its name read as well (one read each), as PlanOrg and a pass do.
 func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	inv, err := e.List(ctx)
 	if err != nil {
@@ -100,6 +103,13 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	}
 	ix := indexInventory(inv)
 	var out []OrgPlan
+	type takeover struct {
+		org          state.Org
+		region, pool string
+		cf           PoolClouds
+		ob           plan.Observed
+	}
+	var takeovers []takeover
 	live := map[string]liveOrg{}
 	err = e.store.ForEach(func(org state.Org) error {
 		if org.Desired.Presence == state.Deleted && org.Observed.DeleteDone {
@@ -115,17 +125,36 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Plan: regionPlan(region, rerr.Error())})
 			return nil
 		}
-		pool, _, perr := e.planPool(org)
+		pool, cf, perr := e.planPool(org)
 		if perr != nil {
 			out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: poolPlan(pool, perr.Error())})
 			return nil
 		}
-		p := e.withPlacement(plan.Compute(d, e.observedFrom(ix, org)), org, region)
+		ob := e.observedFrom(ix, org)
+		if d.Present && d.Takeover != nil {
+			takeovers = append(takeovers, takeover{org: org, region: region, pool: pool, cf: cf, ob: ob})
+			return nil
+		}
+		p := e.withPlacement(plan.Compute(d, ob), org, region)
 		out = append(out, OrgPlan{OrgID: org.ID, Desired: d, Pool: pool, Plan: p})
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("plan: list orgs: %w", err)
+	}
+	for _, t := range takeovers {
+		d := e.Desired(t.org)
+		found, err := t.cf.DNS.FindRecords(ctx, d.Hostname)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plan: org %s: find dns records named %s: %w", t.org.ID, d.Hostname, err)
+		}
+		for _, f := range found {
+			if !slices.ContainsFunc(t.ob.Records, func(r plan.Record) bool { return r.ID == f.ID }) {
+				t.ob.Records = append(t.ob.Records, f)
+			}
+		}
+		p := e.withPlacement(plan.Compute(d, t.ob), t.org, t.region)
+		out = append(out, OrgPlan{OrgID: t.org.ID, Desired: d, Pool: t.pool, Plan: p})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].OrgID < out[j].OrgID })
 	return out, findOrphans(e.cfg.ParamPrefix, inv, live), nil

@@ -319,6 +319,8 @@ func (e *Engine) recordOutcome(ctx context.Context, log *slog.Logger, org state.
 			reason, msg = "Conflict", conflicts[0].Reason
 		case v.degraded != "":
 			reason, msg = v.degraded, v.detail
+		case takeoverWaits(p):
+			reason, msg = ReasonTakeoverWaits, takeoverWaitsDetail(p)
 		case ap.tunnelCreated || ap.launched:
 			msg = "resources created; waiting for the instance to boot and connect"
 		}
@@ -515,6 +517,10 @@ func (e *Engine) readinessPoll(ctx context.Context, log *slog.Logger, org state.
 		if err != nil {
 			return Result{}, true, fmt.Errorf("org %s: poll tunnel %s: %w", org.ID, ps.tunnelID, err)
 		}
+	}
+	if t.Status == "healthy" && pendingTakeover(org) != nil {
+		e.clearPoll(org.ID) // the takeover waited for this: a full pass makes it
+		return Result{}, false, nil
 	}
 	if t.Status == "healthy" {
 		e.clearPoll(org.ID)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,6 +79,32 @@ func TestDryRunAgreesWithPass(t *testing.T) {
 		}, org: func(h *harness) {
 			h.apply(created("acme", "acme"))
 		}, want: func(p []string) bool { return len(p) == 4 && slices.Contains(p, "withheld create instance acme") }},
+		{name: "takeover: waits for the tunnel to be healthy", setup: func(h *harness) {
+			h.loadLegacy("acme", "A", legacyIP)
+		}, org: func(h *harness) {
+			h.apply(createdTakeover("acme", "acme", state.Takeover{Type: "A", Content: legacyIP}))
+		}, want: func(p []string) bool {
+			return len(p) == 5 && slices.ContainsFunc(p, func(k string) bool { return strings.HasPrefix(k, "withheld takeover dns ") })
+		}},
+		{name: "takeover: tunnel healthy", setup: func(h *harness) {
+			h.loadLegacy("acme", "A", legacyIP)
+		}, org: func(h *harness) {
+			h.apply(createdTakeover("acme", "acme", state.Takeover{Type: "A", Content: legacyIP}))
+			if _, err := h.eng.Reconcile(ctx, "acme"); err != nil {
+				h.t.Fatal(err)
+			}
+		}, act: func(h *harness) {
+			h.waitFor("tunnel healthy", 5*time.Second, func() bool {
+				t, err := h.cf.GetTunnel(ctx, h.org("acme").Observed.TunnelID)
+				return err == nil && t.Status == "healthy"
+			})
+			// The readiness poll looks no sooner than the boot allows.
+			h.waitFor("the poll due", 5*time.Second, func() bool {
+				h.eng.pollMu.Lock()
+				defer h.eng.pollMu.Unlock()
+				return !h.eng.cfg.Now().Before(h.eng.polls["acme"].notBefore)
+			})
+		}, want: func(p []string) bool { return len(p) == 1 && strings.HasPrefix(p[0], "takeover dns ") }},
 		{name: "region change refused", regions: []string{"eu-west-1"}, org: func(h *harness) {
 			h.apply(createdIn("acme", "acme", "eu-west-1"))
 			h.start()

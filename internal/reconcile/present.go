@@ -24,7 +24,7 @@ func (e *Engine) Desired(org state.Org) plan.Desired {
 		host = strings.ToLower(org.Desired.Slug + "." + e.zoneOf(org))
 	}
 	return plan.Desired{OrgID: org.ID, Present: org.Desired.Presence != state.Deleted,
-		Hostname: host, Service: e.cfg.Service, Generation: gen}
+		Hostname: host, Service: e.cfg.Service, Generation: gen, Takeover: pendingTakeover(org)}
 }
 
 // presentOrg converges an org that should exist.
@@ -242,7 +242,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 		// another party's record holds it (two orgs with one slug, created at
 		// once), no token or instance is built for an org that could never
 		// serve. One DNS call on the critical path of a new org buys that.
-		cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], cf)
+		cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], ob.plan.Records, cf)
 		if err == nil && len(cs) > 0 {
 			ap.conflicts = append(ap.conflicts, cs...)
 			by[plan.ResToken] = withoutOp(by[plan.ResToken], plan.OpCreate)
@@ -281,7 +281,7 @@ func (e *Engine) apply(ctx context.Context, log *slog.Logger, org state.Org, d p
 	}
 	if len(by[plan.ResDNS]) > 0 {
 		run(func() error {
-			cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], cf)
+			cs, err := e.applyDNS(ctx, log, org, d, ap.tunnelID, by[plan.ResDNS], ob.plan.Records, cf)
 			mu.Lock()
 			ap.conflicts = append(ap.conflicts, cs...)
 			mu.Unlock()

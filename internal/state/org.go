@@ -117,6 +117,22 @@ type Observed struct {
 	// Replica is the replica (--replica-id) that last reconciled the org:
 	// with several replicas, the one whose record of the org is current.
 	Replica string `json:"replica,omitempty"`
+	// Replaced is the record a takeover (Desired.Takeover) replaced with
+	// the org's CNAME, as it was: committed before the DNS batch that
+	// replaces it, so an operator can always put it back.
+	Replaced ReplacedRecord `json:"replaced_record,omitzero"`
+}
+
+// ReplacedRecord is another party's DNS record as a takeover found it.
+type ReplacedRecord struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Type    string    `json:"type"`
+	Content string    `json:"content"`
+	TTL     int       `json:"ttl"` // seconds; 1 is Cloudflare's "automatic"
+	Proxied bool      `json:"proxied"`
+	Comment string    `json:"comment,omitempty"`
+	At      time.Time `json:"at"` // when the takeover was sent
 }
 
 // Rotation is the progress of one token rotation. Never the token.
