@@ -7,6 +7,7 @@ import (
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/plan"
+	"github.com/tunnelward/tunnelward/internal/secret"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -63,6 +64,31 @@ func TestTokenRotationRequested(t *testing.T) {
 	}
 	h.requireOneEach("acme")
 	h.requireClean("acme")
+
+	// The old token can open no connection any more: put it back into the
+	// parameter and restart cloudflared, and it stays out; the current
+	// token brings it back.
+	h.stop()
+	if _, err := h.aw.PutToken(context.Background(), after.Observed.ParameterName, secret.NewToken(oldTok), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.worldAction(cloudsim.WorldAction{Action: "restart_connector", ID: after.Observed.InstanceID})
+	h.waitFor("the old token refused", 10*time.Second, func() bool {
+		c, ok := h.connectorOf(after.Observed.InstanceID)
+		return ok && !c.Connected && c.Attempts >= 2
+	})
+	if c, _ := h.connectorOf(after.Observed.InstanceID); c.Connected || c.LastError == "" {
+		t.Fatalf("cloudflared on the old token: %+v; want refused", c)
+	}
+	if _, err := h.aw.PutToken(context.Background(), after.Observed.ParameterName, secret.NewToken(h.tunnelToken(after.Observed.TunnelID)), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the current token connects", 10*time.Second, func() bool {
+		c, ok := h.connectorOf(after.Observed.InstanceID)
+		return ok && c.Connected
+	})
+	h.reopen(nil)
+	h.start()
 
 	// A second request is a second rotation; an old request redelivered is not.
 	first := after.Observed.TokenRotatedAt
