@@ -25,7 +25,7 @@ type Options struct {
 	// figures mean nothing.
 	Tiny bool
 	// Only runs the named figures ("ingest", "economy", "sweep",
-	// "convergence", "budget", "scale", "headroom", "repair", "fleet", "pools"); empty runs all.
+	// "convergence", "budget", "scale", "headroom", "repair", "fleet", "pools", "flows"); empty runs all.
 	Only []string
 	// Progress receives one line per figure as it starts and ends (nil: none).
 	Progress io.Writer
@@ -48,7 +48,7 @@ type Row struct {
 func met(b bool) *bool { return &b }
 
 // Figures in table order.
-var Figures = []string{"ingest", "economy", "sweep", "convergence", "budget", "scale", "headroom", "repair", "fleet", "pools"}
+var Figures = []string{"ingest", "economy", "sweep", "convergence", "budget", "scale", "headroom", "repair", "fleet", "pools", "flows"}
 
 // Report is a run's table plus what later figures need from earlier ones.
 type Report struct {
@@ -100,6 +100,8 @@ func Run(ctx context.Context, o Options) *Report {
 			rows, err = benchFleet(ctx, o, rep)
 		case "pools":
 			rows, err = benchPools(ctx, o, rep)
+		case "flows":
+			rows, err = benchFlows(ctx, o, rep)
 		case "scale":
 			rows, err = benchScale(ctx, o)
 		case "headroom":

@@ -81,6 +81,9 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	if res, done, err := e.readinessPoll(ctx, log, org); done || err != nil {
 		return res, err
 	}
+	if res, done, err := e.rotationPoll(ctx, log, org, cf); done || err != nil {
+		return res, err
+	}
 
 	ob, err := e.observe(ctx, org, d, aw, cf, forPass)
 	if err != nil {
@@ -171,9 +174,8 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 
 	res, err := e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
 	if err == nil && (hasOp(p.Changes, plan.OpRotate) || org.Observed.Rotation != nil) && !hasOp(p.Changes, plan.OpRotated) {
-		// A rotation waits for its connector: look again at the shared
-		// listings' pace, as an org awaiting its tunnel does.
-		if after := e.readyPollAfter(); res.RequeueAfter == 0 || after < res.RequeueAfter {
+		// A rotation waits for its connector: look again soon (rotationPoll).
+		if after := e.rotationPollAfter(); res.RequeueAfter == 0 || after < res.RequeueAfter {
 			res.RequeueAfter = after
 		}
 	}

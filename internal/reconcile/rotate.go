@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -213,6 +214,35 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 		}
 	}
 }
+
+// rotationPoll is a waiting rotation's look: only the tunnel's connectors
+// (one call), until a connector not there before the new secret shows up
+// or the grace is over; then a full pass finishes it (or replaces the
+// instance). done is false when the pass should go on.
+func (e *Engine) rotationPoll(ctx context.Context, log *slog.Logger, org state.Org, cf PoolClouds) (Result, bool, error) {
+	r := org.Observed.Rotation
+	now := e.cfg.Now()
+	if r == nil || r.Phase != state.RotateConnect || org.Observed.TunnelID == "" || now.Sub(r.RestartedAt) > e.rotationGrace() ||
+		unhandledReports(org) > 0 || org.Observed.ReconciledSeq < org.LastSeq {
+		return Result{}, false, nil
+	}
+	cs, err := cf.Tunnels.Connectors(ctx, org.Observed.TunnelID)
+	if err != nil {
+		return Result{}, false, nil // the full pass reads it again and says what failed
+	}
+	for _, c := range cs {
+		if !slices.Contains(r.Old, c) {
+			return Result{}, false, nil // the new connector is there: a full pass finishes
+		}
+	}
+	log.Debug("token rotation waits for a connector on the new token", "connectors", len(cs))
+	return Result{RequeueAfter: e.rotationPollAfter()}, true, nil
+}
+
+// rotationPollAfter spaces a waiting rotation's looks: the old connector
+// serves until the restart and the new one needs seconds, so a poll
+// interval, not the shared listings' pace.
+func (e *Engine) rotationPollAfter() time.Duration { return max(e.readyPollAfter(), e.cfg.PollInterval) }
 
 // rotationGrace is how long a restarted cloudflared gets to connect on the
 // new token before the instance is replaced: the health grace a restart
