@@ -242,7 +242,9 @@ func (e *Engine) rotationPoll(ctx context.Context, log *slog.Logger, org state.O
 // rotationPollAfter spaces a waiting rotation's looks: the old connector
 // serves until the restart and the new one needs seconds, so a poll
 // interval, not the shared listings' pace.
-func (e *Engine) rotationPollAfter() time.Duration { return max(e.readyPollAfter(), e.cfg.PollInterval) }
+func (e *Engine) rotationPollAfter() time.Duration {
+	return max(e.readyPollAfter(), e.cfg.PollInterval)
+}
 
 // rotationGrace is how long a restarted cloudflared gets to connect on the
 // new token before the instance is replaced: the health grace a restart
