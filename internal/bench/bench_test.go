@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 // tinyGroups split the figures for TestTinyTableShape into runs that share
 // nothing: headroom compares with the rates economy, sweep, convergence and
 // budget drove, so it runs after them, as in a whole run.
-var tinyGroups = [][]string{{"ingest"}, {"economy", "sweep", "convergence", "budget", "headroom"}, {"scale"}, {"repair"}, {"fleet"}}
+var tinyGroups = [][]string{{"ingest"}, {"economy", "sweep", "convergence", "budget", "headroom"}, {"scale"}, {"repair"}, {"fleet"}, {"pools"}, {"flows"}}
 
 // TestTinyTableShape runs every figure at its smallest size (the figures
 // mean nothing at that size; no timing is asserted) and checks that each

@@ -16,7 +16,7 @@ import (
 // budget binds (EC2 and SSM are left free here, so that the figure is the
 // pools'); K budgets should create K times as fast.
 func benchPools(ctx context.Context, o Options, rep *Report) ([]Row, error) {
-	perPool := pick(o, 30, 200, 500)
+	perPool := pick(o, 8, 200, 500)
 	f := pick(o, 20.0, 5.0, 5.0)
 	type run struct {
 		k        int
