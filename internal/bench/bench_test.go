@@ -91,7 +91,7 @@ func TestTinyTableShape(t *testing.T) {
 		t.Errorf("header line is %q", lines[0])
 	}
 	for i := range rep.Rows {
-		if !regexp.MustCompile(`^\d+\s+\d `).MatchString(lines[1+i]) {
+		if !regexp.MustCompile(`^\d+\s+\d+ `).MatchString(lines[1+i]) {
 			t.Errorf("table line %d is %q", i+1, lines[1+i])
 		}
 	}
