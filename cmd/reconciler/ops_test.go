@@ -485,7 +485,7 @@ func TestPlanReportsDriftOnlyReads(t *testing.T) {
 	all := runPlan(t, common...) // every org, table
 	if all.code != planChanges || !regexp.MustCompile(`(?m)^acme\s+dns\s+create`).MatchString(all.stdout) ||
 		!regexp.MustCompile(`(?m)^beta\s+-\s+-\s+-\s+no changes`).MatchString(all.stdout) ||
-		!strings.Contains(all.stdout, "Plan: 1 to create, 0 to update, 0 to delete, 0 to restart; 0 conflicts; 0 orphans; 1 of 2 orgs change.") {
+		!strings.Contains(all.stdout, "Plan: 1 to create, 0 to update, 0 to delete, 0 to restart, 0 other (token rotation, cutover); 0 conflicts; 0 orphans; 1 of 2 orgs change.") {
 		t.Fatalf("plan table: exit %d\n%s\n%s", all.code, all.stdout, all.stderr)
 	}
 	after := callsOf(t, sim.URL)

@@ -43,10 +43,14 @@ type orgPlan struct {
 	Generation int64           `json:"generation"`
 	Changes    []plan.Change   `json:"changes"`
 	Conflicts  []plan.Conflict `json:"conflicts"`
-	// Withheld are creations a conflict holds back (nothing billable is
-	// built for an org whose hostname another record holds).
+	// Withheld are changes held back: creations a conflict holds (nothing
+	// billable is built for an org whose hostname another record holds), a
+	// cutover waiting for its tunnel's health, a rotation waiting for the
+	// org to converge.
 	Withheld []plan.Change `json:"withheld,omitempty"`
 	Ready    bool          `json:"ready"`
+	// Pool is the Cloudflare pool the org is in, or would be placed in.
+	Pool string `json:"pool,omitempty"`
 }
 
 type planSummary struct {
@@ -56,15 +60,18 @@ type planSummary struct {
 	Update          int `json:"update"`
 	Delete          int `json:"delete"`
 	Restart         int `json:"restart"`
-	Conflicts       int `json:"conflicts"`
-	Orphans         int `json:"orphans"`
+	// Other counts the steps of token rotations and cutovers (rotate,
+	// drop, rotated, takeover).
+	Other     int `json:"other"`
+	Conflicts int `json:"conflicts"`
+	Orphans   int `json:"orphans"`
 }
 
 // Changed reports whether applying the plan would change anything or an
 // operator has something to look at (conflicts, orphans).
 func (r planReport) Changed() bool {
 	s := r.Summary
-	return s.Create+s.Update+s.Delete+s.Restart+s.Conflicts+s.Orphans > 0
+	return s.Create+s.Update+s.Delete+s.Restart+s.Other+s.Conflicts+s.Orphans > 0
 }
 
 func newPlanReport(plans []reconcile.OrgPlan, orphans []reconcile.Orphan) planReport {
@@ -74,7 +81,7 @@ func newPlanReport(plans []reconcile.OrgPlan, orphans []reconcile.Orphan) planRe
 	}
 	for _, p := range plans {
 		op := orgPlan{OrgID: p.OrgID, Present: p.Desired.Present, Hostname: p.Desired.Hostname, Generation: p.Desired.Generation,
-			Changes: p.Plan.Changes, Conflicts: p.Plan.Conflicts, Withheld: p.Plan.Withheld, Ready: p.Plan.Ready}
+			Changes: p.Plan.Changes, Conflicts: p.Plan.Conflicts, Withheld: p.Plan.Withheld, Ready: p.Plan.Ready, Pool: p.Pool}
 		if op.Changes == nil {
 			op.Changes = []plan.Change{}
 		}
@@ -96,6 +103,8 @@ func newPlanReport(plans []reconcile.OrgPlan, orphans []reconcile.Orphan) planRe
 				r.Summary.Delete++
 			case plan.OpRestart:
 				r.Summary.Restart++
+			default:
+				r.Summary.Other++
 			}
 		}
 		r.Summary.Conflicts += len(op.Conflicts)
@@ -349,6 +358,6 @@ func printPlan(w io.Writer, r planReport) {
 		_ = tw.Flush()
 	}
 	s := r.Summary
-	fmt.Fprintf(w, "\nPlan: %d to create, %d to update, %d to delete, %d to restart; %d conflicts; %d orphans; %d of %d orgs change.\n",
-		s.Create, s.Update, s.Delete, s.Restart, s.Conflicts, s.Orphans, s.OrgsWithChanges, s.Orgs)
+	fmt.Fprintf(w, "\nPlan: %d to create, %d to update, %d to delete, %d to restart, %d other (token rotation, cutover); %d conflicts; %d orphans; %d of %d orgs change.\n",
+		s.Create, s.Update, s.Delete, s.Restart, s.Other, s.Conflicts, s.Orphans, s.OrgsWithChanges, s.Orgs)
 }
