@@ -222,16 +222,7 @@ func (c *Client) DeleteTunnel(ctx context.Context, id string) (existed bool, err
 // CleanConnections drops every connection of a tunnel (stale or live), so
 // it can be deleted.
 func (c *Client) CleanConnections(ctx context.Context, id string) error {
-	var p zero_trust.TunnelCloudflaredConnectionDeleteParams
-	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
-	err := c.do(ctx, "tunnel_connections.delete", id, func(ctx context.Context) error {
-		_, err := c.tunnels.Connections.Delete(ctx, id, p)
-		return err
-	})
-	if apicall.StatusOf(err) == http.StatusNotFound {
-		return apicall.WithKind(err, ErrNotFound)
-	}
-	return err
+	return c.DropConnector(ctx, id, "")
 }
 
 // GetConfig returns the tunnel's ingress rules and configuration version
@@ -349,11 +340,13 @@ func (c *Client) Connectors(ctx context.Context, id string) ([]Connector, error)
 }
 
 // DropConnector deletes one connector's connections (client_id); the
-// others' stay.
+// others' stay. clientID "" deletes every connector's.
 func (c *Client) DropConnector(ctx context.Context, id, clientID string) error {
 	var p zero_trust.TunnelCloudflaredConnectionDeleteParams
 	setField(&p.AccountID.Value, &p.AccountID.Present, c.cfg.AccountID)
-	setField(&p.ClientID.Value, &p.ClientID.Present, clientID)
+	if clientID != "" {
+		setField(&p.ClientID.Value, &p.ClientID.Present, clientID)
+	}
 	err := c.do(ctx, "tunnel_connections.delete", id, func(ctx context.Context) error {
 		_, err := c.tunnels.Connections.Delete(ctx, id, p)
 		return err
