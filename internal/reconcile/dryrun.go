@@ -101,6 +101,7 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("plan: %w", err)
 	}
+	e.loadBook() // not inside the read below
 	ix := indexInventory(inv)
 	var out []OrgPlan
 	type takeover struct {

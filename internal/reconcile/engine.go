@@ -310,7 +310,6 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
-	e.loadBook() // before any listing pass reads orgs (no read inside a read)
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: cfg.Logger, KeyAttr: "org_id",
 		Observe: cfg.Metrics.ObserveReconcile, Retry: cfg.Metrics.QueueRetry}, e, queue)
@@ -346,9 +345,13 @@ func (e *Engine) Reconciles() int64 { return e.ctrl.Reconciles() }
 // the cost of a few list pages instead of three Cloudflare reads each.
 func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	n := 0
+	placed := map[string]string{} // the pool book's count, from the same read
 	err := e.store.ForEach(func(o state.Org) error {
 		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
 			return nil
+		}
+		if p := e.PoolOf(o); p != "" {
+			placed[o.ID] = p
 		}
 		if o.Desired.Presence == state.Deleted {
 			e.noteApplied(o.ID) // committed before now (tombstone.go)
@@ -364,6 +367,7 @@ func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("reconcile: list orgs: %w", err)
 	}
+	e.pools.once.Do(func() { e.initBook(placed) })
 	return n, nil
 }
 
@@ -431,6 +435,7 @@ func (e *Engine) Reconcile(ctx context.Context, orgID string) (Result, error) {
 	if !e.owns(orgID) {
 		return Result{}, nil // another replica's; queued again when this one takes its partition
 	}
+	e.loadBook()
 	ctx = e.withFence(ctx, orgID)
 	defer e.recordReplica(org)
 	log := e.log.With("org_id", orgID)

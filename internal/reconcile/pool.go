@@ -119,7 +119,9 @@ func (e *Engine) zoneOf(org state.Org) string {
 	return e.cfg.ZoneName
 }
 
-// loadBook counts the placements in bbolt once.
+// loadBook counts the placements in bbolt once, unless EnqueueAll's read
+// at start did (initBook). It is called before the orgs are read (Reconcile,
+// the inventory pass, the dry run), never inside a read.
 func (e *Engine) loadBook() {
 	e.pools.once.Do(func() {
 		placed := map[string]string{}
@@ -132,11 +134,15 @@ func (e *Engine) loadBook() {
 		if err != nil {
 			e.log.Warn("count pool placements", "err", err)
 		}
-		e.pools.mu.Lock()
-		e.pools.placed, e.pools.waiting, e.pools.warned = placed, map[string]bool{}, map[string]bool{}
-		e.pools.mu.Unlock()
-		e.reportPools()
+		e.initBook(placed)
 	})
+}
+
+func (e *Engine) initBook(placed map[string]string) {
+	e.pools.mu.Lock()
+	e.pools.placed, e.pools.waiting, e.pools.warned = placed, map[string]bool{}, map[string]bool{}
+	e.pools.mu.Unlock()
+	e.reportPools()
 }
 
 // poolUse is one pool's use against its limits. Tunnels are the account's:

@@ -260,6 +260,7 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	// writes wait until the read transaction ends (a write that grows the
 	// file cannot remap it under an open read), and each org's status is
 	// recorded before it is requeued, as a worker may pick it up at once.
+	e.loadBook() // Desired reads it for orgs not placed: not inside the read below
 	ix := indexInventory(v.inv)
 	live := map[string]liveOrg{} // orgs that may own resources -> where
 	byTunnel := map[string]int{}
