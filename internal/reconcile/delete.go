@@ -113,6 +113,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	}
 	e.tombs.floors.Delete(org.ID)
 	e.releasePlacement(org.ID)
+	e.maxAgeDone(org.ID) // a rotation cut short by the delete gives its place back
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil
 }
