@@ -24,7 +24,7 @@ func benchPools(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 		cf, c429 int
 	}
 	var runs []run
-	for _, k := range []int{1, 2, 4} {
+	for _, k := range pick(o, []int{1, 2}, []int{1, 2, 4}, []int{1, 2, 4}) {
 		took, calls, err := poolsRun(ctx, k, perPool, f)
 		if err != nil {
 			return nil, fmt.Errorf("%d pools: %w", k, err)
