@@ -35,6 +35,8 @@ func init() {
 			w.publish(events.TokenRotationRequested{OrgID: crashOrg, Reason: "crash campaign"})
 		}, timeout: 45 * time.Second},
 	)
-	crashPointsQuick["create-in-second-pool"] = []string{"state.update.after:1", "cloud.after.cf.tunnel.create:1"}
-	crashPointsQuick["rotate-token"] = []string{"cloud.after.cf.tunnel.edit:1", "cloud.before.ssm.SendCommand:1"}
+	// One point each in the default run (the suite's time); the heavy run
+	// kills at every point (RELIABILITY.md).
+	crashPointsQuick["create-in-second-pool"] = []string{"cloud.after.cf.tunnel.create:1"}
+	crashPointsQuick["rotate-token"] = []string{"cloud.after.cf.tunnel.edit:1"}
 }
