@@ -38,8 +38,32 @@ type poolBook struct {
 	once    sync.Once
 	mu      sync.Mutex
 	placed  map[string]string // org id -> pool
+	count   map[string]int    // pool -> orgs placed in it
 	waiting map[string]bool   // orgs Failed with PoolFull, retried when room appears
 	warned  map[string]bool   // pool/resource already reported as filling
+}
+
+// set records org's placement. Caller holds mu.
+func (b *poolBook) set(org, pool string) {
+	if old, ok := b.placed[org]; ok {
+		if old == pool {
+			return
+		}
+		b.count[old]--
+	}
+	b.placed[org] = pool
+	b.count[pool]++
+}
+
+// unset forgets org's placement, reporting whether it had one. Caller
+// holds mu.
+func (b *poolBook) unset(org string) bool {
+	old, ok := b.placed[org]
+	if ok {
+		delete(b.placed, org)
+		b.count[old]--
+	}
+	return ok
 }
 
 // PoolOf is the pool an org is placed in, "" when it is not placed yet.
@@ -140,7 +164,11 @@ func (e *Engine) loadBook() {
 
 func (e *Engine) initBook(placed map[string]string) {
 	e.pools.mu.Lock()
-	e.pools.placed, e.pools.waiting, e.pools.warned = placed, map[string]bool{}, map[string]bool{}
+	e.pools.placed, e.pools.count = map[string]string{}, map[string]int{}
+	for id, p := range placed {
+		e.pools.set(id, p)
+	}
+	e.pools.waiting, e.pools.warned = map[string]bool{}, map[string]bool{}
 	e.pools.mu.Unlock()
 	e.reportPools()
 }
@@ -149,12 +177,10 @@ func (e *Engine) initBook(placed map[string]string) {
 // pools in one account share them.
 type poolUse struct{ tunnels, records int }
 
-// usage counts placements by pool and by account. Caller holds pools.mu.
+// usage is the placements by pool (the book's own count: read only) and by
+// account. Caller holds pools.mu.
 func (e *Engine) usage() (byPool map[string]int, byAccount map[string]int) {
-	byPool, byAccount = map[string]int{}, map[string]int{}
-	for _, p := range e.pools.placed {
-		byPool[p]++
-	}
+	byPool, byAccount = e.pools.count, map[string]int{}
 	for _, name := range e.poolNames() {
 		pc, _ := e.poolClouds(name)
 		if a := pc.Limits.Account; a != "" {
@@ -261,7 +287,7 @@ func (e *Engine) place(log *slog.Logger, org *state.Org) (PoolClouds, error) {
 	e.loadBook()
 	if name := e.PoolOf(*org); name != "" {
 		e.pools.mu.Lock()
-		e.pools.placed[org.ID] = name // counted even when written to bbolt after the count
+		e.pools.set(org.ID, name) // counted even when written to bbolt after the count
 		e.pools.mu.Unlock()
 		pc, err := e.cfOf(*org)
 		if err == nil && org.Observed.Pool == "" {
@@ -280,12 +306,12 @@ func (e *Engine) place(log *slog.Logger, org *state.Org) (PoolClouds, error) {
 		e.pools.mu.Unlock()
 		return PoolClouds{}, err
 	}
-	e.pools.placed[org.ID] = name
+	e.pools.set(org.ID, name)
 	delete(e.pools.waiting, org.ID)
 	e.pools.mu.Unlock()
 	if err := e.commitPool(org, name); err != nil {
 		e.pools.mu.Lock()
-		delete(e.pools.placed, org.ID)
+		e.pools.unset(org.ID)
 		e.pools.mu.Unlock()
 		return PoolClouds{}, err
 	}
@@ -314,8 +340,7 @@ func (e *Engine) commitPool(org *state.Org, name string) error {
 func (e *Engine) releasePlacement(orgID string) {
 	e.loadBook()
 	e.pools.mu.Lock()
-	_, had := e.pools.placed[orgID]
-	delete(e.pools.placed, orgID)
+	had := e.pools.unset(orgID)
 	var wake []string
 	if had {
 		for id := range e.pools.waiting {
