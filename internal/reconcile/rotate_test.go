@@ -26,7 +26,8 @@ func (h *harness) tunnelToken(id string) string {
 	return tok.Reveal()
 }
 
-// A requested rotation gives the tunnel a new secret, puts its token into
+// A requested rotation, shown first by the dry run, gives the tunnel a new
+// secret, puts its token into
 // SSM, restarts cloudflared on it and ends with the org's instance
 // connected on the new token as a new connector, token_rotated_at set, and
 // nothing else changed (one tunnel, record, instance, parameter).
@@ -42,7 +43,21 @@ func TestTokenRotationRequested(t *testing.T) {
 	if !ok || !oldConn.Connected {
 		t.Fatalf("no connected connector before the rotation: %+v", oldConn)
 	}
+	// The dry run shows the rotation the pass then starts.
+	h.stop()
 	h.apply(rotationRequested("acme"))
+	op, err := h.eng.PlanOrg(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(op.Plan.Changes) != 1 || op.Plan.Changes[0].Op != plan.OpRotate || op.Plan.Changes[0].Resource != plan.ResToken {
+		t.Fatalf("dry run: %+v, want one token rotate", op.Plan.Changes)
+	}
+	h.reopen(nil)
+	h.start()
+	if _, err := h.eng.EnqueueAll(false); err != nil {
+		t.Fatal(err)
+	}
 	h.waitFor("rotation done", 20*time.Second, func() bool {
 		o := h.org("acme")
 		return !o.Observed.TokenRotatedAt.IsZero() && o.Observed.Rotation == nil && IsTrue(o, state.CondReady)
@@ -151,25 +166,6 @@ func TestTokenRotationResumesAfterEachStep(t *testing.T) {
 			h.requireOneEach("acme")
 			h.requireClean("acme")
 		})
-	}
-}
-
-// The dry run shows the rotation a pass would start, and the pass does
-// exactly that.
-func TestTokenRotationInPlan(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, harnessOpts{})
-	h.start()
-	h.apply(created("acme", "acme"))
-	h.waitReady("acme")
-	h.stop()
-	h.apply(rotationRequested("acme"))
-	op, err := h.eng.PlanOrg(context.Background(), "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(op.Plan.Changes) != 1 || op.Plan.Changes[0].Op != plan.OpRotate || op.Plan.Changes[0].Resource != plan.ResToken {
-		t.Fatalf("dry run: %+v, want one token rotate", op.Plan.Changes)
 	}
 }
 
