@@ -27,8 +27,8 @@ func (h *harness) tunnelToken(id string) string {
 }
 
 // A requested rotation, shown first by the dry run, gives the tunnel a new
-// secret, puts its token into
-// SSM, restarts cloudflared on it and ends with the org's instance
+// secret, puts its token into SSM, restarts cloudflared on it and ends
+// with the org's instance
 // connected on the new token as a new connector, token_rotated_at set, and
 // nothing else changed (one tunnel, record, instance, parameter).
 func TestTokenRotationRequested(t *testing.T) {
