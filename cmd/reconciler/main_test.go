@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"os"
-	"strconv"
 	"testing"
 
 	"github.com/tunnelward/tunnelward/internal/testbin"
@@ -17,11 +16,7 @@ const waitingParallel = 6
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(waitingParallel))
-	}
+	testbin.WaitingParallel(waitingParallel)
 	os.Exit(m.Run())
 }
 

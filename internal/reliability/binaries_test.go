@@ -3,7 +3,6 @@ package reliability
 import (
 	"flag"
 	"os"
-	"strconv"
 	"testing"
 
 	"github.com/tunnelward/tunnelward/internal/testbin"
@@ -18,11 +17,7 @@ const waitingParallel = 8
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if !Heavy() {
-		given := false
-		flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-		if !given {
-			_ = flag.Set("test.parallel", strconv.Itoa(waitingParallel))
-		}
+		testbin.WaitingParallel(waitingParallel)
 	}
 	os.Exit(m.Run())
 }
