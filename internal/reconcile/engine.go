@@ -263,8 +263,10 @@ type Engine struct {
 	dnsBatch dnsBatchers
 	// tombs runs the listings tombstones share (tombstone.go).
 	tombs deleteLister
-	// pools counts placements in Cloudflare pools (pool.go).
-	pools poolBook
+	// pools counts placements in Cloudflare pools (pool.go); poolList is
+	// the served pools in fill order.
+	pools    poolBook
+	poolList []string
 	// rotating holds the max-age token rotations in flight (rotate.go).
 	rotating rotations
 
@@ -306,7 +308,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	e := &Engine{
 		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{}, sweepKick: make(chan struct{}, 1),
-		slots: map[Listing]watchSlot{},
+		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds),
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}

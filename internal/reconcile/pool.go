@@ -95,33 +95,39 @@ func (e *Engine) poolClouds(name string) (PoolClouds, bool) {
 	return PoolClouds{}, false
 }
 
-// poolNames lists the served pools in fill order, the default first.
-func (e *Engine) poolNames() []string {
-	if len(e.clouds.Pools) == 0 {
-		return []string{e.clouds.DefaultPool}
+// poolOrder lists the served pools in fill order, the default first
+// (New computes it once: the clouds do not change).
+func poolOrder(c Clouds) []string {
+	if len(c.Pools) == 0 {
+		return []string{c.DefaultPool}
 	}
-	out := slices.Clone(e.clouds.PoolOrder)
-	for _, n := range sortedKeys(e.clouds.Pools) {
+	out := slices.Clone(c.PoolOrder)
+	for _, n := range sortedKeys(c.Pools) {
 		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
-	if i := slices.Index(out, e.clouds.DefaultPool); i > 0 {
+	if i := slices.Index(out, c.DefaultPool); i > 0 {
 		out = append([]string{out[i]}, slices.Delete(out, i, i+1)...)
 	}
 	return out
 }
 
+// poolNames lists the served pools in fill order, the default first.
+func (e *Engine) poolNames() []string { return e.poolList }
+
 // cfOf returns the surfaces of the pool an org is placed in (the default
-// pool while it is not placed: it owns nothing yet). A pool that is no
-// longer served is an error naming it.
-func (e *Engine) cfOf(org state.Org) (PoolClouds, error) {
-	name := e.PoolOf(org)
+// pool while it is not placed: it owns nothing yet).
+func (e *Engine) cfOf(org state.Org) (PoolClouds, error) { return e.poolFor(org.ID, e.PoolOf(org)) }
+
+// poolFor returns the surfaces of the pool that holds orgID's resources
+// ("" the default); a pool that is no longer served is an error naming it.
+func (e *Engine) poolFor(orgID, name string) (PoolClouds, error) {
 	pc, ok := e.poolClouds(name)
 	if !ok {
 		return pc, &TerminalError{Reason: ReasonPoolNotServed, Err: fmt.Errorf(
 			"org %s has its tunnel and DNS record in Cloudflare pool %s, which this reconciler no longer serves (it serves %s); add the pool back to manage them",
-			org.ID, name, strings.Join(e.poolNames(), ", "))}
+			orgID, name, strings.Join(e.poolNames(), ", "))}
 	}
 	return pc, nil
 }
@@ -438,7 +444,7 @@ func (e *Engine) planPool(org state.Org) (string, PoolClouds, error) {
 		}
 		name = n
 	}
-	pc, err := e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: name}})
+	pc, err := e.poolFor(org.ID, name)
 	if err != nil {
 		return name, pc, err
 	}
@@ -454,12 +460,12 @@ func (e *Engine) deletePool(org state.Org, listed *Inventory) (PoolClouds, error
 		name := owner.TunnelName(org.ID)
 		for _, t := range listed.Tunnels {
 			if t.Name == name && !t.Deleted {
-				return e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: t.Pool}})
+				return e.poolFor(org.ID, t.Pool)
 			}
 		}
 		for _, r := range listed.Records {
 			if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == org.ID {
-				return e.cfOf(state.Org{ID: org.ID, Observed: state.Observed{Pool: r.Pool}})
+				return e.poolFor(org.ID, r.Pool)
 			}
 		}
 	}

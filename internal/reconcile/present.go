@@ -29,8 +29,7 @@ func (e *Engine) Desired(org state.Org) plan.Desired {
 
 // presentOrg converges an org that should exist.
 func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org) (Result, error) {
-	d := e.Desired(org)
-	if d.Hostname == "" {
+	if org.Desired.Slug == "" {
 		return Result{}, Terminal(fmt.Errorf("org %s: no slug in desired state", org.ID))
 	}
 	now := e.cfg.Now()
@@ -76,7 +75,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	if err != nil {
 		return Result{}, err
 	}
-	d = e.Desired(org)
+	d := e.Desired(org)
 
 	if res, done, err := e.readinessPoll(ctx, log, org); done || err != nil {
 		return res, err
