@@ -121,7 +121,7 @@ type Rotation struct {
 	Stuck bool
 }
 
-// Rotation phases (state.Rotation.Phase).
+// Rotation phases, as state.Rotation.Phase records them.
 const (
 	RotateSecret  = "secret"
 	RotateToken   = "token"

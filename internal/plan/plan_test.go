@@ -534,3 +534,45 @@ func TestMatchesTakeover(t *testing.T) {
 		}
 	}
 }
+
+// A token rotation's steps: started only on a converged, healthy org;
+// resumed in flight; finished (old connectors dropped) once a connector not
+// there before the new secret is connected; the instance replaced when none
+// came within the grace.
+func TestRotation(t *testing.T) {
+	d := Desired{OrgID: "o", Present: true, Hostname: "o.example.test", Service: "http://localhost:8080", Generation: 1}
+	converged := func(rt Rotation, status string) Observed {
+		return Observed{Tunnel: &Tunnel{ID: "t", Status: status}, IngressKnown: true, Ingress: WantIngress(d),
+			RecordsKnown: true, Records: []Record{{ID: "r", Name: d.Hostname, Type: "CNAME", Content: TunnelTarget("t"), Proxied: true, Comment: "tunnelward:org=o"}},
+			ParamKnown: true, Param: &Param{Name: "p", TunnelID: "t"},
+			InstanceKnown: true, Instances: []Instance{{ID: "i", State: "running", TunnelID: "t", Generation: 1}}, Rotation: rt}
+	}
+	ops := func(r Result) string {
+		var out []string
+		for _, c := range r.Changes {
+			out = append(out, string(c.Resource)+" "+string(c.Op)+" "+c.Target)
+		}
+		for _, c := range r.Withheld {
+			out = append(out, "withheld "+string(c.Resource)+" "+string(c.Op))
+		}
+		return strings.Join(out, "; ")
+	}
+	for _, tc := range []struct {
+		name string
+		ob   Observed
+		want string
+	}{
+		{"asked, converged and healthy: starts", converged(Rotation{Want: "asked", ConnectorsKnown: true, Connectors: []string{"c1"}}, "healthy"), "token rotate t"},
+		{"asked, tunnel down: withheld", converged(Rotation{Want: "asked", ConnectorsKnown: true}, "down"), "withheld token rotate"},
+		{"asked, connectors not read: withheld", converged(Rotation{Want: "asked"}, "healthy"), "withheld token rotate"},
+		{"in flight at the token step: resumes", converged(Rotation{Phase: RotateToken}, "healthy"), "token rotate t"},
+		{"waiting, only the old connector", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1"}}, "healthy"), ""},
+		{"new connector: old dropped, done", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1", "c2"}}, "healthy"), "tunnel drop c1; token rotated t"},
+		{"new connector alone: done", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c2"}}, "healthy"), "token rotated t"},
+		{"stuck: instance replaced", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1"}, Stuck: true}, "healthy"), "instance delete i; instance create o"},
+	} {
+		if got := ops(Compute(d, tc.ob)); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

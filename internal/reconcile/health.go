@@ -98,7 +98,7 @@ func (e *Engine) diagnose(org state.Org, ob observation, d plan.Desired, now tim
 	if ob.tunnel == nil || launch {
 		return v // provisioning: nothing to diagnose yet
 	}
-	if r := org.Observed.Rotation; r != nil && r.Phase == state.RotateConnect && !ob.plan.Rotation.Stuck {
+	if r := org.Observed.Rotation; r != nil && r.Phase == plan.RotateConnect && !ob.plan.Rotation.Stuck {
 		// cloudflared was restarted on a new token: the rotation waits for
 		// its connector (and replaces the instance when it is stuck).
 		return v

@@ -52,7 +52,7 @@ func (e *Engine) rotationView(org state.Org, now time.Time) plan.Rotation {
 	var v plan.Rotation
 	if r := org.Observed.Rotation; r != nil {
 		v.Phase, v.Old = r.Phase, r.Old
-		v.Stuck = r.Phase == state.RotateConnect && !r.RestartedAt.IsZero() && now.Sub(r.RestartedAt) > e.rotationGrace()
+		v.Stuck = r.Phase == plan.RotateConnect && !r.RestartedAt.IsZero() && now.Sub(r.RestartedAt) > e.rotationGrace()
 		return v
 	}
 	v.Want = e.rotationWant(org, now)
@@ -63,7 +63,7 @@ func (e *Engine) rotationView(org state.Org, now time.Time) plan.Rotation {
 // connectors: a rotation starting (the old ones are recorded) or waiting
 // for its connector.
 func connectorsNeeded(v plan.Rotation) bool {
-	return v.Phase == state.RotateConnect || (v.Phase == "" && v.Want != "")
+	return v.Phase == plan.RotateConnect || (v.Phase == "" && v.Want != "")
 }
 
 // rotationWant says why the org's token should be rotated now, "" when it
@@ -170,7 +170,7 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 			log.Info("token past its max age waits for a place among the rotations in flight")
 			return nil
 		}
-		r = &state.Rotation{Seq: seq, Reason: v.Want, Phase: state.RotateSecret, Old: v.Connectors, StartedAt: e.cfg.Now()}
+		r = &state.Rotation{Seq: seq, Reason: v.Want, Phase: plan.RotateSecret, Old: v.Connectors, StartedAt: e.cfg.Now()}
 		if err := e.saveRotation(org.ID, r); err != nil {
 			return err
 		}
@@ -180,7 +180,7 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 	}
 	for {
 		switch r.Phase {
-		case state.RotateSecret:
+		case plan.RotateSecret:
 			err := mutate(ctx, log, "cf.tunnel.edit", tunnelID, func(ctx context.Context) error {
 				tok, err := cf.Tunnels.RotateSecret(ctx, tunnelID)
 				if err == nil {
@@ -191,13 +191,13 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 			if err != nil {
 				return fmt.Errorf("new secret for tunnel %s: %w", tunnelID, err)
 			}
-			r.Phase = state.RotateToken
-		case state.RotateToken:
+			r.Phase = plan.RotateToken
+		case plan.RotateToken:
 			if err := e.putToken(ctx, log, org.ID, tunnelID, aw, cf); err != nil {
 				return err
 			}
-			r.Phase = state.RotateRestart
-		case state.RotateRestart:
+			r.Phase = plan.RotateRestart
+		case plan.RotateRestart:
 			// No instance kept (one is being launched): it boots on the
 			// parameter, which holds the new token.
 			if keep != "" {
@@ -205,7 +205,7 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 					return err
 				}
 			}
-			r.Phase, r.RestartedAt = state.RotateConnect, e.cfg.Now()
+			r.Phase, r.RestartedAt = plan.RotateConnect, e.cfg.Now()
 		default:
 			return nil
 		}
@@ -222,7 +222,7 @@ func (e *Engine) rotate(ctx context.Context, log *slog.Logger, org state.Org, tu
 func (e *Engine) rotationPoll(ctx context.Context, log *slog.Logger, org state.Org, cf PoolClouds) (Result, bool, error) {
 	r := org.Observed.Rotation
 	now := e.cfg.Now()
-	if r == nil || r.Phase != state.RotateConnect || org.Observed.TunnelID == "" || now.Sub(r.RestartedAt) > e.rotationGrace() ||
+	if r == nil || r.Phase != plan.RotateConnect || org.Observed.TunnelID == "" || now.Sub(r.RestartedAt) > e.rotationGrace() ||
 		unhandledReports(org) > 0 || org.Observed.ReconciledSeq < org.LastSeq {
 		return Result{}, false, nil
 	}
@@ -257,7 +257,7 @@ func (e *Engine) rotationGrace() time.Duration { return e.cfg.HealthGrace + e.cf
 func (e *Engine) rotationRestarted(orgID string) error {
 	now := e.cfg.Now()
 	if err := e.store.Update(orgID, func(o *state.Org) error {
-		if r := o.Observed.Rotation; r != nil && r.Phase == state.RotateConnect {
+		if r := o.Observed.Rotation; r != nil && r.Phase == plan.RotateConnect {
 			cp := *r
 			cp.RestartedAt = now
 			o.Observed.Rotation = &cp

@@ -127,9 +127,9 @@ func TestTokenRotationResumesAfterEachStep(t *testing.T) {
 		phase string
 		rule  cloudsim.FaultRule
 	}{
-		{state.RotateSecret, cloudsim.FaultRule{Op: "cf.tunnel.edit", LostRate: 1}},
-		{state.RotateToken, cloudsim.FaultRule{Op: "ssm.PutParameter", LostRate: 1}},
-		{state.RotateRestart, cloudsim.FaultRule{Op: "ssm.SendCommand", ErrorRate: 1}},
+		{plan.RotateSecret, cloudsim.FaultRule{Op: "cf.tunnel.edit", LostRate: 1}},
+		{plan.RotateToken, cloudsim.FaultRule{Op: "ssm.PutParameter", LostRate: 1}},
+		{plan.RotateRestart, cloudsim.FaultRule{Op: "ssm.SendCommand", ErrorRate: 1}},
 	} {
 		t.Run(c.phase, func(t *testing.T) {
 			t.Parallel()

@@ -141,23 +141,16 @@ type Rotation struct {
 	// policy's).
 	Seq    uint64 `json:"seq,omitempty"`
 	Reason string `json:"reason"`
-	// Phase is the next step: secret (give the tunnel a new secret), token
-	// (put its token into SSM), restart (cloudflared re-reads it), connect
-	// (wait for a connector on the new token, then drop the old ones).
+	// Phase is the next step (plan's Rotate* constants): secret (give the
+	// tunnel a new secret), token (put its token into SSM), restart
+	// (cloudflared re-reads it), connect (wait for a connector on the new
+	// token, then drop the old ones).
 	Phase string `json:"phase"`
 	// Old are the connectors (client ids) connected before the new secret.
 	Old         []string  `json:"old_connectors,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 	RestartedAt time.Time `json:"restarted_at,omitzero"`
 }
-
-// Rotation phases.
-const (
-	RotateSecret  = "secret"
-	RotateToken   = "token"
-	RotateRestart = "restart"
-	RotateConnect = "connect"
-)
 
 // Condition types (docs/operations.md, "Org conditions").
 const (
