@@ -123,6 +123,22 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 		oc.Result, oc.Detail = ResultStale, fmt.Sprintf(format, args...)
 		return oc, nil
 	}
+	// notFor says why an event about a live org (a health report, a
+	// rotation request) does not apply: the org never existed, is a
+	// tombstone, or the event is older than its current generation.
+	notFor := func(event string) (Outcome, bool) {
+		switch {
+		case !exists:
+			oc.Result, oc.Detail = ResultIgnoredUnknown, event+" for an org that was never created"
+		case o.Desired.Presence == Deleted:
+			oc.Result, oc.Detail = ResultIgnoredDeleted, event+" for a deleted org"
+		case f.Seq < o.GenerationSeq:
+			oc, _ = stale("seq %d is older than the current generation (began at seq %d)", f.Seq, o.GenerationSeq)
+		default:
+			return oc, false
+		}
+		return oc, true
+	}
 	switch f.Type {
 	case FactCreated, FactDeleted:
 		// Last writer (by stream sequence) wins among created and deleted;
@@ -184,16 +200,8 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 		o.HealthReports = nil
 		o.DesiredSeq = f.Seq
 	case FactHealthFailed:
-		if !exists {
-			oc.Result, oc.Detail = ResultIgnoredUnknown, "health_failed for an org that was never created"
-			return oc, nil
-		}
-		if o.Desired.Presence == Deleted {
-			oc.Result, oc.Detail = ResultIgnoredDeleted, "health_failed for a deleted org"
-			return oc, nil
-		}
-		if f.Seq < o.GenerationSeq {
-			return stale("seq %d is older than the current generation (began at seq %d)", f.Seq, o.GenerationSeq)
+		if out, skip := notFor("health_failed"); skip {
+			return out, nil
 		}
 		pos := len(o.HealthReports) // keep reports ordered by seq, whatever the arrival order
 		for i, r := range o.HealthReports {
@@ -217,16 +225,8 @@ func (s *Store) applyOne(t *txOrgs, f Fact, now time.Time) (Outcome, error) {
 	case FactTokenRotationRequested:
 		// Like a health report: nothing to rotate on an org that does not
 		// exist, and no placeholder record for it.
-		if !exists {
-			oc.Result, oc.Detail = ResultIgnoredUnknown, "token_rotation_requested for an org that was never created"
-			return oc, nil
-		}
-		if o.Desired.Presence == Deleted {
-			oc.Result, oc.Detail = ResultIgnoredDeleted, "token_rotation_requested for a deleted org"
-			return oc, nil
-		}
-		if f.Seq < o.GenerationSeq {
-			return stale("seq %d is older than the current generation (began at seq %d)", f.Seq, o.GenerationSeq)
+		if out, skip := notFor("token_rotation_requested"); skip {
+			return out, nil
 		}
 		if f.Seq <= o.Desired.TokenRotationSeq {
 			return stale("rotation request seq %d is not newer than the last applied (seq %d)", f.Seq, o.Desired.TokenRotationSeq)
