@@ -115,25 +115,13 @@ func (e *Engine) list(ctx context.Context, which ...Listing) (Inventory, error) 
 		if want(ListTunnels) {
 			do("tunnels"+where, func() error {
 				ts, err := cf.Tunnels.ListTunnels(ctx)
-				for i := range ts {
-					ts[i].Pool = name
-				}
-				mu.Lock()
-				inv.Tunnels = append(inv.Tunnels, ts...)
-				mu.Unlock()
-				return err
+				return gather(&mu, &inv.Tunnels, ts, err, func(t *Tunnel) { t.Pool = name })
 			})
 		}
 		if want(ListDNS) {
 			do("dns records"+where, func() error {
 				rs, err := cf.DNS.ListRecords(ctx)
-				for i := range rs {
-					rs[i].Pool = name
-				}
-				mu.Lock()
-				inv.Records = append(inv.Records, rs...)
-				mu.Unlock()
-				return err
+				return gather(&mu, &inv.Records, rs, err, func(r *plan.Record) { r.Pool = name })
 			})
 		}
 	}
@@ -146,30 +134,30 @@ func (e *Engine) list(ctx context.Context, which ...Listing) (Inventory, error) 
 		if want(ListInstances) {
 			do("instances"+where, func() error {
 				ins, err := aw.Instances.ManagedInstances(ctx)
-				for i := range ins {
-					ins[i].Region = region
-				}
-				mu.Lock()
-				inv.Instances = append(inv.Instances, ins...)
-				mu.Unlock()
-				return err
+				return gather(&mu, &inv.Instances, ins, err, func(in *Instance) { in.Region = region })
 			})
 		}
 		if want(ListParams) {
 			do("parameters"+where, func() error {
 				ps, err := aw.Params.ListParams(ctx, e.cfg.ParamPrefix)
-				for i := range ps {
-					ps[i].Region = region
-				}
-				mu.Lock()
-				inv.Params = append(inv.Params, ps...)
-				mu.Unlock()
-				return err
+				return gather(&mu, &inv.Params, ps, err, func(p *Param) { p.Region = region })
 			})
 		}
 	}
 	wg.Wait()
 	return inv, errors.Join(errs...)
+}
+
+// gather tags what one of list's calls returned with where it was listed
+// (a pool, a region) and adds it to the inventory under mu.
+func gather[T any](mu *sync.Mutex, into *[]T, items []T, err error, tag func(*T)) error {
+	for i := range items {
+		tag(&items[i])
+	}
+	mu.Lock()
+	*into = append(*into, items...)
+	mu.Unlock()
+	return err
 }
 
 // remember puts fresh listings into the engine's inventory view.
