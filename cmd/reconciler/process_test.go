@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -183,13 +184,25 @@ func stopProc(t *testing.T, p *proc) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// handedOut are the ports freePort returned: the kernel may hand a port
+// just closed out again, and a test asking for three addresses in a row
+// then got one twice (--nats-listen and --admin-listen on one port).
+var handedOut sync.Map
+
+// freePort is a loopback port free now and never returned before in this
+// test binary.
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
