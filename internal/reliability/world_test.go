@@ -416,6 +416,16 @@ func (st simState) resources(org string) (tunnels, records, instances, params in
 	return
 }
 
+// tunnelStatus is the status of the org's live tunnel ("" if none).
+func (st simState) tunnelStatus(org string) string {
+	for _, t := range st.Tunnels {
+		if t.Name == "tw-"+org && (t.DeletedAt == nil || *t.DeletedAt == "") {
+			return t.Status
+		}
+	}
+	return ""
+}
+
 // running counts the org's instances in state running.
 func (st simState) running(org string) int {
 	n := 0
@@ -475,6 +485,10 @@ func (w *world) convergence() string {
 			// A stopped instance is not converged, even while the org still
 			// reads Ready from before its health report was handled.
 			problems = append(problems, fmt.Sprintf("%s: its instance is not running", org))
+		} else if s := st.tunnelStatus(org); s != "healthy" && s != "degraded" {
+			// Likewise a killed connector: the health report is applied
+			// (its seq matches) a moment before the engine clears Ready.
+			problems = append(problems, fmt.Sprintf("%s: its tunnel is %s, not connected", org, s))
 		}
 	}
 	for _, org := range deleted {
