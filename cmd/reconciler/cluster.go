@@ -32,7 +32,7 @@ func (a *app) startCluster(ctx context.Context) error {
 		return withNATSCause(a.nc, err)
 	}
 	a.cluster, err = cluster.New(cluster.Config{
-		KV: kv, Replica: c.ReplicaID, TTL: c.LeaseTTL, Holder: leaseHolder(c),
+		KV: kv, Conn: a.nc, Replica: c.ReplicaID, TTL: c.LeaseTTL, Holder: leaseHolder(c),
 		Log: a.log, Metrics: a.metrics,
 		OnGained: func([]int) {
 			if a.engine != nil {

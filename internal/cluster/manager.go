@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -42,9 +43,20 @@ type Config struct {
 	// Renew is the round interval: renewals, announcement, balance.
 	// Default TTL/4.
 	Renew time.Duration
-	// Margin is taken off the TTL for the fence deadline: a write let
-	// through must take effect within it. Default TTL/4.
+	// Fence is how long after its last renewal was sent a lease lets
+	// cloud writes through. Default TTL/2: one lost renewal is tolerated.
+	Fence time.Duration
+	// Margin is how long a write let through may take to take effect
+	// after the fence closed (it is cancelled then). Default TTL/4. Fence
+	// plus Margin must fit in the TTL: the server expires a lease one TTL
+	// after it stored the renewal.
 	Margin time.Duration
+	// Conn, when set, serves this replica's liveness answer and asks
+	// other replicas for theirs: a lease unrenewed for its holder's fence
+	// plus margin whose holder does not answer (no responders: its
+	// connection is gone) is taken over then, without waiting for the
+	// TTL (takeover.go). nil: leases are taken only when they expire.
+	Conn *nats.Conn
 	// Holder names what this process holds exclusively, e.g. its host and
 	// the data dir whose state file it has locked. Leases carry it; one
 	// left by another process of this replica id with the same Holder is
@@ -67,7 +79,8 @@ type lease struct {
 	p        int
 	rev      uint64
 	acquired time.Time
-	deadline time.Time // fence: last successful write's send time + TTL - Margin
+	renewed  time.Time // the send time of the last write known to have landed
+	deadline time.Time // fence: renewed + Fence
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	timer    Timer
@@ -80,6 +93,11 @@ type leaseValue struct {
 	Holder      string    `json:"holder,omitempty"`
 	Incarnation string    `json:"incarnation"`
 	Acquired    time.Time `json:"acquired"`
+	// TakeoverAfterMS is the holder's fence plus margin: once the lease
+	// has gone unrenewed that long, as another replica observed it, and
+	// the holder does not answer, its writes have stopped and landed, so
+	// the lease may be taken over. 0 (older builds): only at expiry.
+	TakeoverAfterMS int64 `json:"takeover_after_ms,omitempty"`
 }
 
 type memberValue struct {
@@ -113,6 +131,13 @@ type Manager struct {
 	partitions map[int]entry    // partition -> holder
 	members    map[string]entry // replica id -> announcement
 	freeRounds map[int]int
+	// seen is when this replica first observed each partition lease's
+	// current revision (the watch or a round's read, whichever first);
+	// alive is when each other incarnation last answered a probe.
+	seen  map[int]seenLease
+	alive map[string]time.Time
+	gone  map[string]goneMark
+	wake  chan struct{}
 }
 
 // New checks cfg and returns a Manager; Run starts it.
@@ -126,11 +151,17 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Renew <= 0 {
 		cfg.Renew = cfg.TTL / 4
 	}
+	if cfg.Fence <= 0 {
+		cfg.Fence = cfg.TTL / 2
+	}
 	if cfg.Margin <= 0 {
 		cfg.Margin = cfg.TTL / 4
 	}
-	if cfg.Renew+cfg.Margin >= cfg.TTL {
-		return nil, fmt.Errorf("cluster: renew interval %s plus margin %s must stay under the lease TTL %s", cfg.Renew, cfg.Margin, cfg.TTL)
+	if cfg.Renew >= cfg.Fence {
+		return nil, fmt.Errorf("cluster: renew interval %s must be shorter than the fence %s", cfg.Renew, cfg.Fence)
+	}
+	if cfg.Fence+cfg.Margin > cfg.TTL {
+		return nil, fmt.Errorf("cluster: fence %s plus margin %s must fit in the lease TTL %s", cfg.Fence, cfg.Margin, cfg.TTL)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
@@ -145,6 +176,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg: cfg, log: cfg.Log.With("component", "cluster", "replica", cfg.Replica),
 		incarnation: nuid.Next(), started: cfg.Clock.Now(),
 		held: map[int]*lease{}, lastOwned: -1, partitions: map[int]entry{}, members: map[string]entry{}, freeRounds: map[int]int{},
+		seen: map[int]seenLease{}, alive: map[string]time.Time{}, gone: map[string]goneMark{}, wake: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -157,14 +189,28 @@ func (m *Manager) Partitions() int { return m.cfg.Partitions }
 // TTL is the lease TTL.
 func (m *Manager) TTL() time.Duration { return m.cfg.TTL }
 
-// Run holds leases until ctx ends: a round at once, then one every Renew.
-// At the end it gives every lease back (call it after the engine stopped
-// writing), so other replicas take over at once instead of after the TTL.
+// Run holds leases until ctx ends: a round at once, then one every Renew,
+// and one as soon as another replica's lease may be taken over. At the end
+// it gives every lease back (call it after the engine stopped writing), so
+// other replicas take over at once instead of after the TTL.
 func (m *Manager) Run(ctx context.Context) {
 	m.log.Info("partition leases started", "partitions", m.cfg.Partitions, "lease_ttl", m.cfg.TTL,
-		"renew_every", m.cfg.Renew, "fence_margin", m.cfg.Margin, "holder", m.cfg.Holder)
+		"renew_every", m.cfg.Renew, "fence", m.cfg.Fence, "fence_margin", m.cfg.Margin, "holder", m.cfg.Holder,
+		"fast_takeover", m.cfg.Conn != nil)
 	t := time.NewTicker(m.cfg.Renew)
 	defer t.Stop()
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bctx, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	if m.cfg.Conn != nil {
+		if sub, err := m.serve(); err != nil {
+			m.log.Warn("cannot answer liveness probes; other replicas take this one's leases only when they expire", "err", err)
+		} else {
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+		bg.Go(func() { m.watch(bctx) })
+	}
 	for {
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.Renew)
 		m.Round(rctx)
@@ -176,6 +222,7 @@ func (m *Manager) Run(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
+		case <-m.wake:
 		}
 	}
 }
@@ -212,7 +259,11 @@ func partitionKey(p int) string   { return partitionPrefix + strconv.Itoa(p) }
 func replicaKey(id string) string { return replicaPrefix + id }
 
 func (m *Manager) leaseValue(acquired time.Time) []byte {
-	b, _ := json.Marshal(leaseValue{Replica: m.cfg.Replica, Holder: m.cfg.Holder, Incarnation: m.incarnation, Acquired: acquired.UTC()})
+	v := leaseValue{Replica: m.cfg.Replica, Holder: m.cfg.Holder, Incarnation: m.incarnation, Acquired: acquired.UTC()}
+	if m.cfg.Conn != nil { // only a holder that answers probes can be told apart from a dead one
+		v.TakeoverAfterMS = (m.cfg.Fence + m.cfg.Margin).Milliseconds()
+	}
+	b, _ := json.Marshal(v)
 	return b
 }
 
@@ -266,7 +317,7 @@ func (m *Manager) renew(ctx context.Context, l *lease) {
 	default:
 		m.cfg.Metrics.LeaseRenewal("failed")
 		m.mu.Lock()
-		expired := m.held[l.p] == l && !m.cfg.Clock.Now().Before(l.deadline.Add(m.cfg.Margin))
+		expired := m.held[l.p] == l && !m.cfg.Clock.Now().Before(l.renewed.Add(m.cfg.TTL))
 		m.mu.Unlock()
 		if expired {
 			m.log.Warn("partition lease not renewed within its TTL; given up", "partition", l.p, "err", err)
@@ -294,10 +345,11 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// extend moves l's fence deadline to sent+TTL-Margin and re-arms its timer;
+// extend moves l's fence deadline to sent+Fence and re-arms its timer;
 // a lease whose fence had closed opens again. Called with m.mu held.
 func (m *Manager) extend(l *lease, sent time.Time) {
-	l.deadline = sent.Add(m.cfg.TTL - m.cfg.Margin)
+	l.renewed = sent
+	l.deadline = sent.Add(m.cfg.Fence)
 	if l.ctx == nil || l.ctx.Err() != nil {
 		l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	}
@@ -409,8 +461,12 @@ func (m *Manager) read(ctx context.Context) error {
 			members[strings.TrimPrefix(k, replicaPrefix)] = x
 		}
 	}
+	now := m.cfg.Clock.Now()
 	m.mu.Lock()
-	m.partitions, m.members, m.seenAt = parts, members, m.cfg.Clock.Now()
+	m.partitions, m.members, m.seenAt = parts, members, now
+	for p, e := range parts {
+		m.sawLocked(p, e.rev, now) // stored before now: the read ended
+	}
 	m.mu.Unlock()
 	return nil
 }
@@ -434,13 +490,19 @@ func Share(ids []string, id string, n int) int {
 
 // balance takes free partitions up to this replica's share (and any left
 // free for several rounds), adopts its own dead predecessor's (Holder),
-// and gives back extras, at most an eighth of the partitions a round,
-// while another replica is under its share. It returns the partitions taken.
+// takes over every lease of a gone holder (takeover.go), and gives back
+// extras, at most an eighth of the partitions a round, while another
+// replica is under its share. It returns the partitions taken.
 func (m *Manager) balance(ctx context.Context) []int {
+	gone := m.goneHolders(ctx)
 	m.mu.Lock()
+	now := m.cfg.Clock.Now()
+	m.markGoneLocked(gone, now)
 	ids := make([]string, 0, len(m.members)+1)
-	for id := range m.members {
-		ids = append(ids, id)
+	for id, e := range m.members {
+		if !m.goneMemberLocked(e) {
+			ids = append(ids, id)
+		}
 	}
 	if !slices.Contains(ids, m.cfg.Replica) {
 		ids = append(ids, m.cfg.Replica)
@@ -450,6 +512,7 @@ func (m *Manager) balance(ctx context.Context) []int {
 	owned := len(m.held)
 	count := map[string]int{}
 	var free, adopt []int
+	orphaned := map[int]bool{} // a gone holder's: taken like a free one, by its revision
 	start := Partition(m.cfg.Replica, m.cfg.Partitions) // replicas scan from different places: fewer lost races
 	for i := range m.cfg.Partitions {
 		p := (start + i) % m.cfg.Partitions
@@ -459,6 +522,12 @@ func (m *Manager) balance(ctx context.Context) []int {
 				free = append(free, p)
 				m.freeRounds[p]++
 			}
+			continue
+		}
+		if _, mine := m.held[p]; !mine && m.eligibleLocked(p, e, now) && m.goneHolderLocked(e.lease.Incarnation) {
+			orphaned[p] = true
+			free = append(free, p)
+			m.freeRounds[p]++
 			continue
 		}
 		delete(m.freeRounds, p)
@@ -491,14 +560,15 @@ func (m *Manager) balance(ctx context.Context) []int {
 
 	var gained []int
 	// What to take this round, then all at once: adoptions, free
-	// partitions up to the share, and any left free for several rounds.
+	// partitions (a gone holder's included) up to the share, and any left
+	// free for several rounds.
 	type want struct {
-		p     int
-		adopt bool
+		p   int
+		how string
 	}
 	var wants []want
 	for _, p := range adopt {
-		wants = append(wants, want{p, true})
+		wants = append(wants, want{p, "adopted"})
 	}
 	room := share - owned - len(adopt)
 	for _, p := range free {
@@ -507,11 +577,15 @@ func (m *Manager) balance(ctx context.Context) []int {
 		} else if freeRounds[p] < freeRoundsBeforeAnyone {
 			continue
 		}
-		wants = append(wants, want{p, false})
+		how := "free"
+		if orphaned[p] {
+			how = "holder-gone"
+		}
+		wants = append(wants, want{p, how})
 	}
 	var gmu sync.Mutex
 	parallel(len(wants), func(i int) {
-		if m.take(ctx, wants[i].p, wants[i].adopt) {
+		if m.take(ctx, wants[i].p, wants[i].how) {
 			gmu.Lock()
 			gained = append(gained, wants[i].p)
 			gmu.Unlock()
@@ -540,15 +614,19 @@ func maps(in map[int]int) map[int]int {
 	return out
 }
 
-// take creates the lease of a free partition (or, adopting, overwrites our
-// predecessor's by its revision).
-func (m *Manager) take(ctx context.Context, p int, adopting bool) bool {
+// take creates the lease of a free partition (how "free"), or overwrites
+// by its revision our dead predecessor's ("adopted") or a gone holder's
+// ("holder-gone").
+func (m *Manager) take(ctx context.Context, p int, how string) bool {
 	now := m.cfg.Clock.Now()
 	var rev uint64
 	var err error
-	if adopting {
+	var from entry
+	var unrenewed time.Duration
+	if how != "free" {
 		m.mu.Lock()
-		prev := m.partitions[p].rev
+		from, unrenewed = m.partitions[p], now.Sub(m.seen[p].at)
+		prev := from.rev
 		m.mu.Unlock()
 		rev, err = m.cfg.KV.Update(ctx, partitionKey(p), m.leaseValue(now), prev)
 	} else {
@@ -566,11 +644,12 @@ func (m *Manager) take(ctx context.Context, p int, adopting bool) bool {
 	m.extend(l, now)
 	delete(m.freeRounds, p)
 	m.mu.Unlock()
-	how := "free"
-	if adopting {
-		how = "adopted"
-	}
 	m.cfg.Metrics.LeaseTakeover(how)
+	if how == "holder-gone" {
+		m.log.Warn("partition lease taken over from a replica that is gone (no liveness answer, unrenewed past its fence and margin)",
+			"partition", p, "from", from.lease.Replica, "unrenewed", unrenewed.Round(time.Millisecond))
+		return true
+	}
 	m.log.Info("partition lease taken", "partition", p, "how", how)
 	return true
 }
@@ -677,7 +756,7 @@ func (m *Manager) Hold(ctx context.Context, orgID string) (context.Context, func
 	if !now.Before(l.deadline) || l.ctx.Err() != nil {
 		m.mu.Unlock()
 		return ctx, func() {}, fmt.Errorf("%w: lease of partition %d (org %s) last renewed %s ago, past its renew deadline; writes wait for a renewal",
-			ErrFenced, p, orgID, now.Sub(l.deadline.Add(-(m.cfg.TTL - m.cfg.Margin))).Round(time.Millisecond))
+			ErrFenced, p, orgID, now.Sub(l.renewed).Round(time.Millisecond))
 	}
 	l.inflight++
 	fence := l.ctx

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tunnelward/tunnelward/internal/broker"
@@ -104,27 +105,40 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func startKV(t *testing.T, ttl time.Duration) jetstream.KeyValue {
 	t.Helper()
+	kvs, _ := startKVs(t, ttl, 1)
+	return kvs[0]
+}
+
+// startKVs starts one embedded server and returns n handles on its lease
+// bucket, each over its own connection (a replica each).
+func startKVs(t *testing.T, ttl time.Duration, n int) ([]jetstream.KeyValue, []*nats.Conn) {
+	t.Helper()
 	e, err := broker.StartEmbedded("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	nc, err := broker.Connect(e.ClientURL(), "", "test", nil)
-	if err != nil {
-		t.Fatal(err)
+	var kvs []jetstream.KeyValue
+	var ncs []*nats.Conn
+	for range n {
+		nc, err := broker.Connect(e.ClientURL(), "", "test", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		kv, err := broker.EnsureLeaseBucket(ctx, js, 1, ttl)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kvs, ncs = append(kvs, kv), append(ncs, nc)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := broker.EnsureLeaseBucket(ctx, js, 1, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
+	return kvs, ncs
 }
 
 func newManager(t *testing.T, kv jetstream.KeyValue, id string, clk Clock, ttl time.Duration, gained func([]int)) *Manager {
@@ -207,7 +221,7 @@ func TestHoldFencesAtRenewDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hold: %v", err)
 	}
-	clk.Advance(ttl - ttl/4 - time.Millisecond)
+	clk.Advance(ttl/2 - time.Millisecond) // the default fence
 	if wctx.Err() != nil {
 		t.Fatal("write cancelled before the deadline")
 	}
@@ -304,5 +318,73 @@ func TestAdoptOwnLeases(t *testing.T) {
 	old.renewAll(ctx)
 	if len(old.Owned()) != 0 {
 		t.Fatalf("the predecessor still renews %v", old.Owned())
+	}
+}
+
+// A dead replica's leases are taken over once they have gone unrenewed
+// for its fence plus margin and it does not answer its liveness probe,
+// long before the bucket's TTL expires them; a live replica that merely
+// has not renewed (a NATS election) keeps them.
+func TestGoneHolderTakenOverBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	const ttl = time.Minute // expiry plays no part: the server's clock is real
+	kvs, ncs := startKVs(t, ttl, 2)
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	mk := func(i int, id string) *Manager {
+		m, err := New(Config{KV: kvs[i], Conn: ncs[i], Replica: id, Partitions: 8, TTL: ttl, Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := mk(0, "a"), mk(1, "b")
+	sub, err := a.serve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	round(t, a)
+	round(t, b) // b observes a's leases now
+	if len(a.Owned()) != 8 || len(b.Owned()) != 0 {
+		t.Fatalf("a owns %v, b %v; want 8 and 0", a.Owned(), b.Owned())
+	}
+	takeover := a.cfg.Fence + a.cfg.Margin
+	clk.Advance(takeover - time.Millisecond)
+	round(t, b)
+	if len(b.Owned()) != 0 || b.takeoverDue() {
+		t.Fatalf("b took %v (or wants to) before a's leases were unrenewed past fence + margin", b.Owned())
+	}
+	// Unrenewed long enough, but a answers: it keeps them.
+	clk.Advance(time.Millisecond)
+	if !b.takeoverDue() {
+		t.Fatal("b does not see a's leases as due for a probe")
+	}
+	round(t, b)
+	if len(b.Owned()) != 0 || b.takeoverDue() {
+		t.Fatalf("b took %v from a replica that answers", b.Owned())
+	}
+	// a renews (and gives one partition back to b, above its share): the
+	// clock of the takeover starts again.
+	round(t, a)
+	round(t, b)
+	aHeld := a.Owned()
+	clk.Advance(takeover - time.Millisecond)
+	_ = sub.Unsubscribe() // a is gone: no one answers for it
+	ncs[0].Close()
+	round(t, b)
+	for _, p := range aHeld {
+		if b.OwnsPartition(p) {
+			t.Fatalf("b took a's partition %d before a's last renewal was fence + margin old", p)
+		}
+	}
+	clk.Advance(a.cfg.Renew) // past the alive answer's round, past fence + margin
+	round(t, b)
+	if len(b.Owned()) != 8 {
+		t.Fatalf("b owns %v after a was gone past its fence + margin, want all 8", b.Owned())
+	}
+	v := b.View()
+	for _, r := range v.Replicas {
+		if r.ID == "a" && len(r.Partitions) != 0 {
+			t.Fatalf("the view still gives a %v", r.Partitions)
+		}
 	}
 }

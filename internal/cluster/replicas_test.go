@@ -409,7 +409,7 @@ func (w *world) startReplica(id string, viaProxy bool) *replica {
 	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
 	clouds.DefaultRegion = scfg.Region
 
-	r.mgr, err = cluster.New(cluster.Config{KV: kv, Replica: id, TTL: w.ttl, Log: log,
+	r.mgr, err = cluster.New(cluster.Config{KV: kv, Conn: r.nc, Replica: id, TTL: w.ttl, Log: log,
 		OnGained: func([]int) {
 			if r.eng != nil {
 				r.eng.PartitionsGained()
@@ -925,6 +925,7 @@ func BenchmarkFailover(b *testing.B) {
 			taken++
 		}
 	}
+	b.Logf("each kill, in order: %v", roundAll(took))
 	slices.Sort(took)
 	q := func(p float64) time.Duration { return took[min(len(took)-1, int(p*float64(len(took))))] }
 	b.ReportMetric(q(0.5).Seconds(), "failover-p50-s")
@@ -966,4 +967,12 @@ func (w *world) streamLeader() *server.Server {
 		return false
 	})
 	return leader
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(10 * time.Millisecond)
+	}
+	return out
 }

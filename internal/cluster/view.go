@@ -73,7 +73,7 @@ func (m *Manager) View() View {
 			r := get(m.cfg.Replica)
 			r.Partitions = append(r.Partitions, p)
 			r.Leases = append(r.Leases, LeaseView{Partition: p,
-				AgeSeconds:  local.Sub(l.deadline.Add(-(m.cfg.TTL - m.cfg.Margin))).Round(time.Millisecond).Seconds(),
+				AgeSeconds:  local.Sub(l.renewed).Round(time.Millisecond).Seconds(),
 				HeldSeconds: local.Sub(l.acquired).Round(time.Second).Seconds()})
 			continue
 		}

@@ -21,7 +21,7 @@ func newClusterMetrics() clusterMetrics {
 		}, []string{"result"}),
 		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cluster_lease_takeovers_total",
-			Help: "Partition leases taken by this replica, by how (free: expired or given back; adopted: its own, left by its previous process).",
+			Help: "Partition leases taken by this replica, by how (free: expired or given back; adopted: its own, left by its previous process; holder-gone: taken over before expiry from a replica whose connection is gone).",
 		}, []string{"how"}),
 	}
 }
