@@ -512,7 +512,7 @@ func (m *Manager) balance(ctx context.Context) []int {
 	owned := len(m.held)
 	count := map[string]int{}
 	var free, adopt []int
-	orphaned := map[int]bool{} // a gone holder's: taken like a free one, by its revision
+	orphaned := map[int]bool{}                          // a gone holder's: taken like a free one, by its revision
 	start := Partition(m.cfg.Replica, m.cfg.Partitions) // replicas scan from different places: fewer lost races
 	for i := range m.cfg.Partitions {
 		p := (start + i) % m.cfg.Partitions
