@@ -95,8 +95,9 @@ const (
 	DefaultMaxDNSRecords = 200
 	// DefaultLeaseTTL outlasts a NATS leader election of the lease bucket
 	// (nats-server's Raft election timeout is 4 to 9 s), so an election
-	// pauses writes (fencing) without losing leases, and keeps a dead
-	// replica's orgs waiting at most this long.
+	// pauses writes (fencing) without losing leases; a dead replica's orgs
+	// wait three quarters of it when its connection is gone, at most all
+	// of it otherwise (internal/cluster/takeover.go).
 	DefaultLeaseTTL = 10 * time.Second
 	// SandboxRegions are the regions sandbox mode serves (the in-process
 	// emulator's account has them all): orgs naming one are launched there.
