@@ -388,3 +388,29 @@ func TestGoneHolderTakenOverBeforeExpiry(t *testing.T) {
 		}
 	}
 }
+
+// A lease that does not state its holder's fence (an older build, or a
+// holder without liveness answers) is never taken over early: it waits
+// for the TTL, however long its holder has been silent.
+func TestLeaseWithoutFenceWaitsForExpiry(t *testing.T) {
+	t.Parallel()
+	const ttl = time.Minute
+	kvs, ncs := startKVs(t, ttl, 2)
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	old, err := New(Config{KV: kvs[0], Replica: "old", Partitions: 8, TTL: ttl, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{KV: kvs[1], Conn: ncs[1], Replica: "b", Partitions: 8, TTL: ttl, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	round(t, old)
+	round(t, b)
+	ncs[0].Close()
+	clk.Advance(ttl - time.Millisecond) // the server's TTL is real time: not passed
+	round(t, b)
+	if n := len(b.Owned()); n != 0 || b.takeoverDue() {
+		t.Fatalf("b took %d leases that do not state their holder's fence", n)
+	}
+}
