@@ -41,6 +41,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/reconcile"
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 	"github.com/tunnelward/tunnelward/internal/userdata"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
 )
@@ -50,15 +51,7 @@ import (
 // -race on two cores).
 const testTTL = 3 * time.Second
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { t.Helper(); return testbin.FreePort(t) }
 
 // startJSCluster runs three nats-servers with JetStream clustered over
 // routes on loopback, as nats.go's jetstream test helper does, and waits

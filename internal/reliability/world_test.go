@@ -24,6 +24,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/broker"
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // proc is one child process with its combined output in a file.
@@ -116,15 +117,7 @@ func (p *proc) log() string {
 	return string(b)
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t testing.TB) string { t.Helper(); return testbin.FreeAddr(t) }
 
 // world is one deployment: a standalone nats-server process, a cloudsim
 // process and (when started) the reconciler binary against both.
