@@ -754,9 +754,10 @@ func (m *Manager) Hold(ctx context.Context, orgID string) (context.Context, func
 	}
 	now := m.cfg.Clock.Now()
 	if !now.Before(l.deadline) || l.ctx.Err() != nil {
+		age := now.Sub(l.renewed) // read under the lock: a renewal writes it
 		m.mu.Unlock()
 		return ctx, func() {}, fmt.Errorf("%w: lease of partition %d (org %s) last renewed %s ago, past its renew deadline; writes wait for a renewal",
-			ErrFenced, p, orgID, now.Sub(l.renewed).Round(time.Millisecond))
+			ErrFenced, p, orgID, age.Round(time.Millisecond))
 	}
 	l.inflight++
 	fence := l.ctx
