@@ -56,7 +56,7 @@ func adminCall(t *testing.T, url, authz string) (int, http.Header, string) {
 // probes without it; status and plan, given the same file or variable,
 // send it; the token is in no log line and no command output.
 func TestAdminTokenDaemon(t *testing.T) {
-	// Not parallel: cli replaces getenv, which parallel tests read.
+	t.Parallel()
 	dir := t.TempDir()
 	file := tokenFile(t, daemonToken)
 	cfg := testConfig(t, dir, "--admin-token-file", file)
@@ -85,11 +85,9 @@ func TestAdminTokenDaemon(t *testing.T) {
 	var outputs []string
 	cli := func(env map[string]string, args ...string) (int, string, string) {
 		t.Helper()
-		getenv = func(k string) string { return env[k] }
-		defer func() { getenv = os.Getenv }()
 		var out, errb strings.Builder
-		code := realMain(append(args, "--data-dir", dir, "--admin-listen", cfg.AdminListen, "--sandbox-listen", cfg.SandboxListen,
-			"--nats-listen", cfg.NATS.Listen), &out, &errb)
+		code := realMainEnv(append(args, "--data-dir", dir, "--admin-listen", cfg.AdminListen, "--sandbox-listen", cfg.SandboxListen,
+			"--nats-listen", cfg.NATS.Listen), func(k string) string { return env[k] }, &out, &errb)
 		outputs = append(outputs, out.String(), errb.String())
 		return code, out.String(), errb.String()
 	}

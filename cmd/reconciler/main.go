@@ -99,7 +99,13 @@ const sandboxFile = "sandbox-cloud.json"
 func sandboxPath(c config.Config) string { return filepath.Join(c.DataDir, sandboxFile) }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	cmd, cx, code := parseCommand(args, stdout, stderr)
+	return realMainEnv(args, getenv, stdout, stderr)
+}
+
+// realMainEnv is realMain with the environment the configuration reads
+// given: a test that needs its own runs beside the others.
+func realMainEnv(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	cmd, cx, code := parseCommand(args, env, stdout, stderr)
 	if cx == nil {
 		return code
 	}
@@ -124,10 +130,11 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// parseCommand resolves the command, its flags and the configuration. A nil
+// parseCommand resolves the command, its flags and the configuration (the
+// environment read through env). A nil
 // cmdContext means "exit with code now" (help printed, or a usage or
 // configuration error reported on stderr).
-func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext, int) {
+func parseCommand(args []string, env func(string) string, stdout, stderr io.Writer) (command, *cmdContext, int) {
 	name, help := "run", "reconciler --help"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
@@ -172,7 +179,7 @@ func parseCommand(args []string, stdout, stderr io.Writer) (command, *cmdContext
 		fmt.Fprintf(stderr, "reconciler %s: -o %q: want table or json\n", cmd.name, output)
 		return cmd, nil, usageErr
 	}
-	cfg, err := loader.Load(getenv)
+	cfg, err := loader.Load(env)
 	if err != nil {
 		// Every wrong setting at once, before anything starts.
 		fmt.Fprintf(stderr, "reconciler %s: %v\n", cmd.name, err)

@@ -337,7 +337,7 @@ func TestReadyzFollowsNATSAndEnvTakesEffect(t *testing.T) {
 		"TUNNELWARD_DATA_DIR":     t.TempDir(),
 	}
 	getenv = func(k string) string { return env[k] }
-	_, cx, code := parseCommand(nil, io.Discard, io.Discard)
+	_, cx, code := parseCommand(nil, getenv, io.Discard, io.Discard)
 	getenv = os.Getenv
 	if cx == nil {
 		t.Fatalf("parse: exit %d", code)

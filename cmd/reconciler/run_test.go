@@ -184,7 +184,7 @@ func TestLiveFlagWithEnvironmentReachesTheEngine(t *testing.T) {
 	getenv = func(k string) string { return env[k] }
 	defer func() { getenv = os.Getenv }()
 	var errb strings.Builder
-	_, cx, code := parseCommand([]string{"--cloud", "live", "--data-dir", t.TempDir()}, &errb, &errb)
+	_, cx, code := parseCommand([]string{"--cloud", "live", "--data-dir", t.TempDir()}, getenv, &errb, &errb)
 	if cx == nil {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

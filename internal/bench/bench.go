@@ -32,6 +32,10 @@ type Options struct {
 	// Exe is the binary to run as the child process of the scale figure
 	// (it must call RunChild when TUNNELWARD_BENCH_CHILD is set).
 	Exe string
+	// Reconciler is a built cmd/reconciler for the scale figure's real
+	// process row; empty: the figure builds one with go build (a link of
+	// several seconds). Tests pass the one internal/testbin keeps.
+	Reconciler string
 }
 
 // Row is one line of the table. A row without a goal (Met == nil) is

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // TestMain lets this test binary be the scale figure's child process.
@@ -40,12 +42,15 @@ func TestTinyTableShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The real reconciler process of the scale figure: the binary the
+	// other packages' tests share, relinked only when its sources changed.
+	rec := testbin.Path(t, "reconciler", "./cmd/reconciler")
 	reps := make([]*Report, len(tinyGroups))
 	t.Run("figures", func(t *testing.T) {
 		for i, g := range tinyGroups {
 			t.Run(strings.Join(g, "+"), func(t *testing.T) {
 				t.Parallel()
-				reps[i] = Run(context.Background(), Options{Tiny: true, Exe: exe, Only: g})
+				reps[i] = Run(context.Background(), Options{Tiny: true, Exe: exe, Reconciler: rec, Only: g})
 			})
 		}
 	})

@@ -391,7 +391,7 @@ func benchScale(ctx context.Context, o Options) ([]Row, error) {
 
 	// The real reconciler process on the same file: external NATS, the
 	// (empty) emulator as its cloud.
-	if bin, why := reconcilerBinary(ctx, dir); bin == "" {
+	if bin, why := reconcilerBinary(ctx, o, dir); bin == "" {
 		rows = append(rows, Row{Figure: "6 scale: real reconciler process", Measured: "skipped", Note: why})
 	} else {
 		row, err := realProcessRow(ctx, o, bin, dir, full, n, w.srv.URL, observed)
@@ -488,10 +488,14 @@ func benchReplay(ctx context.Context, n int, o Options) (Row, error) {
 	}, nil
 }
 
-// reconcilerBinary builds cmd/reconciler into dir when the module's source
-// is at hand (go run ./cmd/bench from the repository), so the real process
-// can be measured; "" and a reason when it is not.
-func reconcilerBinary(ctx context.Context, dir string) (string, string) {
+// reconcilerBinary is o.Reconciler when given, else it builds
+// cmd/reconciler into dir when the module's source is at hand (go run
+// ./cmd/bench from the repository), so the real process can be measured;
+// "" and a reason when it is not.
+func reconcilerBinary(ctx context.Context, o Options, dir string) (string, string) {
+	if o.Reconciler != "" {
+		return o.Reconciler, ""
+	}
 	if _, err := os.Stat(filepath.Join("cmd", "reconciler")); err != nil {
 		// Tests run in the package directory; the module root is two up.
 		if _, err := os.Stat(filepath.Join("..", "..", "cmd", "reconciler")); err != nil {

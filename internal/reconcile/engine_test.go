@@ -242,8 +242,8 @@ func remediations(o state.Org, action string) []state.Remediation {
 }
 
 func TestHealthKilledConnectorRestarted(t *testing.T) {
-	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
-	h := newHarness(t, harnessOpts{})
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.HealthGrace = restartGrace }})
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")
@@ -350,8 +350,10 @@ func TestHealthFalseAlarm(t *testing.T) {
 }
 
 func TestRemediationRateLimited(t *testing.T) {
-	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
-	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.RemediationLimit = 1; c.RemediationWindow = time.Hour }})
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) {
+		c.RemediationLimit, c.RemediationWindow, c.HealthGrace = 1, time.Hour, restartGrace
+	}})
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")
@@ -767,8 +769,8 @@ func TestLaunchInFlightReusesClientToken(t *testing.T) {
 // The token must never leave Cloudflare and SSM: not in logs, bbolt,
 // user-data or the emulator's view of anything but the parameter.
 func TestTokenNeverLeaks(t *testing.T) {
-	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
-	h := newHarness(t, harnessOpts{})
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.HealthGrace = restartGrace }})
 	h.start()
 	orgs := []string{"acme", "beta"}
 	for _, o := range orgs {
@@ -815,8 +817,8 @@ func TestTokenNeverLeaks(t *testing.T) {
 // No health event at all: the sweep sees the tunnel down, the org is
 // requeued, and the engine restarts cloudflared on its own.
 func TestSweepFindsDownTunnel(t *testing.T) {
-	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
-	h := newHarness(t, harnessOpts{})
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.HealthGrace = restartGrace }})
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")

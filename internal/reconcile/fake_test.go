@@ -439,7 +439,12 @@ func newFakeEngineWith(t *testing.T, opt func(*Config)) *fakeEngine {
 		UserData: func(org, param string) (string, error) { return "#!/bin/sh\n# " + param + "\n", nil }}
 	cfg := Config{ZoneName: "example.test", Instance: InstanceSpec{ImageID: "ami-1"},
 		BootConnect: 90 * time.Second, PollInterval: 10 * time.Second, HealthGrace: time.Minute,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return fe.now }}
+		// The DNS batch window is real time (a timer), not the fake clock:
+		// passes here run one at a time, so a window only ever gathers one
+		// change and sends it alone. A millisecond keeps that path without
+		// the default's 200 ms wait per record create and delete.
+		DNSBatchWindow: time.Millisecond,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return fe.now }}
 	if opt != nil {
 		opt(&cfg)
 	}

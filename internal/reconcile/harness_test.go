@@ -176,6 +176,14 @@ const (
 	testShutdown = 50 * time.Millisecond
 )
 
+// restartGrace is the health grace of tests whose restarted cloudflared
+// must come back before the instance is replaced. The grace only bounds
+// the wait (the remediation is resolved the moment the tunnel is healthy,
+// polled every PollInterval), so a long one costs nothing when the restart
+// works, and lets these tests run in parallel: on a loaded machine a
+// restart can take longer than the default's 400 ms.
+const restartGrace = 10 * time.Second
+
 // Tests run many short polls; the real budgets (1200 Cloudflare requests
 // per 5 minutes, RunInstances 2/s) would only make them slow. The limiters
 // themselves are internal/ratelimit's and tested there.

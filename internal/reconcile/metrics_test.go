@@ -17,9 +17,9 @@ import (
 
 // The engine's figures reach tunnelward's Prometheus metrics.
 func TestMetricsMove(t *testing.T) {
-	// Not parallel: the restart must bring cloudflared back within the 400 ms health grace.
+	t.Parallel()
 	m := metrics.New()
-	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics = m }})
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.Metrics, c.HealthGrace = m, restartGrace }})
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")

@@ -52,8 +52,13 @@ func newPipeline(t *testing.T) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// AckWait 2 s, as in the cluster tests: under load a fetch can give up
+	// (MaxWait) just as the server delivers into it, and the event is then
+	// redelivered only after the ack wait (default 30 s, longer than these
+	// tests wait). Seen once in a loaded full run: the health report of
+	// TestPipelineLifecycleOverNATS never reached bbolt within 5 s.
 	in, err := ingest.New(context.Background(), ingest.Config{JS: js, Store: h.store, Validator: v, Log: h.eng.log,
-		MaxWait: 100 * time.Millisecond, RetryDelay: 50 * time.Millisecond, OnApplied: h.eng.OnApplied})
+		MaxWait: 100 * time.Millisecond, RetryDelay: 50 * time.Millisecond, AckWait: 2 * time.Second, OnApplied: h.eng.OnApplied})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,8 @@ func TestCreateReadyUnderInstanceRoleTagPolicy(t *testing.T) {
 // tags the parameter), and the parameter ends tagged for the instance the
 // org records, whose cloudflared is the one connected.
 func TestWrongTagIsRepairedUnderInstanceRoleTagPolicy(t *testing.T) {
-	// Not parallel: the re-tag must bring cloudflared back within the 400 ms health grace.
-	h := newHarness(t, harnessOpts{})
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.HealthGrace = restartGrace }})
 	h.start()
 	h.apply(created("acme", "acme"))
 	h.waitReady("acme")
