@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/events"
 	"github.com/tunnelward/tunnelward/internal/ingest"
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 // TestProcesses runs the built reconciler and publisher binaries against a
@@ -184,28 +183,11 @@ func stopProc(t *testing.T, p *proc) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// handedOut are the ports freePort returned: the kernel may hand a port
-// just closed out again, and a test asking for three addresses in a row
-// then got one twice (--nats-listen and --admin-listen on one port).
-var handedOut sync.Map
-
 // freePort is a loopback port free now and never returned before in this
 // test binary.
-func freePort(t *testing.T) int {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-}
+func freePort(t *testing.T) int { t.Helper(); return testbin.FreePort(t) }
 
-func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
+func freeAddr(t *testing.T) string { t.Helper(); return testbin.FreeAddr(t) }
 
 func httpCode(url string) int {
 	c := &http.Client{Timeout: 2 * time.Second}
