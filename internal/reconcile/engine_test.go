@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -477,7 +478,13 @@ func TestSweepCollectsOrphans(t *testing.T) {
 	for _, gc := range []bool{true, false} {
 		t.Run(fmt.Sprintf("gc=%v", gc), func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, harnessOpts{engine: func(c *Config) { c.GC = gc }})
+			// The orphan grace passes on the engine's clock, moved by the
+			// test, not by sleeping.
+			var skew atomic.Int64
+			h := newHarness(t, harnessOpts{engine: func(c *Config) {
+				c.GC, c.OrphanGrace = gc, time.Minute
+				c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+			}})
 			ctx := context.Background()
 			// Left by an org tunnelward no longer knows (lost bbolt, a bug):
 			tun, err := h.cf.CreateTunnel(ctx, owner.TunnelName("gone"))
@@ -502,7 +509,7 @@ func TestSweepCollectsOrphans(t *testing.T) {
 			if _, err := h.eng.Sweep(ctx); err != nil { // first sighting starts the grace period
 				t.Fatal(err)
 			}
-			time.Sleep(5 * time.Millisecond)
+			skew.Store(int64(time.Minute + time.Second))
 			rep, err := h.eng.Sweep(ctx)
 			if err != nil {
 				t.Fatal(err)
