@@ -172,11 +172,12 @@ func TestLongOrgIDCreateReplaceDelete(t *testing.T) {
 		t.Fatalf("instance %s has Generation tag %q, want 1", first, gen)
 	}
 
+	acted := time.Now()
 	h.worldAction(cloudsim.WorldAction{Action: "stop_instance", Org: longOrg})
 	h.apply(healthFailed(longOrg))
 	h.waitFor("instance replaced", 15*time.Second, func() bool {
 		o, _, _ := h.store.Get(longOrg)
-		return o.Observed.InstanceID != first && h.convergedErr(longOrg) == nil
+		return o.Observed.InstanceID != first && readySince(o, acted) && h.convergedErr(longOrg) == nil
 	})
 	h.requireOneEach(longOrg)
 	if id, gen := h.liveInstance(longOrg); gen != "1" || id == first {
@@ -198,10 +199,11 @@ func TestLongOrgIDRecreatedInOneBatchGetsNewInstance(t *testing.T) {
 	h.apply(created(longOrg, "long"))
 	h.waitReady(longOrg)
 	old, _ := h.liveInstance(longOrg)
+	acted := time.Now()
 	h.apply(deleted(longOrg), created(longOrg, "long"))
 	h.waitFor("generation-2 instance Ready", 15*time.Second, func() bool {
 		o, _, _ := h.store.Get(longOrg)
-		return o.Observed.InstanceID != old && h.convergedErr(longOrg) == nil
+		return o.Observed.InstanceID != old && readySince(o, acted) && h.convergedErr(longOrg) == nil
 	})
 	id, gen := h.liveInstance(longOrg)
 	if id == old || gen != "2" {
@@ -322,4 +324,12 @@ func TestSlugRaceLoserBuildsNothingBillable(t *testing.T) {
 	if o := h.org(loser); o.Observed.InstanceID != "" || o.Observed.ParameterName != "" || o.Observed.LaunchInFlight {
 		t.Fatalf("loser %s recorded billable resources: %+v", loser, o.Observed)
 	}
+}
+
+// readySince reports whether o became Ready after t: a pass records a new
+// instance's id before it writes the conditions, so a Ready from before
+// the act can sit beside the new id for a moment.
+func readySince(o state.Org, t time.Time) bool {
+	c, ok := Condition(o, state.CondReady)
+	return ok && c.Status && c.LastTransitionTime.After(t)
 }
