@@ -23,21 +23,30 @@ import (
 // budget allows in two windows.
 func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 	f := pick(o, 100.0, 20.0, 10.0)
-	orgs := pick(o, 60, 700, 700)
+	// Enough orgs to keep Cloudflare busy for both windows: an org costs
+	// about 2.1 Cloudflare calls to Ready since issue 17 (700 orgs were
+	// enough at 6).
+	orgs := pick(o, 60, 1500, 1500)
 	const windows = 2
 	window := time.Duration(float64(5*time.Minute) / f)
 	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) / f) }
 	// The client runs with tunnelward's default budget (1200 minus a 50
 	// request margin kept for the dashboard and arrival-time jitter), its
 	// window scaled; the emulator enforces Cloudflare's full 1200.
-	budget, ec2, ssm := compressedBudgets(f)
+	// Cloudflare-bound: this figure measures how close the Cloudflare
+	// limiter runs to Cloudflare's budget. Since issue 17 EC2's
+	// RunInstances bucket (2 per second) binds before it, so EC2 and SSM
+	// get fifty times their budgets here, unenforced by the emulator;
+	// figure 9 (fleet) runs every budget at once.
+	budget, _, _ := compressedBudgets(f)
+	_, ec2, ssm := compressedBudgets(50 * f)
 	cfLimit := ratelimit.CloudflareLimit
 
 	w, err := newWorld(worldOpts{
 		sim: func(c *cloudsim.Config) {
 			c.BootDelay, c.ConnectDelay = scaled(30*time.Second), scaled(5*time.Second)
 			c.Limits = cloudsim.RateLimits{CFEnabled: true, CFBudget: cfLimit, CFWindow: cloudsim.Duration(window),
-				EC2Enabled: true, EC2Scale: f, SSMEnabled: true, SSMReadTPS: 40 * f}
+				EC2Enabled: false, SSMEnabled: false}
 		},
 		engine: func(c *reconcile.Config) {
 			c.Workers = 0 // the engine's default
@@ -123,8 +132,8 @@ func benchBudget(ctx context.Context, o Options, rep *Report) ([]Row, error) {
 		Bound: fmt.Sprintf("budget %.1f req/s (%d per %s)", idealRate, cfLimit, secs(window)),
 		Goal:  ">= 95%, zero 429",
 		Met:   met(ratio >= 0.95 && pc.cf429 == 0),
-		Note: fmt.Sprintf("time compressed %gx (Cloudflare 1200 per 5 min -> %d per %s, EC2 buckets and SSM TPS x%g, boot 30 s and connect 5 s /%g); client limiter = tunnelward's default (%d of the 1200, burst %d) over the same scaled window; over %d windows from the first CF request: %d CF requests served, %d throttled, %d orgs Ready, %d EC2 and %d SSM calls (%d EC2 throttled); time to Ready from the burst's commit: first %s, median of all %d orgs %s",
-			f, cfLimit, secs(window), f, f, budget.Requests, budget.Burst, windows, served, pc.cf429, readyN, pc.ec2, pc.ssm, pc.throttled-pc.cf429,
+		Note: fmt.Sprintf("time compressed %gx (Cloudflare 1200 per 5 min -> %d per %s, boot 30 s and connect 5 s /%g; EC2 and SSM unlimited (x%g client buckets, not enforced by the emulator) so that Cloudflare binds: since issue 17 EC2's RunInstances bucket would, and figure 9 runs every budget together); client limiter = tunnelward's default (%d of the 1200, burst %d) over the same scaled window; over %d windows from the first CF request: %d CF requests served, %d throttled, %d orgs Ready, %d EC2 and %d SSM calls (%d EC2 throttled); time to Ready from the burst's commit: first %s, median of all %d orgs %s",
+			f, cfLimit, secs(window), f, 50*f, budget.Requests, budget.Burst, windows, served, pc.cf429, readyN, pc.ec2, pc.ssm, pc.throttled-pc.cf429,
 			firstReady, orgs, medianReady),
 	}}, nil
 }
