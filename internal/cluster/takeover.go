@@ -27,18 +27,20 @@ import (
 //     Fence after it sent that renewal, which was before the revision was
 //     stored, which was before anyone observed it; its writes are
 //     cancelled then and land within Margin. This part alone makes the
-//     takeover safe, whatever the probe says, with the holder's own
-//     monotonic clock as the only clock (as for expiry).
-//   - Its holder's incarnation does not answer a request on its liveness
-//     subject: NATS answers "no responders" only once the holder's
+//     takeover safe, whatever the probe says: only durations on the
+//     holder's and the taker's monotonic clocks count, never a comparison
+//     of two clocks' readings (as for expiry).
+//   - NATS answers "no responders" to a request on the holder
+//     incarnation's liveness subject, which it does only once the holder's
 //     connection is gone (a killed process's socket is closed by its
-//     kernel). A live holder that merely cannot renew (an election) does
-//     answer, and keeps its leases until they expire; one cut off without
-//     its socket closing does not answer either, but its fence is closed.
+//     kernel). A live holder that merely cannot renew (an election)
+//     answers, and keeps its leases until they expire; one cut off without
+//     its socket closing gets the request and cannot answer, the probe
+//     times out, and its leases wait for the TTL too.
 //
 // The takeover is an Update on the observed revision: it fails if the
-// holder renewed meanwhile, and the holder's next renewal then fails and
-// drops the lease.
+// holder renewed meanwhile; when it succeeds, the holder's next renewal
+// fails and drops the lease.
 
 // aliveSubject is where an incarnation answers liveness probes.
 func aliveSubject(incarnation string) string { return "tunnelward.alive." + incarnation }
