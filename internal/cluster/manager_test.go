@@ -370,6 +370,18 @@ func TestGoneHolderTakenOverBeforeExpiry(t *testing.T) {
 	clk.Advance(takeover - time.Millisecond)
 	_ = sub.Unsubscribe() // a is gone: no one answers for it
 	ncs[0].Close()
+	// The server drops a's interest on its own time: wait until it says
+	// so, as b's probe will ask it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		_, err := ncs[1].Request(aliveSubject(a.incarnation), nil, time.Second)
+		if errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's liveness subject still answered after its connection closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	round(t, b)
 	for _, p := range aHeld {
 		if b.OwnsPartition(p) {
