@@ -133,18 +133,32 @@ func (m *Manager) takeoverDue() bool {
 	now := m.cfg.Clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	probe, gone := m.candidatesLocked(now)
+	return len(probe) > 0 || gone
+}
+
+// candidatesLocked looks at the other replicas' leases eligible for
+// takeover: probe lists the holders to ask (not known gone, no answer
+// within the last round), gone says whether one is a known gone holder's.
+// Caller holds m.mu.
+func (m *Manager) candidatesLocked(now time.Time) (probe []string, gone bool) {
 	for p, e := range m.partitions {
 		if _, mine := m.held[p]; mine || !m.eligibleLocked(p, e, now) {
 			continue
 		}
-		if _, known := m.gone[e.lease.Incarnation]; known {
-			return true
+		inc := e.lease.Incarnation
+		if _, known := m.gone[inc]; known {
+			gone = true
+			continue
 		}
-		if t, ok := m.alive[e.lease.Incarnation]; !ok || now.Sub(t) >= m.cfg.Renew {
-			return true
+		if t, ok := m.alive[inc]; ok && now.Sub(t) < m.cfg.Renew {
+			continue
+		}
+		if !slices.Contains(probe, inc) {
+			probe = append(probe, inc)
 		}
 	}
-	return false
+	return probe, gone
 }
 
 // goneMark remembers an incarnation found gone: its leases may be taken
@@ -201,21 +215,7 @@ func (m *Manager) goneHolders(ctx context.Context) map[string]bool {
 			delete(m.alive, inc)
 		}
 	}
-	var incs []string
-	for p, e := range m.partitions {
-		if _, mine := m.held[p]; mine || !m.eligibleLocked(p, e, now) {
-			continue
-		}
-		if t, ok := m.alive[e.lease.Incarnation]; ok && now.Sub(t) < m.cfg.Renew {
-			continue
-		}
-		if _, known := m.gone[e.lease.Incarnation]; known {
-			continue
-		}
-		if !slices.Contains(incs, e.lease.Incarnation) {
-			incs = append(incs, e.lease.Incarnation)
-		}
-	}
+	incs, _ := m.candidatesLocked(now)
 	m.mu.Unlock()
 	gone := map[string]bool{}
 	var mu sync.Mutex
