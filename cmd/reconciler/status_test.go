@@ -38,14 +38,7 @@ func TestStatusUpdatedIsWhenTheRecordChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errb strings.Builder
-		if code := realMain(append(args, "--data-dir", dataDir), &out, &errb); code != 0 {
-			t.Fatalf("reconciler %v: exit %d\n%s", args, code, errb.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return runOn(t, dataDir, args...) }
 	table := run("status")
 	lines := strings.Split(strings.TrimSpace(table), "\n")
 	if len(lines) > 0 && strings.HasPrefix(lines[0], "WATCH ") {
@@ -102,14 +95,7 @@ func TestStatusShowsThePool(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errb strings.Builder
-		if code := realMain(append(args, "--data-dir", dataDir), &out, &errb); code != 0 {
-			t.Fatalf("reconciler %v: exit %d\n%s", args, code, errb.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return runOn(t, dataDir, args...) }
 	table := run("status")
 	var header []string
 	pools := map[string]string{}
@@ -154,4 +140,15 @@ func TestPoolDetail(t *testing.T) {
 			t.Errorf("asked %q placed %q: %q, want %q", tc.asked, tc.placed, got, tc.want)
 		}
 	}
+}
+
+// runOn runs a reconciler command on dataDir's state file and returns its
+// output; a non-zero exit fails the test.
+func runOn(t *testing.T, dataDir string, args ...string) string {
+	t.Helper()
+	var out, errb strings.Builder
+	if code := realMain(append(args, "--data-dir", dataDir), &out, &errb); code != 0 {
+		t.Fatalf("reconciler %v: exit %d\n%s", args, code, errb.String())
+	}
+	return out.String()
 }

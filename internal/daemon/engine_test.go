@@ -44,15 +44,7 @@ func TestEngineFromConfigConverges(t *testing.T) {
 	if ecfg.Workers != 3 || ecfg.ZoneName != scfg.ZoneName || clouds.DefaultRegion != "us-east-1" || clouds.Regions["eu-west-1"].Instances == nil {
 		t.Fatalf("config %+v, default region %q, regions %v", ecfg, clouds.DefaultRegion, clouds.Regions)
 	}
-	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	eng, err := reconcile.New(ecfg, clouds, st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, eng := newEngine(t, ecfg, clouds)
 	if _, err := st.Apply([]state.Fact{{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme", Region: "eu-west-1", Time: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -288,15 +280,7 @@ func TestEngineFromConfigServesTwoPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	eng, err := reconcile.New(ecfg, clouds, st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, eng := newEngine(t, ecfg, clouds)
 	if _, err := st.Apply([]state.Fact{
 		{Seq: 1, EventID: "e1", Type: state.FactCreated, OrgID: "acme", Slug: "acme", Time: time.Now()},
 		{Seq: 2, EventID: "e2", Type: state.FactCreated, OrgID: "beta", Slug: "beta", Pool: "sandbox2", Time: time.Now()},
@@ -348,4 +332,20 @@ func TestEngineFromConfigServesTwoPools(t *testing.T) {
 	if v := sim.CheckInvariants([]string{"acme:1", "beta:1"}); len(v) != 0 {
 		t.Fatalf("invariants: %+v", v)
 	}
+}
+
+// newEngine opens a fresh state file and builds an engine on it from the
+// wiring's output.
+func newEngine(t *testing.T, ecfg reconcile.Config, clouds reconcile.Clouds) (*state.Store, *reconcile.Engine) {
+	t.Helper()
+	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	eng, err := reconcile.New(ecfg, clouds, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, eng
 }
