@@ -61,6 +61,13 @@ func (a *app) startCluster(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("partition leases: %w", err)
 	}
+	// The pools' counts are shared: each replica keeps only its own orgs'
+	// observed state (internal/reconcile/ledger.go).
+	pkv, err := broker.EnsurePlacementBucket(ctx, a.js, c.StreamReplicas)
+	if err != nil {
+		return withNATSCause(a.nc, err)
+	}
+	a.placements = cluster.NewPlacements(pkv, a.nc)
 	a.log.Info("replica", "replica_id", c.ReplicaID, "stream_replicas", c.StreamReplicas, "lease_ttl", c.LeaseTTL,
 		"partitions", a.cluster.Partitions(), "lease_bucket", broker.LeaseBucket)
 	return nil

@@ -32,6 +32,7 @@ func (a *app) startEngine(ctx context.Context) error {
 		"pools", a.cfg.PoolsSummary()) // never a token: Summary shows where it came from
 	if a.cluster != nil {
 		cfg.Fence, cfg.Replica = a.cluster, a.cfg.ReplicaID
+		cfg.Placements = a.placements
 	}
 	eng, err := reconcile.New(cfg, clouds, a.store, nil)
 	if err != nil {

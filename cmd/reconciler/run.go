@@ -32,21 +32,22 @@ import (
 // app holds the running parts of the daemon: NATS, bbolt, ingest, the
 // engine, the admin server and the metrics they all report to.
 type app struct {
-	cfg       config.Config
-	log       *slog.Logger
-	metrics   *metrics.Metrics
-	store     *state.Store
-	nats      *broker.Embedded // nil with --nats-url
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	validator *events.Validator
-	admin     *admin.Server
-	ingest    *ingest.Ingester
-	consumer  jetstream.Consumer
-	engine    *reconcile.Engine
-	cluster   *cluster.Manager     // partition leases (cluster.go)
-	cfs       []*cloudflare.Client // the engine's, one per pool, for their share of the budgets
-	aws       []*aws.Client        // the engine's, one per region, likewise
+	cfg        config.Config
+	log        *slog.Logger
+	metrics    *metrics.Metrics
+	store      *state.Store
+	nats       *broker.Embedded // nil with --nats-url
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	validator  *events.Validator
+	admin      *admin.Server
+	ingest     *ingest.Ingester
+	consumer   jetstream.Consumer
+	engine     *reconcile.Engine
+	cluster    *cluster.Manager     // partition leases (cluster.go)
+	placements *cluster.Placements  // the pools' shared counts (cluster.go)
+	cfs        []*cloudflare.Client // the engine's, one per pool, for their share of the budgets
+	aws        []*aws.Client        // the engine's, one per region, likewise
 	// cloudURL is the cloud emulator's base URL in sandbox or URL mode, ""
 	// in live mode.
 	cloudURL string

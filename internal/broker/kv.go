@@ -49,7 +49,37 @@ func LeaseBucketConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig
 // ttl a *LeaseTTLError; neither is changed. Transient errors are retried
 // until ctx ends.
 func EnsureLeaseBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, error) {
-	want := LeaseBucketConfig(replicas, ttl)
+	return ensureBucket(ctx, js, LeaseBucketConfig(replicas, ttl))
+}
+
+// PlacementBucket is the KV bucket of the Cloudflare pools' shared
+// placement records (reconcile's PlacementLedger, internal/cluster's
+// Placements): one key per group of pools sharing a limit, every org placed
+// there. Its stream is KV_tunnelward-placements.
+const PlacementBucket = "tunnelward-placements"
+
+// PlacementBucketConfig is the placement bucket's contract: one value per
+// key, written with compare-and-swap, never expired, on file storage (the
+// records are the pools' counts; losing them would let replicas overfill a
+// pool until each has recorded its own orgs again).
+func PlacementBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      PlacementBucket,
+		Description: "tunnelward: the orgs placed in each group of Cloudflare pools (shared counts against their limits)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsurePlacementBucket creates the placement bucket or checks an existing
+// one (a replica count other than replicas is a *ReplicasError). Transient
+// errors are retried until ctx ends.
+func EnsurePlacementBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return ensureBucket(ctx, js, PlacementBucketConfig(replicas))
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, AttemptTimeout) // as EnsureStream
@@ -66,7 +96,7 @@ func EnsureLeaseBucket(ctx context.Context, js jetstream.JetStream, replicas int
 			}
 		}
 		if err == nil {
-			if err = checkLeaseBucket(actx, kv, want); err == nil || !transient(err) || ctx.Err() != nil {
+			if err = checkBucket(actx, kv, want); err == nil || !transient(err) || ctx.Err() != nil {
 				cancel()
 				return kv, err
 			}
@@ -84,7 +114,7 @@ func EnsureLeaseBucket(ctx context.Context, js jetstream.JetStream, replicas int
 	}
 }
 
-func checkLeaseBucket(ctx context.Context, kv jetstream.KeyValue, want jetstream.KeyValueConfig) error {
+func checkBucket(ctx context.Context, kv jetstream.KeyValue, want jetstream.KeyValueConfig) error {
 	st, err := kv.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("read KV bucket %s status: %w", want.Bucket, err)
@@ -95,6 +125,10 @@ func checkLeaseBucket(ctx context.Context, kv jetstream.KeyValue, want jetstream
 		}
 	}
 	if st.TTL() != want.TTL {
+		if want.Bucket != LeaseBucket {
+			return fmt.Errorf("KV bucket %s expires its values after %s; it must keep them (no TTL): stop every reconciler and remove it (nats kv rm %s), the reconcilers rebuild it from their state files",
+				want.Bucket, st.TTL(), want.Bucket)
+		}
 		return &LeaseTTLError{Bucket: want.Bucket, Have: st.TTL(), Want: want.TTL}
 	}
 	return nil

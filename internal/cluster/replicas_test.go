@@ -109,6 +109,8 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 // call is one request the emulator answered.
 type call struct {
 	replica    string
+	status     int
+	body       string // the answer's start, when it is an error
 	orgs       []string // the fence scope of the write
 	method     string
 	path       string
@@ -130,8 +132,9 @@ func (l *callLog) wrap(h http.Handler) http.Handler {
 			c.orgs = strings.Split(o, ",")
 		}
 		c.write = isWrite(r)
-		h.ServeHTTP(w, r)
-		c.end = time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		c.end, c.status, c.body = time.Now(), sw.status, sw.body.String()
 		l.mu.Lock()
 		l.calls = append(l.calls, c)
 		l.mu.Unlock()
@@ -141,6 +144,21 @@ func (l *callLog) wrap(h http.Handler) http.Handler {
 // isWrite tells the emulator's mutations from its reads: Cloudflare by
 // method, SSM by X-Amz-Target, EC2 by its Action (a form field; the body
 // is put back).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	body   strings.Builder
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status >= 400 && w.body.Len() < 1024 {
+		w.body.Write(p)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
 func isWrite(r *http.Request) bool {
 	if strings.HasPrefix(r.URL.Path, "/client/v4/") {
 		return r.Method != http.MethodGet
@@ -282,6 +300,10 @@ type world struct {
 	replicas map[string]*replica
 	dirs     map[string]string // each replica id's state directory, kept across restarts
 	ttl      time.Duration     // the lease TTL (testTTL unless a benchmark sets it)
+	// poolLimit, when set, serves the emulator's two Cloudflare identities
+	// as pools sandbox and sandbox2 of this many tunnels each, their counts
+	// shared through the placement bucket.
+	poolLimit int
 }
 
 type replica struct {
@@ -297,10 +319,19 @@ type replica struct {
 	dead   bool
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB) *world { t.Helper(); return newPoolWorld(t, 0) }
+
+// newPoolWorld is newWorld with two pools of poolLimit tunnels each
+// (world.poolLimit; 0: one pool, no limits), which the emulator enforces
+// too: a create past them is refused with Cloudflare's error.
+func newPoolWorld(t testing.TB, poolLimit int) *world {
 	t.Helper()
-	w := &world{t: t, srvs: startJSCluster(t), log: &callLog{}, replicas: map[string]*replica{}, dirs: map[string]string{}, ttl: testTTL}
+	w := &world{t: t, srvs: startJSCluster(t), log: &callLog{}, replicas: map[string]*replica{}, dirs: map[string]string{}, ttl: testTTL,
+		poolLimit: poolLimit}
 	scfg := cloudsim.DefaultConfig()
+	if poolLimit > 0 {
+		scfg.TunnelQuota = poolLimit
+	}
 	scfg.BootDelay, scfg.ConnectDelay, scfg.ShutdownDelay = 150*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
 	scfg.RetryInterval = 100 * time.Millisecond
 	scfg.Limits = cloudsim.RateLimits{}
@@ -401,6 +432,26 @@ func (w *world) startReplica(id string, viaProxy bool) *replica {
 	}
 	clouds := reconcile.NewClouds(cf, aw, userdata.Params{})
 	clouds.DefaultRegion = scfg.Region
+	var ledger reconcile.PlacementLedger
+	if w.poolLimit > 0 {
+		clouds.DefaultPool = "sandbox"
+		for i, id := range scfg.CFIdentities()[:2] {
+			pc := cf
+			if i > 0 {
+				if pc, err = cloudflare.New(cloudflare.Config{BaseURL: w.web.URL + "/client/v4/", APIToken: id.Token,
+					AccountID: id.AccountID, ZoneID: id.ZoneID, ZoneName: id.ZoneName, HTTPClient: hc,
+					Policy: pol, PageSize: 20, Budget: ratelimit.WindowBudget{Requests: 100000, Window: time.Minute, Burst: 500}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clouds = clouds.WithPool([]string{"sandbox", "sandbox2"}[i], pc, reconcile.PoolLimits{Account: id.AccountID, MaxTunnels: w.poolLimit})
+		}
+		pkv, err := broker.EnsurePlacementBucket(ctx, js, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ledger = cluster.NewPlacements(pkv, r.nc)
+	}
 
 	r.mgr, err = cluster.New(cluster.Config{KV: kv, Conn: r.nc, Replica: id, TTL: w.ttl, Log: log,
 		OnGained: func([]int) {
@@ -416,7 +467,7 @@ func (w *world) startReplica(id string, viaProxy bool) *replica {
 			SubnetID: "subnet-0123456789abcdef0", SecurityGroupIDs: []string{"sg-0123456789abcdef0"}, InstanceProfile: "tunnelward-instance"},
 		Workers: 4, BootConnect: 300 * time.Millisecond, PollInterval: 50 * time.Millisecond,
 		HealthGrace: 5 * time.Second, SweepInterval: -1, ReconcileTimeout: 20 * time.Second, ShutdownGrace: time.Second,
-		Fence: r.mgr, Replica: id, Logger: log,
+		Fence: r.mgr, Replica: id, Logger: log, Placements: ledger,
 	}, clouds, r.store, workqueue.New(workqueue.Config{BaseDelay: 20 * time.Millisecond, MaxDelay: 300 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
@@ -968,4 +1019,72 @@ func roundAll(ds []time.Duration) []time.Duration {
 		out[i] = d.Round(10 * time.Millisecond)
 	}
 	return out
+}
+
+// Two replicas, each placing only its own orgs and keeping only their
+// observed state, create more orgs at once than two pools hold: the
+// shared placement records keep every pool at its limit (the emulator's
+// own limit never refuses a create), the rest wait with PoolFull.
+func TestReplicasNeverOverfillAPool(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	w := newPoolWorld(t, limit)
+	a, b := w.startReplica("a", false), w.startReplica("b", false)
+	w.balanced(a, b)
+	orgs := orgNames("pool", 12)
+	w.publishCreated(orgs...)
+
+	status := func(org string) (state.Org, bool) {
+		for _, r := range []*replica{a, b} {
+			if r.mgr.Owns(org) {
+				o, ok, _ := r.store.Get(org)
+				return o, ok
+			}
+		}
+		return state.Org{}, false
+	}
+	var ready, full []string
+	waitFor(t, 60*time.Second, "every org Ready or waiting for room", func() bool {
+		ready, full = nil, nil
+		for _, org := range orgs {
+			o, ok := status(org)
+			if !ok {
+				return false
+			}
+			if reconcile.IsTrue(o, state.CondReady) {
+				ready = append(ready, org)
+			} else if c, ok := reconcile.Condition(o, state.CondFailed); ok && c.Status && c.Reason == reconcile.ReasonPoolFull {
+				full = append(full, org)
+			}
+		}
+		return len(ready)+len(full) == len(orgs)
+	})
+	if len(ready) != 2*limit || len(full) != len(orgs)-2*limit {
+		t.Fatalf("%d Ready, %d waiting for room; want %d and %d", len(ready), len(full), 2*limit, len(orgs)-2*limit)
+	}
+	byReplica := map[string]int{}
+	inPool := map[string]int{}
+	for _, org := range ready {
+		o, _ := status(org)
+		byReplica[o.Observed.Replica]++
+		inPool[o.Observed.Pool]++
+	}
+	if byReplica["a"] == 0 || byReplica["b"] == 0 {
+		t.Fatalf("Ready orgs by replica %v: both must have placed some for the test to mean anything", byReplica)
+	}
+	if inPool["sandbox"] != limit || inPool["sandbox2"] != limit {
+		t.Fatalf("Ready orgs by pool %v, want %d in each", inPool, limit)
+	}
+	// Cloudflare's limit errors (tunnels an account 1014, records a zone
+	// 81045) never fire: placement kept under them across replicas.
+	w.log.mu.Lock()
+	for _, c := range w.log.calls {
+		if c.write && (strings.Contains(c.body, `"code":1014`) || strings.Contains(c.body, `"code":81045`)) {
+			t.Errorf("replica %s: %s %s refused by a pool's limit: %s", c.replica, c.method, c.path, c.body)
+		}
+	}
+	w.log.mu.Unlock()
+	if v := w.sim.CheckInvariants(ready); len(v) > 0 {
+		t.Fatalf("emulator invariants broken: %+v", v)
+	}
 }

@@ -155,7 +155,7 @@ var settings = func() []*setting {
 		{name: "replica-id", env: "TUNNELWARD_REPLICA_ID", group: groupReplication, metavar: "ID",
 			help: "this replica's name among the reconcilers sharing the NATS cluster, unique among them: names its durable consumer (reconciler-<ID>), its partition leases and its announcement; letters, digits, - and _ (default: the host name, other characters turned into -)"},
 		{name: "stream-replicas", env: "TUNNELWARD_STREAM_REPLICAS", group: groupReplication, metavar: "N", kind: kindInt, def: "1",
-			help: "copies of ORG_EVENTS, ORG_EVENTS_DLQ and the lease bucket: 1 on a single server (the embedded one), 3 on a 3-node JetStream cluster; checked against existing streams at start, never changed"},
+			help: "copies of ORG_EVENTS, ORG_EVENTS_DLQ and the lease and placement buckets: 1 on a single server (the embedded one), 3 on a 3-node JetStream cluster; checked against existing streams at start, never changed"},
 		{name: "lease-ttl", env: "TUNNELWARD_LEASE_TTL", group: groupReplication, metavar: "DURATION", kind: kindDuration, def: DefaultLeaseTTL.String(),
 			help: "lifetime of a partition lease without renewal (the lease bucket's TTL; the same on every replica): a dead replica's orgs are taken over after at most this long, after three quarters of it when NATS says the replica's connection is gone; renewed every quarter of it, and a replica stops cloud writes half of it after its last renewal"},
 		{name: "creds", env: "TUNNELWARD_NATS_CREDS", group: groupNATS, metavar: "FILE",

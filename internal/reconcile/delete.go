@@ -112,7 +112,7 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		return Result{}, fmt.Errorf("org %s: record delete done: %w", org.ID, err)
 	}
 	e.tombs.floors.Delete(org.ID)
-	e.releasePlacement(org.ID)
+	e.releasePlacement(ctx, org.ID)
 	e.maxAgeDone(org.ID) // a rotation cut short by the delete gives its place back
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil

@@ -53,6 +53,9 @@ type Config struct {
 	// Clouds.Pools: PlaceFill (default: the first pool in order with room)
 	// or PlaceLeastUsed (the pool with the most room left, as a fraction).
 	Placement string
+	// Placements shares the pools' counts between replicas (ledger.go);
+	// nil: this process places alone.
+	Placements PlacementLedger
 
 	Workers          int           // default 4
 	ReconcileTimeout time.Duration // one Reconcile call; default 2m
@@ -267,6 +270,9 @@ type Engine struct {
 	// the served pools in fill order.
 	pools    poolBook
 	poolList []string
+	// poolGroup maps each pool the shared placement records keep to its
+	// record's key (ledger.go); empty without Config.Placements.
+	poolGroup map[string]string
 	// rotating holds the max-age token rotations in flight (rotate.go).
 	rotating rotations
 
@@ -308,7 +314,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	e := &Engine{
 		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{}, sweepKick: make(chan struct{}, 1),
-		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds),
+		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds), poolGroup: ledgerGroups(clouds, cfg.Placements),
 	}
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
@@ -347,14 +353,12 @@ func (e *Engine) Reconciles() int64 { return e.ctrl.Reconciles() }
 // the cost of a few list pages instead of three Cloudflare reads each.
 func (e *Engine) EnqueueAll(skipReady bool) (int, error) {
 	n := 0
-	placed := map[string]string{} // the pool book's count, from the same read
+	var placed bookLoad // the pool book's count, from the same read
 	err := e.store.ForEach(func(o state.Org) error {
 		if o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
 			return nil
 		}
-		if p := e.PoolOf(o); p != "" {
-			placed[o.ID] = p
-		}
+		e.countPlacement(&placed, o)
 		if o.Desired.Presence == state.Deleted {
 			e.noteApplied(o.ID) // committed before now (tombstone.go)
 		}
@@ -394,6 +398,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.log.Info("reconcile engine started", attrs...)
 	var wg sync.WaitGroup
+	if e.cfg.Placements != nil && len(e.poolGroup) > 0 {
+		wg.Go(func() { e.ledgerLoop(ctx) })
+	}
 	if e.cfg.SweepInterval > 0 {
 		wg.Go(func() { e.sweepLoop(ctx) })
 		if e.cfg.Watch.BudgetShare > 0 {

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,15 @@ type poolBook struct {
 	count   map[string]int    // pool -> orgs placed in it
 	waiting map[string]bool   // orgs Failed with PoolFull, retried when room appears
 	warned  map[string]bool   // pool/resource already reported as filling
+
+	// With a PlacementLedger (ledger.go): the last read of each group's
+	// record, which counts for its pools once started; present is the
+	// live orgs' placements of this state file, recorded there at start.
+	ledger  map[string]*ledgerGroup
+	present map[string]string
+	startMu sync.Mutex // one ledgerStart at a time
+	started bool
+	placeMu sync.Mutex // one placement at a time in this process
 }
 
 // set records org's placement. Caller holds mu.
@@ -154,26 +164,46 @@ func (e *Engine) zoneOf(org state.Org) string {
 // the inventory pass, the dry run), never inside a read.
 func (e *Engine) loadBook() {
 	e.pools.once.Do(func() {
-		placed := map[string]string{}
+		var b bookLoad
 		err := e.store.ForEach(func(o state.Org) error {
-			if p := e.PoolOf(o); p != "" && !o.Observed.DeleteDone {
-				placed[o.ID] = p
+			if !o.Observed.DeleteDone {
+				e.countPlacement(&b, o)
 			}
 			return nil
 		})
 		if err != nil {
 			e.log.Warn("count pool placements", "err", err)
 		}
-		e.initBook(placed)
+		e.initBook(b)
 	})
 }
 
-func (e *Engine) initBook(placed map[string]string) {
+// bookLoad is what a read of the state file gives the book: every org's
+// placement, and the live orgs' in pools the ledger records.
+type bookLoad struct{ placed, present map[string]string }
+
+func (e *Engine) countPlacement(b *bookLoad, o state.Org) {
+	p := e.PoolOf(o)
+	if p == "" {
+		return
+	}
+	if b.placed == nil {
+		b.placed, b.present = map[string]string{}, map[string]string{}
+	}
+	b.placed[o.ID] = p
+	if _, ok := e.poolGroup[p]; ok && o.Desired.Presence != state.Deleted {
+		b.present[o.ID] = p
+	}
+}
+
+func (e *Engine) initBook(b bookLoad) {
 	e.pools.mu.Lock()
 	e.pools.placed, e.pools.count = map[string]string{}, map[string]int{}
-	for id, p := range placed {
+	for id, p := range b.placed {
 		e.pools.set(id, p)
 	}
+	e.pools.present = b.present
+	e.pools.ledger = map[string]*ledgerGroup{}
 	e.pools.waiting, e.pools.warned = map[string]bool{}, map[string]bool{}
 	e.pools.mu.Unlock()
 	e.reportPools()
@@ -183,11 +213,18 @@ func (e *Engine) initBook(placed map[string]string) {
 // pools in one account share them.
 type poolUse struct{ tunnels, records int }
 
-// usage is the placements by pool (the book's own count: read only) and by
-// account. Caller holds pools.mu.
+// usage is the placements by pool and by account: the shared records' for
+// the pools they keep once this replica's own are in them (ledger.go),
+// else the book's own count. Caller holds pools.mu.
 func (e *Engine) usage() (byPool map[string]int, byAccount map[string]int) {
-	byPool, byAccount = e.pools.count, map[string]int{}
+	byPool, byAccount = make(map[string]int, len(e.poolList)), map[string]int{}
 	for _, name := range e.poolNames() {
+		byPool[name] = e.pools.count[name]
+		if key, ok := e.poolGroup[name]; ok && e.pools.started {
+			if g := e.pools.ledger[key]; g != nil {
+				byPool[name] = g.count[name]
+			}
+		}
 		pc, _ := e.poolClouds(name)
 		if a := pc.Limits.Account; a != "" {
 			byAccount[a] += byPool[name]
@@ -289,21 +326,41 @@ func (e *Engine) describeUse(name string, byPool, byAccount map[string]int) stri
 // book's lock, then committed to bbolt before any Cloudflare write, so a
 // crash after a write can never lose where it happened. An org that asks
 // for another pool than the one it is in stays where it is (poolConflict).
-func (e *Engine) place(log *slog.Logger, org *state.Org) (PoolClouds, error) {
+func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (PoolClouds, error) {
 	e.loadBook()
+	shared := e.cfg.Placements != nil && len(e.poolGroup) > 0
+	if shared {
+		if err := e.ledgerStart(ctx); err != nil {
+			return PoolClouds{}, fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
+		}
+	}
 	if name := e.PoolOf(*org); name != "" {
 		e.pools.mu.Lock()
 		e.pools.set(org.ID, name) // counted even when written to bbolt after the count
 		e.pools.mu.Unlock()
 		pc, err := e.cfOf(*org)
+		if err == nil && shared && org.Desired.Presence != state.Deleted {
+			err = e.ledgerEnsure(ctx, map[string]string{org.ID: name})
+		}
 		if err == nil && org.Observed.Pool == "" {
 			// A record from before pools: its pool is written down now.
 			err = e.commitPool(org, e.clouds.DefaultPool)
 		}
 		return pc, err
 	}
-	e.pools.mu.Lock()
-	name, err := e.choosePool(*org)
+	var name string
+	var err error
+	if shared {
+		// Chosen on the shared records and written there with a
+		// compare-and-swap, so other replicas' placements count too.
+		e.pools.placeMu.Lock()
+		name, err = e.ledgerPlace(ctx, *org)
+		e.pools.placeMu.Unlock()
+		e.pools.mu.Lock()
+	} else {
+		e.pools.mu.Lock()
+		name, err = e.choosePool(*org)
+	}
 	if err != nil {
 		var term *TerminalError
 		if errors.As(err, &term) && term.Reason == ReasonPoolFull {
@@ -342,9 +399,15 @@ func (e *Engine) commitPool(org *state.Org, name string) error {
 }
 
 // releasePlacement frees an org's place once its delete cascade is done,
-// and queues the orgs waiting for room.
-func (e *Engine) releasePlacement(orgID string) {
+// and queues the orgs waiting for room. A release the shared records miss
+// (NATS away) is collected later (ledgerGC).
+func (e *Engine) releasePlacement(ctx context.Context, orgID string) {
 	e.loadBook()
+	if e.cfg.Placements != nil && len(e.poolGroup) > 0 {
+		if err := e.ledgerRelease(ctx, orgID); err != nil {
+			e.log.Warn("release placement from the shared records; removed later", "org_id", orgID, "err", err)
+		}
+	}
 	e.pools.mu.Lock()
 	had := e.pools.unset(orgID)
 	var wake []string

@@ -71,7 +71,7 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 	}
 	// Its Cloudflare pool likewise, before anything is written there; the
 	// hostname is in the pool's zone.
-	cf, err := e.place(log, &org)
+	cf, err := e.place(ctx, log, &org)
 	if err != nil {
 		return Result{}, err
 	}

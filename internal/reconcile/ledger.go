@@ -1,0 +1,403 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// Replicas each keep their own state file, and an org's observed state
+// (its pool included) is written by its owner only, so no replica's own
+// count of placements is the pool's. The ledger is the count they share:
+// one record per group of pools that share a limit (an account's pools
+// share its tunnels), mapping every org placed there to its pool. A
+// placement is a compare-and-swap of its group's record against the
+// revision the choice was made on, so two replicas placing at once never
+// both take a pool's last place: the second write fails, reads again and
+// chooses again. Pools without limits are not recorded (nothing to
+// exceed); their counts stay each replica's own.
+
+// PlacementLedger stores the shared placement records (internal/cluster:
+// the NATS KV bucket tunnelward-placements). nil in Config: this process
+// places alone and its own count is the truth (tests, the bench).
+type PlacementLedger interface {
+	// Read returns the placements recorded under key (org id -> pool) and
+	// the revision a Write must name (0: no record yet).
+	Read(ctx context.Context, key string) (map[string]string, uint64, error)
+	// Write replaces key's record if its revision is still rev (0: only if
+	// there is none). ok is false when another write came first.
+	Write(ctx context.Context, key string, placed map[string]string, rev uint64) (newRev uint64, ok bool, err error)
+}
+
+// ledgerRefresh is how often the ledger is read again while the engine
+// runs: placements and releases by other replicas show in the pool gauges,
+// and orgs waiting for room are retried when some appears. Every
+// placement reads it fresh anyway.
+const ledgerRefresh = 5 * time.Second
+
+// ledgerGCEvery is how many refreshes apart the records are checked for
+// entries of this replica's orgs that no longer hold a place (a release
+// lost to a crash or a NATS outage).
+const ledgerGCEvery = 12
+
+// maxLedgerConflicts bounds one placement's compare-and-swap retries; past
+// it the reconcile fails and is retried with backoff.
+const maxLedgerConflicts = 20
+
+// ledgerGroup is the last read of one group's record.
+type ledgerGroup struct {
+	orgs  map[string]string // org id -> pool
+	rev   uint64
+	count map[string]int // pool -> orgs
+}
+
+func newLedgerGroup(orgs map[string]string, rev uint64) *ledgerGroup {
+	g := &ledgerGroup{orgs: orgs, rev: rev, count: map[string]int{}}
+	for _, p := range orgs {
+		g.count[p]++
+	}
+	return g
+}
+
+// ledgerGroups maps each limited pool to its record's key, once (New):
+// "account.<id>" for pools naming their account (they share its tunnels),
+// else "pool.<name>". Empty without a ledger.
+func ledgerGroups(c Clouds, ledger PlacementLedger) map[string]string {
+	out := map[string]string{}
+	if ledger == nil {
+		return out
+	}
+	limited := map[string]bool{}
+	key := func(name string, l PoolLimits) string {
+		if l.Account != "" {
+			return "account." + l.Account
+		}
+		return "pool." + name
+	}
+	for name, pc := range c.Pools {
+		if pc.Limits.MaxTunnels > 0 || pc.Limits.MaxRecords > 0 {
+			limited[key(name, pc.Limits)] = true
+		}
+	}
+	for name, pc := range c.Pools {
+		if k := key(name, pc.Limits); limited[k] {
+			out[name] = k
+		}
+	}
+	return out
+}
+
+// groupKeys lists the ledger's keys in a stable order.
+func (e *Engine) groupKeys() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range e.poolGroup {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// readLedger reads every group's record into the book.
+func (e *Engine) readLedger(ctx context.Context) error {
+	for _, k := range e.groupKeys() {
+		orgs, rev, err := e.cfg.Placements.Read(ctx, k)
+		if err != nil {
+			return fmt.Errorf("read placement record %s: %w", k, err)
+		}
+		if orgs == nil {
+			orgs = map[string]string{}
+		}
+		e.pools.mu.Lock()
+		e.pools.ledger[k] = newLedgerGroup(orgs, rev)
+		e.pools.mu.Unlock()
+	}
+	return nil
+}
+
+// ledgerFind is the pool the ledger records org in. Caller holds pools.mu.
+func (e *Engine) ledgerFind(org string) (string, bool) {
+	for _, g := range e.pools.ledger {
+		if p, ok := g.orgs[org]; ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// ledgerCommit writes org's place in pool into its group's record as last
+// read; ok is false when another write came first (read again). With a
+// fence, the write goes out only while this replica owns the org, like a
+// cloud write: a replica that lost the org mid-placement cannot record a
+// second place for it.
+func (e *Engine) ledgerCommit(ctx context.Context, key string, change func(map[string]string)) (bool, error) {
+	e.pools.mu.Lock()
+	g := e.pools.ledger[key]
+	if g == nil {
+		g = newLedgerGroup(map[string]string{}, 0)
+	}
+	next, rev := maps.Clone(g.orgs), g.rev
+	e.pools.mu.Unlock()
+	change(next)
+	ctx, done, err := holdFence(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	newRev, ok, err := e.cfg.Placements.Write(ctx, key, next, rev)
+	if err != nil || !ok {
+		return ok, err
+	}
+	e.pools.mu.Lock()
+	e.pools.ledger[key] = newLedgerGroup(next, newRev)
+	e.pools.mu.Unlock()
+	return true, nil
+}
+
+// ledgerPlace records a new placement of org: read every record, take the
+// pool the ledger already has for it (an earlier incarnation or replica
+// placed it) or choose one on what was read, and compare-and-swap it in.
+// Returns the pool; a full one is choosePool's TerminalError.
+func (e *Engine) ledgerPlace(ctx context.Context, org state.Org) (string, error) {
+	e.loadBook()
+	for range maxLedgerConflicts {
+		if err := e.readLedger(ctx); err != nil {
+			return "", fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
+		}
+		e.pools.mu.Lock()
+		if p, ok := e.ledgerFind(org.ID); ok {
+			e.pools.mu.Unlock()
+			return p, nil
+		}
+		name, err := e.choosePool(org)
+		e.pools.mu.Unlock()
+		if err != nil {
+			return "", err
+		}
+		key, ok := e.poolGroup[name]
+		if !ok {
+			return name, nil // no limits: nothing shared to count against
+		}
+		ok, err = e.ledgerCommit(ctx, key, func(m map[string]string) { m[org.ID] = name })
+		if err != nil {
+			return "", fmt.Errorf("org %s: record placement in Cloudflare pool %s: %w", org.ID, name, err)
+		}
+		if ok {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("org %s: place in a Cloudflare pool: the placement records kept changing under %d tries (other replicas placing); retried", org.ID, maxLedgerConflicts)
+}
+
+// ledgerEnsure records orgs already placed (their resources may exist, so
+// whatever the limits) that the ledger does not have: a placement from
+// before the ledger, or one whose write was lost. pools maps org -> pool.
+func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) error {
+	byKey := map[string]map[string]string{}
+	e.pools.mu.Lock()
+	for org, p := range placed {
+		key, ok := e.poolGroup[p]
+		if !ok {
+			continue
+		}
+		if have, ok := e.ledgerFind(org); ok && have == p {
+			continue
+		}
+		if byKey[key] == nil {
+			byKey[key] = map[string]string{}
+		}
+		byKey[key][org] = p
+	}
+	e.pools.mu.Unlock()
+	for _, key := range sortedKeys(byKey) {
+		add := byKey[key]
+		for i := 0; ; i++ {
+			ok, err := e.ledgerCommit(ctx, key, func(m map[string]string) { maps.Copy(m, add) })
+			if err != nil {
+				return fmt.Errorf("record %d placements in %s: %w", len(add), key, err)
+			}
+			if ok {
+				break
+			}
+			if i == maxLedgerConflicts {
+				return fmt.Errorf("record %d placements in %s: the record kept changing under %d tries", len(add), key, i)
+			}
+			if err := e.readLedger(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ledgerRelease removes org from every record that has it.
+func (e *Engine) ledgerRelease(ctx context.Context, orgs ...string) error {
+	for i := 0; ; i++ {
+		if err := e.readLedger(ctx); err != nil {
+			return err
+		}
+		e.pools.mu.Lock()
+		var keys []string
+		for k, g := range e.pools.ledger {
+			for _, org := range orgs {
+				if _, ok := g.orgs[org]; ok {
+					keys = append(keys, k)
+					break
+				}
+			}
+		}
+		e.pools.mu.Unlock()
+		if len(keys) == 0 {
+			return nil
+		}
+		sort.Strings(keys)
+		conflict := false
+		for _, k := range keys {
+			ok, err := e.ledgerCommit(ctx, k, func(m map[string]string) {
+				for _, org := range orgs {
+					delete(m, org)
+				}
+			})
+			if err != nil {
+				return fmt.Errorf("release %d placements from %s: %w", len(orgs), k, err)
+			}
+			conflict = conflict || !ok
+		}
+		if !conflict {
+			return nil
+		}
+		if i == maxLedgerConflicts {
+			return fmt.Errorf("release %d placements: the records kept changing under %d tries", len(orgs), i)
+		}
+	}
+}
+
+// ledgerStart records the placements of this state file's live orgs that
+// the ledger lacks (placed before the ledger, or a write lost), once; until
+// it has, counts are this replica's own and placement waits for it. Orgs
+// being deleted are left out: their places go with their cascade.
+func (e *Engine) ledgerStart(ctx context.Context) error {
+	e.pools.startMu.Lock()
+	defer e.pools.startMu.Unlock()
+	if e.pools.started {
+		return nil
+	}
+	if err := e.readLedger(ctx); err != nil {
+		return err
+	}
+	e.pools.mu.Lock()
+	present := e.pools.present
+	e.pools.mu.Unlock()
+	if err := e.ledgerEnsure(ctx, present); err != nil {
+		return fmt.Errorf("record the placements of this state file in the shared records: %w", err)
+	}
+	e.pools.mu.Lock()
+	e.pools.started, e.pools.present = true, nil
+	e.pools.mu.Unlock()
+	e.reportPools()
+	return nil
+}
+
+// ledgerLoop keeps the book's copy of the records fresh while the engine
+// runs, wakes orgs waiting for room when some appears, and now and then
+// drops entries of this replica's orgs that no longer hold a place.
+func (e *Engine) ledgerLoop(ctx context.Context) {
+	t := time.NewTicker(ledgerRefresh)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		if err := e.ledgerTick(ctx, n%ledgerGCEvery == ledgerGCEvery-1); err != nil && ctx.Err() == nil {
+			e.log.Warn("placement records", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ledgerTick is one round of ledgerLoop.
+func (e *Engine) ledgerTick(ctx context.Context, gc bool) error {
+	e.loadBook()
+	if err := e.ledgerStart(ctx); err != nil {
+		return err
+	}
+	if err := e.readLedger(ctx); err != nil {
+		return err
+	}
+	if gc {
+		if err := e.ledgerGC(ctx); err != nil {
+			return err
+		}
+	}
+	e.reportPools()
+	e.wakeIfRoom()
+	return nil
+}
+
+// ledgerGC removes the entries of orgs this replica owns whose state says
+// they hold no place there: unknown, deleted to the end, or placed in
+// another pool (a placement that raced a partition move).
+func (e *Engine) ledgerGC(ctx context.Context) error {
+	e.pools.mu.Lock()
+	entries := map[string]string{}
+	for _, g := range e.pools.ledger {
+		for org, p := range g.orgs {
+			if e.owns(org) {
+				entries[org] = p
+			}
+		}
+	}
+	e.pools.mu.Unlock()
+	var stale []string
+	for _, org := range sortedKeys(entries) {
+		o, ok, err := e.store.Get(org)
+		if err != nil {
+			return fmt.Errorf("org %s: read state: %w", org, err)
+		}
+		if !ok || o.Observed.DeleteDone || (o.Observed.Pool != "" && o.Observed.Pool != entries[org]) {
+			stale = append(stale, org)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if err := e.ledgerRelease(ctx, stale...); err != nil {
+		return err
+	}
+	e.log.Info("placement records: entries of orgs holding no place removed", "count", len(stale))
+	return nil
+}
+
+// wakeIfRoom queues the orgs waiting for a pool when any pool has room.
+func (e *Engine) wakeIfRoom() {
+	e.pools.mu.Lock()
+	if len(e.pools.waiting) == 0 {
+		e.pools.mu.Unlock()
+		return
+	}
+	byPool, byAccount := e.usage()
+	room := false
+	for _, name := range e.poolNames() {
+		if _, ok := e.room(name, byPool, byAccount); ok {
+			room = true
+			break
+		}
+	}
+	var wake []string
+	if room {
+		wake = sortedKeys(e.pools.waiting)
+		clear(e.pools.waiting)
+	}
+	e.pools.mu.Unlock()
+	for _, id := range wake {
+		e.queue.Add(id)
+	}
+}

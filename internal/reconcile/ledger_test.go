@@ -1,0 +1,273 @@
+package reconcile
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelward/tunnelward/internal/owner"
+	"github.com/tunnelward/tunnelward/internal/state"
+)
+
+// memLedger is the shared placement records in memory, with the
+// compare-and-swap the KV bucket gives (internal/cluster tests the bucket
+// itself). before, when set, runs inside a Write before its check: another
+// replica's write landing between this one's read and write.
+type memLedger struct {
+	mu     sync.Mutex
+	recs   map[string]map[string]string
+	revs   map[string]uint64
+	next   uint64
+	before func(l *memLedger, key string)
+	writes int
+}
+
+func newMemLedger() *memLedger {
+	return &memLedger{recs: map[string]map[string]string{}, revs: map[string]uint64{}}
+}
+
+func (l *memLedger) Read(_ context.Context, key string) (map[string]string, uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.recs[key]), l.revs[key], nil
+}
+
+func (l *memLedger) Write(_ context.Context, key string, placed map[string]string, rev uint64) (uint64, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f := l.before; f != nil {
+		l.before = nil
+		f(l, key)
+	}
+	l.writes++
+	if l.revs[key] != rev {
+		return 0, false, nil
+	}
+	l.next++
+	l.recs[key], l.revs[key] = maps.Clone(placed), l.next
+	return l.next, true, nil
+}
+
+// put writes key's record as another replica would. Caller holds mu.
+func (l *memLedger) put(key string, placed map[string]string) {
+	l.next++
+	l.recs[key], l.revs[key] = placed, l.next
+}
+
+func (l *memLedger) get(key string) map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.recs[key])
+}
+
+// twoPools serves pool p1 (account a1, one tunnel) and p2 (account a2,
+// five) on two fake Cloudflare accounts; instances on the engine's own.
+type twoPools struct{ a1, a2 *fakeCloud }
+
+func newTwoPools() *twoPools {
+	p := &twoPools{a1: newFakeCloud(), a2: newFakeCloud()}
+	p.a2.seq = 5000 // ids distinct from a1's
+	return p
+}
+
+func (p *twoPools) engine(t *testing.T, f Fence, l PlacementLedger) *fakeEngine {
+	t.Helper()
+	fe := newFakeEngineWith(t, func(c *Config) { c.Fence, c.Placements = f, l })
+	c := fe.e.clouds
+	c.DefaultPool, c.PoolOrder = "p1", []string{"p1", "p2"}
+	c.Pools = map[string]PoolClouds{
+		"p1": {Tunnels: p.a1, DNS: p.a1, ZoneName: "one.test", Limits: PoolLimits{Account: "a1", MaxTunnels: 1}},
+		"p2": {Tunnels: p.a2, DNS: p.a2, ZoneName: "two.test", Limits: PoolLimits{Account: "a2", MaxTunnels: 5}},
+	}
+	e, err := New(fe.e.cfg, c, fe.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe.e = e
+	return fe
+}
+
+// tunnelsOf lists the live tunnels' org ids in one fake account.
+func tunnelsOf(f *fakeCloud) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, tn := range f.tunnels {
+		if org, ok := owner.OrgFromTunnelName(tn.Name); ok && !tn.Deleted {
+			out = append(out, org)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func owning(orgs ...string) *testFence {
+	f := &testFence{owned: map[string]bool{}, fenced: map[string]bool{}}
+	for _, o := range orgs {
+		f.owned[o] = true
+	}
+	return f
+}
+
+// Two replicas, each with its own state file and its own orgs, place into
+// pools whose limits they share: the second sees the first's placement in
+// the shared records and goes to the next pool; with both full an org
+// waits, and a delete on the other replica frees the place it then takes.
+func TestReplicasShareThePoolCounts(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	r1 := pools.engine(t, owning("acme"), ledger)
+	r2 := pools.engine(t, owning("globex", "initech"), ledger)
+	both := func(facts ...state.Fact) { r1.apply(facts...); r2.apply(facts...) }
+	both(created("acme", "acme"), created("globex", "globex"))
+
+	r1.pass("acme")
+	r2.pass("globex")
+	if got := tunnelsOf(pools.a1); !slices.Equal(got, []string{"acme"}) {
+		t.Fatalf("account a1 (one tunnel) holds %v; want only acme: the second replica overfilled it", got)
+	}
+	if got := tunnelsOf(pools.a2); !slices.Equal(got, []string{"globex"}) {
+		t.Fatalf("account a2 holds %v, want globex", got)
+	}
+	if p := r2.org("globex").Observed.Pool; p != "p2" {
+		t.Fatalf("globex placed in %q, want p2", p)
+	}
+	want := map[string]string{"acme": "p1"}
+	if got := ledger.get("account.a1"); !maps.Equal(got, want) {
+		t.Fatalf("record account.a1 = %v, want %v", got, want)
+	}
+	// Both replicas count the other's orgs.
+	for _, fe := range []*fakeEngine{r1, r2} {
+		if err := fe.e.ledgerTick(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		if u := fe.e.Pools(); u[0].Tunnels != 1 || u[1].Tunnels != 1 {
+			t.Fatalf("pool usage on one replica %+v, want 1 and 1", u)
+		}
+	}
+
+	// p2 filled by the other replica's records: initech finds no room.
+	ledger.mu.Lock()
+	rec := maps.Clone(ledger.recs["account.a2"])
+	for _, o := range []string{"x1", "x2", "x3", "x4"} {
+		rec[o] = "p2"
+	}
+	ledger.put("account.a2", rec)
+	ledger.mu.Unlock()
+	both(created("initech", "initech"))
+	if _, err := r2.e.Reconcile(context.Background(), "initech"); err == nil {
+		t.Fatal("initech placed with every pool full")
+	}
+	if r := failedReason(r2.org("initech")); r != ReasonPoolFull {
+		t.Fatalf("initech with every pool full: Failed reason %q, want PoolFull", r)
+	}
+	if len(tunnelsOf(pools.a1))+len(tunnelsOf(pools.a2)) != 2 {
+		t.Fatalf("a tunnel was made for an org with no room: a1 %v, a2 %v", tunnelsOf(pools.a1), tunnelsOf(pools.a2))
+	}
+
+	// acme is deleted on its replica: its place is released in the shared
+	// record, and the other replica's next refresh queues initech, which
+	// then takes it.
+	both(deleted("acme"))
+	for range 10 {
+		r1.pass("acme")
+		r1.now = r1.now.Add(time.Minute)
+		if r1.org("acme").Observed.DeleteDone {
+			break
+		}
+	}
+	if !r1.org("acme").Observed.DeleteDone {
+		t.Fatalf("acme not deleted: %+v", r1.org("acme").Conditions)
+	}
+	if got := ledger.get("account.a1"); len(got) != 0 {
+		t.Fatalf("record account.a1 after acme's delete = %v, want empty", got)
+	}
+	if err := r2.e.ledgerTick(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if r2.e.Queue().Len() == 0 {
+		t.Fatal("room appeared but the waiting org was not queued")
+	}
+	r2.pass("initech")
+	if p := r2.org("initech").Observed.Pool; p != "p1" {
+		t.Fatalf("initech placed in %q, want p1 (the freed place)", p)
+	}
+}
+
+// Another replica takes a pool's last place between this one's read and
+// its write: the write fails on the revision, the records are read again,
+// and the org goes to the next pool. A second placement of the same org
+// (a restart) finds it in the records and stays there.
+func TestPlacementLosesTheRaceAndChoosesAgain(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	ledger.before = func(l *memLedger, key string) {
+		if key == "account.a1" {
+			l.put(key, map[string]string{"other": "p1"})
+		}
+	}
+	fe := pools.engine(t, owning("acme"), ledger)
+	fe.apply(created("acme", "acme"))
+	fe.pass("acme")
+	if p := fe.org("acme").Observed.Pool; p != "p2" {
+		t.Fatalf("acme placed in %q, want p2 (p1's one place went to another replica first)", p)
+	}
+	if got := tunnelsOf(pools.a1); len(got) != 0 {
+		t.Fatalf("account a1 holds %v: the lost write still created there", got)
+	}
+	if ledger.writes != 2 {
+		t.Fatalf("%d ledger writes, want 2 (the one that lost, the one in p2)", ledger.writes)
+	}
+
+	// A restart on a state file that lost the placement (crash before the
+	// commit): the records still say p2.
+	if err := fe.store.Update("acme", func(o *state.Org) error { o.Observed.Pool = ""; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	again, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := again.ledgerPlace(context.Background(), fe.org("acme"))
+	if err != nil || got != "p2" {
+		t.Fatalf("placing acme again: %q, %v; want p2 from the records", got, err)
+	}
+}
+
+// A replica's first round records the placements of its state file that
+// the records lack (a placement from before them), and later drops the
+// entries of its own orgs that hold no place; other replicas' are left.
+func TestPlacementRecordsBackfilledAndCollected(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	fe := pools.engine(t, owning("acme", "ghost"), nil) // before the records
+	fe.apply(created("acme", "acme"))
+	fe.pass("acme")
+	if p := fe.org("acme").Observed.Pool; p != "p1" {
+		t.Fatalf("acme in %q, want p1", p)
+	}
+	ledger.mu.Lock()
+	ledger.put("account.a2", map[string]string{"ghost": "p2", "theirs": "p2"})
+	ledger.mu.Unlock()
+
+	fe.e.cfg.Placements = ledger
+	e, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.EnqueueAll(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ledgerTick(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"acme": "p1"}) {
+		t.Fatalf("record account.a1 = %v, want acme recorded from the state file", got)
+	}
+	if got := ledger.get("account.a2"); !maps.Equal(got, map[string]string{"theirs": "p2"}) {
+		t.Fatalf("record account.a2 = %v, want only the other replica's org (ghost is this one's and unknown)", got)
+	}
+}
