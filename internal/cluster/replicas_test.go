@@ -110,7 +110,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 type call struct {
 	replica    string
 	status     int
-	body       string // the answer's start, when it is an error
+	body       string   // the answer's start, when it is an error
 	orgs       []string // the fence scope of the write
 	method     string
 	path       string
