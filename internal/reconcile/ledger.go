@@ -122,11 +122,14 @@ func (e *Engine) readLedger(ctx context.Context) error {
 	return nil
 }
 
-// ledgerFind is the pool the ledger records org in. Caller holds pools.mu.
+// ledgerFind is the pool the ledger records org in (the first record in
+// key order, should a race have left two). Caller holds pools.mu.
 func (e *Engine) ledgerFind(org string) (string, bool) {
-	for _, g := range e.pools.ledger {
-		if p, ok := g.orgs[org]; ok {
-			return p, true
+	for _, k := range e.groupKeys() {
+		if g := e.pools.ledger[k]; g != nil {
+			if p, ok := g.orgs[org]; ok {
+				return p, true
+			}
 		}
 	}
 	return "", false
@@ -197,44 +200,46 @@ func (e *Engine) ledgerPlace(ctx context.Context, org state.Org) (string, error)
 }
 
 // ledgerEnsure records orgs already placed (their resources may exist, so
-// whatever the limits) that the ledger does not have: a placement from
-// before the ledger, or one whose write was lost. pools maps org -> pool.
+// whatever the limits) that the ledger does not have at all: a placement
+// from before the ledger, or one whose write was lost. placed maps org ->
+// pool.
 func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) error {
-	byKey := map[string]map[string]string{}
-	e.pools.mu.Lock()
-	for org, p := range placed {
-		key, ok := e.poolGroup[p]
-		if !ok {
-			continue
+	for i := 0; ; i++ {
+		byKey := map[string]map[string]string{}
+		e.pools.mu.Lock()
+		for org, p := range placed {
+			key, ok := e.poolGroup[p]
+			if !ok {
+				continue
+			}
+			if _, ok := e.ledgerFind(org); ok {
+				continue // recorded (elsewhere: ledgerOverrides follows it)
+			}
+			if byKey[key] == nil {
+				byKey[key] = map[string]string{}
+			}
+			byKey[key][org] = p
 		}
-		if have, ok := e.ledgerFind(org); ok && have == p {
-			continue
-		}
-		if byKey[key] == nil {
-			byKey[key] = map[string]string{}
-		}
-		byKey[key][org] = p
-	}
-	e.pools.mu.Unlock()
-	for _, key := range sortedKeys(byKey) {
-		add := byKey[key]
-		for i := 0; ; i++ {
+		e.pools.mu.Unlock()
+		conflict := false
+		for _, key := range sortedKeys(byKey) {
+			add := byKey[key]
 			ok, err := e.ledgerCommit(ctx, key, func(m map[string]string) { maps.Copy(m, add) })
 			if err != nil {
 				return fmt.Errorf("record %d placements in %s: %w", len(add), key, err)
 			}
-			if ok {
-				break
-			}
-			if i == maxLedgerConflicts {
-				return fmt.Errorf("record %d placements in %s: the record kept changing under %d tries", len(add), key, i)
-			}
-			if err := e.readLedger(ctx); err != nil {
-				return err
-			}
+			conflict = conflict || !ok
+		}
+		if !conflict {
+			return nil
+		}
+		if i == maxLedgerConflicts {
+			return fmt.Errorf("record %d placements: the records kept changing under %d tries", len(placed), i)
+		}
+		if err := e.readLedger(ctx); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
 // ledgerRelease removes org from every record that has it.
@@ -342,9 +347,9 @@ func (e *Engine) ledgerTick(ctx context.Context, gc bool) error {
 	return nil
 }
 
-// ledgerGC removes the entries of orgs this replica owns whose state says
-// they hold no place there: unknown, deleted to the end, or placed in
-// another pool (a placement that raced a partition move).
+// ledgerGC removes the entries of orgs this replica owns whose cascade is
+// done (a release lost to a crash or a NATS outage). An org this state file
+// does not know yet (its ingest behind another replica's) is left alone.
 func (e *Engine) ledgerGC(ctx context.Context) error {
 	e.pools.mu.Lock()
 	entries := map[string]string{}
@@ -362,7 +367,7 @@ func (e *Engine) ledgerGC(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("org %s: read state: %w", org, err)
 		}
-		if !ok || o.Observed.DeleteDone || (o.Observed.Pool != "" && o.Observed.Pool != entries[org]) {
+		if ok && o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
 			stale = append(stale, org)
 		}
 	}
@@ -372,7 +377,7 @@ func (e *Engine) ledgerGC(ctx context.Context) error {
 	if err := e.ledgerRelease(ctx, stale...); err != nil {
 		return err
 	}
-	e.log.Info("placement records: entries of orgs holding no place removed", "count", len(stale))
+	e.log.Info("placement records: entries of deleted orgs removed", "count", len(stale))
 	return nil
 }
 

@@ -239,18 +239,31 @@ func TestPlacementLosesTheRaceAndChoosesAgain(t *testing.T) {
 
 // A replica's first round records the placements of its state file that
 // the records lack (a placement from before them), and later drops the
-// entries of its own orgs that hold no place; other replicas' are left.
+// entries of its own orgs deleted to the end (a release that was lost);
+// other replicas' orgs, and orgs its state file does not know, are left.
 func TestPlacementRecordsBackfilledAndCollected(t *testing.T) {
 	t.Parallel()
 	pools, ledger := newTwoPools(), newMemLedger()
-	fe := pools.engine(t, owning("acme", "ghost"), nil) // before the records
-	fe.apply(created("acme", "acme"))
+	fe := pools.engine(t, owning("acme", "ghost", "unknown"), nil) // before the records
+	fe.apply(created("acme", "acme"), created("ghost", "ghost"))
 	fe.pass("acme")
+	fe.pass("ghost")
 	if p := fe.org("acme").Observed.Pool; p != "p1" {
 		t.Fatalf("acme in %q, want p1", p)
 	}
+	fe.apply(deleted("ghost"))
+	for range 10 {
+		if fe.org("ghost").Observed.DeleteDone {
+			break
+		}
+		fe.pass("ghost")
+		fe.now = fe.now.Add(time.Minute)
+	}
+	if !fe.org("ghost").Observed.DeleteDone {
+		t.Fatalf("ghost not deleted: %+v", fe.org("ghost").Conditions)
+	}
 	ledger.mu.Lock()
-	ledger.put("account.a2", map[string]string{"ghost": "p2", "theirs": "p2"})
+	ledger.put("account.a2", map[string]string{"ghost": "p2", "theirs": "p2", "unknown": "p2"})
 	ledger.mu.Unlock()
 
 	fe.e.cfg.Placements = ledger
@@ -267,7 +280,33 @@ func TestPlacementRecordsBackfilledAndCollected(t *testing.T) {
 	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"acme": "p1"}) {
 		t.Fatalf("record account.a1 = %v, want acme recorded from the state file", got)
 	}
-	if got := ledger.get("account.a2"); !maps.Equal(got, map[string]string{"theirs": "p2"}) {
-		t.Fatalf("record account.a2 = %v, want only the other replica's org (ghost is this one's and unknown)", got)
+	if got := ledger.get("account.a2"); !maps.Equal(got, map[string]string{"theirs": "p2", "unknown": "p2"}) {
+		t.Fatalf("record account.a2 = %v, want ghost (this replica's, deleted) gone and the rest kept", got)
+	}
+}
+
+// A state file whose placement is an older generation's (the org was
+// deleted and re-created while another replica owned it) follows the
+// shared records: the org is built in the pool they name.
+func TestStalePlacementFollowsTheRecords(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	ledger.mu.Lock()
+	ledger.put("account.a2", map[string]string{"acme": "p2"})
+	ledger.mu.Unlock()
+	fe := pools.engine(t, owning("acme"), ledger)
+	fe.apply(created("acme", "acme"))
+	if err := fe.store.Update("acme", func(o *state.Org) error { o.Observed.Pool = "p1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	fe.pass("acme")
+	if p := fe.org("acme").Observed.Pool; p != "p2" {
+		t.Fatalf("acme's pool %q, want p2 from the records", p)
+	}
+	if a1, a2 := tunnelsOf(pools.a1), tunnelsOf(pools.a2); len(a1) != 0 || !slices.Equal(a2, []string{"acme"}) {
+		t.Fatalf("tunnels a1 %v, a2 %v; want acme's in a2 only", a1, a2)
+	}
+	if got := ledger.get("account.a1"); len(got) != 0 {
+		t.Fatalf("record account.a1 = %v: the stale pool was recorded too", got)
 	}
 }

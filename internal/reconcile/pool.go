@@ -335,6 +335,11 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		}
 	}
 	if name := e.PoolOf(*org); name != "" {
+		if shared && org.Desired.Presence != state.Deleted {
+			if err := e.ledgerOverrides(log, org, &name); err != nil {
+				return PoolClouds{}, err
+			}
+		}
 		e.pools.mu.Lock()
 		e.pools.set(org.ID, name) // counted even when written to bbolt after the count
 		e.pools.mu.Unlock()
@@ -382,6 +387,30 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 	e.reportPools()
 	pc, _ := e.poolClouds(name)
 	return pc, nil
+}
+
+// ledgerOverrides follows the shared records when they place a live org
+// elsewhere than this state file says: the file's placement is an older
+// generation's (deleted and re-created while another replica owned it),
+// the records' the one its resources were built by.
+func (e *Engine) ledgerOverrides(log *slog.Logger, org *state.Org, name *string) error {
+	e.pools.mu.Lock()
+	have, ok := e.ledgerFind(org.ID)
+	e.pools.mu.Unlock()
+	if !ok || have == *name {
+		return nil
+	}
+	log.Warn("this state file places the org in an older generation's Cloudflare pool; following the shared placement records",
+		"pool", have, "state_file_pool", *name)
+	err := e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.Pool = have
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("org %s: record Cloudflare pool %s: %w", org.ID, have, err)
+	}
+	org.Observed.Pool, *name = have, have
+	return nil
 }
 
 func (e *Engine) commitPool(org *state.Org, name string) error {
