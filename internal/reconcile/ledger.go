@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tunnelward/tunnelward/internal/crashpoint"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -154,7 +155,9 @@ func (e *Engine) ledgerCommit(ctx context.Context, key string, change func(map[s
 		return false, err
 	}
 	defer done()
+	crashpoint.Hit("placements.write.before")
 	newRev, ok, err := e.cfg.Placements.Write(ctx, key, next, rev)
+	crashpoint.Hit("placements.write.after")
 	if err != nil || !ok {
 		return ok, err
 	}

@@ -37,6 +37,8 @@ func init() {
 	)
 	// One point each in the default run (the suite's time); the heavy run
 	// kills at every point (RELIABILITY.md).
-	crashPointsQuick["create-in-second-pool"] = []string{"cloud.after.cf.tunnel.create:1"}
+	// The placement's shared record written, the state file not yet: the
+	// restart finds it there and builds in the same pool.
+	crashPointsQuick["create-in-second-pool"] = []string{"cloud.after.cf.tunnel.create:1", "placements.write.after:1"}
 	crashPointsQuick["rotate-token"] = []string{"cloud.after.cf.tunnel.edit:1"}
 }
