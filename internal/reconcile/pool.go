@@ -329,12 +329,12 @@ func (e *Engine) describeUse(name string, byPool, byAccount map[string]int) stri
 func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (PoolClouds, error) {
 	e.loadBook()
 	shared := e.cfg.Placements != nil && len(e.poolGroup) > 0
-	if shared {
-		if err := e.ledgerStart(ctx); err != nil {
-			return PoolClouds{}, fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
-		}
-	}
 	if name := e.PoolOf(*org); name != "" {
+		// An org placed before is reconciled even when the shared records
+		// cannot be read now (ledgerLoop records it later).
+		if shared && e.ledgerStart(ctx) != nil {
+			shared = false
+		}
 		if shared && org.Desired.Presence != state.Deleted {
 			if err := e.ledgerOverrides(log, org, &name); err != nil {
 				return PoolClouds{}, err
@@ -352,6 +352,11 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 			err = e.commitPool(org, e.clouds.DefaultPool)
 		}
 		return pc, err
+	}
+	if shared {
+		if err := e.ledgerStart(ctx); err != nil {
+			return PoolClouds{}, fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
+		}
 	}
 	var name string
 	var err error
