@@ -241,6 +241,10 @@ type Engine struct {
 	viewMu sync.Mutex
 	view   invView               // the newest result of each listing
 	slots  map[Listing]watchSlot // each watch's current slot (watch.go)
+	// sweepListing is the running sweeps' listing (watch.go): watches
+	// that come due meanwhile wait for it instead of listing the same
+	// pages a second time.
+	sweepListing sweepListing
 	// budgetPPM is this process's share of the budgets in millionths
 	// (SetBudgetShare); 0: all of them.
 	budgetPPM atomic.Int64

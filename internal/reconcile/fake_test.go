@@ -35,6 +35,15 @@ type fakeCloud struct {
 	params   map[string]map[string]string
 	restarts []string
 	calls    map[string]int
+	// paramsHold, when set, holds ListParams: it sends on entered, then
+	// waits for release and fails with err when that is not nil.
+	paramsHold *listHold
+}
+
+// listHold holds a listing in the middle: a test sees it running.
+type listHold struct {
+	entered chan struct{}
+	release chan error
 }
 
 func newFakeCloud() *fakeCloud {
@@ -336,6 +345,15 @@ func (f *fakeCloud) DescribeParam(_ context.Context, name string) (*Param, error
 }
 
 func (f *fakeCloud) ListParams(_ context.Context, prefix string) ([]Param, error) {
+	f.mu.Lock()
+	h := f.paramsHold
+	f.mu.Unlock()
+	if h != nil {
+		h.entered <- struct{}{}
+		if err := <-h.release; err != nil {
+			return nil, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("DescribeParameters")

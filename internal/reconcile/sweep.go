@@ -202,8 +202,13 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	if e.ownsNothing() {
 		return rep, nil // PartitionsGained asks for one when there is something to do
 	}
+	// Watches that come due while the sweep lists wait for it (watchTurn):
+	// its listing is their run, and a second one of the same pages would
+	// hold them twice (at 100,000 orgs, and starve the sweep of its budget).
+	listed := e.sweepListing.start(&e.viewMu)
 	inv, err := e.List(ctx)
 	if err != nil {
+		e.sweepListing.end(&e.viewMu, listed) // the watches list on their own
 		return rep, fmt.Errorf("sweep: %w", err)
 	}
 	rep.Tunnels, rep.Records, rep.Instances, rep.Params = len(inv.Tunnels), len(inv.Records), len(inv.Instances), len(inv.Params)
@@ -216,6 +221,9 @@ func (e *Engine) Sweep(ctx context.Context) (rep SweepReport, err error) {
 	}
 	e.viewMu.Unlock()
 	v := e.remember(inv, now, Listings...)
+	// Waiting watches go on with the sweep's pages in the view (their
+	// schedule is computed from them).
+	e.sweepListing.end(&e.viewMu, listed)
 	live, err := e.inventoryPass(v, now, true, &rep)
 	if err != nil {
 		return rep, fmt.Errorf("sweep: list orgs: %w", err)

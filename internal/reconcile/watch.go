@@ -366,12 +366,72 @@ func (e *Engine) claimSlot(l Listing, now time.Time) string {
 	return "early"
 }
 
+// sweepListing tracks the listings of running sweeps, under the engine's
+// viewMu: done is closed when the last of them ends.
+type sweepListing struct {
+	n    int
+	done chan struct{}
+}
+
+// start records a sweep's listing; the channel it returns is given to end.
+func (s *sweepListing) start(mu *sync.Mutex) chan struct{} {
+	mu.Lock()
+	defer mu.Unlock()
+	if s.n == 0 {
+		s.done = make(chan struct{})
+	}
+	s.n++
+	return s.done
+}
+
+// end records that a sweep's listing ended (done or failed).
+func (s *sweepListing) end(mu *sync.Mutex, done chan struct{}) {
+	mu.Lock()
+	defer mu.Unlock()
+	s.n--
+	if s.n == 0 {
+		close(done)
+		s.done = nil
+	}
+}
+
+// watchTurn is what the watch of l does when its slot s comes due (at
+// due): run, a listing starting at now; or not, because a sweep listed
+// everything meanwhile (the slot restarted there) or an early listing made
+// this run. While a sweep is listing, the watch waits (wait, closed when
+// that listing is in the view) and runs not: the sweep's listing, started
+// no later than now, is this run, and restarts the slot; the caller then
+// looks at the slot again (a failed sweep listing leaves it due, and the
+// watch runs). A watch listing beside the sweep would decode the same
+// pages at once (at 100,000 orgs: a second inventory alive, and the
+// watches' priority on the limiter starving the sweep, whose partial
+// listings stay alive the longer).
+func (e *Engine) watchTurn(l Listing, s watchSlot, due time.Time) (now time.Time, run bool, wait <-chan struct{}) {
+	e.viewMu.Lock()
+	defer e.viewMu.Unlock()
+	now = e.cfg.Now()
+	cur := e.slots[l]
+	switch {
+	case cur.start.After(s.start):
+		// A sweep listed everything meanwhile: the slot restarted there.
+		return now, false, nil
+	case e.sweepListing.n > 0:
+		return now, false, e.sweepListing.done
+	case cur.taken:
+		e.slots[l] = watchSlot{start: due} // an early listing made this run
+		return now, false, nil
+	}
+	e.slots[l] = watchSlot{start: now}
+	return now, true, nil
+}
+
 // watchLoops runs each listing on its interval, recomputed after every run
 // from the pages it then had, until ctx ends. The interval is from the
 // start of one run to the start of the next (the run's own time is not
 // added), so a change waits at most one interval plus one run to be seen;
-// a slot whose run an early listing made is skipped (watchSlot), and a
-// sweep (which lists everything) restarts every slot.
+// a slot whose run an early listing made is skipped (watchSlot), a
+// sweep (which lists everything) restarts every slot, and a watch that
+// comes due while a sweep lists waits for that listing (watchTurn).
 func (e *Engine) watchLoops(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, l := range Listings {
@@ -397,19 +457,15 @@ func (e *Engine) watchLoops(ctx context.Context) {
 					return
 				case <-t.C:
 				}
-				e.viewMu.Lock()
-				now := e.cfg.Now()
-				cur := e.slots[l]
-				switch {
-				case cur.start.After(s.start):
-					// A sweep listed everything meanwhile: the slot restarted there.
-				case cur.taken:
-					e.slots[l] = watchSlot{start: due} // an early listing made this run
-				default:
-					e.slots[l] = watchSlot{start: now}
+				now, run, wait := e.watchTurn(l, s, due)
+				if wait != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-wait:
+					}
 				}
-				e.viewMu.Unlock()
-				if cur.start.After(s.start) || cur.taken {
+				if !run {
 					continue
 				}
 				if _, err := e.watchAt(ctx, l, now); err != nil && ctx.Err() == nil {

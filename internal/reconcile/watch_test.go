@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -318,6 +319,90 @@ func (r *repairHold) wait(string) {
 	r.mu.Unlock()
 	if closed {
 		<-ch
+	}
+}
+
+// A watch that comes due while a sweep is listing does not list beside
+// it: it waits until the sweep's listing is in the view, which restarts
+// its slot at the sweep's start (no listing of its own this slot); when
+// the sweep's listing fails, the watch runs at once instead.
+func TestWatchWaitsForTheSweepsListing(t *testing.T) {
+	t.Parallel()
+	fe := newFakeEngineWith(t, func(c *Config) { c.SweepInterval = time.Hour })
+	hold := &listHold{entered: make(chan struct{}), release: make(chan error)}
+	fe.cloud.paramsHold = hold
+	iv := WatchFloors[ListTunnels]
+	sweepAt := fe.now
+	slot := watchSlot{start: sweepAt.Add(-iv), iv: iv} // due now
+	fe.e.viewMu.Lock()
+	fe.e.slots[ListTunnels] = slot
+	fe.e.viewMu.Unlock()
+	calls := func(op string) int {
+		fe.cloud.mu.Lock()
+		defer fe.cloud.mu.Unlock()
+		return fe.cloud.calls[op]
+	}
+	sweep := func() <-chan error {
+		done := make(chan error, 1)
+		go func() { _, err := fe.e.Sweep(context.Background()); done <- err }()
+		<-hold.entered // the sweep is listing
+		return done
+	}
+	within := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second): // a failsafe, not a wait for correctness
+			t.Fatalf("%s: not within 10 s", what)
+		}
+	}
+
+	swept := sweep()
+	_, run, wait := fe.e.watchTurn(ListTunnels, slot, slot.start.Add(iv))
+	if run || wait == nil {
+		t.Fatalf("watch due during the sweep's listing: run %v, wait %v; want no run and a wait", run, wait != nil)
+	}
+	hold.release <- nil
+	within("the sweep's listing ends", wait)
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	fe.e.viewMu.Lock()
+	cur, at := fe.e.slots[ListTunnels], fe.e.view.at[ListTunnels]
+	fe.e.viewMu.Unlock()
+	if !cur.start.Equal(sweepAt) || !at.Equal(sweepAt) {
+		t.Fatalf("after the sweep: slot start %v, tunnels listed at %v; want both the sweep's start %v", cur.start, at, sweepAt)
+	}
+	// The caller looks again: the slot restarted, nothing to run.
+	if _, run, wait := fe.e.watchTurn(ListTunnels, slot, slot.start.Add(iv)); run || wait != nil {
+		t.Fatalf("after the sweep: run %v, wait %v; want neither", run, wait != nil)
+	}
+	if n := calls("tunnels.list"); n != 1 {
+		t.Fatalf("tunnel listings %d, want the sweep's one", n)
+	}
+
+	// A sweep whose listing fails leaves the slot due: the watch runs.
+	fe.now = fe.now.Add(2 * iv)
+	slot = cur
+	swept = sweep()
+	_, run, wait = fe.e.watchTurn(ListTunnels, slot, slot.start.Add(iv))
+	if run || wait == nil {
+		t.Fatalf("watch due during the second sweep's listing: run %v, wait %v", run, wait != nil)
+	}
+	hold.release <- errors.New("SSM throttled")
+	within("the failed listing ends", wait)
+	if err := <-swept; err == nil {
+		t.Fatal("the sweep's listing failed, the sweep did not")
+	}
+	now, run, wait := fe.e.watchTurn(ListTunnels, slot, slot.start.Add(iv))
+	if !run || wait != nil || !now.Equal(fe.now) {
+		t.Fatalf("after a failed sweep listing: run %v, wait %v at %v; want a run now", run, wait != nil, now)
+	}
+	if _, err := fe.e.watchAt(context.Background(), ListTunnels, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls("tunnels.list"); n != 3 {
+		t.Fatalf("tunnel listings %d, want the two sweeps' and the watch's", n)
 	}
 }
 
