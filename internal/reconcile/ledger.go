@@ -207,9 +207,8 @@ func (e *Engine) ledgerPlace(ctx context.Context, org state.Org) (string, error)
 // from before the ledger, or one whose write was lost. placed maps org ->
 // pool.
 func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) error {
-	for i := 0; ; i++ {
+	return e.ledgerEdit(ctx, fmt.Sprintf("record %d placements", len(placed)), func() map[string]func(map[string]string) {
 		byKey := map[string]map[string]string{}
-		e.pools.mu.Lock()
 		for org, p := range placed {
 			key, ok := e.poolGroup[p]
 			if !ok {
@@ -223,58 +222,50 @@ func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) err
 			}
 			byKey[key][org] = p
 		}
-		e.pools.mu.Unlock()
-		conflict := false
-		for _, key := range sortedKeys(byKey) {
-			add := byKey[key]
-			ok, err := e.ledgerCommit(ctx, key, func(m map[string]string) { maps.Copy(m, add) })
-			if err != nil {
-				return fmt.Errorf("record %d placements in %s: %w", len(add), key, err)
-			}
-			conflict = conflict || !ok
+		edits := map[string]func(map[string]string){}
+		for key, add := range byKey {
+			edits[key] = func(m map[string]string) { maps.Copy(m, add) }
 		}
-		if !conflict {
-			return nil
-		}
-		if i == maxLedgerConflicts {
-			return fmt.Errorf("record %d placements: the records kept changing under %d tries", len(placed), i)
-		}
-		if err := e.readLedger(ctx); err != nil {
-			return err
-		}
-	}
+		return edits
+	})
 }
 
-// ledgerRelease removes org from every record that has it.
+// ledgerRelease removes orgs from every record that has them.
 func (e *Engine) ledgerRelease(ctx context.Context, orgs ...string) error {
-	for i := 0; ; i++ {
-		if err := e.readLedger(ctx); err != nil {
-			return err
-		}
-		e.pools.mu.Lock()
-		var keys []string
+	if err := e.readLedger(ctx); err != nil {
+		return err
+	}
+	return e.ledgerEdit(ctx, fmt.Sprintf("release %d placements", len(orgs)), func() map[string]func(map[string]string) {
+		edits := map[string]func(map[string]string){}
 		for k, g := range e.pools.ledger {
 			for _, org := range orgs {
 				if _, ok := g.orgs[org]; ok {
-					keys = append(keys, k)
+					edits[k] = func(m map[string]string) {
+						for _, org := range orgs {
+							delete(m, org)
+						}
+					}
 					break
 				}
 			}
 		}
+		return edits
+	})
+}
+
+// ledgerEdit changes the records until no write loses: edits, called
+// under pools.mu on the last read, gives each record's change; a write
+// that loses reads the records again and the edits are made anew.
+func (e *Engine) ledgerEdit(ctx context.Context, what string, edits func() map[string]func(map[string]string)) error {
+	for i := 0; ; i++ {
+		e.pools.mu.Lock()
+		todo := edits()
 		e.pools.mu.Unlock()
-		if len(keys) == 0 {
-			return nil
-		}
-		sort.Strings(keys)
 		conflict := false
-		for _, k := range keys {
-			ok, err := e.ledgerCommit(ctx, k, func(m map[string]string) {
-				for _, org := range orgs {
-					delete(m, org)
-				}
-			})
+		for _, key := range sortedKeys(todo) {
+			ok, err := e.ledgerCommit(ctx, key, todo[key])
 			if err != nil {
-				return fmt.Errorf("release %d placements from %s: %w", len(orgs), k, err)
+				return fmt.Errorf("%s in %s: %w", what, key, err)
 			}
 			conflict = conflict || !ok
 		}
@@ -282,7 +273,10 @@ func (e *Engine) ledgerRelease(ctx context.Context, orgs ...string) error {
 			return nil
 		}
 		if i == maxLedgerConflicts {
-			return fmt.Errorf("release %d placements: the records kept changing under %d tries", len(orgs), i)
+			return fmt.Errorf("%s: the records kept changing under %d tries", what, i)
+		}
+		if err := e.readLedger(ctx); err != nil {
+			return err
 		}
 	}
 }
