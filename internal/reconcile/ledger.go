@@ -136,11 +136,10 @@ func (e *Engine) ledgerFind(org string) (string, bool) {
 	return "", false
 }
 
-// ledgerCommit writes org's place in pool into its group's record as last
-// read; ok is false when another write came first (read again). With a
-// fence, the write goes out only while this replica owns the org, like a
-// cloud write: a replica that lost the org mid-placement cannot record a
-// second place for it.
+// ledgerCommit applies change to key's record as last read and writes it
+// on that revision; ok is false when another write came first (read
+// again). In a reconcile the write is fenced like a cloud write: a replica
+// that lost the org mid-placement cannot record a second place for it.
 func (e *Engine) ledgerCommit(ctx context.Context, key string, change func(map[string]string)) (bool, error) {
 	e.pools.mu.Lock()
 	g := e.pools.ledger[key]
