@@ -42,6 +42,29 @@ type Attempt struct {
 	Sent       bool // a request reached the transport
 	Status     int  // response status, 0 when none
 	RetryAfter time.Duration
+	// Gated is when the attempt passed the Retry-After gate and the
+	// limiter: a request is on its way from then on.
+	Gated time.Time
+
+	caller *Caller // paused by the transport the moment a 429 comes back
+}
+
+// AttemptFrom is the attempt a request's context belongs to (nil outside
+// Do): what a transport wrapping the client's can learn of it.
+func AttemptFrom(ctx context.Context) *Attempt {
+	a, _ := ctx.Value(attemptKey{}).(*Attempt)
+	return a
+}
+
+// saw records an attempt's answer. A 429 with a Retry-After pauses every
+// call of the Caller at once, before the SDK has even decoded the answer:
+// requests passing the gate meanwhile would be sent inside the pause.
+func (a *Attempt) saw(resp *http.Response) {
+	a.Status = resp.StatusCode
+	a.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if a.caller != nil && a.Status == http.StatusTooManyRequests && a.RetryAfter > 0 {
+		a.caller.block(a.RetryAfter)
+	}
 }
 
 // Classifier decides the class of a failed attempt. err is non-nil.
@@ -129,8 +152,7 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.base.RoundTrip(r)
 	if a != nil && resp != nil {
-		a.Status = resp.StatusCode
-		a.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		a.saw(resp)
 	}
 	return resp, err
 }
@@ -158,8 +180,7 @@ func (w doer) Do(r *http.Request) (*http.Response, error) {
 	}
 	resp, err := w.d.Do(r)
 	if a != nil && resp != nil {
-		a.Status = resp.StatusCode
-		a.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		a.saw(resp)
 	}
 	return resp, err
 }
@@ -196,7 +217,7 @@ func (c *Caller) Do(ctx context.Context, op, resource string, fn func(ctx contex
 		if err := c.waitTurn(ctx, op); err != nil {
 			return c.fail(op, resource, n-1, last, err)
 		}
-		a := &Attempt{}
+		a := &Attempt{Gated: time.Now(), caller: c}
 		actx, cancel := context.WithTimeout(context.WithValue(ctx, attemptKey{}, a), c.policy.CallTimeout)
 		start := time.Now()
 		err := fn(actx)
@@ -282,23 +303,28 @@ func (c *Caller) BlockedFor() time.Duration {
 }
 
 func (c *Caller) waitTurn(ctx context.Context, op string) error {
-	// Look again after each wait: a 429 that came back while this call
-	// slept (a request already on the wire) extends the pause, and waking
-	// at the first deadline would send inside the second.
-	for d := c.BlockedFor(); d > 0; d = c.BlockedFor() {
-		if err := sleep(ctx, d); err != nil {
-			return err
+	for {
+		// Look again after each wait: a 429 that came back while this call
+		// slept (a request already on the wire) extends the pause, and
+		// waking at the first deadline would send inside the second.
+		for d := c.BlockedFor(); d > 0; d = c.BlockedFor() {
+			if err := sleep(ctx, d); err != nil {
+				return err
+			}
+		}
+		if c.limit != nil {
+			if l := c.limit(op); l != nil {
+				if err := l.Wait(ctx); err != nil {
+					return fmt.Errorf("waiting for %s rate limiter: %w", c.provider, err)
+				}
+			}
+		}
+		// A 429 may have come back while this call waited on the
+		// limiter: its token is spent, but the pause comes first.
+		if c.BlockedFor() == 0 {
+			return nil
 		}
 	}
-	if c.limit == nil {
-		return nil
-	}
-	if l := c.limit(op); l != nil {
-		if err := l.Wait(ctx); err != nil {
-			return fmt.Errorf("waiting for %s rate limiter: %w", c.provider, err)
-		}
-	}
-	return nil
 }
 
 func (c *Caller) fail(op, resource string, attempts int, last *Error, err error) error {

@@ -178,6 +178,88 @@ func TestPauseExtendedWhileWaiting(t *testing.T) {
 	}
 }
 
+// heldLimiter holds Wait until released: a call is inside the limiter.
+type heldLimiter struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (l *heldLimiter) Wait(ctx context.Context) error {
+	select {
+	case l.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-l.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A 429 that comes back while a call waits on the limiter pauses it too:
+// the call looks at the gate again after the limiter lets it go.
+func TestPauseSetWhileInTheLimiter(t *testing.T) {
+	s := &server{}
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	l := &heldLimiter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	c := New(Options{Provider: "cloudflare", Policy: fast(), Limit: func(string) ratelimit.Limiter { return l }})
+	hc := &http.Client{Transport: Transport(nil)}
+	done := make(chan error, 1)
+	go func() { done <- c.Do(context.Background(), "tunnel.get", "t1", get(hc, ts.URL)) }()
+	<-l.entered
+	until := time.Now().Add(300 * time.Millisecond) // before block: the pause ends no earlier
+	c.block(300 * time.Millisecond)
+	close(l.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.times) != 1 || s.times[0].Before(until) {
+		t.Fatalf("request at %v, the pause set while it was in the limiter ended at %v", s.times, until)
+	}
+}
+
+// The transport pauses the Caller the moment a 429 with a Retry-After
+// comes back, before the SDK decodes the answer: another worker's call
+// passing the gate meanwhile waits too.
+func TestTransportPausesOnA429(t *testing.T) {
+	gotAnswer := make(chan struct{})
+	proceed := make(chan struct{})
+	ts429 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status(429, "1")(w, r)
+	}))
+	t.Cleanup(ts429.Close)
+	c := New(Options{Provider: "cloudflare", Policy: Policy{MaxAttempts: 1, CallTimeout: 2 * time.Second}})
+	hc := &http.Client{Transport: Transport(nil)}
+	first := make(chan error, 1)
+	go func() {
+		first <- c.Do(context.Background(), "tunnel.list", "", func(ctx context.Context) error {
+			resp, err := hc.Do(mustReq(ctx, ts429.URL))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			close(gotAnswer) // the SDK would decode now; Do has not seen the 429 yet
+			<-proceed
+			return fmt.Errorf("status %d", resp.StatusCode)
+		})
+	}()
+	<-gotAnswer
+	if d := c.BlockedFor(); d <= 0 || d > time.Second {
+		t.Fatalf("paused for %v right after the 429 came back, want up to its Retry-After of 1s", d)
+	}
+	close(proceed)
+	<-first
+}
+
+func mustReq(ctx context.Context, url string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	return req
+}
+
 // A Retry-After longer than the in-call cap is handed back, not slept on,
 // and pauses the provider for everyone.
 func TestLongRetryAfterHandedBack(t *testing.T) {

@@ -79,6 +79,7 @@ type requestLog struct {
 type cfRequest struct {
 	at         time.Time
 	done       time.Time // client side only: when the answer came back
+	gated      time.Time // client side only: when its attempt passed the client's gate
 	method     string
 	path       string
 	status     int
@@ -121,6 +122,9 @@ func (l *requestLog) roundTrip(next http.RoundTripper) http.RoundTripper {
 			return resp, err
 		}
 		e := cfRequest{at: sent, done: time.Now(), method: r.Method, path: r.URL.Path}
+		if a := apicall.AttemptFrom(r.Context()); a != nil {
+			e.gated = a.Gated
+		}
 		if resp != nil {
 			e.status, e.retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
 		}
