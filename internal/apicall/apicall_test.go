@@ -171,10 +171,16 @@ func TestPauseExtendedWhileWaiting(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	s.sentOnceAfter(t, until, "the extended pause")
+}
+
+// sentOnceAfter fails unless exactly one request came, not before until.
+func (s *server) sentOnceAfter(t *testing.T, until time.Time, what string) {
+	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.times) != 1 || s.times[0].Before(until) {
-		t.Fatalf("request at %v, the extended pause ended at %v", s.times, until)
+		t.Fatalf("request at %v, %s ended at %v", s.times, what, until)
 	}
 }
 
@@ -215,11 +221,7 @@ func TestPauseSetWhileInTheLimiter(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.times) != 1 || s.times[0].Before(until) {
-		t.Fatalf("request at %v, the pause set while it was in the limiter ended at %v", s.times, until)
-	}
+	s.sentOnceAfter(t, until, "the pause set while it was in the limiter")
 }
 
 // The transport pauses the Caller the moment a 429 with a Retry-After
