@@ -149,10 +149,7 @@ func TestRewindRestoredOlderStateFile(t *testing.T) {
 		return err == nil && reflect.DeepEqual(unstamped(got), want)
 	})
 	waitFor(t, "settled", func() bool { return e.consumerSettled(t) })
-	// Counted after the ack: wait for the counters, then check them exactly.
-	counted := func(in *Ingester, n uint64) func() bool {
-		return func() bool { st := in.Stats(); return st.Applied+st.Stale+st.Ignored >= n }
-	}
+	// Counted after the commit: wait for the counters, then check them exactly.
 	waitFor(t, "the restored run's events counted", counted(third, 5))
 	stop()
 	got, _ := e.store.List()
@@ -211,6 +208,9 @@ func TestNoRewindForFileWithoutMark(t *testing.T) {
 	run(t, again)
 	_, ack := e.publish(t, events.Created{OrgID: "gamma", Slug: "gamma"})
 	waitFor(t, "gamma applied", func() bool { o, _ := e.org(t, "gamma"); return o.LastSeq == ack.Sequence })
+	// The counters move after the commit: wait for gamma's. A rewind's
+	// seqs 1 and 2 come before 3, so they are counted by then.
+	waitFor(t, "gamma counted", counted(again, 1))
 	// A rewind would have delivered seqs 1 and 2 before 3, as stale.
 	if st := again.Stats(); st.Applied != 1 || st.Stale != 0 {
 		t.Fatalf("stats after start on a file without mark: %+v", st)
@@ -242,7 +242,14 @@ func TestNoRewindAfterOnlyDeadLetters(t *testing.T) {
 	run(t, again)
 	_, ack := e.publish(t, events.Created{OrgID: "gamma", Slug: "gamma"})
 	waitFor(t, "gamma applied", func() bool { o, _ := e.org(t, "gamma"); return o.LastSeq == ack.Sequence })
+	waitFor(t, "gamma counted", counted(again, 1))
 	if st := again.Stats(); st.DeadLettered != 0 || st.Applied != 1 {
 		t.Fatalf("the second start went over the dead letters again: %+v", st)
 	}
+}
+
+// counted reports when in has counted at least n committed events (the
+// counters move after the commit a test sees in the store).
+func counted(in *Ingester, n uint64) func() bool {
+	return func() bool { st := in.Stats(); return st.Applied+st.Stale+st.Ignored >= n }
 }
