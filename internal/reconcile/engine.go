@@ -275,8 +275,10 @@ type Engine struct {
 	pools    poolBook
 	poolList []string
 	// poolGroup maps each pool the shared placement records keep to its
-	// record's key (ledger.go); empty without Config.Placements.
-	poolGroup map[string]string
+	// record's key, ledgerKeys lists the keys (ledger.go); both empty
+	// without Config.Placements.
+	poolGroup  map[string]string
+	ledgerKeys []string
 	// rotating holds the max-age token rotations in flight (rotate.go).
 	rotating rotations
 
@@ -318,8 +320,9 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 	e := &Engine{
 		cfg: cfg, clouds: clouds, queue: queue, log: cfg.Logger,
 		polls: map[string]pollState{}, orphanSeen: map[string]time.Time{}, sweepKick: make(chan struct{}, 1),
-		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds), poolGroup: ledgerGroups(clouds, cfg.Placements),
+		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds),
 	}
+	e.poolGroup, e.ledgerKeys = ledgerGroups(clouds, cfg.Placements)
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,
@@ -402,7 +405,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.log.Info("reconcile engine started", attrs...)
 	var wg sync.WaitGroup
-	if e.cfg.Placements != nil && len(e.poolGroup) > 0 {
+	if e.sharedPlacements() {
 		wg.Go(func() { e.ledgerLoop(ctx) })
 	}
 	if e.cfg.SweepInterval > 0 {

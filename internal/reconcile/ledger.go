@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"sort"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
@@ -66,11 +65,12 @@ func newLedgerGroup(orgs map[string]string, rev uint64) *ledgerGroup {
 
 // ledgerGroups maps each limited pool to its record's key, once (New):
 // "account.<id>" for pools naming their account (they share its tunnels),
-// else "pool.<name>". Empty without a ledger.
-func ledgerGroups(c Clouds, ledger PlacementLedger) map[string]string {
+// else "pool.<name>"; keys lists those keys in a stable order. Empty
+// without a ledger.
+func ledgerGroups(c Clouds, ledger PlacementLedger) (byPool map[string]string, keys []string) {
 	out := map[string]string{}
 	if ledger == nil {
-		return out
+		return out, nil
 	}
 	limited := map[string]bool{}
 	key := func(name string, l PoolLimits) string {
@@ -89,26 +89,16 @@ func ledgerGroups(c Clouds, ledger PlacementLedger) map[string]string {
 			out[name] = k
 		}
 	}
-	return out
+	return out, sortedKeys(limited)
 }
 
-// groupKeys lists the ledger's keys in a stable order.
-func (e *Engine) groupKeys() []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, k := range e.poolGroup {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+// sharedPlacements reports whether placements go through the ledger: one
+// is configured and some pool has limits to keep.
+func (e *Engine) sharedPlacements() bool { return len(e.ledgerKeys) > 0 }
 
 // readLedger reads every group's record into the book.
 func (e *Engine) readLedger(ctx context.Context) error {
-	for _, k := range e.groupKeys() {
+	for _, k := range e.ledgerKeys {
 		orgs, rev, err := e.cfg.Placements.Read(ctx, k)
 		if err != nil {
 			return fmt.Errorf("read placement record %s: %w", k, err)
@@ -126,7 +116,7 @@ func (e *Engine) readLedger(ctx context.Context) error {
 // ledgerFind is the pool the ledger records org in (the first record in
 // key order, should a race have left two). Caller holds pools.mu.
 func (e *Engine) ledgerFind(org string) (string, bool) {
-	for _, k := range e.groupKeys() {
+	for _, k := range e.ledgerKeys {
 		if g := e.pools.ledger[k]; g != nil {
 			if p, ok := g.orgs[org]; ok {
 				return p, true

@@ -328,7 +328,7 @@ func (e *Engine) describeUse(name string, byPool, byAccount map[string]int) stri
 // for another pool than the one it is in stays where it is (poolConflict).
 func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (PoolClouds, error) {
 	e.loadBook()
-	shared := e.cfg.Placements != nil && len(e.poolGroup) > 0
+	shared := e.sharedPlacements()
 	if name := e.PoolOf(*org); name != "" {
 		// An org placed before is reconciled even when the shared records
 		// cannot be read now (ledgerLoop records it later).
@@ -353,14 +353,12 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		}
 		return pc, err
 	}
+	var name string
+	var err error
 	if shared {
 		if err := e.ledgerStart(ctx); err != nil {
 			return PoolClouds{}, fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
 		}
-	}
-	var name string
-	var err error
-	if shared {
 		// Chosen on the shared records and written there with a
 		// compare-and-swap, so other replicas' placements count too.
 		e.pools.placeMu.Lock()
@@ -437,7 +435,7 @@ func (e *Engine) commitPool(org *state.Org, name string) error {
 // (NATS away) is collected later (ledgerGC).
 func (e *Engine) releasePlacement(ctx context.Context, orgID string) {
 	e.loadBook()
-	if e.cfg.Placements != nil && len(e.poolGroup) > 0 {
+	if e.sharedPlacements() {
 		if err := e.ledgerRelease(ctx, orgID); err != nil {
 			e.log.Warn("release placement from the shared records; removed later", "org_id", orgID, "err", err)
 		}
