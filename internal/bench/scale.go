@@ -519,6 +519,12 @@ func procRSS(pid int) (rss, hwm uint64, err error) {
 	return statusMem(fmt.Sprintf("/proc/%d/status", pid))
 }
 
+// procRun is what realProcess measured of one reconciler process.
+type procRun struct {
+	ready, sweepDone           time.Duration
+	rssReady, peak, afterReady uint64
+}
+
 // realProcess runs the reconciler binary on dataDir (state.db inside) with
 // an external NATS server and the emulator at simURL, measures the time to
 // /readyz 200, then samples its RSS for window and returns the peak
@@ -528,10 +534,10 @@ func procRSS(pid int) (rss, hwm uint64, err error) {
 // Sampling stops early, 2 s after the process's first sweep finished (its
 // tunnelward_sweeps_total metric), when that comes before the window ends;
 // sweepDone is then the time from start to that sweep's end (0 otherwise).
-func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, window time.Duration) (ready, sweepDone time.Duration, rssReady, peak, afterReady uint64, err error) {
+func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, window time.Duration) (m procRun, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, 0, 0, 0, err
+		return procRun{}, err
 	}
 	admin := l.Addr().String()
 	l.Close()
@@ -545,7 +551,7 @@ func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, wind
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, 0, 0, err
+		return procRun{}, err
 	}
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -568,34 +574,34 @@ func realProcess(ctx context.Context, bin, dataDir, natsURL, simURL string, wind
 			}
 		}
 		if time.Since(start) > 2*time.Minute {
-			return 0, 0, 0, 0, 0, fmt.Errorf("reconciler not ready after 2 minutes; stderr: %s", tail(stderr.String(), 600))
+			return procRun{}, fmt.Errorf("reconciler not ready after 2 minutes; stderr: %s", tail(stderr.String(), 600))
 		}
 		if cmd.ProcessState != nil {
-			return 0, 0, 0, 0, 0, fmt.Errorf("reconciler exited: %s", tail(stderr.String(), 600))
+			return procRun{}, fmt.Errorf("reconciler exited: %s", tail(stderr.String(), 600))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ready = time.Since(start)
-	if rssReady, _, err = procRSS(cmd.Process.Pid); err != nil {
-		return 0, 0, 0, 0, 0, err
+	m.ready = time.Since(start)
+	if m.rssReady, _, err = procRSS(cmd.Process.Pid); err != nil {
+		return procRun{}, err
 	}
 	end := time.Now().Add(window)
 	for i := 0; time.Now().Before(end); i++ {
 		r, h, err := procRSS(cmd.Process.Pid)
 		if err != nil {
-			return 0, 0, 0, 0, 0, fmt.Errorf("reconciler died while measured: %v; stderr: %s", err, tail(stderr.String(), 600))
+			return procRun{}, fmt.Errorf("reconciler died while measured: %v; stderr: %s", err, tail(stderr.String(), 600))
 		}
-		peak = max(peak, r, h)
-		afterReady = max(afterReady, r)
-		if sweepDone == 0 && i%10 == 0 && sweptOnce(hc, admin) {
-			sweepDone = time.Since(start)
+		m.peak = max(m.peak, r, h)
+		m.afterReady = max(m.afterReady, r)
+		if m.sweepDone == 0 && i%10 == 0 && sweptOnce(hc, admin) {
+			m.sweepDone = time.Since(start)
 			if soon := time.Now().Add(2 * time.Second); soon.Before(end) {
 				end = soon
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return ready, sweepDone, rssReady, peak, afterReady, nil
+	return m, nil
 }
 
 // sweptOnce reports whether the reconciler at admin finished a sweep.
@@ -650,7 +656,7 @@ func realProcessRow(ctx context.Context, o Options, bin, dir, db string, n int, 
 	if observed {
 		window = pick(o, 2*time.Second, 120*time.Second, 150*time.Second)
 	}
-	ready, sweepDone, rssReady, peak, afterReady, err := realProcess(ctx, bin, dataDir, e.srv.ClientURL(), simURL, window)
+	m, err := realProcess(ctx, bin, dataDir, e.srv.ClientURL(), simURL, window)
 	if err != nil {
 		return Row{}, err
 	}
@@ -659,14 +665,14 @@ func realProcessRow(ctx context.Context, o Options, bin, dir, db string, n int, 
 		what = fmt.Sprintf("records of Ready orgs and the same orgs converged in the emulator, each with the unhandled health report the row above's touch applied (so every org is queued at start, and the touch's rewrites split the file's leaves: %s now); the first sweep lists %d Cloudflare pages (tunnels %d, DNS records %d per page) at the default budget of 1150 per 5 min, %d EC2 and %d SSM pages",
 			mb(uint64(size)), pages(n, cfTunnelPageSize)+pages(n, cfDNSPageSize), cfTunnelPageSize, cfDNSPageSize, pages(n, ec2PageSize), pages(n, ssmPageSize))
 	}
-	if sweepDone > 0 {
-		what += fmt.Sprintf("; the first sweep finished %s after start (sampling ended 2 s later)", secs(sweepDone))
+	if m.sweepDone > 0 {
+		what += fmt.Sprintf("; the first sweep finished %s after start (sampling ended 2 s later)", secs(m.sweepDone))
 	} else {
 		what += "; the first sweep had not finished when the sampling ended"
 	}
 	return Row{
 		Figure:   fmt.Sprintf("6 scale: real reconciler, %s orgs", thousands(float64(n))),
-		Measured: fmt.Sprintf("ready in %s, RSS %s; peak %s (%s after ready)", secs(ready), mb(rssReady), mb(peak), mb(afterReady)),
+		Measured: fmt.Sprintf("ready in %s, RSS %s; peak %s (%s after ready)", secs(m.ready), mb(m.rssReady), mb(m.peak), mb(m.afterReady)),
 		Bound:    "same file as the row above",
 		Note: fmt.Sprintf("the built cmd/reconciler (run --nats-url <embedded server in the bench> --cloud <emulator URL>): process start to /readyz 200, RSS from /proc/<pid>/status then sampled every 100 ms for %s (workers and the first sweep running, Cloudflare limiter at its default); the peak is the largest VmRSS or VmHWM (the open's walk of the file included), after ready the largest VmRSS sampled; %s",
 			secs(window), what),
