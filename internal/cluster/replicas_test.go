@@ -132,9 +132,9 @@ func (l *callLog) wrap(h http.Handler) http.Handler {
 			c.orgs = strings.Split(o, ",")
 		}
 		c.write = isWrite(r)
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := testbin.NewStatusWriter(w)
 		h.ServeHTTP(sw, r)
-		c.end, c.status, c.body = time.Now(), sw.status, sw.body.String()
+		c.end, c.status, c.body = time.Now(), sw.Status, sw.ErrorBody()
 		l.mu.Lock()
 		l.calls = append(l.calls, c)
 		l.mu.Unlock()
@@ -144,21 +144,6 @@ func (l *callLog) wrap(h http.Handler) http.Handler {
 // isWrite tells the emulator's mutations from its reads: Cloudflare by
 // method, SSM by X-Amz-Target, EC2 by its Action (a form field; the body
 // is put back).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	body   strings.Builder
-}
-
-func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status >= 400 && w.body.Len() < 1024 {
-		w.body.Write(p)
-	}
-	return w.ResponseWriter.Write(p)
-}
-
 func isWrite(r *http.Request) bool {
 	if strings.HasPrefix(r.URL.Path, "/client/v4/") {
 		return r.Method != http.MethodGet

@@ -24,6 +24,7 @@ import (
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
 	"github.com/tunnelward/tunnelward/internal/ratelimit"
 	"github.com/tunnelward/tunnelward/internal/state"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 	"github.com/tunnelward/tunnelward/internal/userdata"
 	"github.com/tunnelward/tunnelward/internal/workqueue"
 )
@@ -86,16 +87,6 @@ type cfRequest struct {
 	retryAfter string
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
-
-// Unwrap lets http.ResponseController reach the server's writer (flush).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 func (l *requestLog) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/client/v4/") {
@@ -103,10 +94,10 @@ func (l *requestLog) wrap(next http.Handler) http.Handler {
 			return
 		}
 		at := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := testbin.NewStatusWriter(w)
 		next.ServeHTTP(sw, r)
 		l.mu.Lock()
-		l.log = append(l.log, cfRequest{at: at, method: r.Method, path: r.URL.Path, status: sw.status, retryAfter: w.Header().Get("Retry-After")})
+		l.log = append(l.log, cfRequest{at: at, method: r.Method, path: r.URL.Path, status: sw.Status, retryAfter: w.Header().Get("Retry-After")})
 		l.mu.Unlock()
 	})
 }
