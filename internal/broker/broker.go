@@ -161,7 +161,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 }
 
 // AttemptTimeout bounds one JetStream API request's wait for its answer in
-// the calls that retry (streams, the lease bucket, ingest's consumer).
+// the calls that retry (streams, the lease bucket, ingest's consumer) and
+// in each read and write of the pools' placement records.
 const AttemptTimeout = 3 * time.Second
 
 // Transient reports whether a JetStream or NATS error is worth another

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tunnelward/tunnelward/internal/broker"
 )
 
 // Placements keeps the Cloudflare pools' shared placement records
@@ -45,6 +47,8 @@ func kvKey(key string) string {
 
 // Read returns the orgs recorded under key and its revision (0: none yet).
 func (p *Placements) Read(ctx context.Context, key string) (map[string]string, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, broker.AttemptTimeout)
+	defer cancel()
 	e, err := p.kv.Get(ctx, kvKey(key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -73,6 +77,12 @@ func (p *Placements) Write(ctx context.Context, key string, placed map[string]st
 				p.kv.Bucket(), kvKey(key), len(placed), len(b), max)
 		}
 	}
+	// A request sent while NATS reconnects can wait for an answer that
+	// never comes: bounded, so a placement (which holds the process's
+	// placement lock) fails and is retried instead of holding every other
+	// one behind it for the reconcile's whole timeout.
+	ctx, cancel := context.WithTimeout(ctx, broker.AttemptTimeout)
+	defer cancel()
 	var newRev uint64
 	if rev == 0 {
 		newRev, err = p.kv.Create(ctx, kvKey(key), b)
