@@ -55,9 +55,33 @@ func freePort(t testing.TB) int { t.Helper(); return testbin.FreePort(t) }
 
 // startJSCluster runs three nats-servers with JetStream clustered over
 // routes on loopback, as nats.go's jetstream test helper does, and waits
-// for a meta leader.
+// for a meta leader. The route ports are chosen before the servers bind
+// them (every server needs every other's), so another process on the
+// machine can take one in between (an outgoing connection's ephemeral
+// port): then the whole cluster is started again on new ports.
 func startJSCluster(t testing.TB) []*server.Server {
 	t.Helper()
+	var errs []string
+	for range 3 {
+		srvs, err := tryJSCluster(t)
+		if err == nil {
+			waitFor(t, 20*time.Second, "a JetStream meta leader", func() bool {
+				for _, s := range srvs {
+					if s.JetStreamIsLeader() {
+						return true
+					}
+				}
+				return false
+			})
+			return srvs
+		}
+		errs = append(errs, err.Error())
+	}
+	t.Fatalf("could not start a 3-node JetStream cluster:\n%s", strings.Join(errs, "\n"))
+	return nil
+}
+
+func tryJSCluster(t testing.TB) ([]*server.Server, error) {
 	const n = 3
 	cports := make([]int, n)
 	for i := range cports {
@@ -68,6 +92,11 @@ func startJSCluster(t testing.TB) []*server.Server {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	var srvs []*server.Server
+	stop := func() {
+		for _, s := range srvs {
+			s.Shutdown()
+		}
+	}
 	for i := range n {
 		o := natstest.DefaultTestOptions
 		o.Port = -1
@@ -80,20 +109,52 @@ func startJSCluster(t testing.TB) []*server.Server {
 		o.Cluster.Port = cports[i]
 		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		o.NoLog, o.NoSigs = true, true
-		s := natstest.RunServer(&o)
+		s, err := server.NewServer(&o)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("n%d: %w", i, err)
+		}
+		errLog := &serverErrors{}
+		s.SetLoggerV2(errLog, false, false, false)
 		srvs = append(srvs, s)
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			stop()
+			return nil, fmt.Errorf("n%d (route port %d) not ready after 10s: %s", i, cports[i], errLog)
+		}
 		t.Cleanup(s.Shutdown)
 	}
-	waitFor(t, 20*time.Second, "a JetStream meta leader", func() bool {
-		for _, s := range srvs {
-			if s.JetStreamIsLeader() {
-				return true
-			}
-		}
-		return false
-	})
-	return srvs
+	return srvs, nil
 }
+
+// serverErrors keeps what a test nats-server reports as errors, to say why
+// it did not start. Fatalf must not exit: the server stops itself.
+type serverErrors struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (l *serverErrors) add(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errs = append(l.errs, fmt.Sprintf(format, v...))
+}
+
+func (l *serverErrors) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errs) == 0 {
+		return "no error logged"
+	}
+	return strings.Join(l.errs, "; ")
+}
+
+func (l *serverErrors) Noticef(string, ...any)    {}
+func (l *serverErrors) Warnf(string, ...any)      {}
+func (l *serverErrors) Debugf(string, ...any)     {}
+func (l *serverErrors) Tracef(string, ...any)     {}
+func (l *serverErrors) Fatalf(f string, v ...any) { l.add(f, v...) }
+func (l *serverErrors) Errorf(f string, v ...any) { l.add(f, v...) }
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
