@@ -134,7 +134,7 @@ func TestBrokerRestart(t *testing.T) {
 	w.lastSeq["patient"] = m()["patient"].LastSeq
 	w.mu.Unlock()
 	if p := w.waitConverged(90 * time.Second); p != "" {
-		t.Fatalf("after the broker restart: %s", p)
+		t.Fatalf("after the broker restart: %s\n%s", p, w.rec.goroutines())
 	}
 	steady := m()["steady"]
 	wantReports := min(hfs, 20) // the store keeps the newest 20

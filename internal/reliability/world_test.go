@@ -112,6 +112,26 @@ func (p *proc) killedBySignal() bool {
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
+// goroutines ends the process with SIGQUIT and returns the goroutine dump
+// the Go runtime writes for it: what a process that stopped making
+// progress was waiting on, for a test's failure message.
+func (p *proc) goroutines() string {
+	if !p.running() {
+		return p.name + " is not running: no goroutine dump"
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+	l := p.log()
+	if i := strings.LastIndex(l, "SIGQUIT: quit"); i >= 0 {
+		return p.name + " goroutines:\n" + l[i:]
+	}
+	return p.name + " wrote no goroutine dump"
+}
+
 func (p *proc) log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
