@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,15 +115,7 @@ type sandbox struct {
 	log                         *testbin.Output
 }
 
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeLoopback(t *testing.T) string { t.Helper(); return testbin.FreeAddr(t) }
 
 // start runs the built reconciler with a temporary --data-dir and free
 // ports, as `go run ./cmd/reconciler` runs the default, and waits for

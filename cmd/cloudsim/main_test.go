@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/cloudsim"
+	"github.com/tunnelward/tunnelward/internal/testbin"
 )
 
 func TestRunRefusesBadFlags(t *testing.T) {
@@ -143,12 +143,7 @@ type cloudsimRun struct {
 
 func startCloudsim(t *testing.T, args ...string) *cloudsimRun {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testbin.FreeAddr(t)
 	o, err := parseFlags(append([]string{"--listen", addr, "--no-rate-limits"}, args...))
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -156,12 +155,7 @@ func TestUnreachableServerTimesOut(t *testing.T) {
 // The broker is briefly down when the publisher starts: it retries until
 // the server is up, then publishes.
 func TestRetriesUntilServerUp(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testbin.FreeAddr(t)
 	type result struct {
 		code int
 		out  string
