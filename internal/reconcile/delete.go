@@ -94,10 +94,14 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 	// Stamped when the cascade ends, not when it began: Deleted's time is
 	// when the last resource was gone.
 	now := e.cfg.Now()
+	done := false
 	err = e.store.Update(org.ID, func(o *state.Org) error {
 		if o.Desired.Presence != state.Deleted {
-			return nil // re-created meanwhile: the next reconcile builds it again
+			// Re-created meanwhile: the next reconcile builds it again, in
+			// the pool it keeps (its place is not given back).
+			return nil
 		}
+		done = true
 		launch := o.Observed
 		o.Observed = state.Observed{DeleteDone: true, ObservedAt: now, LaunchGeneration: launch.LaunchGeneration,
 			LaunchAttempt: launch.LaunchAttempt}
@@ -112,7 +116,9 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		return Result{}, fmt.Errorf("org %s: record delete done: %w", org.ID, err)
 	}
 	e.tombs.floors.Delete(org.ID)
-	e.releasePlacement(ctx, org.ID)
+	if done {
+		e.releasePlacement(ctx, org.ID)
+	}
 	e.maxAgeDone(org.ID) // a rotation cut short by the delete gives its place back
 	log.Info("org deleted; every resource removed")
 	return Result{}, nil

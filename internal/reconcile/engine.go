@@ -323,6 +323,7 @@ func New(cfg Config, clouds Clouds, store Store, queue *workqueue.Queue) (*Engin
 		slots: map[Listing]watchSlot{}, poolList: poolOrder(clouds),
 	}
 	e.poolGroup, e.ledgerKeys = ledgerGroups(clouds, cfg.Placements)
+	e.pools.startTurn, e.pools.placeTurn = make(chan struct{}, 1), make(chan struct{}, 1)
 	e.tally.set = cfg.Metrics.SetOrgsByCondition
 	e.store = &serialStore{Store: store, changed: e.tally.change}
 	e.ctrl = controller.New(controller.Config{Workers: cfg.Workers, Timeout: cfg.ReconcileTimeout,

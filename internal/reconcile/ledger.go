@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/crashpoint"
@@ -75,7 +76,7 @@ func ledgerGroups(c Clouds, ledger PlacementLedger) (byPool map[string]string, k
 	limited := map[string]bool{}
 	key := func(name string, l PoolLimits) string {
 		if l.Account != "" {
-			return "account." + l.Account
+			return accountKey(l.Account)
 		}
 		return "pool." + name
 	}
@@ -91,6 +92,9 @@ func ledgerGroups(c Clouds, ledger PlacementLedger) (byPool map[string]string, k
 	}
 	return out, sortedKeys(limited)
 }
+
+// accountKey is the record of the pools in Cloudflare account id.
+func accountKey(id string) string { return "account." + id }
 
 // sharedPlacements reports whether placements go through the ledger: one
 // is configured and some pool has limits to keep.
@@ -116,14 +120,20 @@ func (e *Engine) readLedger(ctx context.Context) error {
 // ledgerFind is the pool the ledger records org in (the first record in
 // key order, should a race have left two). Caller holds pools.mu.
 func (e *Engine) ledgerFind(org string) (string, bool) {
+	_, p, ok := e.ledgerFindKey(org)
+	return p, ok
+}
+
+// ledgerFindKey is ledgerFind with the key of the record.
+func (e *Engine) ledgerFindKey(org string) (key, pool string, ok bool) {
 	for _, k := range e.ledgerKeys {
 		if g := e.pools.ledger[k]; g != nil {
 			if p, ok := g.orgs[org]; ok {
-				return p, true
+				return k, p, true
 			}
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
 // ledgerCommit applies change to key's record as last read and writes it
@@ -167,9 +177,20 @@ func (e *Engine) ledgerPlace(ctx context.Context, org state.Org) (string, error)
 			return "", fmt.Errorf("org %s: place in a Cloudflare pool: %w", org.ID, err)
 		}
 		e.pools.mu.Lock()
-		if p, ok := e.ledgerFind(org.ID); ok {
+		if key, p, ok := e.ledgerFindKey(org.ID); ok {
 			e.pools.mu.Unlock()
-			return p, nil
+			// Taken as found, with a write of the same record: a removal
+			// made on the revision read (ledgerGC's, of an entry it saw as
+			// an earlier generation's) then fails and looks again, and one
+			// that came first makes this write fail and the org choose anew.
+			ok, err := e.ledgerCommit(ctx, key, func(m map[string]string) { m[org.ID] = p })
+			if err != nil {
+				return "", fmt.Errorf("org %s: confirm placement in Cloudflare pool %s: %w", org.ID, p, err)
+			}
+			if ok {
+				return p, nil
+			}
+			continue
 		}
 		name, err := e.choosePool(org)
 		e.pools.mu.Unlock()
@@ -196,7 +217,7 @@ func (e *Engine) ledgerPlace(ctx context.Context, org state.Org) (string, error)
 // from before the ledger, or one whose write was lost. placed maps org ->
 // pool.
 func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) error {
-	return e.ledgerEdit(ctx, fmt.Sprintf("record %d placements", len(placed)), func() map[string]func(map[string]string) {
+	return e.ledgerEdit(ctx, "record the placements of "+someOrgs(sortedKeys(placed)), func() map[string]func(map[string]string) {
 		byKey := map[string]map[string]string{}
 		for org, p := range placed {
 			key, ok := e.poolGroup[p]
@@ -219,27 +240,40 @@ func (e *Engine) ledgerEnsure(ctx context.Context, placed map[string]string) err
 	})
 }
 
-// ledgerRelease removes orgs from every record that has them.
-func (e *Engine) ledgerRelease(ctx context.Context, orgs ...string) error {
+// ledgerRelease removes orgs from every record that has them; still, when
+// set, is asked again on each read the removal is made on (under
+// pools.mu), and an org it turns down keeps its entry.
+func (e *Engine) ledgerRelease(ctx context.Context, still func(org string) bool, orgs ...string) error {
 	if err := e.readLedger(ctx); err != nil {
 		return err
 	}
-	return e.ledgerEdit(ctx, fmt.Sprintf("release %d placements", len(orgs)), func() map[string]func(map[string]string) {
+	return e.ledgerEdit(ctx, "release the placements of "+someOrgs(orgs), func() map[string]func(map[string]string) {
 		edits := map[string]func(map[string]string){}
 		for k, g := range e.pools.ledger {
+			var drop []string
 			for _, org := range orgs {
-				if _, ok := g.orgs[org]; ok {
-					edits[k] = func(m map[string]string) {
-						for _, org := range orgs {
-							delete(m, org)
-						}
+				if _, ok := g.orgs[org]; ok && (still == nil || still(org)) {
+					drop = append(drop, org)
+				}
+			}
+			if len(drop) > 0 {
+				edits[k] = func(m map[string]string) {
+					for _, org := range drop {
+						delete(m, org)
 					}
-					break
 				}
 			}
 		}
 		return edits
 	})
+}
+
+// someOrgs names orgs for a message, the first ten of a long list.
+func someOrgs(orgs []string) string {
+	if len(orgs) <= 10 {
+		return strings.Join(orgs, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(orgs[:10], ", "), len(orgs)-10)
 }
 
 // ledgerEdit changes the records until no write loses: edits, called
@@ -275,8 +309,11 @@ func (e *Engine) ledgerEdit(ctx context.Context, what string, edits func() map[s
 // it has, counts are this replica's own and placement waits for it. Orgs
 // being deleted are left out: their places go with their cascade.
 func (e *Engine) ledgerStart(ctx context.Context) error {
-	e.pools.startMu.Lock()
-	defer e.pools.startMu.Unlock()
+	release, err := take(ctx, e.pools.startTurn)
+	if err != nil {
+		return fmt.Errorf("wait for the start of the placement records: %w", err)
+	}
+	defer release()
 	if e.pools.started {
 		return nil
 	}
@@ -347,23 +384,26 @@ func (e *Engine) ledgerGC(ctx context.Context) error {
 		}
 	}
 	e.pools.mu.Unlock()
+	gone := func(org string) bool {
+		o, ok, err := e.store.Get(org)
+		return err == nil && ok && o.Desired.Presence == state.Deleted && o.Observed.DeleteDone
+	}
 	var stale []string
 	for _, org := range sortedKeys(entries) {
-		o, ok, err := e.store.Get(org)
-		if err != nil {
-			return fmt.Errorf("org %s: read state: %w", org, err)
-		}
-		if ok && o.Desired.Presence == state.Deleted && o.Observed.DeleteDone {
+		if gone(org) {
 			stale = append(stale, org)
 		}
 	}
 	if len(stale) == 0 {
 		return nil
 	}
-	if err := e.ledgerRelease(ctx, stale...); err != nil {
+	// Fenced like the orgs' own writes, and each org checked again on the
+	// read its removal is made on: one re-created (or taken by another
+	// replica) since keeps its place.
+	if err := e.ledgerRelease(e.withFence(ctx, stale...), gone, stale...); err != nil {
 		return err
 	}
-	e.log.Info("placement records: entries of deleted orgs removed", "count", len(stale))
+	e.log.Info("placement records: entries of deleted orgs removed", "count", len(stale), "org_ids", someOrgs(stale))
 	return nil
 }
 

@@ -65,7 +65,11 @@ func (l *memLedger) get(key string) map[string]string {
 
 // twoPools serves pool p1 (account a1, one tunnel) and p2 (account a2,
 // five) on two fake Cloudflare accounts; instances on the engine's own.
-type twoPools struct{ a1, a2 *fakeCloud }
+// t1, when set, is p1's tunnel surface instead of a1.
+type twoPools struct {
+	a1, a2 *fakeCloud
+	t1     TunnelAPI
+}
 
 func newTwoPools() *twoPools {
 	p := &twoPools{a1: newFakeCloud(), a2: newFakeCloud()}
@@ -78,8 +82,12 @@ func (p *twoPools) engine(t *testing.T, f Fence, l PlacementLedger) *fakeEngine 
 	fe := newFakeEngineWith(t, func(c *Config) { c.Fence, c.Placements = f, l })
 	c := fe.e.clouds
 	c.DefaultPool, c.PoolOrder = "p1", []string{"p1", "p2"}
+	var t1 TunnelAPI = p.a1
+	if p.t1 != nil {
+		t1 = p.t1
+	}
 	c.Pools = map[string]PoolClouds{
-		"p1": {Tunnels: p.a1, DNS: p.a1, ZoneName: "one.test", Limits: PoolLimits{Account: "a1", MaxTunnels: 1}},
+		"p1": {Tunnels: t1, DNS: p.a1, ZoneName: "one.test", Limits: PoolLimits{Account: "a1", MaxTunnels: 1}},
 		"p2": {Tunnels: p.a2, DNS: p.a2, ZoneName: "two.test", Limits: PoolLimits{Account: "a2", MaxTunnels: 5}},
 	}
 	e, err := New(fe.e.cfg, c, fe.store, nil)
@@ -308,5 +316,147 @@ func TestStalePlacementFollowsTheRecords(t *testing.T) {
 	}
 	if got := ledger.get("account.a1"); len(got) != 0 {
 		t.Fatalf("record account.a1 = %v: the stale pool was recorded too", got)
+	}
+}
+
+// onTunnelDelete runs hook as a tunnel is deleted: an event applied while
+// a delete's cascade is in hand.
+type onTunnelDelete struct {
+	*fakeCloud
+	hook func()
+}
+
+func (o onTunnelDelete) DeleteTunnel(ctx context.Context, id string) error {
+	if o.hook != nil {
+		o.hook()
+	}
+	return o.fakeCloud.DeleteTunnel(ctx, id)
+}
+
+// An org re-created while its delete's cascade runs keeps its place: the
+// cascade ends without recording the delete, so the place is not given
+// back (nor the waiting orgs woken to take it) under the org about to be
+// built in it again.
+func TestRecreatedDuringDeleteKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	var fe *fakeEngine
+	recreate := false
+	pools.t1 = onTunnelDelete{pools.a1, func() {
+		if recreate {
+			recreate = false
+			fe.apply(created("acme", "acme"))
+		}
+	}}
+	fe = pools.engine(t, owning("acme", "waiter"), ledger)
+	fe.apply(created("acme", "acme"), createdInPool("waiter", "waiter", "p1"))
+	fe.pass("acme")
+	if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil || failedReason(fe.org("waiter")) != ReasonPoolFull {
+		t.Fatalf("waiter asked for the full p1: %v, reason %q; want PoolFull", err, failedReason(fe.org("waiter")))
+	}
+
+	fe.apply(deleted("acme"))
+	recreate = true
+	for range 10 {
+		fe.pass("acme")
+		fe.now = fe.now.Add(time.Minute)
+		if !recreate && fe.org("acme").Desired.Presence != state.Deleted {
+			break
+		}
+	}
+	if recreate {
+		t.Fatal("acme's tunnel was never deleted")
+	}
+	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"acme": "p1"}) {
+		t.Fatalf("record account.a1 = %v after acme's re-create mid-delete; want acme kept in p1", got)
+	}
+	if fe.e.Queue().Len() != 0 {
+		if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil {
+			t.Fatal("waiter was woken and placed in acme's place")
+		}
+	}
+	for range 10 {
+		fe.pass("acme")
+		fe.now = fe.now.Add(time.Minute)
+	}
+	if got := tunnelsOf(pools.a1); !slices.Equal(got, []string{"acme"}) {
+		t.Fatalf("account a1 (one tunnel) holds %v; want acme rebuilt there alone", got)
+	}
+	if p := fe.org("waiter").Observed.Pool; p != "" {
+		t.Fatalf("waiter placed in %q with p1 full", p)
+	}
+}
+
+// The shared records place an org in a pool of its account this replica
+// does not serve (another replica's configuration has it): the org's
+// place is written down and it fails naming the pool, and that pool's
+// orgs count against the account's tunnels for the pools served here.
+func TestRecordsNameAPoolNotServedHere(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	ledger.mu.Lock()
+	ledger.put("account.a1", map[string]string{"acme": "p3", "other": "p3"})
+	ledger.mu.Unlock()
+	fe := pools.engine(t, owning("acme", "globex"), ledger)
+	fe.apply(created("acme", "acme"), created("globex", "globex"))
+
+	if _, err := fe.e.Reconcile(context.Background(), "acme"); err == nil {
+		t.Fatal("acme built with its recorded pool p3 not served here")
+	}
+	if r := failedReason(fe.org("acme")); r != ReasonPoolNotServed {
+		t.Fatalf("acme: Failed reason %q, want PoolNotServed", r)
+	}
+	if p := fe.org("acme").Observed.Pool; p != "p3" {
+		t.Fatalf("acme's pool %q, want p3 written down from the records", p)
+	}
+
+	// a1 allows one tunnel and holds two in p3: globex goes to p2.
+	fe.pass("globex")
+	if p := fe.org("globex").Observed.Pool; p != "p2" {
+		t.Fatalf("globex placed in %q, want p2 (account a1's tunnels are taken by p3's orgs)", p)
+	}
+	if a1, a2 := tunnelsOf(pools.a1), tunnelsOf(pools.a2); len(a1) != 0 || !slices.Equal(a2, []string{"globex"}) {
+		t.Fatalf("tunnels a1 %v, a2 %v; want globex's in a2 only", a1, a2)
+	}
+}
+
+// The collection of lost releases checks each org again on the read its
+// removal is made on: an org re-created and placed from the records
+// between the collection's first look and its write keeps its entry.
+func TestCollectionSparesAnOrgRecreatedMeanwhile(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	fe := pools.engine(t, owning("acme"), ledger)
+	fe.apply(created("acme", "acme"))
+	fe.pass("acme")
+	fe.apply(deleted("acme"))
+	for range 10 {
+		if fe.org("acme").Observed.DeleteDone {
+			break
+		}
+		fe.pass("acme")
+		fe.now = fe.now.Add(time.Minute)
+	}
+	if !fe.org("acme").Observed.DeleteDone {
+		t.Fatalf("acme not deleted: %+v", fe.org("acme").Conditions)
+	}
+	// Its release was lost: the entry is back, as a crash would leave it.
+	ledger.mu.Lock()
+	ledger.put("account.a1", map[string]string{"acme": "p1"})
+	ledger.before = func(l *memLedger, key string) {
+		// Between the collection's look and its write: acme is
+		// re-created and a worker confirms the recorded place.
+		fe.apply(created("acme", "acme"))
+		l.put(key, map[string]string{"acme": "p1"})
+	}
+	ledger.mu.Unlock()
+	if err := fe.e.ledgerTick(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"acme": "p1"}) {
+		t.Fatalf("record account.a1 = %v; want acme's entry kept (re-created, placed there)", got)
+	}
+	if ledger.before != nil {
+		t.Fatal("the collection wrote nothing: the test did not race it")
 	}
 }

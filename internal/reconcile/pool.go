@@ -46,11 +46,23 @@ type poolBook struct {
 	// With a PlacementLedger (ledger.go): the last read of each group's
 	// record, which counts for its pools once started; present is the
 	// live orgs' placements of this state file, recorded there at start.
-	ledger  map[string]*ledgerGroup
-	present map[string]string
-	startMu sync.Mutex // one ledgerStart at a time
-	started bool
-	placeMu sync.Mutex // one placement at a time in this process
+	ledger    map[string]*ledgerGroup
+	present   map[string]string
+	startTurn chan struct{} // one ledgerStart at a time (a turn, see take)
+	started   bool
+	placeTurn chan struct{} // one placement at a time in this process
+}
+
+// take waits for the turn of a one-place channel, or for ctx: what holds
+// it makes NATS requests, and a worker waiting behind one across an
+// outage must still stop with its reconcile.
+func take(ctx context.Context, turn chan struct{}) (release func(), err error) {
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // set records org's placement. Caller holds mu.
@@ -230,6 +242,16 @@ func (e *Engine) usage() (byPool map[string]int, byAccount map[string]int) {
 			byAccount[a] += byPool[name]
 		}
 	}
+	if e.pools.started {
+		// An account's record holds its orgs in every pool, also those of
+		// pools only other replicas serve (their configuration differs, in
+		// a rolling change): all of them hold the account's tunnels.
+		for a, n := range byAccount {
+			if g := e.pools.ledger[accountKey(a)]; g != nil {
+				byAccount[a] = max(n, len(g.orgs))
+			}
+		}
+	}
 	return byPool, byAccount
 }
 
@@ -361,9 +383,12 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		}
 		// Chosen on the shared records and written there with a
 		// compare-and-swap, so other replicas' placements count too.
-		e.pools.placeMu.Lock()
-		name, err = e.ledgerPlace(ctx, *org)
-		e.pools.placeMu.Unlock()
+		if release, terr := take(ctx, e.pools.placeTurn); terr != nil {
+			err = fmt.Errorf("org %s: wait for this process's placement in hand: %w", org.ID, terr)
+		} else {
+			name, err = e.ledgerPlace(ctx, *org)
+			release()
+		}
 		e.pools.mu.Lock()
 	} else {
 		e.pools.mu.Lock()
@@ -388,8 +413,10 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 	}
 	log.Info("org placed in Cloudflare pool", "pool", name)
 	e.reportPools()
-	pc, _ := e.poolClouds(name)
-	return pc, nil
+	// The shared records can name a pool this replica does not serve (one
+	// placed by a replica with another configuration): it is written down,
+	// where the org's resources may be, and the org fails naming it.
+	return e.poolFor(org.ID, name)
 }
 
 // ledgerOverrides follows the shared records when they place a live org
@@ -436,7 +463,7 @@ func (e *Engine) commitPool(org *state.Org, name string) error {
 func (e *Engine) releasePlacement(ctx context.Context, orgID string) {
 	e.loadBook()
 	if e.sharedPlacements() {
-		if err := e.ledgerRelease(ctx, orgID); err != nil {
+		if err := e.ledgerRelease(ctx, nil, orgID); err != nil {
 			e.log.Warn("release placement from the shared records; removed later", "org_id", orgID, "err", err)
 		}
 	}
