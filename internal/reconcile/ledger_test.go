@@ -460,3 +460,52 @@ func TestCollectionSparesAnOrgRecreatedMeanwhile(t *testing.T) {
 		t.Fatal("the collection wrote nothing: the test did not race it")
 	}
 }
+
+// A state file whose placement is an older generation's (the org was
+// deleted and re-created on another replica, which gave the place back)
+// and that the records do not have: it is not recorded at start, and the
+// org is placed anew within the limits, not in its old full pool.
+func TestOlderGenerationsPlacementIsPlacedAnew(t *testing.T) {
+	t.Parallel()
+	pools, ledger := newTwoPools(), newMemLedger()
+	ledger.mu.Lock()
+	ledger.put("account.a1", map[string]string{"other": "p1"}) // a1's one tunnel
+	ledger.mu.Unlock()
+	fe := pools.engine(t, owning("acme"), ledger)
+	fe.apply(created("acme", "acme"), deleted("acme"), created("acme", "acme"))
+	if g := fe.org("acme").Desired.Generation; g != 2 {
+		t.Fatalf("acme's generation %d, want 2", g)
+	}
+	// This file last saw generation 1 placed in p1.
+	if err := fe.store.Update("acme", func(o *state.Org) error {
+		o.Observed.Pool, o.Observed.PoolGeneration = "p1", 1
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A restart: the start's backfill leaves it out.
+	e, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe.e = e
+	if err := e.ledgerTick(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"other": "p1"}) {
+		t.Fatalf("record account.a1 = %v after the start; the older generation's placement was recorded", got)
+	}
+
+	fe.pass("acme")
+	o := fe.org("acme")
+	if o.Observed.Pool != "p2" || o.Observed.PoolGeneration != 2 {
+		t.Fatalf("acme placed in %q for generation %d, want p2 for 2", o.Observed.Pool, o.Observed.PoolGeneration)
+	}
+	if got := ledger.get("account.a2"); !maps.Equal(got, map[string]string{"acme": "p2"}) {
+		t.Fatalf("record account.a2 = %v, want acme", got)
+	}
+	if a1, a2 := tunnelsOf(pools.a1), tunnelsOf(pools.a2); len(a1) != 0 || !slices.Equal(a2, []string{"acme"}) {
+		t.Fatalf("tunnels a1 %v, a2 %v; want acme's in a2 only", a1, a2)
+	}
+}

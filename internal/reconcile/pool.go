@@ -203,7 +203,9 @@ func (e *Engine) countPlacement(b *bookLoad, o state.Org) {
 		b.placed, b.present = map[string]string{}, map[string]string{}
 	}
 	b.placed[o.ID] = p
-	if _, ok := e.poolGroup[p]; ok && o.Desired.Presence != state.Deleted {
+	// A placement known to be an older generation's is not recorded for
+	// the cluster: the org's owner places it (place).
+	if _, ok := e.poolGroup[p]; ok && o.Desired.Presence != state.Deleted && !stalePool(o) {
 		b.present[o.ID] = p
 	}
 }
@@ -351,17 +353,34 @@ func (e *Engine) describeUse(name string, byPool, byAccount map[string]int) stri
 func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (PoolClouds, error) {
 	e.loadBook()
 	shared := e.sharedPlacements()
-	if name := e.PoolOf(*org); name != "" {
+	name := e.PoolOf(*org)
+	if name != "" && shared {
+		live := org.Desired.Presence != state.Deleted
 		// An org placed before is reconciled even when the shared records
-		// cannot be read now (ledgerLoop records it later).
-		if shared && e.ledgerStart(ctx) != nil {
+		// cannot be read now (ledgerLoop records it later), unless its
+		// placement is an older generation's: then only they can say.
+		if err := e.ledgerStart(ctx); err != nil {
+			if live && stalePool(*org) {
+				return PoolClouds{}, fmt.Errorf("org %s: this state file places it in Cloudflare pool %s for generation %d; read the shared placement records to place generation %d: %w",
+					org.ID, name, org.Observed.PoolGeneration, org.Desired.Generation, err)
+			}
 			shared = false
 		}
-		if shared && org.Desired.Presence != state.Deleted {
-			if err := e.ledgerOverrides(log, org, &name); err != nil {
+		if shared && live {
+			recorded, err := e.ledgerOverrides(log, org, &name)
+			if err != nil {
 				return PoolClouds{}, err
 			}
+			if !recorded && stalePool(*org) {
+				// Another replica deleted that generation and gave its
+				// place back: this one is placed anew, within the limits.
+				log.Info("this state file's Cloudflare pool is an older generation's, and the shared records have none for the org; placing it anew",
+					"state_file_pool", name, "pool_generation", org.Observed.PoolGeneration, "generation", org.Desired.Generation)
+				name = ""
+			}
 		}
+	}
+	if name != "" {
 		e.pools.mu.Lock()
 		e.pools.set(org.ID, name) // counted even when written to bbolt after the count
 		e.pools.mu.Unlock()
@@ -375,7 +394,6 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		}
 		return pc, err
 	}
-	var name string
 	var err error
 	if shared {
 		if err := e.ledgerStart(ctx); err != nil {
@@ -422,39 +440,53 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 // ledgerOverrides follows the shared records when they place a live org
 // elsewhere than this state file says: the file's placement is an older
 // generation's (deleted and re-created while another replica owned it),
-// the records' the one its resources were built by.
-func (e *Engine) ledgerOverrides(log *slog.Logger, org *state.Org, name *string) error {
+// the records' the one its resources were built by. The placement is then
+// the current generation's. recorded is false when the records do not
+// have the org.
+func (e *Engine) ledgerOverrides(log *slog.Logger, org *state.Org, name *string) (recorded bool, err error) {
 	e.pools.mu.Lock()
 	have, ok := e.ledgerFind(org.ID)
 	e.pools.mu.Unlock()
-	if !ok || have == *name {
-		return nil
+	gen := org.Desired.Generation
+	if !ok || (have == *name && org.Observed.PoolGeneration == gen) {
+		return ok, nil
 	}
-	log.Warn("this state file places the org in an older generation's Cloudflare pool; following the shared placement records",
-		"pool", have, "state_file_pool", *name)
-	err := e.store.Update(org.ID, func(o *state.Org) error {
-		o.Observed.Pool = have
+	if have != *name {
+		log.Warn("this state file places the org in an older generation's Cloudflare pool; following the shared placement records",
+			"pool", have, "state_file_pool", *name)
+	}
+	err = e.store.Update(org.ID, func(o *state.Org) error {
+		o.Observed.Pool, o.Observed.PoolGeneration = have, gen
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("org %s: record Cloudflare pool %s: %w", org.ID, have, err)
+		return true, fmt.Errorf("org %s: record Cloudflare pool %s: %w", org.ID, have, err)
 	}
-	org.Observed.Pool, *name = have, have
-	return nil
+	org.Observed.Pool, org.Observed.PoolGeneration, *name = have, gen, have
+	return true, nil
 }
 
 func (e *Engine) commitPool(org *state.Org, name string) error {
 	err := e.store.Update(org.ID, func(o *state.Org) error {
-		if o.Observed.Pool == "" {
-			o.Observed.Pool = name
+		if o.Observed.Pool == "" || stalePool(*o) {
+			o.Observed.Pool, o.Observed.PoolGeneration = name, o.Desired.Generation
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("org %s: record Cloudflare pool %s: %w", org.ID, name, err)
 	}
-	org.Observed.Pool = name
+	org.Observed.Pool, org.Observed.PoolGeneration = name, org.Desired.Generation
 	return nil
+}
+
+// stalePool reports whether o's placement is known to be an older
+// generation's: with several replicas, a state file that did not see the
+// org deleted and re-created on another (records from before the
+// generation was kept are trusted, as before).
+func stalePool(o state.Org) bool {
+	g := o.Observed.PoolGeneration
+	return o.Observed.Pool != "" && g != 0 && g < o.Desired.Generation
 }
 
 // releasePlacement frees an org's place once its delete cascade is done,
@@ -492,6 +524,9 @@ func (e *Engine) poolConflict(org state.Org) string {
 	have, want := e.PoolOf(org), org.Desired.Pool
 	if have == "" || want == "" || have == want {
 		return ""
+	}
+	if e.sharedPlacements() && stalePool(org) {
+		return "" // an older generation's: the shared records decide (place)
 	}
 	return fmt.Sprintf("org asks for Cloudflare pool %s but its tunnel and DNS record are in %s; an org's pool is fixed while it exists (delete and re-create the org to move it)", want, have)
 }

@@ -97,6 +97,12 @@ type Observed struct {
 	// committed before its first Cloudflare write and fixed while it has
 	// resources ("" in records from before pools: the default pool).
 	Pool string `json:"pool,omitempty"`
+	// PoolGeneration is the org generation Pool was committed for (0 in
+	// records from before it was kept). With several replicas, a state file
+	// can hold an older generation's placement (the org was deleted and
+	// re-created while another replica owned it): the shared placement
+	// records decide then.
+	PoolGeneration int64 `json:"pool_generation,omitempty"`
 	// TokenRotatedAt is when the org's tunnel token was last rotated (zero:
 	// never, the token is the one the tunnel was created with);
 	// TokenRotatedSeq the request (Desired.TokenRotationSeq) it served.
