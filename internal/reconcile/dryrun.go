@@ -158,5 +158,5 @@ func (e *Engine) PlanAll(ctx context.Context) ([]OrgPlan, []Orphan, error) {
 		out = append(out, OrgPlan{OrgID: t.org.ID, Desired: d, Pool: t.pool, Plan: p})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].OrgID < out[j].OrgID })
-	return out, findOrphans(e.cfg.ParamPrefix, inv, live), nil
+	return out, findOrphans(e.cfg.ParamPrefix, inv, live, e.tunnelHome), nil
 }

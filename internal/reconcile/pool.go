@@ -610,19 +610,20 @@ func (e *Engine) planPool(org state.Org) (string, PoolClouds, error) {
 
 // deletePool is where a tombstone's Cloudflare resources are: its pool, or
 // for one this replica never placed (placed by another replica before a
-// takeover), the pool the shared listings show its tunnel, else a record,
-// in; the default pool when they show nothing.
+// takeover), the pool the shared listings show a record of it in (a zone
+// is one pool's), else its tunnel (an account's: any pool of the account
+// lists it); the default pool when they show nothing.
 func (e *Engine) deletePool(org state.Org, listed *Inventory) (PoolClouds, error) {
 	if e.PoolOf(org) == "" && listed != nil {
+		for _, r := range listed.Records {
+			if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == org.ID {
+				return e.poolFor(org.ID, r.Pool)
+			}
+		}
 		name := owner.TunnelName(org.ID)
 		for _, t := range listed.Tunnels {
 			if t.Name == name && !t.Deleted {
 				return e.poolFor(org.ID, t.Pool)
-			}
-		}
-		for _, r := range listed.Records {
-			if o, ok := owner.OrgFromDNSComment(r.Comment); ok && o == org.ID {
-				return e.poolFor(org.ID, r.Pool)
 			}
 		}
 	}

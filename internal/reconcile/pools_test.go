@@ -273,3 +273,47 @@ func TestOrphansCollectedAcrossPools(t *testing.T) {
 	}
 	h.requireClean("a")
 }
+
+// Two pools in one Cloudflare account (two zones): each pool's listing
+// shows the account's every tunnel, and none of them is an orphan for
+// being listed in the other pool. A tunnel of an org that does not exist
+// is collected once.
+func TestPoolsSharingAnAccountKeepTheirTunnels(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{pools: []PoolLimits{{}, {}}, sim: func(c *cloudsim.Config) {
+		c.CFExtra[0].AccountID = c.AccountID // sandbox2: a second zone of the first account
+	}})
+	h.start()
+	h.apply(createdInPool("a", "a", "sandbox"), createdInPool("b", "b", "sandbox2"))
+	h.waitReady("a", "b")
+	h.sim.LoadTunnelIn(cloudsim.DefaultAccountID, owner.TunnelName("ghost"))
+	var collected []Orphan
+	for range 2 { // first seen, then past the grace
+		rep, err := h.eng.Sweep(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range rep.Orphans {
+			if o.Collected {
+				collected = append(collected, o)
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // OrphanGrace is 1 ms of wall time
+	}
+	if len(collected) != 1 || collected[0].OrgID != "ghost" {
+		t.Fatalf("collected %+v; want only ghost's tunnel, once", collected)
+	}
+	tunnels, _ := h.poolWorld()
+	for _, org := range []string{"a", "b"} {
+		if !slices.Equal(tunnels[org], []string{cloudsim.DefaultAccountID}) {
+			t.Fatalf("org %s's live tunnels in accounts %v, want its one\n%s", org, tunnels[org], h.describe())
+		}
+		if !IsTrue(h.org(org), state.CondReady) {
+			t.Fatalf("org %s not Ready after the sweeps\n%s", org, h.describe())
+		}
+	}
+	if len(tunnels["ghost"]) != 0 {
+		t.Fatalf("ghost's tunnel left in %v", tunnels["ghost"])
+	}
+	h.requireClean("a", "b")
+}

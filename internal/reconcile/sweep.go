@@ -503,7 +503,7 @@ func (e *Engine) polling(orgID string) bool {
 // orphans finds owned resources of orgs that may not own any, ages them and
 // collects the ones past the grace period.
 func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]liveOrg, now time.Time, rep *SweepReport) {
-	found := findOrphans(e.cfg.ParamPrefix, inv, live)
+	found := findOrphans(e.cfg.ParamPrefix, inv, live, e.tunnelHome)
 	e.orphanMu.Lock()
 	seen := map[string]time.Time{}
 	for i := range found {
@@ -539,7 +539,8 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]liv
 		org, ok, err := e.store.Get(o.OrgID)
 		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone) &&
 			!((o.Kind == "instance" || o.Kind == "parameter") && e.orgRegion(org) != o.Region) &&
-			!((o.Kind == "tunnel" || o.Kind == "dns_record") && e.PoolOf(org) != "" && e.PoolOf(org) != o.Pool)) {
+			!(o.Kind == "dns_record" && e.PoolOf(org) != "" && e.PoolOf(org) != o.Pool) &&
+			!(o.Kind == "tunnel" && e.PoolOf(org) != "" && e.tunnelHome(e.PoolOf(org)) != e.tunnelHome(o.Pool))) {
 			continue
 		}
 		if err := e.collect(ctx, log, *o); err != nil {
@@ -590,10 +591,16 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 // findOrphans lists the owned resources of orgs that may not own any:
 // live maps each org that may own resources to its AWS region, and an
 // instance or parameter in any other region is not the org's.
-func findOrphans(prefix string, inv Inventory, live map[string]liveOrg) []Orphan {
+//
+// Tunnels are an account's: pools in one account each list all of them, so
+// a tunnel is the org's when it is in its pool's account (home), and is
+// reported once.
+func findOrphans(prefix string, inv Inventory, live map[string]liveOrg, home func(pool string) string) []Orphan {
 	var found []Orphan
+	tunnels := map[string]bool{}
 	for _, t := range inv.Tunnels {
-		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !live[org].inPool(t.Pool) {
+		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !tunnels[t.ID] && !live[org].inAccount(home, t.Pool) {
+			tunnels[t.ID] = true
 			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org, Pool: t.Pool})
 		}
 	}
@@ -629,5 +636,20 @@ func (e *Engine) liveOrg(org state.Org) liveOrg {
 	return liveOrg{Region: e.orgRegion(org), Pool: e.PoolOf(org), known: true}
 }
 
-// inPool reports whether a Cloudflare resource in pool may be the org's.
+// inPool reports whether a DNS record in pool's zone may be the org's.
 func (lo liveOrg) inPool(pool string) bool { return lo.known && (lo.Pool == "" || lo.Pool == pool) }
+
+// inAccount reports whether a tunnel listed in pool may be the org's: it
+// is in the account of the org's pool.
+func (lo liveOrg) inAccount(home func(string) string, pool string) bool {
+	return lo.known && (lo.Pool == "" || home(lo.Pool) == home(pool))
+}
+
+// tunnelHome is the Cloudflare account that holds a pool's tunnels (each
+// pool its own when the account is not known).
+func (e *Engine) tunnelHome(pool string) string {
+	if pc, ok := e.poolClouds(pool); ok && pc.Limits.Account != "" {
+		return "account " + pc.Limits.Account
+	}
+	return "pool " + pool
+}
