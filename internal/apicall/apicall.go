@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -382,19 +383,28 @@ func brokenConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &op)
 }
 
-// ParseRetryAfter reads a Retry-After header (delta seconds or HTTP date).
+// MaxPause bounds the pause one Retry-After sets. Cloudflare's are at most
+// its 5-minute window; a larger value (a proxy's, a date far ahead, a
+// number past time.Duration) would stop every call of a pool for hours.
+const MaxPause = 10 * time.Minute
+
+// ParseRetryAfter reads a Retry-After header (delta seconds or HTTP date),
+// at most MaxPause.
 func ParseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		if s <= 0 {
+	if s, err := strconv.ParseFloat(v, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case math.IsNaN(s) || s <= 0:
 			return 0
+		case s >= MaxPause.Seconds():
+			return MaxPause
 		}
 		return time.Duration(s * float64(time.Second))
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return max(0, t.Sub(now))
+		return min(MaxPause, max(0, t.Sub(now)))
 	}
 	return 0
 }

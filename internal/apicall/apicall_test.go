@@ -370,6 +370,9 @@ func TestParseRetryAfter(t *testing.T) {
 	for v, want := range map[string]time.Duration{
 		"": 0, "5": 5 * time.Second, "0": 0, "-3": 0, "junk": 0, "1.5": 1500 * time.Millisecond,
 		"Thu, 26 Nov 2026 10:00:30 GMT": 30 * time.Second, "Thu, 26 Nov 2026 09:00:00 GMT": 0,
+		// Bounded: a pause of a day, or past time.Duration, is MaxPause.
+		"86400": MaxPause, "1e10": MaxPause, "1e400": MaxPause, "Inf": MaxPause, "NaN": 0, "-Inf": 0,
+		"Fri, 27 Nov 2026 10:00:00 GMT": MaxPause,
 	} {
 		if got := ParseRetryAfter(v, now); got != want {
 			t.Errorf("%q: %v, want %v", v, got, want)
