@@ -509,3 +509,30 @@ func TestOlderGenerationsPlacementIsPlacedAnew(t *testing.T) {
 		t.Fatalf("tunnels a1 %v, a2 %v; want acme's in a2 only", a1, a2)
 	}
 }
+
+// An org waiting for room that is deleted no longer counts as waiting
+// (the status's POOLS line and /v1/cluster report the waiting orgs).
+func TestDeletedOrgStopsWaitingForRoom(t *testing.T) {
+	t.Parallel()
+	pools := newTwoPools()
+	fe := pools.engine(t, nil, nil)
+	fe.apply(created("acme", "acme"), createdInPool("waiter", "waiter", "p1"))
+	fe.pass("acme")
+	if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil {
+		t.Fatal("waiter placed in the full p1")
+	}
+	if w := fe.e.Pools()[0].Waiting; w != 1 {
+		t.Fatalf("%d orgs waiting, want 1", w)
+	}
+	fe.apply(deleted("waiter"))
+	for range 5 {
+		fe.pass("waiter")
+		fe.now = fe.now.Add(time.Minute)
+	}
+	if !fe.org("waiter").Observed.DeleteDone {
+		t.Fatalf("waiter's delete not done: %+v", fe.org("waiter").Conditions)
+	}
+	if w := fe.e.Pools()[0].Waiting; w != 0 {
+		t.Fatalf("%d orgs waiting after the waiting one was deleted, want 0", w)
+	}
+}

@@ -416,6 +416,8 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		var term *TerminalError
 		if errors.As(err, &term) && term.Reason == ReasonPoolFull {
 			e.pools.waiting[org.ID] = true
+		} else {
+			delete(e.pools.waiting, org.ID) // now failing for another reason
 		}
 		e.pools.mu.Unlock()
 		return PoolClouds{}, err
@@ -427,6 +429,7 @@ func (e *Engine) place(ctx context.Context, log *slog.Logger, org *state.Org) (P
 		e.pools.mu.Lock()
 		e.pools.unset(org.ID)
 		e.pools.mu.Unlock()
+		e.wakeIfRoom() // the place reserved is free again
 		return PoolClouds{}, err
 	}
 	log.Info("org placed in Cloudflare pool", "pool", name)
@@ -500,6 +503,7 @@ func (e *Engine) releasePlacement(ctx context.Context, orgID string) {
 		}
 	}
 	e.pools.mu.Lock()
+	delete(e.pools.waiting, orgID) // deleted while it waited for room
 	had := e.pools.unset(orgID)
 	var wake []string
 	if had {
