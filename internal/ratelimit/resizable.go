@@ -42,6 +42,9 @@ func (l *Resizable) Resize(r rate.Limit, burst int) {
 // back as far as the limiter can) and made again.
 func (l *Resizable) Wait(ctx context.Context) error {
 	for {
+		if err := ctx.Err(); err != nil {
+			return err // an ended call spends no token (rate.Limiter's Wait does the same)
+		}
 		l.mu.Lock()
 		resized := l.resized
 		r := l.Limiter.Reserve()

@@ -48,3 +48,16 @@ func TestResizeDownRepacesWaiters(t *testing.T) {
 		t.Fatalf("after shrinking, a call with a 1 s deadline: %v, want it refused (the wait is minutes)", err)
 	}
 }
+
+// A call whose context has ended gets no token, even when one is free.
+func TestResizableWaitEndedContextSpendsNoToken(t *testing.T) {
+	l := NewResizable(1, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Wait(ctx); err == nil {
+		t.Fatal("Wait with an ended context returned nil")
+	}
+	if got := l.Tokens(); got < 0.99 {
+		t.Fatalf("%.2f tokens left after an ended call, want the 1 token unspent", got)
+	}
+}
