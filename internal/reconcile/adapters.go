@@ -326,7 +326,7 @@ func (a awsAdapter) DescribeParam(ctx context.Context, name string) (*Param, err
 	if err != nil {
 		return nil, awsKind(err)
 	}
-	return &Param{Name: m.Name, Description: m.Description}, nil
+	return &Param{Name: m.Name, Description: m.Description, Modified: m.LastModifiedDate}, nil
 }
 
 func (a awsAdapter) ListParams(ctx context.Context, prefix string) ([]Param, error) {
@@ -336,7 +336,7 @@ func (a awsAdapter) ListParams(ctx context.Context, prefix string) ([]Param, err
 	}
 	out := make([]Param, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, Param{Name: m.Name, Description: m.Description})
+		out = append(out, Param{Name: m.Name, Description: m.Description, Modified: m.LastModifiedDate})
 	}
 	return out, nil
 }

@@ -141,7 +141,8 @@ type InstanceAPI interface {
 type Param struct {
 	Name        string
 	Description string
-	Region      string // set by listings that span regions (Engine.List)
+	Region      string    // set by listings that span regions (Engine.List)
+	Modified    time.Time // when its value was last written (zero: not known)
 }
 
 // ParamAPI is the SSM Parameter Store surface the engine uses.

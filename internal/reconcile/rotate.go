@@ -70,13 +70,21 @@ func connectorsNeeded(v plan.Rotation) bool {
 // should not: an unserved request, or a token past the max age (and a
 // place among the max-age rotations in flight).
 func (e *Engine) rotationWant(org state.Org, now time.Time) string {
-	if s := org.Desired.TokenRotationSeq; s > org.Observed.TokenRotatedSeq {
-		return fmt.Sprintf("rotation requested (event sequence %d)", s)
+	if rotationAsked(org) {
+		return fmt.Sprintf("rotation requested (event sequence %d)", org.Desired.TokenRotationSeq)
 	}
-	if due, ok := e.tokenDue(org); ok && !now.Before(due) {
+	if due, ok := e.tokenDue(org); ok && !now.Before(due) && e.maxAgeFree(org.ID) {
+		// Only with a place free: an org waiting for one is not queued
+		// (a pass that observes it only to wait would cost its calls at
+		// every sweep and watch); a later one finds the place.
 		return fmt.Sprintf("token issued %s is older than the max age %s", org.Observed.TokenSince.UTC().Format(time.RFC3339), e.cfg.TokenMaxAge)
 	}
 	return ""
+}
+
+// rotationAsked reports an org.token_rotation_requested not served yet.
+func rotationAsked(org state.Org) bool {
+	return org.Desired.TokenRotationSeq > org.Observed.TokenRotatedSeq
 }
 
 // tokenDue is when the max-age policy rotates the org's token.
@@ -107,17 +115,66 @@ func (e *Engine) pastMaxAge(org state.Org, now time.Time) bool {
 func (e *Engine) maxAgeSlot(orgID string) bool {
 	e.rotating.mu.Lock()
 	defer e.rotating.mu.Unlock()
-	if e.rotating.inFlight == nil {
-		e.rotating.inFlight = map[string]bool{}
-	}
-	if e.rotating.inFlight[orgID] {
-		return true
-	}
-	if len(e.rotating.inFlight) >= max(1, e.cfg.Workers/2) {
+	if !e.maxAgeFreeLocked(orgID) {
 		return false
 	}
 	e.rotating.inFlight[orgID] = true
 	return true
+}
+
+// maxAgeFree reports whether orgID holds or could take a place among the
+// max-age rotations in flight.
+func (e *Engine) maxAgeFree(orgID string) bool {
+	e.rotating.mu.Lock()
+	defer e.rotating.mu.Unlock()
+	return e.maxAgeFreeLocked(orgID)
+}
+
+// maxAgeFreeLocked is maxAgeFree with rotating.mu held. The places of orgs
+// this replica no longer owns are given back first: their rotation goes
+// on at their new owner.
+func (e *Engine) maxAgeFreeLocked(orgID string) bool {
+	if e.rotating.inFlight == nil {
+		e.rotating.inFlight = map[string]bool{}
+	}
+	for id := range e.rotating.inFlight {
+		if !e.owns(id) {
+			delete(e.rotating.inFlight, id)
+		}
+	}
+	return e.rotating.inFlight[orgID] || len(e.rotating.inFlight) < max(1, e.cfg.Workers/2)
+}
+
+// maxAgeHolds reports whether orgID holds a place among the max-age
+// rotations in flight.
+func (e *Engine) maxAgeHolds(orgID string) bool {
+	e.rotating.mu.Lock()
+	defer e.rotating.mu.Unlock()
+	return e.rotating.inFlight[orgID]
+}
+
+// maxAgeFreePlaces is how many more max-age rotations may start now.
+func (e *Engine) maxAgeFreePlaces() int {
+	e.rotating.mu.Lock()
+	defer e.rotating.mu.Unlock()
+	e.maxAgeFreeLocked("")
+	return max(1, e.cfg.Workers/2) - len(e.rotating.inFlight)
+}
+
+// pruneMaxAgeSlots gives back the places of orgs with no max-age rotation
+// in flight in the state file (one ended another way: finished as a
+// requested one, or its start not saved). The sweep calls it.
+func (e *Engine) pruneMaxAgeSlots() {
+	e.rotating.mu.Lock()
+	ids := sortedKeys(e.rotating.inFlight)
+	e.rotating.mu.Unlock()
+	for _, id := range ids {
+		o, ok, err := e.store.Get(id)
+		if err != nil || (ok && o.Observed.Rotation != nil && o.Observed.Rotation.Seq == 0) {
+			continue
+		}
+		e.maxAgeDone(id)
+	}
 }
 
 func (e *Engine) maxAgeDone(orgID string) {

@@ -198,3 +198,107 @@ func TestTokenMaxAgeRotates(t *testing.T) {
 	}
 	h.requireClean("old", "young")
 }
+
+// A record from before TokenSince was kept (a converged org: no token step
+// will set it) gets it from its parameter's last write at the sweep, so
+// the max-age policy counts its token too.
+func TestTokenSinceStampedForOlderRecords(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.TokenMaxAge = time.Hour }})
+	h.start()
+	h.apply(created("acme", "acme"))
+	h.waitReady("acme")
+	put := h.org("acme").Observed.TokenSince
+	h.stop()
+	if err := h.store.Update("acme", func(o *state.Org) error {
+		o.Observed.TokenSince = time.Time{}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.reopen(nil)
+	h.start()
+	if _, err := h.eng.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := h.org("acme").Observed.TokenSince
+	// The emulator stamps the parameter as it stores it, a moment around
+	// the engine's own stamp of the put.
+	if got.IsZero() || got.Sub(put).Abs() > 2*time.Second {
+		t.Fatalf("token_since after the sweep %v; want the parameter's write, about %v", got, put)
+	}
+}
+
+// A fleet whose tokens are all past the max age is rotated a few at a
+// time: a sweep queues only as many as there are places among the
+// rotations in flight (Workers/2), not every due org for a pass that would
+// only wait; later sweeps queue the rest as places free up.
+func TestTokenMaxAgeQueuesOnlyWhatHasAPlace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{engine: func(c *Config) { c.TokenMaxAge = time.Hour; c.Workers = 4 }})
+	orgs := []string{"o1", "o2", "o3", "o4", "o5", "o6"}
+	h.start()
+	for _, o := range orgs {
+		h.apply(created(o, o))
+	}
+	h.waitReady(orgs...)
+	h.stop()
+	for _, o := range orgs {
+		if err := h.store.Update(o, func(o *state.Org) error {
+			o.Observed.TokenSince = time.Now().Add(-2 * time.Hour)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.reopen(nil)
+	rep, err := h.eng.Sweep(context.Background()) // workers not started: nothing is taken off the queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rep.Requeued); n != 2 {
+		t.Fatalf("first sweep queued %d orgs (%v), want 2: the places among the max-age rotations", n, rep.Requeued)
+	}
+	h.start()
+	rotated := func() int {
+		n := 0
+		for _, o := range orgs {
+			if !h.org(o).Observed.TokenRotatedAt.IsZero() {
+				n++
+			}
+		}
+		return n
+	}
+	h.waitFor("every token rotated", 60*time.Second, func() bool {
+		if _, err := h.eng.Sweep(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return rotated() == len(orgs)
+	})
+	h.requireClean(orgs...)
+}
+
+// A place among the max-age rotations is given back when its org moves to
+// another replica mid-rotation (its new owner finishes it there), and when
+// the state file shows no max-age rotation in flight for it any more.
+func TestMaxAgePlacesGivenBack(t *testing.T) {
+	t.Parallel()
+	f := owning("a", "b", "c")
+	fe := newFakeEngineWith(t, func(c *Config) { c.Fence = f; c.Workers = 2 }) // one place
+	fe.apply(created("a", "a"), created("b", "b"), created("c", "c"))
+	if !fe.e.maxAgeSlot("a") || fe.e.maxAgeSlot("b") {
+		t.Fatal("want a to take the one place and b to find none")
+	}
+	f.mu.Lock()
+	delete(f.owned, "a")
+	f.mu.Unlock()
+	if !fe.e.maxAgeSlot("b") {
+		t.Fatal("the place of a, now another replica's, was not given back")
+	}
+	// b's state file has no max-age rotation in flight (it never saved
+	// one): the sweep's prune gives the place back.
+	fe.e.pruneMaxAgeSlots()
+	if !fe.e.maxAgeSlot("c") {
+		t.Fatal("the place of b, with no rotation in flight, was not given back")
+	}
+}

@@ -272,6 +272,8 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	}
 	var updates []statusUpdate
 	var requeue []string
+	stamps := map[string]time.Time{}     // org -> when its token was put (tokenSinceStamps)
+	maxAgePlaces := e.maxAgeFreePlaces() // max-age rotations this pass may queue
 	err := e.store.ForEach(func(org state.Org) error {
 		if org.Desired.Presence == state.Deleted {
 			e.confirmed.Delete(org.ID)
@@ -338,13 +340,25 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			updates = append(updates, statusUpdate{orgID: org.ID, status: status, statusKnown: tunnelFresh,
 				reason: reason, msg: msg, listedAt: listedAt, changes: p.Changes, wasReady: ready, full: full})
 		}
+		if full && e.cfg.TokenMaxAge > 0 && org.Observed.TokenSince.IsZero() && org.Observed.ParamTunnelID != "" &&
+			len(stamps) < maxTokenSinceStamps {
+			if i, ok := ix.param[paramKey{region, owner.ParamName(e.cfg.ParamPrefix, org.ID)}]; ok {
+				stamps[org.ID] = ix.inv.Params[i].Modified
+			}
+		}
 		if e.pastMaxAge(org, now) {
 			pastMaxAge++
 		}
 		if reason == "" && (org.Observed.Rotation != nil || e.rotationWant(org, now) != "") {
 			// A token rotation asked for, due, or in flight (after a
-			// restart): a pass runs it.
-			if !e.polling(org.ID) {
+			// restart): a pass runs it. One due by the max age alone is
+			// queued only while places are left (the rest at a later pass).
+			queue := !e.polling(org.ID)
+			if queue && org.Observed.Rotation == nil && !rotationAsked(org) && !e.maxAgeHolds(org.ID) {
+				queue = maxAgePlaces > 0
+				maxAgePlaces--
+			}
+			if queue {
 				requeue = append(requeue, org.ID)
 			}
 			return nil
@@ -400,6 +414,10 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 			}
 		}
 	}
+	if full {
+		e.stampTokenSince(stamps, now)
+		e.pruneMaxAgeSlots()
+	}
 	for _, id := range requeue {
 		e.queue.Add(id)
 		rep.Requeued = append(rep.Requeued, id)
@@ -408,6 +426,33 @@ func (e *Engine) inventoryPass(v invView, now time.Time, full bool, rep *SweepRe
 	e.cfg.Metrics.SetTokensPastMaxAge(pastMaxAge)
 	e.cfg.Metrics.SetNotReadySince(notReadySince)
 	return live, nil
+}
+
+// maxTokenSinceStamps bounds the records one sweep writes for
+// stampTokenSince: a large fleet from before TokenSince is stamped over
+// several sweeps, not in one burst of writes.
+const maxTokenSinceStamps = 1000
+
+// stampTokenSince records when the tokens of orgs from before TokenSince
+// was kept were put (their parameter's last write, as listed; now when the
+// listing does not say), so --token-max-age counts them too: a converged
+// org has no token step to set it.
+func (e *Engine) stampTokenSince(stamps map[string]time.Time, now time.Time) {
+	for _, id := range sortedKeys(stamps) {
+		since := stamps[id]
+		if since.IsZero() || since.After(now) {
+			since = now
+		}
+		err := e.store.Update(id, func(o *state.Org) error {
+			if o.Observed.TokenSince.IsZero() && o.Observed.ParamTunnelID != "" {
+				o.Observed.TokenSince = since.UTC()
+			}
+			return nil
+		})
+		if err != nil {
+			e.log.Warn("inventory pass: record when the token was put", "org_id", id, "err", err)
+		}
+	}
 }
 
 // viewedFrom is observedFrom over the view, for one org: a listing that

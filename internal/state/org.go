@@ -110,7 +110,8 @@ type Observed struct {
 	TokenRotatedSeq uint64    `json:"token_rotated_seq,omitempty"`
 	// TokenSince is when the token in use was issued (the tunnel's first
 	// token put, or the last rotation): what --token-max-age is counted
-	// from. Zero in records from before it: set at the next pass.
+	// from. Zero in records from before it: the sweep sets it from the
+	// parameter's last write.
 	TokenSince time.Time `json:"token_since,omitzero"`
 	// Rotation is a token rotation in flight (nil: none), committed before
 	// each of its steps so a crash resumes it exactly once.
