@@ -274,6 +274,7 @@ func Compute(d Desired, o Observed) Result {
 		instanceChanges(d, o, tunnelID, &r)
 		applyRemedy(d, o.Remedy, &r)
 	}
+	takeoverLast(&r)
 	rotationChanges(d, o, tunnelID, &r)
 	withholdOnConflict(&r)
 
@@ -495,6 +496,25 @@ func takeoverChange(o Observed, old Record, target string, r *Result) {
 		c.Reason = fmt.Sprintf("waits for the tunnel to be healthy (it is %s) to %s; the old record stays until then", status, what)
 		r.Withheld = append(r.Withheld, c)
 	}
+}
+
+// takeoverLast holds a takeover back while the plan changes anything
+// else: the hostname moves to the tunnel only once the org is whole (an
+// ingress update failing in the same pass would have it answer 404).
+func takeoverLast(r *Result) {
+	i := slices.IndexFunc(r.Changes, func(c Change) bool { return c.Resource == ResDNS && c.Op == OpTakeover })
+	if i < 0 || len(r.Changes) == 1 {
+		return
+	}
+	c := r.Changes[i]
+	r.Changes = slices.Delete(r.Changes, i, i+1)
+	var others []string
+	for _, o := range r.Changes {
+		others = append(others, string(o.Resource)+" "+string(o.Op))
+	}
+	c.Reason = fmt.Sprintf("waits for the org's other changes (%s) to %s; the old record stays until then",
+		strings.Join(others, ", "), strings.TrimSuffix(c.Reason, ": tunnel healthy"))
+	r.Withheld = append(r.Withheld, c)
 }
 
 // TakeoverWaiting returns the takeover a plan holds back until the tunnel

@@ -402,6 +402,18 @@ func TestTakeover(t *testing.T) {
 			reason: "replace A 192.0.2.10 with CNAME t1.cfargotunnel.com: tunnel healthy",
 		},
 		{
+			name: "tunnel healthy but the ingress still to fix: the takeover waits for it",
+			d:    byContent,
+			o: func() Observed {
+				o := built("healthy", legacy)()
+				o.Ingress = []IngressRule{{Hostname: "old.example.test", Service: "http://localhost:8080"}}
+				return o
+			},
+			want:     []key{{ResIngress, OpUpdate, "acme.example.test"}},
+			withheld: []key{{ResDNS, OpTakeover, legacy.ID}},
+			reason:   "waits for the org's other changes (ingress update) to replace A 192.0.2.10 with CNAME t1.cfargotunnel.com; the old record stays",
+		},
+		{
 			name: "by record id alone: content is not compared",
 			d:    withTakeover(Takeover{Type: "A", RecordID: legacy.ID}),
 			o:    built("healthy", with(legacy, func(r *Record) { r.Content = "198.51.100.7" })),
