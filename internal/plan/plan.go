@@ -117,9 +117,18 @@ type Rotation struct {
 	ConnectorsKnown bool
 	// Stuck: no connector on the new token a health grace after the
 	// restart, while the old one may still serve: the instance is replaced
-	// (a new instance boots on the token in SSM).
-	Stuck bool
+	// (a new instance boots on the token in SSM), at most
+	// MaxRotationReplacements times (Replaced so far).
+	Stuck    bool
+	Replaced int
 }
+
+// MaxRotationReplacements bounds the instances a rotation replaces when no
+// connector comes up on the new token: past it the cause is not the
+// instance (its role cannot read the parameter, no route to Cloudflare),
+// and replacing more would only cost boots (and the old connector's
+// service, while it still runs).
+const MaxRotationReplacements = 2
 
 // Rotation phases, as state.Rotation.Phase records them.
 const (
@@ -382,7 +391,15 @@ func rotationChanges(d Desired, o Observed, tunnelID string, r *Result) {
 			}
 			add(ResToken, OpRotated, tunnelID, "connector "+strings.Join(fresh, ", ")+" runs on the new token")
 		case rt.Stuck && r.KeepInstance != "" && !slices.ContainsFunc(r.Changes, func(c Change) bool { return c.Resource == ResInstance && c.Op == OpDelete }):
-			why := "no connector on the new token a health grace after cloudflared's restart"
+			why := rotationStuckWhy
+			if held := rt.Replaced >= MaxRotationReplacements || o.Remedy.HoldReplace; held {
+				reason := fmt.Sprintf("withheld: %s, and %d instance replacements brought none; check that the instance can read its token parameter and reach Cloudflare", why, rt.Replaced)
+				if rt.Replaced < MaxRotationReplacements {
+					reason = "withheld: remediation limit reached (" + why + ")"
+				}
+				r.Withheld = append(r.Withheld, Change{Resource: ResInstance, Op: OpCreate, Target: d.OrgID, Reason: reason})
+				return
+			}
 			add(ResInstance, OpDelete, r.KeepInstance, why)
 			add(ResInstance, OpCreate, d.OrgID, "replacing "+r.KeepInstance+": "+why)
 			r.KeepInstance = ""
@@ -515,6 +532,21 @@ func takeoverLast(r *Result) {
 	c.Reason = fmt.Sprintf("waits for the org's other changes (%s) to %s; the old record stays until then",
 		strings.Join(others, ", "), strings.TrimSuffix(c.Reason, ": tunnel healthy"))
 	r.Withheld = append(r.Withheld, c)
+}
+
+// rotationStuckWhy is why a stuck rotation replaces the instance.
+const rotationStuckWhy = "no connector on the new token a health grace after cloudflared's restart"
+
+// RotationHeld returns the instance replacement a stuck rotation's plan
+// holds back (MaxRotationReplacements reached, or the remediation limit),
+// if it holds one.
+func RotationHeld(r Result) (Change, bool) {
+	for _, c := range r.Withheld {
+		if c.Resource == ResInstance && c.Op == OpCreate && strings.Contains(c.Reason, rotationStuckWhy) {
+			return c, true
+		}
+	}
+	return Change{}, false
 }
 
 // TakeoverWaiting returns the takeover a plan holds back until the tunnel

@@ -582,9 +582,19 @@ func TestRotation(t *testing.T) {
 		{"new connector: old dropped, done", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1", "c2"}}, "healthy"), "tunnel drop c1; token rotated t"},
 		{"new connector alone: done", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c2"}}, "healthy"), "token rotated t"},
 		{"stuck: instance replaced", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1"}, Stuck: true}, "healthy"), "instance delete i; instance create o"},
+		{"stuck past its replacements: held", converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1"}, Stuck: true, Replaced: MaxRotationReplacements}, "healthy"), "withheld instance create"},
+		{"stuck at the remediation limit: held", func() Observed {
+			o := converged(Rotation{Phase: RotateConnect, Old: []string{"c1"}, ConnectorsKnown: true, Connectors: []string{"c1"}, Stuck: true}, "healthy")
+			o.Remedy.HoldReplace = true
+			return o
+		}(), "withheld instance create"},
 	} {
-		if got := ops(Compute(d, tc.ob)); got != tc.want {
+		r := Compute(d, tc.ob)
+		if got := ops(r); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+		if _, held := RotationHeld(r); held != strings.HasPrefix(tc.want, "withheld instance") {
+			t.Errorf("%s: RotationHeld %t", tc.name, held)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
@@ -173,8 +174,15 @@ func (e *Engine) presentOrg(ctx context.Context, log *slog.Logger, org state.Org
 
 	res, err := e.recordOutcome(ctx, log, org, d, ob, p, ap, hv, applyErr, now)
 	if err == nil && (hasOp(p.Changes, plan.OpRotate) || org.Observed.Rotation != nil) && !hasOp(p.Changes, plan.OpRotated) {
-		// A rotation waits for its connector: look again soon (rotationPoll).
-		if after := e.rotationPollAfter(); res.RequeueAfter == 0 || after < res.RequeueAfter {
+		// A rotation waits for its connector: look again soon (rotationPoll);
+		// one stuck past its replacements only at the sweep's pace (an
+		// operator's fix shows there), saying so.
+		after := e.rotationPollAfter()
+		if c, held := plan.RotationHeld(p); held {
+			log.Warn("token rotation stuck: no connector on the new token", "detail", c.Reason)
+			after = max(after, e.cfg.SweepInterval, time.Minute)
+		}
+		if res.RequeueAfter == 0 || after < res.RequeueAfter {
 			res.RequeueAfter = after
 		}
 	}

@@ -51,7 +51,7 @@ type rotations struct {
 func (e *Engine) rotationView(org state.Org, now time.Time) plan.Rotation {
 	var v plan.Rotation
 	if r := org.Observed.Rotation; r != nil {
-		v.Phase, v.Old = r.Phase, r.Old
+		v.Phase, v.Old, v.Replaced = r.Phase, r.Old, r.Replaced
 		v.Stuck = r.Phase == plan.RotateConnect && !r.RestartedAt.IsZero() && now.Sub(r.RestartedAt) > e.rotationGrace()
 		return v
 	}
@@ -317,6 +317,7 @@ func (e *Engine) rotationRestarted(orgID string) error {
 		if r := o.Observed.Rotation; r != nil && r.Phase == plan.RotateConnect {
 			cp := *r
 			cp.RestartedAt = now
+			cp.Replaced++
 			o.Observed.Rotation = &cp
 		}
 		return nil

@@ -157,6 +157,9 @@ type Rotation struct {
 	Old         []string  `json:"old_connectors,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 	RestartedAt time.Time `json:"restarted_at,omitzero"`
+	// Replaced counts the instances replaced because no connector came up
+	// on the new token (bounded: plan.MaxRotationReplacements).
+	Replaced int `json:"replaced,omitempty"`
 }
 
 // Condition types (docs/operations.md, "Org conditions").
