@@ -21,6 +21,9 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 			setCondition(o, state.CondDeleting, true, state.ReasonCascadeRunning, "removing the org's instances, DNS record, token parameter and tunnel", now)
 			setCondition(o, state.CondReady, false, "Deleting", "", now)
 			o.RemoveCondition(state.CondProvisioning, state.CondDegraded)
+			// A rotation in flight ends with the tunnel: an org re-created
+			// meanwhile must not resume it on its new one.
+			o.Observed.Rotation = nil
 			return nil
 		}); err != nil {
 			return Result{}, fmt.Errorf("org %s: record deleting: %w", org.ID, err)
@@ -103,8 +106,10 @@ func (e *Engine) deleteOrg(ctx context.Context, log *slog.Logger, org state.Org)
 		}
 		done = true
 		launch := o.Observed
+		// The record a cutover replaced stays on the tombstone: the
+		// hostname has no record now, and this says what it had.
 		o.Observed = state.Observed{DeleteDone: true, ObservedAt: now, LaunchGeneration: launch.LaunchGeneration,
-			LaunchAttempt: launch.LaunchAttempt}
+			LaunchAttempt: launch.LaunchAttempt, Replaced: launch.Replaced}
 		setCondition(o, state.CondDeleted, true, state.ReasonCascadeDone, "every resource of the org is gone (searched by id, name and tag)", now)
 		setCondition(o, state.CondReady, false, "Deleted", "", now)
 		// What described the live org no longer applies to a finished tombstone.

@@ -302,3 +302,42 @@ func TestMaxAgePlacesGivenBack(t *testing.T) {
 		t.Fatal("the place of b, with no rotation in flight, was not given back")
 	}
 }
+
+// A rotation in flight ends with the org's delete: an org re-created while
+// the cascade runs does not resume it on its new tunnel.
+func TestRotationEndsWithTheDelete(t *testing.T) {
+	t.Parallel()
+	pools := newTwoPools()
+	var fe *fakeEngine
+	recreate := false
+	pools.t1 = onTunnelDelete{pools.a1, func() {
+		if recreate {
+			recreate = false
+			fe.apply(created("acme", "acme"))
+		}
+	}}
+	fe = pools.engine(t, nil, nil)
+	fe.apply(created("acme", "acme"))
+	fe.pass("acme")
+	if err := fe.store.Update("acme", func(o *state.Org) error {
+		o.Observed.Rotation = &state.Rotation{Reason: "test", Phase: plan.RotateConnect, Old: []string{"c1"}, StartedAt: fe.now}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fe.apply(deleted("acme"))
+	recreate = true
+	for range 10 {
+		fe.pass("acme")
+		fe.now = fe.now.Add(time.Minute)
+		if !recreate {
+			break
+		}
+	}
+	if recreate {
+		t.Fatal("acme's tunnel was never deleted")
+	}
+	if r := fe.org("acme").Observed.Rotation; r != nil {
+		t.Fatalf("the re-created org carries the deleted tunnel's rotation: %+v", r)
+	}
+}

@@ -355,3 +355,24 @@ func TestTakeoverDryRunAllShowsItWaiting(t *testing.T) {
 	}
 	t.Fatalf("PlanAll has no plan for acme: %+v", all)
 }
+
+// Deleting an org after its cutover removes its CNAME, so the hostname has
+// no record: the tombstone still says what the cutover replaced, for an
+// operator to put it back.
+func TestReplacedRecordKeptOnTheTombstone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.loadLegacy("acme", "A", legacyIP)
+	h.start()
+	h.apply(createdTakeover("acme", "acme", state.Takeover{Type: "A", Content: legacyIP}))
+	h.waitReady("acme")
+	replaced := h.org("acme").Observed.Replaced
+	if replaced.ID == "" {
+		t.Fatal("no replaced record after the cutover")
+	}
+	h.apply(deleted("acme"))
+	h.waitFor("acme deleted", 20*time.Second, func() bool { return h.org("acme").Observed.DeleteDone })
+	if got := h.org("acme").Observed.Replaced; got != replaced {
+		t.Fatalf("tombstone's replaced record %+v, want %+v", got, replaced)
+	}
+}
