@@ -180,16 +180,7 @@ func TestReplicasShareThePoolCounts(t *testing.T) {
 	// record, and the other replica's next refresh queues initech, which
 	// then takes it.
 	both(deleted("acme"))
-	for range 10 {
-		r1.pass("acme")
-		r1.now = r1.now.Add(time.Minute)
-		if r1.org("acme").Observed.DeleteDone {
-			break
-		}
-	}
-	if !r1.org("acme").Observed.DeleteDone {
-		t.Fatalf("acme not deleted: %+v", r1.org("acme").Conditions)
-	}
+	r1.deleteToEnd("acme")
 	if got := ledger.get("account.a1"); len(got) != 0 {
 		t.Fatalf("record account.a1 after acme's delete = %v, want empty", got)
 	}
@@ -260,16 +251,7 @@ func TestPlacementRecordsBackfilledAndCollected(t *testing.T) {
 		t.Fatalf("acme in %q, want p1", p)
 	}
 	fe.apply(deleted("ghost"))
-	for range 10 {
-		if fe.org("ghost").Observed.DeleteDone {
-			break
-		}
-		fe.pass("ghost")
-		fe.now = fe.now.Add(time.Minute)
-	}
-	if !fe.org("ghost").Observed.DeleteDone {
-		t.Fatalf("ghost not deleted: %+v", fe.org("ghost").Conditions)
-	}
+	fe.deleteToEnd("ghost")
 	ledger.mu.Lock()
 	ledger.put("account.a2", map[string]string{"ghost": "p2", "theirs": "p2", "unknown": "p2"})
 	ledger.mu.Unlock()
@@ -319,6 +301,54 @@ func TestStalePlacementFollowsTheRecords(t *testing.T) {
 	}
 }
 
+// deleteToEnd runs passes of a deleted org, a minute apart, until its
+// cascade is done.
+func (fe *fakeEngine) deleteToEnd(org string) {
+	fe.t.Helper()
+	for range 10 {
+		if fe.org(org).Observed.DeleteDone {
+			return
+		}
+		fe.pass(org)
+		fe.now = fe.now.Add(time.Minute)
+	}
+	fe.t.Fatalf("%s not deleted: %+v", org, fe.org(org).Conditions)
+}
+
+// recreating re-creates an org from inside its delete's cascade (the
+// tunnel's delete, in pool p1): an org.created applied meanwhile.
+type recreating struct {
+	fe    *fakeEngine // set once the engine is built
+	org   string
+	armed bool
+}
+
+func recreateOnDelete(pools *twoPools, org string) *recreating {
+	rc := &recreating{org: org}
+	pools.t1 = onTunnelDelete{pools.a1, func() {
+		if rc.armed {
+			rc.armed = false
+			rc.fe.apply(created(rc.org, rc.org))
+		}
+	}}
+	return rc
+}
+
+// deleteUntilRecreated runs passes of the deleted org until its tunnel's
+// delete has re-created it.
+func (rc *recreating) deleteUntilRecreated() {
+	rc.fe.t.Helper()
+	rc.armed = true
+	for range 10 {
+		rc.fe.pass(rc.org)
+		rc.fe.now = rc.fe.now.Add(time.Minute)
+		if !rc.armed {
+			return
+		}
+	}
+	rc.fe.t.Fatalf("%s's tunnel was never deleted", rc.org)
+}
+
 // onTunnelDelete runs hook as a tunnel is deleted: an event applied while
 // a delete's cascade is in hand.
 type onTunnelDelete struct {
@@ -340,15 +370,9 @@ func (o onTunnelDelete) DeleteTunnel(ctx context.Context, id string) error {
 func TestRecreatedDuringDeleteKeepsItsPlace(t *testing.T) {
 	t.Parallel()
 	pools, ledger := newTwoPools(), newMemLedger()
-	var fe *fakeEngine
-	recreate := false
-	pools.t1 = onTunnelDelete{pools.a1, func() {
-		if recreate {
-			recreate = false
-			fe.apply(created("acme", "acme"))
-		}
-	}}
-	fe = pools.engine(t, owning("acme", "waiter"), ledger)
+	rc := recreateOnDelete(pools, "acme")
+	fe := pools.engine(t, owning("acme", "waiter"), ledger)
+	rc.fe = fe
 	fe.apply(created("acme", "acme"), createdInPool("waiter", "waiter", "p1"))
 	fe.pass("acme")
 	if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil || failedReason(fe.org("waiter")) != ReasonPoolFull {
@@ -356,24 +380,15 @@ func TestRecreatedDuringDeleteKeepsItsPlace(t *testing.T) {
 	}
 
 	fe.apply(deleted("acme"))
-	recreate = true
-	for range 10 {
-		fe.pass("acme")
-		fe.now = fe.now.Add(time.Minute)
-		if !recreate && fe.org("acme").Desired.Presence != state.Deleted {
-			break
-		}
-	}
-	if recreate {
-		t.Fatal("acme's tunnel was never deleted")
-	}
+	rc.deleteUntilRecreated()
 	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"acme": "p1"}) {
 		t.Fatalf("record account.a1 = %v after acme's re-create mid-delete; want acme kept in p1", got)
 	}
 	if fe.e.Queue().Len() != 0 {
-		if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil {
-			t.Fatal("waiter was woken and placed in acme's place")
-		}
+		t.Fatalf("%d orgs queued: the waiting org was woken for a place that was not given back", fe.e.Queue().Len())
+	}
+	if _, err := fe.e.Reconcile(context.Background(), "waiter"); err == nil {
+		t.Fatal("waiter placed in acme's place")
 	}
 	for range 10 {
 		fe.pass("acme")
@@ -430,16 +445,7 @@ func TestCollectionSparesAnOrgRecreatedMeanwhile(t *testing.T) {
 	fe.apply(created("acme", "acme"))
 	fe.pass("acme")
 	fe.apply(deleted("acme"))
-	for range 10 {
-		if fe.org("acme").Observed.DeleteDone {
-			break
-		}
-		fe.pass("acme")
-		fe.now = fe.now.Add(time.Minute)
-	}
-	if !fe.org("acme").Observed.DeleteDone {
-		t.Fatalf("acme not deleted: %+v", fe.org("acme").Conditions)
-	}
+	fe.deleteToEnd("acme")
 	// Its release was lost: the entry is back, as a crash would leave it.
 	ledger.mu.Lock()
 	ledger.put("account.a1", map[string]string{"acme": "p1"})
@@ -525,13 +531,7 @@ func TestDeletedOrgStopsWaitingForRoom(t *testing.T) {
 		t.Fatalf("%d orgs waiting, want 1", w)
 	}
 	fe.apply(deleted("waiter"))
-	for range 5 {
-		fe.pass("waiter")
-		fe.now = fe.now.Add(time.Minute)
-	}
-	if !fe.org("waiter").Observed.DeleteDone {
-		t.Fatalf("waiter's delete not done: %+v", fe.org("waiter").Conditions)
-	}
+	fe.deleteToEnd("waiter")
 	if w := fe.e.Pools()[0].Waiting; w != 0 {
 		t.Fatalf("%d orgs waiting after the waiting one was deleted, want 0", w)
 	}

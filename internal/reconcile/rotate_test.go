@@ -308,15 +308,9 @@ func TestMaxAgePlacesGivenBack(t *testing.T) {
 func TestRotationEndsWithTheDelete(t *testing.T) {
 	t.Parallel()
 	pools := newTwoPools()
-	var fe *fakeEngine
-	recreate := false
-	pools.t1 = onTunnelDelete{pools.a1, func() {
-		if recreate {
-			recreate = false
-			fe.apply(created("acme", "acme"))
-		}
-	}}
-	fe = pools.engine(t, nil, nil)
+	rc := recreateOnDelete(pools, "acme")
+	fe := pools.engine(t, nil, nil)
+	rc.fe = fe
 	fe.apply(created("acme", "acme"))
 	fe.pass("acme")
 	if err := fe.store.Update("acme", func(o *state.Org) error {
@@ -326,17 +320,7 @@ func TestRotationEndsWithTheDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	fe.apply(deleted("acme"))
-	recreate = true
-	for range 10 {
-		fe.pass("acme")
-		fe.now = fe.now.Add(time.Minute)
-		if !recreate {
-			break
-		}
-	}
-	if recreate {
-		t.Fatal("acme's tunnel was never deleted")
-	}
+	rc.deleteUntilRecreated()
 	if r := fe.org("acme").Observed.Rotation; r != nil {
 		t.Fatalf("the re-created org carries the deleted tunnel's rotation: %+v", r)
 	}
