@@ -71,15 +71,42 @@ type Config struct {
 	DNSPageSize    int
 
 	Budget ratelimit.WindowBudget // default ratelimit.DefaultCloudflare
-	// Limiter, when set, is the budget's window limiter, built by
-	// ratelimit.NewWindowLimiter(Budget) and shared by every client on the
-	// same budget (one Cloudflare user: pools whose tokens are one user's),
-	// so together they stay within it. Nil: the client builds its own from
-	// Budget.
-	Limiter *ratelimit.Resizable
+	// Pacer, when set, is the budget's pacing (NewPacer), shared by every
+	// client on the same budget (one Cloudflare user: pools whose tokens
+	// are one user's); the retry policy and observer are then the ones it
+	// was built with. Nil: the client builds its own from Budget.
+	Pacer   *Pacer
 	Policy  apicall.Policy
 	Observe apicall.Observer
 }
+
+// Pacer paces one Cloudflare budget: its window limiter, the order of the
+// calls waiting on it (readiness polls and deletes before creations) and
+// the pause a 429 sets. Cloudflare counts and throttles per API user, so
+// the clients of pools on one user's budget share one: together they stay
+// within it, a 429 answered to one pauses them all, and one pool's
+// creations never go before another's polls.
+type Pacer struct {
+	window *ratelimit.Resizable
+	call   *apicall.Caller
+}
+
+// NewPacer builds the pacing of cfg's Budget, with cfg's retry policy and
+// observer.
+func NewPacer(cfg Config) (*Pacer, error) {
+	window, err := ratelimit.NewWindowLimiter(cfg.Budget)
+	if err != nil {
+		return nil, fmt.Errorf("cloudflare config: %w", err)
+	}
+	lim := ratelimit.NewPrioritized(window)
+	return &Pacer{window: window, call: apicall.New(apicall.Options{
+		Provider: "cloudflare", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
+		Limit: func(string) ratelimit.Limiter { return lim },
+	})}, nil
+}
+
+// Burst is the window limiter's burst now (its share of the budget).
+func (p *Pacer) Burst() int { return p.window.Burst() }
 
 // Default list page sizes (Config.TunnelPageSize, Config.DNSPageSize).
 const (
@@ -121,16 +148,13 @@ func New(cfg Config) (*Client, error) {
 		cfg.DNSPageSize = cmp.Or(max(cfg.PageSize, 0), DefaultDNSPageSize)
 	}
 	cfg.ZoneName = strings.TrimSuffix(strings.ToLower(cfg.ZoneName), ".")
-	window := cfg.Limiter
-	if window == nil {
+	pacer := cfg.Pacer
+	if pacer == nil {
 		var err error
-		if window, err = ratelimit.NewWindowLimiter(cfg.Budget); err != nil {
-			return nil, fmt.Errorf("cloudflare config: %w", err)
+		if pacer, err = NewPacer(cfg); err != nil {
+			return nil, err
 		}
 	}
-	// Calls whose context carries ratelimit.High (readiness polls, deletes)
-	// get the budget's next request before waiting creations.
-	lim := ratelimit.NewPrioritized(window)
 	hc := &http.Client{Timeout: 60 * time.Second}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
@@ -144,12 +168,9 @@ func New(cfg Config) (*Client, error) {
 		option.WithMaxRetries(0), // apicall is the one retry layer
 	}
 	return &Client{
-		cfg:    cfg,
-		window: window,
-		call: apicall.New(apicall.Options{
-			Provider: "cloudflare", Policy: cfg.Policy, Observe: cfg.Observe, Classify: classify,
-			Limit: func(string) ratelimit.Limiter { return lim },
-		}),
+		cfg:     cfg,
+		window:  pacer.window,
+		call:    pacer.call,
 		tunnels: zero_trust.NewTunnelCloudflaredService(opts...),
 		records: dns.NewRecordService(opts...),
 	}, nil
@@ -246,7 +267,7 @@ func listAll[T any](ctx context.Context, c *Client, op string, pageSize int, id 
 // SetBudgetShare makes this client spend share (0..1] of Config.Budget:
 // the budget is per Cloudflare user, so replicas each take the share of
 // the partitions they own, and together stay within it. With a shared
-// Config.Limiter it resizes that limiter, for every client on the budget:
+// Config.Pacer it resizes its limiter, for every client on the budget:
 // give them all the same share.
 func (c *Client) SetBudgetShare(share float64) {
 	ratelimit.SetWindowShare(c.window, c.cfg.Budget, share)

@@ -511,17 +511,17 @@ func TestVerifyToken(t *testing.T) {
 	}
 }
 
-// Clients on one budget share its window limiter (Config.Limiter): what
-// one spends, the other cannot; a client without it has its own.
-func TestSharedLimiter(t *testing.T) {
+// Clients on one budget share its pacer (Config.Pacer): what one spends
+// of the window, the other cannot; a client without it has its own.
+func TestSharedPacer(t *testing.T) {
 	// A burst of 2, then about one call an hour.
 	budget := ratelimit.WindowBudget{Requests: 3, Window: time.Hour, Burst: 2}
-	shared, err := ratelimit.NewWindowLimiter(budget)
+	shared, err := cloudflare.NewPacer(cloudflare.Config{Budget: budget})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, a := newWorld(t, cloudsim.RateLimits{}, func(cc *cloudflare.Config) { cc.Budget, cc.Limiter = budget, shared })
-	b := w.client(t, func(cc *cloudflare.Config) { cc.Budget, cc.Limiter = budget, shared })
+	w, a := newWorld(t, cloudsim.RateLimits{}, func(cc *cloudflare.Config) { cc.Budget, cc.Pacer = budget, shared })
+	b := w.client(t, func(cc *cloudflare.Config) { cc.Budget, cc.Pacer = budget, shared })
 	own := w.client(t, func(cc *cloudflare.Config) { cc.Budget = budget })
 
 	for i := range 2 {
@@ -545,5 +545,31 @@ func TestSharedLimiter(t *testing.T) {
 	b.SetBudgetShare(0.5)
 	if got := shared.Burst(); got != 1 {
 		t.Fatalf("burst after a half share = %d, want 1", got)
+	}
+}
+
+// A 429 answered to one client pauses the other clients of its budget
+// (Cloudflare throttles the API user, whichever pool's call it was), not
+// a client on another budget.
+func TestSharedPacerPausesOnA429(t *testing.T) {
+	shared, err := cloudflare.NewPacer(cloudflare.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, a := newWorld(t, cloudsim.RateLimits{}, func(cc *cloudflare.Config) { cc.Pacer = shared })
+	b := w.client(t, func(cc *cloudflare.Config) { cc.Pacer = shared })
+	own := w.client(t, nil)
+	if err := w.sim.SetFaultSettings(cloudsim.FaultSettings{Rules: []cloudsim.FaultRule{
+		{Op: "cf.tunnel.list", ThrottleRate: 1, RetryAfter: cloudsim.Duration(time.Minute)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.ListTunnels(ctx, "tw-"); err == nil {
+		t.Fatal("a's listing succeeded through a throttle rule")
+	}
+	if d := b.Caller().BlockedFor(); d < 50*time.Second {
+		t.Fatalf("b paused for %s after a's 429 with Retry-After 60, want about a minute", d)
+	}
+	if d := own.Caller().BlockedFor(); d != 0 {
+		t.Fatalf("a client on its own budget paused for %s", d)
 	}
 }

@@ -80,23 +80,23 @@ func CloudflareConfig(p config.Pool, cloudURL string, m *metrics.Metrics, k Knob
 }
 
 // cloudflareClients builds one client per pool, in c.Pools' order (the
-// default pool first), with one window limiter per budget shared by the
-// budget's pools: the budget is the Cloudflare user's, whichever pool's
-// zone a call is for.
+// default pool first), with one pacer per budget shared by the budget's
+// pools (its window limiter, call order and 429 pause): the budget is the
+// Cloudflare user's, whichever pool's zone a call is for.
 func cloudflareClients(c config.Config, cloudURL string, m *metrics.Metrics, k Knobs) ([]*cloudflare.Client, error) {
-	limiters := map[string]*ratelimit.Resizable{}
+	pacers := map[string]*cloudflare.Pacer{}
 	var out []*cloudflare.Client
 	for _, p := range c.Pools() {
 		cfc := CloudflareConfig(p, cloudURL, m, k)
-		lim, ok := limiters[p.Budget]
+		pacer, ok := pacers[p.Budget]
 		if !ok {
 			var err error
-			if lim, err = ratelimit.NewWindowLimiter(cfc.Budget); err != nil {
+			if pacer, err = cloudflare.NewPacer(cfc); err != nil {
 				return nil, fmt.Errorf("cloudflare budget %s: %w", p.Budget, err)
 			}
-			limiters[p.Budget] = lim
+			pacers[p.Budget] = pacer
 		}
-		cfc.Limiter = lim
+		cfc.Pacer = pacer
 		cf, err := cloudflare.New(cfc)
 		if err != nil {
 			return nil, fmt.Errorf("cloudflare client of pool %s: %w", p.Name, err)
