@@ -49,10 +49,17 @@ func PriorityOf(ctx context.Context) Priority {
 type Prioritized struct {
 	inner Limiter
 
-	mu     sync.Mutex
-	queues [3][]*waiter // by queue(Priority)
-	busy   bool         // a waiter holds the turn (is waiting on inner)
+	mu      sync.Mutex
+	queues  [3][]*waiter // by queue(Priority)
+	busy    bool         // a waiter holds the turn (is waiting on inner)
+	highRun int          // turns given to High in a row while Normal waited
 }
+
+// NormalEvery is the share of turns Normal gets while High waiters queue
+// too: every NormalEvery-th. Finishing work still goes first, but a fleet
+// of polls that keeps the High queue full (a mass outage) cannot hold
+// creations back for as long as it lasts.
+const NormalEvery = 5
 
 type waiter struct {
 	turn    chan struct{} // closed when the waiter gets the turn
@@ -102,22 +109,40 @@ func (p *Prioritized) Wait(ctx context.Context) error {
 }
 
 // dispatchLocked gives the turn to the first High waiter, else the first
-// Normal one, else the first Low one, when nobody holds it.
+// Normal one, else the first Low one, when nobody holds it; every
+// NormalEvery-th turn goes to Normal while both wait.
 func (p *Prioritized) dispatchLocked() {
 	if p.busy {
 		return
 	}
+	high, normal := len(p.queues[queue(High)]) > 0, len(p.queues[queue(Normal)]) > 0
+	switch {
+	case high && normal && p.highRun >= NormalEvery-1:
+		p.highRun = 0
+		p.grantLocked(Normal)
+		return
+	case high && normal:
+		p.highRun++
+	case !high:
+		p.highRun = 0
+	}
 	for pr := High; pr >= Low; pr-- {
-		if q := p.queues[queue(pr)]; len(q) > 0 {
-			w := q[0]
-			q[0] = nil
-			p.queues[queue(pr)] = q[1:]
-			w.granted = true
-			p.busy = true
-			close(w.turn)
+		if len(p.queues[queue(pr)]) > 0 {
+			p.grantLocked(pr)
 			return
 		}
 	}
+}
+
+// grantLocked gives the turn to pr's first waiter.
+func (p *Prioritized) grantLocked(pr Priority) {
+	q := p.queues[queue(pr)]
+	w := q[0]
+	q[0] = nil
+	p.queues[queue(pr)] = q[1:]
+	w.granted = true
+	p.busy = true
+	close(w.turn)
 }
 
 // Waiting is how many callers of each priority wait for their turn (not

@@ -169,3 +169,55 @@ func TestPrioritizedServesEveryone(t *testing.T) {
 		t.Fatalf("%d permits left over after 200 waiters", len(inner))
 	}
 }
+
+// While High waiters keep queueing, Normal still gets every NormalEvery-th
+// turn: creations are slowed by a fleet of polls, never stopped by it.
+func TestPrioritizedNormalNotStarved(t *testing.T) {
+	inner := make(permits)
+	p := NewPrioritized(inner)
+	var (
+		mu      sync.Mutex
+		granted []string
+		wg      sync.WaitGroup
+	)
+	start := func(name string, pr Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Wait(WithPriority(context.Background(), pr)); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			granted = append(granted, name)
+			mu.Unlock()
+		}()
+	}
+	n := func() int { mu.Lock(); defer mu.Unlock(); return len(granted) }
+	start("n0", Normal)
+	eventually(t, "n0 to hold the turn", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.busy })
+	var names []string
+	for i := 1; i <= 3; i++ {
+		names = append(names, "n"+string(rune('0'+i)))
+	}
+	for i := 1; i <= 10; i++ {
+		names = append(names, "h"+string(rune('a'+i-1)))
+	}
+	for i, name := range names {
+		pr := Normal
+		if name[0] == 'h' {
+			pr = High
+		}
+		start(name, pr)
+		eventually(t, name+" to queue", func() bool { h, n, l := p.Waiting(); return h+n+l == i+1 })
+	}
+	for i := range len(names) + 1 { // n0's permit, then one per name
+		inner <- struct{}{}
+		eventually(t, "a grant", func() bool { return n() == i+1 })
+	}
+	wg.Wait()
+	want := []string{"n0", "ha", "hb", "hc", "hd", "n1", "he", "hf", "hg", "hh", "n2", "hi", "hj", "n3"}
+	if !slices.Equal(granted, want) {
+		t.Fatalf("granted %v, want %v", granted, want)
+	}
+}
