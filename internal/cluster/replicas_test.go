@@ -401,6 +401,18 @@ func newPoolWorld(t testing.TB, poolLimit int) *world {
 	if err := broker.EnsureStreamsReplicated(ctx, w.pub, 3, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The buckets too, as a cluster that ran replicas before has them: a
+	// test that stops a node before its first replica starts must not
+	// depend on whether the meta leader has seen the node go (an R3 bucket
+	// is not created with a peer known offline: "no suitable peers").
+	if _, err := broker.EnsureLeaseBucket(ctx, w.pub, 3, w.ttl); err != nil {
+		t.Fatal(err)
+	}
+	if poolLimit > 0 {
+		if _, err := broker.EnsurePlacementBucket(ctx, w.pub, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return w
 }
 
