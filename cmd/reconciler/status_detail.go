@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunnelward/tunnelward/internal/admin"
+	"github.com/tunnelward/tunnelward/internal/plan"
 	"github.com/tunnelward/tunnelward/internal/state"
 )
 
@@ -61,7 +62,11 @@ func rotationDetail(r *state.Rotation) string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("in flight since %s, next step %s (%s)", r.StartedAt.UTC().Format(time.RFC3339), r.Phase, r.Reason)
+	s := fmt.Sprintf("in flight since %s, next step %s (%s)", r.StartedAt.UTC().Format(time.RFC3339), r.Phase, r.Reason)
+	if r.Replaced > 0 {
+		s += fmt.Sprintf("; %d instance replacement(s) brought no connector on the new token (at most %d)", r.Replaced, plan.MaxRotationReplacements)
+	}
+	return s
 }
 
 // replacedRecord is the record a takeover replaced, as it was (what an

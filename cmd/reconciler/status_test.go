@@ -152,3 +152,20 @@ func runOn(t *testing.T, dataDir string, args ...string) string {
 	}
 	return out.String()
 }
+
+// The status of a rotation in flight says its next step, and how many
+// instances it replaced for want of a connector on the new token.
+func TestRotationDetail(t *testing.T) {
+	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	r := &state.Rotation{Reason: "token past its max age", Phase: "connect", StartedAt: at}
+	if got, want := rotationDetail(r), "in flight since 2026-12-04T10:00:00Z, next step connect (token past its max age)"; got != want {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	r.Replaced = 2
+	if got := rotationDetail(r); !strings.HasSuffix(got, "; 2 instance replacement(s) brought no connector on the new token (at most 2)") {
+		t.Fatalf("with replacements: %q", got)
+	}
+	if got := rotationDetail(nil); got != "" {
+		t.Fatalf("no rotation: %q", got)
+	}
+}
