@@ -97,10 +97,17 @@ func TestPrioritizedGrantsHighFirst(t *testing.T) {
 	}
 }
 
-// Low waiters (the admin API's plan) get a permit only when no Normal or
-// High waiter is queued, whatever the arrival order; among themselves
-// first come, first served.
-func TestPrioritizedGrantsLowLast(t *testing.T) {
+// queued is one waiter of grantOrder.
+type queued struct {
+	name string
+	pr   Priority
+}
+
+// grantOrder has a Normal waiter named first take the turn and wait on the
+// inner limiter, queues the others in order behind it, then hands out one
+// permit at a time: the order of the grants, nothing left to timing.
+func grantOrder(t *testing.T, first string, others []queued) []string {
+	t.Helper()
 	inner := make(permits)
 	p := NewPrioritized(inner)
 	var (
@@ -122,24 +129,25 @@ func TestPrioritizedGrantsLowLast(t *testing.T) {
 		}()
 	}
 	n := func() int { mu.Lock(); defer mu.Unlock(); return len(granted) }
-
-	start("n0", Normal)
-	eventually(t, "n0 to hold the turn", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.busy })
-	for i, w := range []struct {
-		name string
-		pr   Priority
-	}{{"l1", Low}, {"l2", Low}, {"n1", Normal}, {"h1", High}, {"n2", Normal}} {
+	start(first, Normal)
+	eventually(t, first+" to hold the turn", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.busy })
+	for i, w := range others {
 		start(w.name, w.pr)
 		eventually(t, w.name+" to queue", func() bool { h, n, l := p.Waiting(); return h+n+l == i+1 })
 	}
-	if h, nn, l := p.Waiting(); h != 1 || nn != 2 || l != 2 {
-		t.Fatalf("waiting high %d normal %d low %d, want 1 2 2", h, nn, l)
-	}
-	for i := range 6 {
+	for i := range len(others) + 1 { // first's permit, then one per waiter
 		inner <- struct{}{}
 		eventually(t, "a grant", func() bool { return n() == i+1 })
 	}
 	wg.Wait()
+	return granted
+}
+
+// Low waiters (the admin API's plan) get a permit only when no Normal or
+// High waiter is queued, whatever the arrival order; among themselves
+// first come, first served.
+func TestPrioritizedGrantsLowLast(t *testing.T) {
+	granted := grantOrder(t, "n0", []queued{{"l1", Low}, {"l2", Low}, {"n1", Normal}, {"h1", High}, {"n2", Normal}})
 	want := []string{"n0", "h1", "n1", "n2", "l1", "l2"}
 	if !slices.Equal(granted, want) {
 		t.Fatalf("granted %v, want %v", granted, want)
@@ -173,49 +181,14 @@ func TestPrioritizedServesEveryone(t *testing.T) {
 // While High waiters keep queueing, Normal still gets every NormalEvery-th
 // turn: creations are slowed by a fleet of polls, never stopped by it.
 func TestPrioritizedNormalNotStarved(t *testing.T) {
-	inner := make(permits)
-	p := NewPrioritized(inner)
-	var (
-		mu      sync.Mutex
-		granted []string
-		wg      sync.WaitGroup
-	)
-	start := func(name string, pr Priority) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Wait(WithPriority(context.Background(), pr)); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			granted = append(granted, name)
-			mu.Unlock()
-		}()
+	var others []queued
+	for _, n := range []string{"n1", "n2", "n3"} {
+		others = append(others, queued{n, Normal})
 	}
-	n := func() int { mu.Lock(); defer mu.Unlock(); return len(granted) }
-	start("n0", Normal)
-	eventually(t, "n0 to hold the turn", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.busy })
-	var names []string
-	for i := 1; i <= 3; i++ {
-		names = append(names, "n"+string(rune('0'+i)))
+	for _, h := range []string{"ha", "hb", "hc", "hd", "he", "hf", "hg", "hh", "hi", "hj"} {
+		others = append(others, queued{h, High})
 	}
-	for i := 1; i <= 10; i++ {
-		names = append(names, "h"+string(rune('a'+i-1)))
-	}
-	for i, name := range names {
-		pr := Normal
-		if name[0] == 'h' {
-			pr = High
-		}
-		start(name, pr)
-		eventually(t, name+" to queue", func() bool { h, n, l := p.Waiting(); return h+n+l == i+1 })
-	}
-	for i := range len(names) + 1 { // n0's permit, then one per name
-		inner <- struct{}{}
-		eventually(t, "a grant", func() bool { return n() == i+1 })
-	}
-	wg.Wait()
+	granted := grantOrder(t, "n0", others)
 	want := []string{"n0", "ha", "hb", "hc", "hd", "n1", "he", "hf", "hg", "hh", "n2", "hi", "hj", "n3"}
 	if !slices.Equal(granted, want) {
 		t.Fatalf("granted %v, want %v", granted, want)
