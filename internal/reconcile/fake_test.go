@@ -495,6 +495,18 @@ func (fe *fakeEngine) pass(org string) Result {
 	return res
 }
 
+// restart is a process restart: a new engine on the same configuration,
+// clouds and state file, in place of the old one (stopped or never run).
+func (fe *fakeEngine) restart() *Engine {
+	fe.t.Helper()
+	e, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
+	if err != nil {
+		fe.t.Fatal(err)
+	}
+	fe.e = e
+	return e
+}
+
 func (fe *fakeEngine) org(id string) state.Org {
 	fe.t.Helper()
 	o, ok, err := fe.store.Get(id)

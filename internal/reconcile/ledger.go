@@ -375,11 +375,11 @@ func (e *Engine) ledgerTick(ctx context.Context, gc bool) error {
 // does not know yet (its ingest behind another replica's) is left alone.
 func (e *Engine) ledgerGC(ctx context.Context) error {
 	e.pools.mu.Lock()
-	entries := map[string]string{}
+	entries := map[string]bool{}
 	for _, g := range e.pools.ledger {
-		for org, p := range g.orgs {
+		for org := range g.orgs {
 			if e.owns(org) {
-				entries[org] = p
+				entries[org] = true
 			}
 		}
 	}

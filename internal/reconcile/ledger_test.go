@@ -226,11 +226,7 @@ func TestPlacementLosesTheRaceAndChoosesAgain(t *testing.T) {
 	if err := fe.store.Update("acme", func(o *state.Org) error { o.Observed.Pool = ""; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	again, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := again.ledgerPlace(context.Background(), fe.org("acme"))
+	got, err := fe.restart().ledgerPlace(context.Background(), fe.org("acme"))
 	if err != nil || got != "p2" {
 		t.Fatalf("placing acme again: %q, %v; want p2 from the records", got, err)
 	}
@@ -257,10 +253,7 @@ func TestPlacementRecordsBackfilledAndCollected(t *testing.T) {
 	ledger.mu.Unlock()
 
 	fe.e.cfg.Placements = ledger
-	e, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := fe.restart()
 	if _, err := e.EnqueueAll(false); err != nil {
 		t.Fatal(err)
 	}
@@ -491,12 +484,7 @@ func TestOlderGenerationsPlacementIsPlacedAnew(t *testing.T) {
 	}
 
 	// A restart: the start's backfill leaves it out.
-	e, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fe.e = e
-	if err := e.ledgerTick(context.Background(), false); err != nil {
+	if err := fe.restart().ledgerTick(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	if got := ledger.get("account.a1"); !maps.Equal(got, map[string]string{"other": "p1"}) {

@@ -130,10 +130,19 @@ func (e *Engine) maxAgeFree(orgID string) bool {
 	return e.maxAgeFreeLocked(orgID)
 }
 
-// maxAgeFreeLocked is maxAgeFree with rotating.mu held. The places of orgs
-// this replica no longer owns are given back first: their rotation goes
-// on at their new owner.
+// maxAgeFreeLocked is maxAgeFree with rotating.mu held.
 func (e *Engine) maxAgeFreeLocked(orgID string) bool {
+	e.maxAgeUnownedLocked()
+	return e.rotating.inFlight[orgID] || len(e.rotating.inFlight) < e.maxAgeCap()
+}
+
+// maxAgeCap is how many max-age rotations may be in flight at once.
+func (e *Engine) maxAgeCap() int { return max(1, e.cfg.Workers/2) }
+
+// maxAgeUnownedLocked gives back the places of orgs this replica no
+// longer owns (their rotation goes on at their new owner). Caller holds
+// rotating.mu.
+func (e *Engine) maxAgeUnownedLocked() {
 	if e.rotating.inFlight == nil {
 		e.rotating.inFlight = map[string]bool{}
 	}
@@ -142,7 +151,6 @@ func (e *Engine) maxAgeFreeLocked(orgID string) bool {
 			delete(e.rotating.inFlight, id)
 		}
 	}
-	return e.rotating.inFlight[orgID] || len(e.rotating.inFlight) < max(1, e.cfg.Workers/2)
 }
 
 // maxAgeHolds reports whether orgID holds a place among the max-age
@@ -157,8 +165,8 @@ func (e *Engine) maxAgeHolds(orgID string) bool {
 func (e *Engine) maxAgeFreePlaces() int {
 	e.rotating.mu.Lock()
 	defer e.rotating.mu.Unlock()
-	e.maxAgeFreeLocked("")
-	return max(1, e.cfg.Workers/2) - len(e.rotating.inFlight)
+	e.maxAgeUnownedLocked()
+	return e.maxAgeCap() - len(e.rotating.inFlight)
 }
 
 // pruneMaxAgeSlots gives back the places of orgs with no max-age rotation

@@ -69,11 +69,7 @@ func TestConditionGaugeFollowsEachChange(t *testing.T) {
 	// A second engine on the same file starts from a full count.
 	m2 := &condRecorder{}
 	fe.e.cfg.Metrics = m2
-	e2, err := New(fe.e.cfg, fe.e.clouds, fe.store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e2.CountConditions(); err != nil {
+	if err := fe.restart().CountConditions(); err != nil {
 		t.Fatal(err)
 	}
 	if !maps.Equal(nonZero(m2.last()), nonZero(m.last())) {
