@@ -583,9 +583,7 @@ func (e *Engine) orphans(ctx context.Context, inv Inventory, live map[string]liv
 		// org's is still the org's leftover).
 		org, ok, err := e.store.Get(o.OrgID)
 		if err != nil || (ok && !(org.Desired.Presence == state.Deleted && org.Observed.DeleteDone) &&
-			!((o.Kind == "instance" || o.Kind == "parameter") && e.orgRegion(org) != o.Region) &&
-			!(o.Kind == "dns_record" && e.PoolOf(org) != "" && e.PoolOf(org) != o.Pool) &&
-			!(o.Kind == "tunnel" && e.PoolOf(org) != "" && e.tunnelHome(e.PoolOf(org)) != e.tunnelHome(o.Pool))) {
+			e.liveOrg(org).holds(*o, e.tunnelHome)) {
 			continue
 		}
 		if err := e.collect(ctx, log, *o); err != nil {
@@ -642,28 +640,31 @@ func (e *Engine) collect(ctx context.Context, log *slog.Logger, o Orphan) error 
 // reported once.
 func findOrphans(prefix string, inv Inventory, live map[string]liveOrg, home func(pool string) string) []Orphan {
 	var found []Orphan
+	add := func(o Orphan) {
+		if !live[o.OrgID].holds(o, home) {
+			found = append(found, o)
+		}
+	}
 	tunnels := map[string]bool{}
 	for _, t := range inv.Tunnels {
-		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !tunnels[t.ID] && !live[org].inAccount(home, t.Pool) {
+		if org, ok := owner.OrgFromTunnelName(t.Name); ok && !t.Deleted && !tunnels[t.ID] {
 			tunnels[t.ID] = true
-			found = append(found, Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org, Pool: t.Pool})
+			add(Orphan{Kind: "tunnel", ID: t.ID, Name: t.Name, OrgID: org, Pool: t.Pool})
 		}
 	}
 	for _, r := range inv.Records {
-		if org, ok := owner.OrgFromDNSComment(r.Comment); ok && !live[org].inPool(r.Pool) {
-			found = append(found, Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org, Pool: r.Pool})
+		if org, ok := owner.OrgFromDNSComment(r.Comment); ok {
+			add(Orphan{Kind: "dns_record", ID: r.ID, Name: r.Name, OrgID: org, Pool: r.Pool})
 		}
 	}
 	for _, in := range inv.Instances {
-		if lo, ok := live[in.OrgID]; in.OrgID != "" && (!ok || lo.Region != in.Region) &&
-			in.State != "terminated" && in.State != "shutting-down" {
-			found = append(found, Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID, Region: in.Region})
+		if in.OrgID != "" && in.State != "terminated" && in.State != "shutting-down" {
+			add(Orphan{Kind: "instance", ID: in.ID, OrgID: in.OrgID, Region: in.Region})
 		}
 	}
 	for _, p := range inv.Params {
-		org, ok := owner.OrgFromParamName(prefix, p.Name)
-		if lo, known := live[org]; ok && (!known || lo.Region != p.Region) {
-			found = append(found, Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org, Region: p.Region})
+		if org, ok := owner.OrgFromParamName(prefix, p.Name); ok {
+			add(Orphan{Kind: "parameter", ID: p.Name, Name: p.Name, OrgID: org, Region: p.Region})
 		}
 	}
 	return found
@@ -688,6 +689,21 @@ func (lo liveOrg) inPool(pool string) bool { return lo.known && (lo.Pool == "" |
 // is in the account of the org's pool.
 func (lo liveOrg) inAccount(home func(string) string, pool string) bool {
 	return lo.known && (lo.Pool == "" || home(lo.Pool) == home(pool))
+}
+
+// holds reports whether the resource o was found as may be the org's: in
+// its region (AWS), its pool's zone (a record) or its pool's account (a
+// tunnel).
+func (lo liveOrg) holds(o Orphan, home func(string) string) bool {
+	switch o.Kind {
+	case "instance", "parameter":
+		return lo.known && lo.Region == o.Region
+	case "dns_record":
+		return lo.inPool(o.Pool)
+	case "tunnel":
+		return lo.inAccount(home, o.Pool)
+	}
+	return false
 }
 
 // tunnelHome is the Cloudflare account that holds a pool's tunnels (each
